@@ -1,0 +1,58 @@
+# Every target builds or refreshes the virtualenv itself, from the pinned lock.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+.PHONY: venv gen check-gen lint fmt test test-fast run bench bench-quick clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Regenerate Python code from proto/ into libs/contracts.
+gen: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/gen_contracts.py
+
+## Fail when the committed generated code differs from what proto/ generates.
+check-gen: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/gen_contracts.py --check
+
+lint: $(STAMP)
+	cd proto && ../$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs/platform/trinity_platform libs/process_model/trinity_process_model services/*/trinity_*
+
+fmt: $(STAMP)
+	cd proto && ../$(BIN)/buf format -w
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Everything CI runs: contract checks, lint, and the whole test suite.
+test: $(STAMP) check-gen lint
+	$(BIN)/python -m pytest -q
+
+## Only the tests, without lint and drift checks.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x
+
+## Start NATS (when none answers), the four services and an executor on SQLite.
+run: $(STAMP)
+	$(BIN)/python -m trinity_platform.devrun
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m tests.bench.run --quick
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

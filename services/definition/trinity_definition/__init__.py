@@ -1,0 +1,1 @@
+"""trinity_definition."""
