@@ -1,0 +1,125 @@
+"""Service settings from the environment.
+
+Every variable is listed in :func:`settings_table` so the README can be generated
+from (and tested against) the code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORTS: dict[str, int] = {
+    "definition": 50051,
+    "execution": 50052,
+    "approval": 50053,
+    "work": 50054,
+}
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATA_DIR = ".data"
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    service: str
+    nats_url: str
+    data_dir: Path
+    database_url: str
+    listen: str
+    auth_tokens: Mapping[str, str] = field(default_factory=dict)
+    log_level: str = DEFAULT_LOG_LEVEL
+    stream_replicas: int = 1
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the asyncio driver: ``postgresql://`` → ``postgresql+asyncpg://``,
+    ``sqlite://`` → ``sqlite+aiosqlite://``."""
+    for plain, async_ in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return async_ + url[len(plain) :]
+    return url
+
+
+def parse_auth_tokens(raw: str) -> dict[str, str]:
+    """``token=principal,token2=principal2`` → ``{token: principal}``."""
+    tokens: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        token, sep, principal = item.partition("=")
+        if not sep or not token.strip() or not principal.strip():
+            raise ValueError(
+                "TRINITY_AUTH_TOKENS must look like 'token=principal,token2=principal2'"
+            )
+        tokens[token.strip()] = principal.strip()
+    return tokens
+
+
+def _env_prefix(service: str) -> str:
+    return f"TRINITY_{service.upper()}_"
+
+
+def load_settings(
+    service: str, default_port: int | None = None, env: Mapping[str, str] | None = None
+) -> ServiceSettings:
+    """Read the settings of ``service`` from ``env`` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    port = DEFAULT_PORTS.get(service, 50050) if default_port is None else default_port
+    prefix = _env_prefix(service)
+    data_dir = Path(env.get("TRINITY_DATA_DIR") or DEFAULT_DATA_DIR)
+    database_url = (
+        env.get(f"{prefix}DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir}/{service}.db"
+    )
+    raw_replicas = env.get("TRINITY_STREAM_REPLICAS") or "1"
+    try:
+        replicas = int(raw_replicas)
+    except ValueError:
+        raise ValueError(
+            f"TRINITY_STREAM_REPLICAS must be an integer, got {raw_replicas!r}"
+        ) from None
+    if replicas < 1:
+        raise ValueError("TRINITY_STREAM_REPLICAS must be at least 1")
+    return ServiceSettings(
+        service=service,
+        nats_url=env.get("TRINITY_NATS_URL") or DEFAULT_NATS_URL,
+        data_dir=data_dir,
+        database_url=normalize_database_url(database_url),
+        listen=env.get(f"{prefix}LISTEN") or f"127.0.0.1:{port}",
+        auth_tokens=parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", "")),
+        log_level=(env.get("TRINITY_LOG_LEVEL") or DEFAULT_LOG_LEVEL).upper(),
+        stream_replicas=replicas,
+    )
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting; ``<SERVICE>`` is the service name."""
+    return [
+        ("TRINITY_NATS_URL", DEFAULT_NATS_URL, "NATS server(s), comma-separated"),
+        ("TRINITY_DATA_DIR", DEFAULT_DATA_DIR, "folder of the embedded SQLite databases"),
+        (
+            "TRINITY_<SERVICE>_DATABASE_URL",
+            "sqlite+aiosqlite:///<data_dir>/<service>.db",
+            "database of one service; postgresql://… selects PostgreSQL (asyncpg)",
+        ),
+        (
+            "TRINITY_<SERVICE>_LISTEN",
+            "127.0.0.1:<port> (definition 50051, execution 50052, approval 50053, work 50054)",
+            "gRPC listen address of one service",
+        ),
+        (
+            "TRINITY_AUTH_TOKENS",
+            "(empty: no authentication)",
+            "static bearer tokens, 'token=principal,token2=principal2'",
+        ),
+        ("TRINITY_LOG_LEVEL", DEFAULT_LOG_LEVEL, "DEBUG, INFO, WARNING or ERROR"),
+        ("TRINITY_STREAM_REPLICAS", "1", "replicas of the JetStream streams (3 in a cluster)"),
+    ]

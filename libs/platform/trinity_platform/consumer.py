@@ -1,0 +1,276 @@
+"""Durable JetStream pull consumers that never die on a bad message or a lost connection.
+
+A handler returns an :data:`Outcome` for each message: ``Ack()``, ``Nak(delay)``
+(redeliver later) or ``Term(reason)`` (never redeliver). A handler exception is
+logged and the message is nak'ed with an exponential delay. A message that is not
+a valid CloudEvent is terminated. Handlers must be idempotent (use the inbox):
+delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from trinity_platform.envelope import Envelope, EnvelopeError
+from trinity_platform.logs import get_logger
+
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True)
+class Nak:
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Term:
+    reason: str = ""
+
+
+Outcome = Ack | Nak | Term
+Handler = Callable[[Envelope, Msg], Awaitable[Outcome]]
+
+
+async def ensure_consumer(
+    js: Any,
+    stream: str,
+    durable: str,
+    filter_subjects: Sequence[str],
+    *,
+    ack_wait: float = 30.0,
+    max_deliver: int = -1,
+    max_ack_pending: int = 1000,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+) -> None:
+    """Create the durable pull consumer, or update it to this config."""
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=deliver_policy,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
+    )
+    subjects = list(filter_subjects)
+    if len(subjects) == 1:
+        config.filter_subject = subjects[0]
+    elif subjects:
+        config.filter_subjects = subjects
+    await js.add_consumer(stream, config)
+
+
+class PullConsumerRunner:
+    """Fetches batches from a durable consumer and hands each message to ``handler``."""
+
+    def __init__(
+        self,
+        js: Any,
+        *,
+        stream: str,
+        durable: str,
+        filter_subjects: Sequence[str],
+        handler: Handler,
+        batch: int = 100,
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
+        concurrency: int = 1,
+        fetch_timeout: float = 2.0,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 60.0,
+    ) -> None:
+        self._js = js
+        self.stream = stream
+        self.durable = durable
+        self._filter_subjects = list(filter_subjects)
+        self._handler = handler
+        self._batch = batch
+        self._ack_wait = ack_wait
+        self._max_deliver = max_deliver
+        self._concurrency = max(1, concurrency)
+        self._fetch_timeout = fetch_timeout
+        self._retry_base_delay = retry_base_delay
+        self._retry_max_delay = retry_max_delay
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._in_flight: set[Msg] = set()
+        self.handled = 0
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("consumer already started")
+        self._stopping.clear()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"consumer-{self.durable}"
+        )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop fetching, let running handlers finish (up to ``grace`` s), unsubscribe."""
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(task, grace)
+        except TimeoutError:
+            _log.warning("consumer did not stop in time; cancelled", durable=self.durable)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            sub = None
+            try:
+                await ensure_consumer(
+                    self._js,
+                    self.stream,
+                    self.durable,
+                    self._filter_subjects,
+                    ack_wait=self._ack_wait,
+                    max_deliver=self._max_deliver,
+                )
+                sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+                delay = 0.1
+                await self._fetch_loop(sub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("consumer error; resubscribing", durable=self.durable, error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+
+    async def _fetch_loop(self, sub: Any) -> None:
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                fetch = asyncio.ensure_future(sub.fetch(self._batch, timeout=self._fetch_timeout))
+                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    fetch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await fetch
+                    return
+                try:
+                    msgs = fetch.result()
+                except TimeoutError:
+                    continue
+                await self._handle_batch(msgs)
+        finally:
+            stop_wait.cancel()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        self._in_flight.update(msgs)  # the heartbeat covers messages waiting their turn too
+        semaphore = asyncio.Semaphore(self._concurrency)
+
+        async def bounded(msg: Msg) -> None:
+            async with semaphore:
+                if self._stopping.is_set():  # hand it back at once instead of after ack_wait
+                    self._in_flight.discard(msg)
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                    return
+                await self._handle(msg)
+
+        if self._concurrency == 1:
+            for msg in msgs:
+                await bounded(msg)
+        else:
+            await asyncio.gather(*(bounded(m) for m in msgs))
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            try:
+                envelope = Envelope.from_msg(msg)
+            except EnvelopeError as exc:
+                _log.error("terminating invalid message", durable=self.durable, error=str(exc))
+                await msg.term()
+                return
+            try:
+                outcome = await self._handler(envelope, msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                attempt = _num_delivered(msg)
+                retry_in = min(self._retry_base_delay * 2 ** (attempt - 1), self._retry_max_delay)
+                _log.exception(
+                    "handler failed; will redeliver",
+                    durable=self.durable,
+                    message_id=envelope.id,
+                    type=envelope.type,
+                    attempt=attempt,
+                    retry_in=retry_in,
+                )
+                await msg.nak(delay=retry_in)
+                return
+            await self._settle(msg, envelope, outcome)
+            self.handled += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # ack/nak failed (connection lost): redelivered after ack_wait
+            _log.warning("could not settle message", durable=self.durable, error=repr(exc))
+        finally:
+            self._in_flight.discard(msg)
+
+    async def _settle(self, msg: Msg, envelope: Envelope, outcome: Outcome) -> None:
+        if isinstance(outcome, Ack):
+            await msg.ack()
+        elif isinstance(outcome, Nak):
+            await msg.nak(delay=outcome.delay if outcome.delay > 0 else None)
+        elif isinstance(outcome, Term):
+            _log.warning(
+                "message terminated by handler",
+                durable=self.durable,
+                message_id=envelope.id,
+                reason=outcome.reason,
+            )
+            await msg.term()
+        else:
+            raise TypeError(f"handler returned {outcome!r}, not Ack, Nak or Term")
+
+    async def _heartbeat(self) -> None:
+        """Tell the server that long-running handlers still work on their messages."""
+        interval = max(self._ack_wait / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in list(self._in_flight):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+
+def _num_delivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except Exception:
+        return 1
+
+
+__all__ = [
+    "Ack",
+    "Handler",
+    "Nak",
+    "Outcome",
+    "PullConsumerRunner",
+    "Term",
+    "ensure_consumer",
+]

@@ -1,0 +1,229 @@
+"""Database engine, the tables every service has, and Alembic migrations at start.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``: a
+commit is durable against a killed *process* (the WAL lives in the file system
+cache, which survives the process), only a power loss or OS crash can drop the
+last commits. Every transaction opens with ``BEGIN IMMEDIATE`` so writers queue
+on ``busy_timeout`` instead of failing with "database is locked" when a read
+transaction tries to become a write transaction; a read-only block may opt out
+with ``conn.execution_options(sqlite_begin="DEFERRED")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    event,
+    text,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from trinity_platform.config import normalize_database_url
+from trinity_platform.logs import get_logger
+
+_log = get_logger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Key of the advisory lock that serializes concurrent migrations of replicas (PostgreSQL).
+MIGRATION_LOCK_KEY = 0x7472696E_6D6967  # "trinmig"
+
+
+def is_sqlite(engine: AsyncEngine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def is_postgres(engine: AsyncEngine | Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An :class:`AsyncEngine` tuned for the dialect (see the module docstring)."""
+    url = normalize_database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **kwargs)
+        _tune_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        options: dict[str, Any] = {
+            "pool_size": 10,
+            "max_overflow": 10,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+        }
+        options.update(kwargs)
+        return create_async_engine(url, **options)
+    return create_async_engine(url, **kwargs)
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (below); the driver must not.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = str(conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")).upper()
+        if mode not in {"IMMEDIATE", "DEFERRED", "EXCLUSIVE"}:
+            raise ValueError(f"sqlite_begin must be IMMEDIATE, DEFERRED or EXCLUSIVE, not {mode}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+# --------------------------------------------------------------------------- tables
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid on SQLite
+
+
+def _outbox(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("message_id", String(64), nullable=False, unique=True),
+        Column("subject", String(255), nullable=False),
+        Column("ce_type", String(255), nullable=False),
+        Column("ce_subject", String(255), nullable=False),
+        Column("correlation_id", String(255), nullable=False, server_default=""),
+        Column("causation_id", String(255), nullable=False, server_default=""),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+        Index("ix_outbox_published_at", "published_at"),
+    )
+
+
+def _inbox(metadata: MetaData) -> Table:
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(255), nullable=False),
+        Column("message_id", String(255), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, index=True),
+        PrimaryKeyConstraint("consumer", "message_id", name="pk_inbox"),
+    )
+
+
+def _idempotency(metadata: MetaData) -> Table:
+    return Table(
+        "idempotency",
+        metadata,
+        Column("scope", String(255), nullable=False),
+        Column("key", String(255), nullable=False),
+        Column("request_fingerprint", String(64), nullable=False),
+        Column("response", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+        PrimaryKeyConstraint("scope", "key", name="pk_idempotency"),
+    )
+
+
+class PlatformTables(NamedTuple):
+    outbox: Table
+    inbox: Table
+    idempotency: Table
+
+
+def platform_tables(metadata: MetaData) -> PlatformTables:
+    """Add ``outbox``, ``inbox`` and ``idempotency`` to a service's ``metadata``."""
+    existing = metadata.tables
+    return PlatformTables(
+        outbox=existing["outbox"] if "outbox" in existing else _outbox(metadata),
+        inbox=existing["inbox"] if "inbox" in existing else _inbox(metadata),
+        idempotency=(
+            existing["idempotency"] if "idempotency" in existing else _idempotency(metadata)
+        ),
+    )
+
+
+# The tables the platform modules (outbox, relay, inbox, idempotency) query.
+PLATFORM_METADATA = MetaData()
+OUTBOX, INBOX, IDEMPOTENCY = platform_tables(PLATFORM_METADATA)
+
+
+def create_platform_tables(op: Any) -> None:
+    """Create the three platform tables from a service's first Alembic migration::
+
+    def upgrade() -> None:
+        create_platform_tables(op)
+        op.create_table("definitions", ...)
+    """
+    PLATFORM_METADATA.create_all(op.get_bind(), checkfirst=False)
+
+
+def drop_platform_tables(op: Any) -> None:
+    """The ``downgrade`` counterpart of :func:`create_platform_tables`."""
+    PLATFORM_METADATA.drop_all(op.get_bind(), checkfirst=False)
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+async def run_migrations(engine: AsyncEngine, script_location: str | Path) -> None:
+    """Alembic ``upgrade head`` on ``engine`` (in one transaction where the dialect allows).
+
+    On PostgreSQL a transaction-scoped advisory lock makes replicas that start
+    together migrate one after the other.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+
+    def upgrade(sync_conn: Connection) -> None:
+        if is_postgres(sync_conn):
+            sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        config.attributes["connection"] = sync_conn
+        command.upgrade(config, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade)
+
+
+async def wait_for_database(engine: AsyncEngine, *, max_wait: float | None = None) -> None:
+    """Retry ``SELECT 1`` with capped backoff until the database answers."""
+    loop = asyncio.get_running_loop()
+    deadline = None if max_wait is None else loop.time() + max_wait
+    delay = 0.2
+    while True:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return
+        except Exception as exc:  # driver errors differ per dialect
+            if deadline is not None and loop.time() + delay > deadline:
+                raise
+            _log.warning("database not reachable, retrying", error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

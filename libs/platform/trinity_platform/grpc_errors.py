@@ -1,0 +1,145 @@
+"""Mapping the error family to gRPC status codes with rich details, and back.
+
+Server side: ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer with
+an ``ErrorInfo{reason, domain="trinity.process", metadata}`` always, and a
+``BadRequest`` with the field violations for :class:`InvalidArgument`.
+Client side: :func:`error_details` and :func:`to_trinity_error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from trinity_platform.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    TrinityError,
+    Unauthenticated,
+    Unavailable,
+)
+
+ERROR_DOMAIN = "trinity.process"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_CODES: dict[type[TrinityError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Aborted: grpc.StatusCode.ABORTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+_CLASSES: dict[grpc.StatusCode, type[TrinityError]] = {v: k for k, v in _CODES.items()}
+_CLASSES[grpc.StatusCode.DEADLINE_EXCEEDED] = Unavailable
+
+
+def status_code_for(error: TrinityError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        code = _CODES.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def _rpc_code(code: grpc.StatusCode) -> int:
+    return int(code.value[0])
+
+
+def to_rpc_status(error: TrinityError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` describing ``error``."""
+    code = status_code_for(error)
+    status = status_pb2.Status(code=_rpc_code(code), message=error.message)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    status.details.add().Pack(info)
+    if isinstance(error, InvalidArgument) and error.violations:
+        violation = error_details_pb2.BadRequest.FieldViolation
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                violation(field=v.field, description=v.description) for v in error.violations
+            ]
+        )
+        status.details.add().Pack(bad_request)
+    return status
+
+
+def to_grpc_status(error: TrinityError) -> grpc.Status:
+    return rpc_status.to_status(to_rpc_status(error))
+
+
+def internal_status(reference: str) -> grpc.Status:
+    """INTERNAL with a generic message; ``reference`` lets an operator find the log line."""
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error (reference {reference})"
+    )
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"reference": reference}
+        )
+    )
+    return rpc_status.to_status(status)
+
+
+def rpc_status_of(rpc_error: Any) -> status_pb2.Status | None:
+    """The ``google.rpc.Status`` carried by a failed call (sync or asyncio), if any."""
+    trailing = rpc_error.trailing_metadata() if hasattr(rpc_error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == STATUS_DETAILS_KEY:
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def error_details(rpc_error: Any) -> tuple[str | None, list[FieldViolation]]:
+    """(ErrorInfo reason, BadRequest field violations) of a failed call."""
+    status = rpc_status_of(rpc_error)
+    reason: str | None = None
+    violations: list[FieldViolation] = []
+    if status is None:
+        return reason, violations
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+    return reason, violations
+
+
+def to_trinity_error(rpc_error: Any) -> TrinityError:
+    """Rebuild the server's error from a failed call (service-to-service calls)."""
+    code = rpc_error.code()
+    message = rpc_error.details() or ""
+    status = rpc_status_of(rpc_error)
+    metadata: dict[str, str] = {}
+    reason: str | None = None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+                metadata = dict(info.metadata)
+    cls = _CLASSES.get(code, TrinityError)
+    if cls is InvalidArgument:
+        _, violations = error_details(rpc_error)
+        return InvalidArgument(message, violations, reason=reason, metadata=metadata)
+    return cls(message, reason=reason or code.name, metadata=metadata)

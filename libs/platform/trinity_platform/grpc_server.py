@@ -1,0 +1,91 @@
+"""A grpc.aio server with reflection and the standard health service.
+
+Health reports NOT_SERVING (overall ``""`` and each service) from ``start()`` until
+``mark_serving()``; ``stop()`` flips it back to NOT_SERVING first, then drains calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """``name`` is the full proto service name (``trinity.process.work.v1.WorkService``);
+    ``add_to_server`` the generated ``add_<Service>Servicer_to_server``."""
+
+    name: str
+    add_to_server: Callable[[Any, Any], None]
+    servicer: object
+
+
+class GrpcServerHandle:
+    def __init__(
+        self,
+        server: aio.Server,
+        health: health_aio.HealthServicer,
+        port: int,
+        service_names: Sequence[str],
+    ) -> None:
+        self.server = server
+        self.health = health
+        self.port = port
+        self.service_names = list(service_names)
+        self.serving = False
+
+    async def start(self) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, _NOT_SERVING)
+        await self.server.start()
+
+    async def mark_serving(self) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, _SERVING)
+        self.serving = True
+
+    async def mark_not_serving(self) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, _NOT_SERVING)
+        self.serving = False
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """NOT_SERVING, refuse new calls, let running calls finish for ``grace`` seconds."""
+        self.serving = False
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def build_server(
+    listen: str,
+    services: Sequence[ServiceRegistration],
+    interceptors: Sequence[aio.ServerInterceptor] = (),
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+) -> GrpcServerHandle:
+    """Build (and bind, not start) a server on ``listen`` (``host:port``; port 0 = any free)."""
+    server = aio.server(interceptors=list(interceptors), options=list(options))
+    for registration in services:
+        registration.add_to_server(registration.servicer, server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [r.name for r in services]
+    reflection.enable_server_reflection([*names, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {listen}")
+    return GrpcServerHandle(server, health, port, names)

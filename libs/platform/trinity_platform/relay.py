@@ -1,0 +1,309 @@
+"""The outbox relay: publishes committed outbox rows to JetStream, in order, exactly once.
+
+How it keeps its promises:
+
+* **Nothing lost.** A row is marked published only after JetStream acknowledged it;
+  until then it stays in the table and is retried (capped exponential backoff)
+  for as long as NATS is down.
+* **Nothing twice in the stream.** Every message carries ``Nats-Msg-Id`` = ``ce-id``;
+  a republished message inside the stream's duplicate window is dropped by the
+  server (``PubAck.duplicate``). Consumers dedupe by message id anyway (inbox).
+* **In order, fast.** A batch (default 500 rows, id order) is published pipelined
+  (all publishes in flight, then the acks are collected). The batch stops at its
+  first failed ack; only the acknowledged prefix is marked published. So that a
+  later message of the batch cannot overtake a lost earlier one (e.g. written to a
+  dying connection while the later one waited in the reconnect buffer), each
+  message after the first one of its stream in the batch carries
+  ``Nats-Expected-Last-Msg-Id`` = the previous message of that stream: the server
+  rejects it unless its predecessor is stored. (The stream of a subject is learned
+  from the acks; until it is known, no expectation is set.)
+* **Replicas.** On PostgreSQL each batch runs in a transaction holding
+  ``pg_try_advisory_xact_lock``, so relays of several replicas never publish
+  interleaved; a relay that does not get the lock retries shortly.
+  Rows are published in id order; ids are assigned at insert, so rows of
+  concurrent transactions may be published in commit order rather than id order,
+  while the rows of one aggregate (serialized by its version) stay in order.
+* **Bounded.** Rows published more than ``retention`` seconds ago are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js.api import PubAck
+from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from trinity_platform.db import OUTBOX, is_postgres
+from trinity_platform.envelope import build_headers
+from trinity_platform.logs import get_logger
+from trinity_platform.outbox import OutboxSignal
+
+_log = get_logger(__name__)
+
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+RELAY_LOCK_KEY = 0x7472696E_72656C  # "trinrel"
+
+
+class RelayError(Exception):
+    """A batch stopped before its end; the rest stays pending and is retried."""
+
+
+class _LockBusy(Exception):
+    pass
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    duplicates: int = 0
+    failed_batches: int = 0
+    pruned: int = 0
+
+
+class OutboxRelay:
+    """Publishes the outbox of one service. ``start()`` runs it in the background."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        nc: NATS,
+        source: str,
+        *,
+        signal: OutboxSignal | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        ack_timeout: float = 5.0,
+        max_backoff: float = 5.0,
+        retention: float | None = 600.0,
+        prune_interval: float = 60.0,
+        lock_key: int = RELAY_LOCK_KEY,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        self._engine = engine
+        self._nc = nc
+        self._js = nc.jetstream(timeout=ack_timeout, publish_async_max_pending=batch_size * 2)
+        self._source = source
+        self.signal = signal or OutboxSignal()
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._ack_timeout = ack_timeout
+        self._max_backoff = max_backoff
+        self._retention = retention
+        self._prune_interval = prune_interval
+        self._lock_key = lock_key
+        self._task: asyncio.Task[None] | None = None
+        self._stop_event = asyncio.Event()
+        self._local_lock = asyncio.Lock()
+        self._busy = False
+        self._stream_of_subject: dict[str, str] = {}
+        self.stats = RelayStats()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("relay already started")
+        self._stop_event.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-relay")
+
+    def wake(self) -> None:
+        """Publish now instead of at the next poll (call after a commit)."""
+        self.signal.notify()
+
+    async def stop(self, flush: bool = True, grace: float = 10.0) -> None:
+        """Stop the loop; with ``flush``, publish what is pending (bounded by ``grace`` s)."""
+        self._stop_event.set()
+        self.signal.notify()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, grace)
+            except TimeoutError:
+                _log.warning("outbox relay did not stop in time; cancelled")
+        if flush and self._nc.is_connected:
+            try:
+                await asyncio.wait_for(self.drain_once(), grace)
+            except Exception as exc:
+                _log.warning("outbox flush at stop incomplete", error=repr(exc))
+
+    # ------------------------------------------------------------------ work
+
+    async def drain_once(self) -> int:
+        """Publish pending rows batch after batch until none is left.
+
+        Returns how many were published; raises :class:`RelayError` when a batch
+        stopped early (the acknowledged prefix stays marked).
+        """
+        total = 0
+        self._busy = False
+        async with self._local_lock:
+            while True:
+                try:
+                    selected, published = await self._drain_batch()
+                except _LockBusy:
+                    self._busy = True
+                    return total
+                total += published
+                if selected < self._batch_size:
+                    return total
+
+    async def prune(self, older_than: float | None = None) -> int:
+        """Delete rows published more than ``older_than`` seconds ago (default: retention)."""
+        age = self._retention if older_than is None else older_than
+        if age is None:
+            return 0
+        cutoff = datetime.now(UTC) - timedelta(seconds=age)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(OUTBOX).where(
+                    OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at < cutoff
+                )
+            )
+        deleted = int(getattr(result, "rowcount", 0) or 0)
+        self.stats.pruned += deleted
+        return deleted
+
+    async def pending(self) -> int:
+        """Rows not yet published."""
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).select_from(OUTBOX).where(OUTBOX.c.published_at.is_(None))
+            )
+            await conn.rollback()
+        return int(count or 0)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        failures = 0
+        next_prune = loop.time()
+        while not self._stop_event.is_set():
+            try:
+                await self.drain_once()
+            except Exception as exc:
+                failures += 1
+                self.stats.failed_batches += 1
+                log = _log.warning if failures in (1, 10) or failures % 100 == 0 else _log.debug
+                log("outbox publish failed; backlog kept", error=repr(exc), attempt=failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            if failures:
+                _log.info("outbox publishing recovered", failed_attempts=failures)
+                failures = 0
+                backoff = 0.05
+            if self._retention is not None and loop.time() >= next_prune:
+                next_prune = loop.time() + self._prune_interval
+                try:
+                    await self.prune()
+                except Exception as exc:
+                    _log.warning("outbox prune failed", error=repr(exc))
+            if self._stop_event.is_set():
+                break
+            idle = min(0.05, self._poll_interval) if self._busy else self._poll_interval
+            await self.signal.wait(idle)
+
+    async def _drain_batch(self) -> tuple[int, int]:
+        if not self._nc.is_connected:
+            raise RelayError("NATS is not connected")
+        if is_postgres(self._engine):
+            async with self._engine.begin() as conn:
+                locked = await conn.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
+                if not locked:
+                    raise _LockBusy
+                rows = await self._select(conn)
+                acked, error = await self._publish(rows)
+                await self._mark(conn, acked)
+        else:
+            async with self._engine.connect() as conn:
+                conn = await conn.execution_options(sqlite_begin="DEFERRED")
+                rows = await self._select(conn)
+                await conn.rollback()
+            acked, error = await self._publish(rows)
+            if acked:
+                async with self._engine.begin() as conn:
+                    await self._mark(conn, acked)
+        if error is not None:
+            raise RelayError(f"published {len(acked)} of {len(rows)} before: {error!r}") from error
+        return len(rows), len(acked)
+
+    async def _select(self, conn: AsyncConnection) -> Sequence[Row[Any]]:
+        result = await conn.execute(
+            select(OUTBOX)
+            .where(OUTBOX.c.published_at.is_(None))
+            .order_by(OUTBOX.c.id)
+            .limit(self._batch_size)
+        )
+        return result.all()
+
+    async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
+        if ids:
+            await conn.execute(
+                update(OUTBOX).where(OUTBOX.c.id.in_(ids)).values(published_at=datetime.now(UTC))
+            )
+
+    async def _publish(self, rows: Sequence[Row[Any]]) -> tuple[list[int], BaseException | None]:
+        """Publish ``rows`` pipelined; returns the ids of the acknowledged prefix."""
+        futures: list[asyncio.Future[PubAck]] = []
+        error: BaseException | None = None
+        last_of_stream: dict[str, str] = {}
+        try:
+            for row in rows:
+                headers = build_headers(
+                    row.message_id,
+                    row.ce_type,
+                    self._source,
+                    row.ce_subject,
+                    row.created_at,
+                    row.correlation_id,
+                    row.causation_id,
+                )
+                stream = self._stream_of_subject.get(row.subject)
+                if stream is None:
+                    last_of_stream.clear()  # an unknown stream may sit between any two
+                else:
+                    previous = last_of_stream.get(stream)
+                    if previous is not None:
+                        headers[EXPECTED_LAST_MSG_ID] = previous
+                    last_of_stream[stream] = row.message_id
+                futures.append(
+                    await self._js.publish_async(
+                        row.subject, row.payload, headers=headers, wait_stall=self._ack_timeout
+                    )
+                )
+        except Exception as exc:
+            error = exc
+        if futures:
+            await asyncio.wait(futures, timeout=self._ack_timeout)
+        acked: list[int] = []
+        for row, future in zip(rows, futures, strict=False):
+            if not future.done() or future.cancelled():
+                error = TimeoutError(f"no ack for {row.message_id} in {self._ack_timeout}s")
+                break
+            failure = future.exception()
+            if failure is not None:
+                error = failure
+                break
+            ack = future.result()
+            self._stream_of_subject[row.subject] = ack.stream
+            if ack.duplicate:
+                self.stats.duplicates += 1
+            acked.append(row.id)
+        for future in futures:
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # retrieved, so asyncio does not warn
+        self.stats.published += len(acked)
+        return acked, error

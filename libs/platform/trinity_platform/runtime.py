@@ -1,0 +1,318 @@
+"""The start/stop sequence every service shares, so each composition root stays short.
+
+Start: logging → database (wait until reachable, migrate) → NATS (retry until
+reachable; reconnects forever afterwards) → streams → outbox relay → consumers →
+background tasks → gRPC (health NOT_SERVING) → SERVING.
+Stop (SIGTERM/SIGINT): NOT_SERVING → gRPC drains calls for ``stop_grace`` →
+consumers finish their messages → background tasks are cancelled → the relay
+flushes the outbox → NATS drains → the engine closes.
+
+While NATS is down after start the service stays SERVING: commands still commit,
+their facts wait in the outbox and the relay publishes them when NATS is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+from grpc import aio
+from nats.aio.client import Client as NATS
+
+from trinity_platform.config import ServiceSettings, load_settings
+from trinity_platform.consumer import Handler, PullConsumerRunner
+from trinity_platform.db import create_engine, run_migrations, wait_for_database
+from trinity_platform.grpc_server import GrpcServerHandle, ServiceRegistration, build_server
+from trinity_platform.idempotency import prune_idempotency
+from trinity_platform.inbox import prune_inbox
+from trinity_platform.interceptors import AuthInterceptor, ErrorMappingInterceptor
+from trinity_platform.logs import configure_logging, get_logger
+from trinity_platform.outbox import OutboxSignal
+from trinity_platform.relay import OutboxRelay
+from trinity_platform.streams import ensure_streams
+from trinity_platform.subjects import event_source
+
+_log = get_logger(__name__)
+
+BackgroundTask = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer the runtime starts after NATS is ready."""
+
+    stream: str
+    durable: str
+    filter_subjects: Sequence[str]
+    handler: Handler
+    batch: int = 100
+    ack_wait: float = 30.0
+    max_deliver: int = -1
+    concurrency: int = 1
+
+
+@dataclass
+class RuntimeOptions:
+    stop_grace: float = 10.0
+    relay: dict[str, Any] = field(default_factory=dict)  # extra OutboxRelay keyword arguments
+    grpc_options: Sequence[tuple[str, Any]] = ()
+    inbox_retention: timedelta | None = timedelta(days=7)
+    idempotency_retention: timedelta | None = timedelta(days=7)
+    prune_interval: float = 3600.0
+    configure_logging: bool = True
+    nats_reconnect_wait: float = 1.0
+
+
+async def connect_nats(url: str, *, name: str, reconnect_wait: float = 1.0) -> NATS:
+    """Connect (retrying with capped backoff until reachable); reconnects forever after."""
+
+    async def on_error(exc: Exception) -> None:
+        _log.debug("nats error", error=repr(exc))
+
+    async def on_disconnected() -> None:
+        _log.warning("nats disconnected")
+
+    async def on_reconnected() -> None:
+        _log.info("nats reconnected")
+
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(
+                servers=[s.strip() for s in url.split(",") if s.strip()],
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=reconnect_wait,
+                connect_timeout=2,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            )
+        except Exception as exc:
+            _log.warning("nats not reachable, retrying", url=url, error=repr(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class ServiceRuntime:
+    """Owns the infrastructure of one service process.
+
+    ``engine`` and ``outbox_signal`` exist from construction (no I/O), so the
+    composition root can wire repositories and handlers before ``start()``;
+    ``nc`` / ``js`` exist after ``start()``.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        migrations: str | Path | None = None,
+        options: RuntimeOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options or RuntimeOptions()
+        self.migrations = migrations
+        self.engine = create_engine(settings.database_url)
+        self.outbox_signal = OutboxSignal()
+        self.nc: NATS | None = None
+        self.relay: OutboxRelay | None = None
+        self.grpc: GrpcServerHandle | None = None
+        self._services: list[ServiceRegistration] = []
+        self._interceptors: list[aio.ServerInterceptor] = []
+        self._consumer_specs: list[ConsumerSpec] = []
+        self._consumers: list[PullConsumerRunner] = []
+        self._task_factories: list[tuple[str, BackgroundTask]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._stop_requested = asyncio.Event()
+        self._started = False
+
+    @classmethod
+    def for_service(cls, service: str, **kwargs: Any) -> ServiceRuntime:
+        """A runtime with the settings of ``service`` read from the environment."""
+        return cls(load_settings(service), **kwargs)
+
+    # ------------------------------------------------------------------ wiring
+
+    def add_grpc_service(
+        self, name: str, add_to_server: Callable[[Any, Any], None], servicer: object
+    ) -> None:
+        self._services.append(ServiceRegistration(name, add_to_server, servicer))
+
+    def add_interceptor(self, interceptor: aio.ServerInterceptor) -> None:
+        """Runs inside the error mapping and authentication interceptors."""
+        self._interceptors.append(interceptor)
+
+    def add_consumer(self, spec: ConsumerSpec) -> None:
+        self._consumer_specs.append(spec)
+
+    def add_background_task(self, name: str, factory: BackgroundTask) -> None:
+        """``factory()`` runs as a task from start to stop; it is restarted (with
+        backoff) if it fails and cancelled at stop."""
+        self._task_factories.append((name, factory))
+
+    def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Runs after NATS and the database are ready, before consumers start."""
+        self._on_start.append(callback)
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Runs after consumers and background tasks stopped (e.g. close gRPC channels)."""
+        self._on_stop.append(callback)
+
+    @property
+    def js(self) -> Any:
+        if self.nc is None:
+            raise RuntimeError("NATS is connected at start()")
+        return self.nc.jetstream()
+
+    @property
+    def port(self) -> int:
+        if self.grpc is None:
+            raise RuntimeError("the gRPC server is built at start()")
+        return self.grpc.port
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("runtime already started")
+        self._started = True
+        settings = self.settings
+        if self.options.configure_logging:
+            configure_logging(settings.log_level)
+        log = _log.bind(service=settings.service)
+        try:
+            await wait_for_database(self.engine)
+            if self.migrations is not None:
+                await run_migrations(self.engine, self.migrations)
+            log.info("database ready")
+            self.nc = await connect_nats(
+                settings.nats_url,
+                name=f"trinity-{settings.service}",
+                reconnect_wait=self.options.nats_reconnect_wait,
+            )
+            await ensure_streams(self.nc.jetstream(), settings.stream_replicas)
+            log.info("nats ready", url=settings.nats_url)
+            self.relay = OutboxRelay(
+                self.engine,
+                self.nc,
+                event_source(settings.service),
+                signal=self.outbox_signal,
+                **self.options.relay,
+            )
+            self.relay.start()
+            for callback in self._on_start:
+                await callback()
+            for spec in self._consumer_specs:
+                runner = PullConsumerRunner(
+                    self.nc.jetstream(),
+                    stream=spec.stream,
+                    durable=spec.durable,
+                    filter_subjects=spec.filter_subjects,
+                    handler=spec.handler,
+                    batch=spec.batch,
+                    ack_wait=spec.ack_wait,
+                    max_deliver=spec.max_deliver,
+                    concurrency=spec.concurrency,
+                )
+                runner.start()
+                self._consumers.append(runner)
+            self._start_tasks()
+            interceptors: list[aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+            if settings.auth_tokens:
+                interceptors.append(AuthInterceptor(settings.auth_tokens))
+            interceptors.extend(self._interceptors)
+            self.grpc = build_server(
+                settings.listen, self._services, interceptors, options=self.options.grpc_options
+            )
+            await self.grpc.start()
+            await self.grpc.mark_serving()
+            log.info("serving", listen=settings.listen, port=self.grpc.port)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _start_tasks(self) -> None:
+        loop = asyncio.get_running_loop()
+        factories = list(self._task_factories)
+        if self.options.inbox_retention or self.options.idempotency_retention:
+            factories.append(("prune-inbox-idempotency", self._prune_loop))
+        for name, factory in factories:
+            self._tasks.append(loop.create_task(self._supervise(name, factory), name=name))
+
+    async def _supervise(self, name: str, factory: BackgroundTask) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("background task failed; restarting", task=name, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            if self.options.inbox_retention is not None:
+                await prune_inbox(self.engine, self.options.inbox_retention)
+            if self.options.idempotency_retention is not None:
+                await prune_idempotency(self.engine, self.options.idempotency_retention)
+            await asyncio.sleep(self.options.prune_interval)
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Graceful stop (see the module docstring); safe to call more than once."""
+        log = _log.bind(service=self.settings.service)
+        if self.grpc is not None:
+            grpc, self.grpc = self.grpc, None
+            await grpc.stop(self.options.stop_grace)
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for callback in self._on_stop:
+            try:
+                await callback()
+            except Exception:
+                log.exception("stop callback failed")
+        self._on_stop = []
+        if self.relay is not None:
+            relay, self.relay = self.relay, None
+            await relay.stop(flush=True)
+        if self.nc is not None:
+            nc, self.nc = self.nc, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), 5.0)
+            if not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+        await self.engine.dispose()
+        log.info("stopped")
+
+    async def run_forever(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop gracefully (``python -m trinity_<service>``)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            _log.info("stopping", service=self.settings.service)
+            await self.stop()
