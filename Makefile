@@ -46,7 +46,7 @@ test-fast: $(STAMP)
 
 ## Start NATS (when none answers), the four services and an executor on SQLite.
 run: $(STAMP)
-	$(BIN)/python -m trinity_platform.devrun
+	$(BIN)/python -m trinity_cli.devrun
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
