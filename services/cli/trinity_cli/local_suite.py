@@ -1,0 +1,178 @@
+"""Start and stop the whole suite on one machine: NATS (when none answers), the
+four services and the executors, each a real subprocess.
+
+`make run` uses it, and so do the end-to-end tests (with free ports, a private
+NATS and a temporary data folder).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from trinity_platform.testing.nats_server import find_nats_server
+
+SERVICES = ("definition", "execution", "approval", "work")
+DEFAULT_PORTS = {"definition": 50051, "execution": 50052, "approval": 50053, "work": 50054}
+
+
+def port_answers(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class LocalSuite:
+    """The services as subprocesses sharing one data folder and one NATS."""
+
+    data_dir: Path
+    nats_url: str = "nats://127.0.0.1:4222"
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    database_urls: Mapping[str, str] = field(default_factory=dict)
+    executor_config: Path | None = None
+    executors: int = 1
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    log_to_files: bool = True
+    services: Sequence[str] = SERVICES
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "TRINITY_NATS_URL": self.nats_url,
+                "TRINITY_DATA_DIR": str(self.data_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for service in SERVICES:
+            env[f"TRINITY_{service.upper()}_LISTEN"] = f"127.0.0.1:{self.ports[service]}"
+            env[f"TRINITY_{service.upper()}_TARGET"] = f"127.0.0.1:{self.ports[service]}"
+            if service in self.database_urls:
+                env[f"TRINITY_{service.upper()}_DATABASE_URL"] = self.database_urls[service]
+        if self.executor_config is not None:
+            env["TRINITY_EXECUTOR_CONFIG"] = str(self.executor_config)
+        env.update(self.extra_env)
+        return env
+
+    def ensure_nats(self) -> None:
+        """Start a JetStream server when none answers at nats_url."""
+        url = urlparse(self.nats_url)
+        host, port = url.hostname or "127.0.0.1", url.port or 4222
+        if port_answers(host, port):
+            return
+        store = self.data_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "nats",
+            [find_nats_server(), "-js", "-a", host, "-p", str(port), "-sd", str(store)],
+        )
+        deadline = time.monotonic() + 10
+        while not port_answers(host, port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not start on {host}:{port}")
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_nats()
+        for service in self.services:
+            self.start_service(service)
+        for index in range(self.executors):
+            self.start_executor(index)
+
+    def start_service(self, service: str) -> None:
+        self._spawn(service, [sys.executable, "-m", f"trinity_{service}"])
+
+    def start_executor(self, index: int = 0) -> None:
+        self._spawn(f"executor-{index}", [sys.executable, "-m", "trinity_work.executor"])
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        if self.log_to_files:
+            log_dir = self.data_dir / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            out: int | object = (log_dir / f"{name}.log").open("ab")
+        else:
+            out = None
+        self._procs[name] = subprocess.Popen(
+            argv,
+            env=self.env(),
+            stdout=out,  # type: ignore[arg-type]
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Block until every service's grpc.health.v1 answers SERVING."""
+        deadline = time.monotonic() + timeout
+        for service in self.services:
+            target = f"127.0.0.1:{self.ports[service]}"
+            while not self._serving(target):
+                proc = self._procs.get(service)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{service} exited with {proc.returncode}: {self.log_tail(service)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{service} not SERVING on {target}: {self.log_tail(service)}"
+                    )
+                time.sleep(0.1)
+
+    @staticmethod
+    def _serving(target: str) -> bool:
+        try:
+            with grpc.insecure_channel(target) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1.0
+                )
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.RpcError:
+            return False
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.data_dir / "logs" / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (crash tests)."""
+        proc = self._procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def stop(self, name: str | None = None, timeout: float = 15.0) -> None:
+        """SIGTERM (graceful) one process or all, newest first; SIGKILL stragglers."""
+        names = [name] if name else list(reversed(self._procs))
+        for each in names:
+            proc = self._procs.get(each)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for each in names:
+            proc = self._procs.pop(each, None)
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    @property
+    def running(self) -> dict[str, int | None]:
+        return {name: proc.poll() for name, proc in self._procs.items()}
