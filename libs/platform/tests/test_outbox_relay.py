@@ -1,0 +1,290 @@
+"""Outbox + relay against a real nats-server and real SQLite / PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+from nats.aio.client import Client as NATS
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trinity_platform.db import OUTBOX
+from trinity_platform.envelope import Envelope, decode, parse_time
+from trinity_platform.outbox import OutboxMessage, add_many_to_outbox, add_to_outbox
+from trinity_platform.relay import OutboxRelay, RelayError
+from trinity_platform.streams import ensure_streams
+from trinity_platform.subjects import fact_subject, facts_stream
+from trinity_platform.testing import NatsServer
+
+from .conftest import connect
+
+SUBJECT = fact_subject("definition", "DefinitionPublished")
+STREAM = facts_stream("definition")
+SOURCE = "trinity.process/definition"
+
+
+async def write_facts(engine: AsyncEngine, count: int, start: int = 0) -> list[str]:
+    ids = []
+    for i in range(start, start + count):
+        async with engine.begin() as conn:
+            ids.append(
+                await add_to_outbox(
+                    conn,
+                    message=StringValue(value=f"fact-{i}"),
+                    subject=SUBJECT,
+                    aggregate_id=f"def-{i % 3}",
+                    correlation_id="exec-1",
+                    causation_id=f"cause-{i}",
+                )
+            )
+    return ids
+
+
+async def stream_messages(js, stream: str = STREAM) -> list[Envelope]:
+    info = await js.stream_info(stream)
+    envelopes = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        raw = await js.get_msg(stream, seq)
+        envelopes.append(Envelope.from_headers(raw.headers or {}, raw.data or b"", raw.subject))
+    return envelopes
+
+
+async def unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.published_at.is_(None)))
+        return len(rows.all())
+
+
+async def test_committed_rows_are_published_in_order_with_cloudevent_headers(
+    engine: AsyncEngine, nc: NATS
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    ids = await write_facts(engine, 40)
+    async with engine.begin() as conn:  # several rows in one transaction keep their order
+        ids += await add_many_to_outbox(
+            conn,
+            [
+                OutboxMessage(StringValue(value=f"fact-{i}"), SUBJECT, "def-batch")
+                for i in range(40, 60)
+            ],
+        )
+    relay = OutboxRelay(engine, nc, SOURCE, batch_size=16)
+    assert await relay.drain_once() == 60
+    assert await relay.drain_once() == 0
+
+    envelopes = await stream_messages(js)
+    assert [e.id for e in envelopes] == ids
+    first = envelopes[0]
+    assert first.headers["Nats-Msg-Id"] == first.id
+    assert first.headers["ce-specversion"] == "1.0"
+    assert first.headers["ce-datacontenttype"] == "application/protobuf"
+    assert first.source == SOURCE
+    assert first.type == "google.protobuf.StringValue"
+    assert first.subject == "def-0"
+    assert first.correlation_id == "exec-1"
+    assert first.causation_id == "cause-0"
+    assert first.nats_subject == SUBJECT
+    assert abs(parse_time(first.headers["ce-time"]).timestamp() - time.time()) < 60
+    assert decode(first) == StringValue(value="fact-0")
+    assert [decode(e).value for e in envelopes] == [f"fact-{i}" for i in range(60)]
+    assert "ce-correlationid" not in envelopes[-1].headers  # empty extension left out
+    assert await unpublished(engine) == 0
+
+
+async def test_rows_stay_pending_while_nats_is_down(
+    engine: AsyncEngine, nc: NATS, nats_server: NatsServer
+) -> None:
+    await ensure_streams(nc.jetstream())
+    await write_facts(engine, 5)
+    relay = OutboxRelay(engine, nc, SOURCE, ack_timeout=0.5)
+    await nats_server.stop_async()
+    with pytest.raises(RelayError):
+        await relay.drain_once()
+    assert await unpublished(engine) == 5
+    await nats_server.start_async()
+    for _ in range(100):
+        if nc.is_connected:
+            break
+        await asyncio.sleep(0.05)
+    assert await relay.drain_once() == 5
+    assert await unpublished(engine) == 0
+    assert len(await stream_messages(nc.jetstream())) == 5
+
+
+async def test_batch_stops_at_first_failure(engine: AsyncEngine, nc: NATS) -> None:
+    await ensure_streams(nc.jetstream())
+    await write_facts(engine, 3)
+    async with engine.begin() as conn:  # no stream binds this subject: no ack, ever
+        await add_to_outbox(
+            conn, message=StringValue(value="x"), subject="nowhere.to.go", aggregate_id="a"
+        )
+    await write_facts(engine, 2, start=3)
+    relay = OutboxRelay(engine, nc, SOURCE, ack_timeout=1.0)
+    with pytest.raises(RelayError):
+        await relay.drain_once()
+    async with engine.connect() as conn:
+        states = (await conn.execute(select(OUTBOX.c.published_at).order_by(OUTBOX.c.id))).scalars()
+        assert [s is not None for s in states] == [True, True, True, False, False, False]
+
+
+async def test_republishing_a_published_batch_creates_no_duplicate(
+    engine: AsyncEngine, nc: NATS
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    ids = await write_facts(engine, 30)
+    relay = OutboxRelay(engine, nc, SOURCE)
+    assert await relay.drain_once() == 30
+    # A crash after publishing, before marking: the rows look pending again.
+    async with engine.begin() as conn:
+        await conn.execute(update(OUTBOX).values(published_at=None))
+    restarted = OutboxRelay(engine, nc, SOURCE)
+    assert await restarted.drain_once() == 30
+    assert restarted.stats.duplicates == 30
+    assert [e.id for e in await stream_messages(js)] == ids
+
+
+async def test_relay_is_woken_right_after_commit(engine: AsyncEngine, nc: NATS) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0)
+    relay.start()
+    try:
+        await asyncio.sleep(0.1)  # the relay is idle, waiting for up to 30 s
+        started = time.monotonic()
+        await write_facts(engine, 1)
+        relay.wake()
+        while await unpublished(engine):
+            assert time.monotonic() - started < 5, "relay was not woken"
+            await asyncio.sleep(0.01)
+    finally:
+        await relay.stop()
+    assert len(await stream_messages(js)) == 1
+
+
+async def test_stop_flushes_pending_rows(engine: AsyncEngine, nc: NATS) -> None:
+    await ensure_streams(nc.jetstream())
+    relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0)
+    relay.start()
+    await asyncio.sleep(0.05)
+    await write_facts(engine, 7)  # no wake(): only the flush at stop publishes them
+    await relay.stop(flush=True)
+    assert await unpublished(engine) == 0
+
+
+async def test_published_rows_are_pruned(engine: AsyncEngine, nc: NATS) -> None:
+    await ensure_streams(nc.jetstream())
+    await write_facts(engine, 4)
+    relay = OutboxRelay(engine, nc, SOURCE, retention=3600)
+    await relay.drain_once()
+    await write_facts(engine, 2)  # still pending: never pruned
+    assert await relay.prune() == 0  # published too recently
+    assert await relay.prune(older_than=0) == 4
+    async with engine.connect() as conn:
+        assert len((await conn.execute(select(OUTBOX.c.id))).all()) == 2
+
+
+async def test_fault_nats_restart_while_facts_are_written(
+    engine: AsyncEngine, nats_server: NatsServer
+) -> None:
+    """200 facts, NATS killed in the middle: all arrive exactly once, in order."""
+    nc = await connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    relay = OutboxRelay(engine, nc, SOURCE, batch_size=20, ack_timeout=0.5, max_backoff=0.2)
+    relay.start()
+    ids: list[str] = []
+    stopped_at = None
+    try:
+        for i in range(200):
+            ids += await write_facts(engine, 1, start=i)
+            relay.wake()
+            if i == 60:
+                await nats_server.stop_async(kill=True)
+                stopped_at = time.monotonic()
+            if stopped_at is not None and time.monotonic() - stopped_at > 1.2:
+                await nats_server.start_async()  # outage of 1.2 s: longer than the ack timeout
+                stopped_at = None
+            await asyncio.sleep(0.008)
+        assert stopped_at is None and nats_server.running
+        deadline = time.monotonic() + 20
+        while await unpublished(engine):
+            assert time.monotonic() < deadline, "backlog not drained after NATS came back"
+            await asyncio.sleep(0.05)
+        assert relay.stats.failed_batches > 0  # the outage was noticed
+    finally:
+        await relay.stop()
+    envelopes = await stream_messages(js)
+    await nc.close()
+    assert len(envelopes) == 200
+    assert [e.id for e in envelopes] == ids
+
+
+async def test_concurrent_relays_of_replicas_keep_order(postgres_url: str, nats_url: str) -> None:
+    """Two replicas' relays on one PostgreSQL outbox: the advisory lock serializes batches."""
+    from trinity_platform.db import PLATFORM_METADATA, create_engine
+
+    engines = [create_engine(postgres_url) for _ in range(2)]
+    connections = [await connect(nats_url) for _ in range(2)]
+    async with engines[0].begin() as conn:
+        await conn.run_sync(PLATFORM_METADATA.create_all)
+    js = connections[0].jetstream()
+    await ensure_streams(js)
+    relays = [
+        OutboxRelay(e, c, SOURCE, batch_size=7, poll_interval=0.01)
+        for e, c in zip(engines, connections, strict=True)
+    ]
+    for relay in relays:
+        relay.start()
+    try:
+        ids = []
+        for i in range(0, 300, 3):
+            ids += await write_facts(engines[i % 2], 3, start=i)
+            relays[i % 2].wake()
+        deadline = time.monotonic() + 20
+        while await unpublished(engines[0]):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+    finally:
+        for relay in relays:
+            await relay.stop()
+    assert all(r.stats.published > 0 for r in relays), "both relays should have taken turns"
+    assert [e.id for e in await stream_messages(js)] == ids
+    for c in connections:
+        await c.close()
+    for e in engines:
+        await e.dispose()
+
+
+async def test_a_later_message_cannot_overtake_a_rejected_earlier_one(
+    engine: AsyncEngine, nc: NATS
+) -> None:
+    """Row 2 is rejected by the server; row 3 must not be stored ahead of it."""
+    from nats.js.api import StreamConfig
+
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="CHAIN", subjects=["test.chain.>"], max_msg_size=1000))
+
+    async def put(value: str) -> str:
+        async with engine.begin() as conn:
+            return await add_to_outbox(
+                conn, message=StringValue(value=value), subject="test.chain.x", aggregate_id="a"
+            )
+
+    relay = OutboxRelay(engine, nc, SOURCE, ack_timeout=1.0)
+    first = await put("small")
+    assert await relay.drain_once() == 1  # the relay has learned the stream of the subject
+    big, after = await put("x" * 5000), await put("small again")
+    with pytest.raises(RelayError):
+        await relay.drain_once()
+    assert [e.id for e in await stream_messages(js, "CHAIN")] == [first]
+
+    await js.update_stream(
+        StreamConfig(name="CHAIN", subjects=["test.chain.>"], max_msg_size=100_000)
+    )
+    assert await relay.drain_once() == 2
+    assert [e.id for e in await stream_messages(js, "CHAIN")] == [first, big, after]
