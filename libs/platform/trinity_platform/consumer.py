@@ -104,7 +104,7 @@ class PullConsumerRunner:
         self._retry_max_delay = retry_max_delay
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._in_flight: set[Msg] = set()
+        self._in_flight: dict[int, Msg] = {}  # by id(): Msg is not hashable
         self.handled = 0
 
     def start(self) -> None:
@@ -180,13 +180,15 @@ class PullConsumerRunner:
                 await heartbeat
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
-        self._in_flight.update(msgs)  # the heartbeat covers messages waiting their turn too
+        self._in_flight.update(
+            (id(m), m) for m in msgs
+        )  # the heartbeat covers messages waiting their turn too
         semaphore = asyncio.Semaphore(self._concurrency)
 
         async def bounded(msg: Msg) -> None:
             async with semaphore:
                 if self._stopping.is_set():  # hand it back at once instead of after ack_wait
-                    self._in_flight.discard(msg)
+                    self._in_flight.pop(id(msg), None)
                     with contextlib.suppress(Exception):
                         await msg.nak()
                     return
@@ -230,7 +232,7 @@ class PullConsumerRunner:
         except Exception as exc:  # ack/nak failed (connection lost): redelivered after ack_wait
             _log.warning("could not settle message", durable=self.durable, error=repr(exc))
         finally:
-            self._in_flight.discard(msg)
+            self._in_flight.pop(id(msg), None)
 
     async def _settle(self, msg: Msg, envelope: Envelope, outcome: Outcome) -> None:
         if isinstance(outcome, Ack):
@@ -253,7 +255,7 @@ class PullConsumerRunner:
         interval = max(self._ack_wait / 3, 0.1)
         while True:
             await asyncio.sleep(interval)
-            for msg in list(self._in_flight):
+            for msg in list(self._in_flight.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
 
