@@ -1,0 +1,1 @@
+"""The gRPC edge: thin servicer translating proto ↔ commands."""

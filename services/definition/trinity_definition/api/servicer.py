@@ -1,0 +1,214 @@
+"""DefinitionService over gRPC: proto → command, handler, result → proto.
+
+Errors are raised as the TrinityError family; the platform's ErrorMappingInterceptor
+turns them into status codes with ErrorInfo and BadRequest details. Field paths of
+spec violations are relative to the ProcessSpec (``steps[2].gateway.routes[0].target``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trinity.process.definition.v1 import definition_pb2
+from trinity.process.definition.v1 import definition_service_pb2 as pb
+from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceServicer
+from trinity_definition.application import handlers, queries
+from trinity_definition.application.commands import (
+    ArchiveDefinition,
+    CreateDraft,
+    PublishDefinition,
+    SpecSource,
+    UpdateDraft,
+)
+from trinity_definition.application.ports import DefinitionRepository, Environment
+from trinity_definition.domain.definition import DefinitionVersion
+from trinity_definition.infrastructure.repository import SqlDefinitionRepository
+from trinity_definition.infrastructure.transactions import Transactions
+from trinity_definition.translate import (
+    bump_from_proto,
+    definition_message,
+    spec_of,
+    status_from_proto,
+)
+from trinity_platform.errors import FieldViolation, InvalidArgument
+from trinity_platform.interceptors import current_principal
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DefinitionService"].full_name
+
+
+def _message(definition: DefinitionVersion, repo: DefinitionRepository) -> Any:
+    """The resource message, reusing the spec the repository already holds encoded."""
+    if isinstance(repo, SqlDefinitionRepository):
+        return definition_message(definition, repo.spec_message_of(definition))
+    return definition_message(definition)
+
+
+def _enum_violation(field: str, value: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"{field} has an unknown value {value}", [FieldViolation(field, "unknown enum value")]
+    )
+
+
+class DefinitionServicer(DefinitionServiceServicer):
+    def __init__(self, transactions: Transactions, env: Environment) -> None:
+        self._tx = transactions
+        self._env = env
+
+    def _source(
+        self, request: Any, spec_field: str = "spec", text_field: str = "yaml"
+    ) -> SpecSource:
+        which = request.WhichOneof("source")
+        if which == spec_field:
+            return spec_of(getattr(request, spec_field))
+        if which == text_field:
+            return handlers.read_source(getattr(request, text_field), self._env)
+        raise InvalidArgument(
+            "a spec or YAML/JSON text is required",
+            [FieldViolation("source", f"set {spec_field} or {text_field}")],
+        )
+
+    # ------------------------------------------------------------------ commands
+
+    async def CreateDraft(
+        self, request: pb.CreateDraftRequest, context: Any
+    ) -> pb.CreateDraftResponse:
+        command = CreateDraft(self._source(request), current_principal() or request.created_by)
+
+        async def work(repo: DefinitionRepository) -> pb.CreateDraftResponse:
+            draft = await handlers.create_draft(command, repo, self._env)
+            return pb.CreateDraftResponse(definition=_message(draft, repo))
+
+        return await self._tx.command(
+            "definition.CreateDraft", request, pb.CreateDraftResponse, work, key=request.request_id
+        )
+
+    async def UpdateDraft(
+        self, request: pb.UpdateDraftRequest, context: Any
+    ) -> pb.UpdateDraftResponse:
+        handlers.require_id(request.definition_id)
+        command = UpdateDraft(
+            request.definition_id, request.expected_revision, self._source(request)
+        )
+
+        async def work(repo: DefinitionRepository) -> pb.UpdateDraftResponse:
+            draft = await handlers.update_draft(command, repo, self._env)
+            return pb.UpdateDraftResponse(definition=_message(draft, repo))
+
+        return await self._tx.command(
+            "definition.UpdateDraft", request, pb.UpdateDraftResponse, work, key=request.request_id
+        )
+
+    async def PublishDefinition(
+        self, request: pb.PublishDefinitionRequest, context: Any
+    ) -> pb.PublishDefinitionResponse:
+        try:
+            bump = bump_from_proto(request.bump)
+        except ValueError:
+            raise _enum_violation("bump", request.bump) from None
+        command = PublishDefinition(request.definition_id, bump, request.expected_revision)
+
+        async def work(repo: DefinitionRepository) -> pb.PublishDefinitionResponse:
+            published = await handlers.publish_definition(command, repo, self._env)
+            return pb.PublishDefinitionResponse(definition=_message(published, repo))
+
+        return await self._tx.command(
+            "definition.PublishDefinition",
+            request,
+            pb.PublishDefinitionResponse,
+            work,
+            key=request.request_id,
+        )
+
+    async def ArchiveDefinition(
+        self, request: pb.ArchiveDefinitionRequest, context: Any
+    ) -> pb.ArchiveDefinitionResponse:
+        command = ArchiveDefinition(request.definition_id)
+
+        async def work(repo: DefinitionRepository) -> pb.ArchiveDefinitionResponse:
+            archived = await handlers.archive_definition(command, repo, self._env)
+            return pb.ArchiveDefinitionResponse(definition=_message(archived, repo))
+
+        return await self._tx.command(
+            "definition.ArchiveDefinition",
+            request,
+            pb.ArchiveDefinitionResponse,
+            work,
+            key=request.request_id,
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    async def ValidateDefinition(
+        self, request: pb.ValidateDefinitionRequest, context: Any
+    ) -> pb.ValidateDefinitionResponse:
+        which = request.WhichOneof("source")
+        if which == "definition_id":
+            source: SpecSource | None = None
+        else:
+            source = self._source(request)
+
+        async def work(repo: DefinitionRepository) -> list[FieldViolation]:
+            return await queries.validate(source, request.definition_id, repo, self._env)
+
+        violations = await self._tx.query(work)
+        return pb.ValidateDefinitionResponse(
+            valid=not violations,
+            violations=[
+                definition_pb2.Violation(field=v.field, description=v.description)
+                for v in violations
+            ],
+        )
+
+    async def GetDefinition(
+        self, request: pb.GetDefinitionRequest, context: Any
+    ) -> pb.GetDefinitionResponse:
+        which = request.WhichOneof("selector")
+        if which is None:
+            raise InvalidArgument(
+                "definition_id or by_name is required",
+                [FieldViolation("selector", "set definition_id or by_name")],
+            )
+
+        async def work(repo: DefinitionRepository) -> pb.GetDefinitionResponse:
+            if which == "definition_id":
+                found = await queries.get_by_id(request.definition_id, repo)
+            else:
+                found = await queries.get_by_name(
+                    request.by_name.name, request.by_name.version, repo
+                )
+            return pb.GetDefinitionResponse(definition=_message(found, repo))
+
+        return await self._tx.query(work)
+
+    async def ListDefinitions(
+        self, request: pb.ListDefinitionsRequest, context: Any
+    ) -> pb.ListDefinitionsResponse:
+        try:
+            status = status_from_proto(request.status)
+        except ValueError:
+            raise _enum_violation("status", request.status) from None
+
+        async def work(repo: DefinitionRepository) -> pb.ListDefinitionsResponse:
+            page = await queries.list_definitions(
+                status, request.name, request.page_size, request.page_token, repo
+            )
+            return pb.ListDefinitionsResponse(
+                definitions=[_message(d, repo) for d in page.definitions],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._tx.query(work)
+
+    async def ListDefinitionVersions(
+        self, request: pb.ListDefinitionVersionsRequest, context: Any
+    ) -> pb.ListDefinitionVersionsResponse:
+        async def work(repo: DefinitionRepository) -> pb.ListDefinitionVersionsResponse:
+            page = await queries.list_versions(
+                request.name, request.page_size, request.page_token, repo
+            )
+            return pb.ListDefinitionVersionsResponse(
+                definitions=[_message(d, repo) for d in page.definitions],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._tx.query(work)

@@ -1,0 +1,1 @@
+"""The DefinitionVersion aggregate: pure domain code (standard library and shared kernel only)."""

@@ -1,0 +1,1 @@
+"""Storage (SQLAlchemy Core), the outbox facts and the transactions of the definition service."""

@@ -1,0 +1,104 @@
+"""The anti-corruption layer between the domain and the protobuf contracts.
+
+Specs go through the shared codec of the process-model library, so the CLI, the
+execution engine and this service read and write one and the same format.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
+from trinity_definition.domain.definition import DefinitionStatus, DefinitionVersion, VersionBump
+from trinity_definition.domain.errors import DefinitionUnparsable
+from trinity_platform.errors import FieldViolation
+from trinity_process_model.authoring import AuthoringError
+from trinity_process_model.model import ProcessSpec
+
+try:
+    from trinity_process_model.proto_codec import spec_from_proto, spec_to_proto
+except ImportError:  # pragma: no cover - INTERIM until the library's codec lands
+    from trinity_definition._interim_codec import spec_from_proto, spec_to_proto
+
+_STATUS_TO_PROTO = {
+    DefinitionStatus.DRAFT: definition_pb2.DEFINITION_STATUS_DRAFT,
+    DefinitionStatus.PUBLISHED: definition_pb2.DEFINITION_STATUS_PUBLISHED,
+    DefinitionStatus.ARCHIVED: definition_pb2.DEFINITION_STATUS_ARCHIVED,
+}
+_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+_BUMP_FROM_PROTO = {
+    definition_service_pb2.VERSION_BUMP_UNSPECIFIED: VersionBump.MINOR,
+    definition_service_pb2.VERSION_BUMP_MINOR: VersionBump.MINOR,
+    definition_service_pb2.VERSION_BUMP_MAJOR: VersionBump.MAJOR,
+}
+
+
+def status_to_proto(status: DefinitionStatus) -> int:
+    return _STATUS_TO_PROTO[status]
+
+
+def status_from_proto(status: int) -> DefinitionStatus | None:
+    """None for UNSPECIFIED (no filter); ValueError for an unknown value."""
+    if status == definition_pb2.DEFINITION_STATUS_UNSPECIFIED:
+        return None
+    try:
+        return _STATUS_FROM_PROTO[status]  # type: ignore[index]
+    except KeyError:
+        raise ValueError(f"unknown status {status}") from None
+
+
+def bump_from_proto(bump: int) -> VersionBump:
+    try:
+        return _BUMP_FROM_PROTO[bump]  # type: ignore[index]
+    except KeyError:
+        raise ValueError(f"unknown version bump {bump}") from None
+
+
+def violations_of(error: AuthoringError) -> list[FieldViolation]:
+    return [FieldViolation(v.field, v.description) for v in error.violations]
+
+
+def spec_of(message: definition_pb2.ProcessSpec) -> ProcessSpec:
+    """The model of a spec message; raises DefinitionUnparsable (e.g. a step without a kind)."""
+    try:
+        return spec_from_proto(message)
+    except AuthoringError as error:
+        raise DefinitionUnparsable(
+            "the spec cannot be read: "
+            + "; ".join(f"{v.field}: {v.description}" for v in error.violations),
+            violations_of(error),
+        ) from None
+
+
+def spec_message(spec: ProcessSpec) -> definition_pb2.ProcessSpec:
+    return spec_to_proto(spec)
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return ts
+
+
+def definition_message(
+    definition: DefinitionVersion, spec: definition_pb2.ProcessSpec | None = None
+) -> definition_pb2.ProcessDefinition:
+    """The resource message; ``spec`` may pass an already encoded spec."""
+    message = definition_pb2.ProcessDefinition(
+        id=definition.id,
+        name=definition.name,
+        version=str(definition.version) if definition.version else "",
+        status=status_to_proto(definition.status),  # type: ignore[arg-type]
+        spec=spec if spec is not None else spec_message(definition.spec),
+        revision=definition.revision,
+        created_by=definition.created_by,
+        create_time=timestamp(definition.created_at),
+        update_time=timestamp(definition.updated_at),
+        publish_time=timestamp(definition.published_at),
+        archive_time=timestamp(definition.archived_at),
+    )
+    return message
