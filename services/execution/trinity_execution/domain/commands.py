@@ -1,0 +1,165 @@
+"""What the engine asks other services to do, as data. The dispatcher sends them.
+
+Every command has a stable idempotency ``key`` derived from the execution, step,
+iteration and attempt, so sending it again is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from trinity_process_model.model import ActionKind, Channel, Money, TimeoutAction
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """The step attempt a command belongs to."""
+
+    execution_id: str
+    step_id: str
+    iteration: int
+    attempt: int
+
+
+class WorkKind(StrEnum):
+    AGENT_TASK = "agent_task"
+    TOOL_RUN = "tool_run"
+    NOTIFICATION = "notification"
+
+
+@dataclass(frozen=True)
+class AgentTaskWork:
+    agent: str
+    message: str
+    max_cost: Money | None = None
+
+
+@dataclass(frozen=True)
+class ToolRunWork:
+    action: ActionKind
+    arguments: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NotificationWork:
+    channel: Channel
+    target: str
+    message: str
+    subject: str = ""
+
+
+WorkPayload = AgentTaskWork | ToolRunWork | NotificationWork
+
+_KIND_OF_PAYLOAD: dict[type, WorkKind] = {
+    AgentTaskWork: WorkKind.AGENT_TASK,
+    ToolRunWork: WorkKind.TOOL_RUN,
+    NotificationWork: WorkKind.NOTIFICATION,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestWork:
+    """Ask the work service for an agent task, a tool run or a notification.
+
+    ``correlation`` is None for fire-and-forget notifications (process outputs,
+    informed parties): their outcome does not drive the execution.
+    """
+
+    key: str
+    payload: WorkPayload
+    correlation: StepRef | None = None
+    timeout: timedelta | None = None
+
+    @property
+    def kind(self) -> WorkKind:
+        return _KIND_OF_PAYLOAD[type(self.payload)]
+
+
+@dataclass(frozen=True)
+class ApprovalArtifact:
+    name: str
+    text: str
+    reference: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestApproval:
+    key: str
+    correlation: StepRef
+    title: str
+    approvers: tuple[str, ...]
+    artifacts: tuple[ApprovalArtifact, ...] = ()
+    timeout: timedelta | None = None
+    on_timeout: TimeoutAction = TimeoutAction.REJECT
+    reminder_interval: timedelta | None = None
+    max_reminders: int = 0
+
+
+@dataclass(frozen=True)
+class CancelWork:
+    """Cancel the work requested with ``key``."""
+
+    key: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CancelApproval:
+    key: str
+    reason: str = ""
+
+
+class TimerPurpose(StrEnum):
+    STEP_TIMER = "step_timer"
+    STEP_TIMEOUT = "step_timeout"
+    RETRY_BACKOFF = "retry_backoff"
+
+
+_PURPOSES = frozenset(p.value for p in TimerPurpose)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartTimer:
+    timer_id: str
+    fire_at: datetime
+    purpose: TimerPurpose
+    correlation: StepRef
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    timer_id: str
+
+
+Command = RequestWork | RequestApproval | CancelWork | CancelApproval | StartTimer | CancelTimer
+
+
+def request_key(execution_id: str, step_id: str, iteration: int, attempt: int) -> str:
+    """Idempotency key of a step attempt's work or approval request."""
+    return f"{execution_id}/{step_id}/{iteration}/{attempt}"
+
+
+def timer_id(execution_id: str, step_id: str, iteration: int, attempt: int, purpose: str) -> str:
+    return f"{request_key(execution_id, step_id, iteration, attempt)}/{purpose}"
+
+
+def parse_request_key(execution_id: str, key: str) -> tuple[str, int, int] | None:
+    """(step id, iteration, attempt) of a key made by request_key, else None."""
+    prefix = f"{execution_id}/"
+    if not key.startswith(prefix):
+        return None
+    parts = key[len(prefix) :].rsplit("/", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def parse_timer_id(execution_id: str, timer: str) -> tuple[str, int, int, str] | None:
+    """(step id, iteration, attempt, purpose) of an id made by timer_id, else None."""
+    head, _, purpose = timer.rpartition("/")
+    parsed = parse_request_key(execution_id, head)
+    if parsed is None or purpose not in _PURPOSES:
+        return None
+    return (*parsed, purpose)

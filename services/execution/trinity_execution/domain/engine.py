@@ -1,0 +1,323 @@
+"""The decision function: (definition, state, event) → (new state, commands, facts).
+
+Pure: no I/O, no clock (every event carries ``now``), no randomness. The state given
+is never modified. An event that does not apply (a duplicate, a late answer for an
+attempt that was already settled, anything for an ended execution) changes nothing
+and says why in ``Decision.ignored``, so redelivery is always harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trinity_execution.domain import errors
+from trinity_execution.domain.commands import Command, parse_request_key, parse_timer_id
+from trinity_execution.domain.errors import ExecutionDomainError, Failure
+from trinity_execution.domain.events import (
+    APPROVAL_DECISIONS,
+    ApprovalDecided,
+    CancelExecution,
+    CommandRejected,
+    Event,
+    PauseExecution,
+    ResumeExecution,
+    RetryFailedSteps,
+    StartExecution,
+    TimerFired,
+    WorkCompleted,
+    WorkFailed,
+)
+from trinity_execution.domain.facts import (
+    Fact,
+    ProcessCancelled,
+    ProcessResumed,
+    ProcessStarted,
+)
+from trinity_execution.domain.process import CompiledProcess
+from trinity_execution.domain.run import BUDGET_PAUSER, Run
+from trinity_execution.domain.state import ExecutionState, ExecutionStatus, StepStatus
+from trinity_process_model.model import StepKind
+
+_WORK_KINDS = frozenset({StepKind.AGENT_TASK, StepKind.TOOL_RUN, StepKind.NOTIFICATION})
+
+
+class ExecutionNotStarted(ExecutionDomainError):
+    """An event other than StartExecution arrived for an execution with no state."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: ExecutionState
+    commands: list[Command] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+    ignored: str = ""
+    """Why the event changed nothing ('' when it was applied)."""
+
+
+def decide(process: CompiledProcess, state: ExecutionState | None, event: Event) -> Decision:
+    """Apply one event to an execution."""
+    if state is None:
+        if not isinstance(event, StartExecution):
+            raise ExecutionNotStarted(f"{type(event).__name__} before StartExecution")
+        return _start(process, event)
+    handler = _HANDLERS[type(event)]
+    return handler(process, state, event)
+
+
+def _ignore(state: ExecutionState, why: str) -> Decision:
+    return Decision(state, ignored=why)
+
+
+def _done(run: Run) -> Decision:
+    run.settle()
+    return Decision(run.state, run.commands, run.facts)
+
+
+# ------------------------------------------------------------------- lifecycle
+
+
+def _start(process: CompiledProcess, event: StartExecution) -> Decision:
+    blank = ExecutionState(event.execution_id, process.definition_id, process.version)
+    run = Run(process, blank, event.now)
+    state = run.state
+    state.input = dict(event.input)
+    state.triggered_by = event.triggered_by
+    state.trigger_kind = event.trigger_kind
+    state.started_at = event.now
+    state.move(ExecutionStatus.RUNNING)
+    run.facts.append(
+        ProcessStarted(
+            execution=run.ref,
+            triggered_by=event.triggered_by,
+            trigger_kind=event.trigger_kind,
+            input=dict(event.input),
+            occur_time=event.now,
+        )
+    )
+    run.consider(process.graph.entry_steps)
+    return _done(run)
+
+
+def _on_start_again(
+    process: CompiledProcess, state: ExecutionState, event: StartExecution
+) -> Decision:
+    return _ignore(state, "the execution has already started")
+
+
+def _on_cancel(process: CompiledProcess, state: ExecutionState, event: CancelExecution) -> Decision:
+    if state.status in (ExecutionStatus.COMPLETED, ExecutionStatus.CANCELLED):
+        return _ignore(state, f"the execution is {state.status}")
+    run = Run(process, state, event.now)
+    reason = event.reason or "cancelled"
+    run.abandon_all(errors.CANCELLED, reason)
+    run.state.move(ExecutionStatus.CANCELLED)
+    run.state.ready.clear()
+    run.state.cancelled_by = event.by
+    run.state.cancel_reason = event.reason
+    run.state.ended_at = event.now
+    run.facts.append(
+        ProcessCancelled(
+            execution=run.ref, cancelled_by=event.by, reason=event.reason, occur_time=event.now
+        )
+    )
+    return Decision(run.state, run.commands, run.facts)
+
+
+def _on_pause(process: CompiledProcess, state: ExecutionState, event: PauseExecution) -> Decision:
+    if state.status is not ExecutionStatus.RUNNING:
+        return _ignore(state, f"the execution is {state.status}")
+    run = Run(process, state, event.now)
+    run.pause(event.by, event.reason)
+    return Decision(run.state, run.commands, run.facts)
+
+
+def _on_resume(process: CompiledProcess, state: ExecutionState, event: ResumeExecution) -> Decision:
+    if state.status is not ExecutionStatus.PAUSED:
+        return _ignore(state, f"the execution is {state.status}")
+    run = Run(process, state, event.now)
+    run.state.move(ExecutionStatus.RUNNING)
+    run.state.paused_by = ""
+    run.state.pause_reason = ""
+    run.facts.append(ProcessResumed(execution=run.ref, resumed_by=event.by, occur_time=event.now))
+    run.start_ready()
+    return _done(run)
+
+
+def _on_retry(process: CompiledProcess, state: ExecutionState, event: RetryFailedSteps) -> Decision:
+    """Redrive a failed execution: its failed steps (and those cancelled by the failure)
+    get a new attempt series; completed steps are kept."""
+    if state.status is not ExecutionStatus.FAILED:
+        return _ignore(state, f"the execution is {state.status}")
+    if event.step_id is not None and (
+        state.step(event.step_id).status is not StepStatus.FAILED
+        or state.step(event.step_id).continued
+    ):
+        return _ignore(state, f"step {event.step_id!r} has not failed")
+    run = Run(process, state, event.now)
+    st = run.state
+    targets = [
+        sid
+        for sid, step in state.steps.items()
+        if step.status is StepStatus.FAILED
+        and not step.continued
+        and (
+            event.step_id is None
+            or sid == event.step_id
+            or (step.error is not None and step.error.code == errors.CANCELLED)
+        )
+    ]
+    st.move(ExecutionStatus.RUNNING)
+    st.error = None
+    st.failed_step_id = ""
+    st.ended_at = None
+    run.facts.append(ProcessResumed(execution=run.ref, resumed_by=event.by, occur_time=event.now))
+    for sid in targets:
+        step = run.edit(sid)
+        step.move(StepStatus.PENDING)
+        step.attempt_base = step.attempt
+        step.error = None
+        step.ended_at = None
+    run.consider(targets)
+    run.start_ready()
+    return _done(run)
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+def _attempt_problem(
+    process: CompiledProcess, state: ExecutionState, step_id: str, iteration: int
+) -> str:
+    if step_id not in process.steps:
+        return f"unknown step {step_id!r}"
+    st = state.step(step_id)
+    if st.iteration != iteration:
+        return f"step {step_id!r} is in iteration {st.iteration}, not {iteration}"
+    if not st.request:
+        return f"step {step_id!r} waits for no answer"
+    return ""
+
+
+def _on_work_completed(
+    process: CompiledProcess, state: ExecutionState, event: WorkCompleted
+) -> Decision:
+    problem = _attempt_problem(process, state, event.step_id, event.iteration)
+    st = state.step(event.step_id)
+    if not problem and (
+        process.step(event.step_id).kind not in _WORK_KINDS or st.attempt != event.attempt
+    ):
+        problem = f"step {event.step_id!r} does not wait for attempt {event.attempt}"
+    if problem:
+        return _ignore(state, problem)
+    run = Run(process, state, event.now)
+    if event.cost is not None:
+        currency = run.currency_problem(event.cost)
+        if currency:
+            run.fail_attempt(
+                event.step_id, Failure(errors.CURRENCY_MISMATCH, currency), retryable=False
+            )
+            return _done(run)
+    run.complete(
+        event.step_id,
+        output=event.output,
+        structured=dict(event.structured) if event.structured is not None else None,
+        cost=event.cost,
+    )
+    return _done(run)
+
+
+def _on_work_failed(process: CompiledProcess, state: ExecutionState, event: WorkFailed) -> Decision:
+    problem = _attempt_problem(process, state, event.step_id, event.iteration)
+    if not problem and state.step(event.step_id).attempt != event.attempt:
+        problem = f"step {event.step_id!r} does not wait for attempt {event.attempt}"
+    if problem:
+        return _ignore(state, problem)
+    run = Run(process, state, event.now)
+    run.fail_attempt(event.step_id, Failure(event.code, event.message))
+    return _done(run)
+
+
+def _on_approval(
+    process: CompiledProcess, state: ExecutionState, event: ApprovalDecided
+) -> Decision:
+    """The decision becomes the step's outcome. Every decision completes the step,
+    a rejection included: gateways and conditions route on ``steps.<id>.decision``."""
+    problem = _attempt_problem(process, state, event.step_id, event.iteration)
+    if not problem and process.step(event.step_id).kind is not StepKind.HUMAN_APPROVAL:
+        problem = f"step {event.step_id!r} is not an approval"
+    if not problem and event.decision not in APPROVAL_DECISIONS:
+        problem = f"unknown decision {event.decision!r}"
+    if problem:
+        return _ignore(state, problem)
+    run = Run(process, state, event.now)
+    run.complete(
+        event.step_id,
+        output=event.comment or event.decision,
+        structured={
+            "decision": event.decision,
+            "decided_by": event.decided_by,
+            "comment": event.comment,
+        },
+        decision=event.decision,
+        decided_by=event.decided_by,
+        comment=event.comment,
+    )
+    return _done(run)
+
+
+def _on_timer(process: CompiledProcess, state: ExecutionState, event: TimerFired) -> Decision:
+    parsed = parse_timer_id(state.execution_id, event.timer_id)
+    if parsed is None or parsed[0] not in process.steps:
+        return _ignore(state, f"unknown timer {event.timer_id!r}")
+    step_id, _, _, purpose = parsed
+    st = state.step(step_id)
+    run = Run(process, state, event.now)
+    if event.timer_id == st.timer and purpose == "step_timer":
+        run.complete(step_id, output=event.now.isoformat())
+    elif event.timer_id == st.timer and purpose == "retry_backoff":
+        run.edit(step_id).timer = ""
+        run.make_ready(step_id)
+    elif event.timer_id == st.timeout_timer and st.request:
+        step = run.edit(step_id)
+        step.timeout_timer = ""
+        run.abandon_request(step_id, "step timed out")
+        timeout = process.step(step_id).timeout
+        run.fail_attempt(step_id, Failure(errors.TIMEOUT, f"no outcome within {timeout}"))
+    else:
+        return _ignore(state, f"timer {event.timer_id!r} is not outstanding")
+    return _done(run)
+
+
+def _on_rejected(
+    process: CompiledProcess, state: ExecutionState, event: CommandRejected
+) -> Decision:
+    """A permanent refusal of a request fails its attempt, without retries."""
+    parsed = parse_request_key(state.execution_id, event.key)
+    if parsed is None or parsed[0] not in process.steps:
+        return _ignore(state, f"no step request has key {event.key!r}")
+    step_id = parsed[0]
+    if state.step(step_id).request != event.key:
+        return _ignore(state, f"request {event.key!r} is not outstanding")
+    run = Run(process, state, event.now)
+    run.fail_attempt(
+        step_id, Failure(event.code, event.message or "request refused"), retryable=False
+    )
+    return _done(run)
+
+
+_HANDLERS: dict[type, Callable[[CompiledProcess, ExecutionState, Any], Decision]] = {
+    StartExecution: _on_start_again,
+    WorkCompleted: _on_work_completed,
+    WorkFailed: _on_work_failed,
+    ApprovalDecided: _on_approval,
+    TimerFired: _on_timer,
+    CommandRejected: _on_rejected,
+    CancelExecution: _on_cancel,
+    PauseExecution: _on_pause,
+    ResumeExecution: _on_resume,
+    RetryFailedSteps: _on_retry,
+}
+
+__all__ = ["BUDGET_PAUSER", "Decision", "ExecutionNotStarted", "decide"]

@@ -1,0 +1,55 @@
+"""Domain errors and the stable failure codes the engine records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ExecutionDomainError(Exception):
+    """Base of the execution domain's errors."""
+
+
+class InvalidTransition(ExecutionDomainError):
+    """A status change the lifecycle does not allow."""
+
+
+class UnknownStep(ExecutionDomainError):
+    """An event named a step the definition does not have."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why something failed: a stable UPPER_SNAKE code and a human explanation."""
+
+    code: str
+    message: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.details:
+            data["details"] = dict(self.details)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Failure:
+        details = data.get("details") or {}
+        assert isinstance(details, dict)
+        return cls(str(data["code"]), str(data.get("message", "")), dict(details))
+
+
+# Failure codes the engine itself produces (work and approval codes pass through).
+TIMEOUT = "TIMEOUT"
+EXPRESSION_ERROR = "EXPRESSION_ERROR"
+NO_MATCHING_ROUTE = "NO_MATCHING_ROUTE"
+LOOP_LIMIT_REACHED = "LOOP_LIMIT_REACHED"
+BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+CANCELLED = "CANCELLED"
+LOOP_RESTARTED = "LOOP_RESTARTED"
+CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+INVALID_TIMER = "INVALID_TIMER"
+
+NON_RETRYABLE = frozenset(
+    {EXPRESSION_ERROR, NO_MATCHING_ROUTE, LOOP_LIMIT_REACHED, CURRENCY_MISMATCH, INVALID_TIMER}
+)
+"""Codes that never get another attempt, whatever the retry policy says."""

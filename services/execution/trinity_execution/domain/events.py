@@ -1,0 +1,115 @@
+"""Events the engine decides on. Each carries `now` (UTC): the engine never reads a clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from trinity_execution.domain.state import TriggerKind
+from trinity_process_model.model import Money
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartExecution:
+    now: datetime
+    execution_id: str
+    input: dict[str, Any] = field(default_factory=dict)
+    triggered_by: str = ""
+    trigger_kind: TriggerKind = TriggerKind.MANUAL
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkCompleted:
+    """The work requested for a step attempt completed (from the work service's fact)."""
+
+    now: datetime
+    step_id: str
+    iteration: int
+    attempt: int
+    output: str = ""
+    cost: Money | None = None
+    structured: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkFailed:
+    now: datetime
+    step_id: str
+    iteration: int
+    attempt: int
+    code: str
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalDecided:
+    """A person decided: approved, rejected or needs_changes."""
+
+    now: datetime
+    step_id: str
+    iteration: int
+    decision: str
+    decided_by: str = ""
+    comment: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimerFired:
+    now: datetime
+    timer_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandRejected:
+    """The dispatcher got a permanent refusal for a command (e.g. INVALID_ARGUMENT)."""
+
+    now: datetime
+    key: str
+    code: str
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelExecution:
+    now: datetime
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PauseExecution:
+    now: datetime
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeExecution:
+    now: datetime
+    by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryFailedSteps:
+    """Redrive a failed execution from its failure, keeping completed steps."""
+
+    now: datetime
+    step_id: str | None = None
+    by: str = ""
+
+
+Event = (
+    StartExecution
+    | WorkCompleted
+    | WorkFailed
+    | ApprovalDecided
+    | TimerFired
+    | CommandRejected
+    | CancelExecution
+    | PauseExecution
+    | ResumeExecution
+    | RetryFailedSteps
+)
+
+APPROVAL_DECISIONS = frozenset({"approved", "rejected", "needs_changes"})

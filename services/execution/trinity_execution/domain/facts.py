@@ -1,0 +1,175 @@
+"""What the engine reports, as data: one class per fact of
+``proto/trinity/process/execution/v1/facts.proto``, field for field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from trinity_execution.domain.errors import Failure
+from trinity_execution.domain.state import TriggerKind
+from trinity_process_model.model import BudgetAction, GatewayType, Money, StepKind
+
+
+@dataclass(frozen=True)
+class ExecutionRef:
+    execution_id: str
+    process_id: str
+    process_name: str
+    process_version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessStarted:
+    execution: ExecutionRef
+    triggered_by: str
+    trigger_kind: TriggerKind
+    input: dict[str, Any]
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessCompleted:
+    execution: ExecutionRef
+    total_cost: Money | None
+    total_duration: timedelta
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessFailed:
+    execution: ExecutionRef
+    failed_step_id: str
+    error: Failure
+    total_cost: Money | None
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessCancelled:
+    execution: ExecutionRef
+    cancelled_by: str
+    reason: str
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessPaused:
+    execution: ExecutionRef
+    paused_by: str
+    reason: str
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessResumed:
+    execution: ExecutionRef
+    resumed_by: str
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStarted:
+    execution: ExecutionRef
+    step_id: str
+    step_name: str
+    kind: StepKind
+    iteration: int
+    attempt: int
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepCompleted:
+    execution: ExecutionRef
+    step_id: str
+    iteration: int
+    attempt: int
+    output: str
+    structured_output: dict[str, Any] | None
+    cost: Money | None
+    duration: timedelta
+    decision: str
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepFailed:
+    execution: ExecutionRef
+    step_id: str
+    iteration: int
+    attempt: int
+    error: Failure
+    will_retry: bool
+    next_attempt_time: datetime | None
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSkipped:
+    execution: ExecutionRef
+    step_id: str
+    iteration: int
+    reason: str
+    """condition_not_met, route_not_taken or upstream_skipped."""
+    occur_time: datetime
+
+
+@dataclass(frozen=True)
+class RouteEvaluation:
+    target: str
+    condition: str
+    matched: bool
+    value: str
+    """What the condition saw (``path=value; ...``)."""
+    is_default: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayEvaluated:
+    execution: ExecutionRef
+    step_id: str
+    iteration: int
+    gateway_type: GatewayType
+    selected_targets: tuple[str, ...]
+    routes: tuple[RouteEvaluation, ...] = field(default=())
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetWarning:
+    execution: ExecutionRef
+    total_cost: Money
+    budget: Money
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetExceeded:
+    execution: ExecutionRef
+    total_cost: Money
+    budget: Money
+    action: BudgetAction
+    occur_time: datetime
+
+
+Fact = (
+    ProcessStarted
+    | ProcessCompleted
+    | ProcessFailed
+    | ProcessCancelled
+    | ProcessPaused
+    | ProcessResumed
+    | StepStarted
+    | StepCompleted
+    | StepFailed
+    | StepSkipped
+    | GatewayEvaluated
+    | BudgetWarning
+    | BudgetExceeded
+)
+
+SKIP_CONDITION_NOT_MET = "condition_not_met"
+SKIP_ROUTE_NOT_TAKEN = "route_not_taken"
+SKIP_UPSTREAM_SKIPPED = "upstream_skipped"

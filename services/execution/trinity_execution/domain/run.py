@@ -1,0 +1,583 @@
+"""One decision in progress: the working copy of the state and what it has produced.
+
+The operations here are the engine's vocabulary (start, complete, fail, skip a step;
+restart a loop; fail, complete the execution). Each touches only the steps it names
+and their direct dependents, found through the graph's indexes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from trinity_execution.domain import errors
+from trinity_execution.domain.budget import check_budget
+from trinity_execution.domain.commands import (
+    CancelApproval,
+    CancelTimer,
+    CancelWork,
+    Command,
+    RequestWork,
+    StartTimer,
+    StepRef,
+    TimerPurpose,
+    request_key,
+    timer_id,
+)
+from trinity_execution.domain.context import build_context
+from trinity_execution.domain.errors import Failure
+from trinity_execution.domain.facts import (
+    SKIP_CONDITION_NOT_MET,
+    BudgetExceeded,
+    BudgetWarning,
+    ExecutionRef,
+    Fact,
+    GatewayEvaluated,
+    ProcessCompleted,
+    ProcessFailed,
+    ProcessPaused,
+    StepCompleted,
+    StepFailed,
+    StepSkipped,
+    StepStarted,
+)
+from trinity_execution.domain.gateways import choose_routes
+from trinity_execution.domain.process import CompiledProcess
+from trinity_execution.domain.readiness import Verdict, assess
+from trinity_execution.domain.requests import (
+    informed_requests,
+    output_requests,
+    request_approval,
+    work_payload,
+)
+from trinity_execution.domain.retries import plan_retry
+from trinity_execution.domain.state import (
+    ExecutionState,
+    ExecutionStatus,
+    StepState,
+    StepStatus,
+)
+from trinity_execution.domain.timers import InvalidTimer, fire_at
+from trinity_process_model.expressions import ExpressionError
+from trinity_process_model.model import (
+    BudgetAction,
+    FailureAction,
+    GatewayConfig,
+    HumanApprovalConfig,
+    Money,
+    Step,
+    StepKind,
+    TimerConfig,
+)
+
+BUDGET_PAUSER = "budget"
+
+
+class Run:
+    """The working state of one decision. Never touches the state it was given."""
+
+    def __init__(self, process: CompiledProcess, state: ExecutionState, now: datetime) -> None:
+        self.process = process
+        self.graph = process.graph
+        self.state = state.clone()
+        self.now = now
+        self.commands: list[Command] = []
+        self.facts: list[Fact] = []
+        self.ref = ExecutionRef(
+            state.execution_id, process.definition_id, process.name, process.version
+        )
+        self._edited: set[str] = set()
+        self._queue: deque[str] = deque()
+
+    # ----------------------------------------------------------------- basics
+
+    def edit(self, step_id: str) -> StepState:
+        """The step's state, copied into this decision's state on first write."""
+        if step_id not in self._edited:
+            current = self.state.steps.get(step_id)
+            self.state.steps[step_id] = current.clone() if current else StepState()
+            self._edited.add(step_id)
+        return self.state.steps[step_id]
+
+    def context(self) -> dict[str, Any]:
+        return build_context(self.process, self.state)
+
+    def step_ref(self, step_id: str, st: StepState) -> StepRef:
+        return StepRef(self.state.execution_id, step_id, st.iteration, st.attempt)
+
+    def key(self, step_id: str, st: StepState) -> str:
+        return request_key(self.state.execution_id, step_id, st.iteration, st.attempt)
+
+    @property
+    def is_live(self) -> bool:
+        """Running or paused: steps may still finish."""
+        return self.state.status in (ExecutionStatus.RUNNING, ExecutionStatus.PAUSED)
+
+    # --------------------------------------------------------------- readiness
+
+    def consider(self, step_ids: Any) -> None:
+        """Queue steps whose readiness may have changed."""
+        self._queue.extend(step_ids)
+
+    def settle(self) -> None:
+        """Assess queued steps until nothing more changes, then complete if all finished."""
+        while self._queue and self.is_live:
+            step_id = self._queue.popleft()
+            if self.state.step(step_id).status is not StepStatus.PENDING:
+                continue
+            readiness = assess(self.graph, self.state, step_id)
+            if readiness.verdict is Verdict.WAIT:
+                continue
+            if readiness.verdict is Verdict.SKIP:
+                self.skip(step_id, readiness.reason)
+                continue
+            step = self.process.step(step_id)
+            if step.condition:
+                try:
+                    holds, _ = self.process.condition(step.condition).evaluate(self.context())
+                except ExpressionError as exc:
+                    self.fail_attempt(step_id, Failure(errors.EXPRESSION_ERROR, str(exc)))
+                    continue
+                if not holds:
+                    self.skip(step_id, SKIP_CONDITION_NOT_MET)
+                    continue
+            self.make_ready(step_id)
+        self._queue.clear()
+        self.maybe_complete()
+
+    def make_ready(self, step_id: str) -> None:
+        if self.state.status is ExecutionStatus.RUNNING:
+            self.start(step_id)
+        elif self.state.status is ExecutionStatus.PAUSED:
+            st = self.edit(step_id)
+            st.move(StepStatus.READY)
+            st.timer = ""
+            self.state.active.pop(step_id, None)
+            if step_id not in self.state.ready:
+                self.state.ready.append(step_id)
+
+    def start_ready(self) -> None:
+        """Start the steps held while paused, in the order they became ready."""
+        ready, self.state.ready = self.state.ready, []
+        for step_id in ready:
+            if self.state.status is not ExecutionStatus.RUNNING:
+                self.state.ready.append(step_id)
+            elif self.state.step(step_id).status is StepStatus.READY:
+                self.start(step_id)
+
+    def skip(self, step_id: str, reason: str) -> None:
+        st = self.edit(step_id)
+        st.move(StepStatus.SKIPPED)
+        st.skip_reason = reason
+        st.ended_at = self.now
+        self.state.finished += 1
+        self.facts.append(
+            StepSkipped(
+                execution=self.ref,
+                step_id=step_id,
+                iteration=st.iteration,
+                reason=reason,
+                occur_time=self.now,
+            )
+        )
+        self.consider(self.graph.dependents(step_id))
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, step_id: str) -> None:
+        """Start the next attempt of a step (its dependencies are finished)."""
+        step = self.process.step(step_id)
+        st = self.edit(step_id)
+        st.attempt += 1
+        if st.started_at is None:
+            st.started_at = self.now
+        st.next_attempt_time = None
+        st.error = None
+        st.timer = ""
+        self.facts.append(
+            StepStarted(
+                execution=self.ref,
+                step_id=step_id,
+                step_name=step.display_name,
+                kind=step.kind,
+                iteration=st.iteration,
+                attempt=st.attempt,
+                occur_time=self.now,
+            )
+        )
+        config = step.config
+        if isinstance(config, GatewayConfig):
+            st.move(StepStatus.RUNNING)
+            self.state.active[step_id] = None
+            self._evaluate_gateway(step_id, config)
+        elif isinstance(config, TimerConfig):
+            self._start_timer(step_id, st, config)
+        elif isinstance(config, HumanApprovalConfig):
+            self._request_approval(step, st, config)
+        else:
+            self._request_work(step, st)
+
+    def _request_work(self, step: Step, st: StepState) -> None:
+        try:
+            payload = work_payload(self.process, step, self.context(), self.state)
+        except ExpressionError as exc:
+            self._fail_to_start(step.id, st, Failure(errors.EXPRESSION_ERROR, str(exc)))
+            return
+        st.move(StepStatus.RUNNING)
+        self.state.active[step.id] = None
+        st.request = self.key(step.id, st)
+        ref = self.step_ref(step.id, st)
+        self.commands.append(
+            RequestWork(key=st.request, payload=payload, correlation=ref, timeout=step.timeout)
+        )
+        if step.timeout is not None:
+            st.timeout_timer = timer_id(
+                ref.execution_id, step.id, st.iteration, st.attempt, TimerPurpose.STEP_TIMEOUT
+            )
+            self.commands.append(
+                StartTimer(
+                    timer_id=st.timeout_timer,
+                    fire_at=self.now + step.timeout,
+                    purpose=TimerPurpose.STEP_TIMEOUT,
+                    correlation=ref,
+                )
+            )
+
+    def _request_approval(self, step: Step, st: StepState, config: HumanApprovalConfig) -> None:
+        key = self.key(step.id, st)
+        try:
+            command = request_approval(
+                self.process, step, config, self.context(), key, self.step_ref(step.id, st)
+            )
+        except ExpressionError as exc:
+            self._fail_to_start(step.id, st, Failure(errors.EXPRESSION_ERROR, str(exc)))
+            return
+        st.move(StepStatus.WAITING)
+        self.state.active[step.id] = None
+        st.request = key
+        self.commands.append(command)
+
+    def _start_timer(self, step_id: str, st: StepState, config: TimerConfig) -> None:
+        try:
+            when = fire_at(config, self.now)
+        except InvalidTimer as exc:
+            self._fail_to_start(step_id, st, Failure(errors.INVALID_TIMER, str(exc)))
+            return
+        st.move(StepStatus.WAITING)
+        self.state.active[step_id] = None
+        ref = self.step_ref(step_id, st)
+        st.timer = timer_id(
+            ref.execution_id, step_id, st.iteration, st.attempt, TimerPurpose.STEP_TIMER
+        )
+        self.commands.append(
+            StartTimer(
+                timer_id=st.timer, fire_at=when, purpose=TimerPurpose.STEP_TIMER, correlation=ref
+            )
+        )
+
+    def _fail_to_start(self, step_id: str, st: StepState, failure: Failure) -> None:
+        st.move(StepStatus.RUNNING)
+        self.state.active[step_id] = None
+        self.fail_attempt(step_id, failure)
+
+    def _evaluate_gateway(self, step_id: str, config: GatewayConfig) -> None:
+        st = self.state.step(step_id)
+        choice = choose_routes(
+            self.process, step_id, config, self.context(), self.state.loop_counts
+        )
+        self.facts.append(
+            GatewayEvaluated(
+                execution=self.ref,
+                step_id=step_id,
+                iteration=st.iteration,
+                gateway_type=config.type,
+                selected_targets=choice.selected,
+                routes=choice.evaluations,
+                occur_time=self.now,
+            )
+        )
+        if choice.failure is not None:
+            self.fail_attempt(step_id, choice.failure)
+            return
+        self.complete(step_id, output=", ".join(choice.selected), routes=choice.selected)
+
+    # --------------------------------------------------------------- complete
+
+    def complete(
+        self,
+        step_id: str,
+        *,
+        output: str = "",
+        structured: dict[str, Any] | None = None,
+        cost: Money | None = None,
+        decision: str = "",
+        decided_by: str = "",
+        comment: str = "",
+        routes: tuple[str, ...] = (),
+    ) -> None:
+        step = self.process.step(step_id)
+        st = self.edit(step_id)
+        key = self.key(step_id, st)
+        st.move(StepStatus.COMPLETED)
+        self._release(step_id, st, cancel=False)
+        st.ended_at = self.now
+        st.output = output
+        st.structured = structured
+        st.cost = cost
+        st.decision = decision
+        st.decided_by = decided_by
+        st.comment = comment
+        st.routes = routes
+        self.state.finished += 1
+        started = st.started_at or self.now
+        self.facts.append(
+            StepCompleted(
+                execution=self.ref,
+                step_id=step_id,
+                iteration=st.iteration,
+                attempt=st.attempt,
+                output=output,
+                structured_output=structured,
+                cost=cost,
+                duration=self.now - started,
+                decision=decision,
+                occur_time=self.now,
+            )
+        )
+        self.commands.extend(
+            informed_requests(self.process, step, key, st.iteration, output, decision)
+        )
+        if cost is not None:
+            self._add_cost(cost)
+        loops = [t for t in routes if self.graph.is_loop_route(step_id, t)]
+        if loops and self.is_live:
+            for target in loops:
+                self.restart_loop(step_id, target)
+            self.consider(loops)
+        else:
+            self.consider(self.graph.dependents(step_id))
+
+    def _release(self, step_id: str, st: StepState, *, cancel: bool, reason: str = "") -> None:
+        """Forget the step's outstanding request and timers (cancelling them if asked)."""
+        if st.timeout_timer:
+            self.commands.append(CancelTimer(st.timeout_timer))
+            st.timeout_timer = ""
+        if cancel:
+            self.abandon_request(step_id, reason)
+        if cancel and st.timer:
+            self.commands.append(CancelTimer(st.timer))
+        st.request = ""
+        st.timer = ""
+        self.state.active.pop(step_id, None)
+
+    # -------------------------------------------------------------- cost/budget
+
+    def currency_problem(self, cost: Money) -> str:
+        """Why this cost cannot be added to the execution's total, or ''."""
+        budget = self.process.spec.budget
+        expected = (
+            self.state.total_cost.currency
+            if self.state.total_cost is not None
+            else budget.limit.currency
+            if budget is not None
+            else cost.currency
+        )
+        if cost.currency != expected:
+            return f"cost in {cost.currency}, but the execution counts in {expected}"
+        return ""
+
+    def _add_cost(self, cost: Money) -> None:
+        total = self.state.total_cost or Money(Decimal(0), cost.currency)
+        total = total + cost
+        self.state.total_cost = total
+        budget = self.process.spec.budget
+        check = check_budget(budget, total, self.state.budget_warned, self.state.budget_exceeded)
+        if budget is None:
+            return
+        if check.warn:
+            self.state.budget_warned = True
+            self.facts.append(
+                BudgetWarning(
+                    execution=self.ref, total_cost=total, budget=budget.limit, occur_time=self.now
+                )
+            )
+        if check.exceed:
+            self.state.budget_exceeded = True
+            self.facts.append(
+                BudgetExceeded(
+                    execution=self.ref,
+                    total_cost=total,
+                    budget=budget.limit,
+                    action=budget.on_exceeded,
+                    occur_time=self.now,
+                )
+            )
+            message = f"cost {total} reached the budget of {budget.limit}"
+            if budget.on_exceeded is BudgetAction.PAUSE:
+                self.pause(BUDGET_PAUSER, message)
+            else:
+                self.fail_execution(Failure(errors.BUDGET_EXCEEDED, message), "")
+
+    # ------------------------------------------------------------------- fail
+
+    def fail_attempt(self, step_id: str, failure: Failure, *, retryable: bool = True) -> None:
+        """The current attempt failed: retry after a backoff, continue, or fail the execution."""
+        st = self.edit(step_id)
+        step = self.process.step(step_id)
+        self._release(step_id, st, cancel=False)
+        attempt = max(st.attempt, 1)
+        st.attempt = attempt
+        plan = plan_retry(
+            self.process.retry_policies[step_id], attempt - st.attempt_base, failure.code, self.now
+        )
+        will_retry = retryable and plan.will_retry and self.is_live
+        st.error = failure
+        if will_retry:
+            assert plan.next_attempt_time is not None
+            st.move(StepStatus.WAITING)
+            st.next_attempt_time = plan.next_attempt_time
+            ref = self.step_ref(step_id, st)
+            st.timer = timer_id(
+                ref.execution_id, step_id, st.iteration, attempt, TimerPurpose.RETRY_BACKOFF
+            )
+            self.state.active[step_id] = None
+            self.commands.append(
+                StartTimer(
+                    timer_id=st.timer,
+                    fire_at=plan.next_attempt_time,
+                    purpose=TimerPurpose.RETRY_BACKOFF,
+                    correlation=ref,
+                )
+            )
+        else:
+            st.move(StepStatus.FAILED)
+            st.ended_at = self.now
+        self.facts.append(
+            StepFailed(
+                execution=self.ref,
+                step_id=step_id,
+                iteration=st.iteration,
+                attempt=attempt,
+                error=failure,
+                will_retry=will_retry,
+                next_attempt_time=st.next_attempt_time if will_retry else None,
+                occur_time=self.now,
+            )
+        )
+        if will_retry:
+            return
+        if step.on_failure is FailureAction.CONTINUE:
+            st.continued = True
+            self.state.finished += 1
+            self.consider(self.graph.dependents(step_id))
+        else:
+            self.fail_execution(failure, step_id)
+
+    def abandon_request(self, step_id: str, reason: str = "") -> None:
+        """Cancel the step's outstanding work or approval request (its attempt is over)."""
+        st = self.edit(step_id)
+        if st.request:
+            if self.process.step(step_id).kind is StepKind.HUMAN_APPROVAL:
+                self.commands.append(CancelApproval(st.request, reason))
+            else:
+                self.commands.append(CancelWork(st.request, reason))
+            st.request = ""
+
+    def abandon(self, step_id: str, failure: Failure, reason: str) -> None:
+        """Stop an outstanding step for good: cancel what it waits for, record it failed."""
+        st = self.edit(step_id)
+        self._release(step_id, st, cancel=True, reason=reason)
+        if st.status is not StepStatus.FAILED:
+            st.move(StepStatus.FAILED)
+        st.error = failure
+        st.ended_at = self.now
+        st.next_attempt_time = None
+        self.facts.append(
+            StepFailed(
+                execution=self.ref,
+                step_id=step_id,
+                iteration=st.iteration,
+                attempt=max(st.attempt, 1),
+                error=failure,
+                will_retry=False,
+                next_attempt_time=None,
+                occur_time=self.now,
+            )
+        )
+
+    def abandon_all(self, code: str, reason: str) -> None:
+        for step_id in list(self.state.active):
+            self.abandon(step_id, Failure(code, reason), reason)
+
+    def fail_execution(self, failure: Failure, step_id: str) -> None:
+        if not self.is_live:
+            return
+        self.abandon_all(errors.CANCELLED, f"execution failed: {failure.code}")
+        self.state.move(ExecutionStatus.FAILED)
+        self.state.error = failure
+        self.state.failed_step_id = step_id
+        self.state.ended_at = self.now
+        self.facts.append(
+            ProcessFailed(
+                execution=self.ref,
+                failed_step_id=step_id,
+                error=failure,
+                total_cost=self.state.total_cost,
+                occur_time=self.now,
+            )
+        )
+
+    # ------------------------------------------------------------ pause/finish
+
+    def pause(self, by: str, reason: str) -> None:
+        if self.state.status is not ExecutionStatus.RUNNING:
+            return
+        self.state.move(ExecutionStatus.PAUSED)
+        self.state.paused_by = by
+        self.state.pause_reason = reason
+        self.facts.append(
+            ProcessPaused(execution=self.ref, paused_by=by, reason=reason, occur_time=self.now)
+        )
+
+    def maybe_complete(self) -> None:
+        """Complete the execution when every step is finished."""
+        if not self.is_live or self.state.finished < self.process.size or self.state.active:
+            return
+        self.state.move(ExecutionStatus.COMPLETED)
+        self.state.ended_at = self.now
+        self.state.ready.clear()
+        self.commands.extend(output_requests(self.process, self.state.execution_id, self.context()))
+        started = self.state.started_at or self.now
+        self.facts.append(
+            ProcessCompleted(
+                execution=self.ref,
+                total_cost=self.state.total_cost,
+                total_duration=self.now - started,
+                occur_time=self.now,
+            )
+        )
+
+    # ------------------------------------------------------------------ loops
+
+    def restart_loop(self, gateway_id: str, target: str) -> None:
+        """Start a new iteration of the loop body: reset every step from the target down.
+
+        Outstanding work in the body is cancelled; each step keeps a bounded history of
+        its previous iterations. Counters of loops nested in the body start again.
+        """
+        key = (gateway_id, target)
+        counts = self.state.loop_counts
+        counts[key] = counts.get(key, 0) + 1
+        for nested in self.graph.nested_loops(gateway_id, target):
+            counts.pop(nested, None)
+        for step_id in self.process.loop_body_order(gateway_id, target):
+            st = self.edit(step_id)
+            if step_id in self.state.active:
+                self.abandon(step_id, Failure(errors.LOOP_RESTARTED, "a loop started over"), "")
+            if st.is_finished:
+                self.state.finished -= 1
+            if st.status is StepStatus.READY and step_id in self.state.ready:
+                self.state.ready.remove(step_id)
+            st.reset_for_iteration()

@@ -1,0 +1,379 @@
+"""ProcessExecution and StepExecution state: statuses, guarded transitions, compact form.
+
+The state is *sparse*: a step appears in ``ExecutionState.steps`` only once something
+happened to it, so the state of a 1,000-step process that has run three steps holds
+three entries. Counters (``finished``) and indexes (``active``, ``ready``) are kept up
+to date by the engine so no decision scans every step.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from trinity_execution.domain.errors import Failure, InvalidTransition
+from trinity_process_model.model import Money
+
+HISTORY_LIMIT = 5
+"""Previous iterations kept per step (older ones live only in the facts stream)."""
+HISTORY_OUTPUT_LIMIT = 2_000
+"""Characters of a previous iteration's output kept in the history."""
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_ended(self) -> bool:
+        """Completed, failed or cancelled (only a failed one can be redriven)."""
+        return self in (
+            ExecutionStatus.COMPLETED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.CANCELLED,
+        )
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class TriggerKind(StrEnum):
+    MANUAL = "manual"
+    SCHEDULE = "schedule"
+    EVENT = "event"
+
+
+_E = ExecutionStatus
+_S = StepStatus
+
+EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
+    _E.PENDING: frozenset({_E.RUNNING, _E.FAILED, _E.CANCELLED}),
+    _E.RUNNING: frozenset({_E.PAUSED, _E.COMPLETED, _E.FAILED, _E.CANCELLED}),
+    _E.PAUSED: frozenset({_E.RUNNING, _E.COMPLETED, _E.FAILED, _E.CANCELLED}),
+    # A failed execution can be redriven (RetryFailedSteps) or cancelled.
+    _E.FAILED: frozenset({_E.RUNNING, _E.CANCELLED}),
+    _E.COMPLETED: frozenset(),
+    _E.CANCELLED: frozenset(),
+}
+
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    _S.PENDING: frozenset({_S.READY, _S.RUNNING, _S.WAITING, _S.SKIPPED, _S.FAILED}),
+    _S.READY: frozenset({_S.RUNNING, _S.WAITING, _S.FAILED, _S.PENDING}),
+    _S.RUNNING: frozenset({_S.COMPLETED, _S.FAILED, _S.WAITING, _S.PENDING}),
+    _S.WAITING: frozenset({_S.READY, _S.RUNNING, _S.WAITING, _S.COMPLETED, _S.FAILED, _S.PENDING}),
+    # Back to pending only when a loop starts a new iteration.
+    _S.COMPLETED: frozenset({_S.PENDING}),
+    _S.SKIPPED: frozenset({_S.PENDING}),
+    # A failed step is redriven (ready, running or waiting) or reset by a loop.
+    _S.FAILED: frozenset({_S.PENDING, _S.READY, _S.RUNNING, _S.WAITING}),
+}
+
+FINISHED = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
+"""Statuses that let dependents go on (plus FAILED with on_failure: continue)."""
+ACTIVE = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
+
+
+@dataclass(slots=True)
+class StepState:
+    """One step in its current iteration (StepExecution)."""
+
+    status: StepStatus = StepStatus.PENDING
+    iteration: int = 1
+    attempt: int = 0
+    attempt_base: int = 0
+    """Attempts made before the current retry series (a redrive starts a new series)."""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    output: str | None = None
+    structured: dict[str, Any] | None = None
+    cost: Money | None = None
+    decision: str = ""
+    decided_by: str = ""
+    comment: str = ""
+    error: Failure | None = None
+    skip_reason: str = ""
+    next_attempt_time: datetime | None = None
+    routes: tuple[str, ...] = ()
+    """For gateways: the targets chosen in this iteration."""
+    continued: bool = False
+    """Failed, but the definition says on_failure: continue."""
+    request: str = ""
+    """Key of the outstanding work or approval request."""
+    timer: str = ""
+    """Id of the outstanding step timer or retry backoff timer."""
+    timeout_timer: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def move(self, to: StepStatus) -> None:
+        """Change status, refusing what the lifecycle does not allow."""
+        if to not in STEP_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"step cannot go from {self.status} to {to}")
+        self.status = to
+
+    @property
+    def is_finished(self) -> bool:
+        """Completed, skipped, or failed with on_failure: continue."""
+        return self.status in FINISHED or (self.status is StepStatus.FAILED and self.continued)
+
+    @property
+    def lets_dependents_run(self) -> bool:
+        """Completed, or failed and continued: a join counts it as done."""
+        return self.status is StepStatus.COMPLETED or (
+            self.status is StepStatus.FAILED and self.continued
+        )
+
+    def clone(self) -> StepState:
+        clone = copy.copy(self)
+        clone.history = list(self.history)
+        return clone
+
+    def summary(self) -> dict[str, Any]:
+        """What the history keeps of this iteration."""
+        data: dict[str, Any] = {"iteration": self.iteration, "status": str(self.status)}
+        if self.output is not None:
+            data["output"] = self.output[:HISTORY_OUTPUT_LIMIT]
+        if self.decision:
+            data["decision"] = self.decision
+        if self.comment:
+            data["comment"] = self.comment[:HISTORY_OUTPUT_LIMIT]
+        if self.cost is not None:
+            data["cost"] = _money_out(self.cost)
+        if self.error is not None:
+            data["error"] = self.error.to_dict()
+        if self.skip_reason:
+            data["skip_reason"] = self.skip_reason
+        return data
+
+    def reset_for_iteration(self) -> None:
+        """Start the next iteration: keep a bounded summary, clear the rest."""
+        if self.status is not StepStatus.PENDING:
+            self.history.append(self.summary())
+            del self.history[:-HISTORY_LIMIT]
+        history = self.history
+        iteration = self.iteration + 1
+        fresh = StepState(iteration=iteration, history=history)
+        for name in StepState.__slots__:
+            setattr(self, name, getattr(fresh, name))
+
+    # ------------------------------------------------------------ compact form
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"status": str(self.status)}
+        if self.iteration != 1:
+            data["iteration"] = self.iteration
+        for name in ("attempt", "attempt_base"):
+            if getattr(self, name):
+                data[name] = getattr(self, name)
+        for name in ("started_at", "ended_at", "next_attempt_time"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value.isoformat()
+        if self.output is not None:
+            data["output"] = self.output
+        if self.structured is not None:
+            data["structured"] = self.structured
+        if self.cost is not None:
+            data["cost"] = _money_out(self.cost)
+        for name in ("decision", "decided_by", "comment", "skip_reason", "request", "timer"):
+            if getattr(self, name):
+                data[name] = getattr(self, name)
+        if self.timeout_timer:
+            data["timeout_timer"] = self.timeout_timer
+        if self.error is not None:
+            data["error"] = self.error.to_dict()
+        if self.routes:
+            data["routes"] = list(self.routes)
+        if self.continued:
+            data["continued"] = True
+        if self.history:
+            data["history"] = self.history
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepState:
+        return cls(
+            status=StepStatus(data["status"]),
+            iteration=int(data.get("iteration", 1)),
+            attempt=int(data.get("attempt", 0)),
+            attempt_base=int(data.get("attempt_base", 0)),
+            started_at=_time_in(data.get("started_at")),
+            ended_at=_time_in(data.get("ended_at")),
+            output=data.get("output"),
+            structured=data.get("structured"),
+            cost=_money_in(data.get("cost")),
+            decision=data.get("decision", ""),
+            decided_by=data.get("decided_by", ""),
+            comment=data.get("comment", ""),
+            error=Failure.from_dict(data["error"]) if data.get("error") else None,
+            skip_reason=data.get("skip_reason", ""),
+            next_attempt_time=_time_in(data.get("next_attempt_time")),
+            routes=tuple(data.get("routes", ())),
+            continued=bool(data.get("continued", False)),
+            request=data.get("request", ""),
+            timer=data.get("timer", ""),
+            timeout_timer=data.get("timeout_timer", ""),
+            history=list(data.get("history", ())),
+        )
+
+
+_PRISTINE = StepState()
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    """One run of a definition version (ProcessExecution)."""
+
+    execution_id: str
+    definition_id: str
+    version: str
+    status: ExecutionStatus = ExecutionStatus.PENDING
+    input: dict[str, Any] = field(default_factory=dict)
+    triggered_by: str = ""
+    trigger_kind: TriggerKind = TriggerKind.MANUAL
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    total_cost: Money | None = None
+    budget_warned: bool = False
+    budget_exceeded: bool = False
+    steps: dict[str, StepState] = field(default_factory=dict)
+    """Only the steps something happened to (sparse)."""
+    finished: int = 0
+    """How many steps are finished (completed, skipped, or failed and continued)."""
+    active: dict[str, None] = field(default_factory=dict)
+    """Steps running or waiting, in the order they started (an ordered set)."""
+    ready: list[str] = field(default_factory=list)
+    """Steps ready to start but held while the execution is paused."""
+    loop_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(gateway, target) → how often that loop route was taken."""
+    error: Failure | None = None
+    failed_step_id: str = ""
+    cancelled_by: str = ""
+    cancel_reason: str = ""
+    paused_by: str = ""
+    pause_reason: str = ""
+
+    def step(self, step_id: str) -> StepState:
+        """The step's state (a pristine pending one, not stored, when nothing happened yet)."""
+        return self.steps.get(step_id, _PRISTINE)
+
+    def move(self, to: ExecutionStatus) -> None:
+        if to not in EXECUTION_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"execution cannot go from {self.status} to {to}")
+        self.status = to
+
+    def progress(self, total: int) -> tuple[int, int]:
+        """(finished, total) steps."""
+        return self.finished, total
+
+    @property
+    def current_step_ids(self) -> list[str]:
+        return list(self.active)
+
+    def clone(self) -> ExecutionState:
+        """A copy whose containers can change without touching this one (steps copy on write)."""
+        clone = copy.copy(self)
+        clone.steps = dict(self.steps)
+        clone.active = dict(self.active)
+        clone.ready = list(self.ready)
+        clone.loop_counts = dict(self.loop_counts)
+        return clone
+
+    # ------------------------------------------------------------ compact form
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact, JSON-serialisable form (Decimal as str, times ISO 8601)."""
+        data: dict[str, Any] = {
+            "execution_id": self.execution_id,
+            "definition_id": self.definition_id,
+            "version": self.version,
+            "status": str(self.status),
+            "input": self.input,
+            "triggered_by": self.triggered_by,
+            "trigger_kind": str(self.trigger_kind),
+            "finished": self.finished,
+            "steps": {sid: st.to_dict() for sid, st in self.steps.items()},
+        }
+        for name in ("started_at", "ended_at"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value.isoformat()
+        if self.total_cost is not None:
+            data["total_cost"] = _money_out(self.total_cost)
+        for name in ("budget_warned", "budget_exceeded"):
+            if getattr(self, name):
+                data[name] = True
+        if self.active:
+            data["active"] = list(self.active)
+        if self.ready:
+            data["ready"] = list(self.ready)
+        if self.loop_counts:
+            data["loop_counts"] = [[g, t, n] for (g, t), n in self.loop_counts.items()]
+        if self.error is not None:
+            data["error"] = self.error.to_dict()
+        for name in (
+            "failed_step_id",
+            "cancelled_by",
+            "cancel_reason",
+            "paused_by",
+            "pause_reason",
+        ):
+            if getattr(self, name):
+                data[name] = getattr(self, name)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionState:
+        return cls(
+            execution_id=data["execution_id"],
+            definition_id=data.get("definition_id", ""),
+            version=data.get("version", ""),
+            status=ExecutionStatus(data["status"]),
+            input=dict(data.get("input", {})),
+            triggered_by=data.get("triggered_by", ""),
+            trigger_kind=TriggerKind(data.get("trigger_kind", "manual")),
+            started_at=_time_in(data.get("started_at")),
+            ended_at=_time_in(data.get("ended_at")),
+            total_cost=_money_in(data.get("total_cost")),
+            budget_warned=bool(data.get("budget_warned", False)),
+            budget_exceeded=bool(data.get("budget_exceeded", False)),
+            steps={sid: StepState.from_dict(st) for sid, st in data.get("steps", {}).items()},
+            finished=int(data.get("finished", 0)),
+            active=dict.fromkeys(data.get("active", ())),
+            ready=list(data.get("ready", ())),
+            loop_counts={(g, t): int(n) for g, t, n in data.get("loop_counts", ())},
+            error=Failure.from_dict(data["error"]) if data.get("error") else None,
+            failed_step_id=data.get("failed_step_id", ""),
+            cancelled_by=data.get("cancelled_by", ""),
+            cancel_reason=data.get("cancel_reason", ""),
+            paused_by=data.get("paused_by", ""),
+            pause_reason=data.get("pause_reason", ""),
+        )
+
+
+def _money_out(money: Money) -> dict[str, str]:
+    return {"amount": str(money.amount), "currency": money.currency}
+
+
+def _money_in(data: dict[str, str] | None) -> Money | None:
+    if not data:
+        return None
+    return Money(Decimal(data["amount"]), data.get("currency", "USD"))
+
+
+def _time_in(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
