@@ -1,1 +1,1 @@
-"""trinity_approval."""
+"""trinity_approval: the approval service (human-in-the-loop decisions with deadlines)."""

@@ -1,0 +1,1 @@
+"""The gRPC edge: a thin servicer and the request validation it uses."""

@@ -1,0 +1,83 @@
+"""ApprovalService over gRPC: proto → command, call the application, approval → proto.
+
+Errors are raised as the platform's error family; the platform's
+ErrorMappingInterceptor turns them into status codes with ErrorInfo / BadRequest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trinity.process.approval.v1 import approval_service_pb2 as api
+from trinity.process.approval.v1.approval_service_pb2_grpc import ApprovalServiceServicer
+from trinity_approval.api import requests
+from trinity_approval.application.service import ApprovalApplication
+from trinity_approval.contracts import approval_to_proto
+from trinity_platform.errors import Unauthenticated
+from trinity_platform.interceptors import current_principal
+
+
+def authenticated_principal() -> str:
+    """The caller's identity from the auth interceptor (bearer token → principal)."""
+    principal = current_principal()
+    if not principal:
+        raise Unauthenticated(
+            "deciding needs an authenticated caller: send 'authorization: Bearer <token>' "
+            "with a token listed in TRINITY_AUTH_TOKENS",
+            reason="AUTHENTICATION_REQUIRED",
+        )
+    return principal
+
+
+class ApprovalServicer(ApprovalServiceServicer):
+    def __init__(self, app: ApprovalApplication) -> None:
+        self._app = app
+
+    async def RequestApproval(
+        self, request: api.RequestApprovalRequest, context: Any
+    ) -> api.RequestApprovalResponse:
+        approval = await self._app.request_approval(requests.request_approval(request))
+        return api.RequestApprovalResponse(approval=approval_to_proto(approval))
+
+    async def SubmitDecision(
+        self, request: api.SubmitDecisionRequest, context: Any
+    ) -> api.SubmitDecisionResponse:
+        principal = authenticated_principal()
+        approval = await self._app.submit_decision(requests.submit_decision(request, principal))
+        return api.SubmitDecisionResponse(approval=approval_to_proto(approval))
+
+    async def GetApproval(
+        self, request: api.GetApprovalRequest, context: Any
+    ) -> api.GetApprovalResponse:
+        approval = await self._app.get_approval(requests.approval_id(request))
+        return api.GetApprovalResponse(approval=approval_to_proto(approval))
+
+    async def ListPendingApprovals(
+        self, request: api.ListPendingApprovalsRequest, context: Any
+    ) -> api.ListPendingApprovalsResponse:
+        query = requests.list_pending(request)
+        page = await self._app.list_pending_approvals(query)
+        return api.ListPendingApprovalsResponse(
+            approvals=[approval_to_proto(a) for a in page.items],
+            next_page_token=requests.page_token(
+                page.next_after, requests.pending_filters(request.approver)
+            ),
+        )
+
+    async def ListApprovals(
+        self, request: api.ListApprovalsRequest, context: Any
+    ) -> api.ListApprovalsResponse:
+        query = requests.list_approvals(request)
+        page = await self._app.list_approvals(query)
+        return api.ListApprovalsResponse(
+            approvals=[approval_to_proto(a) for a in page.items],
+            next_page_token=requests.page_token(
+                page.next_after, requests.execution_filters(request.execution_id, request.status)
+            ),
+        )
+
+    async def CancelApproval(
+        self, request: api.CancelApprovalRequest, context: Any
+    ) -> api.CancelApprovalResponse:
+        approval = await self._app.cancel_approval(requests.cancel_approval(request))
+        return api.CancelApprovalResponse(approval=approval_to_proto(approval))

@@ -1,0 +1,1 @@
+"""Command and query handlers: plain coroutines over a unit of work."""

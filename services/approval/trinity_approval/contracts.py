@@ -1,0 +1,148 @@
+"""Translation between the domain and the protobuf contracts (the anti-corruption layer).
+
+Enums, times and the Approval resource for the API; events to facts for the outbox.
+Proto types stop here: neither the domain nor the handlers see them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from trinity.process.approval.v1 import approval_pb2, facts_pb2
+from trinity.process.common.v1 import enums_pb2
+from trinity_approval.domain import (
+    Approval,
+    ApprovalCancelled,
+    ApprovalDecided,
+    ApprovalEvent,
+    ApprovalRequested,
+    ApprovalStatus,
+    ApprovalTimedOut,
+    Artifact,
+    Decision,
+    TimeoutAction,
+)
+
+STATUS_TO_PROTO: dict[ApprovalStatus, int] = {
+    ApprovalStatus.PENDING: approval_pb2.APPROVAL_STATUS_PENDING,
+    ApprovalStatus.APPROVED: approval_pb2.APPROVAL_STATUS_APPROVED,
+    ApprovalStatus.REJECTED: approval_pb2.APPROVAL_STATUS_REJECTED,
+    ApprovalStatus.NEEDS_CHANGES: approval_pb2.APPROVAL_STATUS_NEEDS_CHANGES,
+    ApprovalStatus.TIMED_OUT: approval_pb2.APPROVAL_STATUS_TIMED_OUT,
+    ApprovalStatus.CANCELLED: approval_pb2.APPROVAL_STATUS_CANCELLED,
+}
+STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+DECISION_TO_PROTO: dict[Decision, int] = {
+    Decision.APPROVE: approval_pb2.DECISION_APPROVE,
+    Decision.REJECT: approval_pb2.DECISION_REJECT,
+    Decision.REQUEST_CHANGES: approval_pb2.DECISION_REQUEST_CHANGES,
+}
+DECISION_FROM_PROTO = {v: k for k, v in DECISION_TO_PROTO.items()}
+
+TIMEOUT_ACTION_TO_PROTO: dict[TimeoutAction, int] = {
+    TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
+    TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
+    TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
+}
+TIMEOUT_ACTION_FROM_PROTO = {v: k for k, v in TIMEOUT_ACTION_TO_PROTO.items()}
+
+
+def utc(value: datetime) -> datetime:
+    """An aware UTC datetime (SQLite gives naive ones back)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(utc(value))
+    return stamp
+
+
+def duration(value: timedelta | None) -> Duration | None:
+    if value is None:
+        return None
+    result = Duration()
+    result.FromTimedelta(value)
+    return result
+
+
+def artifact_to_proto(artifact: Artifact) -> approval_pb2.Artifact:
+    return approval_pb2.Artifact(
+        name=artifact.name, reference=artifact.reference, text=artifact.text
+    )
+
+
+def approval_to_proto(approval: Approval) -> approval_pb2.Approval:
+    message = approval_pb2.Approval(
+        id=approval.id,
+        execution_id=approval.execution_id,
+        step_id=approval.step_id,
+        iteration=approval.iteration,
+        title=approval.title,
+        approvers=list(approval.approvers),
+        deadline=timestamp(approval.deadline),
+        on_timeout=TIMEOUT_ACTION_TO_PROTO[approval.on_timeout],  # type: ignore[arg-type]
+        artifacts=[artifact_to_proto(a) for a in approval.artifacts],
+        status=STATUS_TO_PROTO[approval.status],  # type: ignore[arg-type]
+        decided_by=approval.decided_by,
+        comment=approval.comment,
+        create_time=timestamp(approval.created_at),
+        reminders_sent=approval.reminders_sent,
+        max_reminders=approval.max_reminders,
+        cancel_reason=approval.cancel_reason,
+    )
+    if approval.decision is not None:
+        message.decision = DECISION_TO_PROTO[approval.decision]  # type: ignore[assignment]
+    if approval.decided_at is not None:
+        message.decide_time.FromDatetime(utc(approval.decided_at))
+    if approval.reminder_interval is not None:
+        message.reminder_interval.FromTimedelta(approval.reminder_interval)
+    return message
+
+
+def event_to_fact(event: ApprovalEvent) -> tuple[str, Message]:
+    """The fact name (last token of its subject) and message of a domain event."""
+    common = {
+        "approval_id": event.approval_id,
+        "execution_id": event.execution_id,
+        "step_id": event.step_id,
+        "iteration": event.iteration,
+        "occur_time": timestamp(event.occurred_at),
+    }
+    if isinstance(event, ApprovalRequested):
+        return "ApprovalRequested", facts_pb2.ApprovalRequested(
+            approvers=list(event.approvers),
+            deadline=timestamp(event.deadline),
+            artifacts=[artifact_to_proto(a) for a in event.artifacts],
+            title=event.title,
+            **common,  # type: ignore[arg-type]
+        )
+    if isinstance(event, ApprovalDecided):
+        return "ApprovalDecided", facts_pb2.ApprovalDecided(
+            decision=DECISION_TO_PROTO[event.decision],  # type: ignore[arg-type]
+            decided_by=event.decided_by,
+            comment=event.comment,
+            **common,  # type: ignore[arg-type]
+        )
+    if isinstance(event, ApprovalTimedOut):
+        return "ApprovalTimedOut", facts_pb2.ApprovalTimedOut(
+            action_taken=TIMEOUT_ACTION_TO_PROTO[event.action_taken],  # type: ignore[arg-type]
+            reminder=event.reminder,
+            new_deadline=timestamp(event.new_deadline),
+            **common,  # type: ignore[arg-type]
+        )
+    if isinstance(event, ApprovalCancelled):
+        return "ApprovalCancelled", facts_pb2.ApprovalCancelled(
+            reason=event.reason,
+            **common,  # type: ignore[arg-type]
+        )
+    raise TypeError(f"no fact for {type(event).__name__}")

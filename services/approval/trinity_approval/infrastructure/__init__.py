@@ -1,0 +1,1 @@
+"""Adapters: tables, repository, unit of work, deadline watcher, work notifications."""
