@@ -1,0 +1,259 @@
+"""Fixtures of the work service tests: a private nats-server, SQLite files and fresh
+PostgreSQL databases, the service in-process over loopback gRPC, in-process executors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import nats
+import pytest
+from nats.js import JetStreamContext
+
+from trinity.process.work.v1 import work_service_pb2_grpc
+from trinity_platform.config import ServiceSettings
+from trinity_platform.envelope import Envelope
+from trinity_platform.runtime import RuntimeOptions
+from trinity_work.bootstrap import WorkOptions, WorkService, bootstrap
+from trinity_work.executor.config import parse_config
+from trinity_work.executor.worker import Executor
+
+POSTGRES_ENV = "TRINITY_TEST_POSTGRES_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nats_binary() -> str:
+    found = shutil.which(
+        "nats-server", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    )
+    if not found:
+        pytest.skip("nats-server not installed")
+    return found
+
+
+class NatsServer:
+    def __init__(self, directory: Path, config: str | None = None) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        store = self.directory / "store"
+        store.mkdir(parents=True, exist_ok=True)
+        argv = [nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)]
+        if self.config is not None:
+            path = self.directory / "nats.conf"
+            path.write_text(self.config)
+            argv += ["-c", str(path)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nats-server did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    return nats_server.url
+
+
+def _admin_dsn() -> str:
+    return os.environ[POSTGRES_ENV].replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/work.db"
+        return
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped")
+    name = f"work_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(_admin_dsn())
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield f"{_admin_dsn().rsplit('/', 1)[0]}/{name}"
+    conn = await asyncpg.connect(_admin_dsn())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/work.db"
+
+
+ServiceFactory = Callable[..., Awaitable[WorkService]]
+
+
+@pytest.fixture
+async def start_service(tmp_path: Path, nats_url: str) -> AsyncIterator[ServiceFactory]:
+    """Start the work service in-process (real gRPC on a free port, real NATS, real DB)."""
+    services: list[WorkService] = []
+
+    async def start(
+        database_url: str | None = None, *, lease_check_interval: float = 0.1, **settings: Any
+    ) -> WorkService:
+        values: dict[str, Any] = {
+            "service": "work",
+            "nats_url": nats_url,
+            "data_dir": tmp_path / "data",
+            "database_url": database_url or f"sqlite+aiosqlite:///{tmp_path}/work.db",
+            "listen": "127.0.0.1:0",
+        }
+        values.update(settings)
+        service = bootstrap(
+            ServiceSettings(**values),
+            WorkOptions(lease_check_interval=lease_check_interval),
+            RuntimeOptions(stop_grace=0.5, configure_logging=False, relay={"poll_interval": 0.2}),
+        )
+        await service.runtime.start()
+        services.append(service)
+        return service
+
+    yield start
+    for service in reversed(services):
+        await service.runtime.stop()
+
+
+@pytest.fixture
+async def service(start_service: ServiceFactory, database_url: str) -> WorkService:
+    return await start_service(database_url)
+
+
+@pytest.fixture
+async def stub(service: WorkService) -> AsyncIterator[work_service_pb2_grpc.WorkServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.runtime.port}") as channel:
+        yield work_service_pb2_grpc.WorkServiceStub(channel)
+
+
+ExecutorFactory = Callable[..., Awaitable[Executor]]
+
+
+@pytest.fixture
+async def start_executor(tmp_path: Path, nats_url: str) -> AsyncIterator[ExecutorFactory]:
+    """Start an executor in-process with a configuration given as a dict (the YAML's shape)."""
+    executors: list[Executor] = []
+
+    async def start(service: WorkService, config: dict[str, Any] | None = None) -> Executor:
+        data: dict[str, Any] = {
+            "executor_id": f"executor-{len(executors) + 1}",
+            "lease": "2s",
+            "heartbeat_interval": "200ms",
+            "shutdown_grace": "2s",
+            "fetch_timeout": "300ms",
+            "evidence_dir": str(tmp_path / "evidence"),
+        }
+        data.update(config or {})
+        executor = Executor(
+            parse_config(data, base_dir=tmp_path),
+            target=f"127.0.0.1:{service.runtime.port}",
+            nats_url=nats_url,
+        )
+        await executor.start()
+        executors.append(executor)
+        return executor
+
+    yield start
+    for executor in reversed(executors):
+        await executor.stop()
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def read_stream(js: JetStreamContext, stream: str) -> list[Envelope]:
+    """Every message still stored in ``stream``, in stream order."""
+    info = await js.stream_info(stream)
+    envelopes = []
+    if info.state.messages == 0:
+        return envelopes
+    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            raw = await js.get_msg(stream, sequence)
+        except nats.js.errors.NotFoundError:
+            continue  # taken from a work-queue stream
+        envelopes.append(
+            Envelope.from_headers(dict(raw.headers or {}), raw.data or b"", raw.subject)
+        )
+    return envelopes
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns a truthy value (returned) or fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def facts(js: JetStreamContext) -> Callable[[], Awaitable[list[Envelope]]]:
+    """Reads the work facts stream."""
+
+    async def read() -> list[Envelope]:
+        return await read_stream(js, "TRINITY_PROCESS_WORK_FACTS")
+
+    return read
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Awaitable[Any]]:
+    return eventually

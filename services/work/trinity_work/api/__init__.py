@@ -1,0 +1,1 @@
+"""The gRPC edge: validation, proto → command → handler → proto."""

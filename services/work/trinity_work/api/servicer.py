@@ -1,0 +1,135 @@
+"""The WorkService servicer: thin translation around the handlers.
+
+Errors are raised as the platform's error family; the ErrorMappingInterceptor turns
+them into status codes with ErrorInfo (and BadRequest for invalid input).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trinity.process.work.v1 import work_service_pb2 as api
+from trinity.process.work.v1 import work_service_pb2_grpc
+from trinity_work import contracts as pb
+from trinity_work.api import validate
+from trinity_work.application import commands as c
+from trinity_work.application.handlers import WorkHandlers
+
+SERVICE_NAME = api.DESCRIPTOR.services_by_name["WorkService"].full_name
+
+
+class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
+    def __init__(self, handlers: WorkHandlers) -> None:
+        self._handlers = handlers
+
+    async def RequestWork(
+        self, request: api.RequestWorkRequest, context: Any
+    ) -> api.RequestWorkResponse:
+        (timeout,) = validate.request_work(request)
+        work = await self._handlers.request_work(
+            c.RequestWork(
+                request_id=request.request_id,
+                payload=pb.from_payload(request.payload),
+                correlation=pb.from_step_ref(request.correlation),
+                timeout=timeout,
+                max_deliveries=request.max_deliveries or None,
+            )
+        )
+        return api.RequestWorkResponse(work=pb.work_request(work))
+
+    async def RecordWorkStarted(
+        self, request: api.RecordWorkStartedRequest, context: Any
+    ) -> api.RecordWorkStartedResponse:
+        lease = validate.record_started(request)
+        work = await self._handlers.record_started(
+            c.RecordWorkStarted(
+                request_id=request.request_id,
+                work_id=request.work_id,
+                executor_id=request.executor_id,
+                delivery=request.delivery,
+                lease=lease,
+            )
+        )
+        return api.RecordWorkStartedResponse(work=pb.work_request(work))
+
+    async def HeartbeatWork(
+        self, request: api.HeartbeatWorkRequest, context: Any
+    ) -> api.HeartbeatWorkResponse:
+        lease = validate.heartbeat(request)
+        beat = await self._handlers.heartbeat(
+            c.HeartbeatWork(
+                work_id=request.work_id,
+                executor_id=request.executor_id,
+                lease=lease,
+                progress=request.progress,
+                release=_release_asked(request),
+            )
+        )
+        response = api.HeartbeatWorkResponse(cancel_requested=beat.cancel_requested)
+        if beat.lease_expires_at is not None:
+            response.lease_expire_time.CopyFrom(pb.timestamp(beat.lease_expires_at))
+        return response
+
+    async def RecordWorkCompleted(
+        self, request: api.RecordWorkCompletedRequest, context: Any
+    ) -> api.RecordWorkCompletedResponse:
+        validate.record_completed(request)
+        work = await self._handlers.record_completed(
+            c.RecordWorkCompleted(
+                request_id=request.request_id,
+                work_id=request.work_id,
+                executor_id=request.executor_id,
+                result=pb.from_result(request.result),
+            )
+        )
+        return api.RecordWorkCompletedResponse(work=pb.work_request(work))
+
+    async def RecordWorkFailed(
+        self, request: api.RecordWorkFailedRequest, context: Any
+    ) -> api.RecordWorkFailedResponse:
+        validate.record_failed(request)
+        work = await self._handlers.record_failed(
+            c.RecordWorkFailed(
+                request_id=request.request_id,
+                work_id=request.work_id,
+                executor_id=request.executor_id,
+                failure=pb.from_failure(request.error),
+            )
+        )
+        return api.RecordWorkFailedResponse(work=pb.work_request(work))
+
+    async def CancelWork(
+        self, request: api.CancelWorkRequest, context: Any
+    ) -> api.CancelWorkResponse:
+        validate.cancel(request)
+        work = await self._handlers.cancel(
+            c.CancelWork(
+                request_id=request.request_id, work_id=request.work_id, reason=request.reason
+            )
+        )
+        return api.CancelWorkResponse(work=pb.work_request(work))
+
+    async def GetWork(self, request: api.GetWorkRequest, context: Any) -> api.GetWorkResponse:
+        validate.get(request)
+        work = await self._handlers.get(request.work_id)
+        return api.GetWorkResponse(work=pb.work_request(work))
+
+    async def ListWork(self, request: api.ListWorkRequest, context: Any) -> api.ListWorkResponse:
+        page_size = validate.list_work(request)
+        page = await self._handlers.list(
+            c.ListWork(
+                execution_id=request.execution_id,
+                status=pb.STATUS_FROM_PROTO.get(request.status),
+                kind=pb.KIND_FROM_PROTO.get(request.kind),
+                page_size=page_size,
+                page_token=request.page_token,
+            )
+        )
+        return api.ListWorkResponse(
+            work=[pb.work_request(w) for w in page.items], next_page_token=page.next_page_token
+        )
+
+
+def _release_asked(request: api.HeartbeatWorkRequest) -> bool:
+    """``release`` is a later field of the contract; older generated code lacks it."""
+    return bool(getattr(request, "release", False))

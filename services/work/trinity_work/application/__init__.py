@@ -1,0 +1,1 @@
+"""Command and query handlers of the work service (plain inputs, plain outputs)."""

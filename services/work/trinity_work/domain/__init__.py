@@ -1,0 +1,1 @@
+"""The WorkRequest aggregate: pure standard library (plus the shared process-model kernel)."""

@@ -1,0 +1,38 @@
+"""``python -m trinity_work.executor``: run one executor until SIGTERM/SIGINT.
+
+Environment: ``TRINITY_EXECUTOR_CONFIG`` (YAML file; default: every agent runs
+``echo``), ``TRINITY_WORK_TARGET`` (default 127.0.0.1:50054), ``TRINITY_NATS_URL``,
+``TRINITY_EXECUTOR_ID``, ``TRINITY_EXECUTOR_TOKEN`` (bearer token for the work
+service when it requires one), ``TRINITY_LOG_LEVEL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from trinity_platform.config import DEFAULT_NATS_URL
+from trinity_platform.logs import configure_logging
+from trinity_work.executor.config import DEFAULT_TARGET, ConfigError, load_config
+from trinity_work.executor.worker import Executor
+
+
+def main() -> None:
+    configure_logging(os.environ.get("TRINITY_LOG_LEVEL") or "INFO")
+    try:
+        config = load_config(os.environ.get("TRINITY_EXECUTOR_CONFIG") or None)
+    except ConfigError as exc:
+        print(f"trinity executor: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    executor = Executor(
+        config,
+        target=os.environ.get("TRINITY_WORK_TARGET") or DEFAULT_TARGET,
+        nats_url=os.environ.get("TRINITY_NATS_URL") or DEFAULT_NATS_URL,
+        token=os.environ.get("TRINITY_EXECUTOR_TOKEN") or None,
+    )
+    asyncio.run(executor.run_forever())
+
+
+if __name__ == "__main__":
+    main()

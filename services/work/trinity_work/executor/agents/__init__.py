@@ -1,0 +1,1 @@
+"""Agent backends behind the AgentGateway (the anti-corruption layer to agent runtimes)."""

@@ -1,0 +1,133 @@
+"""The executor's side of the work service's write API, with retries.
+
+Every call carries a deterministic idempotency key derived from the work id, the
+delivery and the executor, so a retry after a lost answer returns the first result.
+Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED) are retried with capped
+backoff; the service's answers (NOT_FOUND, FAILED_PRECONDITION …) are raised as the
+platform's error family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+import grpc
+
+from trinity.process.work.v1 import work_pb2, work_service_pb2, work_service_pb2_grpc
+from trinity_platform.errors import TrinityError
+from trinity_platform.grpc_errors import to_trinity_error
+from trinity_platform.logs import get_logger
+from trinity_work import contracts as pb
+from trinity_work.domain.model import Failure, WorkResult
+
+_log = get_logger(__name__)
+
+R = TypeVar("R")
+
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class WorkClient:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        executor_id: str,
+        *,
+        call_timeout: float = 10.0,
+        retry_for: float = 60.0,
+    ) -> None:
+        self._stub = work_service_pb2_grpc.WorkServiceStub(channel)
+        self.executor_id = executor_id
+        self._call_timeout = call_timeout
+        self._retry_for = retry_for
+
+    async def _call(
+        self, name: str, call: Callable[[], Awaitable[R]], retry_for: float | None = None
+    ) -> R:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._retry_for if retry_for is None else retry_for)
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _TRANSIENT or loop.time() + delay > deadline:
+                    raise to_trinity_error(exc) from None
+                _log.debug("work service call failed; retrying", call=name, code=exc.code().name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _key(self, work_id: str, delivery: int, what: str) -> str:
+        return f"{work_id}/{delivery}/{self.executor_id}/{what}"
+
+    async def started(self, work_id: str, delivery: int, lease: float) -> work_pb2.WorkRequest:
+        request = work_service_pb2.RecordWorkStartedRequest(
+            request_id=self._key(work_id, delivery, "started"),
+            work_id=work_id,
+            executor_id=self.executor_id,
+            delivery=delivery,
+            lease_duration=pb.duration(timedelta(seconds=lease)),
+        )
+        reply = await self._call(
+            "RecordWorkStarted",
+            lambda: self._stub.RecordWorkStarted(request, timeout=self._call_timeout),
+            retry_for=lease,
+        )
+        return reply.work
+
+    async def heartbeat(
+        self, work_id: str, lease: float, progress: str = "", *, release: bool = False
+    ) -> work_service_pb2.HeartbeatWorkResponse:
+        request = work_service_pb2.HeartbeatWorkRequest(
+            work_id=work_id,
+            executor_id=self.executor_id,
+            lease_duration=pb.duration(timedelta(seconds=lease)),
+            progress=progress,
+        )
+        if release:
+            if "release" not in request.DESCRIPTOR.fields_by_name:
+                raise TrinityError(
+                    "this contract version cannot release work", reason="UNSUPPORTED"
+                )
+            request.release = True  # type: ignore[attr-defined]
+        return await self._call(
+            "HeartbeatWork",
+            lambda: self._stub.HeartbeatWork(request, timeout=self._call_timeout),
+            retry_for=lease / 2,
+        )
+
+    async def completed(
+        self, work_id: str, delivery: int, result: WorkResult
+    ) -> work_pb2.WorkRequest:
+        request = work_service_pb2.RecordWorkCompletedRequest(
+            request_id=self._key(work_id, delivery, "completed"),
+            work_id=work_id,
+            executor_id=self.executor_id,
+            result=pb.result(result),
+        )
+        reply = await self._call(
+            "RecordWorkCompleted",
+            lambda: self._stub.RecordWorkCompleted(request, timeout=self._call_timeout),
+        )
+        return reply.work
+
+    async def failed(self, work_id: str, delivery: int, failure: Failure) -> work_pb2.WorkRequest:
+        request = work_service_pb2.RecordWorkFailedRequest(
+            request_id=self._key(work_id, delivery, "failed"),
+            work_id=work_id,
+            executor_id=self.executor_id,
+            error=pb.failure(failure),
+        )
+        reply = await self._call(
+            "RecordWorkFailed",
+            lambda: self._stub.RecordWorkFailed(request, timeout=self._call_timeout),
+        )
+        return reply.work

@@ -1,0 +1,358 @@
+"""The executor process: takes intents from the work queue, runs them, reports through gRPC.
+
+Per intent: take a slot (bounded concurrency) → ``RecordWorkStarted`` (the lease) →
+ack the intent → run the job, heartbeating → ``RecordWorkCompleted`` /
+``RecordWorkFailed``. The heartbeat answer tells a job to stop (cancelled, or the
+lease was lost). Graceful stop: fetch nothing new, let running jobs finish for
+``shutdown_grace``, then release what is left so another executor takes it at once.
+
+Executors never publish to NATS: they only fetch and acknowledge intents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from trinity.process.work.v1 import intents_pb2
+from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Term
+from trinity_platform.envelope import Envelope
+from trinity_platform.errors import NotFound, TrinityError
+from trinity_platform.logs import get_logger
+from trinity_platform.runtime import connect_nats
+from trinity_platform.subjects import WORK_QUEUE_STREAM, work_queue_subject
+from trinity_work import contracts as pb
+from trinity_work.domain.model import (
+    AgentTask,
+    Failure,
+    FailureCode,
+    Notification,
+    ToolRun,
+    WorkResult,
+)
+from trinity_work.executor.agents.gateway import AgentGateway
+from trinity_work.executor.client import WorkClient
+from trinity_work.executor.config import ExecutorConfig
+from trinity_work.executor.jobs import Job, JobFailed
+from trinity_work.executor.results import finalize
+
+_log = get_logger(__name__)
+
+INTENT_TYPE = intents_pb2.WorkExecutionRequested.DESCRIPTOR.full_name
+# Answers to RecordWorkStarted after which the intent is obsolete: drop it.
+_OBSOLETE = {"WORK_FINISHED", "STALE_DELIVERY", "WORK_LEASED_ELSEWHERE", "WORK_NOT_FOUND"}
+
+
+def durable_name(kind: str) -> str:
+    """All executors serving one kind share one durable consumer (a work-queue stream
+    allows one consumer per subject)."""
+    return f"work-executor-{kind}"
+
+
+@dataclass
+class RunningJob:
+    job: Job
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stopped.set()
+
+
+class Executor:
+    def __init__(
+        self,
+        config: ExecutorConfig,
+        *,
+        target: str,
+        nats_url: str,
+        token: str | None = None,
+    ) -> None:
+        self.config = config
+        self._target = target
+        self._nats_url = nats_url
+        self._token = token
+        self._nc: NATS | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._client: WorkClient | None = None
+        self._runners: list[PullConsumerRunner] = []
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._stopping = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self.jobs: dict[str, RunningJob] = {}
+        self.agents = AgentGateway(config)
+        self.completed = 0
+        self.failed = 0
+
+    @property
+    def client(self) -> WorkClient:
+        assert self._client is not None, "start() first"
+        return self._client
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        config = self.config
+        interceptors = []
+        if self._token:
+            interceptors.append(_BearerToken(self._token))
+        self._channel = grpc.aio.insecure_channel(self._target, interceptors=interceptors)
+        self._client = WorkClient(self._channel, config.executor_id)
+        self._nc = await connect_nats(self._nats_url, name=f"trinity-executor-{config.executor_id}")
+        js = self._nc.jetstream()
+        for kind in config.kinds:
+            runner = PullConsumerRunner(
+                js,
+                stream=WORK_QUEUE_STREAM,
+                durable=durable_name(kind.value),
+                filter_subjects=[work_queue_subject(kind.value)],
+                handler=self._handle,
+                batch=1,
+                ack_wait=config.ack_wait,
+                fetch_timeout=config.fetch_timeout,
+            )
+            runner.start()
+            self._runners.append(runner)
+        _log.info(
+            "executor started",
+            executor_id=config.executor_id,
+            kinds=[k.value for k in config.kinds],
+            concurrency=config.concurrency,
+        )
+
+    async def stop(self) -> None:
+        """Graceful: no new work; running jobs get ``shutdown_grace`` to finish, then
+        the rest are stopped and released to other executors."""
+        self._stopping.set()
+        runners, self._runners = self._runners, []
+        await asyncio.gather(*(r.stop() for r in runners), return_exceptions=True)
+        tasks = [j.task for j in self.jobs.values() if j.task is not None]
+        if tasks:
+            _log.info(
+                "waiting for running jobs", count=len(tasks), grace=self.config.shutdown_grace
+            )
+            await asyncio.wait(tasks, timeout=self.config.shutdown_grace)
+        for running in list(self.jobs.values()):
+            running.stop("shutdown")
+        rest = [j.task for j in self.jobs.values() if j.task is not None]
+        if rest:
+            await asyncio.wait(rest, timeout=10.0)
+        await self.agents.close()
+        if self._nc is not None:
+            nc, self._nc = self._nc, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), 5.0)
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+        _log.info("executor stopped", executor_id=self.config.executor_id)
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------------ intake
+
+    async def _acquire_slot(self) -> bool:
+        if self._stopping.is_set():
+            return False
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+        if acquire.done() and not acquire.cancelled():
+            if self._stopping.is_set():
+                self._slots.release()
+                return False
+            return True
+        return False
+
+    async def _handle(self, envelope: Envelope, msg: Msg) -> Outcome:
+        if envelope.type != INTENT_TYPE:
+            return Term(f"not a work intent: {envelope.type}")
+        try:
+            intent = intents_pb2.WorkExecutionRequested.FromString(envelope.data)
+            payload = pb.from_payload(intent.payload)
+        except Exception as exc:
+            return Term(f"undecodable intent: {exc!r}")
+        if not await self._acquire_slot():
+            return Nak()
+        try:
+            await self.client.started(intent.work_id, intent.delivery, self.config.lease)
+        except TrinityError as exc:
+            self._slots.release()
+            if exc.reason in _OBSOLETE or isinstance(exc, NotFound):
+                _log.info("dropping obsolete intent", work_id=intent.work_id, reason=exc.reason)
+                return Ack()
+            _log.warning("could not take work", work_id=intent.work_id, error=repr(exc))
+            return Nak(delay=1.0)
+        except BaseException:
+            self._slots.release()
+            raise
+        timeout = intent.timeout.ToTimedelta().total_seconds() or 600.0
+        if self.config.max_timeout is not None:
+            timeout = min(timeout, self.config.max_timeout)
+        job = Job(
+            work_id=intent.work_id,
+            kind=pb.KIND_FROM_PROTO[intent.kind],
+            payload=payload,
+            correlation=pb.from_step_ref(intent.correlation),
+            delivery=intent.delivery,
+            timeout=timeout,
+        )
+        running = RunningJob(job)
+        self.jobs[job.work_id] = running
+        running.task = asyncio.get_running_loop().create_task(
+            self._run(running), name=f"job-{job.work_id}"
+        )
+        return Ack()
+
+    # ------------------------------------------------------------------ running
+
+    async def _run(self, running: RunningJob) -> None:
+        job = running.job
+        log = _log.bind(work_id=job.work_id, delivery=job.delivery)
+        work = asyncio.ensure_future(self._execute(job))
+        beats = asyncio.ensure_future(self._heartbeats(running))
+        stopped = asyncio.ensure_future(running.stopped.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {work, stopped}, timeout=job.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if work in done:
+                await self._report(job, work)
+                return
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            if running.stop_reason is None:
+                log.info("job timed out", timeout=job.timeout)
+                await self._report_failure(
+                    job,
+                    Failure(
+                        FailureCode.TIMEOUT.value,
+                        f"the work did not finish within its timeout of {job.timeout:g}s",
+                        {"timeout_seconds": f"{job.timeout:g}"},
+                    ),
+                )
+            elif running.stop_reason == "shutdown":
+                await self._give_back(job)
+            else:
+                log.info("job stopped", reason=running.stop_reason)
+        except Exception:
+            log.exception("job runner failed")
+        finally:
+            for task in (beats, stopped, work):
+                task.cancel()
+            await asyncio.gather(beats, stopped, return_exceptions=True)
+            self.jobs.pop(job.work_id, None)
+            self._slots.release()
+
+    async def _execute(self, job: Job) -> WorkResult:
+        payload = job.payload
+        if isinstance(payload, AgentTask):
+            result = await self.agents.execute_task(payload, job)
+        elif isinstance(payload, ToolRun):
+            result = await self._run_tool(payload, job)
+        else:
+            result = await self._notify(payload, job)
+        return finalize(
+            result, job.work_id, self.config.result_inline_limit, self.config.evidence_dir
+        )
+
+    async def _run_tool(self, run: ToolRun, job: Job) -> WorkResult:
+        raise JobFailed(FailureCode.TOOL_NOT_CONFIGURED.value, f"no tool for {run.action.value}")
+
+    async def _notify(self, note: Notification, job: Job) -> WorkResult:
+        raise JobFailed(
+            FailureCode.CHANNEL_NOT_CONFIGURED.value, f"no {note.channel.value} channel"
+        )
+
+    async def _heartbeats(self, running: RunningJob) -> None:
+        job = running.job
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                reply = await self.client.heartbeat(job.work_id, self.config.lease)
+            except TrinityError as exc:
+                if exc.reason in ("WORK_NOT_LEASED", "WORK_NOT_FOUND", "WORK_FINISHED"):
+                    running.stop("lease lost")
+                    return
+                _log.warning("heartbeat failed", work_id=job.work_id, error=repr(exc))
+                continue
+            if reply.cancel_requested:
+                running.stop("cancelled")
+                return
+
+    async def _report(self, job: Job, work: asyncio.Future[WorkResult]) -> None:
+        try:
+            result = work.result()
+        except JobFailed as failed:
+            await self._report_failure(job, failed.failure())
+            return
+        except Exception as exc:
+            _log.exception("job raised", work_id=job.work_id)
+            await self._report_failure(
+                job, Failure(FailureCode.EXECUTOR_ERROR.value, f"{type(exc).__name__}: {exc}")
+            )
+            return
+        try:
+            await self.client.completed(job.work_id, job.delivery, result)
+            self.completed += 1
+        except TrinityError as exc:
+            _log.warning("completion not recorded", work_id=job.work_id, reason=exc.reason)
+
+    async def _report_failure(self, job: Job, failure: Failure) -> None:
+        try:
+            await self.client.failed(job.work_id, job.delivery, failure)
+            self.failed += 1
+        except TrinityError as exc:
+            _log.warning("failure not recorded", work_id=job.work_id, reason=exc.reason)
+
+    async def _give_back(self, job: Job) -> None:
+        try:
+            await self.client.heartbeat(job.work_id, self.config.lease, release=True)
+            _log.info("released work at shutdown", work_id=job.work_id)
+        except TrinityError as exc:
+            _log.info(
+                "could not release work; its lease will expire",
+                work_id=job.work_id,
+                reason=exc.reason,
+            )
+
+
+class _BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        metadata = list(client_call_details.metadata or ())
+        metadata.append(self._metadata)
+        details = client_call_details._replace(metadata=metadata)
+        return await continuation(details, request)

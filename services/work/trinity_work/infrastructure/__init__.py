@@ -1,0 +1,1 @@
+"""Adapters of the work service: tables, repository, unit of work, outbox translation."""

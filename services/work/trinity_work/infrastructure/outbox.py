@@ -1,0 +1,46 @@
+"""Domain events → outbox rows: facts to the work facts stream, intents to the work queue."""
+
+from __future__ import annotations
+
+from trinity_platform.outbox import OutboxMessage
+from trinity_platform.subjects import fact_subject, work_queue_subject
+from trinity_work import contracts as pb
+from trinity_work.domain import events as ev
+from trinity_work.domain.work import WorkRequest
+
+SERVICE = "work"
+
+
+def outbox_messages(work: WorkRequest, events: list[ev.WorkEvent]) -> list[OutboxMessage]:
+    correlation = work.correlation.execution_id
+    messages = []
+    for event in events:
+        if isinstance(event, ev.ExecutionRequested):
+            messages.append(
+                OutboxMessage(
+                    message=pb.execution_requested(work, event.delivery, event.at),
+                    subject=work_queue_subject(work.kind.value),
+                    aggregate_id=work.id,
+                    correlation_id=correlation,
+                )
+            )
+            continue
+        if isinstance(event, ev.WorkRequested):
+            fact = pb.work_requested(work, event.at)
+        elif isinstance(event, ev.WorkStarted):
+            fact = pb.work_started(work, event.executor_id, event.delivery, event.at)  # type: ignore[assignment]
+        elif isinstance(event, ev.WorkCompleted):
+            fact = pb.work_completed(work, event.result, event.at)  # type: ignore[assignment]
+        elif isinstance(event, ev.WorkFailed):
+            fact = pb.work_failed(work, event.failure, event.at)  # type: ignore[assignment]
+        else:
+            fact = pb.work_cancelled(work, event.reason, event.at)  # type: ignore[assignment]
+        messages.append(
+            OutboxMessage(
+                message=fact,
+                subject=fact_subject(SERVICE, type(fact).__name__),
+                aggregate_id=work.id,
+                correlation_id=correlation,
+            )
+        )
+    return messages
