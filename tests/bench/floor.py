@@ -88,7 +88,7 @@ async def jetstream_cases(bench: Bench) -> None:
             pipelined_js = nc.jetstream(timeout=5, publish_async_max_pending=PIPELINE_WINDOW)
 
             async def publish_pipelined() -> Values:
-                count = bench.pick(5_000, 20_000)
+                count = bench.pick(2_000, 20_000)
                 started = time.perf_counter()
                 futures = [
                     await pipelined_js.publish_async(
@@ -137,10 +137,10 @@ async def grpc_cases(bench: Bench) -> None:
             return {"calls_per_s": total / elapsed, **latency_summary(latencies)}
 
         async def unary_1() -> Values:
-            return await calls(bench.pick(1_000, 3_000), 1)
+            return await calls(bench.pick(500, 3_000), 1)
 
         async def unary_50() -> Values:
-            return await calls(bench.pick(3_000, 10_000), 50)
+            return await calls(bench.pick(1_500, 10_000), 50)
 
         await calls(200, 10)  # warm-up
         await bench.measure("grpc.unary_1", unary_1)
@@ -150,8 +150,11 @@ async def grpc_cases(bench: Bench) -> None:
 # --------------------------------------------------------------------------- databases
 
 
-async def commit_one(engine: AsyncEngine, index: int) -> None:
-    """One transaction as a command handler writes it: the aggregate row + one outbox row."""
+async def commit_one(engine: AsyncEngine, index: int) -> str:
+    """One transaction as a command handler writes it: the aggregate row + one outbox row.
+
+    Returns the outbox row's message id.
+    """
     item_id = str(uuid.uuid4())
     fact = sample_fact(index)
     async with engine.begin() as conn:
@@ -160,7 +163,7 @@ async def commit_one(engine: AsyncEngine, index: int) -> None:
                 id=item_id, version=1, state=fact.SerializeToString(), updated_at=datetime.now(UTC)
             )
         )
-        await add_to_outbox(
+        return await add_to_outbox(
             conn, message=fact, subject=SUBJECT, aggregate_id=item_id, correlation_id=item_id
         )
 
@@ -214,12 +217,12 @@ def raw_sqlite_commits(path: str, total: int) -> Values:
 
 
 async def database_cases(bench: Bench, kind: str) -> None:
-    counts = {"sqlite": bench.pick(1_000, 3_000), "postgres": bench.pick(500, 1_500)}
+    counts = {"sqlite": bench.pick(300, 3_000), "postgres": bench.pick(300, 1_500)}
     if kind == "sqlite":
 
         async def raw() -> Values:
             path = bench.workdir / f"raw-{uuid.uuid4().hex[:8]}.db"
-            return raw_sqlite_commits(str(path), bench.pick(3_000, 10_000))
+            return raw_sqlite_commits(str(path), bench.pick(2_000, 10_000))
 
         await bench.measure("sqlite.raw_commit", raw)
     try:

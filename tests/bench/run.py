@@ -150,6 +150,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=REPO_ROOT / "bench-results",
         help="folder of the JSON results (default: bench-results/)",
     )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="multiply every time budget by F (a slower or busy machine)",
+    )
     parser.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
     return parser.parse_args(argv)
@@ -162,14 +169,14 @@ async def main_async(args: argparse.Namespace) -> int:
         _log(f"unknown group(s): {', '.join(unknown)}; known: {', '.join(g.name for g in GROUPS)}")
         return 2
     selected = [g for g in GROUPS if not names or g.name in names]
-    limit = TOTAL_LIMIT[args.quick]
+    limit = TOTAL_LIMIT[args.quick] * args.time_scale
     started_at = datetime.now(UTC)
     started = time.monotonic()
     results: list[GroupResult] = []
     with tempfile.TemporaryDirectory(prefix="trinity-bench-") as tmp:
         for group in selected:
             remaining = limit - (time.monotonic() - started)
-            budget = min(group.budget[0 if args.quick else 1], remaining)
+            budget = min(group.budget[0 if args.quick else 1] * args.time_scale, remaining)
             if budget < 5:
                 skipped = GroupResult(group.name, status="skipped")
                 skipped.notes.append(f"no time left in the {limit:.0f}s limit of the whole run")
