@@ -1,0 +1,89 @@
+"""Micro-benchmarks that live next to the code they measure, imported by file path.
+
+Each module defines ``run(quick: bool) -> dict`` (sync or async). The dict maps
+names to numbers (nested dicts are flattened with dots); a name's ending gives its
+unit: ``_per_s`` (higher is better), ``_ms``, ``_us``, ``_ns``, ``_s`` (lower is
+better). Other values are shown as notes. A missing module is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .core import Bench, Values
+from .infra import REPO_ROOT
+
+MODULES: tuple[tuple[str, str], ...] = (
+    ("execution_engine", "services/execution/tests/domain/bench_engine.py"),
+    ("process_validation", "libs/process_model/tests/bench_validation.py"),
+    ("definition_publish", "services/definition/tests/bench_publish.py"),
+)
+
+
+def load(name: str, path: Path) -> ModuleType:
+    """Import ``path`` as a module; its folder goes on ``sys.path`` (for sibling helpers)."""
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(f"trinity_bench_micro_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, float], list[str]]:
+    """Numbers under dotted keys, and everything else as ``key: value`` notes."""
+    numbers: dict[str, float] = {}
+    others: list[str] = []
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            inner, notes = flatten(value, f"{name}.")
+            numbers.update(inner)
+            others.extend(notes)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            numbers[name] = float(value)
+        else:
+            others.append(f"{name}: {value}")
+    return numbers, others
+
+
+async def run(bench: Bench) -> None:
+    for name, relative in MODULES:
+        path = REPO_ROOT / relative
+        if not path.exists():
+            bench.skip(name, f"{relative} does not exist yet")
+            continue
+        try:
+            module = load(name, path)
+        except Exception as exc:
+            bench.skip(name, f"cannot import {relative}: {exc!r}")
+            continue
+        entry = getattr(module, "run", None)
+        if not callable(entry):
+            bench.skip(name, f"{relative} has no run(quick) function")
+            continue
+        notes: list[str] = []
+
+        async def once(entry: Any = entry, notes: list[str] = notes) -> Values:
+            result = entry(bench.quick)
+            if inspect.isawaitable(result):
+                result = await result
+            if not isinstance(result, Mapping):
+                raise TypeError(f"run() returned {type(result).__name__}, not a dict")
+            numbers, others = flatten(result)
+            notes[:] = others
+            return numbers
+
+        await bench.measure(name, once)
+        for note in notes:
+            bench.note(f"{name}: {note}")
