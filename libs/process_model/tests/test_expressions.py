@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from trinity_process_model.expressions import (
     ExpressionError,
     ExpressionSyntaxError,

@@ -104,7 +104,7 @@ class ProcessGraph:
         return self._loop_bodies.get((gateway_id, target), frozenset())
 
     def nested_loops(self, gateway_id: str, target: str) -> tuple[tuple[str, str], ...]:
-        """Other loop routes whose gateway lies in this loop's body (their counters reset)."""
+        """Loops lying wholly inside this loop's body (their counters restart with it)."""
         return self._nested_loops.get((gateway_id, target), ())
 
     def find_cycles(self) -> list[list[str]]:
@@ -206,7 +206,11 @@ class ProcessGraph:
             bodies[(gateway, target)] = frozenset(_downstream(dependents, target))
         nested: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         for key, body in bodies.items():
-            nested[key] = tuple(other for other in loop_routes if other != key and other[0] in body)
+            nested[key] = tuple(
+                other
+                for other in loop_routes
+                if other != key and other[0] in body and other[1] in body
+            )
 
         return cls(
             step_ids=step_ids,

@@ -53,7 +53,7 @@ def usd(amount: str | int) -> Money:
     return Money(Decimal(str(amount)), "USD")
 
 
-def agent(step_id: str, *deps: str, message: str = "do {{ input.topic }}", **kw: Any) -> Step:
+def agent(step_id: str, *deps: str, message: str = "do it", **kw: Any) -> Step:
     max_cost = kw.pop("max_cost", None)
     return Step(step_id, AgentTaskConfig("writer", message, max_cost), depends_on=deps, **kw)
 
@@ -93,8 +93,11 @@ def spec(*steps: Step, **kw: Any) -> ProcessSpec:
     return ProcessSpec(name=kw.pop("name", "test"), steps=steps, **kw)
 
 
+IT3_BUDGET = usd(10)
+
+
 def it3_spec(
-    budget: Money | None = usd(10),
+    budget: Money | None = IT3_BUDGET,
     on_exceeded: BudgetAction = BudgetAction.FAIL,
     max_iterations: int = 3,
 ) -> ProcessSpec:

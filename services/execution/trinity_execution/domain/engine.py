@@ -157,17 +157,20 @@ def _on_retry(process: CompiledProcess, state: ExecutionState, event: RetryFaile
         return _ignore(state, f"step {event.step_id!r} has not failed")
     run = Run(process, state, event.now)
     st = run.state
-    targets = [
-        sid
-        for sid, step in state.steps.items()
-        if step.status is StepStatus.FAILED
-        and not step.continued
-        and (
-            event.step_id is None
-            or sid == event.step_id
-            or (step.error is not None and step.error.code == errors.CANCELLED)
-        )
-    ]
+    targets = sorted(
+        (
+            sid
+            for sid, step in state.steps.items()
+            if step.status is StepStatus.FAILED
+            and not step.continued
+            and (
+                event.step_id is None
+                or sid == event.step_id
+                or (step.error is not None and step.error.code == errors.CANCELLED)
+            )
+        ),
+        key=process.graph.position,
+    )
     st.move(ExecutionStatus.RUNNING)
     st.error = None
     st.failed_step_id = ""

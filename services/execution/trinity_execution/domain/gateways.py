@@ -5,9 +5,15 @@
 * inclusive: every route whose condition holds, else the default;
 * nothing chosen and no default: NO_MATCHING_ROUTE.
 
-A non-default route without a condition always holds. A loop route already taken
-``max_iterations`` times is dropped; the gateway then exits by its default route,
-or fails with LOOP_LIMIT_REACHED when it has none (or the default is that loop).
+A non-default route without a condition always holds.
+
+Loops: ``max_iterations`` bounds how many iterations the loop body runs in all, the
+first pass being iteration 1; so the loop route is followed at most
+``max_iterations - 1`` times (``max_iterations: 3`` → the target runs at most 3
+times). A loop route chosen past that is dropped: the gateway exits by its default
+route, or fails with LOOP_LIMIT_REACHED when it has none (or the default is that
+loop). When a loop route is taken it wins: the whole body, forward targets of the
+same gateway included, starts a new iteration.
 """
 
 from __future__ import annotations
@@ -96,7 +102,7 @@ def _exhausted(
 ) -> bool:
     key = (gateway_id, route.target)
     limit = graph.loop_routes.get(key)
-    return limit is not None and loop_counts.get(key, 0) >= limit
+    return limit is not None and loop_counts.get(key, 0) + 1 >= limit
 
 
 def _evaluations(
