@@ -195,7 +195,7 @@ async def test_fault_nats_restart_while_facts_are_written(
     nc = await connect(nats_server.url)
     js = nc.jetstream()
     await ensure_streams(js)
-    relay = OutboxRelay(engine, nc, SOURCE, batch_size=20, ack_timeout=0.5, max_backoff=0.2)
+    relay = OutboxRelay(engine, nc, SOURCE, batch_size=20, ack_timeout=0.3, max_backoff=0.2)
     relay.start()
     ids: list[str] = []
     stopped_at = None
@@ -206,10 +206,10 @@ async def test_fault_nats_restart_while_facts_are_written(
             if i == 60:
                 await nats_server.stop_async(kill=True)
                 stopped_at = time.monotonic()
-            if stopped_at is not None and time.monotonic() - stopped_at > 1.2:
-                await nats_server.start_async()  # outage of 1.2 s: longer than the ack timeout
+            if stopped_at is not None and time.monotonic() - stopped_at > 0.8:
+                await nats_server.start_async()  # an outage longer than the ack timeout
                 stopped_at = None
-            await asyncio.sleep(0.008)
+            await asyncio.sleep(0.004)
         assert stopped_at is None and nats_server.running
         deadline = time.monotonic() + 20
         while await unpublished(engine):
@@ -235,14 +235,14 @@ async def test_concurrent_relays_of_replicas_keep_order(postgres_url: str, nats_
     js = connections[0].jetstream()
     await ensure_streams(js)
     relays = [
-        OutboxRelay(e, c, SOURCE, batch_size=7, poll_interval=0.01)
+        OutboxRelay(e, c, SOURCE, batch_size=7, poll_interval=0.05)
         for e, c in zip(engines, connections, strict=True)
     ]
     for relay in relays:
         relay.start()
     try:
         ids = []
-        for i in range(0, 300, 3):
+        for i in range(0, 120, 3):
             ids += await write_facts(engines[i % 2], 3, start=i)
             relays[i % 2].wake()
         deadline = time.monotonic() + 20

@@ -126,7 +126,7 @@ async def test_ack_nak_term_and_handler_errors(nc: NATS) -> None:
         return Ack()
 
     recorder = Recorder(decide, fail_first={"m3"})
-    consumer = runner(js, recorder)
+    consumer = runner(js, recorder, ack_wait=0.5)
     consumer.start()
     try:
         await publish(js, 5)
@@ -134,7 +134,7 @@ async def test_ack_nak_term_and_handler_errors(nc: NATS) -> None:
         await publish(js, 1, subject=fact_subject("work", "WorkFailed"), start=5)
         await publish(js, 1, subject=fact_subject("work", "WorkStarted"), start=6)  # filtered out
         await recorder.wait_for(lambda: len(recorder.seen) >= 8)
-        await asyncio.sleep(1.3)  # longer than ack_wait: anything unacked would come back
+        await asyncio.sleep(0.7)  # longer than ack_wait: anything unacked would come back
     finally:
         await consumer.stop()
 
@@ -185,15 +185,15 @@ async def test_long_handlers_are_kept_alive_with_in_progress(nc: NATS) -> None:
 
     async def slow(envelope: Envelope, msg: Msg) -> Outcome:
         await recorder(envelope, msg)
-        await asyncio.sleep(1.5)  # longer than ack_wait (1 s)
+        await asyncio.sleep(0.9)  # longer than ack_wait (0.5 s)
         return Ack()
 
-    consumer = runner(js, slow, concurrency=2)
+    consumer = runner(js, slow, concurrency=2, ack_wait=0.5)
     consumer.start()
     try:
         await publish(js, 2)
         await recorder.wait_for(lambda: len(recorder.seen) >= 2)
-        await asyncio.sleep(1.8)
+        await asyncio.sleep(1.1)
     finally:
         await consumer.stop()
     assert sorted(s[:2] for s in recorder.seen) == [("m0", 1), ("m1", 1)]

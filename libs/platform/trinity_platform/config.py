@@ -100,6 +100,12 @@ def load_settings(
     )
 
 
+def service_target(service: str, env: Mapping[str, str] | None = None) -> str:
+    """Where other processes reach ``service``: ``TRINITY_<SERVICE>_TARGET`` or its default port."""
+    env = os.environ if env is None else env
+    return env.get(f"{_env_prefix(service)}TARGET") or f"127.0.0.1:{DEFAULT_PORTS[service]}"
+
+
 def settings_table() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting; ``<SERVICE>`` is the service name."""
     return [
@@ -114,6 +120,11 @@ def settings_table() -> list[tuple[str, str, str]]:
             "TRINITY_<SERVICE>_LISTEN",
             "127.0.0.1:<port> (definition 50051, execution 50052, approval 50053, work 50054)",
             "gRPC listen address of one service",
+        ),
+        (
+            "TRINITY_<SERVICE>_TARGET",
+            "127.0.0.1:<port>",
+            "where the other services and executors reach one service",
         ),
         (
             "TRINITY_AUTH_TOKENS",

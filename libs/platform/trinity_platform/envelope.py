@@ -45,7 +45,7 @@ def format_time(time: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a ``Z``."""
     if time.tzinfo is None:
         time = time.replace(tzinfo=UTC)
-    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return time.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(value: str) -> datetime:

@@ -307,12 +307,18 @@ class ServiceRuntime:
     async def run_forever(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop gracefully (``python -m trinity_<service>``)."""
         loop = asyncio.get_running_loop()
+        installed = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+                installed.append(sig)
         try:
-            await self._stop_requested.wait()
+            await self.start()
+            try:
+                await self._stop_requested.wait()
+            finally:
+                _log.info("stopping", service=self.settings.service)
+                await self.stop()
         finally:
-            _log.info("stopping", service=self.settings.service)
-            await self.stop()
+            for sig in installed:
+                loop.remove_signal_handler(sig)

@@ -6,10 +6,11 @@ the repository's root ``conftest.py``.
 
 from trinity_platform.testing.nats_server import NatsServer, find_nats_server
 from trinity_platform.testing.ports import free_port, wait_for_port
-from trinity_platform.testing.postgres import TemporaryPostgresDatabase
+from trinity_platform.testing.postgres import PostgresDatabaseFactory, TemporaryPostgresDatabase
 
 __all__ = [
     "NatsServer",
+    "PostgresDatabaseFactory",
     "TemporaryPostgresDatabase",
     "find_nats_server",
     "free_port",

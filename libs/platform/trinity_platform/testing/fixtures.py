@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from trinity_platform.testing.nats_server import NatsServer
-from trinity_platform.testing.postgres import TemporaryPostgresDatabase
+from trinity_platform.testing.postgres import PostgresDatabaseFactory
 
 POSTGRES_ENV = "TRINITY_TEST_POSTGRES_URL"
 
@@ -54,17 +54,28 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
+@pytest.fixture(scope="session")
+def _postgres_databases() -> Iterator[PostgresDatabaseFactory | None]:
     admin_url = os.environ.get(POSTGRES_ENV)
     if not admin_url:
-        pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL tests skipped")
-    database = TemporaryPostgresDatabase(admin_url)
-    url = database.create()
+        yield None
+        return
+    factory = PostgresDatabaseFactory(admin_url)
     try:
-        yield url
+        yield factory
     finally:
-        database.drop()
+        factory.close()
+
+
+@pytest.fixture
+def postgres_url(_postgres_databases: PostgresDatabaseFactory | None) -> Iterator[str]:
+    if _postgres_databases is None:
+        pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL tests skipped")
+    database = _postgres_databases.take()
+    try:
+        yield database.url
+    finally:
+        _postgres_databases.release(database)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

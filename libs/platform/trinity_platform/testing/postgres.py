@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections import deque
 from collections.abc import Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -59,3 +61,44 @@ class TemporaryPostgresDatabase:
 
     def drop(self) -> None:
         _run(self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
+class PostgresDatabaseFactory:
+    """Hands out fresh databases, creating the next one while the current test runs
+    and dropping used ones in the background (CREATE DATABASE costs ~0.3 s)."""
+
+    def __init__(self, admin_url: str, ahead: int = 2) -> None:
+        self.admin_url = admin_url
+        self._ahead = max(ahead, 1)
+        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pg-test-db")
+        self._ready: deque[Future[TemporaryPostgresDatabase]] = deque()
+        self._drops: list[Future[None]] = []
+
+    def _create(self) -> TemporaryPostgresDatabase:
+        database = TemporaryPostgresDatabase(self.admin_url)
+        database.create()
+        return database
+
+    def take(self) -> TemporaryPostgresDatabase:
+        while len(self._ready) < self._ahead + 1:
+            self._ready.append(self._executor.submit(self._create))
+        return self._ready.popleft().result()
+
+    def release(self, database: TemporaryPostgresDatabase) -> None:
+        self._drops.append(self._executor.submit(database.drop))
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for future in self._ready:
+            try:
+                future.result().drop()
+            except BaseException as exc:
+                errors.append(exc)
+        for drop in self._drops:
+            try:
+                drop.result()
+            except BaseException as exc:
+                errors.append(exc)
+        self._executor.shutdown()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,282 @@
+"""gRPC server bootstrap, error mapping and authentication over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from trinity_platform import errors
+from trinity_platform.errors import FieldViolation
+from trinity_platform.grpc_errors import error_details, rpc_status_of, to_trinity_error
+from trinity_platform.grpc_server import GrpcServerHandle, ServiceRegistration, build_server
+from trinity_platform.interceptors import (
+    AuthInterceptor,
+    ErrorMappingInterceptor,
+    current_principal,
+)
+
+SERVICE = "trinity.test.Probe"
+SECRET = "password=hunter2"
+
+ERRORS: dict[str, tuple[errors.TrinityError, grpc.StatusCode]] = {
+    "invalid": (
+        errors.InvalidArgument(
+            "bad request",
+            [FieldViolation("name", "must not be empty"), FieldViolation("steps[1].id", "dup")],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    "not_found": (
+        errors.NotFound("no such definition", reason="DEFINITION_NOT_FOUND", metadata={"n": "x"}),
+        grpc.StatusCode.NOT_FOUND,
+    ),
+    "exists": (errors.AlreadyExists("exists"), grpc.StatusCode.ALREADY_EXISTS),
+    "precondition": (
+        errors.FailedPrecondition("draft", reason="DEFINITION_NOT_PUBLISHED"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    ),
+    "denied": (errors.PermissionDenied("no"), grpc.StatusCode.PERMISSION_DENIED),
+    "unauthenticated": (errors.Unauthenticated("who"), grpc.StatusCode.UNAUTHENTICATED),
+    "aborted": (errors.Aborted("version moved"), grpc.StatusCode.ABORTED),
+    "unavailable": (errors.Unavailable("later"), grpc.StatusCode.UNAVAILABLE),
+    "exhausted": (
+        errors.ResourceExhausted("budget", reason="BUDGET_EXCEEDED"),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
+}
+
+
+async def fail(request: bytes, context: aio.ServicerContext) -> bytes:
+    raise ERRORS[request.decode()][0]
+
+
+async def boom(request: bytes, context: aio.ServicerContext) -> bytes:
+    raise RuntimeError(f"db exploded: {SECRET}")
+
+
+async def who_am_i(request: bytes, context: aio.ServicerContext) -> bytes:
+    return (current_principal() or "-").encode()
+
+
+async def self_abort(request: bytes, context: aio.ServicerContext) -> bytes:
+    await context.abort(grpc.StatusCode.OUT_OF_RANGE, "handler chose this")
+    return b""
+
+
+async def slow(request: bytes, context: aio.ServicerContext) -> bytes:
+    await asyncio.sleep(0.5)
+    return b"done"
+
+
+async def stream_fail(request: bytes, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+    yield b"1"
+    yield b"2"
+    raise errors.NotFound("gone mid-stream", reason="EXECUTION_NOT_FOUND")
+
+
+async def write_fail(request: bytes, context: aio.ServicerContext) -> None:
+    await context.write(b"1")
+    raise errors.InvalidArgument("bad filter", [FieldViolation("filter", "unknown state")])
+
+
+async def stream_boom(request: bytes, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+    yield b"1"
+    raise KeyError(SECRET)
+
+
+async def stream_who(request: bytes, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+    yield (current_principal() or "-").encode()
+
+
+def probe_registration() -> ServiceRegistration:
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Fail": grpc.unary_unary_rpc_method_handler(fail),
+            "Boom": grpc.unary_unary_rpc_method_handler(boom),
+            "WhoAmI": grpc.unary_unary_rpc_method_handler(who_am_i),
+            "SelfAbort": grpc.unary_unary_rpc_method_handler(self_abort),
+            "Slow": grpc.unary_unary_rpc_method_handler(slow),
+            "StreamFail": grpc.unary_stream_rpc_method_handler(stream_fail),
+            "WriteFail": grpc.unary_stream_rpc_method_handler(write_fail),
+            "StreamBoom": grpc.unary_stream_rpc_method_handler(stream_boom),
+            "StreamWho": grpc.unary_stream_rpc_method_handler(stream_who),
+        },
+    )
+    return ServiceRegistration(
+        SERVICE, lambda servicer, server: server.add_generic_rpc_handlers((servicer,)), handler
+    )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[GrpcServerHandle]:
+    handle = build_server(
+        "127.0.0.1:0",
+        [probe_registration()],
+        [ErrorMappingInterceptor(), AuthInterceptor({"tok-alice": "alice", "tok-bob": "bob"})],
+    )
+    await handle.start()
+    await handle.mark_serving()
+    yield handle
+    await handle.stop(0)
+
+
+@pytest.fixture
+async def channel(server: GrpcServerHandle) -> AsyncIterator[aio.Channel]:
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+def unary(channel: aio.Channel, method: str):
+    return channel.unary_unary(f"/{SERVICE}/{method}")
+
+
+def streaming(channel: aio.Channel, method: str):
+    return channel.unary_stream(f"/{SERVICE}/{method}")
+
+
+@pytest.mark.parametrize("kind", sorted(ERRORS))
+async def test_each_error_maps_to_its_code_with_error_info(channel: aio.Channel, kind: str) -> None:
+    error, code = ERRORS[kind]
+    with pytest.raises(aio.AioRpcError) as caught:
+        await unary(channel, "Fail")(kind.encode())
+    rpc_error = caught.value
+    assert rpc_error.code() == code
+    assert rpc_error.details() == error.message
+    reason, violations = error_details(rpc_error)
+    assert reason == error.reason
+    status = rpc_status_of(rpc_error)
+    assert status is not None and status.code == code.value[0]
+    rebuilt = to_trinity_error(rpc_error)
+    assert type(rebuilt) is type(error)
+    assert rebuilt.reason == error.reason
+    assert rebuilt.metadata == error.metadata
+    if isinstance(error, errors.InvalidArgument):
+        assert violations == error.violations
+        assert isinstance(rebuilt, errors.InvalidArgument)
+        assert rebuilt.violations == error.violations
+    else:
+        assert violations == []
+
+
+async def test_unknown_exception_is_internal_without_leaking(channel: aio.Channel) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await unary(channel, "Boom")(b"")
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert SECRET not in (caught.value.details() or "")
+    assert "db exploded" not in (caught.value.details() or "")
+    assert "reference" in (caught.value.details() or "")
+    assert error_details(caught.value)[0] == "INTERNAL"
+
+
+async def test_a_handler_abort_passes_through(channel: aio.Channel) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await unary(channel, "SelfAbort")(b"")
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert caught.value.details() == "handler chose this"
+
+
+async def test_server_streaming_errors_are_mapped(channel: aio.Channel) -> None:
+    received = []
+    with pytest.raises(aio.AioRpcError) as caught:
+        async for item in streaming(channel, "StreamFail")(b""):
+            received.append(item)
+    assert received == [b"1", b"2"]
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(caught.value)[0] == "EXECUTION_NOT_FOUND"
+
+    received = []
+    with pytest.raises(aio.AioRpcError) as caught:
+        async for item in streaming(channel, "WriteFail")(b""):
+            received.append(item)
+    assert received == [b"1"]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(caught.value) == (
+        "INVALID_ARGUMENT",
+        [FieldViolation("filter", "unknown state")],
+    )
+
+    with pytest.raises(aio.AioRpcError) as caught:
+        async for _ in streaming(channel, "StreamBoom")(b""):
+            pass
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert SECRET not in (caught.value.details() or "")
+
+
+async def test_auth_principal_from_bearer_token(channel: aio.Channel) -> None:
+    who = unary(channel, "WhoAmI")
+    assert await who(b"") == b"-"
+    assert await who(b"", metadata=(("authorization", "Bearer tok-alice"),)) == b"alice"
+    assert await who(b"", metadata=(("authorization", "bearer tok-bob"),)) == b"bob"
+    call = streaming(channel, "StreamWho")(b"", metadata=(("authorization", "Bearer tok-bob"),))
+    assert [m async for m in call] == [b"bob"]
+    for bad in ("Bearer nope", "Basic dG9rLWFsaWNl", "Bearer "):
+        with pytest.raises(aio.AioRpcError) as caught:
+            await who(b"", metadata=(("authorization", bad),))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_details(caught.value)[0] == "INVALID_TOKEN"
+    with pytest.raises(aio.AioRpcError) as caught:
+        async for _ in streaming(channel, "StreamWho")(
+            b"", metadata=(("authorization", "Bearer nope"),)
+        ):
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_health_and_reflection_need_no_token(channel: aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.Check(
+        health_pb2.HealthCheckRequest(service=""),
+        metadata=(("authorization", "Bearer wrong"),),
+    )
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+    assert SERVICE in await list_services(channel, metadata=(("authorization", "Bearer x"),))
+
+
+async def list_services(channel: aio.Channel, metadata=None) -> list[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=metadata
+    )
+    async for response in call:
+        return [s.name for s in response.list_services_response.service]
+    return []
+
+
+async def test_reflection_lists_services_health_and_reflection(channel: aio.Channel) -> None:
+    assert sorted(await list_services(channel)) == sorted(
+        [SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+    )
+
+
+async def test_health_not_serving_until_marked() -> None:
+    handle = build_server("127.0.0.1:0", [probe_registration()], [ErrorMappingInterceptor()])
+    await handle.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{handle.port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            for name in ("", SERVICE):
+                response = await health.Check(health_pb2.HealthCheckRequest(service=name))
+                assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            await handle.mark_serving()
+            for name in ("", SERVICE):
+                response = await health.Check(health_pb2.HealthCheckRequest(service=name))
+                assert response.status == health_pb2.HealthCheckResponse.SERVING
+            await handle.mark_not_serving()
+            response = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await handle.stop(0)
+
+
+async def test_stop_drains_calls_in_flight(server: GrpcServerHandle, channel: aio.Channel) -> None:
+    call = unary(channel, "Slow")(b"")
+    await asyncio.sleep(0.1)
+    await server.stop(grace=2.0)
+    assert await call == b"done"
