@@ -45,7 +45,7 @@ class RunningService:
         next_seq = 0
         while True:
             info = await js.stream_info(FACTS_STREAM)
-            for seq in range(max(next_seq, info.state.first_seq), info.state.last_seq + 1):
+            for seq in range(max(next_seq, info.state.first_seq, 1), info.state.last_seq + 1):
                 raw = await js.get_msg(FACTS_STREAM, seq)
                 headers = dict(raw.headers or {})
                 if headers.get("ce-subject") == aggregate_id:
