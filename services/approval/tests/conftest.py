@@ -194,6 +194,18 @@ class Client:
 
 
 @pytest.fixture
+def connect() -> Callable[[ApprovalService], contextlib.AbstractAsyncContextManager[Client]]:
+    """``async with connect(service) as client``: a client of that service instance."""
+
+    @contextlib.asynccontextmanager
+    async def open_client(service: ApprovalService) -> AsyncIterator[Client]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            yield Client(channel)
+
+    return open_client
+
+
+@pytest.fixture
 async def client(service: ApprovalService) -> AsyncIterator[Client]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
         yield Client(channel)

@@ -1,0 +1,162 @@
+"""The durable deadline watcher: each on_timeout action, across a restart, with replicas."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from trinity.process.approval.v1 import approval_pb2
+from trinity.process.common.v1 import enums_pb2
+
+NOTIFY = enums_pb2.TIMEOUT_ACTION_NOTIFY
+REJECT = enums_pb2.TIMEOUT_ACTION_REJECT
+AUTO_APPROVE = enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE
+
+
+def names(found) -> list[str]:  # type: ignore[no-untyped-def]
+    return [envelope.type.rsplit(".", 1)[-1] for envelope, _ in found]
+
+
+@pytest.mark.parametrize(
+    ("action", "decision", "status"),
+    [
+        (REJECT, approval_pb2.DECISION_REJECT, approval_pb2.APPROVAL_STATUS_REJECTED),
+        (AUTO_APPROVE, approval_pb2.DECISION_APPROVE, approval_pb2.APPROVAL_STATUS_APPROVED),
+    ],
+)
+async def test_reject_and_auto_approve_decide_as_system_timeout(
+    client, facts, action: int, decision: int, status: int
+) -> None:
+    approval = (await client.request(on_timeout=action, timeout_s=0.3)).approval
+    found = await facts.wait(approval.id, 3)
+    assert names(found) == ["ApprovalRequested", "ApprovalTimedOut", "ApprovalDecided"]
+    timed_out, decided = found[1][1], found[2][1]
+    assert (timed_out.execution_id, timed_out.step_id) == ("exec-1", "review")
+    assert timed_out.action_taken == action
+    assert not timed_out.HasField("new_deadline")
+    assert (decided.decision, decided.decided_by) == (decision, "system:timeout")
+    assert (decided.execution_id, decided.step_id) == ("exec-1", "review")
+    final = (await client.get(approval.id)).approval
+    assert (final.status, final.decision, final.decided_by) == (status, decision, "system:timeout")
+    assert final.decide_time.ToDatetime() >= approval.deadline.ToDatetime()
+
+
+async def test_notify_reminds_the_approvers_then_times_out(client, facts, work_peer) -> None:
+    approval = (
+        await client.request(
+            on_timeout=NOTIFY,
+            timeout_s=0.3,
+            reminder_interval={"nanos": 300_000_000},
+            max_reminders=2,
+        )
+    ).approval
+    assert approval.max_reminders == 2
+    assert approval.reminder_interval.ToNanoseconds() == 300_000_000
+    found = await facts.wait(approval.id, 4)
+    assert names(found) == [
+        "ApprovalRequested",
+        "ApprovalTimedOut",
+        "ApprovalTimedOut",
+        "ApprovalTimedOut",
+    ]
+    first, second, last = (fact for _, fact in found[1:])
+    assert (first.action_taken, first.reminder) == (NOTIFY, 1)
+    assert first.new_deadline.ToDatetime() > approval.deadline.ToDatetime()
+    assert (
+        second.reminder,
+        second.new_deadline.ToDatetime() > first.new_deadline.ToDatetime(),
+    ) == (
+        2,
+        True,
+    )
+    assert not last.HasField("new_deadline")
+    final = (await client.get(approval.id)).approval
+    assert final.status == approval_pb2.APPROVAL_STATUS_TIMED_OUT
+    assert final.reminders_sent == 2
+
+    async def reminders_sent() -> bool:
+        return len(work_peer.servicer.accepted_for(approval.id)) == 6
+
+    await _eventually(reminders_sent)
+    keys = sorted(work_peer.servicer.accepted.keys())
+    purposes = sorted(key.split("/")[2] for key in keys if approval.id in key)
+    assert purposes == ["reminder-1"] * 2 + ["reminder-2"] * 2 + ["request"] * 2
+    reminder = next(
+        w for k, w in work_peer.servicer.accepted.items() if "reminder-2" in k and approval.id in k
+    )
+    assert "reminder 2 of 2" in reminder.payload.notification.message
+
+
+async def test_a_deadline_can_still_be_met_before_it_passes(client, facts) -> None:
+    approval = (await client.request(on_timeout=REJECT, timeout_s=0.5)).approval
+    await client.decide(approval.id, approval_pb2.DECISION_APPROVE, as_="bob")
+    await asyncio.sleep(0.7)
+    assert names(await facts.of(approval.id)) == ["ApprovalRequested", "ApprovalDecided"]
+    assert (await client.get(approval.id)).approval.decided_by == "bob"
+
+
+@pytest.mark.parametrize("action", [REJECT, AUTO_APPROVE, NOTIFY])
+async def test_a_deadline_that_passed_while_down_fires_on_start(
+    make_service, connect, facts, work_peer, action: int
+) -> None:
+    first = await make_service()
+    async with connect(first) as client:
+        approval = (
+            await client.request(on_timeout=action, timeout_s=0.5, max_reminders=1)
+        ).approval
+    await first.stop()
+    await asyncio.sleep(0.7)  # the deadline passes while the service is down
+    assert names(await facts.of(approval.id)) == ["ApprovalRequested"]
+
+    second = await make_service()
+    expected = 2 if action == NOTIFY else 3
+    found = await facts.wait(approval.id, expected, timeout=5)
+    assert names(found)[1] == "ApprovalTimedOut"
+    async with connect(second) as client:
+        now = (await client.get(approval.id)).approval
+    if action == NOTIFY:
+        assert now.status == approval_pb2.APPROVAL_STATUS_PENDING
+        assert now.reminders_sent == 1
+        assert found[1][1].reminder == 1
+
+        async def reminded() -> bool:
+            keys = [w.request_id for w in work_peer.servicer.accepted_for(approval.id)]
+            return sum("reminder-1" in k for k in keys) == 2
+
+        await _eventually(reminded)
+    else:
+        assert names(found) == ["ApprovalRequested", "ApprovalTimedOut", "ApprovalDecided"]
+        assert now.decided_by == "system:timeout"
+
+
+async def test_two_replicas_fire_each_deadline_once(make_service, connect, facts) -> None:
+    replicas = [await make_service(), await make_service()]
+    approvals = []
+    async with connect(replicas[0]) as client:
+        for index in range(6):
+            approvals.append(
+                (
+                    await client.request(
+                        request_id=f"r-{index}", on_timeout=AUTO_APPROVE, timeout_s=0.2
+                    )
+                ).approval
+            )
+    for approval in approvals:
+        found = await facts.wait(approval.id, 3)
+        assert names(found) == ["ApprovalRequested", "ApprovalTimedOut", "ApprovalDecided"]
+    await asyncio.sleep(0.3)  # both watchers have had more rounds
+    for approval in approvals:
+        assert names(await facts.of(approval.id)) == [
+            "ApprovalRequested",
+            "ApprovalTimedOut",
+            "ApprovalDecided",
+        ]
+
+
+async def _eventually(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
