@@ -12,7 +12,13 @@ from google.protobuf.wrappers_pb2 import StringValue
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trinity_platform.config import DEFAULT_PORTS, load_settings, settings_table
+from trinity_platform.config import (
+    DEFAULT_PORTS,
+    load_settings,
+    service_target,
+    settings_markdown,
+    settings_table,
+)
 from trinity_platform.envelope import (
     Envelope,
     EnvelopeError,
@@ -106,6 +112,7 @@ class Recording(Mapping[str, str]):
 def test_settings_table_lists_exactly_the_variables_read() -> None:
     env = Recording()
     load_settings("definition", 1, env=env)
+    service_target("definition", env=env)
     read = {name.replace("_DEFINITION_", "_<SERVICE>_") for name in env.asked}
     assert read == {row[0] for row in settings_table()}
     assert all(len(row) == 3 and all(row) for row in settings_table())
@@ -174,3 +181,8 @@ def test_error_family() -> None:
     assert str(error) == "missing"
     invalid = InvalidArgument("bad", reason="BAD_NAME")
     assert invalid.violations == [] and invalid.reason == "BAD_NAME"
+
+
+def test_platform_readme_shows_the_settings_table() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert settings_markdown() in readme

@@ -134,3 +134,12 @@ def settings_table() -> list[tuple[str, str, str]]:
         ("TRINITY_LOG_LEVEL", DEFAULT_LOG_LEVEL, "DEBUG, INFO, WARNING or ERROR"),
         ("TRINITY_STREAM_REPLICAS", "1", "replicas of the JetStream streams (3 in a cluster)"),
     ]
+
+
+def settings_markdown() -> str:
+    """:func:`settings_table` as a Markdown table (the README embeds it verbatim)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [
+        f"| `{name}` | `{default}` | {meaning} |" for name, default, meaning in settings_table()
+    ]
+    return "\n".join(lines)
