@@ -152,3 +152,13 @@ async def test_run_forever_stops_on_request(tmp_path: Path, nats_url: str) -> No
     rt.request_stop()
     await asyncio.wait_for(running, 10)
     assert rt.grpc is None
+
+
+async def test_a_stop_request_during_start_is_honoured(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")  # never started: start() keeps retrying
+    rt, _ = build(tmp_path, server.url)
+    running = asyncio.create_task(rt.run_forever())
+    await asyncio.sleep(0.4)
+    rt.request_stop()
+    await asyncio.wait_for(running, 5)
+    assert rt.grpc is None and rt.nc is None

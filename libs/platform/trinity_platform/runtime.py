@@ -313,9 +313,17 @@ class ServiceRuntime:
                 loop.add_signal_handler(sig, self.request_stop)
                 installed.append(sig)
         try:
-            await self.start()
+            starting = asyncio.ensure_future(self.start())
+            stop_wait = asyncio.ensure_future(self._stop_requested.wait())
+            await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # stopped while waiting for the database or NATS
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting  # start() cleans up what it had started
+                return
+            starting.result()  # raise a start failure
             try:
-                await self._stop_requested.wait()
+                await stop_wait
             finally:
                 _log.info("stopping", service=self.settings.service)
                 await self.stop()
