@@ -62,7 +62,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
                 executor_id=request.executor_id,
                 lease=lease,
                 progress=request.progress,
-                release=_release_asked(request),
+                release=request.release,
             )
         )
         response = api.HeartbeatWorkResponse(cancel_requested=beat.cancel_requested)
@@ -128,8 +128,3 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
         return api.ListWorkResponse(
             work=[pb.work_request(w) for w in page.items], next_page_token=page.next_page_token
         )
-
-
-def _release_asked(request: api.HeartbeatWorkRequest) -> bool:
-    """``release`` is a later field of the contract; older generated code lacks it."""
-    return bool(getattr(request, "release", False))

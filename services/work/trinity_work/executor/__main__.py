@@ -20,18 +20,22 @@ from trinity_work.executor.worker import Executor
 
 def main() -> None:
     configure_logging(os.environ.get("TRINITY_LOG_LEVEL") or "INFO")
+    asyncio.run(run())
+
+
+async def run() -> None:
     try:
         config = load_config(os.environ.get("TRINITY_EXECUTOR_CONFIG") or None)
+        executor = Executor(
+            config,
+            target=os.environ.get("TRINITY_WORK_TARGET") or DEFAULT_TARGET,
+            nats_url=os.environ.get("TRINITY_NATS_URL") or DEFAULT_NATS_URL,
+            token=os.environ.get("TRINITY_EXECUTOR_TOKEN") or None,
+        )
     except ConfigError as exc:
         print(f"trinity executor: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    executor = Executor(
-        config,
-        target=os.environ.get("TRINITY_WORK_TARGET") or DEFAULT_TARGET,
-        nats_url=os.environ.get("TRINITY_NATS_URL") or DEFAULT_NATS_URL,
-        token=os.environ.get("TRINITY_EXECUTOR_TOKEN") or None,
-    )
-    asyncio.run(executor.run_forever())
+    await executor.run_forever()
 
 
 if __name__ == "__main__":

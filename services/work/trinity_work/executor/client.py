@@ -17,7 +17,6 @@ from typing import TypeVar
 import grpc
 
 from trinity.process.work.v1 import work_pb2, work_service_pb2, work_service_pb2_grpc
-from trinity_platform.errors import TrinityError
 from trinity_platform.grpc_errors import to_trinity_error
 from trinity_platform.logs import get_logger
 from trinity_work import contracts as pb
@@ -91,13 +90,8 @@ class WorkClient:
             executor_id=self.executor_id,
             lease_duration=pb.duration(timedelta(seconds=lease)),
             progress=progress,
+            release=release,
         )
-        if release:
-            if "release" not in request.DESCRIPTOR.fields_by_name:
-                raise TrinityError(
-                    "this contract version cannot release work", reason="UNSUPPORTED"
-                )
-            request.release = True  # type: ignore[attr-defined]
         return await self._call(
             "HeartbeatWork",
             lambda: self._stub.HeartbeatWork(request, timeout=self._call_timeout),

@@ -41,7 +41,9 @@ from trinity_work.executor.agents.gateway import AgentGateway
 from trinity_work.executor.client import WorkClient
 from trinity_work.executor.config import ExecutorConfig
 from trinity_work.executor.jobs import Job, JobFailed
+from trinity_work.executor.notify import Notifier
 from trinity_work.executor.results import finalize
+from trinity_work.executor.tools import ToolRunner
 
 _log = get_logger(__name__)
 
@@ -91,6 +93,8 @@ class Executor:
         self._stop_requested = asyncio.Event()
         self.jobs: dict[str, RunningJob] = {}
         self.agents = AgentGateway(config)
+        self.tools = ToolRunner(config)
+        self.notifier = Notifier(config)
         self.completed = 0
         self.failed = 0
 
@@ -148,6 +152,7 @@ class Executor:
         if rest:
             await asyncio.wait(rest, timeout=10.0)
         await self.agents.close()
+        await self.notifier.close()
         if self._nc is not None:
             nc, self._nc = self._nc, None
             with contextlib.suppress(Exception):
@@ -277,9 +282,9 @@ class Executor:
         if isinstance(payload, AgentTask):
             result = await self.agents.execute_task(payload, job)
         elif isinstance(payload, ToolRun):
-            result = await self._run_tool(payload, job)
+            result = await self.tools.run(payload, job)
         else:
-            result = await self._notify(payload, job)
+            result = await self.notifier.send(payload, job)
         return finalize(
             result, job.work_id, self.config.result_inline_limit, self.config.evidence_dir
         )

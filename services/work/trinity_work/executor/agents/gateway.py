@@ -9,22 +9,41 @@ from __future__ import annotations
 
 from trinity_work.domain.model import AgentTask, WorkResult
 from trinity_work.executor.agents.base import AgentBackend, check_budget
-from trinity_work.executor.config import AgentConfig, ExecutorConfig
+from trinity_work.executor.agents.command import CommandAgent
+from trinity_work.executor.agents.echo import EchoAgent
+from trinity_work.executor.agents.http import HttpAgent
+from trinity_work.executor.agents.mcp import McpAgent
+from trinity_work.executor.agents.script import ScriptAgent
+from trinity_work.executor.config import AgentConfig, ConfigError, ExecutorConfig
 from trinity_work.executor.jobs import Job, JobFailed
 
 
 def build_backend(agent: AgentConfig, config: ExecutorConfig) -> AgentBackend:
-    if agent.backend == "echo":
-        from trinity_work.executor.agents.echo import EchoAgent
-
-        return EchoAgent()
-    raise JobFailed("AGENT_UNAVAILABLE", f"backend {agent.backend!r} is not available")
+    """Raises :class:`ConfigError` (with the agent's name) for bad options."""
+    options = dict(agent.options)
+    try:
+        if agent.backend == "echo":
+            return EchoAgent()
+        if agent.backend == "script":
+            return ScriptAgent(options, config)
+        if agent.backend == "http":
+            return HttpAgent(options)
+        if agent.backend == "mcp":
+            return McpAgent(options, config)
+        if agent.backend == "command":
+            return CommandAgent(options, config)
+    except ConfigError as exc:
+        raise ConfigError(f"agents.{agent.name}: {exc}") from None
+    raise ConfigError(f"agents.{agent.name}: unknown backend {agent.backend!r}")
 
 
 class AgentGateway:
     def __init__(self, config: ExecutorConfig) -> None:
+        """Builds every configured backend (a bad option fails here, at start)."""
         self._config = config
-        self._backends: dict[str, AgentBackend] = {}
+        self._backends: dict[str, AgentBackend] = {
+            name: build_backend(agent, config) for name, agent in config.agents.items()
+        }
 
     def _backend(self, name: str) -> AgentBackend:
         agent = self._config.agent(name)
@@ -34,10 +53,7 @@ class AgentGateway:
                 f"no agent named {name!r} is configured on this executor",
                 {"agent": name},
             )
-        backend = self._backends.get(agent.name)
-        if backend is None:
-            backend = self._backends[agent.name] = build_backend(agent, self._config)
-        return backend
+        return self._backends[agent.name]
 
     async def execute_task(self, task: AgentTask, job: Job) -> WorkResult:
         result = await self._backend(task.agent).run(task, job)

@@ -28,7 +28,7 @@ from trinity.process.common.v1 import types_pb2 as trinity_dot_process_dot_commo
 from trinity.process.work.v1 import work_pb2 as trinity_dot_process_dot_work_dot_v1_dot_work__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trinity/process/work/v1/work_service.proto\x12\x17trinity.process.work.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%trinity/process/common/v1/types.proto\x1a\"trinity/process/work/v1/work.proto\"\xdc\x01\n\x12RequestWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x07payload\x18\x02 \x01(\x0b\x32$.trinity.process.work.v1.WorkPayload\x12\x37\n\x0b\x63orrelation\x18\x03 \x01(\x0b\x32\".trinity.process.common.v1.StepRef\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x05 \x01(\r\"I\n\x13RequestWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x99\x01\n\x18RecordWorkStartedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x04 \x01(\r\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\x19RecordWorkStartedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x81\x01\n\x14HeartbeatWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\"h\n\x15HeartbeatWorkResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"\x8b\x01\n\x1aRecordWorkCompletedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.trinity.process.work.v1.WorkResult\"Q\n\x1bRecordWorkCompletedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x86\x01\n\x17RecordWorkFailedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".trinity.process.common.v1.Failure\"N\n\x18RecordWorkFailedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"H\n\x11\x43\x61ncelWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x12\x43\x61ncelWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"!\n\x0eGetWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\"E\n\x0fGetWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\xb4\x01\n\x0fListWorkRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.trinity.process.work.v1.WorkStatus\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.trinity.process.work.v1.WorkKind\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x10ListWorkResponse\x12\x32\n\x04work\x18\x01 \x03(\x0b\x32$.trinity.process.work.v1.WorkRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x85\x07\n\x0bWorkService\x12h\n\x0bRequestWork\x12+.trinity.process.work.v1.RequestWorkRequest\x1a,.trinity.process.work.v1.RequestWorkResponse\x12z\n\x11RecordWorkStarted\x12\x31.trinity.process.work.v1.RecordWorkStartedRequest\x1a\x32.trinity.process.work.v1.RecordWorkStartedResponse\x12n\n\rHeartbeatWork\x12-.trinity.process.work.v1.HeartbeatWorkRequest\x1a..trinity.process.work.v1.HeartbeatWorkResponse\x12\x80\x01\n\x13RecordWorkCompleted\x12\x33.trinity.process.work.v1.RecordWorkCompletedRequest\x1a\x34.trinity.process.work.v1.RecordWorkCompletedResponse\x12w\n\x10RecordWorkFailed\x12\x30.trinity.process.work.v1.RecordWorkFailedRequest\x1a\x31.trinity.process.work.v1.RecordWorkFailedResponse\x12\x65\n\nCancelWork\x12*.trinity.process.work.v1.CancelWorkRequest\x1a+.trinity.process.work.v1.CancelWorkResponse\x12\\\n\x07GetWork\x12\'.trinity.process.work.v1.GetWorkRequest\x1a(.trinity.process.work.v1.GetWorkResponse\x12_\n\x08ListWork\x12(.trinity.process.work.v1.ListWorkRequest\x1a).trinity.process.work.v1.ListWorkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trinity/process/work/v1/work_service.proto\x12\x17trinity.process.work.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%trinity/process/common/v1/types.proto\x1a\"trinity/process/work/v1/work.proto\"\xdc\x01\n\x12RequestWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x07payload\x18\x02 \x01(\x0b\x32$.trinity.process.work.v1.WorkPayload\x12\x37\n\x0b\x63orrelation\x18\x03 \x01(\x0b\x32\".trinity.process.common.v1.StepRef\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x05 \x01(\r\"I\n\x13RequestWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x99\x01\n\x18RecordWorkStartedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x04 \x01(\r\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\x19RecordWorkStartedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x92\x01\n\x14HeartbeatWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\x12\x0f\n\x07release\x18\x05 \x01(\x08\"h\n\x15HeartbeatWorkResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"\x8b\x01\n\x1aRecordWorkCompletedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.trinity.process.work.v1.WorkResult\"Q\n\x1bRecordWorkCompletedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x86\x01\n\x17RecordWorkFailedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".trinity.process.common.v1.Failure\"N\n\x18RecordWorkFailedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"H\n\x11\x43\x61ncelWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x12\x43\x61ncelWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"!\n\x0eGetWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\"E\n\x0fGetWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\xb4\x01\n\x0fListWorkRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.trinity.process.work.v1.WorkStatus\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.trinity.process.work.v1.WorkKind\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x10ListWorkResponse\x12\x32\n\x04work\x18\x01 \x03(\x0b\x32$.trinity.process.work.v1.WorkRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x85\x07\n\x0bWorkService\x12h\n\x0bRequestWork\x12+.trinity.process.work.v1.RequestWorkRequest\x1a,.trinity.process.work.v1.RequestWorkResponse\x12z\n\x11RecordWorkStarted\x12\x31.trinity.process.work.v1.RecordWorkStartedRequest\x1a\x32.trinity.process.work.v1.RecordWorkStartedResponse\x12n\n\rHeartbeatWork\x12-.trinity.process.work.v1.HeartbeatWorkRequest\x1a..trinity.process.work.v1.HeartbeatWorkResponse\x12\x80\x01\n\x13RecordWorkCompleted\x12\x33.trinity.process.work.v1.RecordWorkCompletedRequest\x1a\x34.trinity.process.work.v1.RecordWorkCompletedResponse\x12w\n\x10RecordWorkFailed\x12\x30.trinity.process.work.v1.RecordWorkFailedRequest\x1a\x31.trinity.process.work.v1.RecordWorkFailedResponse\x12\x65\n\nCancelWork\x12*.trinity.process.work.v1.CancelWorkRequest\x1a+.trinity.process.work.v1.CancelWorkResponse\x12\\\n\x07GetWork\x12\'.trinity.process.work.v1.GetWorkRequest\x1a(.trinity.process.work.v1.GetWorkResponse\x12_\n\x08ListWork\x12(.trinity.process.work.v1.ListWorkRequest\x1a).trinity.process.work.v1.ListWorkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,29 +44,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_start=665
   _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_end=744
   _globals['_HEARTBEATWORKREQUEST']._serialized_start=747
-  _globals['_HEARTBEATWORKREQUEST']._serialized_end=876
-  _globals['_HEARTBEATWORKRESPONSE']._serialized_start=878
-  _globals['_HEARTBEATWORKRESPONSE']._serialized_end=982
-  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_start=985
-  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_end=1124
-  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_start=1126
-  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_end=1207
-  _globals['_RECORDWORKFAILEDREQUEST']._serialized_start=1210
-  _globals['_RECORDWORKFAILEDREQUEST']._serialized_end=1344
-  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_start=1346
-  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_end=1424
-  _globals['_CANCELWORKREQUEST']._serialized_start=1426
-  _globals['_CANCELWORKREQUEST']._serialized_end=1498
-  _globals['_CANCELWORKRESPONSE']._serialized_start=1500
-  _globals['_CANCELWORKRESPONSE']._serialized_end=1572
-  _globals['_GETWORKREQUEST']._serialized_start=1574
-  _globals['_GETWORKREQUEST']._serialized_end=1607
-  _globals['_GETWORKRESPONSE']._serialized_start=1609
-  _globals['_GETWORKRESPONSE']._serialized_end=1678
-  _globals['_LISTWORKREQUEST']._serialized_start=1681
-  _globals['_LISTWORKREQUEST']._serialized_end=1861
-  _globals['_LISTWORKRESPONSE']._serialized_start=1863
-  _globals['_LISTWORKRESPONSE']._serialized_end=1958
-  _globals['_WORKSERVICE']._serialized_start=1961
-  _globals['_WORKSERVICE']._serialized_end=2862
+  _globals['_HEARTBEATWORKREQUEST']._serialized_end=893
+  _globals['_HEARTBEATWORKRESPONSE']._serialized_start=895
+  _globals['_HEARTBEATWORKRESPONSE']._serialized_end=999
+  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_start=1002
+  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_end=1141
+  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_start=1143
+  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_end=1224
+  _globals['_RECORDWORKFAILEDREQUEST']._serialized_start=1227
+  _globals['_RECORDWORKFAILEDREQUEST']._serialized_end=1361
+  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_start=1363
+  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_end=1441
+  _globals['_CANCELWORKREQUEST']._serialized_start=1443
+  _globals['_CANCELWORKREQUEST']._serialized_end=1515
+  _globals['_CANCELWORKRESPONSE']._serialized_start=1517
+  _globals['_CANCELWORKRESPONSE']._serialized_end=1589
+  _globals['_GETWORKREQUEST']._serialized_start=1591
+  _globals['_GETWORKREQUEST']._serialized_end=1624
+  _globals['_GETWORKRESPONSE']._serialized_start=1626
+  _globals['_GETWORKRESPONSE']._serialized_end=1695
+  _globals['_LISTWORKREQUEST']._serialized_start=1698
+  _globals['_LISTWORKREQUEST']._serialized_end=1878
+  _globals['_LISTWORKRESPONSE']._serialized_start=1880
+  _globals['_LISTWORKRESPONSE']._serialized_end=1975
+  _globals['_WORKSERVICE']._serialized_start=1978
+  _globals['_WORKSERVICE']._serialized_end=2879
 # @@protoc_insertion_point(module_scope)

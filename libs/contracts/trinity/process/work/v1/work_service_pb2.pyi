@@ -153,10 +153,15 @@ class HeartbeatWorkRequest(_message.Message):
     EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     work_id: _builtins.str
     executor_id: _builtins.str
     progress: _builtins.str
     """Free-form progress note."""
+    release: _builtins.bool
+    """The executor gives the work back (it is shutting down): the work is offered again at
+    once, without counting against max_deliveries. The response then carries no lease.
+    """
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration: ...
     def __init__(
@@ -166,10 +171,11 @@ class HeartbeatWorkRequest(_message.Message):
         executor_id: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
         progress: _builtins.str = ...,
+        release: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "lease_duration", b"lease_duration", "progress", b"progress", "work_id", b"work_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "lease_duration", b"lease_duration", "progress", b"progress", "release", b"release", "work_id", b"work_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

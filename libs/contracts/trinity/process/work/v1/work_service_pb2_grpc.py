@@ -101,6 +101,7 @@ class WorkServiceServicer:
 
     def HeartbeatWork(self, request, context):
         """Extends the lease of running work; tells the executor when to stop (cancel_requested).
+        With release set, gives the work back instead (it is offered again at once).
         Naturally idempotent. Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_NOT_LEASED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -45,6 +45,7 @@ class WorkServiceStub:
     """
     HeartbeatWork: _grpc.UnaryUnaryMultiCallable[_work_service_pb2.HeartbeatWorkRequest, _work_service_pb2.HeartbeatWorkResponse]
     """Extends the lease of running work; tells the executor when to stop (cancel_requested).
+    With release set, gives the work back instead (it is offered again at once).
     Naturally idempotent. Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_NOT_LEASED).
     """
     RecordWorkCompleted: _grpc.UnaryUnaryMultiCallable[_work_service_pb2.RecordWorkCompletedRequest, _work_service_pb2.RecordWorkCompletedResponse]
@@ -86,6 +87,7 @@ class WorkServiceAsyncStub(WorkServiceStub):
     """
     HeartbeatWork: _aio.UnaryUnaryMultiCallable[_work_service_pb2.HeartbeatWorkRequest, _work_service_pb2.HeartbeatWorkResponse]  # type: ignore[assignment]
     """Extends the lease of running work; tells the executor when to stop (cancel_requested).
+    With release set, gives the work back instead (it is offered again at once).
     Naturally idempotent. Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_NOT_LEASED).
     """
     RecordWorkCompleted: _aio.UnaryUnaryMultiCallable[_work_service_pb2.RecordWorkCompletedRequest, _work_service_pb2.RecordWorkCompletedResponse]  # type: ignore[assignment]
@@ -142,6 +144,7 @@ class WorkServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_work_service_pb2.HeartbeatWorkResponse, _abc.Awaitable[_work_service_pb2.HeartbeatWorkResponse]]:
         """Extends the lease of running work; tells the executor when to stop (cancel_requested).
+        With release set, gives the work back instead (it is offered again at once).
         Naturally idempotent. Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_NOT_LEASED).
         """
 
