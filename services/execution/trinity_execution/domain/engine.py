@@ -114,6 +114,7 @@ def _on_cancel(process: CompiledProcess, state: ExecutionState, event: CancelExe
     run.abandon_all(errors.CANCELLED, reason)
     run.state.move(ExecutionStatus.CANCELLED)
     run.state.ready.clear()
+    run.state.unsettled.clear()
     run.state.cancelled_by = event.by
     run.state.cancel_reason = event.reason
     run.state.ended_at = event.now
@@ -183,6 +184,8 @@ def _on_retry(process: CompiledProcess, state: ExecutionState, event: RetryFaile
         step.error = None
         step.ended_at = None
     run.consider(targets)
+    run.consider(st.unsettled)
+    st.unsettled = []
     run.start_ready()
     return _done(run)
 

@@ -144,7 +144,11 @@ class Run:
                     self.skip(step_id, SKIP_CONDITION_NOT_MET)
                     continue
             self.make_ready(step_id)
-        self._queue.clear()
+        if self._queue:
+            # Stopped by a failure: remember what was left for a redrive.
+            leftover = dict.fromkeys([*self.state.unsettled, *self._queue])
+            self.state.unsettled = list(leftover)
+            self._queue.clear()
         self.maybe_complete()
 
     def make_ready(self, step_id: str) -> None:

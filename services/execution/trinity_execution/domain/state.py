@@ -258,6 +258,9 @@ class ExecutionState:
     """Steps running or waiting, in the order they started (an ordered set)."""
     ready: list[str] = field(default_factory=list)
     """Steps ready to start but held while the execution is paused."""
+    unsettled: list[str] = field(default_factory=list)
+    """Steps whose readiness was still to be assessed when the execution stopped
+    (failed); a redrive assesses them first."""
     loop_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     """(gateway, target) → how often that loop route was taken."""
     error: Failure | None = None
@@ -290,6 +293,7 @@ class ExecutionState:
         clone.steps = dict(self.steps)
         clone.active = dict(self.active)
         clone.ready = list(self.ready)
+        clone.unsettled = list(self.unsettled)
         clone.loop_counts = dict(self.loop_counts)
         return clone
 
@@ -321,6 +325,8 @@ class ExecutionState:
             data["active"] = list(self.active)
         if self.ready:
             data["ready"] = list(self.ready)
+        if self.unsettled:
+            data["unsettled"] = list(self.unsettled)
         if self.loop_counts:
             data["loop_counts"] = [[g, t, n] for (g, t), n in self.loop_counts.items()]
         if self.error is not None:
@@ -355,6 +361,7 @@ class ExecutionState:
             finished=int(data.get("finished", 0)),
             active=dict.fromkeys(data.get("active", ())),
             ready=list(data.get("ready", ())),
+            unsettled=list(data.get("unsettled", ())),
             loop_counts={(g, t): int(n) for g, t, n in data.get("loop_counts", ())},
             error=Failure.from_dict(data["error"]) if data.get("error") else None,
             failed_step_id=data.get("failed_step_id", ""),

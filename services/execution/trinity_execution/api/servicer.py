@@ -1,0 +1,119 @@
+"""The ExecutionService gRPC servicer: proto → command → handler → proto, nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC
+
+import grpc
+from google.protobuf import any_pb2
+
+from trinity.process.execution.v1 import execution_service_pb2
+from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceServicer
+from trinity_execution.application.commands import Control, ExecutionCommands, Trigger
+from trinity_execution.application.queries import ExecutionQueries, ListFilter
+from trinity_execution.infrastructure import translate
+from trinity_platform.envelope import message_class
+from trinity_platform.errors import FieldViolation, InvalidArgument
+from trinity_platform.interceptors import current_principal
+
+pb = execution_service_pb2
+
+
+def _who(claimed: str) -> str:
+    """The authenticated caller when there is one, else what the request says."""
+    return current_principal() or claimed
+
+
+class ExecutionServicer(ExecutionServiceServicer):
+    def __init__(self, commands: ExecutionCommands, queries: ExecutionQueries) -> None:
+        self._commands = commands
+        self._queries = queries
+
+    async def TriggerProcess(
+        self, request: pb.TriggerProcessRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TriggerProcessResponse:
+        execution = await self._commands.trigger(
+            Trigger(
+                request_id=request.request_id,
+                process_name=request.process_name,
+                version=request.version,
+                input=translate.struct_to_dict(request.input),
+                triggered_by=_who(request.triggered_by),
+            ),
+            request,
+        )
+        return pb.TriggerProcessResponse(execution=execution)
+
+    async def CancelExecution(
+        self, request: pb.CancelExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelExecutionResponse:
+        control = Control(
+            request.request_id, request.execution_id, _who(request.cancelled_by), request.reason
+        )
+        return pb.CancelExecutionResponse(execution=await self._commands.cancel(control, request))
+
+    async def PauseExecution(
+        self, request: pb.PauseExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseExecutionResponse:
+        control = Control(request.request_id, request.execution_id, _who(""), request.reason)
+        return pb.PauseExecutionResponse(execution=await self._commands.pause(control, request))
+
+    async def ResumeExecution(
+        self, request: pb.ResumeExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeExecutionResponse:
+        control = Control(request.request_id, request.execution_id, _who(""))
+        return pb.ResumeExecutionResponse(execution=await self._commands.resume(control, request))
+
+    async def RetryExecution(
+        self, request: pb.RetryExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetryExecutionResponse:
+        control = Control(
+            request.request_id, request.execution_id, _who(""), step_id=request.step_id
+        )
+        return pb.RetryExecutionResponse(execution=await self._commands.retry(control, request))
+
+    async def GetExecution(
+        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetExecutionResponse:
+        return pb.GetExecutionResponse(execution=await self._queries.get(request.execution_id))
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExecutionsResponse:
+        status = ""
+        if request.status:
+            if request.status not in translate.EXECUTION_STATUS_NAMES:
+                raise InvalidArgument(
+                    "unknown status", [FieldViolation("status", f"unknown value {request.status}")]
+                )
+            status = translate.EXECUTION_STATUS_NAMES[request.status]
+        where = ListFilter(
+            process_name=request.process_name,
+            status=status,
+            created_after=(
+                request.created_after.ToDatetime(tzinfo=UTC)
+                if request.HasField("created_after")
+                else None
+            ),
+            created_before=(
+                request.created_before.ToDatetime(tzinfo=UTC)
+                if request.HasField("created_before")
+                else None
+            ),
+        )
+        found, token = await self._queries.list(where, request.page_size, request.page_token)
+        return pb.ListExecutionsResponse(executions=found, next_page_token=token)
+
+    async def WatchExecution(
+        self, request: pb.WatchExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchExecutionResponse]:
+        async for fact in self._queries.watch(request.execution_id, request.after_sequence):
+            packed = any_pb2.Any()
+            packed.Pack(message_class(fact.ce_type).FromString(fact.payload))
+            yield pb.WatchExecutionResponse(
+                sequence=fact.sequence,
+                type=fact.ce_type,
+                fact=packed,
+                occur_time=translate.timestamp(fact.occur_time),
+            )

@@ -1,0 +1,237 @@
+"""Command handlers of the execution service: trigger, cancel, pause, resume, retry.
+
+Each runs its decision in one transaction together with the idempotency record
+of its request_id, so a retry returns the first answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from trinity.process.execution.v1 import execution_pb2
+from trinity_execution import domain as d
+from trinity_execution.application.wakeups import Wakeups
+from trinity_execution.infrastructure import translate
+from trinity_execution.infrastructure.decision_store import Written, write_decision
+from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
+from trinity_execution.infrastructure.repository import (
+    ConcurrentUpdate,
+    ExecutionRow,
+    insert_execution,
+    load_execution,
+)
+from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from trinity_platform.idempotency import run_idempotent
+
+R = TypeVar("R", bound=Message)
+MAX_CONFLICT_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class Trigger:
+    request_id: str
+    process_name: str
+    version: str
+    input: dict[str, Any]
+    triggered_by: str
+    trigger_kind: d.TriggerKind = d.TriggerKind.MANUAL
+
+
+@dataclass(frozen=True)
+class Control:
+    """Cancel, pause, resume or retry one execution."""
+
+    request_id: str
+    execution_id: str
+    by: str = ""
+    reason: str = ""
+    step_id: str = ""
+
+
+def require(field: str, value: str) -> None:
+    if not value.strip():
+        raise InvalidArgument(f"{field} is required", [FieldViolation(field, "must not be empty")])
+
+
+class ExecutionCommands:
+    def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
+        self._engine = engine
+        self._catalog = catalog
+        self._wakeups = wakeups
+
+    async def trigger(self, command: Trigger, request: Message) -> execution_pb2.Execution:
+        require("process_name", command.process_name)
+        published = await self._catalog.by_name(command.process_name, command.version)
+        written: list[Written] = []
+
+        async def work(conn: AsyncConnection) -> execution_pb2.Execution:
+            now = datetime.now(UTC)
+            execution_id = str(uuid.uuid4())
+            decision = d.decide(
+                published.process,
+                None,
+                d.StartExecution(
+                    now=now,
+                    execution_id=execution_id,
+                    input=command.input,
+                    triggered_by=command.triggered_by,
+                    trigger_kind=command.trigger_kind,
+                ),
+            )
+            state = decision.state
+            row = ExecutionRow(
+                id=execution_id,
+                process_id=published.id,
+                process_name=published.name,
+                process_version=published.version,
+                status=str(state.status),
+                trigger_kind=str(command.trigger_kind),
+                triggered_by=command.triggered_by,
+                state=state.to_dict(),
+                revision=1,
+                fact_count=0,
+                created_at=now,
+                updated_at=now,
+                ended_at=state.ended_at,
+            )
+            await insert_execution(conn, row, fact_count=len(decision.facts))
+            written.append(await write_decision(conn, row, decision, now, new=True))
+            return translate.execution_view(
+                published.process, state, process_name=published.name, created_at=now
+            )
+
+        execution = await run_idempotent(
+            self._engine,
+            "execution.TriggerProcess",
+            command.request_id,
+            request,
+            work,
+            execution_pb2.Execution,
+        )
+        for each in written:
+            self._wakeups.after_commit(each)
+        return execution
+
+    async def cancel(self, command: Control, request: Message) -> execution_pb2.Execution:
+        def precondition(state: d.ExecutionState) -> None:
+            if state.status in (d.ExecutionStatus.COMPLETED, d.ExecutionStatus.CANCELLED):
+                raise FailedPrecondition(
+                    f"execution {state.execution_id} is {state.status}",
+                    reason="EXECUTION_FINISHED",
+                )
+
+        return await self._control(
+            "execution.CancelExecution",
+            command,
+            request,
+            precondition,
+            lambda now: d.CancelExecution(now=now, by=command.by, reason=command.reason),
+        )
+
+    async def pause(self, command: Control, request: Message) -> execution_pb2.Execution:
+        def precondition(state: d.ExecutionState) -> None:
+            if state.status is not d.ExecutionStatus.RUNNING:
+                raise FailedPrecondition(
+                    f"execution {state.execution_id} is {state.status}, not running",
+                    reason="EXECUTION_NOT_RUNNING",
+                )
+
+        return await self._control(
+            "execution.PauseExecution",
+            command,
+            request,
+            precondition,
+            lambda now: d.PauseExecution(now=now, by=command.by, reason=command.reason),
+        )
+
+    async def resume(self, command: Control, request: Message) -> execution_pb2.Execution:
+        def precondition(state: d.ExecutionState) -> None:
+            if state.status is not d.ExecutionStatus.PAUSED:
+                raise FailedPrecondition(
+                    f"execution {state.execution_id} is {state.status}, not paused",
+                    reason="EXECUTION_NOT_PAUSED",
+                )
+
+        return await self._control(
+            "execution.ResumeExecution",
+            command,
+            request,
+            precondition,
+            lambda now: d.ResumeExecution(now=now, by=command.by),
+        )
+
+    async def retry(self, command: Control, request: Message) -> execution_pb2.Execution:
+        def precondition(state: d.ExecutionState) -> None:
+            if state.status is not d.ExecutionStatus.FAILED:
+                raise FailedPrecondition(
+                    f"execution {state.execution_id} is {state.status}, not failed",
+                    reason="EXECUTION_NOT_FAILED",
+                )
+            if command.step_id:
+                step = state.steps.get(command.step_id)
+                if step is None or step.status is not d.StepStatus.FAILED:
+                    raise FailedPrecondition(
+                        f"step {command.step_id!r} has not failed", reason="STEP_NOT_FAILED"
+                    )
+
+        return await self._control(
+            "execution.RetryExecution",
+            command,
+            request,
+            precondition,
+            lambda now: d.RetryFailedSteps(now=now, step_id=command.step_id or None, by=command.by),
+        )
+
+    async def _control(
+        self,
+        scope: str,
+        command: Control,
+        request: Message,
+        precondition: Callable[[d.ExecutionState], None],
+        event_for: Callable[[datetime], d.Event],
+    ) -> execution_pb2.Execution:
+        require("execution_id", command.execution_id)
+        async with self._engine.connect() as conn:
+            first = await load_execution(conn, command.execution_id)
+        if first is None:
+            raise NotFound(
+                f"execution {command.execution_id} not found", reason="EXECUTION_NOT_FOUND"
+            )
+        published = await self._catalog.by_id(first.process_id)
+        written: list[Written] = []
+
+        async def work(conn: AsyncConnection) -> execution_pb2.Execution:
+            row = await load_execution(conn, command.execution_id, for_update=True)
+            assert row is not None
+            state = d.ExecutionState.from_dict(row.state)
+            precondition(state)
+            now = datetime.now(UTC)
+            decision = d.decide(published.process, state, event_for(now))
+            if not decision.ignored:
+                written.append(await write_decision(conn, row, decision, now))
+            return translate.execution_view(
+                published.process,
+                decision.state,
+                process_name=row.process_name,
+                created_at=row.created_at,
+            )
+
+        for _ in range(MAX_CONFLICT_RETRIES):
+            written.clear()
+            try:
+                execution = await run_idempotent(
+                    self._engine, scope, command.request_id, request, work, execution_pb2.Execution
+                )
+            except ConcurrentUpdate:
+                continue
+            for each in written:
+                self._wakeups.after_commit(each)
+            return execution
+        raise ConcurrentUpdate(f"execution {command.execution_id} kept changing; try again")

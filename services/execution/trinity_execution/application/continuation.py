@@ -1,0 +1,76 @@
+"""Applies one event to one execution: load, decide, write — in one transaction.
+
+Used for everything that continues an execution (work and approval facts,
+fired timers, refused commands). `guard` runs first in the same transaction
+(the inbox claim of a fact, the claim of a timer) so a redelivered message or a
+timer seen by two replicas is applied once. A concurrent save by another
+replica (optimistic concurrency) rolls everything back and the whole decision
+is made again on the fresh state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from trinity_execution import domain as d
+from trinity_execution.application.wakeups import Wakeups
+from trinity_execution.infrastructure.decision_store import write_decision
+from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
+from trinity_execution.infrastructure.repository import ConcurrentUpdate, load_execution
+from trinity_platform.logs import get_logger
+
+_log = get_logger(__name__)
+
+Guard = Callable[[AsyncConnection], Awaitable[bool]]
+EventFactory = Callable[[datetime], d.Event]
+
+MAX_CONFLICT_RETRIES = 20
+
+
+class Continuation:
+    def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
+        self._engine = engine
+        self._catalog = catalog
+        self._wakeups = wakeups
+
+    async def apply(
+        self,
+        execution_id: str,
+        event_for: EventFactory,
+        *,
+        guard: Guard | None = None,
+        causation_id: str = "",
+    ) -> d.Decision | None:
+        """The decision made, or None when the execution is unknown or the guard refused."""
+        async with self._engine.connect() as conn:
+            first = await load_execution(conn, execution_id)
+        if first is None:
+            _log.info("event for an unknown execution ignored", execution_id=execution_id)
+            return None
+        published = await self._catalog.by_id(first.process_id)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                async with self._engine.begin() as conn:
+                    if guard is not None and not await guard(conn):
+                        return None
+                    row = await load_execution(conn, execution_id, for_update=True)
+                    assert row is not None  # executions are never deleted
+                    now = datetime.now(UTC)
+                    state = d.ExecutionState.from_dict(row.state)
+                    decision = d.decide(published.process, state, event_for(now))
+                    written = None
+                    if not decision.ignored:
+                        written = await write_decision(
+                            conn, row, decision, now, causation_id=causation_id
+                        )
+            except ConcurrentUpdate:
+                continue
+            if decision.ignored:
+                _log.debug("event ignored", execution_id=execution_id, why=decision.ignored)
+            elif written is not None:
+                self._wakeups.after_commit(written)
+            return decision
+        raise ConcurrentUpdate(f"execution {execution_id} kept changing; giving up for now")

@@ -1,0 +1,35 @@
+"""Who to wake right after a decision commits: the outbox relay, the dispatcher, watchers.
+
+Each also polls, so a lost wake-up (a crash between commit and notify) only delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from trinity_execution.infrastructure.decision_store import Written
+
+
+class Wakeups:
+    def __init__(self, outbox: Callable[[], None], dispatcher: Callable[[], None]) -> None:
+        self._outbox = outbox
+        self._dispatcher = dispatcher
+        self._facts_changed = asyncio.Event()
+
+    def after_commit(self, written: Written) -> None:
+        if written.facts:
+            self._outbox()
+            # Wake every watcher once; each re-reads its execution's fact log.
+            self._facts_changed.set()
+            self._facts_changed = asyncio.Event()
+        if written.dispatches:
+            self._dispatcher()
+
+    async def facts_changed(self, at_most: float) -> None:
+        """Wait until some execution has new facts, at most `at_most` seconds (other
+        replicas write too, and they cannot wake us)."""
+        event = self._facts_changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), at_most)

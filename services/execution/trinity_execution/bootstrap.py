@@ -1,0 +1,86 @@
+"""Composition root of the execution service: wires the engine to the database,
+JetStream, the other services and the gRPC API. No I/O until the runtime starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from trinity.process.execution.v1 import execution_service_pb2_grpc
+from trinity_execution import domain as d
+from trinity_execution.api.servicer import ExecutionServicer
+from trinity_execution.application.commands import ExecutionCommands
+from trinity_execution.application.continuation import Continuation
+from trinity_execution.application.queries import ExecutionQueries
+from trinity_execution.application.wakeups import Wakeups
+from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
+from trinity_execution.infrastructure.dispatcher import Dispatcher
+from trinity_execution.infrastructure.fact_consumers import consumer_specs
+from trinity_execution.infrastructure.senders import approval_senders, work_senders
+from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_timer
+from trinity_platform.config import service_target
+from trinity_platform.runtime import ServiceRuntime
+
+SERVICE_NAME = "trinity.process.execution.v1.ExecutionService"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def build() -> ServiceRuntime:
+    runtime = ServiceRuntime.for_service("execution", migrations=MIGRATIONS)
+    engine = runtime.engine
+    channels = {
+        name: grpc.aio.insecure_channel(service_target(name))
+        for name in ("definition", "work", "approval")
+    }
+    catalog = DefinitionCatalog(channels["definition"])
+    dispatcher_ref: list[Dispatcher] = []
+    wakeups = Wakeups(runtime.outbox_signal.notify, lambda: dispatcher_ref[0].wake())
+    continuation = Continuation(engine, catalog, wakeups)
+
+    async def on_rejected(execution_id: str, key: str, code: str, message: str) -> None:
+        await continuation.apply(
+            execution_id,
+            lambda now: d.CommandRejected(now=now, key=key, code=code, message=message),
+        )
+
+    dispatcher = Dispatcher(
+        engine,
+        {**work_senders(channels["work"]), **approval_senders(channels["approval"])},
+        on_rejected,
+    )
+    dispatcher_ref.append(dispatcher)
+
+    async def fire(execution_id: str, timer_id: str) -> None:
+        async def claim(conn):  # type: ignore[no-untyped-def]
+            return await claim_timer(conn, timer_id)
+
+        await continuation.apply(
+            execution_id, lambda now: d.TimerFired(now=now, timer_id=timer_id), guard=claim
+        )
+
+    timers = TimerPoller(engine, fire)
+
+    async def start_loops() -> None:
+        dispatcher.start()
+        timers.start()
+
+    async def stop_loops() -> None:
+        await timers.stop()
+        await dispatcher.stop()
+        for channel in channels.values():
+            await channel.close()
+
+    runtime.on_start(start_loops)
+    runtime.on_stop(stop_loops)
+    for spec in consumer_specs(continuation):
+        runtime.add_consumer(spec)
+    runtime.add_grpc_service(
+        SERVICE_NAME,
+        execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,
+        ExecutionServicer(
+            ExecutionCommands(engine, catalog, wakeups),
+            ExecutionQueries(engine, catalog, wakeups),
+        ),
+    )
+    return runtime

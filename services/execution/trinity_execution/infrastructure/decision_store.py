@@ -1,0 +1,134 @@
+"""Writes one engine decision in the caller's transaction (invariant 1).
+
+The new state, the facts (outbox + the execution's fact log), the outgoing
+commands (dispatches) and the timers all commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.message import Message
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trinity_execution import domain as d
+from trinity_execution.infrastructure import translate
+from trinity_execution.infrastructure.fact_log import append_facts
+from trinity_execution.infrastructure.repository import ExecutionRow, save_execution
+from trinity_execution.infrastructure.senders import (
+    CANCEL_APPROVAL,
+    CANCEL_WORK,
+    REQUEST_APPROVAL,
+    REQUEST_WORK,
+)
+from trinity_execution.infrastructure.tables import dispatches, timers
+from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
+from trinity_platform.subjects import fact_subject
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a decision wrote, so the caller knows whom to wake after the commit."""
+
+    facts: int
+    dispatches: int
+
+
+def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[str, object] | None:
+    payload: Message
+    target: str | None
+    match command:
+        case d.RequestWork():
+            kind, payload, target = REQUEST_WORK, translate.request_work(command), None
+        case d.RequestApproval():
+            kind, payload, target = REQUEST_APPROVAL, translate.request_approval(command), None
+        case d.CancelWork():
+            kind, payload, target = CANCEL_WORK, translate.cancel_work(command), command.key
+        case d.CancelApproval():
+            kind, payload, target = CANCEL_APPROVAL, translate.cancel_approval(command), command.key
+        case _:
+            return None
+    return {
+        "key": payload.request_id,
+        "execution_id": execution_id,
+        "kind": kind,
+        "payload": payload.SerializeToString(deterministic=True),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "target_key": target,
+        "created_at": now,
+    }
+
+
+async def write_decision(
+    conn: AsyncConnection,
+    row: ExecutionRow,
+    decision: d.Decision,
+    now: datetime,
+    *,
+    causation_id: str = "",
+    new: bool = False,
+) -> Written:
+    state = decision.state
+    execution_id = state.execution_id
+    if not new:
+        await save_execution(
+            conn,
+            execution_id,
+            expected_revision=row.revision,
+            status=str(state.status),
+            state=state.to_dict(),
+            now=now,
+            ended_at=state.ended_at,
+            fact_count=row.fact_count + len(decision.facts),
+        )
+    messages = [translate.fact_to_proto(fact) for fact in decision.facts]
+    if messages:
+        await add_many_to_outbox(
+            conn,
+            [
+                OutboxMessage(
+                    message=message,
+                    subject=fact_subject("execution", message.DESCRIPTOR.name),
+                    aggregate_id=execution_id,
+                    correlation_id=execution_id,
+                    causation_id=causation_id,
+                )
+                for message in messages
+            ],
+        )
+        await append_facts(
+            conn,
+            execution_id,
+            row.fact_count + 1,
+            [(m, f.occur_time) for m, f in zip(messages, decision.facts, strict=True)],
+        )
+    dispatch_rows = []
+    for command in decision.commands:
+        match command:
+            case d.StartTimer():
+                await conn.execute(
+                    insert(timers).values(
+                        id=command.timer_id,
+                        execution_id=execution_id,
+                        fire_at=command.fire_at,
+                        purpose=str(command.purpose),
+                        status="pending",
+                    )
+                )
+            case d.CancelTimer():
+                await conn.execute(
+                    update(timers)
+                    .where(timers.c.id == command.timer_id, timers.c.status == "pending")
+                    .values(status="cancelled")
+                )
+            case _:
+                found = _dispatch_row(command, execution_id, now)
+                if found is not None:
+                    dispatch_rows.append(found)
+    if dispatch_rows:
+        await conn.execute(insert(dispatches), dispatch_rows)
+    return Written(facts=len(messages), dispatches=len(dispatch_rows))

@@ -1,0 +1,92 @@
+"""Published definitions, fetched from the definition service and cached.
+
+A published version never changes, so a compiled process is cached by its
+definition id for the life of the process (bounded LRU). "Latest" lookups by
+name always ask the definition service: a newer version may have been published.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+
+from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
+from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
+from trinity_execution.domain.process import CompiledProcess
+from trinity_platform.errors import FailedPrecondition, NotFound, Unavailable
+from trinity_process_model.proto_codec import spec_from_proto
+
+
+@dataclass(frozen=True)
+class PublishedDefinition:
+    id: str
+    name: str
+    version: str
+    process: CompiledProcess
+
+
+class DefinitionCatalog:
+    def __init__(self, channel: grpc.aio.Channel, *, cache_size: int = 1024, timeout: float = 10.0):
+        self._stub = DefinitionServiceStub(channel)
+        self._cache: OrderedDict[str, PublishedDefinition] = OrderedDict()
+        self._cache_size = cache_size
+        self._timeout = timeout
+
+    async def by_name(self, name: str, version: str = "") -> PublishedDefinition:
+        """The named version, or the latest published one; refuses drafts and archived versions."""
+        request = definition_service_pb2.GetDefinitionRequest(
+            by_name=definition_service_pb2.NameSelector(name=name, version=version)
+        )
+        definition = await self._get(request, f"process {name!r} {version or 'latest'}")
+        if definition.status != definition_pb2.DEFINITION_STATUS_PUBLISHED:
+            status = definition_pb2.DefinitionStatus.Name(definition.status)
+            raise FailedPrecondition(
+                f"process {name!r} version {definition.version or '(draft)'} is not published ({status})",
+                reason="DEFINITION_NOT_PUBLISHED",
+            )
+        return self._remember(definition)
+
+    async def by_id(self, definition_id: str) -> PublishedDefinition:
+        """A version an execution already runs (archived ones included)."""
+        cached = self._cache.get(definition_id)
+        if cached is not None:
+            self._cache.move_to_end(definition_id)
+            return cached
+        request = definition_service_pb2.GetDefinitionRequest(definition_id=definition_id)
+        return self._remember(await self._get(request, f"definition {definition_id}"))
+
+    async def _get(
+        self, request: definition_service_pb2.GetDefinitionRequest, what: str
+    ) -> definition_pb2.ProcessDefinition:
+        try:
+            reply = await self._stub.GetDefinition(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"{what} not found", reason="DEFINITION_NOT_FOUND") from None
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise NotFound(
+                    f"{what}: {error.details()}", reason="DEFINITION_NOT_FOUND"
+                ) from None
+            raise Unavailable(
+                f"definition service unavailable: {error.code().name}",
+                reason="DEFINITION_SERVICE_UNAVAILABLE",
+            ) from None
+        return reply.definition
+
+    def _remember(self, definition: definition_pb2.ProcessDefinition) -> PublishedDefinition:
+        cached = self._cache.get(definition.id)
+        if cached is not None:
+            return cached
+        spec = spec_from_proto(definition.spec)
+        published = PublishedDefinition(
+            id=definition.id,
+            name=definition.name,
+            version=definition.version,
+            process=CompiledProcess.compile(definition.id, definition.version, spec),
+        )
+        self._cache[definition.id] = published
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return published

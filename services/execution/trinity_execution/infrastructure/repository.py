@@ -1,0 +1,125 @@
+"""Executions in the database: load and save with optimistic concurrency.
+
+The engine's state is stored as compact JSON in one row; `revision` makes a
+save fail (ConcurrentUpdate) when another replica saved in between, and the
+caller retries its whole decision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trinity_execution.infrastructure.tables import executions
+from trinity_platform.errors import Aborted
+
+
+class ConcurrentUpdate(Aborted):
+    """Another writer saved the execution first; reload and decide again."""
+
+    default_reason = "CONCURRENT_UPDATE"
+
+
+@dataclass(frozen=True)
+class ExecutionRow:
+    id: str
+    process_id: str
+    process_name: str
+    process_version: str
+    status: str
+    trigger_kind: str
+    triggered_by: str
+    state: dict[str, Any]
+    revision: int
+    fact_count: int
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+
+def _encode(state: dict[str, Any]) -> str:
+    return json.dumps(state, separators=(",", ":"), sort_keys=False)
+
+
+async def insert_execution(conn: AsyncConnection, row: ExecutionRow, *, fact_count: int) -> None:
+    """Insert a new execution whose first decision wrote `fact_count` facts."""
+    await conn.execute(
+        insert(executions).values(
+            id=row.id,
+            process_id=row.process_id,
+            process_name=row.process_name,
+            process_version=row.process_version,
+            status=row.status,
+            trigger_kind=row.trigger_kind,
+            triggered_by=row.triggered_by,
+            state=_encode(row.state),
+            revision=row.revision,
+            fact_count=fact_count,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            ended_at=row.ended_at,
+        )
+    )
+
+
+async def load_execution(
+    conn: AsyncConnection, execution_id: str, *, for_update: bool = False
+) -> ExecutionRow | None:
+    query = select(executions).where(executions.c.id == execution_id)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = (await conn.execute(query)).mappings().first()
+    return None if found is None else row_of(found)
+
+
+def row_of(found: RowMapping) -> ExecutionRow:
+    """An ExecutionRow from a result row of the executions table."""
+    return ExecutionRow(
+        id=found["id"],
+        process_id=found["process_id"],
+        process_name=found["process_name"],
+        process_version=found["process_version"],
+        status=found["status"],
+        trigger_kind=found["trigger_kind"],
+        triggered_by=found["triggered_by"],
+        state=json.loads(found["state"]),
+        revision=found["revision"],
+        fact_count=found["fact_count"],
+        created_at=found["created_at"],
+        updated_at=found["updated_at"],
+        ended_at=found["ended_at"],
+    )
+
+
+async def save_execution(
+    conn: AsyncConnection,
+    execution_id: str,
+    *,
+    expected_revision: int,
+    status: str,
+    state: dict[str, Any],
+    now: datetime,
+    ended_at: datetime | None,
+    fact_count: int,
+) -> int:
+    """Write the new state if nobody saved since `expected_revision`; returns the new revision."""
+    result = await conn.execute(
+        update(executions)
+        .where(executions.c.id == execution_id, executions.c.revision == expected_revision)
+        .values(
+            status=status,
+            state=_encode(state),
+            revision=expected_revision + 1,
+            updated_at=now,
+            ended_at=ended_at,
+            fact_count=fact_count,
+        )
+    )
+    if result.rowcount != 1:
+        raise ConcurrentUpdate(f"execution {execution_id} changed concurrently")
+    return expected_revision + 1

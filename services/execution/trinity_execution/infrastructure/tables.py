@@ -1,0 +1,106 @@
+"""The execution service's tables (SQLAlchemy Core; the ORM stays off the hot path)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from trinity_platform.db import platform_tables
+
+metadata = MetaData()
+OUTBOX, INBOX, IDEMPOTENCY = platform_tables(metadata)
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+# One row per execution; `state` is the engine's compact JSON state and
+# `revision` guards it (optimistic concurrency between replicas).
+executions = Table(
+    "executions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("process_id", String(64), nullable=False),
+    Column("process_name", String(255), nullable=False),
+    Column("process_version", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("trigger_kind", String(16), nullable=False),
+    Column("triggered_by", String(255), nullable=False, server_default=""),
+    Column("state", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("fact_count", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Index("ix_executions_process_created", "process_name", "created_at"),
+    Index("ix_executions_status_created", "status", "created_at"),
+    Index("ix_executions_created", "created_at"),
+)
+
+# Outgoing commands (RequestWork, RequestApproval, Cancel…), written in the
+# decision's transaction and sent by the dispatcher until accepted.
+dispatches = Table(
+    "dispatches",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("key", String(255), nullable=False, unique=True),
+    Column("execution_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, done, rejected
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("result_id", String(64), nullable=True),  # work id or approval id once accepted
+    Column(
+        "target_key", String(255), nullable=True
+    ),  # for cancels: the key of the command to cancel
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(
+        "ix_dispatches_due",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    Index("ix_dispatches_execution", "execution_id"),
+)
+
+# Durable timers: timer steps, step timeouts, retry backoffs.
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("execution_id", String(64), nullable=False),
+    Column("fire_at", DateTime(timezone=True), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, fired, cancelled
+    Index(
+        "ix_timers_due",
+        "fire_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+)
+
+# Each execution's facts in its own order, for WatchExecution (the outbox is
+# pruned once published; this keeps an execution's record while it is watched).
+execution_facts = Table(
+    "execution_facts",
+    metadata,
+    Column("execution_id", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("ce_type", String(255), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("occur_time", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("execution_id", "sequence", name="pk_execution_facts"),
+)

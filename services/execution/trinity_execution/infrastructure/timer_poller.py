@@ -1,0 +1,90 @@
+"""Fires durable timers (timer steps, step timeouts, retry backoffs) when they are due.
+
+Timers are rows written in the decision that started them, so they survive a
+restart; a timer that came due while the service was down fires on start. The
+poller only finds due rows; firing happens in the continuation's transaction,
+which marks the row fired only if it was still pending, so a timer fires once
+even with several replicas polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from trinity_execution.infrastructure.tables import timers
+from trinity_platform.logs import get_logger
+
+_log = get_logger(__name__)
+
+# Fires one timer: (execution_id, timer_id) -> None. It must call `claim_timer` in its transaction.
+FireTimer = Callable[[str, str], Awaitable[None]]
+
+
+async def claim_timer(conn: AsyncConnection, timer_id: str) -> bool:
+    """Mark a pending timer fired in the caller's transaction; False if it already fired or was cancelled."""
+    result = await conn.execute(
+        update(timers)
+        .where(timers.c.id == timer_id, timers.c.status == "pending")
+        .values(status="fired")
+    )
+    return result.rowcount == 1
+
+
+class TimerPoller:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        fire: FireTimer,
+        *,
+        poll_interval: float = 0.25,
+        batch_size: int = 200,
+    ) -> None:
+        self._engine = engine
+        self._fire = fire
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="timer-poller")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                fired = await self.fire_due()
+            except Exception:
+                _log.exception("timer round failed")
+                fired = 0
+            if fired >= self._batch_size:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
+
+    async def fire_due(self) -> int:
+        async with self._engine.connect() as conn:
+            due = (
+                await conn.execute(
+                    select(timers.c.id, timers.c.execution_id)
+                    .where(timers.c.status == "pending", timers.c.fire_at <= datetime.now(UTC))
+                    .order_by(timers.c.fire_at)
+                    .limit(self._batch_size)
+                )
+            ).all()
+        for timer_id, execution_id in due:
+            try:
+                await self._fire(execution_id, timer_id)
+            except Exception:
+                _log.exception("timer failed to fire; will retry", timer_id=timer_id)
+        return len(due)

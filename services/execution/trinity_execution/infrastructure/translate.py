@@ -1,0 +1,441 @@
+"""Translators between the engine's domain types and the protobuf contracts.
+
+Proto types never enter the domain: facts and commands leave it here, and the
+work and approval services' facts enter it here as engine events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
+from trinity.process.approval.v1 import facts_pb2 as approval_facts
+from trinity.process.common.v1 import enums_pb2, types_pb2
+from trinity.process.definition.v1 import definition_pb2
+from trinity.process.execution.v1 import execution_pb2
+from trinity.process.execution.v1 import facts_pb2 as pb
+from trinity.process.work.v1 import facts_pb2 as work_facts
+from trinity.process.work.v1 import work_pb2, work_service_pb2
+from trinity_execution import domain as d
+from trinity_process_model.model import (
+    ActionKind,
+    BudgetAction,
+    Channel,
+    GatewayType,
+    StepKind,
+    TimeoutAction,
+)
+from trinity_process_model.proto_codec import money_from_proto, money_to_proto
+
+# ----------------------------------------------------------------- scalars
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def duration(value: timedelta | None) -> duration_pb2.Duration | None:
+    if value is None:
+        return None
+    result = duration_pb2.Duration()
+    result.FromTimedelta(value)
+    return result
+
+
+def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
+    if value is None:
+        return None
+    result = struct_pb2.Struct()
+    result.update(value)
+    return result
+
+
+def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(value)
+
+
+def failure(value: d.Failure | None) -> types_pb2.Failure | None:
+    if value is None:
+        return None
+    return types_pb2.Failure(code=value.code, message=value.message, details=value.details)
+
+
+STEP_KINDS = {
+    StepKind.AGENT_TASK: execution_pb2.STEP_KIND_AGENT_TASK,
+    StepKind.HUMAN_APPROVAL: execution_pb2.STEP_KIND_HUMAN_APPROVAL,
+    StepKind.GATEWAY: execution_pb2.STEP_KIND_GATEWAY,
+    StepKind.TIMER: execution_pb2.STEP_KIND_TIMER,
+    StepKind.NOTIFICATION: execution_pb2.STEP_KIND_NOTIFICATION,
+    StepKind.TOOL_RUN: execution_pb2.STEP_KIND_TOOL_RUN,
+}
+TRIGGER_KINDS = {
+    d.TriggerKind.MANUAL: execution_pb2.TRIGGER_KIND_MANUAL,
+    d.TriggerKind.SCHEDULE: execution_pb2.TRIGGER_KIND_SCHEDULE,
+    d.TriggerKind.EVENT: execution_pb2.TRIGGER_KIND_EVENT,
+}
+EXECUTION_STATUSES = {
+    d.ExecutionStatus.PENDING: execution_pb2.EXECUTION_STATUS_PENDING,
+    d.ExecutionStatus.RUNNING: execution_pb2.EXECUTION_STATUS_RUNNING,
+    d.ExecutionStatus.PAUSED: execution_pb2.EXECUTION_STATUS_PAUSED,
+    d.ExecutionStatus.COMPLETED: execution_pb2.EXECUTION_STATUS_COMPLETED,
+    d.ExecutionStatus.FAILED: execution_pb2.EXECUTION_STATUS_FAILED,
+    d.ExecutionStatus.CANCELLED: execution_pb2.EXECUTION_STATUS_CANCELLED,
+}
+EXECUTION_STATUS_NAMES = {proto: str(status) for status, proto in EXECUTION_STATUSES.items()}
+STEP_STATUSES = {
+    d.StepStatus.PENDING: execution_pb2.STEP_STATUS_PENDING,
+    d.StepStatus.READY: execution_pb2.STEP_STATUS_READY,
+    d.StepStatus.RUNNING: execution_pb2.STEP_STATUS_RUNNING,
+    d.StepStatus.WAITING: execution_pb2.STEP_STATUS_WAITING,
+    d.StepStatus.COMPLETED: execution_pb2.STEP_STATUS_COMPLETED,
+    d.StepStatus.FAILED: execution_pb2.STEP_STATUS_FAILED,
+    d.StepStatus.SKIPPED: execution_pb2.STEP_STATUS_SKIPPED,
+}
+GATEWAY_TYPES = {
+    GatewayType.EXCLUSIVE: definition_pb2.GATEWAY_TYPE_EXCLUSIVE,
+    GatewayType.PARALLEL: definition_pb2.GATEWAY_TYPE_PARALLEL,
+    GatewayType.INCLUSIVE: definition_pb2.GATEWAY_TYPE_INCLUSIVE,
+}
+BUDGET_ACTIONS = {
+    BudgetAction.FAIL: definition_pb2.BUDGET_ACTION_FAIL,
+    BudgetAction.PAUSE: definition_pb2.BUDGET_ACTION_PAUSE,
+}
+CHANNELS = {
+    Channel.WEBHOOK: enums_pb2.CHANNEL_WEBHOOK,
+    Channel.EMAIL: enums_pb2.CHANNEL_EMAIL,
+    Channel.SLACK: enums_pb2.CHANNEL_SLACK,
+    Channel.FILE: enums_pb2.CHANNEL_FILE,
+}
+ACTION_KINDS = {
+    ActionKind.SCAFFOLD: enums_pb2.ACTION_KIND_SCAFFOLD,
+    ActionKind.GENERATE: enums_pb2.ACTION_KIND_GENERATE,
+    ActionKind.VERIFY: enums_pb2.ACTION_KIND_VERIFY,
+    ActionKind.PUBLISH: enums_pb2.ACTION_KIND_PUBLISH,
+}
+TIMEOUT_ACTIONS = {
+    TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
+    TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
+    TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
+}
+DECISIONS = {
+    approval_pb2.DECISION_APPROVE: "approved",
+    approval_pb2.DECISION_REJECT: "rejected",
+    approval_pb2.DECISION_REQUEST_CHANGES: "needs_changes",
+}
+
+# ----------------------------------------------------------------- facts out
+
+
+def _ref(ref: d.ExecutionRef) -> execution_pb2.ExecutionRef:
+    return execution_pb2.ExecutionRef(
+        execution_id=ref.execution_id,
+        process_id=ref.process_id,
+        process_name=ref.process_name,
+        process_version=ref.process_version,
+    )
+
+
+def _money(value: Any) -> types_pb2.Money | None:
+    return None if value is None else money_to_proto(value)
+
+
+def fact_to_proto(fact: d.Fact) -> Message:
+    """The protobuf message of a domain fact (same name, field for field)."""
+    common: dict[str, Any] = {
+        "execution": _ref(fact.execution),
+        "occur_time": timestamp(fact.occur_time),
+    }
+    match fact:
+        case d.ProcessStarted():
+            return pb.ProcessStarted(
+                **common,
+                triggered_by=fact.triggered_by,
+                trigger_kind=TRIGGER_KINDS[fact.trigger_kind],
+                input=struct(fact.input),
+            )
+        case d.ProcessCompleted():
+            return pb.ProcessCompleted(
+                **common,
+                total_cost=_money(fact.total_cost),
+                total_duration=duration(fact.total_duration),
+            )
+        case d.ProcessFailed():
+            return pb.ProcessFailed(
+                **common,
+                failed_step_id=fact.failed_step_id,
+                error=failure(fact.error),
+                total_cost=_money(fact.total_cost),
+            )
+        case d.ProcessCancelled():
+            return pb.ProcessCancelled(**common, cancelled_by=fact.cancelled_by, reason=fact.reason)
+        case d.ProcessPaused():
+            return pb.ProcessPaused(**common, paused_by=fact.paused_by, reason=fact.reason)
+        case d.ProcessResumed():
+            return pb.ProcessResumed(**common, resumed_by=fact.resumed_by)
+        case d.StepStarted():
+            return pb.StepStarted(
+                **common,
+                step_id=fact.step_id,
+                step_name=fact.step_name,
+                kind=STEP_KINDS[fact.kind],
+                iteration=fact.iteration,
+                attempt=fact.attempt,
+            )
+        case d.StepCompleted():
+            return pb.StepCompleted(
+                **common,
+                step_id=fact.step_id,
+                iteration=fact.iteration,
+                attempt=fact.attempt,
+                output=fact.output,
+                structured_output=struct(fact.structured_output),
+                cost=_money(fact.cost),
+                duration=duration(fact.duration),
+                decision=fact.decision,
+            )
+        case d.StepFailed():
+            return pb.StepFailed(
+                **common,
+                step_id=fact.step_id,
+                iteration=fact.iteration,
+                attempt=fact.attempt,
+                error=failure(fact.error),
+                will_retry=fact.will_retry,
+                next_attempt_time=timestamp(fact.next_attempt_time),
+            )
+        case d.StepSkipped():
+            return pb.StepSkipped(
+                **common, step_id=fact.step_id, iteration=fact.iteration, reason=fact.reason
+            )
+        case d.GatewayEvaluated():
+            return pb.GatewayEvaluated(
+                **common,
+                step_id=fact.step_id,
+                iteration=fact.iteration,
+                gateway_type=GATEWAY_TYPES[fact.gateway_type],
+                selected_targets=fact.selected_targets,
+                routes=[
+                    pb.RouteEvaluation(
+                        target=r.target,
+                        condition=r.condition,
+                        matched=r.matched,
+                        value=r.value,
+                        is_default=r.is_default,
+                    )
+                    for r in fact.routes
+                ],
+            )
+        case d.BudgetWarning():
+            return pb.BudgetWarning(
+                **common, total_cost=_money(fact.total_cost), budget=_money(fact.budget)
+            )
+        case d.BudgetExceeded():
+            return pb.BudgetExceeded(
+                **common,
+                total_cost=_money(fact.total_cost),
+                budget=_money(fact.budget),
+                action=BUDGET_ACTIONS[fact.action],
+            )
+    raise TypeError(f"not a fact: {fact!r}")
+
+
+# ----------------------------------------------------------------- commands out
+
+
+def _step_ref(ref: d.StepRef | None) -> types_pb2.StepRef | None:
+    if ref is None:
+        return None
+    return types_pb2.StepRef(
+        execution_id=ref.execution_id,
+        step_id=ref.step_id,
+        iteration=ref.iteration,
+        attempt=ref.attempt,
+    )
+
+
+def work_payload(payload: d.WorkPayload) -> work_pb2.WorkPayload:
+    match payload:
+        case d.AgentTaskWork():
+            return work_pb2.WorkPayload(
+                agent_task=work_pb2.AgentTaskPayload(
+                    agent=payload.agent, message=payload.message, max_cost=_money(payload.max_cost)
+                )
+            )
+        case d.ToolRunWork():
+            return work_pb2.WorkPayload(
+                tool_run=work_pb2.ToolRunPayload(
+                    action=ACTION_KINDS[payload.action], arguments=payload.arguments
+                )
+            )
+        case d.NotificationWork():
+            return work_pb2.WorkPayload(
+                notification=work_pb2.NotificationPayload(
+                    channel=CHANNELS[payload.channel],
+                    target=payload.target,
+                    subject=payload.subject,
+                    message=payload.message,
+                )
+            )
+    raise TypeError(f"not a work payload: {payload!r}")
+
+
+def request_work(command: d.RequestWork) -> work_service_pb2.RequestWorkRequest:
+    return work_service_pb2.RequestWorkRequest(
+        request_id=command.key,
+        payload=work_payload(command.payload),
+        correlation=_step_ref(command.correlation),
+        timeout=duration(command.timeout),
+    )
+
+
+def request_approval(command: d.RequestApproval) -> approval_service_pb2.RequestApprovalRequest:
+    ref = command.correlation
+    return approval_service_pb2.RequestApprovalRequest(
+        request_id=command.key,
+        execution_id=ref.execution_id,
+        step_id=ref.step_id,
+        iteration=ref.iteration,
+        title=command.title,
+        approvers=command.approvers,
+        timeout=duration(command.timeout),
+        on_timeout=TIMEOUT_ACTIONS[command.on_timeout],
+        artifacts=[
+            approval_pb2.Artifact(name=a.name, reference=a.reference, text=a.text)
+            for a in command.artifacts
+        ],
+        reminder_interval=duration(command.reminder_interval),
+        max_reminders=command.max_reminders,
+    )
+
+
+def cancel_key(key: str) -> str:
+    """Idempotency key of the cancel of the request sent with ``key``."""
+    return f"{key}/cancel"
+
+
+def cancel_work(command: d.CancelWork) -> work_service_pb2.CancelWorkRequest:
+    return work_service_pb2.CancelWorkRequest(
+        request_id=cancel_key(command.key), reason=command.reason
+    )
+
+
+def cancel_approval(command: d.CancelApproval) -> approval_service_pb2.CancelApprovalRequest:
+    return approval_service_pb2.CancelApprovalRequest(
+        request_id=cancel_key(command.key), reason=command.reason
+    )
+
+
+# ----------------------------------------------------------------- facts in
+
+
+def _correlation(ref: types_pb2.StepRef) -> dict[str, Any]:
+    return {"step_id": ref.step_id, "iteration": ref.iteration, "attempt": ref.attempt}
+
+
+def work_fact_to_event(fact: Message, now: datetime) -> tuple[str, d.Event] | None:
+    """(execution id, engine event) of a work fact the engine waits for, else None."""
+    if isinstance(fact, work_facts.WorkCompleted) and fact.correlation.execution_id:
+        result = fact.result
+        return fact.correlation.execution_id, d.WorkCompleted(
+            now=now,
+            **_correlation(fact.correlation),
+            output=result.output,
+            cost=money_from_proto(result.cost) if result.HasField("cost") else None,
+            structured=(
+                struct_to_dict(result.structured_output)
+                if result.HasField("structured_output")
+                else None
+            ),
+        )
+    if isinstance(fact, work_facts.WorkFailed) and fact.correlation.execution_id:
+        return fact.correlation.execution_id, d.WorkFailed(
+            now=now,
+            **_correlation(fact.correlation),
+            code=fact.error.code or "WORK_FAILED",
+            message=fact.error.message,
+        )
+    return None
+
+
+def approval_fact_to_event(fact: Message, now: datetime) -> tuple[str, d.Event] | None:
+    if isinstance(fact, approval_facts.ApprovalDecided) and fact.decision in DECISIONS:
+        return fact.execution_id, d.ApprovalDecided(
+            now=now,
+            step_id=fact.step_id,
+            iteration=fact.iteration,
+            decision=DECISIONS[fact.decision],
+            decided_by=fact.decided_by,
+            comment=fact.comment,
+        )
+    return None
+
+
+# ----------------------------------------------------------------- state out
+
+
+def step_view(
+    process: d.CompiledProcess, step_id: str, step: d.StepState
+) -> execution_pb2.StepExecution:
+    definition = process.steps[step_id]
+    view = execution_pb2.StepExecution(
+        step_id=step_id,
+        name=definition.display_name,
+        kind=STEP_KINDS[definition.kind],
+        status=STEP_STATUSES[step.status],
+        attempt=step.attempt,
+        iteration=step.iteration,
+        start_time=timestamp(step.started_at),
+        end_time=timestamp(step.ended_at),
+        output=step.output or "",
+        structured_output=struct(step.structured),
+        cost=_money(step.cost),
+        error=failure(step.error),
+        skip_reason=step.skip_reason,
+        decision=step.decision,
+        next_attempt_time=timestamp(step.next_attempt_time),
+    )
+    if step.started_at is not None and step.ended_at is not None:
+        view.duration.FromTimedelta(step.ended_at - step.started_at)
+    return view
+
+
+def execution_view(
+    process: d.CompiledProcess,
+    state: d.ExecutionState,
+    *,
+    process_name: str,
+    created_at: datetime,
+    with_steps: bool = True,
+) -> execution_pb2.Execution:
+    spec = process.spec
+    view = execution_pb2.Execution(
+        id=state.execution_id,
+        process_id=process.definition_id,
+        process_name=process_name,
+        process_version=process.version,
+        status=EXECUTION_STATUSES[state.status],
+        input=struct(state.input),
+        triggered_by=state.triggered_by,
+        trigger_kind=TRIGGER_KINDS[state.trigger_kind],
+        create_time=timestamp(created_at),
+        start_time=timestamp(state.started_at),
+        end_time=timestamp(state.ended_at),
+        total_cost=_money(state.total_cost),
+        budget=_money(spec.budget.limit if spec.budget else None),
+        progress=execution_pb2.Progress(finished=state.finished, total=len(process.steps)),
+        current_step_ids=state.current_step_ids,
+        error=failure(state.error),
+        cancel_reason=state.cancel_reason,
+        cancelled_by=state.cancelled_by,
+    )
+    if with_steps:
+        view.steps.extend(step_view(process, s.id, state.step(s.id)) for s in spec.steps)
+    return view
