@@ -16,11 +16,7 @@ from trinity_definition.domain.errors import DefinitionUnparsable
 from trinity_platform.errors import FieldViolation
 from trinity_process_model.authoring import AuthoringError
 from trinity_process_model.model import ProcessSpec
-
-try:
-    from trinity_process_model.proto_codec import spec_from_proto, spec_to_proto
-except ImportError:  # pragma: no cover - INTERIM until the library's codec lands
-    from trinity_definition._interim_codec import spec_from_proto, spec_to_proto
+from trinity_process_model.proto_codec import spec_from_proto, spec_to_proto
 
 _STATUS_TO_PROTO = {
     DefinitionStatus.DRAFT: definition_pb2.DEFINITION_STATUS_DRAFT,
@@ -60,20 +56,27 @@ def violations_of(error: AuthoringError) -> list[FieldViolation]:
     return [FieldViolation(v.field, v.description) for v in error.violations]
 
 
+def _unreadable(what: str, error: AuthoringError) -> DefinitionUnparsable:
+    violations = violations_of(error)
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
+    return DefinitionUnparsable(f"{what}: {summary}", violations)
+
+
 def spec_of(message: definition_pb2.ProcessSpec) -> ProcessSpec:
     """The model of a spec message; raises DefinitionUnparsable (e.g. a step without a kind)."""
     try:
         return spec_from_proto(message)
     except AuthoringError as error:
-        raise DefinitionUnparsable(
-            "the spec cannot be read: "
-            + "; ".join(f"{v.field}: {v.description}" for v in error.violations),
-            violations_of(error),
-        ) from None
+        raise _unreadable("the spec cannot be read", error) from None
 
 
 def spec_message(spec: ProcessSpec) -> definition_pb2.ProcessSpec:
-    return spec_to_proto(spec)
+    """The contract of a spec; raises DefinitionUnparsable for values the contract cannot
+    hold (e.g. a negative count from a hand-written file)."""
+    try:
+        return spec_to_proto(spec)
+    except AuthoringError as error:
+        raise _unreadable("the spec cannot be stored", error) from None
 
 
 def timestamp(moment: datetime | None) -> Timestamp | None:

@@ -9,6 +9,7 @@ readable for the executions that run it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -91,12 +92,19 @@ class DefinitionArchived:
 DomainEvent = DefinitionPublished | DefinitionArchived
 
 
+SpecLoader = Callable[[], ProcessSpec]
+
+
 @dataclass(eq=False)
 class DefinitionVersion:
-    """Aggregate root. ``revision`` increases with every change (the concurrency token)."""
+    """Aggregate root. ``revision`` increases with every change (the concurrency token).
+
+    The spec may be loaded lazily (``spec_loader``): reading or archiving a version
+    never needs its steps, only validating does.
+    """
 
     id: str
-    spec: ProcessSpec
+    name: str
     status: DefinitionStatus
     revision: int
     created_by: str
@@ -105,22 +113,28 @@ class DefinitionVersion:
     version: Version | None = None
     published_at: datetime | None = None
     archived_at: datetime | None = None
+    spec_loader: SpecLoader | None = field(default=None, repr=False)
     spec_changed: bool = False
     """The spec was replaced since the aggregate was loaded (storage rewrites it)."""
     events: list[DomainEvent] = field(default_factory=list)
+    _spec: ProcessSpec | None = field(default=None, repr=False)
 
     @property
-    def name(self) -> str:
-        return self.spec.name
+    def spec(self) -> ProcessSpec:
+        if self._spec is None:
+            if self.spec_loader is None:
+                raise RuntimeError(f"definition {self.id} has no spec")
+            self._spec = self.spec_loader()
+        return self._spec
 
     @classmethod
     def create_draft(
         cls, definition_id: str, spec: ProcessSpec, created_by: str, now: datetime
     ) -> DefinitionVersion:
         check_has_name(spec)
-        return cls(
+        draft = cls(
             id=definition_id,
-            spec=spec,
+            name=spec.name,
             status=DefinitionStatus.DRAFT,
             revision=1,
             created_by=created_by,
@@ -128,6 +142,8 @@ class DefinitionVersion:
             updated_at=now,
             spec_changed=True,
         )
+        draft._spec = spec
+        return draft
 
     # ------------------------------------------------------------------ guards
 
@@ -159,7 +175,8 @@ class DefinitionVersion:
         self.check_is_draft()
         self.check_revision(expected_revision)
         check_has_name(spec)
-        self.spec = spec
+        self._spec = spec
+        self.name = spec.name
         self.spec_changed = True
         self._changed(now)
 

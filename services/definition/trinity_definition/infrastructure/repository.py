@@ -8,6 +8,7 @@ the same transaction (invariant 1).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,16 +50,24 @@ class SqlDefinitionRepository(DefinitionRepository):
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
         self._loaded_revision: dict[str, int] = {}
-        self._specs: dict[str, definition_pb2.ProcessSpec] = {}
+        self._encoded: dict[str, Callable[[], definition_pb2.ProcessSpec]] = {}
 
     # ------------------------------------------------------------------ mapping
 
     def _from_row(self, row: Row[Any]) -> DefinitionVersion:
-        message = definition_pb2.ProcessSpec.FromString(row.spec)
+        encoded: bytes = row.spec
+        message: definition_pb2.ProcessSpec | None = None
+
+        def spec_message() -> definition_pb2.ProcessSpec:
+            nonlocal message
+            if message is None:
+                message = definition_pb2.ProcessSpec.FromString(encoded)
+            return message
+
         version = Version(row.major, row.minor) if row.major is not None else None
         definition = DefinitionVersion(
             id=row.id,
-            spec=spec_of(message),
+            name=row.name,
             status=DefinitionStatus(row.status),
             revision=row.revision,
             created_by=row.created_by,
@@ -67,17 +76,20 @@ class SqlDefinitionRepository(DefinitionRepository):
             version=version,
             published_at=_utc(row.published_at),
             archived_at=_utc(row.archived_at),
+            spec_loader=lambda: spec_of(spec_message()),
         )
         self._loaded_revision[definition.id] = definition.revision
-        self._specs[definition.id] = message
+        self._encoded[definition.id] = spec_message
         return definition
 
     def spec_message_of(self, definition: DefinitionVersion) -> definition_pb2.ProcessSpec:
-        """The encoded spec (reused from the load or the last save when unchanged)."""
-        message = self._specs.get(definition.id)
-        if message is None or definition.spec_changed:
-            message = spec_message(definition.spec)
-            self._specs[definition.id] = message
+        """The encoded spec: the stored one while unchanged (no decode, no re-encode)."""
+        if not definition.spec_changed:
+            stored = self._encoded.get(definition.id)
+            if stored is not None:
+                return stored()
+        message = spec_message(definition.spec)
+        self._encoded[definition.id] = lambda: message
         return message
 
     def _values(self, definition: DefinitionVersion) -> dict[str, Any]:
