@@ -1,0 +1,334 @@
+"""Property tests: random valid definitions, random orders of outcomes and interventions.
+
+Checked on every decision: no exception; the state round-trips through its compact
+form; its counters and indexes agree with its steps; a running, waiting or completed
+step has all its dependencies finished; a duplicated event changes nothing. Checked
+per run: it terminates (never stuck with nothing outstanding), each step attempt starts
+once and each step completes at most once per iteration, and replaying the same
+events gives the same state, commands and facts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from engine_support import T0
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trinity_execution.domain import (
+    ApprovalDecided,
+    CancelApproval,
+    CancelExecution,
+    CancelTimer,
+    CancelWork,
+    CommandRejected,
+    CompiledProcess,
+    Event,
+    ExecutionState,
+    PauseExecution,
+    RequestApproval,
+    RequestWork,
+    ResumeExecution,
+    RetryFailedSteps,
+    StartExecution,
+    StartTimer,
+    StepCompleted,
+    StepStarted,
+    StepStatus,
+    TimerFired,
+    WorkCompleted,
+    WorkFailed,
+    decide,
+)
+from trinity_process_model.model import (
+    AgentTaskConfig,
+    Budget,
+    BudgetAction,
+    Channel,
+    FailureAction,
+    GatewayConfig,
+    GatewayType,
+    HumanApprovalConfig,
+    Money,
+    NotificationConfig,
+    ProcessSpec,
+    RetryPolicy,
+    Route,
+    Step,
+    TimerConfig,
+)
+
+FLAGS = ("f0", "f1", "f2")
+KINDS = ("agent", "agent", "approval", "timer", "notification", "gateway", "gateway")
+
+
+@st.composite
+def definitions(draw: st.DrawFn) -> ProcessSpec:
+    """A random valid definition: a DAG in definition order, forward routes, loop routes
+    back to ancestors with max_iterations, conditions that compile and read known names."""
+    n = draw(st.integers(1, 8))
+    deps: list[tuple[int, ...]] = []
+    for i in range(n):
+        picked = draw(st.sets(st.integers(0, i - 1), max_size=2)) if i else set()
+        deps.append(tuple(sorted(picked)))
+    ancestors: list[set[int]] = []
+    kinds = [draw(st.sampled_from(KINDS)) for _ in range(n)]
+    routes_of: dict[int, list[Route]] = {}
+    for i in range(n):
+        if kinds[i] != "gateway" or i == n - 1:
+            continue
+        targets = draw(st.sets(st.integers(i + 1, n - 1), min_size=1, max_size=3))
+        routes_of[i] = [
+            Route(f"s{t}", draw(st.sampled_from(["", *(f"{{{{ input.{f} }}}}" for f in FLAGS)])))
+            for t in sorted(targets)
+        ]
+        if draw(st.booleans()):
+            routes_of[i][-1] = Route(routes_of[i][-1].target, is_default=True)
+    for i in range(n):
+        kinds[i] = "agent" if kinds[i] == "gateway" and i not in routes_of else kinds[i]
+    # ancestors through depends_on and forward routes
+    parents: dict[int, set[int]] = {i: set(deps[i]) for i in range(n)}
+    for g, routes in routes_of.items():
+        for route in routes:
+            parents[int(route.target[1:])].add(g)
+    for i in range(n):
+        ancestors.append(
+            set().union(*(ancestors[p] | {p} for p in parents[i])) if parents[i] else set()
+        )
+    for g in routes_of:
+        if ancestors[g] and draw(st.booleans()):
+            back = draw(st.sampled_from(sorted(ancestors[g])))
+            condition = draw(
+                st.sampled_from(["", "{{ input.f0 }}", f"{{{{ steps.s{back}.iteration < 3 }}}}"])
+            )
+            routes_of[g].insert(
+                0, Route(f"s{back}", condition, max_iterations=draw(st.integers(1, 3)))
+            )
+    steps = []
+    for i in range(n):
+        kw: dict[str, Any] = {"depends_on": tuple(f"s{d}" for d in deps[i])}
+        if draw(st.integers(0, 5)) == 0:
+            kw["condition"] = draw(st.sampled_from(["{{ input.f1 }}", "{{ not input.f2 }}"]))
+        if draw(st.integers(0, 3)) == 0:
+            kw["retry"] = RetryPolicy(max_attempts=draw(st.integers(2, 3)))
+        if draw(st.integers(0, 4)) == 0:
+            kw["on_failure"] = FailureAction.CONTINUE
+        if kinds[i] == "agent" and draw(st.integers(0, 4)) == 0:
+            kw["timeout"] = timedelta(minutes=5)
+        if draw(st.integers(0, 6)) == 0:
+            kw["informed"] = ("ops@example.com",)
+        steps.append(Step(f"s{i}", _config(kinds[i], routes_of.get(i), draw), **kw))
+    budget = None
+    if draw(st.integers(0, 3)) == 0:
+        action = draw(st.sampled_from([BudgetAction.FAIL, BudgetAction.PAUSE]))
+        budget = Budget(Money(Decimal(draw(st.integers(1, 6))), "USD"), action)
+    return ProcessSpec(name="random", steps=tuple(steps), budget=budget)
+
+
+def _config(kind: str, routes: list[Route] | None, draw: st.DrawFn) -> Any:
+    if kind == "approval":
+        return HumanApprovalConfig(approvers=("a@example.com",), title="t {{ input.f0 }}")
+    if kind == "timer":
+        return TimerConfig(duration=timedelta(minutes=draw(st.integers(1, 60))))
+    if kind == "notification":
+        return NotificationConfig(Channel.EMAIL, "x@example.com", "hi {{ process.name }}")
+    if kind == "gateway":
+        assert routes is not None
+        return GatewayConfig(draw(st.sampled_from(list(GatewayType))), tuple(routes))
+    return AgentTaskConfig("agent", "do {{ input.f0 }}")
+
+
+# --------------------------------------------------------------------------- world
+
+
+@dataclass
+class World:
+    process: CompiledProcess
+    state: ExecutionState | None = None
+    clock: Any = T0
+    outstanding: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    starts: list[tuple[str, int, int]] = field(default_factory=list)
+    completions: list[tuple[str, int]] = field(default_factory=list)
+
+    def send(self, event: Event) -> None:
+        before = None if self.state is None else self.state.to_dict()
+        decision = decide(self.process, self.state, event)
+        if self.state is not None:
+            assert self.state.to_dict() == before, "decide changed the state it was given"
+        self.events.append(event)
+        self.state = decision.state
+        self.outputs.append((repr(decision.commands), repr(decision.facts)))
+        for command in decision.commands:
+            if (isinstance(command, RequestWork) and command.correlation is not None) or isinstance(
+                command, RequestApproval
+            ):
+                self.outstanding[command.key] = command
+            elif isinstance(command, StartTimer):
+                self.outstanding[command.timer_id] = command
+            elif isinstance(command, CancelWork | CancelApproval):
+                self.outstanding.pop(command.key, None)
+            elif isinstance(command, CancelTimer):
+                self.outstanding.pop(command.timer_id, None)
+        for fact in decision.facts:
+            if isinstance(fact, StepStarted):
+                self.starts.append((fact.step_id, fact.iteration, fact.attempt))
+            elif isinstance(fact, StepCompleted):
+                self.completions.append((fact.step_id, fact.iteration))
+        check_state(self.process, self.state)
+        if decision.ignored:
+            assert not decision.facts and not decision.commands
+            assert decision.state is self.state
+
+    def duplicate_last(self) -> None:
+        event = self.events[-1]
+        if isinstance(event, RetryFailedSteps):
+            return
+        assert self.state is not None
+        before = self.state.to_dict()
+        decision = decide(self.process, self.state, event)
+        assert decision.ignored, f"duplicate {type(event).__name__} was applied"
+        assert decision.state.to_dict() == before
+
+
+def check_state(process: CompiledProcess, state: ExecutionState) -> None:
+    data = state.to_dict()
+    json.dumps(data)
+    assert ExecutionState.from_dict(data).to_dict() == data
+    graph = process.graph
+    finished = sum(1 for s in state.steps.values() if s.is_finished)
+    assert state.finished == finished
+    active = {
+        sid
+        for sid, s in state.steps.items()
+        if s.status in (StepStatus.RUNNING, StepStatus.WAITING)
+    }
+    assert set(state.active) == active
+    for sid, s in state.steps.items():
+        if s.status in (
+            StepStatus.RUNNING,
+            StepStatus.WAITING,
+            StepStatus.COMPLETED,
+            StepStatus.READY,
+        ):
+            for dep in graph.dependencies(sid):
+                assert state.step(dep).is_finished, f"{sid} {s.status} before {dep} finished"
+
+
+def respond(world: World, key: str, data: st.DataObject) -> None:
+    command = world.outstanding.pop(key)
+    world.clock += timedelta(seconds=1)
+    now = world.clock
+    if isinstance(command, StartTimer):
+        world.clock = max(now, command.fire_at)
+        world.send(TimerFired(now=world.clock, timer_id=command.timer_id))
+    elif isinstance(command, RequestApproval):
+        ref = command.correlation
+        decision = data.draw(st.sampled_from(["approved", "rejected", "needs_changes"]))
+        world.send(
+            ApprovalDecided(
+                now=now, step_id=ref.step_id, iteration=ref.iteration, decision=decision
+            )
+        )
+    else:
+        ref = command.correlation
+        if data.draw(st.integers(0, 5)) == 0:
+            code = data.draw(st.sampled_from(["AGENT_UNAVAILABLE", "BAD"]))
+            world.send(
+                WorkFailed(
+                    now=now,
+                    step_id=ref.step_id,
+                    iteration=ref.iteration,
+                    attempt=ref.attempt,
+                    code=code,
+                )
+            )
+        else:
+            cost = Money(Decimal(data.draw(st.integers(0, 3))), "USD")
+            world.send(
+                WorkCompleted(
+                    now=now,
+                    step_id=ref.step_id,
+                    iteration=ref.iteration,
+                    attempt=ref.attempt,
+                    output=data.draw(st.sampled_from(["ok", '{"n": 1}', "7"])),
+                    cost=cost,
+                )
+            )
+
+
+MAX_EVENTS = 400
+
+
+def run_world(process: CompiledProcess, flags: dict[str, bool], data: st.DataObject) -> World:
+    world = World(process)
+    world.send(StartExecution(now=T0, execution_id="ex", input=flags, triggered_by="prop"))
+    redrives = 0
+    for _ in range(MAX_EVENTS):
+        state = world.state
+        assert state is not None
+        status = str(state.status)
+        if status in ("completed", "cancelled"):
+            return world
+        if status == "failed":
+            if redrives < 2 and data.draw(st.booleans()):
+                redrives += 1
+                world.clock += timedelta(seconds=1)
+                world.send(RetryFailedSteps(now=world.clock, by="prop"))
+                continue
+            return world
+        choice = data.draw(st.integers(0, 19))
+        world.clock += timedelta(seconds=1)
+        if choice == 0 and status == "running":
+            world.send(PauseExecution(now=world.clock, by="prop"))
+        elif status == "paused" and (choice <= 2 or not world.outstanding):
+            world.send(ResumeExecution(now=world.clock, by="prop"))
+        elif choice == 3 and data.draw(st.integers(0, 9)) == 0:
+            world.send(CancelExecution(now=world.clock, by="prop", reason="random"))
+        elif choice == 4 and world.events:
+            world.duplicate_last()
+        elif choice == 5 and world.outstanding:
+            key = data.draw(st.sampled_from(sorted(world.outstanding)))
+            if not isinstance(world.outstanding[key], StartTimer):
+                world.outstanding.pop(key)
+                world.send(CommandRejected(now=world.clock, key=key, code="INVALID_ARGUMENT"))
+        else:
+            assert world.outstanding, f"stuck: {status} with nothing outstanding"
+            key = data.draw(st.sampled_from(sorted(world.outstanding)))
+            respond(world, key, data)
+    raise AssertionError("did not terminate")
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    spec=definitions(),
+    flags=st.fixed_dictionaries({f: st.booleans() for f in FLAGS}),
+    data=st.data(),
+)
+def test_random_executions_terminate_and_keep_their_invariants(
+    spec: ProcessSpec, flags: dict[str, bool], data: st.DataObject
+) -> None:
+    process = CompiledProcess.compile("def", "1", spec)
+    assert process.graph.find_cycles() == []
+    world = run_world(process, flags, data)
+
+    assert len(world.starts) == len(set(world.starts)), "an attempt started twice"
+    assert len(world.completions) == len(set(world.completions)), "completed twice in an iteration"
+
+    # determinism: the same events give the same decisions
+    replay = World(process)
+    for event in world.events:
+        replay.send(event)
+    assert replay.outputs == world.outputs
+    assert replay.state is not None and world.state is not None
+    assert replay.state.to_dict() == world.state.to_dict()
