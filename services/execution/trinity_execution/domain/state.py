@@ -8,8 +8,7 @@ to date by the engine so no decision scans every step.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -138,7 +137,9 @@ class StepState:
         )
 
     def clone(self) -> StepState:
-        clone = copy.copy(self)
+        clone = _new_step()
+        for name in _STEP_FIELDS:
+            setattr(clone, name, getattr(self, name))
         clone.history = list(self.history)
         return clone
 
@@ -167,7 +168,7 @@ class StepState:
         history = self.history
         iteration = self.iteration + 1
         fresh = StepState(iteration=iteration, history=history)
-        for name in StepState.__slots__:
+        for name in _STEP_FIELDS:
             setattr(self, name, getattr(fresh, name))
 
     # ------------------------------------------------------------ compact form
@@ -232,6 +233,11 @@ class StepState:
 
 
 _PRISTINE = StepState()
+_STEP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StepState))
+
+
+def _new_step() -> StepState:
+    return object.__new__(StepState)
 
 
 @dataclass(slots=True)
@@ -289,7 +295,9 @@ class ExecutionState:
 
     def clone(self) -> ExecutionState:
         """A copy whose containers can change without touching this one (steps copy on write)."""
-        clone = copy.copy(self)
+        clone = _new_execution()
+        for name in _EXECUTION_FIELDS:
+            setattr(clone, name, getattr(self, name))
         clone.steps = dict(self.steps)
         clone.active = dict(self.active)
         clone.ready = list(self.ready)
@@ -370,6 +378,13 @@ class ExecutionState:
             paused_by=data.get("paused_by", ""),
             pause_reason=data.get("pause_reason", ""),
         )
+
+
+_EXECUTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ExecutionState))
+
+
+def _new_execution() -> ExecutionState:
+    return object.__new__(ExecutionState)
 
 
 def _money_out(money: Money) -> dict[str, str]:
