@@ -55,10 +55,10 @@ def big_spec(steps: int = STEPS, name: str = "bench-1000") -> ProcessSpec:
     return ProcessSpec(name=name, steps=tuple(out), description="benchmark")
 
 
-async def run(quick: bool) -> dict[str, Any]:
+async def run(quick: bool, *, steps: int = STEPS) -> dict[str, Any]:
     iterations = 3 if quick else 10
     env = environment()
-    spec = big_spec()
+    spec = big_spec(steps)
     create_ms: list[float] = []
     publish_ms: list[float] = []
     validate_ms: list[float] = []
@@ -91,8 +91,8 @@ async def run(quick: bool) -> dict[str, Any]:
     create_ms, publish_ms, validate_ms = create_ms[1:], publish_ms[1:], validate_ms[1:]
     totals = [c + p for c, p in zip(create_ms, publish_ms, strict=True)]
     return {
-        "benchmark": "definition.create_publish_1000_steps",
-        "steps": STEPS,
+        "benchmark": f"definition.create_publish_{steps}_steps",
+        "steps": steps,
         "iterations": iterations,
         "database": "sqlite",
         "create_ms_median": round(statistics.median(create_ms), 2),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -11,6 +12,7 @@ from trinity.process.definition.v1 import definition_pb2 as d
 from trinity.process.definition.v1 import definition_service_pb2 as pb
 from trinity.process.definition.v1 import facts_pb2
 from trinity_definition.testing import VALID_YAML, RunningService, same_spec, valid_spec
+from trinity_platform.grpc_errors import error_details
 
 PUBLISHED_TYPE = "trinity.process.definition.v1.DefinitionPublished"
 ARCHIVED_TYPE = "trinity.process.definition.v1.DefinitionArchived"
@@ -267,3 +269,37 @@ async def test_concurrent_publishes_take_distinct_versions(service: RunningServi
     )
     versions = sorted(p.definition.version for p in published)
     assert versions == ["1.0", "1.1", "1.2", "1.3"]
+
+
+async def test_concurrent_changes_of_one_draft(service: RunningService) -> None:
+    """One of racing publishes (or updates) of one draft wins; the others are refused."""
+    stub = service.stub
+    draft = (await stub.CreateDraft(pb.CreateDraftRequest(spec=valid_spec()))).definition
+    updates = await asyncio.gather(
+        *(
+            stub.UpdateDraft(
+                pb.UpdateDraftRequest(
+                    definition_id=draft.id, expected_revision=1, spec=valid_spec()
+                )
+            )
+            for _ in range(3)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(u, BaseException) for u in updates) == 1
+    assert {e.code() for e in updates if isinstance(e, grpc.aio.AioRpcError)} == {
+        grpc.StatusCode.ABORTED
+    }
+    publishes = await asyncio.gather(
+        *(
+            stub.PublishDefinition(pb.PublishDefinitionRequest(definition_id=draft.id))
+            for _ in range(3)
+        ),
+        return_exceptions=True,
+    )
+    winners = [p for p in publishes if not isinstance(p, BaseException)]
+    assert [w.definition.version for w in winners] == ["1.0"]
+    losers = [p for p in publishes if isinstance(p, grpc.aio.AioRpcError)]
+    assert len(losers) == 2
+    assert {error_details(e)[0] for e in losers} == {"DEFINITION_NOT_DRAFT"}
+    assert len(await service.facts_of(draft.id, 2, wait=0.3)) == 1
