@@ -1,0 +1,222 @@
+"""`facts tail`: every fact from JetStream, decoded by its ``ce-type``.
+
+:func:`tail` is the whole subscriber: an ordered ephemeral consumer per facts
+stream, the CloudEvents attributes from the ``ce-`` headers, and the protobuf
+message chosen by ``ce-type``. It is the template for any projection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+# The generated modules register the fact types that decode() looks up by ce-type.
+from trinity.process.approval.v1 import facts_pb2 as _approval_facts  # noqa: F401
+from trinity.process.definition.v1 import facts_pb2 as _definition_facts  # noqa: F401
+from trinity.process.execution.v1 import facts_pb2 as _execution_facts  # noqa: F401
+from trinity.process.work.v1 import facts_pb2 as _work_facts  # noqa: F401
+from trinity_cli.client import SERVICES
+from trinity_cli.context import Context
+from trinity_cli.errors import CliError, ExitCode
+from trinity_cli.render import money, one_line
+from trinity_platform.envelope import Envelope, EnvelopeError, decode, format_time
+from trinity_platform.subjects import all_facts_subject
+
+Show = Callable[[Envelope, Message], None]
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    group = commands.add_parser("facts", help="what happened, from the facts streams on NATS")
+    sub = group.add_subparsers(dest="facts_command", metavar="COMMAND")
+    sub.required = True
+    tail_ = sub.add_parser(
+        "tail",
+        parents=[common],
+        help="print facts as they happen, decoded by their ce-type",
+        description="Print the facts of the services from the start of their streams "
+        "(--new: only from now), then follow them until Ctrl-C.",
+    )
+    tail_.add_argument(
+        "--service",
+        action="append",
+        choices=SERVICES,
+        help="only facts of this service (repeatable; default: all four)",
+    )
+    tail_.add_argument("--execution", metavar="ID", help="only facts of this execution")
+    tail_.add_argument("--new", action="store_true", help="only facts emitted from now on")
+    tail_.add_argument("--count", type=int, default=0, help="stop after this many facts")
+    tail_.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop when no fact arrived for this long (default: follow forever)",
+    )
+    tail_.set_defaults(func=tail_facts)
+
+
+async def tail(
+    nats_url: str, services: list[str], show: Show, new: bool, stop: asyncio.Event
+) -> None:
+    """Decode and show every fact of ``services`` until ``stop`` is set."""
+    nc = await connect(nats_url)
+    js = nc.jetstream()
+
+    async def on_message(msg: Any) -> None:
+        try:
+            envelope = Envelope.from_msg(msg)  # the CloudEvents attributes, from ce- headers
+            fact = decode(envelope)  # the protobuf message named by ce-type
+        except EnvelopeError as error:  # not a fact this client knows: say so, go on
+            print(f"skipped a message on {msg.subject}: {error}", file=sys.stderr)
+            return
+        show(envelope, fact)
+
+    policy = DeliverPolicy.NEW if new else DeliverPolicy.ALL
+    following = []
+    for service in services:  # one ordered, ephemeral consumer per facts stream
+        subject = all_facts_subject(service)  # trinity.process.<service>.facts.v1.>
+        with contextlib.suppress(NotFoundError):  # no stream yet: the service never ran
+            await js.subscribe(subject, cb=on_message, ordered_consumer=True, deliver_policy=policy)
+            following.append(service)
+    if following:
+        await stop.wait()
+    await nc.close()
+    if not following:
+        raise CliError(f"no facts stream on NATS at {nats_url} yet (have the services started?)")
+
+
+async def connect(nats_url: str) -> Any:
+    """A NATS connection, or a one-line UNREACHABLE error after one quick retry."""
+    errors: list[BaseException] = []
+
+    async def remember(error: Exception) -> None:  # instead of nats-py's logged traceback
+        errors.append(error)
+
+    try:
+        return await nats.connect(
+            nats_url,
+            allow_reconnect=False,
+            connect_timeout=2,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            error_cb=remember,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as error:
+        why = errors[-1] if errors else error
+        raise CliError(
+            f"NATS at {nats_url} is unreachable ({one_line(str(why) or type(why).__name__, 80)}); "
+            "is the suite running (`make run`)? Set TRINITY_NATS_URL or --nats-url "
+            "to point elsewhere",
+            ExitCode.UNREACHABLE,
+        ) from None
+
+
+def execution_of(envelope: Envelope, fact: Message) -> str:
+    """The execution a fact belongs to: its correlation id, or the id inside the fact."""
+    if envelope.correlation_id:
+        return envelope.correlation_id
+    for holder in (fact, getattr(fact, "execution", None), getattr(fact, "correlation", None)):
+        value = getattr(holder, "execution_id", None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def summary(fact: Message) -> str:
+    """``key=value`` of the fields that say something (no timestamps, no execution ref)."""
+    data = json_format.MessageToDict(fact, preserving_proto_field_name=True)
+    data.pop("occur_time", None)
+    data.pop("execution", None)
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, dict) and "currency_code" in value:
+            text = money(_money(value))
+        elif isinstance(value, dict | list):
+            text = json.dumps(value, separators=(",", ":"))
+        else:
+            text = str(value)
+        parts.append(f"{key}={one_line(text, 80)}")
+    return " ".join(parts)
+
+
+def _money(value: dict[str, Any]) -> Any:
+    from trinity.process.common.v1 import types_pb2
+
+    return json_format.ParseDict(value, types_pb2.Money())
+
+
+@dataclass
+class FactPrinter:
+    """Shows the facts a ``facts tail`` asked for, as text lines or JSON Lines."""
+
+    ctx: Context
+    stop: asyncio.Event
+    execution: str = ""
+    count: int = 0
+    shown: int = 0
+    last: float = field(default_factory=time.monotonic)
+
+    def __call__(self, envelope: Envelope, fact: Message) -> None:
+        self.last = time.monotonic()
+        if self.execution and execution_of(envelope, fact) != self.execution:
+            return
+        try:
+            self.ctx.print(self.render(envelope, fact))
+        except BrokenPipeError:  # `facts tail | head`
+            self.stop.set()
+            return
+        self.shown += 1
+        if self.count and self.shown >= self.count:
+            self.stop.set()
+
+    def render(self, envelope: Envelope, fact: Message) -> str:
+        if self.ctx.json:
+            return json.dumps(
+                {
+                    "id": envelope.id,
+                    "type": envelope.type,
+                    "source": envelope.source,
+                    "subject": envelope.subject,
+                    "time": format_time(envelope.time),
+                    "correlation_id": envelope.correlation_id,
+                    "causation_id": envelope.causation_id,
+                    "fact": json_format.MessageToDict(fact, preserving_proto_field_name=True),
+                },
+                separators=(",", ":"),
+            )
+        service = envelope.source.rsplit("/", 1)[-1]
+        name = envelope.type.rsplit(".", 1)[-1]
+        when = format_time(envelope.time)[11:23]
+        return f"{when}  {service:<10}  {name:<18}  {envelope.subject}  {summary(fact)}"
+
+
+def tail_facts(ctx: Context) -> int:
+    args = ctx.args
+
+    async def run() -> None:
+        printer = FactPrinter(ctx, asyncio.Event(), args.execution or "", args.count)
+        task = asyncio.create_task(
+            tail(ctx.nats_url, args.service or list(SERVICES), printer, args.new, printer.stop)
+        )
+        while not task.done():
+            if args.idle and time.monotonic() - printer.last > args.idle:
+                printer.stop.set()
+            await asyncio.wait({task}, timeout=0.1)
+        task.result()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail normally ends
+        asyncio.run(run())
+    return int(ExitCode.OK)
