@@ -90,15 +90,35 @@ class WorkPeer:
     target: str
 
 
-@pytest.fixture
-async def work_peer() -> AsyncIterator[WorkPeer]:
+async def _start_peer(port: int = 0) -> tuple[grpc.aio.Server, WorkPeer]:
     server = grpc.aio.server()
     servicer = RecordingWork()
     add_WorkServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    yield WorkPeer(servicer, f"127.0.0.1:{port}")
+    return server, WorkPeer(servicer, f"127.0.0.1:{bound}")
+
+
+@pytest.fixture
+async def work_peer() -> AsyncIterator[WorkPeer]:
+    server, peer = await _start_peer()
+    yield peer
     await server.stop(None)
+
+
+@pytest.fixture
+async def start_work_peer() -> AsyncIterator[Callable[[int], Awaitable[WorkPeer]]]:
+    """Start another recording work service on a given port (e.g. one that was down)."""
+    servers: list[grpc.aio.Server] = []
+
+    async def start(port: int) -> WorkPeer:
+        server, peer = await _start_peer(port)
+        servers.append(server)
+        return peer
+
+    yield start
+    for server in servers:
+        await server.stop(None)
 
 
 # ---------------------------------------------------------------------- the service
@@ -258,9 +278,16 @@ class Facts:
                 return found
             await asyncio.sleep(0.05)
 
-    async def types(self, approval_id: str, count: int, timeout: float = 10.0) -> list[str]:
-        facts = await self.wait(approval_id, count, timeout)
-        return [envelope.type.rsplit(".", 1)[-1] for envelope, _ in facts]
+    async def published(self, approval_id: str, service: ApprovalService) -> list[str]:
+        """The fact names of an approval once ``service`` published all it committed."""
+        relay = service.runtime.relay
+        assert relay is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await relay.pending():
+            assert loop.time() < deadline, "the outbox was not published in time"
+            await asyncio.sleep(0.02)
+        return [envelope.type.rsplit(".", 1)[-1] for envelope, _ in await self.of(approval_id)]
 
 
 @pytest.fixture

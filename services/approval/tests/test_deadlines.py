@@ -42,7 +42,9 @@ async def test_reject_and_auto_approve_decide_as_system_timeout(
     assert final.decide_time.ToDatetime() >= approval.deadline.ToDatetime()
 
 
-async def test_notify_reminds_the_approvers_then_times_out(client, facts, work_peer) -> None:
+async def test_notify_reminds_the_approvers_then_times_out(
+    client, facts, work_peer, wait_until
+) -> None:
     approval = (
         await client.request(
             on_timeout=NOTIFY,
@@ -78,7 +80,7 @@ async def test_notify_reminds_the_approvers_then_times_out(client, facts, work_p
     async def reminders_sent() -> bool:
         return len(work_peer.servicer.accepted_for(approval.id)) == 6
 
-    await _eventually(reminders_sent)
+    await wait_until(reminders_sent)
     keys = sorted(work_peer.servicer.accepted.keys())
     purposes = sorted(key.split("/")[2] for key in keys if approval.id in key)
     assert purposes == ["reminder-1"] * 2 + ["reminder-2"] * 2 + ["request"] * 2
@@ -89,45 +91,57 @@ async def test_notify_reminds_the_approvers_then_times_out(client, facts, work_p
 
 
 async def test_a_deadline_can_still_be_met_before_it_passes(client, facts) -> None:
-    approval = (await client.request(on_timeout=REJECT, timeout_s=0.5)).approval
+    approval = (await client.request(on_timeout=REJECT, timeout_s=0.3)).approval
     await client.decide(approval.id, approval_pb2.DECISION_APPROVE, as_="bob")
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(0.4)
     assert names(await facts.of(approval.id)) == ["ApprovalRequested", "ApprovalDecided"]
     assert (await client.get(approval.id)).approval.decided_by == "bob"
 
 
-@pytest.mark.parametrize("action", [REJECT, AUTO_APPROVE, NOTIFY])
-async def test_a_deadline_that_passed_while_down_fires_on_start(
-    make_service, connect, facts, work_peer, action: int
+async def test_deadlines_that_passed_while_down_fire_on_start(
+    make_service, connect, facts, work_peer, wait_until
 ) -> None:
     first = await make_service()
     async with connect(first) as client:
-        approval = (
-            await client.request(on_timeout=action, timeout_s=0.5, max_reminders=1)
-        ).approval
+        ids = {
+            action: (
+                await client.request(
+                    request_id=f"r-{action}", on_timeout=action, timeout_s=0.4, max_reminders=1
+                )
+            ).approval.id
+            for action in (REJECT, AUTO_APPROVE, NOTIFY)
+        }
     await first.stop()
-    await asyncio.sleep(0.7)  # the deadline passes while the service is down
-    assert names(await facts.of(approval.id)) == ["ApprovalRequested"]
+    await asyncio.sleep(0.5)  # the deadlines pass while the service is down
+    for approval_id in ids.values():
+        assert names(await facts.of(approval_id)) == ["ApprovalRequested"]
 
     second = await make_service()
-    expected = 2 if action == NOTIFY else 3
-    found = await facts.wait(approval.id, expected, timeout=5)
-    assert names(found)[1] == "ApprovalTimedOut"
-    async with connect(second) as client:
-        now = (await client.get(approval.id)).approval
-    if action == NOTIFY:
-        assert now.status == approval_pb2.APPROVAL_STATUS_PENDING
-        assert now.reminders_sent == 1
-        assert found[1][1].reminder == 1
-
-        async def reminded() -> bool:
-            keys = [w.request_id for w in work_peer.servicer.accepted_for(approval.id)]
-            return sum("reminder-1" in k for k in keys) == 2
-
-        await _eventually(reminded)
-    else:
+    rejected = await facts.wait(ids[REJECT], 3, timeout=5)
+    approved = await facts.wait(ids[AUTO_APPROVE], 3, timeout=5)
+    reminded = await facts.wait(ids[NOTIFY], 2, timeout=5)
+    for found, action in ((rejected, REJECT), (approved, AUTO_APPROVE)):
         assert names(found) == ["ApprovalRequested", "ApprovalTimedOut", "ApprovalDecided"]
-        assert now.decided_by == "system:timeout"
+        assert found[1][1].action_taken == action
+        assert found[2][1].decided_by == "system:timeout"
+    assert names(reminded) == ["ApprovalRequested", "ApprovalTimedOut"]
+    assert (reminded[1][1].action_taken, reminded[1][1].reminder) == (NOTIFY, 1)
+    async with connect(second) as client:
+        status = {a: (await client.get(i)).approval.status for a, i in ids.items()}
+        notify = (await client.get(ids[NOTIFY])).approval
+    assert status == {
+        REJECT: approval_pb2.APPROVAL_STATUS_REJECTED,
+        AUTO_APPROVE: approval_pb2.APPROVAL_STATUS_APPROVED,
+        NOTIFY: approval_pb2.APPROVAL_STATUS_PENDING,
+    }
+    assert notify.reminders_sent == 1
+    assert notify.deadline.ToDatetime() > reminded[1][1].occur_time.ToDatetime()
+
+    async def reminder_sent() -> bool:
+        keys = [w.request_id for w in work_peer.servicer.accepted_for(ids[NOTIFY])]
+        return sum("reminder-1" in k for k in keys) == 2
+
+    await wait_until(reminder_sent)
 
 
 async def test_two_replicas_fire_each_deadline_once(make_service, connect, facts) -> None:
@@ -145,18 +159,10 @@ async def test_two_replicas_fire_each_deadline_once(make_service, connect, facts
     for approval in approvals:
         found = await facts.wait(approval.id, 3)
         assert names(found) == ["ApprovalRequested", "ApprovalTimedOut", "ApprovalDecided"]
-    await asyncio.sleep(0.3)  # both watchers have had more rounds
+    await asyncio.sleep(0.2)  # both watchers have had more rounds
     for approval in approvals:
-        assert names(await facts.of(approval.id)) == [
+        assert await facts.published(approval.id, replicas[0]) == [
             "ApprovalRequested",
             "ApprovalTimedOut",
             "ApprovalDecided",
         ]
-
-
-async def _eventually(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)

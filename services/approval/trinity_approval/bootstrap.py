@@ -25,6 +25,12 @@ from trinity_platform.runtime import RuntimeOptions, ServiceRuntime
 SERVICE = "approval"
 SERVICE_NAME = approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Reconnect to a work service that was down within seconds, not gRPC's default 2 minutes.
+WORK_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
 
 
 @dataclass
@@ -87,7 +93,7 @@ def bootstrap(
     channel_box: list[grpc.aio.Channel] = []
 
     async def open_work_channel() -> None:
-        channel = grpc.aio.insecure_channel(config.work_target)
+        channel = grpc.aio.insecure_channel(config.work_target, options=WORK_CHANNEL_OPTIONS)
         channel_box.append(channel)
         sender.stub = WorkServiceStub(channel)
 
