@@ -12,11 +12,13 @@ run): the table prints the reference beside it with ``ratio = figure / reference
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,32 @@ def latency_summary(seconds: Sequence[float], prefix: str = "") -> dict[str, flo
         f"{prefix}p50_ms": percentile(seconds, 50) * 1000.0,
         f"{prefix}p99_ms": percentile(seconds, 99) * 1000.0,
     }
+
+
+async def drive(
+    operation: Callable[[], Awaitable[object]],
+    *,
+    total: int,
+    seconds: float,
+    concurrency: int = 1,
+) -> tuple[int, float, list[float]]:
+    """Call ``operation`` from ``concurrency`` callers until ``total`` calls were made or
+    ``seconds`` passed; returns (calls, elapsed seconds, latency of each call)."""
+    latencies: list[float] = []
+    remaining = total
+    deadline = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal remaining
+        while remaining > 0 and time.perf_counter() < deadline:
+            remaining -= 1
+            sent = time.perf_counter()
+            await operation()
+            latencies.append(time.perf_counter() - sent)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return len(latencies), time.perf_counter() - started, latencies
 
 
 class Skip(Exception):
@@ -129,6 +157,10 @@ class Bench:
         self.postgres_url = postgres_url
         self.log = log
         self.result = GroupResult(group)
+        # Resources shared by the groups of one run (quick mode: one suite per database),
+        # closed by the runner at the end; None when every group starts its own.
+        self.shared: dict[str, Any] | None = None
+        self.shared_stack: AsyncExitStack | None = None
 
     def pick(self, quick: Any, full: Any) -> Any:
         """``quick`` in quick mode, else ``full``."""

@@ -31,7 +31,7 @@ from trinity_platform.outbox import add_to_outbox
 from trinity_platform.streams import ensure_streams
 from trinity_platform.subjects import fact_subject
 
-from .core import Bench, Skip, Values, latency_summary
+from .core import Bench, Skip, Values, drive, latency_summary
 from .echo_server import METHOD
 from .infra import BENCH_ITEMS, Subprocess, bench_engine, connect_nats, private_nats
 
@@ -120,21 +120,10 @@ async def grpc_cases(bench: Bench) -> None:
         await asyncio.wait_for(channel.channel_ready(), 10)
 
         async def calls(total: int, in_flight: int) -> Values:
-            latencies: list[float] = []
-            remaining = total
-
-            async def caller() -> None:
-                nonlocal remaining
-                while remaining > 0:
-                    remaining -= 1
-                    sent = time.perf_counter()
-                    await echo(payload, timeout=10)
-                    latencies.append(time.perf_counter() - sent)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(caller() for _ in range(in_flight)))
-            elapsed = time.perf_counter() - started
-            return {"calls_per_s": total / elapsed, **latency_summary(latencies)}
+            count, elapsed, latencies = await drive(
+                lambda: echo(payload, timeout=10), total=total, seconds=20, concurrency=in_flight
+            )
+            return {"calls_per_s": count / elapsed, **latency_summary(latencies)}
 
         async def unary_1() -> Values:
             return await calls(bench.pick(500, 3_000), 1)
@@ -169,21 +158,10 @@ async def commit_one(engine: AsyncEngine, index: int) -> str:
 
 
 async def commits(engine: AsyncEngine, total: int, writers: int) -> Values:
-    latencies: list[float] = []
-    remaining = total
-
-    async def writer() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            started = time.perf_counter()
-            await commit_one(engine, remaining)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(writer() for _ in range(writers)))
-    elapsed = time.perf_counter() - started
-    return {"commits_per_s": total / elapsed, **latency_summary(latencies)}
+    count, elapsed, latencies = await drive(
+        lambda: commit_one(engine, 0), total=total, seconds=20, concurrency=writers
+    )
+    return {"commits_per_s": count / elapsed, **latency_summary(latencies)}
 
 
 def raw_sqlite_commits(path: str, total: int) -> Values:
@@ -217,17 +195,17 @@ def raw_sqlite_commits(path: str, total: int) -> Values:
 
 
 async def database_cases(bench: Bench, kind: str) -> None:
-    counts = {"sqlite": bench.pick(300, 3_000), "postgres": bench.pick(300, 1_500)}
+    counts = {"sqlite": bench.pick(200, 3_000), "postgres": bench.pick(200, 1_500)}
     if kind == "sqlite":
 
         async def raw() -> Values:
             path = bench.workdir / f"raw-{uuid.uuid4().hex[:8]}.db"
-            return raw_sqlite_commits(str(path), bench.pick(2_000, 10_000))
+            return raw_sqlite_commits(str(path), bench.pick(1_000, 10_000))
 
         await bench.measure("sqlite.raw_commit", raw)
     try:
         async with bench_engine(kind, bench.workdir, bench.postgres_url) as engine:
-            await commits(engine, 100, 1)  # warm-up: pool, statement caches
+            await commits(engine, 50, 1)  # warm-up: pool, statement caches
 
             async def sequential() -> Values:
                 return await commits(engine, counts[kind], 1)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,22 +41,17 @@ class Group:
 
 
 GROUPS: tuple[Group, ...] = (
+    # name, module, about, time budget (quick, full) in s, runs per case (quick, full)
     Group(
-        "floor", "tests.bench.floor", "raw JetStream, gRPC, SQLite, PostgreSQL", (35, 120), (3, 5)
+        "floor", "tests.bench.floor", "raw JetStream, gRPC, SQLite, PostgreSQL", (25, 120), (3, 5)
     ),
-    Group("facts", "tests.bench.facts", "outbox relay throughput and lag", (25, 120), (2, 5)),
-    Group("micro", "tests.bench.micro", "micro-benchmarks of the packages", (20, 120), (1, 3)),
+    Group("facts", "tests.bench.facts", "outbox relay throughput and lag", (20, 120), (2, 5)),
+    Group("micro", "tests.bench.micro", "micro-benchmarks of the packages", (10, 90), (1, 3)),
     Group(
-        "commands", "tests.bench.commands", "TriggerProcess, 1 and 50 clients", (25, 150), (2, 5)
+        "commands", "tests.bench.commands", "TriggerProcess, 1 and 50 clients", (20, 150), (1, 3)
     ),
-    Group("e2e", "tests.bench.e2e", "5-step agent process end to end", (45, 300), (1, 3)),
-    Group(
-        "scaling",
-        "tests.bench.scaling",
-        "per-step cost vs steps and active executions",
-        (35, 300),
-        (2, 3),
-    ),
+    Group("e2e", "tests.bench.e2e", "5-step agent process end to end", (35, 240), (1, 3)),
+    Group("scaling", "tests.bench.scaling", "per-step cost vs size and load", (30, 330), (1, 3)),
 )
 TOTAL_LIMIT = {True: 118.0, False: 14.5 * 60}
 
@@ -92,7 +88,14 @@ def machine() -> dict[str, Any]:
 
 
 async def run_group(
-    group: Group, *, quick: bool, repeats: int | None, workdir: Path, budget: float
+    group: Group,
+    *,
+    quick: bool,
+    repeats: int | None,
+    workdir: Path,
+    budget: float,
+    shared: dict[str, Any] | None,
+    shared_stack: AsyncExitStack | None,
 ) -> GroupResult:
     bench = Bench(
         group.name,
@@ -102,6 +105,7 @@ async def run_group(
         postgres_url=postgres_admin_url(),
         log=_log,
     )
+    bench.shared, bench.shared_stack = shared, shared_stack
     result = bench.result
     started = time.monotonic()
     _log(f"[{group.name}] {group.about} (budget {budget:.0f}s)")
@@ -162,6 +166,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def run_groups(
+    args: argparse.Namespace,
+    selected: Sequence[Group],
+    tmp: Path,
+    shared_stack: AsyncExitStack,
+    results: list[GroupResult],
+    started: float,
+    limit: float,
+) -> None:
+    # Quick mode starts one suite per database and lends it to every group that needs
+    # it (a suite takes 10-20 s to start on 2 cores); full mode gives each group its own.
+    shared: dict[str, Any] | None = {} if args.quick else None
+    for group in selected:
+        remaining = limit - (time.monotonic() - started)
+        budget = min(group.budget[0 if args.quick else 1] * args.time_scale, remaining)
+        if budget < 5:
+            skipped = GroupResult(group.name, status="skipped")
+            skipped.notes.append(f"no time left in the {limit:.0f}s limit of the whole run")
+            results.append(skipped)
+            continue
+        workdir = tmp / group.name
+        workdir.mkdir()
+        results.append(
+            await run_group(
+                group,
+                quick=args.quick,
+                repeats=args.repeats,
+                workdir=workdir,
+                budget=budget,
+                shared=shared,
+                shared_stack=shared_stack if shared is not None else None,
+            )
+        )
+
+
 async def main_async(args: argparse.Namespace) -> int:
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     unknown = sorted(set(names) - {g.name for g in GROUPS})
@@ -174,21 +213,8 @@ async def main_async(args: argparse.Namespace) -> int:
     started = time.monotonic()
     results: list[GroupResult] = []
     with tempfile.TemporaryDirectory(prefix="trinity-bench-") as tmp:
-        for group in selected:
-            remaining = limit - (time.monotonic() - started)
-            budget = min(group.budget[0 if args.quick else 1] * args.time_scale, remaining)
-            if budget < 5:
-                skipped = GroupResult(group.name, status="skipped")
-                skipped.notes.append(f"no time left in the {limit:.0f}s limit of the whole run")
-                results.append(skipped)
-                continue
-            workdir = Path(tmp) / group.name
-            workdir.mkdir()
-            results.append(
-                await run_group(
-                    group, quick=args.quick, repeats=args.repeats, workdir=workdir, budget=budget
-                )
-            )
+        async with AsyncExitStack() as shared_stack:
+            await run_groups(args, selected, Path(tmp), shared_stack, results, started, limit)
     seconds = time.monotonic() - started
     info = machine()
     commit = _git("rev-parse", "HEAD")

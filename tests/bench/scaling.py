@@ -1,0 +1,155 @@
+"""Scaling: does the cost of a step grow with the size of a process or with the load?
+
+* ``steps_<n>``: one execution of a process of ``n`` echo steps in sequence
+  (full: 10, 100, 1,000; quick: 10, 20, 50); ``per_step_ms`` = trigger-to-completed
+  time / ``n``. Reference: the smallest process, so the ratio shows the growth.
+* ``active_<n>``: with ``n`` executions active at once (full: 10, 1,000, 10,000;
+  quick: 10, 50, 200), parked on an hour-long timer, 10 clients run the 5-step echo
+  process in a closed loop; ``per_step_ms`` = 1000 / step completions per second.
+  Reference: the fewest active executions.
+
+On SQLite (the embedded default), one suite for both parts. A process that does
+not finish in time is measured by the steps it finished, with a note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from .core import Bench, Skip, Values
+from .suite import ClosedLoop, RunningSuite, agent_chain, for_each_database, parked
+
+PROBE_CLIENTS = 10
+PROBE_STEPS = 5
+PARK_CLIENTS = 50
+
+
+async def run(bench: Bench) -> None:
+    async def both(suite: RunningSuite) -> None:
+        await process_size(bench, suite)
+        await active_executions(bench, suite)
+
+    await for_each_database(bench, ("sqlite",), both)
+
+
+async def process_size(bench: Bench, suite: RunningSuite) -> None:
+    sizes: tuple[int, ...] = bench.pick((10, 20, 50), (10, 100, 1_000))
+    try:
+        for size in sizes:
+            await suite.publish(agent_chain(f"bench-chain-{size}", size))
+        await suite.check_runs(f"bench-chain-{sizes[0]}")
+    except Skip as skip:
+        bench.skip("steps", str(skip))
+        return
+    for size in sizes:
+        name = f"bench-chain-{size}"
+        timeout = bench.pick(10.0 + size * 0.1, 30.0 + size * 0.12)
+
+        async def once(name: str = name, size: int = size, timeout: float = timeout) -> Values:
+            started = time.perf_counter()
+            execution_id = await suite.trigger(name)
+            done = suite.tracker.expect(execution_id)
+            try:
+                fact, finished = await asyncio.wait_for(done, timeout)
+            except TimeoutError:
+                suite.tracker.forget(execution_id)
+                execution = await suite.status(execution_id)
+                steps = execution.progress.finished
+                if not steps:
+                    raise
+                bench.note(f"steps_{size}: only {steps} of {size} steps done after {timeout:.0f}s")
+                return {"per_step_ms": timeout / steps * 1000}
+            if fact != "ProcessCompleted":
+                raise RuntimeError(f"execution ended with {fact}")
+            return {"per_step_ms": (finished - started) / size * 1000}
+
+        await bench.measure(
+            f"steps_{size}",
+            once,
+            repeats=bench.repeats if size <= 100 else 1,
+            references=None
+            if size == sizes[0]
+            else {"per_step_ms": f"scaling.steps_{sizes[0]}.per_step_ms"},
+        )
+
+
+async def park(suite: RunningSuite, name: str, count: int, deadline: float) -> int:
+    """Start ``count`` executions of the parked process (until ``deadline``); how many started."""
+    remaining = count
+    started = 0
+
+    async def client() -> None:
+        nonlocal remaining, started
+        while remaining > 0 and time.monotonic() < deadline:
+            remaining -= 1
+            try:
+                await suite.trigger(name)
+                started += 1
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(client() for _ in range(PARK_CLIENTS)))
+    return started
+
+
+async def active_executions(bench: Bench, suite: RunningSuite) -> None:
+    levels: tuple[int, ...] = bench.pick((10, 50, 200), (10, 1_000, 10_000))
+    probe = f"bench-agent-{PROBE_STEPS}"
+    try:
+        await suite.publish(parked("bench-parked"))
+        await suite.publish(agent_chain(probe, PROBE_STEPS))
+        await suite.check_runs(probe)
+        await suite.trigger("bench-parked", retry_for=15)
+    except Skip as skip:
+        bench.skip("active", str(skip))
+        return
+    active = 1
+    probe_finished = 0
+    parking_left = bench.pick(10.0, 120.0)  # seconds, for all levels together
+    ended_before = sum(suite.tracker.facts[f] for f in ("ProcessFailed", "ProcessCompleted"))
+    for level in levels:
+        parking = time.monotonic()
+        active += await park(suite, "bench-parked", level - active, parking + parking_left)
+        parking_left -= time.monotonic() - parking
+        bench.log(f"  parked {active} executions ({time.monotonic() - parking:.1f}s)")
+        if active < level:
+            bench.note(f"active_{level}: only {active} executions parked in the time allowed")
+        case = f"active_{level}"
+        references = (
+            None
+            if level == levels[0]
+            else {
+                key: f"scaling.active_{levels[0]}.{key}"
+                for key in ("per_step_ms", "latency_p50_ms")
+            }
+        )
+        load = ClosedLoop(suite, probe, PROBE_CLIENTS)
+        load.start()
+        try:
+            await asyncio.sleep(bench.pick(0.5, 2.0))
+            for _ in range(bench.repeats):
+                window = await load.window(bench.pick(2.5, 8.0))
+                values = window.values()
+                steps_per_s = values["steps_per_s"]
+                bench.record(
+                    case,
+                    {
+                        "per_step_ms": 1000.0 / steps_per_s if steps_per_s else float("nan"),
+                        "steps_per_s": steps_per_s,
+                        "latency_p50_ms": values["latency_p50_ms"],
+                    },
+                    references,
+                )
+                bench.log(f"  {case}: {steps_per_s:,.1f} steps/s")
+        finally:
+            await load.stop()
+            probe_finished += len(load.finished)
+        for error, count in load.errors.items():
+            bench.note(f"{case}: {count} x {error}")
+    ended = sum(suite.tracker.facts[f] for f in ("ProcessFailed", "ProcessCompleted"))
+    parked_ended = ended - ended_before - probe_finished
+    if parked_ended > 0:
+        bench.note(f"about {parked_ended} parked executions ended early (they should wait an hour)")
