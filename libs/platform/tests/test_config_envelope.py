@@ -186,3 +186,34 @@ def test_error_family() -> None:
 def test_platform_readme_shows_the_settings_table() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert settings_markdown() in readme
+
+
+def test_json_logging_with_tracebacks(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    import structlog
+
+    from trinity_platform.logs import configure_logging, get_logger
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, structlog.get_config())
+    try:
+        configure_logging("INFO", json=True)
+        try:
+            raise ZeroDivisionError("x")
+        except ZeroDivisionError as exc:
+            get_logger("trinity.test").error("failed", exc_info=exc, job="j1")
+        get_logger("trinity.test").debug("hidden")
+        logging.getLogger("nats").warning("from %s", "stdlib")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        structlog.configure(**saved[2])
+    assert [(e["event"], e["level"], e["logger"]) for e in lines] == [
+        ("failed", "error", "trinity.test"),
+        ("from stdlib", "warning", "nats"),
+    ]
+    assert "ZeroDivisionError" in lines[0]["exception"] and lines[0]["job"] == "j1"
+    with pytest.raises(ValueError):
+        configure_logging("LOUD")
