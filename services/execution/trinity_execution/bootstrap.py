@@ -3,6 +3,7 @@ JetStream, the other services and the gRPC API. No I/O until the runtime starts.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import grpc
@@ -13,9 +14,12 @@ from trinity_execution.api.servicer import ExecutionServicer
 from trinity_execution.application.commands import ExecutionCommands
 from trinity_execution.application.continuation import Continuation
 from trinity_execution.application.queries import ExecutionQueries
+from trinity_execution.application.schedules import MissedFires, Scheduler
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
+from trinity_execution.infrastructure.definition_facts import definition_consumer
 from trinity_execution.infrastructure.dispatcher import Dispatcher
+from trinity_execution.infrastructure.event_triggers import EventTriggers
 from trinity_execution.infrastructure.fact_consumers import consumer_specs
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
 from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_timer
@@ -71,16 +75,24 @@ def build() -> ServiceRuntime:
         for channel in channels.values():
             await channel.close()
 
+    commands = ExecutionCommands(engine, catalog, wakeups)
+    scheduler = Scheduler(
+        engine, commands, missed=MissedFires(os.environ.get("TRINITY_SCHEDULE_MISSED", "once"))
+    )
+
+    async def event_triggers() -> None:
+        assert runtime.nc is not None
+        await EventTriggers(engine, runtime.nc, commands).run()
+
     runtime.on_start(start_loops)
     runtime.on_stop(stop_loops)
-    for spec in consumer_specs(continuation):
+    for spec in [*consumer_specs(continuation), definition_consumer(engine)]:
         runtime.add_consumer(spec)
+    runtime.add_background_task("scheduler", scheduler.run)
+    runtime.add_background_task("event-triggers", event_triggers)
     runtime.add_grpc_service(
         SERVICE_NAME,
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,
-        ExecutionServicer(
-            ExecutionCommands(engine, catalog, wakeups),
-            ExecutionQueries(engine, catalog, wakeups),
-        ),
+        ExecutionServicer(commands, ExecutionQueries(engine, catalog, wakeups)),
     )
     return runtime

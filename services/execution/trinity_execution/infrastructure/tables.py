@@ -104,3 +104,24 @@ execution_facts = Table(
     Column("occur_time", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("execution_id", "sequence", name="pk_execution_facts"),
 )
+
+# Schedule and event triggers of the latest published version of each process,
+# kept from the definition service's facts.
+triggers = Table(
+    "triggers",
+    metadata,
+    Column("definition_id", String(64), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("process_name", String(255), nullable=False),
+    Column("process_version", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),  # schedule, event
+    Column("cron", String(255), nullable=False, server_default=""),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("subject", String(255), nullable=False, server_default=""),
+    Column("input", Text, nullable=False, server_default="{}"),
+    Column("next_fire_at", DateTime(timezone=True), nullable=True),
+    Column("active", Integer, nullable=False),
+    PrimaryKeyConstraint("definition_id", "position", name="pk_triggers"),
+    Index("ix_triggers_name", "process_name"),
+    Index("ix_triggers_due", "active", "next_fire_at"),
+)

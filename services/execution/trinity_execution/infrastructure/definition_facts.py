@@ -1,0 +1,91 @@
+"""Keeps the triggers table in step with the definition service's facts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.msg import Msg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trinity.process.definition.v1 import definition_pb2
+from trinity.process.definition.v1 import facts_pb2 as definition_facts
+from trinity_execution.application.schedules import next_fire_time
+from trinity_execution.infrastructure.translate import struct_to_dict
+from trinity_execution.infrastructure.trigger_store import (
+    EVENT,
+    SCHEDULE,
+    TriggerRow,
+    deactivate_definition,
+    replace_triggers,
+)
+from trinity_platform.consumer import Ack, Outcome
+from trinity_platform.envelope import Envelope, EnvelopeError, decode
+from trinity_platform.inbox import claim_message
+from trinity_platform.logs import get_logger
+from trinity_platform.runtime import ConsumerSpec
+from trinity_platform.subjects import fact_subject, facts_stream
+
+_log = get_logger(__name__)
+
+CONSUMER = "execution-definition-facts"
+
+
+def trigger_rows(definition: definition_pb2.ProcessDefinition, now: datetime) -> list[TriggerRow]:
+    rows = []
+    for position, trigger in enumerate(definition.spec.triggers):
+        kind = trigger.WhichOneof("kind")
+        common: dict[str, Any] = {
+            "definition_id": definition.id,
+            "position": position,
+            "process_name": definition.name,
+            "process_version": definition.version,
+        }
+        if kind == "schedule":
+            timezone = trigger.schedule.timezone or "UTC"
+            rows.append(
+                TriggerRow(
+                    **common,
+                    kind=SCHEDULE,
+                    cron=trigger.schedule.cron,
+                    timezone=timezone,
+                    input=struct_to_dict(trigger.schedule.input),
+                    next_fire_at=next_fire_time(trigger.schedule.cron, timezone, now),
+                )
+            )
+        elif kind == "event":
+            rows.append(TriggerRow(**common, kind=EVENT, subject=trigger.event.subject))
+    return rows
+
+
+class DefinitionFactsHandler:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def __call__(self, envelope: Envelope, _msg: Msg) -> Outcome:
+        try:
+            fact = decode(envelope)
+        except EnvelopeError:
+            _log.warning("undecodable definition fact acknowledged", id=envelope.id)
+            return Ack()
+        async with self._engine.begin() as conn:
+            if not await claim_message(conn, CONSUMER, envelope.id):
+                return Ack()
+            if isinstance(fact, definition_facts.DefinitionPublished):
+                rows = trigger_rows(fact.definition, datetime.now(UTC))
+                await replace_triggers(conn, fact.definition.name, rows)
+            elif isinstance(fact, definition_facts.DefinitionArchived):
+                await deactivate_definition(conn, fact.definition_id)
+        return Ack()
+
+
+def definition_consumer(engine: AsyncEngine) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=facts_stream("definition"),
+        durable=CONSUMER,
+        filter_subjects=[
+            fact_subject("definition", "DefinitionPublished"),
+            fact_subject("definition", "DefinitionArchived"),
+        ],
+        handler=DefinitionFactsHandler(engine),
+    )
