@@ -20,7 +20,7 @@ from trinity_definition.application.commands import (
     SpecSource,
     UpdateDraft,
 )
-from trinity_definition.application.ports import DefinitionRepository, Environment
+from trinity_definition.application.ports import Environment
 from trinity_definition.domain.definition import DefinitionVersion
 from trinity_definition.infrastructure.repository import SqlDefinitionRepository
 from trinity_definition.infrastructure.transactions import Transactions
@@ -36,11 +36,9 @@ from trinity_platform.interceptors import current_principal
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DefinitionService"].full_name
 
 
-def _message(definition: DefinitionVersion, repo: DefinitionRepository) -> Any:
-    """The resource message, reusing the spec the repository already holds encoded."""
-    if isinstance(repo, SqlDefinitionRepository):
-        return definition_message(definition, repo.spec_message_of(definition))
-    return definition_message(definition)
+def _message(definition: DefinitionVersion, repo: SqlDefinitionRepository) -> Any:
+    """The resource message, with the spec as stored (no decode and re-encode)."""
+    return definition_message(definition, repo.spec_message_of(definition))
 
 
 def _enum_violation(field: str, value: int) -> InvalidArgument:
@@ -74,7 +72,7 @@ class DefinitionServicer(DefinitionServiceServicer):
     ) -> pb.CreateDraftResponse:
         command = CreateDraft(self._source(request), current_principal() or request.created_by)
 
-        async def work(repo: DefinitionRepository) -> pb.CreateDraftResponse:
+        async def work(repo: SqlDefinitionRepository) -> pb.CreateDraftResponse:
             draft = await handlers.create_draft(command, repo, self._env)
             return pb.CreateDraftResponse(definition=_message(draft, repo))
 
@@ -90,7 +88,7 @@ class DefinitionServicer(DefinitionServiceServicer):
             request.definition_id, request.expected_revision, self._source(request)
         )
 
-        async def work(repo: DefinitionRepository) -> pb.UpdateDraftResponse:
+        async def work(repo: SqlDefinitionRepository) -> pb.UpdateDraftResponse:
             draft = await handlers.update_draft(command, repo, self._env)
             return pb.UpdateDraftResponse(definition=_message(draft, repo))
 
@@ -107,7 +105,7 @@ class DefinitionServicer(DefinitionServiceServicer):
             raise _enum_violation("bump", request.bump) from None
         command = PublishDefinition(request.definition_id, bump, request.expected_revision)
 
-        async def work(repo: DefinitionRepository) -> pb.PublishDefinitionResponse:
+        async def work(repo: SqlDefinitionRepository) -> pb.PublishDefinitionResponse:
             published = await handlers.publish_definition(command, repo, self._env)
             return pb.PublishDefinitionResponse(definition=_message(published, repo))
 
@@ -124,7 +122,7 @@ class DefinitionServicer(DefinitionServiceServicer):
     ) -> pb.ArchiveDefinitionResponse:
         command = ArchiveDefinition(request.definition_id)
 
-        async def work(repo: DefinitionRepository) -> pb.ArchiveDefinitionResponse:
+        async def work(repo: SqlDefinitionRepository) -> pb.ArchiveDefinitionResponse:
             archived = await handlers.archive_definition(command, repo, self._env)
             return pb.ArchiveDefinitionResponse(definition=_message(archived, repo))
 
@@ -147,7 +145,7 @@ class DefinitionServicer(DefinitionServiceServicer):
         else:
             source = self._source(request)
 
-        async def work(repo: DefinitionRepository) -> list[FieldViolation]:
+        async def work(repo: SqlDefinitionRepository) -> list[FieldViolation]:
             return await queries.validate(source, request.definition_id, repo, self._env)
 
         violations = await self._tx.query(work)
@@ -169,7 +167,7 @@ class DefinitionServicer(DefinitionServiceServicer):
                 [FieldViolation("selector", "set definition_id or by_name")],
             )
 
-        async def work(repo: DefinitionRepository) -> pb.GetDefinitionResponse:
+        async def work(repo: SqlDefinitionRepository) -> pb.GetDefinitionResponse:
             if which == "definition_id":
                 found = await queries.get_by_id(request.definition_id, repo)
             else:
@@ -188,7 +186,7 @@ class DefinitionServicer(DefinitionServiceServicer):
         except ValueError:
             raise _enum_violation("status", request.status) from None
 
-        async def work(repo: DefinitionRepository) -> pb.ListDefinitionsResponse:
+        async def work(repo: SqlDefinitionRepository) -> pb.ListDefinitionsResponse:
             page = await queries.list_definitions(
                 status, request.name, request.page_size, request.page_token, repo
             )
@@ -202,7 +200,7 @@ class DefinitionServicer(DefinitionServiceServicer):
     async def ListDefinitionVersions(
         self, request: pb.ListDefinitionVersionsRequest, context: Any
     ) -> pb.ListDefinitionVersionsResponse:
-        async def work(repo: DefinitionRepository) -> pb.ListDefinitionVersionsResponse:
+        async def work(repo: SqlDefinitionRepository) -> pb.ListDefinitionVersionsResponse:
             page = await queries.list_versions(
                 request.name, request.page_size, request.page_token, repo
             )

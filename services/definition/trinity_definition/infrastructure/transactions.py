@@ -8,7 +8,6 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from trinity_definition.application.ports import DefinitionRepository
 from trinity_definition.domain.errors import ConcurrentModification
 from trinity_definition.infrastructure.repository import SqlDefinitionRepository
 from trinity_platform.idempotency import run_idempotent
@@ -36,7 +35,7 @@ class Transactions:
         scope: str,
         request: Message,
         response_type: type[R],
-        work: Callable[[DefinitionRepository], Awaitable[R]],
+        work: Callable[[SqlDefinitionRepository], Awaitable[R]],
         *,
         key: str,
     ) -> R:
@@ -61,7 +60,7 @@ class Transactions:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def query(self, work: Callable[[DefinitionRepository], Awaitable[T]]) -> T:
+    async def query(self, work: Callable[[SqlDefinitionRepository], Awaitable[T]]) -> T:
         """``work`` in a read-only transaction."""
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(sqlite_begin="DEFERRED")
