@@ -28,6 +28,7 @@ Values = Mapping[str, float]
 # key suffix -> (unit, which direction is better)
 _UNITS: tuple[tuple[str, str, str], ...] = (
     ("_per_s", "/s", "higher"),
+    ("_per_second", "/s", "higher"),
     ("_ms", "ms", "lower"),
     ("_us", "µs", "lower"),
     ("_ns", "ns", "lower"),
@@ -35,12 +36,28 @@ _UNITS: tuple[tuple[str, str, str], ...] = (
     ("_x", "x", ""),
     ("_pct", "%", ""),
 )
+# key prefix (last dotted part) -> unit, e.g. "us_per_decision"
+_PREFIX_UNITS: tuple[tuple[str, str, str], ...] = (
+    ("ms_per_", "ms", "lower"),
+    ("us_per_", "µs", "lower"),
+    ("ns_per_", "ns", "lower"),
+)
+# a statistic named after the unit ("create_ms_median") keeps the unit
+_STATISTICS = ("_median", "_mean", "_avg", "_min", "_max", "_p50", "_p90", "_p95", "_p99")
 
 
 def unit_of(key: str) -> tuple[str, str]:
     """``("/s", "higher")`` for ``*_per_s``, ``("ms", "lower")`` for ``*_ms`` and so on."""
+    last = key.rsplit(".", 1)[-1]
+    for prefix, unit, better in _PREFIX_UNITS:
+        if last.startswith(prefix):
+            return unit, better
+    for statistic in _STATISTICS:
+        if last.endswith(statistic) and len(last) > len(statistic):
+            last = last.removesuffix(statistic)
+            break
     for suffix, unit, better in _UNITS:
-        if key.endswith(suffix):
+        if last.endswith(suffix):
             return unit, better
     return "", ""
 

@@ -2,7 +2,7 @@
 
 50 clients (quick mode: 10) each trigger an execution and wait for its ``ProcessCompleted`` fact,
 again and again, for the whole measurement (full: 3 windows of 15 s = 45 s of
-sustained load after a warm-up; quick: one window of 5 s). Per window:
+sustained load after a warm-up; quick: one window of 4 s). Per window:
 executions completed per second, step completions per second (``StepCompleted``
 facts), and trigger-to-completed latency p50/p99 (from sending TriggerProcess to
 the arrival of ``ProcessCompleted`` at a NATS subscriber).
@@ -35,12 +35,12 @@ async def sustained(bench: Bench, suite: RunningSuite) -> None:
         "steps_per_s": f"floor.{suite.kind}.commit.commits_per_s",
         "latency_p50_ms": "floor.grpc.unary_1.p50_ms",
     }
-    window_s = bench.pick(5.0, 15.0)
+    window_s = bench.pick(4.0, 15.0)
     clients = bench.pick(10, CLIENTS)
     load = ClosedLoop(suite, name, clients)
     load.start()
     try:
-        await asyncio.sleep(bench.pick(2.0, 5.0))  # warm-up: reach the steady state
+        await asyncio.sleep(bench.pick(1.0, 5.0))  # warm-up: reach the steady state
         for index in range(bench.repeats):
             window = await load.window(window_s)
             values = window.values()

@@ -75,7 +75,7 @@ async def jetstream_cases(bench: Bench) -> None:
             payload = sample_fact().SerializeToString().ljust(PAYLOAD_SIZE, b"\0")
 
             async def publish_ack() -> Values:
-                count = bench.pick(300, 1_500)
+                count = bench.pick(200, 1_500)
                 latencies = []
                 started = time.perf_counter()
                 for _ in range(count):
@@ -88,7 +88,7 @@ async def jetstream_cases(bench: Bench) -> None:
             pipelined_js = nc.jetstream(timeout=5, publish_async_max_pending=PIPELINE_WINDOW)
 
             async def publish_pipelined() -> Values:
-                count = bench.pick(2_000, 20_000)
+                count = bench.pick(1_500, 20_000)
                 started = time.perf_counter()
                 futures = [
                     await pipelined_js.publish_async(
@@ -126,10 +126,10 @@ async def grpc_cases(bench: Bench) -> None:
             return {"calls_per_s": count / elapsed, **latency_summary(latencies)}
 
         async def unary_1() -> Values:
-            return await calls(bench.pick(500, 3_000), 1)
+            return await calls(bench.pick(300, 3_000), 1)
 
         async def unary_50() -> Values:
-            return await calls(bench.pick(1_500, 10_000), 50)
+            return await calls(bench.pick(1_000, 10_000), 50)
 
         await calls(200, 10)  # warm-up
         await bench.measure("grpc.unary_1", unary_1)
@@ -195,7 +195,7 @@ def raw_sqlite_commits(path: str, total: int) -> Values:
 
 
 async def database_cases(bench: Bench, kind: str) -> None:
-    counts = {"sqlite": bench.pick(200, 3_000), "postgres": bench.pick(200, 1_500)}
+    counts = {"sqlite": bench.pick(150, 3_000), "postgres": bench.pick(150, 1_500)}
     if kind == "sqlite":
 
         async def raw() -> Values:
