@@ -104,25 +104,51 @@ def _admin_dsn() -> str:
     return os.environ[POSTGRES_ENV].replace("postgresql+asyncpg://", "postgresql://")
 
 
+@pytest.fixture(scope="session")
+def postgres_pool() -> Iterator[list[str]]:
+    """Databases created by this session, reused test after test (a fresh schema each time:
+    dropping and creating a database costs seconds, a schema milliseconds)."""
+    free: list[str] = []
+    yield free
+
+    async def drop_all() -> None:
+        conn = await asyncpg.connect(_admin_dsn())
+        try:
+            for name in free:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    if free:
+        asyncio.run(drop_all())
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_pool: list[str]
+) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/work.db"
         return
     if not os.environ.get(POSTGRES_ENV):
         pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped")
-    name = f"work_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(_admin_dsn())
+    base = _admin_dsn().rsplit("/", 1)[0]
+    if postgres_pool:
+        name = postgres_pool.pop()
+    else:
+        name = f"work_test_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(_admin_dsn())
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+    yield f"{base}/{name}"
+    conn = await asyncpg.connect(f"{base}/{name}")
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     finally:
         await conn.close()
-    yield f"{_admin_dsn().rsplit('/', 1)[0]}/{name}"
-    conn = await asyncpg.connect(_admin_dsn())
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    postgres_pool.append(name)
 
 
 @pytest.fixture
@@ -257,3 +283,17 @@ def facts(js: JetStreamContext) -> Callable[[], Awaitable[list[Envelope]]]:
 @pytest.fixture
 def wait_for() -> Callable[..., Awaitable[Any]]:
     return eventually
+
+
+@pytest.fixture
+async def sqlite_service(start_service: ServiceFactory, sqlite_url: str) -> WorkService:
+    """The service on SQLite only (for executor behaviour that does not depend on the database)."""
+    return await start_service(sqlite_url)
+
+
+@pytest.fixture
+async def sqlite_stub(
+    sqlite_service: WorkService,
+) -> AsyncIterator[work_service_pb2_grpc.WorkServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sqlite_service.runtime.port}") as channel:
+        yield work_service_pb2_grpc.WorkServiceStub(channel)
