@@ -113,20 +113,20 @@ class _Seq(list[Any]):
         self.marks: list[Mark] = []
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML, read as YAML 1.2 core schema, keeping positions and duplicate keys."""
+class _Resolver(yaml.resolver.Resolver):
+    """YAML 1.2 core schema: true/false, decimal/0o/0x integers, floats, null; nothing else."""
 
 
-_Loader.yaml_implicit_resolvers = {}
-_Loader.add_implicit_resolver(
+_Resolver.yaml_implicit_resolvers = {}
+_Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-_Loader.add_implicit_resolver(
+_Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:int",
     re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
     list("-+0123456789"),
 )
-_Loader.add_implicit_resolver(
+_Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
@@ -134,12 +134,16 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
-_Loader.add_implicit_resolver(
+_Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
 )
 
 
-def _construct_int(loader: _Loader, node: Node) -> int:
+class _Constructor(yaml.constructor.SafeConstructor):
+    """Safe construction, keeping positions and duplicate keys (see _Map and _Seq)."""
+
+
+def _construct_int(loader: _Constructor, node: Node) -> int:
     text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
     sign = -1 if text.startswith("-") else 1
     digits = text.lstrip("+-")
@@ -150,7 +154,7 @@ def _construct_int(loader: _Loader, node: Node) -> int:
     return sign * int(digits, 10)
 
 
-def _construct_map(loader: _Loader, node: Node) -> _Map:
+def _construct_map(loader: _Constructor, node: Node) -> _Map:
     if not isinstance(node, MappingNode):
         raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
     result = _Map()
@@ -174,7 +178,7 @@ def _construct_map(loader: _Loader, node: Node) -> _Map:
     return result
 
 
-def _construct_seq(loader: _Loader, node: Node) -> _Seq:
+def _construct_seq(loader: _Constructor, node: Node) -> _Seq:
     if not isinstance(node, SequenceNode):
         raise yaml.constructor.ConstructorError(None, None, "expected a list", node.start_mark)
     result = _Seq()
@@ -184,13 +188,47 @@ def _construct_seq(loader: _Loader, node: Node) -> _Seq:
     return result
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+_Constructor.add_constructor("tag:yaml.org,2002:int", _construct_int)  # type: ignore[type-var]
+_Constructor.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[type-var]
+_Constructor.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[type-var]
+
+
+class _PyLoader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    _Constructor,
+    _Resolver,
+):
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _Constructor.__init__(self)
+        _Resolver.__init__(self)
+
+
+_Loader: Any = _PyLoader
+if yaml.__with_libyaml__:  # libyaml parses about ten times faster
+    from yaml._yaml import CParser
+
+    class _CLoader(CParser, _Constructor, _Resolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _Constructor.__init__(self)
+            _Resolver.__init__(self)
+
+    _Loader = _CLoader
 
 
 class _FlowList(list[Any]):
     """A short list written on one line: ``depends_on: [research, review]``."""
+
+
+_RISKY = re.compile("[\r\x85\u2028\u2029\ufeff]")
+"""Characters a YAML reader turns into line breaks (or drops) unless they are escaped."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -204,17 +242,16 @@ class _Dumper(yaml.SafeDumper):
     def choose_scalar_style(self) -> str:
         style: str = super().choose_scalar_style()
         event = self.event
-        if (
-            style == "'"
-            and isinstance(event, yaml.ScalarEvent)
-            and "'" in event.value
-            and '"' not in event.value
-        ):
+        if not isinstance(event, yaml.ScalarEvent) or style == '"':
+            return style
+        if _RISKY.search(event.value):
+            return '"'  # only escapes carry these through a YAML reader unchanged
+        if style == "'" and "'" in event.value and '"' not in event.value:
             return '"'
         return style
 
 
-for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
+for _first, _resolvers in _Resolver.yaml_implicit_resolvers.items():
     for _tag, _regexp in _resolvers:
         _Dumper.add_implicit_resolver(_tag, _regexp, [_first])
 
@@ -1011,7 +1048,7 @@ def spec_to_data(spec: ProcessSpec) -> dict[str, Any]:
     if spec.description:
         data["description"] = spec.description
     if spec.labels:
-        data["labels"] = dict(spec.labels)
+        data["labels"] = _sorted(spec.labels)
     if spec.triggers:
         data["triggers"] = [_trigger_data(t) for t in spec.triggers]
     if spec.budget is not None:
@@ -1040,9 +1077,14 @@ def _trigger_data(trigger: Trigger) -> Any:
     return "manual"
 
 
+def _sorted(values: Mapping[str, str]) -> dict[str, str]:
+    """Maps are written in key order: the contract's maps have no order to keep."""
+    return {key: values[key] for key in sorted(values)}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
@@ -1116,7 +1158,7 @@ def _config_data(config: StepConfig) -> dict[str, Any]:
     else:
         data["action"] = str(config.action)
         if config.arguments:
-            data["arguments"] = dict(config.arguments)
+            data["arguments"] = _sorted(config.arguments)
     return data
 
 

@@ -6,7 +6,7 @@ Amounts are `Decimal` end to end; a float never touches them.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 from trinity_process_model.model import Money
 
@@ -40,6 +40,7 @@ MAX_UNITS = 2**63 - 1
 """Largest whole-unit part the contract carries (int64)."""
 
 _NANOS_PER_UNIT = 1_000_000_000
+_EXACT = Context(prec=60)
 _TEXT = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s+([A-Za-z]{3})\s*")
 _HINT = 'write money as "<amount> <ISO 4217 code>", for example "12.50 USD"'
 
@@ -69,9 +70,25 @@ def parse_amount(value: str | int) -> Decimal:
     raise ValueError(f"bad amount {value!r}: write a decimal number like '12.50'")
 
 
+_NO_DECIMALS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_THREE_DECIMALS = "BHD IQD JOD KWD LYD OMR TND"
+_FOUR_DECIMALS = "CLF UYW"
+_MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(_NO_DECIMALS.split(), 0),
+    **dict.fromkeys(_THREE_DECIMALS.split(), 3),
+    **dict.fromkeys(_FOUR_DECIMALS.split(), 4),
+}
+"""Decimal places of the currencies whose minor unit is not a hundredth."""
+
+
 def format_money(money: Money) -> str:
-    """Money → "12.50 USD" (never in exponent notation)."""
-    return f"{money.amount:f} {money.currency}"
+    """Money → "12.50 USD": the currency's usual decimal places (more when the amount has
+    them), never exponent notation. Canonical: equal amounts read the same."""
+    if not money.amount.is_finite():
+        return f"{money.amount} {money.currency}"
+    whole, _, fraction = f"{money.amount:f}".partition(".")
+    fraction = fraction.rstrip("0").ljust(_MINOR_UNITS.get(money.currency, 2), "0")
+    return f"{whole}.{fraction} {money.currency}" if fraction else f"{whole} {money.currency}"
 
 
 def units_nanos(amount: Decimal) -> tuple[int, int]:
@@ -103,12 +120,7 @@ def amount_from_units_nanos(units: int, nanos: int) -> Decimal:
     if (units > 0 and nanos < 0) or (units < 0 and nanos > 0):
         raise ValueError(f"units {units} and nanos {nanos} have different signs")
     total = units * _NANOS_PER_UNIT + nanos
-    if total % _NANOS_PER_UNIT == 0:
-        return Decimal(total // _NANOS_PER_UNIT)
-    text = f"{abs(total) // _NANOS_PER_UNIT}.{abs(total) % _NANOS_PER_UNIT:09d}".rstrip("0")
-    if len(text.partition(".")[2]) < 2:
-        text += "0"
-    return Decimal(("-" if total < 0 else "") + text)
+    return Decimal(total).scaleb(-9, _EXACT).normalize(_EXACT) if total else Decimal(0)
 
 
 def money_problems(money: Money) -> list[tuple[str, str]]:

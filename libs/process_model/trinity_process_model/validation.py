@@ -189,7 +189,8 @@ class _Validator:
             self._trigger(field_path("triggers", index), trigger)
         if spec.budget is not None:
             self._money("budget.limit", spec.budget.limit)
-            self.currency, self.currency_source = spec.budget.limit.currency, "the budget"
+            if isinstance(spec.budget.limit, Money):
+                self.currency, self.currency_source = spec.budget.limit.currency, "the budget"
             if not isinstance(spec.budget.on_exceeded, BudgetAction):
                 self._bad_enum("budget.on_exceeded", spec.budget.on_exceeded, BudgetAction)
         if spec.default_retry is not None:
