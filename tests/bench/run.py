@@ -209,6 +209,7 @@ async def main_async(args: argparse.Namespace) -> int:
         return 2
     selected = [g for g in GROUPS if not names or g.name in names]
     limit = TOTAL_LIMIT[args.quick] * args.time_scale
+    load_before = os.getloadavg()
     started_at = datetime.now(UTC)
     started = time.monotonic()
     results: list[GroupResult] = []
@@ -226,13 +227,16 @@ async def main_async(args: argparse.Namespace) -> int:
         "git_commit": commit,
         "git_dirty": dirty,
         "machine": info,
+        # 1-minute load average before and after: other work on the machine skews figures
+        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "groups_selected": [g.name for g in selected],
     }
     print()
     print(
         f"Trinity benchmarks, {meta['mode']} mode, {seconds:.0f}s, "
         f"{info['cores']} cores, {info['memory_gib']} GiB, Python {info['python']}, "
-        f"commit {commit[:10]}{' (dirty)' if dirty else ''}"
+        f"commit {commit[:10]}{' (dirty)' if dirty else ''}, "
+        f"load average {meta['load_average'][0]} -> {meta['load_average'][1]}"
     )
     print("ratio = median / reference median (throughput: <1 is slower; latency: >1 is slower)")
     print()
