@@ -24,6 +24,7 @@ from .conftest import connect
 SUBJECT = fact_subject("definition", "DefinitionPublished")
 STREAM = facts_stream("definition")
 SOURCE = "trinity.process/definition"
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 async def write_facts(engine: AsyncEngine, count: int, start: int = 0) -> list[str]:
@@ -95,6 +96,7 @@ async def test_committed_rows_are_published_in_order_with_cloudevent_headers(
     assert await unpublished(engine) == 0
 
 
+@SQLITE_ONLY  # no dialect-specific code on this path
 async def test_rows_stay_pending_while_nats_is_down(
     engine: AsyncEngine, nc: NATS, nats_server: NatsServer
 ) -> None:
@@ -148,6 +150,7 @@ async def test_republishing_a_published_batch_creates_no_duplicate(
     assert [e.id for e in await stream_messages(js)] == ids
 
 
+@SQLITE_ONLY  # no dialect-specific code on this path
 async def test_relay_is_woken_right_after_commit(engine: AsyncEngine, nc: NATS) -> None:
     js = nc.jetstream()
     await ensure_streams(js)
@@ -166,6 +169,7 @@ async def test_relay_is_woken_right_after_commit(engine: AsyncEngine, nc: NATS) 
     assert len(await stream_messages(js)) == 1
 
 
+@SQLITE_ONLY  # no dialect-specific code on this path
 async def test_stop_flushes_pending_rows(engine: AsyncEngine, nc: NATS) -> None:
     await ensure_streams(nc.jetstream())
     relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0)
