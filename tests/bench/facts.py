@@ -31,7 +31,7 @@ from .infra import bench_engine, connect_nats, private_nats
 
 SOURCE = event_source("execution")
 ARRIVAL_TIMEOUT = 60.0
-WRITE_SECONDS = 5.0
+WRITE_SECONDS = 3.0
 
 
 async def run(bench: Bench) -> None:
@@ -59,7 +59,7 @@ async def relay_cases(bench: Bench, kind: str, engine: AsyncEngine, nats_url: st
 
 async def _cases(bench: Bench, kind: str, engine: AsyncEngine, relay_nc, watch_nc) -> None:  # type: ignore[no-untyped-def]
     async def drain() -> Values:
-        total = bench.pick(1_000, 20_000)
+        total = bench.pick(1_000, 10_000)
         for start in range(0, total, 500):
             async with engine.begin() as conn:
                 await add_many_to_outbox(

@@ -41,6 +41,12 @@ PIPELINE_WINDOW = 500
 WRITERS = 10
 
 
+def time_cap(bench: Bench) -> float:
+    """Seconds one run of a case may take at most (its count is reached first when the
+    machine is not busy)."""
+    return bench.pick(1.5, 4.0)
+
+
 def sample_fact(index: int = 0) -> facts_pb2.StepStarted:
     """A realistic fact (the payload a relay publishes)."""
     return facts_pb2.StepStarted(
@@ -73,16 +79,15 @@ async def jetstream_cases(bench: Bench) -> None:
             js = nc.jetstream(timeout=5)
             await ensure_streams(js)
             payload = sample_fact().SerializeToString().ljust(PAYLOAD_SIZE, b"\0")
+            cap = time_cap(bench)
+
+            async def publish_one() -> None:
+                await js.publish(SUBJECT, payload, headers={"Nats-Msg-Id": str(uuid.uuid4())})
 
             async def publish_ack() -> Values:
-                count = bench.pick(200, 1_500)
-                latencies = []
-                started = time.perf_counter()
-                for _ in range(count):
-                    sent = time.perf_counter()
-                    await js.publish(SUBJECT, payload, headers={"Nats-Msg-Id": str(uuid.uuid4())})
-                    latencies.append(time.perf_counter() - sent)
-                elapsed = time.perf_counter() - started
+                count, elapsed, latencies = await drive(
+                    publish_one, total=bench.pick(200, 1_500), seconds=cap
+                )
                 return {"msgs_per_s": count / elapsed, **latency_summary(latencies)}
 
             pipelined_js = nc.jetstream(timeout=5, publish_async_max_pending=PIPELINE_WINDOW)
@@ -90,15 +95,22 @@ async def jetstream_cases(bench: Bench) -> None:
             async def publish_pipelined() -> Values:
                 count = bench.pick(1_500, 20_000)
                 started = time.perf_counter()
-                futures = [
-                    await pipelined_js.publish_async(
-                        SUBJECT, payload, headers={"Nats-Msg-Id": str(uuid.uuid4())}, wait_stall=5
+                deadline = started + cap
+                futures = []
+                for _ in range(count):
+                    futures.append(
+                        await pipelined_js.publish_async(
+                            SUBJECT,
+                            payload,
+                            headers={"Nats-Msg-Id": str(uuid.uuid4())},
+                            wait_stall=5,
+                        )
                     )
-                    for _ in range(count)
-                ]
+                    if len(futures) % PIPELINE_WINDOW == 0 and time.perf_counter() > deadline:
+                        break
                 await asyncio.gather(*futures)
                 elapsed = time.perf_counter() - started
-                return {"msgs_per_s": count / elapsed}
+                return {"msgs_per_s": len(futures) / elapsed}
 
             await publish_ack()  # warm-up: connection, stream files
             await bench.measure("jetstream.publish_ack", publish_ack)
@@ -121,7 +133,10 @@ async def grpc_cases(bench: Bench) -> None:
 
         async def calls(total: int, in_flight: int) -> Values:
             count, elapsed, latencies = await drive(
-                lambda: echo(payload, timeout=10), total=total, seconds=20, concurrency=in_flight
+                lambda: echo(payload, timeout=10),
+                total=total,
+                seconds=time_cap(bench),
+                concurrency=in_flight,
             )
             return {"calls_per_s": count / elapsed, **latency_summary(latencies)}
 
@@ -157,14 +172,14 @@ async def commit_one(engine: AsyncEngine, index: int) -> str:
         )
 
 
-async def commits(engine: AsyncEngine, total: int, writers: int) -> Values:
+async def commits(engine: AsyncEngine, total: int, writers: int, seconds: float) -> Values:
     count, elapsed, latencies = await drive(
-        lambda: commit_one(engine, 0), total=total, seconds=20, concurrency=writers
+        lambda: commit_one(engine, 0), total=total, seconds=seconds, concurrency=writers
     )
     return {"commits_per_s": count / elapsed, **latency_summary(latencies)}
 
 
-def raw_sqlite_commits(path: str, total: int) -> Values:
+def raw_sqlite_commits(path: str, total: int, seconds: float) -> Values:
     """The same two inserts per transaction through the stdlib driver, no asyncio."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -178,6 +193,8 @@ def raw_sqlite_commits(path: str, total: int) -> Values:
         latencies = []
         started = time.perf_counter()
         for index in range(total):
+            if time.perf_counter() - started > seconds:
+                break
             sent = time.perf_counter()
             payload = sample_fact(index).SerializeToString()
             conn.execute("BEGIN IMMEDIATE")
@@ -191,7 +208,7 @@ def raw_sqlite_commits(path: str, total: int) -> Values:
         elapsed = time.perf_counter() - started
     finally:
         conn.close()
-    return {"commits_per_s": total / elapsed, **latency_summary(latencies)}
+    return {"commits_per_s": len(latencies) / elapsed, **latency_summary(latencies)}
 
 
 async def database_cases(bench: Bench, kind: str) -> None:
@@ -200,18 +217,18 @@ async def database_cases(bench: Bench, kind: str) -> None:
 
         async def raw() -> Values:
             path = bench.workdir / f"raw-{uuid.uuid4().hex[:8]}.db"
-            return raw_sqlite_commits(str(path), bench.pick(1_000, 10_000))
+            return raw_sqlite_commits(str(path), bench.pick(1_000, 10_000), time_cap(bench))
 
         await bench.measure("sqlite.raw_commit", raw)
     try:
         async with bench_engine(kind, bench.workdir, bench.postgres_url) as engine:
-            await commits(engine, 50, 1)  # warm-up: pool, statement caches
+            await commits(engine, 50, 1, 5.0)  # warm-up: pool, statement caches
 
             async def sequential() -> Values:
-                return await commits(engine, counts[kind], 1)
+                return await commits(engine, counts[kind], 1, time_cap(bench))
 
             async def concurrent() -> Values:
-                return await commits(engine, counts[kind], WRITERS)
+                return await commits(engine, counts[kind], WRITERS, time_cap(bench))
 
             await bench.measure(f"{kind}.commit", sequential)
             await bench.measure(f"{kind}.commit_{WRITERS}", concurrent)

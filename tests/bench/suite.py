@@ -140,6 +140,7 @@ class RunningSuite:
     executions: ExecutionServiceStub
     tracker: Tracker
     log_tail: Callable[..., str]
+    pids: dict[str, int] = field(default_factory=dict)  # process name -> pid (profiling)
 
     def last_error(self, name: str) -> str:
         """The last log line of process ``name`` that mentions an error."""
@@ -316,6 +317,7 @@ async def start_suite(bench: Bench, kind: str, stack: AsyncExitStack) -> Running
             executions=ExecutionServiceStub(execution_channel),
             tracker=tracker,
             log_tail=suite.log_tail,
+            pids={name: proc.pid for name, proc in getattr(suite, "_procs", {}).items()},
         )
         stack.push_async_exit(local.pop_all())  # started: the caller's stack owns it now
         return running

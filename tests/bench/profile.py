@@ -1,0 +1,162 @@
+"""Where the time goes: sample the services with py-spy while the 5-step e2e load runs.
+
+    .venv/bin/pip install py-spy      # ad hoc; not a dependency of the project
+    .venv/bin/python -m tests.bench.profile [--seconds 20] [--clients 20] [--postgres]
+
+Starts a suite like the e2e group does, keeps ``--clients`` executions in flight,
+records each service process with ``py-spy record --format raw`` and prints, per
+process, the share of samples by package and the functions with the most time
+(inclusive and self). Raw stacks are kept in ``bench-results/profile-<name>.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from .core import Bench
+from .infra import REPO_ROOT, postgres_admin_url
+from .suite import ClosedLoop, agent_chain, running_suite
+
+PROCESSES = ("execution", "work", "executor-0", "definition")
+_FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+def package_of(path: str) -> str:
+    """``sqlalchemy``, ``grpc``, ``trinity_execution``, ``asyncio`` ... from a file path."""
+    parts = Path(path).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            index = parts.index(marker)
+            return parts[index + 1] if index + 1 < len(parts) else path
+    for index, part in enumerate(parts):
+        if part.startswith("trinity_") or part == "trinity":
+            return part
+        if part.startswith("python3") and index + 1 < len(parts):
+            return parts[index + 1].removesuffix(".py")
+    return Path(path).name
+
+
+def summarize(raw: str, top: int = 12) -> str:
+    """Package shares and the top functions of py-spy's raw (collapsed) stacks."""
+    inclusive: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f for f in stack.split(";") if f]
+        if not frames:
+            continue
+        seen = set()
+        for frame in frames:
+            if frame not in seen:
+                inclusive[frame] += count
+                seen.add(frame)
+        leaf = frames[-1]
+        self_time[leaf] += count
+        match = _FRAME.match(leaf)
+        packages[package_of(match.group("file")) if match else leaf] += count
+    if not total:
+        return "  (no samples)"
+    lines = [f"  {total} samples; by package (self time):"]
+    lines += [f"    {100 * n / total:5.1f}%  {name}" for name, n in packages.most_common(top)]
+    lines.append("  functions, inclusive:")
+    interesting = [
+        (f, n) for f, n in inclusive.most_common() if "trinity" in f or "site-packages" in f
+    ]
+    lines += [f"    {100 * n / total:5.1f}%  {_short(f)}" for f, n in interesting[:top]]
+    lines.append("  functions, self:")
+    lines += [f"    {100 * n / total:5.1f}%  {_short(f)}" for f, n in self_time.most_common(top)]
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    match = _FRAME.match(frame)
+    if not match:
+        return frame
+    path = match.group("file")
+    for marker in ("site-packages/", "/services/", "/libs/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{match.group('function')} ({path})"
+
+
+async def profile(seconds: float, clients: int, kind: str) -> None:
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        sys.exit("py-spy not found: .venv/bin/pip install py-spy (ad hoc, not a dependency)")
+    out_dir = REPO_ROOT / "bench-results"
+    out_dir.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="trinity-profile-") as tmp:
+        bench = Bench(
+            "profile",
+            quick=True,
+            repeats=1,
+            workdir=Path(tmp),
+            postgres_url=postgres_admin_url(),
+            log=lambda text: print(text, file=sys.stderr),
+        )
+        async with running_suite(bench, kind) as suite:
+            name = "bench-agent-5"
+            await suite.publish(agent_chain(name, 5))
+            await suite.check_runs(name)
+            load = ClosedLoop(suite, name, clients)
+            load.start()
+            try:
+                await asyncio.sleep(3)
+                pids = {p: suite.pids[p] for p in PROCESSES if p in suite.pids}
+                steps_before = suite.tracker.steps_completed
+                recorders = {
+                    process: await asyncio.create_subprocess_exec(
+                        py_spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(int(seconds)),
+                        "--rate",
+                        "50",
+                        "--format",
+                        "raw",
+                        "--nonblocking",
+                        "--output",
+                        str(out_dir / f"profile-{process}.txt"),
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    )
+                    for process, pid in pids.items()
+                }
+                await asyncio.gather(*(r.wait() for r in recorders.values()))
+                steps = suite.tracker.steps_completed - steps_before
+            finally:
+                await load.stop()
+    print(f"{kind}, {clients} executions in flight: {steps / seconds:.1f} steps/s while sampled")
+    for process in recorders:
+        path = out_dir / f"profile-{process}.txt"
+        print(f"\n[{process}] {path}")
+        print(summarize(path.read_text() if path.exists() else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.profile", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
+    args = parser.parse_args()
+    asyncio.run(profile(args.seconds, args.clients, "postgres" if args.postgres else "sqlite"))
+
+
+if __name__ == "__main__":
+    main()
