@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from engine_support import T0
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -264,12 +265,14 @@ def respond(world: World, key: str, data: st.DataObject) -> None:
 
 
 MAX_EVENTS = 400
+MAX_INTERVENTIONS = 12
 
 
 def run_world(process: CompiledProcess, flags: dict[str, bool], data: st.DataObject) -> World:
     world = World(process)
     world.send(StartExecution(now=T0, execution_id="ex", input=flags, triggered_by="prop"))
     redrives = 0
+    interventions = 0
     for _ in range(MAX_EVENTS):
         state = world.state
         assert state is not None
@@ -283,11 +286,13 @@ def run_world(process: CompiledProcess, flags: dict[str, bool], data: st.DataObj
                 world.send(RetryFailedSteps(now=world.clock, by="prop"))
                 continue
             return world
-        choice = data.draw(st.integers(0, 19))
+        # Interventions are bounded so that outcomes always come eventually.
+        choice = data.draw(st.integers(0, 19)) if interventions < MAX_INTERVENTIONS else 19
+        interventions += choice < 6
         world.clock += timedelta(seconds=1)
         if choice == 0 and status == "running":
             world.send(PauseExecution(now=world.clock, by="prop"))
-        elif status == "paused" and (choice <= 2 or not world.outstanding):
+        elif status == "paused" and (choice <= 2 or choice == 19 or not world.outstanding):
             world.send(ResumeExecution(now=world.clock, by="prop"))
         elif choice == 3 and data.draw(st.integers(0, 9)) == 0:
             world.send(CancelExecution(now=world.clock, by="prop", reason="random"))
@@ -306,7 +311,7 @@ def run_world(process: CompiledProcess, flags: dict[str, bool], data: st.DataObj
 
 
 @settings(
-    max_examples=150,
+    max_examples=120,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -332,3 +337,23 @@ def test_random_executions_terminate_and_keep_their_invariants(
     assert replay.outputs == world.outputs
     assert replay.state is not None and world.state is not None
     assert replay.state.to_dict() == world.state.to_dict()
+
+
+def test_definitions_from_the_validation_strategies_run_too() -> None:
+    """The same invariants over the definition service's generator of valid specs."""
+    strategies = pytest.importorskip("trinity_process_model.testing_strategies")
+    inputs = {"topic": "news", "flag": True, "items": [1, 2], "count": 5}
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(spec=strategies.process_specs(max_steps=8), data=st.data())
+    def check(spec: ProcessSpec, data: st.DataObject) -> None:
+        process = CompiledProcess.compile("def", "1", spec)
+        world = run_world(process, inputs, data)
+        assert len(world.starts) == len(set(world.starts))
+        assert len(world.completions) == len(set(world.completions))
+
+    check()
