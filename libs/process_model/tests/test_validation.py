@@ -291,6 +291,24 @@ CASES: list[Case] = [
         "no step 'reserch'",
         B,
     ),
+    (
+        "templates read only the context",
+        lambda: with_config(B(), "research", message="{{ inputs.topic }}"),
+        "steps[0].agent_task.message",
+        "'inputs', which is not in the context",
+        lambda: with_config(
+            B(),
+            "research",
+            message="{{ execution.id }} {{ process.name }} {% for x in input.l %}{{ x }}{% endfor %}",
+        ),
+    ),
+    (
+        "conditions read only the context",
+        lambda: with_step(B(), "publish", condition="{{ approved }}"),
+        "steps[5].condition",
+        "'approved', which is not in the context",
+        B,
+    ),
     # cycles and loops
     (
         "no cycle through depends_on",

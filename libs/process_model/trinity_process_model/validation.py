@@ -60,6 +60,7 @@ from trinity_process_model.model import (
 from trinity_process_model.money import money_problems
 
 __all__ = [
+    "CONTEXT_NAMES",
     "MAX_JSON_INTEGER",
     "MAX_UINT32",
     "PROCESS_NAME_PATTERN",
@@ -78,6 +79,8 @@ STEP_ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 """A step id is an identifier, so templates can read ``steps.<id>.output``."""
 ARGUMENT_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FAILURE_CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
+CONTEXT_NAMES = frozenset({"input", "steps", "execution", "process"})
+"""What templates and conditions can read (the execution engine's expression context)."""
 MAX_UINT32 = 2**32 - 1
 MAX_JSON_INTEGER = 2**53
 """Integers of schedule input travel as doubles (google.protobuf.Struct): exact up to 2^53."""
@@ -586,6 +589,11 @@ class _Validator:
         except ExpressionError as exc:
             self.add(path, str(exc))
             return
+        for name in sorted(compiled.names - CONTEXT_NAMES):
+            self.add(
+                path,
+                f"reads {name!r}, which is not in the context: {', '.join(sorted(CONTEXT_NAMES))}",
+            )
         for ref in sorted(compiled.step_refs):
             if ref not in self.step_ids:
                 self.add(path, f"reads steps.{ref}, but there is no step {ref!r}")
