@@ -649,3 +649,15 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
     assert any("deeper than 32" in d for d in problems(text).values())
     deeper = '{"name": "p", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     assert "nests too deeply" in problems(deeper)[""]
+
+
+def test_the_documented_example_is_the_it3_fixture() -> None:
+    """FORMAT.md shows research_report.yaml; both must stay valid and the same."""
+    doc = (Path(__file__).parents[1] / "FORMAT.md").read_text()
+    example = doc.split("## A complete example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_process(example)
+    assert validate(spec) == []
+    assert spec == parse_process((FIXTURES / "research_report.yaml").read_text())
+    snippet = doc.split('This is how "iterate until green" is written', 1)[1]
+    routes = snippet.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert parse_process("name: p\nsteps:\n" + routes).steps[0].id == "green"
