@@ -498,6 +498,7 @@ def test_unknown_keys_are_errors(text: str, field: str, hint: str) -> None:
         ),
         ("name: p\nlabels: [a]\nsteps: []\n", "labels", "expected a mapping"),
         ("name: p\nlabels: {a: 1}\nsteps: []\n", "labels.a", "expected text"),
+        ("name: p\nlabels: {a: }\nsteps: []\n", "labels.a", "expected text, got nothing"),
         ("name: p\ntriggers: [hourly]\nsteps: []\n", "triggers[0]", "unknown trigger 'hourly'"),
         (
             "name: p\ntriggers: [{manual: {}, event: {subject: a}}]\nsteps: []\n",

@@ -375,7 +375,22 @@ _STEP_KEYS = (
     "on_failure",
     "informed",
 )
-_KIND_KEYS = ("agent_task", "human_approval", "gateway", "timer", "notification", "tool_run")
+_KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "agent_task": ("agent", "message", "max_cost"),
+    "human_approval": (
+        "approvers",
+        "on_timeout",
+        "artifacts",
+        "title",
+        "reminder_interval",
+        "max_reminders",
+    ),
+    "gateway": ("type", "routes"),
+    "timer": ("duration", "until", "timezone"),
+    "notification": ("channel", "target", "subject", "message"),
+    "tool_run": ("action", "arguments"),
+}
+_KIND_KEYS = tuple(_KIND_FIELDS)
 _RETRY_KEYS = (
     "max_attempts",
     "initial_backoff",
@@ -505,10 +520,9 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, str):
+            hint = " (put it in quotes)" if isinstance(value, int | float) else ""
             self.error(
-                fields.path_of(key),
-                f"expected text, got {_kind_of(value)} (put it in quotes)",
-                fields.at(key),
+                fields.path_of(key), f"expected text, got {_kind_of(value)}{hint}", fields.at(key)
             )
             return default
         return value
@@ -546,12 +560,16 @@ class _Reader:
         result: dict[str, str] = {}
         if inner is None:
             return result
-        for name in value:
-            if not isinstance(name, str):
-                continue
-            item = self.text(inner, name)
-            if isinstance(value[name], str):
+        for name, item in value.items():
+            if isinstance(name, str) and isinstance(item, str):
                 result[name] = item
+            elif isinstance(name, str):
+                hint = " (put it in quotes)" if isinstance(item, int | float) else ""
+                self.error(
+                    field_path(path, name),
+                    f"expected text, got {_kind_of(item)}{hint}",
+                    inner.at(name),
+                )
         return result
 
     def flag(self, fields: _Fields, key: str) -> bool:
@@ -923,15 +941,12 @@ class _Reader:
         )
 
     def config(self, step: _Fields, kind: str) -> StepConfig | None:
-        value = step.get(kind)
         path = step.path_of(kind)
         mark = step.at(kind)
+        fields = self.mapping(step.get(kind), path, mark, _KIND_FIELDS[kind], kind, _in(kind))
+        if fields is None:
+            return None
         if kind == "agent_task":
-            fields = self.mapping(
-                value, path, mark, ("agent", "message", "max_cost"), kind, _in(kind)
-            )
-            if fields is None:
-                return None
             max_cost = self.money(fields, "max_cost") if fields.has("max_cost") else None
             return AgentTaskConfig(
                 agent=self.text(fields, "agent"),
@@ -939,19 +954,8 @@ class _Reader:
                 max_cost=max_cost,
             )
         if kind == "human_approval":
-            keys: tuple[str, ...] = (
-                "approvers",
-                "on_timeout",
-                "artifacts",
-                "title",
-                "reminder_interval",
-                "max_reminders",
-            )
-            fields = self.mapping(value, path, mark, keys, kind, _in(kind, keys))
-            if fields is None:
-                return None
             on_timeout = self.enum(fields, "on_timeout", TimeoutAction, TimeoutAction.REJECT)
-            config = HumanApprovalConfig(
+            approval = HumanApprovalConfig(
                 approvers=self.texts(fields, "approvers"),
                 on_timeout=on_timeout or TimeoutAction.REJECT,
                 artifacts=self.texts(fields, "artifacts"),
@@ -959,19 +963,12 @@ class _Reader:
                 reminder_interval=self.duration(fields, "reminder_interval"),
                 max_reminders=self.count(fields, "max_reminders"),
             )
-            return config if on_timeout is not None else None
+            return approval if on_timeout is not None else None
         if kind == "gateway":
-            fields = self.mapping(value, path, mark, ("type", "routes"), kind, _in(kind))
-            if fields is None:
-                return None
             gateway_type = self.enum(fields, "type", GatewayType, GatewayType.EXCLUSIVE)
             routes = self.items(fields, "routes", self.route)
             return GatewayConfig(gateway_type, tuple(routes)) if gateway_type else None
         if kind == "timer":
-            keys = ("duration", "until", "timezone")
-            fields = self.mapping(value, path, mark, keys, kind, _in(kind, keys))
-            if fields is None:
-                return None
             timer = TimerConfig(
                 duration=self.duration(fields, "duration"),
                 until=self.text(fields, "until"),
@@ -982,10 +979,6 @@ class _Reader:
                 return None
             return timer
         if kind == "notification":
-            keys = ("channel", "target", "message", "subject")
-            fields = self.mapping(value, path, mark, keys, kind, _in(kind, keys))
-            if fields is None:
-                return None
             channel = self.enum(fields, "channel", Channel, None)
             target = self.text(fields, "target")
             message = self.text(fields, "message")
@@ -993,9 +986,6 @@ class _Reader:
             if channel is None:
                 return None
             return NotificationConfig(channel, target, message, subject)
-        fields = self.mapping(value, path, mark, ("action", "arguments"), kind, _in(kind))
-        if fields is None:
-            return None
         action = self.enum(fields, "action", ActionKind, None)
         arguments = self.text_map(fields, "arguments")
         return ToolRunConfig(action, arguments) if action is not None else None
@@ -1013,18 +1003,13 @@ class _Reader:
         )
 
 
-def _in(kind: str, keys: Collection[str] = ()) -> Callable[[str], str]:
+def _in(kind: str) -> Callable[[str], str]:
     """Unknown-key messages inside a step kind, pointing at step-level keys."""
-    allowed = keys or {
-        "agent_task": ("agent", "message", "max_cost"),
-        "gateway": ("type", "routes"),
-        "tool_run": ("action", "arguments"),
-    }.get(kind, ())
 
     def describe(key: str) -> str:
         if key in _STEP_KEYS:
             return f"unknown key {key!r} in {kind}: {key} belongs to the step itself"
-        return _unknown_key(key, allowed)
+        return _unknown_key(key, _KIND_FIELDS[kind])
 
     return describe
 
