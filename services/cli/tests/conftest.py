@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
@@ -27,6 +28,7 @@ from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
 from trinity.process.definition.v1 import definition_service_pb2_grpc as definition_grpc
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1 import execution_service_pb2_grpc as execution_grpc
+from trinity.process.execution.v1 import facts_pb2 as execution_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity.process.work.v1 import work_service_pb2_grpc as work_grpc
 from trinity_cli import watch
@@ -205,12 +207,14 @@ class Script:
 
     steps: tuple[str, ...] = ("research", "review", "publish")
     ending: int = E.EXECUTION_STATUS_COMPLETED
+    waits_at: str = ""  # an approval step where the execution stays waiting
 
 
 SCRIPTS = {
     "it3": Script(),
     "fails": Script(ending=E.EXECUTION_STATUS_FAILED),
     "forever": Script(ending=E.EXECUTION_STATUS_RUNNING),
+    "gated": Script(ending=E.EXECUTION_STATUS_RUNNING, waits_at="review"),
 }
 
 
@@ -243,6 +247,8 @@ class FakeExecutions(execution_grpc.ExecutionServiceServicer):
             return execution
         run.reads += 1
         done = min(run.reads, len(run.script.steps))
+        if run.script.waits_at:
+            done = min(done, run.script.steps.index(run.script.waits_at))
         del execution.steps[:]
         del execution.current_step_ids[:]
         for index, step_id in enumerate(run.script.steps):
@@ -254,6 +260,9 @@ class FakeExecutions(execution_grpc.ExecutionServiceServicer):
                 step.duration.FromSeconds(2)
             elif index == done:
                 step.status = E.STEP_STATUS_RUNNING
+                if step_id == run.script.waits_at:
+                    step.kind = E.STEP_KIND_HUMAN_APPROVAL
+                    step.status = E.STEP_STATUS_WAITING
                 execution.current_step_ids.append(step_id)
             else:
                 step.status = E.STEP_STATUS_PENDING
@@ -307,11 +316,39 @@ class FakeExecutions(execution_grpc.ExecutionServiceServicer):
         if not self.watch_implemented:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         run = self._run(request.execution_id, context)
-        for sequence in range(1, len(run.script.steps) + 2):
-            yield execution_service_pb2.WatchExecutionResponse(
-                sequence=sequence, type="trinity.process.execution.v1.StepCompleted"
+        ref = E.ExecutionRef(execution_id=run.execution.id, process_name=run.execution.process_name)
+        cost = types_pb2.Money(currency_code="USD", nanos=120_000_000)
+        stream: list[Any] = []
+        for index, step_id in enumerate(run.script.steps):
+            started = execution_facts.StepStarted(
+                execution=ref, step_id=step_id, iteration=1, attempt=1
             )
-        if run.script.ending == E.EXECUTION_STATUS_RUNNING:
+            stream.append(started)
+            if step_id == run.script.waits_at:
+                started.kind = E.STEP_KIND_HUMAN_APPROVAL
+                break
+            last = index == len(run.script.steps) - 1
+            if last and run.script.ending == E.EXECUTION_STATUS_FAILED:
+                error = types_pb2.Failure(
+                    code="AGENT_UNAVAILABLE", message="the agent did not answer"
+                )
+                stream.append(
+                    execution_facts.StepFailed(execution=ref, step_id=step_id, error=error)
+                )
+            elif not (last and run.script.ending == E.EXECUTION_STATUS_RUNNING):
+                done = execution_facts.StepCompleted(
+                    execution=ref, step_id=step_id, output=f"{step_id} done", cost=cost
+                )
+                done.duration.FromSeconds(2)
+                stream.append(done)
+        for sequence, fact in enumerate(stream, start=1):
+            packed = any_pb2.Any()
+            packed.Pack(fact)
+            yield execution_service_pb2.WatchExecutionResponse(
+                sequence=sequence, type=fact.DESCRIPTOR.full_name, fact=packed
+            )
+        never_ends = run.script.ending == E.EXECUTION_STATUS_RUNNING
+        if never_ends and run.execution.status == E.EXECUTION_STATUS_RUNNING:  # until the deadline
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
     def ListExecutions(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -501,6 +538,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSuite]:
     for service in ("definition", "execution", "approval", "work"):
         monkeypatch.setenv(f"TRINITY_{service.upper()}_TARGET", suite.target)
     monkeypatch.setattr(watch, "POLL_INTERVAL", 0.01)
+    monkeypatch.setattr(watch, "HINT_PAUSE", 0.01)
     try:
         yield suite
     finally:

@@ -131,15 +131,29 @@ def test_run_wait_exits_6_on_timeout(cli, fake) -> None:  # type: ignore[no-unty
     ]
 
 
-def test_watch_shows_each_step_and_the_outcome(cli, fake) -> None:  # type: ignore[no-untyped-def]
+def test_watch_shows_each_fact_and_the_outcome(cli, fake) -> None:  # type: ignore[no-untyped-def]
     result = cli("run", "it3", "--watch")
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0] == "execution exe-1: it3 1.0"
-    assert lines[1] == "[1/3] research completed · 0.12 USD · 2.0s · 'research done'"
-    assert lines[2] == "[1/3] review running"
+    # Each line: the progress when it was printed, then the fact.
+    assert [line.split("] ", 1)[1] for line in lines[1:-1]] == [
+        "research started",
+        "research completed · 0.12 USD · 2.0s · 'research done'",
+        "review started",
+        "review completed · 0.12 USD · 2.0s · 'review done'",
+        "publish started",
+        "publish completed · 0.12 USD · 2.0s · 'publish done'",
+    ]
     assert lines[-1].startswith("completed in ")
     assert lines[-1].endswith("· 3/3 steps · cost 0.36 USD of 5.00 USD")
+
+
+def test_watch_reports_a_failed_step_and_exits_4(cli, fake) -> None:  # type: ignore[no-untyped-def]
+    result = cli("run", "fails", "--watch")
+    assert result.code == 4
+    assert "publish failed · AGENT_UNAVAILABLE: the agent did not answer" in result.out
+    assert result.out.splitlines()[-1].endswith("· AGENT_UNAVAILABLE: the agent did not answer")
 
 
 def test_watch_falls_back_to_polling_without_the_stream(cli, fake) -> None:  # type: ignore[no-untyped-def]
@@ -153,32 +167,43 @@ def test_watch_json_is_json_lines_ending_with_the_execution(cli, fake) -> None: 
     result = cli("run", "fails", "--watch", "-o", "json")
     assert result.code == 4
     events = [json.loads(line) for line in result.out.splitlines()]
-    assert {e.get("event") for e in events[:-1]} == {"step"}
+    assert [e["type"].rsplit(".", 1)[1] for e in events[:-1]] == [
+        "StepStarted",
+        "StepCompleted",
+        "StepStarted",
+        "StepCompleted",
+        "StepStarted",
+        "StepFailed",
+    ]
+    assert events[5]["fact"]["error"]["code"] == "AGENT_UNAVAILABLE"
     assert events[-1]["execution"]["status"] == "EXECUTION_STATUS_FAILED"
 
 
+def test_watch_json_without_the_stream_reports_step_changes(cli, fake) -> None:  # type: ignore[no-untyped-def]
+    fake.executions.watch_implemented = False
+    result = cli("run", "it3", "--watch", "-o", "json")
+    assert result.code == 0
+    events = [json.loads(line) for line in result.out.splitlines()]
+    assert {e.get("event") for e in events[:-1]} == {"step"}
+    assert events[-1]["execution"]["status"] == "EXECUTION_STATUS_COMPLETED"
+
+
 def test_watch_points_at_the_pending_approval(cli, fake) -> None:  # type: ignore[no-untyped-def]
-    from trinity.process.execution.v1 import execution_pb2 as E
-
-    run = cli("run", "it3")
-    original = fake.executions._advance
-
-    def waiting_review(run_):  # type: ignore[no-untyped-def]
-        execution = original(run_)
-        for step in execution.steps:
-            if step.step_id == "review" and step.status == E.STEP_STATUS_RUNNING:
-                step.kind = E.STEP_KIND_HUMAN_APPROVAL
-                step.status = E.STEP_STATUS_WAITING
-        return execution
-
-    fake.executions._advance = waiting_review
-    assert run.out == "exe-1\n"
-    result = cli("executions", "watch", "exe-1")
-    assert "[1/3] review waiting" in result.out
+    result = cli("run", "gated", "--watch", "--timeout", "1")
+    assert result.code == 6
+    assert "] review waiting for a decision" in result.out
     assert (
         "      waiting for a decision: trinity-process approvals approve apr-1 "
         "(or reject / request-changes)"
     ) in result.out
+
+
+def test_watch_points_at_the_pending_approval_without_the_stream(cli, fake) -> None:  # type: ignore[no-untyped-def]
+    fake.executions.watch_implemented = False
+    result = cli("run", "gated", "--watch", "--timeout", "0.5")
+    assert result.code == 6
+    assert "[1/3] review waiting" in result.out
+    assert "trinity-process approvals approve apr-1 (or reject / request-changes)" in result.out
 
 
 def test_status_list_cancel_pause_resume_retry(cli, fake) -> None:  # type: ignore[no-untyped-def]

@@ -1,8 +1,11 @@
 """Following an execution until it finishes: a live progress display, or silence.
 
-The execution service streams the execution's facts (WatchExecution); each one
-is a cue to read the execution again and report what changed. Where the stream
-is not offered, the watcher polls GetExecution instead.
+The execution service streams the execution's facts (WatchExecution, from the
+first one, so a late watcher sees the whole story): each becomes a line, and the
+execution is read again for the progress (steps done / total, the running steps,
+the cost so far), drawn as a status line that updates in place on a terminal.
+Where the stream is not offered, the watcher polls GetExecution and reports the
+step changes it sees.
 """
 
 from __future__ import annotations
@@ -10,15 +13,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
+
+from google.protobuf.message import Message
 
 from trinity.process.approval.v1 import approval_pb2
 from trinity.process.approval.v1 import approval_service_pb2 as approval_api
+from trinity.process.definition.v1 import definition_pb2
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
+from trinity.process.execution.v1 import facts_pb2 as facts
 from trinity_cli.context import Context
 from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, enum_name, money, one_line, since, to_dict
+from trinity_platform.envelope import EnvelopeError, message_class
 
 FINISHED = {
     pb.EXECUTION_STATUS_COMPLETED: ExitCode.OK,
@@ -26,6 +34,8 @@ FINISHED = {
     pb.EXECUTION_STATUS_CANCELLED: ExitCode.EXECUTION_CANCELLED,
 }
 POLL_INTERVAL = 0.5
+HINT_ATTEMPTS = 10
+HINT_PAUSE = 0.2
 
 
 def status_name(execution: pb.Execution) -> str:
@@ -56,9 +66,16 @@ def cost(execution: pb.Execution) -> str:
     return spent
 
 
+def elapsed(execution: pb.Execution) -> float:
+    start = execution.start_time if execution.HasField("start_time") else execution.create_time
+    if execution.HasField("end_time"):
+        return (execution.end_time.ToDatetime() - start.ToDatetime()).total_seconds()
+    return since(start)
+
+
 @dataclass
 class Watcher:
-    """Reports the changes of one execution; ``live`` draws an in-place status line on a TTY."""
+    """Follows one execution; with ``report``, says what happens on the way."""
 
     ctx: Context
     execution_id: str
@@ -93,9 +110,6 @@ class Watcher:
             self._print(
                 f"execution {execution.id}: {execution.process_name} {execution.process_version}"
             )
-        self._update(execution)
-        if execution.status in FINISHED:
-            return self._finish(execution)
         try:
             execution = self._follow_stream(execution)
         except CliError as error:
@@ -103,6 +117,8 @@ class Watcher:
                 raise
             execution = self._poll(execution)
         return self._finish(execution)
+
+    # ----------------------------------------------------------------- following
 
     def _remaining(self) -> float | None:
         if not self.timeout:
@@ -121,33 +137,55 @@ class Watcher:
     def _follow_stream(self, execution: pb.Execution) -> pb.Execution:
         request = api.WatchExecutionRequest(execution_id=self.execution_id)
         try:
-            for _fact in self.ctx.clients.stream(
+            for response in self.ctx.clients.stream(
                 "execution", "WatchExecution", request, timeout=self._remaining()
             ):
                 execution = self.get()
-                self._update(execution)
-                if execution.status in FINISHED:
-                    return execution
+                self._on_fact(execution, response)
+                self._draw_status_line(execution)
         except CliError as error:
             if error.status == "DEADLINE_EXCEEDED" and self.timeout:
                 raise self._timed_out(self.get()) from None
             raise
-        # The stream ends when the execution has finished; read the final state.
-        return self._poll(execution)
+        # The stream ends when the execution has finished; make sure of it.
+        return self._poll(self.get(), report_steps=False)
 
-    def _poll(self, execution: pb.Execution) -> pb.Execution:
+    def _poll(self, execution: pb.Execution, report_steps: bool = True) -> pb.Execution:
+        if report_steps:
+            self._on_snapshot(execution)
         while execution.status not in FINISHED:
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 raise self._timed_out(execution)
             time.sleep(POLL_INTERVAL if remaining is None else min(POLL_INTERVAL, remaining))
             execution = self.get()
-            self._update(execution)
+            if report_steps:
+                self._on_snapshot(execution)
         return execution
 
-    # ------------------------------------------------------------------ output
+    # --------------------------------------------------------------- reporting
 
-    def _update(self, execution: pb.Execution) -> None:
+    def _on_fact(self, execution: pb.Execution, response: Any) -> None:
+        if not self.report:
+            return
+        fact = _unpack(response)
+        if self.ctx.json:
+            event = {"event": "fact", "sequence": response.sequence, "type": response.type}
+            if fact is not None:
+                event["fact"] = to_dict(fact)
+            self.ctx.emit(event, lines=True)
+            return
+        if fact is None:
+            self._print(f"[{progress(execution)}] {response.type.rsplit('.', 1)[-1]}")
+            return
+        line = describe_fact(fact, execution)
+        if line:
+            self._print(f"[{progress(execution)}] {line}")
+        if isinstance(fact, facts.StepStarted) and fact.kind == pb.STEP_KIND_HUMAN_APPROVAL:
+            self._approval_hint(execution, fact.step_id, fact.iteration)
+
+    def _on_snapshot(self, execution: pb.Execution) -> None:
+        """Without the stream: report what changed since the last read, step by step."""
         if not self.report:
             return
         for step in execution.steps:
@@ -155,34 +193,34 @@ class Watcher:
             if self._seen.get(step.step_id) == state:
                 continue
             self._seen[step.step_id] = state
-            self._step_event(execution, step)
+            if step.status in (pb.STEP_STATUS_PENDING, pb.STEP_STATUS_UNSPECIFIED):
+                continue
+            if self.ctx.json:
+                event = {"event": "step", "execution_id": execution.id, "step": to_dict(step)}
+                self.ctx.emit(event, lines=True)
+                continue
+            self._print(f"[{progress(execution)}] {describe_step(step)}")
+            if step.kind == pb.STEP_KIND_HUMAN_APPROVAL and step.status == pb.STEP_STATUS_WAITING:
+                self._approval_hint(execution, step.step_id, step.iteration)
         self._draw_status_line(execution)
 
-    def _step_event(self, execution: pb.Execution, step: pb.StepExecution) -> None:
-        if step.status in (pb.STEP_STATUS_PENDING, pb.STEP_STATUS_UNSPECIFIED):
-            return
-        if self.ctx.json:
-            event = {
-                "event": "step",
-                "execution_id": execution.id,
-                "progress": to_dict(execution.progress),
-                "total_cost": to_dict(execution.total_cost),
-                "step": to_dict(step),
-            }
-            self.ctx.emit(event, lines=True)
-            return
-        self._print(
-            f"[{progress(execution)}] {step.step_id} {step_status_name(step)}{_step_detail(step)}"
+    def _approval_hint(self, execution: pb.Execution, step_id: str, iteration: int) -> None:
+        """Say which approval to decide, while the step still waits for one."""
+        key = f"{step_id}/{iteration}"
+        waiting = any(
+            s.step_id == step_id and s.status == pb.STEP_STATUS_WAITING for s in execution.steps
         )
-        if step.kind == pb.STEP_KIND_HUMAN_APPROVAL and step.status == pb.STEP_STATUS_WAITING:
-            self._approval_hint(execution, step)
-
-    def _approval_hint(self, execution: pb.Execution, step: pb.StepExecution) -> None:
-        key = f"{step.step_id}/{step.iteration}"
-        if key in self._hinted:
+        if key in self._hinted or not waiting:
             return
         self._hinted.add(key)
-        approval_id = _pending_approval(self.ctx, execution.id, step.step_id)
+        # The execution asks the approval service for the approval after the step
+        # started: give that request a moment to land.
+        approval_id = ""
+        for _ in range(HINT_ATTEMPTS):
+            approval_id = _pending_approval(self.ctx, execution.id, step_id)
+            if approval_id:
+                break
+            time.sleep(HINT_PAUSE)
         if approval_id:
             self._print(
                 f"      waiting for a decision: trinity-process approvals approve {approval_id} "
@@ -196,7 +234,7 @@ class Watcher:
         print(line, file=self.out, flush=True)
 
     def _draw_status_line(self, execution: pb.Execution) -> None:
-        if not self.tty or execution.status in FINISHED:
+        if not self.report or not self.tty or execution.status in FINISHED:
             return
         running = ", ".join(execution.current_step_ids) or "-"
         line = (
@@ -226,33 +264,86 @@ class Watcher:
         return execution
 
 
-def elapsed(execution: pb.Execution) -> float:
-    start = execution.start_time if execution.HasField("start_time") else execution.create_time
-    if execution.HasField("end_time"):
-        return (execution.end_time.ToDatetime() - start.ToDatetime()).total_seconds()
-    return since(start)
+def _unpack(response: Any) -> Message | None:
+    try:
+        fact = message_class(response.type)()
+    except EnvelopeError:  # a fact type newer than this CLI
+        return None
+    return fact if response.fact.Unpack(fact) else None
 
 
-def _step_detail(step: pb.StepExecution) -> str:
-    parts: list[str] = []
-    if step.iteration > 1:
-        parts.append(f"iteration {step.iteration}")
-    if step.attempt > 1:
-        parts.append(f"attempt {step.attempt}")
+def _suffix(iteration: int, attempt: int = 1) -> str:
+    parts = []
+    if iteration > 1:
+        parts.append(f"iteration {iteration}")
+    if attempt > 1:
+        parts.append(f"attempt {attempt}")
+    return "".join(f" · {part}" for part in parts)
+
+
+def describe_fact(fact: Message, execution: pb.Execution) -> str:
+    """One line for a fact of the execution; "" for those the header and footer cover."""
+    kinds = {step.step_id: step.kind for step in execution.steps}
+    if isinstance(fact, facts.StepStarted):
+        waits = {
+            pb.STEP_KIND_HUMAN_APPROVAL: "waiting for a decision",
+            pb.STEP_KIND_TIMER: "waiting",
+        }
+        verb = waits.get(fact.kind, "started")
+        return f"{fact.step_id} {verb}{_suffix(fact.iteration, fact.attempt)}"
+    if isinstance(fact, facts.StepCompleted):
+        if kinds.get(fact.step_id) == pb.STEP_KIND_GATEWAY:
+            return ""  # GatewayEvaluated said it
+        parts = [f"{fact.step_id} completed{_suffix(fact.iteration, fact.attempt)}"]
+        if fact.decision:
+            parts.append(fact.decision)
+        if fact.cost.units or fact.cost.nanos:
+            parts.append(money(fact.cost))
+        if duration(fact.duration) != "-":
+            parts.append(duration(fact.duration))
+        if fact.output and not fact.decision and kinds.get(fact.step_id) != pb.STEP_KIND_TIMER:
+            parts.append(repr(one_line(fact.output, 60)))
+        return " · ".join(parts)
+    if isinstance(fact, facts.StepFailed):
+        line = f"{fact.step_id} failed{_suffix(fact.iteration, fact.attempt)} · {fact.error.code}: {one_line(fact.error.message, 80)}"
+        return line + (" · will retry" if fact.will_retry else "")
+    if isinstance(fact, facts.StepSkipped):
+        return f"{fact.step_id} skipped · {fact.reason}"
+    if isinstance(fact, facts.GatewayEvaluated):
+        chosen = ", ".join(fact.selected_targets) or "nothing"
+        gateway = enum_name(definition_pb2.GatewayType.Name(fact.gateway_type), "GATEWAY_TYPE_")
+        return f"{fact.step_id} chose {chosen} ({gateway}){_suffix(fact.iteration)}"
+    if isinstance(fact, facts.BudgetWarning):
+        return f"budget warning: {money(fact.total_cost)} of {money(fact.budget)} spent"
+    if isinstance(fact, facts.BudgetExceeded):
+        action = enum_name(definition_pb2.BudgetAction.Name(fact.action), "BUDGET_ACTION_")
+        return f"budget exceeded: {money(fact.total_cost)} of {money(fact.budget)} ({action})"
+    if isinstance(fact, facts.ProcessPaused):
+        return f"paused by {fact.paused_by or '-'}" + (f": {fact.reason}" if fact.reason else "")
+    if isinstance(fact, facts.ProcessResumed):
+        return f"resumed by {fact.resumed_by or '-'}"
+    return ""  # ProcessStarted / Completed / Failed / Cancelled: the header and footer
+
+
+def describe_step(step: pb.StepExecution) -> str:
+    """One line for a step as GetExecution shows it (the polling fallback)."""
+    parts = [f"{step.step_id} {step_status_name(step)}{_suffix(step.iteration, step.attempt)}"]
     if step.status == pb.STEP_STATUS_COMPLETED:
         if step.decision:
             parts.append(step.decision)
-        if step.HasField("cost") and (step.cost.units or step.cost.nanos):
+        if step.cost.units or step.cost.nanos:
             parts.append(money(step.cost))
-        if step.HasField("duration"):
+        if duration(step.duration) != "-":
             parts.append(duration(step.duration))
-        if step.output and not step.decision:
+        if step.kind == pb.STEP_KIND_GATEWAY:
+            parts.append(f"→ {step.output or '-'}")
+        elif step.output and not step.decision and step.kind != pb.STEP_KIND_TIMER:
             parts.append(repr(one_line(step.output, 60)))
     elif step.status == pb.STEP_STATUS_FAILED and step.HasField("error"):
         parts.append(f"{step.error.code}: {one_line(step.error.message, 80)}")
     elif step.status == pb.STEP_STATUS_SKIPPED and step.skip_reason:
         parts.append(step.skip_reason)
-    return (" · " + " · ".join(parts)) if parts else ""
+    return " · ".join(parts)
 
 
 def _pending_approval(ctx: Context, execution_id: str, step_id: str) -> str:
