@@ -28,10 +28,11 @@ from trinity_execution.infrastructure.repository import (
     load_execution,
 )
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from trinity_platform.idempotency import run_idempotent
+from trinity_platform.idempotency import lookup, request_fingerprint, run_idempotent
 
 R = TypeVar("R", bound=Message)
 MAX_CONFLICT_RETRIES = 20
+TRIGGER_SCOPE = "execution.TriggerProcess"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,14 @@ class ExecutionCommands:
         self._wakeups = wakeups
 
     async def trigger(self, command: Trigger, request: Message) -> execution_pb2.Execution:
+        if command.request_id:
+            # A retry is answered before anything else: the definition may be archived by now.
+            async with self._engine.connect() as conn:
+                cached = await lookup(
+                    conn, TRIGGER_SCOPE, command.request_id, request_fingerprint(request)
+                )
+            if cached is not None:
+                return execution_pb2.Execution.FromString(cached)
         require("process_name", command.process_name)
         published = await self._catalog.by_name(command.process_name, command.version)
         written: list[Written] = []
@@ -109,7 +118,7 @@ class ExecutionCommands:
 
         execution = await run_idempotent(
             self._engine,
-            "execution.TriggerProcess",
+            TRIGGER_SCOPE,
             command.request_id,
             request,
             work,

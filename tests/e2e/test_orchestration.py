@@ -1,0 +1,406 @@
+"""Orchestration scenarios through the real suite (issue 7), on SQLite and PostgreSQL.
+
+One suite per database serves every scenario of this module; each scenario uses its
+own process name, so they do not see each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import grpc
+import pytest
+
+from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
+from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
+from trinity.process.work.v1 import work_pb2, work_service_pb2
+from trinity_platform.grpc_errors import error_details
+from trinity_process_model.proto_codec import money_from_proto
+
+pytestmark = pytest.mark.e2e
+
+EXECUTOR_CONFIG = """
+agents:
+  worker:
+    backend: script
+    file: replies.yaml
+"""
+
+EXECUTOR_FILES = {
+    "replies.yaml": """
+replies:
+  - match: "flaky"
+    times: 2
+    fail: {code: AGENT_UNAVAILABLE, message: "worker is busy"}
+  - match: "broken"
+    fail: {code: AGENT_UNAVAILABLE, message: "worker is offline"}
+  - match: "one-off"
+    times: 1
+    fail: {code: TOOL_FAILED, message: "first try fails"}
+  - match: "slow"
+    delay: 30s
+    output: "slow done"
+  - match: "pause-me"
+    delay: 1500ms
+    output: "paused work"
+  - match: "costly"
+    cost: "0.25"
+    output: "spent"
+  - match: "research"
+    cost: "0.25"
+    output: "findings on {message}"
+  - output: "done: {message}"
+"""
+}
+
+TOKENS = {"reviewer-token": "reviewer@example.com", "stranger-token": "mallory@example.com"}
+
+S = execution_pb2
+
+
+def by_step(execution: execution_pb2.Execution) -> dict[str, execution_pb2.StepExecution]:
+    return {step.step_id: step for step in execution.steps}
+
+
+def cost(money) -> Decimal:  # type: ignore[no-untyped-def]
+    return money_from_proto(money).amount
+
+
+async def test_it3_research_review_loop_with_budget_and_costs(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: it3
+budget: {limit: "2.00 USD", on_exceeded: fail}
+steps:
+  - id: research
+    agent_task: {agent: worker, message: "research {{ input.topic }}"}
+  - id: review
+    depends_on: [research]
+    human_approval:
+      approvers: [reviewer@example.com]
+      title: "Review {{ input.topic }}"
+      artifacts: ["{{ steps.research.output }}"]
+    timeout: 1h
+  - id: decide
+    depends_on: [review]
+    gateway:
+      type: exclusive
+      routes:
+        - {target: research, condition: "{{ steps.review.decision == 'needs_changes' }}", max_iterations: 3}
+        - {target: wait, condition: "{{ steps.review.decision == 'approved' }}"}
+  - id: wait
+    timer: {duration: 1s}
+  - id: publish
+    depends_on: [wait]
+    notification: {channel: file, target: it3.jsonl, message: "approved: {{ steps.research.output }}"}
+"""
+    )
+    execution_id = await client.trigger("it3", topic="agents")
+
+    first = await client.pending_approval(execution_id)
+    assert first.approvers == ["reviewer@example.com"]
+    assert "findings on research agents" in first.artifacts[0].text
+    # Only a listed approver may decide, and the decider is the authenticated caller.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.decide(first.id, approval_pb2.DECISION_APPROVE, "stranger-token")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await client.decide(first.id, approval_pb2.DECISION_REQUEST_CHANGES, "reviewer-token", "more")
+
+    second = await client.pending_approval(execution_id)
+    assert second.id != first.id and second.iteration == 2
+    await client.decide(second.id, approval_pb2.DECISION_APPROVE, "reviewer-token")
+
+    done = await client.wait(execution_id)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED, done
+    steps = by_step(done)
+    assert steps["research"].iteration == 2
+    assert steps["review"].decision == "approved"
+    assert steps["publish"].status == S.STEP_STATUS_COMPLETED
+    assert cost(done.total_cost) == Decimal("0.50")  # two research rounds at 0.25
+    assert cost(done.budget) == Decimal("2.00")
+    assert done.progress.finished == done.progress.total == 5
+
+
+async def test_parallel_fan_out_fan_in_and_inclusive_gateway(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: fan
+steps:
+  - id: start
+    agent_task: {agent: worker, message: "start"}
+  - id: split
+    depends_on: [start]
+    gateway: {type: parallel, routes: [{target: left}, {target: right}]}
+  - id: left
+    agent_task: {agent: worker, message: "left"}
+  - id: right
+    agent_task: {agent: worker, message: "right"}
+  - id: join
+    depends_on: [left, right]
+    agent_task: {agent: worker, message: "join {{ steps.left.output }} + {{ steps.right.output }}"}
+  - id: choose
+    depends_on: [join]
+    gateway:
+      type: inclusive
+      routes:
+        - {target: x, condition: "{{ input.n > 1 }}"}
+        - {target: y, condition: "{{ input.n > 5 }}"}
+        - {target: z, condition: "{{ input.n > 2 }}"}
+  - id: x
+    agent_task: {agent: worker, message: "x"}
+  - id: y
+    agent_task: {agent: worker, message: "y"}
+  - id: z
+    agent_task: {agent: worker, message: "z"}
+  - id: end
+    depends_on: [x, y, z]
+    agent_task: {agent: worker, message: "end"}
+"""
+    )
+    done = await client.wait(await client.trigger("fan", n=3))
+    assert done.status == S.EXECUTION_STATUS_COMPLETED, done
+    steps = by_step(done)
+    assert steps["join"].output == "done: join done: left + done: right"
+    assert steps["y"].status == S.STEP_STATUS_SKIPPED
+    assert steps["y"].skip_reason == "route_not_taken"
+    assert {steps[s].status for s in ("x", "z", "end")} == {S.STEP_STATUS_COMPLETED}
+
+
+async def test_a_failing_step_is_retried_until_it_succeeds(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: flaky
+steps:
+  - id: call
+    agent_task: {agent: worker, message: "flaky call"}
+    retry: {max_attempts: 3, initial_backoff: 100ms}
+"""
+    )
+    done = await client.wait(await client.trigger("flaky"))
+    assert done.status == S.EXECUTION_STATUS_COMPLETED, done
+    assert by_step(done)["call"].attempt == 3
+
+
+async def test_a_step_that_keeps_failing_fails_the_execution(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: broken
+steps:
+  - id: call
+    agent_task: {agent: worker, message: "broken call"}
+    retry: {max_attempts: 2, initial_backoff: 100ms}
+  - id: after
+    depends_on: [call]
+    agent_task: {agent: worker, message: "never"}
+"""
+    )
+    done = await client.wait(await client.trigger("broken"))
+    assert done.status == S.EXECUTION_STATUS_FAILED
+    assert done.error.code == "AGENT_UNAVAILABLE"
+    steps = by_step(done)
+    assert steps["call"].status == S.STEP_STATUS_FAILED and steps["call"].attempt == 2
+    assert steps["after"].status == S.STEP_STATUS_PENDING
+
+
+async def test_budget_exceeded_stops_new_steps_and_fails(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: spender
+budget: {limit: "0.40 USD"}
+steps:
+  - id: one
+    agent_task: {agent: worker, message: "costly one"}
+  - id: two
+    depends_on: [one]
+    agent_task: {agent: worker, message: "costly two"}
+  - id: three
+    depends_on: [two]
+    agent_task: {agent: worker, message: "costly three"}
+"""
+    )
+    done = await client.wait(await client.trigger("spender"))
+    assert done.status == S.EXECUTION_STATUS_FAILED
+    assert done.error.code == "BUDGET_EXCEEDED"
+    # The second task may spend only what is left (0.15 USD): it is refused before
+    # it overspends, so the total stays within the budget and the third never starts.
+    assert cost(done.total_cost) == Decimal("0.25")
+    assert by_step(done)["two"].status == S.STEP_STATUS_FAILED
+    assert by_step(done)["three"].status == S.STEP_STATUS_PENDING
+
+
+async def test_cancel_cancels_outstanding_work_and_approval(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: cancellable
+steps:
+  - id: long
+    agent_task: {agent: worker, message: "slow job"}
+  - id: ask
+    human_approval: {approvers: [reviewer@example.com]}
+    timeout: 1h
+"""
+    )
+    execution_id = await client.trigger("cancellable")
+    approval = await client.pending_approval(execution_id)
+    await client.wait(execution_id, lambda e: by_step(e)["long"].status == S.STEP_STATUS_RUNNING)
+    await asyncio.sleep(0.5)  # the executor has taken the slow job
+    reply = await client.executions.CancelExecution(
+        execution_service_pb2.CancelExecutionRequest(
+            request_id=client.key("cancel"), execution_id=execution_id, reason="no longer needed"
+        )
+    )
+    assert reply.execution.status == S.EXECUTION_STATUS_CANCELLED
+
+    async def settled() -> tuple[int, int]:
+        listed = await client.work.ListWork(
+            work_service_pb2.ListWorkRequest(execution_id=execution_id)
+        )
+        pending = await client.approvals.GetApproval(
+            approval_service_pb2.GetApprovalRequest(approval_id=approval.id)
+        )
+        return listed.work[0].status, pending.approval.status
+
+    for _ in range(200):
+        work_status, approval_status = await settled()
+        if (work_status, approval_status) == (
+            work_pb2.WORK_STATUS_CANCELLED,
+            approval_pb2.APPROVAL_STATUS_CANCELLED,
+        ):
+            break
+        await asyncio.sleep(0.1)
+    assert work_status == work_pb2.WORK_STATUS_CANCELLED
+    assert approval_status == approval_pb2.APPROVAL_STATUS_CANCELLED
+    # A second cancel is refused: the execution has ended.
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await client.executions.CancelExecution(
+            execution_service_pb2.CancelExecutionRequest(
+                request_id=client.key("cancel"), execution_id=execution_id
+            )
+        )
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(again.value)[0] == "EXECUTION_FINISHED"
+
+
+async def test_pause_holds_new_steps_and_resume_continues(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: pausable
+steps:
+  - id: first
+    agent_task: {agent: worker, message: "pause-me"}
+  - id: second
+    depends_on: [first]
+    agent_task: {agent: worker, message: "second"}
+"""
+    )
+    execution_id = await client.trigger("pausable")
+    paused = await client.executions.PauseExecution(
+        execution_service_pb2.PauseExecutionRequest(
+            request_id=client.key("pause"), execution_id=execution_id, reason="look first"
+        )
+    )
+    assert paused.execution.status == S.EXECUTION_STATUS_PAUSED
+    held = await client.wait(
+        execution_id, lambda e: by_step(e)["first"].status == S.STEP_STATUS_COMPLETED
+    )
+    await asyncio.sleep(0.5)
+    held = await client.get(execution_id)
+    assert held.status == S.EXECUTION_STATUS_PAUSED
+    assert by_step(held)["second"].status in (S.STEP_STATUS_PENDING, S.STEP_STATUS_READY)
+    await client.executions.ResumeExecution(
+        execution_service_pb2.ResumeExecutionRequest(
+            request_id=client.key("resume"), execution_id=execution_id
+        )
+    )
+    done = await client.wait(execution_id)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED
+
+
+async def test_retry_redrives_a_failed_execution_keeping_completed_steps(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: redrive
+steps:
+  - id: prepare
+    agent_task: {agent: worker, message: "prepare"}
+  - id: deploy
+    depends_on: [prepare]
+    agent_task: {agent: worker, message: "one-off deploy"}
+"""
+    )
+    execution_id = await client.trigger("redrive")
+    failed = await client.wait(execution_id)
+    assert failed.status == S.EXECUTION_STATUS_FAILED
+    prepared_at = by_step(failed)["prepare"].end_time
+    await client.executions.RetryExecution(
+        execution_service_pb2.RetryExecutionRequest(
+            request_id=client.key("retry"), execution_id=execution_id
+        )
+    )
+    done = await client.wait(execution_id)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED, done
+    assert by_step(done)["prepare"].end_time == prepared_at  # not run again
+    assert by_step(done)["deploy"].output == "done: one-off deploy"
+
+
+async def test_trigger_is_idempotent_by_key_and_refuses_bad_input(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: once
+steps:
+  - id: only
+    agent_task: {agent: worker, message: "only"}
+"""
+    )
+    request = execution_service_pb2.TriggerProcessRequest(
+        request_id="same-key", process_name="once"
+    )
+    first = await client.executions.TriggerProcess(request)
+    again = await client.executions.TriggerProcess(request)
+    assert first.execution.id == again.execution.id
+    listed = await client.executions.ListExecutions(
+        execution_service_pb2.ListExecutionsRequest(process_name="once")
+    )
+    assert [e.id for e in listed.executions] == [first.execution.id]
+
+    cases = [
+        (
+            execution_service_pb2.TriggerProcessRequest(request_id="same-key", process_name="fan"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
+        (
+            execution_service_pb2.TriggerProcessRequest(request_id="x1", process_name=""),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            execution_service_pb2.TriggerProcessRequest(request_id="x2", process_name="nope"),
+            grpc.StatusCode.NOT_FOUND,
+            "DEFINITION_NOT_FOUND",
+        ),
+    ]
+    for bad, code, reason in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.executions.TriggerProcess(bad)
+        assert refused.value.code() == code, bad
+        assert error_details(refused.value)[0] == reason
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await client.get("no-such-execution")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as token:
+        await client.executions.ListExecutions(
+            execution_service_pb2.ListExecutionsRequest(page_token="garbage")
+        )
+    assert token.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error_details(token.value)[1]] == ["page_token"]
