@@ -101,7 +101,31 @@ class LocalSuite:
     def start_executor(self, index: int = 0) -> None:
         self._spawn(f"executor-{index}", [sys.executable, "-m", "trinity_work.executor"])
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def start_replica(self, service: str, replica: int, port: int) -> str:
+        """Another process of `service` on `port`, sharing its database and NATS.
+
+        Other services keep reaching the first one (its TARGET); the replica consumes,
+        relays and claims work beside it. Returns the process name (for kill/stop).
+        """
+        name = f"{service}-{replica}"
+        env = {f"TRINITY_{service.upper()}_LISTEN": f"127.0.0.1:{port}"}
+        self._spawn(name, [sys.executable, "-m", f"trinity_{service}"], env)
+        return name
+
+    def wait_serving(self, port: int, name: str, timeout: float = 60.0) -> None:
+        """Block until the process `name` answers SERVING on `port`."""
+        deadline = time.monotonic() + timeout
+        while not self._serving(f"127.0.0.1:{port}"):
+            proc = self._procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}: {self.log_tail(name)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not SERVING on {port}: {self.log_tail(name)}")
+            time.sleep(0.1)
+
+    def _spawn(
+        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> None:
         if self.log_to_files:
             log_dir = self.data_dir / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +134,7 @@ class LocalSuite:
             out = None
         self._procs[name] = subprocess.Popen(
             argv,
-            env=self.env(),
+            env={**self.env(), **(extra_env or {})},
             stdout=out,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT,
             start_new_session=True,
