@@ -147,6 +147,7 @@ async def make_service(
             deadline_poll_interval=0.05,
             dispatch_poll_interval=0.05,
             dispatch_max_backoff=0.2,
+            requesters=overrides.pop("requesters", frozenset()),
         )
         options = RuntimeOptions(stop_grace=0.5, configure_logging=False)
         service = bootstrap(settings, config, options=options, **overrides)

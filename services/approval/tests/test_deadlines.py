@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +13,12 @@ from trinity.process.common.v1 import enums_pb2
 NOTIFY = enums_pb2.TIMEOUT_ACTION_NOTIFY
 REJECT = enums_pb2.TIMEOUT_ACTION_REJECT
 AUTO_APPROVE = enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE
+
+
+async def until_passed(deadline) -> None:  # type: ignore[no-untyped-def]
+    """Sleep until the deadline passed and the watcher (polling every 50 ms) looked."""
+    wait = (deadline.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(wait, 0) + 0.2)
 
 
 def names(found) -> list[str]:  # type: ignore[no-untyped-def]
@@ -91,9 +98,9 @@ async def test_notify_reminds_the_approvers_then_times_out(
 
 
 async def test_a_deadline_can_still_be_met_before_it_passes(client, facts) -> None:
-    approval = (await client.request(on_timeout=REJECT, timeout_s=0.3)).approval
+    approval = (await client.request(on_timeout=REJECT, timeout_s=1.5)).approval
     await client.decide(approval.id, approval_pb2.DECISION_APPROVE, as_="bob")
-    await asyncio.sleep(0.4)
+    await until_passed(approval.deadline)
     assert names(await facts.of(approval.id)) == ["ApprovalRequested", "ApprovalDecided"]
     assert (await client.get(approval.id)).approval.decided_by == "bob"
 
@@ -106,17 +113,18 @@ async def test_deadlines_that_passed_while_down_fire_on_start(
         ids = {
             action: (
                 await client.request(
-                    request_id=f"r-{action}", on_timeout=action, timeout_s=0.4, max_reminders=1
+                    request_id=f"r-{action}", on_timeout=action, timeout_s=60, max_reminders=1
                 )
             ).approval.id
             for action in (REJECT, AUTO_APPROVE, NOTIFY)
         }
     await first.stop()
-    await asyncio.sleep(0.5)  # the deadlines pass while the service is down
     for approval_id in ids.values():
         assert names(await facts.of(approval_id)) == ["ApprovalRequested"]
 
-    second = await make_service()
+    # The service comes back an hour later: every deadline passed while it was down.
+    later = timedelta(hours=1)
+    second = await make_service(clock=lambda: datetime.now(UTC) + later)
     rejected = await facts.wait(ids[REJECT], 3, timeout=5)
     approved = await facts.wait(ids[AUTO_APPROVE], 3, timeout=5)
     reminded = await facts.wait(ids[NOTIFY], 2, timeout=5)
@@ -135,6 +143,7 @@ async def test_deadlines_that_passed_while_down_fire_on_start(
         NOTIFY: approval_pb2.APPROVAL_STATUS_PENDING,
     }
     assert notify.reminders_sent == 1
+    assert reminded[1][1].occur_time.ToDatetime(UTC) > datetime.now(UTC) + later / 2
     assert notify.deadline.ToDatetime() > reminded[1][1].occur_time.ToDatetime()
 
     async def reminder_sent() -> bool:

@@ -139,3 +139,34 @@ async def test_deciding_an_unknown_approval_is_not_found(client) -> None:
     error = await refused(client.decide("missing", APPROVE, as_="bob"))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error_details(error)[0] == "APPROVAL_NOT_FOUND"
+
+
+async def test_only_listed_requesters_may_request_and_cancel(make_service, connect) -> None:
+    service = await make_service(requesters=frozenset({"service:execution"}))
+    async with connect(service) as client:
+        anonymous = await refused(client.request())
+        assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+        user = await refused(
+            client.stub.RequestApproval(
+                api.RequestApprovalRequest(request_id="x"), metadata=client.token("bob")
+            )
+        )
+        assert user.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(user)[0] == "NOT_A_REQUESTER"
+
+        executor = client.token("service:execution")
+        request = api.RequestApprovalRequest(
+            request_id="ok", execution_id="e", step_id="s", approvers=["bob"]
+        )
+        request.timeout.FromSeconds(60)
+        approval = (await client.stub.RequestApproval(request, metadata=executor)).approval
+        denied = await refused(
+            client.stub.CancelApproval(
+                api.CancelApprovalRequest(approval_id=approval.id), metadata=client.token("bob")
+            )
+        )
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        cancelled = await client.stub.CancelApproval(
+            api.CancelApprovalRequest(approval_id=approval.id), metadata=executor
+        )
+        assert cancelled.approval.status == approval_pb2.APPROVAL_STATUS_CANCELLED

@@ -38,6 +38,26 @@ REQUESTS = [
     (request(max_reminders=1000), {"max_reminders"}),
     (request(artifacts=[approval_pb2.Artifact()]), {"artifacts[0]"}),
     (request(execution_id="e" * 65, title="t" * 1001), {"execution_id", "title"}),
+    (
+        request(
+            request_id="r\x00",
+            execution_id="e\x00",
+            step_id="s\x00",
+            title="t\x00",
+            approvers=["a\x00"],
+            artifacts=[approval_pb2.Artifact(name="n\x00", reference="r\x00", text="t\x00")],
+        ),
+        {
+            "request_id",
+            "execution_id",
+            "step_id",
+            "title",
+            "approvers[0]",
+            "artifacts[0].name",
+            "artifacts[0].reference",
+            "artifacts[0].text",
+        },
+    ),
 ]
 
 
@@ -64,6 +84,18 @@ OTHER_REQUESTS = [
         {"comment"},
     ),
     ("CancelApproval", api.CancelApprovalRequest(), {"approval_id"}),
+    (
+        "CancelApproval",
+        api.CancelApprovalRequest(request_id="\x00", approval_id="\x00", reason="\x00"),
+        {"request_id", "approval_id", "reason"},
+    ),
+    (
+        "SubmitDecision",
+        api.SubmitDecisionRequest(approval_id="a\x00", decision=1, comment="\x00"),
+        {"approval_id", "comment"},
+    ),
+    ("ListPendingApprovals", api.ListPendingApprovalsRequest(approver="b\x00"), {"approver"}),
+    ("ListApprovals", api.ListApprovalsRequest(execution_id="\x00"), {"execution_id"}),
     ("GetApproval", api.GetApprovalRequest(approval_id="x" * 65), {"approval_id"}),
     ("ListPendingApprovals", api.ListPendingApprovalsRequest(page_size=-1), {"page_size"}),
     ("ListApprovals", api.ListApprovalsRequest(), {"execution_id"}),

@@ -71,6 +71,7 @@ def bootstrap(
         poll_interval=config.dispatch_poll_interval,
         max_backoff=config.dispatch_max_backoff,
         metadata=metadata,
+        clock=clock,
     )
     watcher_box: list[DeadlineWatcher] = []
 
@@ -108,6 +109,6 @@ def bootstrap(
     runtime.add_grpc_service(
         SERVICE_NAME,
         approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,
-        ApprovalServicer(app),
+        ApprovalServicer(app, config.requesters),
     )
     return ApprovalService(runtime, app, watcher, sender)

@@ -28,6 +28,8 @@ class ApprovalSettings:
     dispatch_max_backoff: float = 30.0
     principal_channel: int | None = enums_pb2.CHANNEL_FILE
     principal_target: str = "approvals.jsonl"
+    # Principals allowed to request and cancel approvals; empty: any caller.
+    requesters: frozenset[str] = frozenset()
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -59,4 +61,9 @@ def load_approval_settings(env: Mapping[str, str] | None = None) -> ApprovalSett
         dispatch_max_backoff=_seconds(env, "TRINITY_APPROVAL_DISPATCH_MAX_BACKOFF", 30.0),
         principal_channel=CHANNELS[channel_name],
         principal_target=env.get("TRINITY_APPROVAL_PRINCIPAL_TARGET") or "approvals.jsonl",
+        requesters=frozenset(
+            p.strip().casefold()
+            for p in env.get("TRINITY_APPROVAL_REQUESTERS", "").split(",")
+            if p.strip()
+        ),
     )

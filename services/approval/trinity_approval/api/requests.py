@@ -53,7 +53,9 @@ class _Checks:
         self.violations.append(FieldViolation(field, description))
 
     def text(self, field: str, value: str, limit: int, *, required: bool = False) -> str:
-        if required and not value.strip():
+        if "\x00" in value:
+            self.add(field, "must not contain NUL characters")
+        elif required and not value.strip():
             self.add(field, "is required")
         elif len(value) > limit:
             self.add(field, f"must be at most {limit} characters")
@@ -137,6 +139,8 @@ def _approvers(checks: _Checks, values: Sequence[str]) -> tuple[str, ...]:
         normalized = value.strip().casefold()
         if not normalized:
             checks.add(field, "must not be blank")
+        elif "\x00" in value:
+            checks.add(field, "must not contain NUL characters")
         elif len(value.strip()) > MAX_APPROVER:
             checks.add(field, f"must be at most {MAX_APPROVER} characters")
         elif normalized in seen:

@@ -13,7 +13,7 @@ from trinity.process.approval.v1.approval_service_pb2_grpc import ApprovalServic
 from trinity_approval.api import requests
 from trinity_approval.application.service import ApprovalApplication
 from trinity_approval.contracts import approval_to_proto
-from trinity_platform.errors import Unauthenticated
+from trinity_platform.errors import PermissionDenied, Unauthenticated
 from trinity_platform.interceptors import current_principal
 
 
@@ -30,12 +30,33 @@ def authenticated_principal() -> str:
 
 
 class ApprovalServicer(ApprovalServiceServicer):
-    def __init__(self, app: ApprovalApplication) -> None:
+    """``requesters``: principals (case-folded) allowed to request and cancel approvals;
+    empty allows any caller."""
+
+    def __init__(self, app: ApprovalApplication, requesters: frozenset[str] = frozenset()) -> None:
         self._app = app
+        self._requesters = requesters
+
+    def _check_requester(self) -> None:
+        if not self._requesters:
+            return
+        principal = current_principal()
+        if not principal:
+            raise Unauthenticated(
+                "requesting and cancelling approvals needs an authenticated caller",
+                reason="AUTHENTICATION_REQUIRED",
+            )
+        if principal.strip().casefold() not in self._requesters:
+            raise PermissionDenied(
+                f"{principal!r} may not request or cancel approvals",
+                reason="NOT_A_REQUESTER",
+                metadata={"principal": principal},
+            )
 
     async def RequestApproval(
         self, request: api.RequestApprovalRequest, context: Any
     ) -> api.RequestApprovalResponse:
+        self._check_requester()
         approval = await self._app.request_approval(requests.request_approval(request))
         return api.RequestApprovalResponse(approval=approval_to_proto(approval))
 
@@ -79,5 +100,6 @@ class ApprovalServicer(ApprovalServiceServicer):
     async def CancelApproval(
         self, request: api.CancelApprovalRequest, context: Any
     ) -> api.CancelApprovalResponse:
+        self._check_requester()
         approval = await self._app.cancel_approval(requests.cancel_approval(request))
         return api.CancelApprovalResponse(approval=approval_to_proto(approval))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -197,8 +197,10 @@ class WorkNotificationSender:
         max_backoff: float = 30.0,
         lease: float = 60.0,
         metadata: Sequence[tuple[str, str]] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
+        self._clock = clock
         self.stub = stub
         self._poll_interval = poll_interval
         self._batch_size = batch_size
@@ -234,7 +236,7 @@ class WorkNotificationSender:
         return len(rows)
 
     async def _claim(self) -> list[RowMapping]:
-        now = datetime.now(UTC)
+        now = self._clock()
         async with self._engine.begin() as conn:
             query = (
                 select(dispatches)
@@ -303,6 +305,6 @@ class WorkNotificationSender:
                 .values(
                     attempts=attempts,
                     last_error=error,
-                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay),
+                    next_attempt_at=self._clock() + timedelta(seconds=delay),
                 )
             )
