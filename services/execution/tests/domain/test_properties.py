@@ -163,6 +163,12 @@ class World:
         decision = decide(self.process, self.state, event)
         if self.state is not None:
             assert self.state.to_dict() == before, "decide changed the state it was given"
+        if before is not None:
+            after = decision.state.to_dict()["steps"]
+            changed = {sid for sid in after if after[sid] != before["steps"].get(sid)}
+            assert changed <= set(decision.changed_steps), "a change was not reported"
+            header = decision.state.header_dict()
+            assert ExecutionState.from_parts(header, after).to_dict() == decision.state.to_dict()
         self.events.append(event)
         self.state = decision.state
         self.outputs.append((repr(decision.commands), repr(decision.facts)))

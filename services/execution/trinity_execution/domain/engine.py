@@ -54,6 +54,8 @@ class Decision:
     facts: list[Fact] = field(default_factory=list)
     ignored: str = ""
     """Why the event changed nothing ('' when it was applied)."""
+    changed_steps: tuple[str, ...] = ()
+    """Steps whose state this decision changed (a store can rewrite just those)."""
 
 
 def decide(process: CompiledProcess, state: ExecutionState | None, event: Event) -> Decision:
@@ -72,7 +74,11 @@ def _ignore(state: ExecutionState, why: str) -> Decision:
 
 def _done(run: Run) -> Decision:
     run.settle()
-    return Decision(run.state, run.commands, run.facts)
+    return _decision(run)
+
+
+def _decision(run: Run) -> Decision:
+    return Decision(run.state, run.commands, run.facts, changed_steps=run.changed_steps)
 
 
 # ------------------------------------------------------------------- lifecycle
@@ -123,7 +129,7 @@ def _on_cancel(process: CompiledProcess, state: ExecutionState, event: CancelExe
             execution=run.ref, cancelled_by=event.by, reason=event.reason, occur_time=event.now
         )
     )
-    return Decision(run.state, run.commands, run.facts)
+    return _decision(run)
 
 
 def _on_pause(process: CompiledProcess, state: ExecutionState, event: PauseExecution) -> Decision:
@@ -131,7 +137,7 @@ def _on_pause(process: CompiledProcess, state: ExecutionState, event: PauseExecu
         return _ignore(state, f"the execution is {state.status}")
     run = Run(process, state, event.now)
     run.pause(event.by, event.reason)
-    return Decision(run.state, run.commands, run.facts)
+    return _decision(run)
 
 
 def _on_resume(process: CompiledProcess, state: ExecutionState, event: ResumeExecution) -> Decision:

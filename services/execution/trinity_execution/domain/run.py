@@ -101,6 +101,11 @@ class Run:
             self._edited.add(step_id)
         return self.state.steps[step_id]
 
+    @property
+    def changed_steps(self) -> tuple[str, ...]:
+        """The steps this decision wrote, in definition order."""
+        return tuple(sorted(self._edited, key=self.graph.position))
+
     def context(self) -> dict[str, Any]:
         return build_context(self.process, self.state)
 

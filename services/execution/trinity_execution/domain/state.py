@@ -309,6 +309,13 @@ class ExecutionState:
 
     def to_dict(self) -> dict[str, Any]:
         """Compact, JSON-serialisable form (Decimal as str, times ISO 8601)."""
+        data = self.header_dict()
+        data["steps"] = {sid: st.to_dict() for sid, st in self.steps.items()}
+        return data
+
+    def header_dict(self) -> dict[str, Any]:
+        """The compact form without the steps: a store can keep each step apart and
+        rewrite only ``Decision.changed_steps`` (see ``from_parts``)."""
         data: dict[str, Any] = {
             "execution_id": self.execution_id,
             "definition_id": self.definition_id,
@@ -318,7 +325,6 @@ class ExecutionState:
             "triggered_by": self.triggered_by,
             "trigger_kind": str(self.trigger_kind),
             "finished": self.finished,
-            "steps": {sid: st.to_dict() for sid, st in self.steps.items()},
         }
         for name in ("started_at", "ended_at"):
             value = getattr(self, name)
@@ -349,6 +355,11 @@ class ExecutionState:
             if getattr(self, name):
                 data[name] = getattr(self, name)
         return data
+
+    @classmethod
+    def from_parts(cls, header: dict[str, Any], steps: dict[str, dict[str, Any]]) -> ExecutionState:
+        """The state from ``header_dict()`` and the steps' ``to_dict()`` kept apart."""
+        return cls.from_dict({**header, "steps": steps})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExecutionState:
