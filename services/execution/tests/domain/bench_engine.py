@@ -21,10 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 from trinity_execution.domain import (
     CompiledProcess,
