@@ -136,14 +136,14 @@ def test_watch_shows_each_fact_and_the_outcome(cli, fake) -> None:  # type: igno
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0] == "execution exe-1: it3 1.0"
-    # Each line: the progress when it was printed, then the fact.
-    assert [line.split("] ", 1)[1] for line in lines[1:-1]] == [
-        "research started",
-        "research completed · 0.12 USD · 2.0s · 'research done'",
-        "review started",
-        "review completed · 0.12 USD · 2.0s · 'review done'",
-        "publish started",
-        "publish completed · 0.12 USD · 2.0s · 'publish done'",
+    # Each line: steps finished / all steps, then the fact.
+    assert lines[1:-1] == [
+        "[0/3] research started",
+        "[1/3] research completed · 0.12 USD · 2.0s · 'research done'",
+        "[1/3] review started",
+        "[2/3] review completed · 0.12 USD · 2.0s · 'review done'",
+        "[2/3] publish started",
+        "[3/3] publish completed · 0.12 USD · 2.0s · 'publish done'",
     ]
     assert lines[-1].startswith("completed in ")
     assert lines[-1].endswith("· 3/3 steps · cost 0.36 USD of 5.00 USD")

@@ -136,12 +136,16 @@ class Watcher:
 
     def _follow_stream(self, execution: pb.Execution) -> pb.Execution:
         request = api.WatchExecutionRequest(execution_id=self.execution_id)
+        tally = Tally.of(execution)
         try:
             for response in self.ctx.clients.stream(
                 "execution", "WatchExecution", request, timeout=self._remaining()
             ):
-                execution = self.get()
-                self._on_fact(execution, response)
+                fact = _unpack(response)
+                tally.count(fact)
+                if self.tty or _asks_for_approval(fact):
+                    execution = self.get()  # for the status line, or to find the approval
+                self._on_fact(execution, response, fact, tally)
                 self._draw_status_line(execution)
         except CliError as error:
             if error.status == "DEADLINE_EXCEEDED" and self.timeout:
@@ -165,23 +169,21 @@ class Watcher:
 
     # --------------------------------------------------------------- reporting
 
-    def _on_fact(self, execution: pb.Execution, response: Any) -> None:
+    def _on_fact(
+        self, execution: pb.Execution, response: Any, fact: Message | None, tally: Tally
+    ) -> None:
         if not self.report:
             return
-        fact = _unpack(response)
         if self.ctx.json:
             event = {"event": "fact", "sequence": response.sequence, "type": response.type}
             if fact is not None:
                 event["fact"] = to_dict(fact)
             self.ctx.emit(event, lines=True)
             return
-        if fact is None:
-            self._print(f"[{progress(execution)}] {response.type.rsplit('.', 1)[-1]}")
-            return
-        line = describe_fact(fact, execution)
+        line = describe_fact(fact, tally.kinds) if fact is not None else response.type
         if line:
-            self._print(f"[{progress(execution)}] {line}")
-        if isinstance(fact, facts.StepStarted) and fact.kind == pb.STEP_KIND_HUMAN_APPROVAL:
+            self._print(f"[{tally}] {line}")
+        if isinstance(fact, facts.StepStarted) and _asks_for_approval(fact):
             self._approval_hint(execution, fact.step_id, fact.iteration)
 
     def _on_snapshot(self, execution: pb.Execution) -> None:
@@ -264,6 +266,33 @@ class Watcher:
         return execution
 
 
+@dataclass
+class Tally:
+    """Steps finished so far, counted from the facts (a loop starts its steps over)."""
+
+    total: int
+    kinds: dict[str, int]
+    finished: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, execution: pb.Execution) -> Tally:
+        kinds = {step.step_id: int(step.kind) for step in execution.steps}
+        return cls(execution.progress.total or len(kinds), kinds)
+
+    def count(self, fact: Message | None) -> None:
+        if isinstance(fact, facts.StepStarted):
+            self.finished.discard(fact.step_id)
+        elif isinstance(fact, facts.StepCompleted | facts.StepSkipped):
+            self.finished.add(fact.step_id)
+
+    def __str__(self) -> str:
+        return f"{len(self.finished)}/{self.total}"
+
+
+def _asks_for_approval(fact: Message | None) -> bool:
+    return isinstance(fact, facts.StepStarted) and fact.kind == pb.STEP_KIND_HUMAN_APPROVAL
+
+
 def _unpack(response: Any) -> Message | None:
     try:
         fact = message_class(response.type)()
@@ -281,10 +310,11 @@ def _suffix(iteration: int, attempt: int = 1) -> str:
     return "".join(f" · {part}" for part in parts)
 
 
-def describe_fact(fact: Message, execution: pb.Execution) -> str:
-    """One line for a fact of the execution; "" for those the header and footer cover."""
-    kinds = {step.step_id: step.kind for step in execution.steps}
+def describe_fact(fact: Message, kinds: dict[str, int]) -> str:
+    """One line for a fact of the execution; "" for those said otherwise or not worth a line."""
     if isinstance(fact, facts.StepStarted):
+        if fact.kind == pb.STEP_KIND_GATEWAY:
+            return ""  # GatewayEvaluated says what it chose
         waits = {
             pb.STEP_KIND_HUMAN_APPROVAL: "waiting for a decision",
             pb.STEP_KIND_TIMER: "waiting",
