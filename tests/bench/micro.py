@@ -1,6 +1,7 @@
 """Micro-benchmarks that live next to the code they measure, imported by file path.
 
-Each module defines ``run(quick: bool) -> dict`` (sync or async). The dict maps
+Each module defines ``run(quick: bool) -> dict`` (sync or async), called in a
+subprocess of its own (``python -m tests.bench.micro PATH [--quick]``). The dict maps
 names to numbers (nested dicts are flattened with dots); a name's ending gives its
 unit: ``_per_s`` (higher is better), ``_ms``, ``_us``, ``_ns``, ``_s`` (lower is
 better). Other values are shown as notes. A missing module is skipped with a note.
@@ -8,15 +9,18 @@ better). Other values are shown as notes. A missing module is skipped with a not
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import inspect
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .core import Bench, Values
+from .core import Bench, Skip, Values
 from .infra import REPO_ROOT
 
 MODULES: tuple[tuple[str, str], ...] = (
@@ -63,27 +67,54 @@ async def run(bench: Bench) -> None:
         if not path.exists():
             bench.skip(name, f"{relative} does not exist yet")
             continue
-        try:
-            module = load(name, path)
-        except Exception as exc:
-            bench.skip(name, f"cannot import {relative}: {exc!r}")
-            continue
-        entry = getattr(module, "run", None)
-        if not callable(entry):
-            bench.skip(name, f"{relative} has no run(quick) function")
-            continue
         notes: list[str] = []
 
-        async def once(entry: Any = entry, notes: list[str] = notes) -> Values:
-            result = entry(bench.quick)
-            if inspect.isawaitable(result):
-                result = await result
-            if not isinstance(result, Mapping):
-                raise TypeError(f"run() returned {type(result).__name__}, not a dict")
-            numbers, others = flatten(result)
+        async def once(path: Path = path, notes: list[str] = notes) -> Values:
+            numbers, others = flatten(await in_subprocess(path, bench.quick))
             notes[:] = others
             return numbers
 
         await bench.measure(name, once)
         for note in notes:
             bench.note(f"{name}: {note}")
+
+
+async def in_subprocess(path: Path, quick: bool) -> Mapping[str, Any]:
+    """``run(quick)`` of ``path`` in a fresh interpreter: a sync benchmark cannot block the
+    harness, and one over the time budget is killed."""
+    argv = [sys.executable, "-m", "tests.bench.micro", str(path), *(["--quick"] if quick else [])]
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await process.communicate()
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    if process.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        raise Skip(lines[-1] if lines else f"exited with {process.returncode}")
+    result = json.loads(stdout.decode().strip().splitlines()[-1])
+    if not isinstance(result, Mapping):
+        raise Skip(f"run() returned {type(result).__name__}, not a dict")
+    return result
+
+
+def main() -> None:
+    """``python -m tests.bench.micro PATH [--quick]``: print ``run(quick)`` as one JSON line."""
+    path, quick = Path(sys.argv[1]), "--quick" in sys.argv[2:]
+    module = load(path.stem, path)
+    entry = getattr(module, "run", None)
+    if not callable(entry):
+        sys.exit(f"{path} has no run(quick) function")
+    with contextlib.redirect_stdout(sys.stderr):  # the benchmark's own prints
+        result = entry(quick)
+        if inspect.isawaitable(result):
+            result = asyncio.run(result)  # type: ignore[arg-type]
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
