@@ -88,6 +88,14 @@ def test_template_loops_and_filters_work() -> None:
     assert compile_template(text).render(CONTEXT) == "AB"
 
 
+def test_names_exclude_template_variables() -> None:
+    text = (
+        "{% set n = input.count %}{% for k, v in steps.a.output.items() %}{{ k }}{% endfor %}"
+        "{% macro m(x) %}{{ x }}{% endmacro %}{{ m(n) }}"
+    )
+    assert compile_template(text).names == {"input", "steps"}
+
+
 def test_compiled_results_are_cached() -> None:
     assert compile_condition("{{ a }} == 1") is compile_condition("{{ a }} == 1")
     assert compile_template("x {{ a }}") is compile_template("x {{ a }}")

@@ -236,7 +236,11 @@ def _is_steps(node: nodes.Node) -> bool:
 
 def _root_names(tree: nodes.Node) -> frozenset[str]:
     """Top-level names the expression reads from its context (``input``, ``steps``...)."""
-    assigned = {n.name for n in _walk(tree) if isinstance(n, nodes.Name) and n.ctx == "store"}
+    assigned = {
+        n.name
+        for n in _walk(tree)
+        if (isinstance(n, nodes.Name) and n.ctx in ("store", "param")) or isinstance(n, nodes.Macro)
+    }
     return frozenset(
         n.name
         for n in _walk(tree)
