@@ -662,3 +662,12 @@ def test_the_documented_example_is_the_it3_fixture() -> None:
     snippet = doc.split('This is how "iterate until green" is written', 1)[1]
     routes = snippet.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert parse_process("name: p\nsteps:\n" + routes).steps[0].id == "green"
+
+
+def test_integral_input_numbers_are_written_as_integers() -> None:
+    spec = parse_process(
+        "name: p\ntriggers: [{schedule: {cron: '* * * * *', input: {a: 3.0, b: -0.0, c: 2.5, d: [1.0e3]}}}]\nsteps: []\n"
+    )
+    text = dump_process(spec)
+    assert "a: 3\n" in text and "b: 0\n" in text and "c: 2.5\n" in text and "- 1000\n" in text
+    assert parse_process(text) == spec

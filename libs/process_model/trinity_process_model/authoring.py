@@ -1068,10 +1068,14 @@ def _sorted(values: Mapping[str, str]) -> dict[str, str]:
 
 
 def _plain(value: Any) -> Any:
+    """Schedule input as written: maps in key order, integral numbers as integers (the
+    contract carries every number as a double, so 3 and 3.0 are one value there)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_JSON_INTEGER:
+        return int(value)
     return value
 
 
