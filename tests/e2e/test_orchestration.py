@@ -14,6 +14,7 @@ import pytest
 
 from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
+from trinity.process.execution.v1 import facts_pb2 as execution_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_platform.grpc_errors import error_details
 from trinity_process_model.proto_codec import money_from_proto
@@ -73,9 +74,12 @@ async def test_it3_research_review_loop_with_budget_and_costs(api) -> None:  # t
         """
 name: it3
 budget: {limit: "2.00 USD", on_exceeded: fail}
+outputs:
+  - {channel: file, target: it3-result.jsonl, message: "result: {{ steps.research.output }}"}
 steps:
   - id: research
     agent_task: {agent: worker, message: "research {{ input.topic }}"}
+    informed: [auditor]
   - id: review
     depends_on: [research]
     human_approval:
@@ -121,6 +125,54 @@ steps:
     assert cost(done.total_cost) == Decimal("0.50")  # two research rounds at 0.25
     assert cost(done.budget) == Decimal("2.00")
     assert done.progress.finished == done.progress.total == 5
+    # The process output and the informed agent's inbox were delivered by the executor.
+    notifications = client.suite.data_dir / "notifications"
+    for _ in range(100):
+        if (notifications / "it3-result.jsonl").exists() and (notifications / "auditor").exists():
+            break
+        await asyncio.sleep(0.1)
+    result_lines = (notifications / "it3-result.jsonl").read_text().splitlines()
+    assert any("result: findings on research agents" in line for line in result_lines)
+    assert len((notifications / "auditor").read_text().splitlines()) == 2  # one per research round
+
+
+async def test_watch_streams_the_facts_live_and_from_a_point(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: watched
+steps:
+  - id: first
+    agent_task: {agent: worker, message: "pause-me first"}
+  - id: second
+    depends_on: [first]
+    agent_task: {agent: worker, message: "second"}
+"""
+    )
+    execution_id = await client.trigger("watched")
+    request = execution_service_pb2.WatchExecutionRequest(execution_id=execution_id)
+    seen = [reply async for reply in client.executions.WatchExecution(request)]
+    assert [r.type.rsplit(".", 1)[1] for r in seen] == [
+        "ProcessStarted",
+        "StepStarted",
+        "StepCompleted",
+        "StepStarted",
+        "StepCompleted",
+        "ProcessCompleted",
+    ]
+    assert [r.sequence for r in seen] == [1, 2, 3, 4, 5, 6]
+    completed = execution_facts.ProcessCompleted()
+    assert seen[-1].fact.Unpack(completed)
+    assert completed.execution.execution_id == execution_id
+    request.after_sequence = 4
+    resumed = [reply async for reply in client.executions.WatchExecution(request)]
+    assert [r.sequence for r in resumed] == [5, 6]
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        async for _ in client.executions.WatchExecution(
+            execution_service_pb2.WatchExecutionRequest(execution_id="nope")
+        ):
+            pass
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_parallel_fan_out_fan_in_and_inclusive_gateway(api) -> None:  # type: ignore[no-untyped-def]
