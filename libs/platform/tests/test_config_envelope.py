@@ -217,3 +217,23 @@ def test_json_logging_with_tracebacks(capsys: pytest.CaptureFixture[str]) -> Non
     assert "ZeroDivisionError" in lines[0]["exception"] and lines[0]["job"] == "j1"
     with pytest.raises(ValueError):
         configure_logging("LOUD")
+
+
+def test_decode_finds_the_generated_module_by_ce_type_alone() -> None:
+    """A subscriber decodes any fact from its ce-type without importing its module first."""
+    import subprocess
+    import sys
+
+    program = (
+        "from trinity_platform.envelope import Envelope, decode, build_headers\n"
+        "from datetime import datetime, UTC\n"
+        "headers = build_headers('id-1', 'trinity.process.work.v1.WorkCompleted', 'src', 'w-1',"
+        " datetime.now(UTC))\n"
+        "fact = decode(Envelope.from_headers(headers, b''))\n"
+        "print(type(fact).__module__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "trinity.process.work.v1.facts_pb2"

@@ -9,6 +9,8 @@ are optional) and read back as ``""``.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -128,17 +130,33 @@ class Envelope:
         return cls.from_headers(dict(nats_msg.headers or {}), nats_msg.data, nats_msg.subject)
 
 
-def message_class(full_name: str) -> type[Message]:
-    """The generated class of a protobuf message from the default descriptor pool.
+def _import_package_of(full_name: str) -> None:
+    """Import every generated module of the message's proto package (its Python package).
 
-    The module that defines it must have been imported.
+    A subscriber then decodes any fact by its ce-type without knowing which file
+    defines it.
     """
+    package = full_name.rpartition(".")[0]
     try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
+        module = importlib.import_module(package)
+    except ImportError:
+        return
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if info.name.endswith("_pb2"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def message_class(full_name: str) -> type[Message]:
+    """The generated class of a protobuf message, by its full name (the ce-type)."""
+    pool = descriptor_pool.Default()
+    try:
+        descriptor = pool.FindMessageTypeByName(full_name)
     except KeyError:
-        raise EnvelopeError(
-            f"unknown message type {full_name!r} (is its generated module imported?)"
-        ) from None
+        _import_package_of(full_name)
+        try:
+            descriptor = pool.FindMessageTypeByName(full_name)
+        except KeyError:
+            raise EnvelopeError(f"unknown message type {full_name!r}") from None
     return message_factory.GetMessageClass(descriptor)
 
 
