@@ -96,6 +96,22 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
+def secured_nats(tmp_path: Path) -> Iterator[Callable[[str], NatsServer]]:
+    """Start extra nats-servers with a configuration (users and permissions)."""
+    servers: list[NatsServer] = []
+
+    def start(config: str) -> NatsServer:
+        server = NatsServer(tmp_path / f"nats-{len(servers)}", config)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
 def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
 
@@ -165,11 +181,15 @@ async def start_service(tmp_path: Path, nats_url: str) -> AsyncIterator[ServiceF
     services: list[WorkService] = []
 
     async def start(
-        database_url: str | None = None, *, lease_check_interval: float = 0.1, **settings: Any
+        database_url: str | None = None,
+        *,
+        lease_check_interval: float = 0.1,
+        nats: str | None = None,
+        **settings: Any,
     ) -> WorkService:
         values: dict[str, Any] = {
             "service": "work",
-            "nats_url": nats_url,
+            "nats_url": nats or nats_url,
             "data_dir": tmp_path / "data",
             "database_url": database_url or f"sqlite+aiosqlite:///{tmp_path}/work.db",
             "listen": "127.0.0.1:0",
@@ -208,7 +228,9 @@ async def start_executor(tmp_path: Path, nats_url: str) -> AsyncIterator[Executo
     """Start an executor in-process with a configuration given as a dict (the YAML's shape)."""
     executors: list[Executor] = []
 
-    async def start(service: WorkService, config: dict[str, Any] | None = None) -> Executor:
+    async def start(
+        service: WorkService, config: dict[str, Any] | None = None, *, nats: str | None = None
+    ) -> Executor:
         data: dict[str, Any] = {
             "executor_id": f"executor-{len(executors) + 1}",
             "lease": "2s",
@@ -221,7 +243,7 @@ async def start_executor(tmp_path: Path, nats_url: str) -> AsyncIterator[Executo
         executor = Executor(
             parse_config(data, base_dir=tmp_path),
             target=f"127.0.0.1:{service.runtime.port}",
-            nats_url=nats_url,
+            nats_url=nats or nats_url,
         )
         await executor.start()
         executors.append(executor)
@@ -297,3 +319,26 @@ async def sqlite_stub(
 ) -> AsyncIterator[work_service_pb2_grpc.WorkServiceStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sqlite_service.runtime.port}") as channel:
         yield work_service_pb2_grpc.WorkServiceStub(channel)
+
+
+FINAL_STATUSES = {3, 4, 5, 6}  # completed, failed, cancelled, timed out
+
+
+@pytest.fixture
+def finish() -> Callable[..., Awaitable[Any]]:
+    """``await finish(stub, request)``: RequestWork, then wait for a final status."""
+
+    async def run(
+        stub: work_service_pb2_grpc.WorkServiceStub, request: Any, timeout: float = 15
+    ) -> Any:
+        from trinity.process.work.v1 import work_service_pb2
+
+        work_id = (await stub.RequestWork(request)).work.id
+
+        async def final() -> Any:
+            work = (await stub.GetWork(work_service_pb2.GetWorkRequest(work_id=work_id))).work
+            return work if work.status in FINAL_STATUSES else None
+
+        return await eventually(final, timeout=timeout)
+
+    return run

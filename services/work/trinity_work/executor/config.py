@@ -27,6 +27,7 @@ FALLBACK_AGENT = "*"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")  # {name} in a tool's argv
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -189,7 +190,7 @@ def _tools(value: Any) -> dict[ActionKind, ToolConfig]:
             arguments[str(arg)] = ToolArgument(pattern, None if default is None else str(default))
         command = _argv(data.get("command"), f"{where}.command")
         for element in command:
-            for ref in re.findall(r"\{([^}]*)\}", element):
+            for ref in PLACEHOLDER.findall(element):
                 if ref not in arguments:
                     raise ConfigError(f"{where}.command: {{{ref}}} is not a declared argument")
         tools[action] = ToolConfig(

@@ -12,12 +12,17 @@ import shutil
 import tempfile
 
 from trinity_work.domain.model import Evidence, EvidenceKind, FailureCode, ToolRun, WorkResult
-from trinity_work.executor.config import ExecutorConfig, MissingVariable, ToolConfig, expand
+from trinity_work.executor.config import (
+    PLACEHOLDER,
+    ExecutorConfig,
+    MissingVariable,
+    ToolConfig,
+    expand,
+)
 from trinity_work.executor.jobs import Job, JobFailed
 from trinity_work.executor.process import run_process, tail
 
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
-_REF = re.compile(r"\{([^}]*)\}")
 
 
 def build_argv(tool: ToolConfig, arguments: dict[str, str]) -> list[str]:
@@ -45,7 +50,7 @@ def build_argv(tool: ToolConfig, arguments: dict[str, str]) -> list[str]:
                 {"argument": name},
             )
         values[name] = value
-    return [_REF.sub(lambda m: values[m.group(1)], element) for element in tool.command]
+    return [PLACEHOLDER.sub(lambda m: values[m.group(1)], element) for element in tool.command]
 
 
 class ToolRunner:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -26,7 +27,6 @@ from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Ter
 from trinity_platform.envelope import Envelope
 from trinity_platform.errors import NotFound, TrinityError
 from trinity_platform.logs import get_logger
-from trinity_platform.runtime import connect_nats
 from trinity_platform.subjects import WORK_QUEUE_STREAM, work_queue_subject
 from trinity_work import contracts as pb
 from trinity_work.domain.model import (
@@ -50,6 +50,29 @@ _log = get_logger(__name__)
 INTENT_TYPE = intents_pb2.WorkExecutionRequested.DESCRIPTOR.full_name
 # Answers to RecordWorkStarted after which the intent is obsolete: drop it.
 _OBSOLETE = {"WORK_FINISHED", "STALE_DELIVERY", "WORK_LEASED_ELSEWHERE", "WORK_NOT_FOUND"}
+
+
+async def connect_nats(url: str, name: str) -> NATS:
+    """Connect, retrying until NATS answers; reconnect forever afterwards.
+
+    (Like ``trinity_platform.runtime.connect_nats``, without importing the service
+    runtime and its database stack into every executor.)
+    """
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(
+                servers=[s.strip() for s in url.split(",") if s.strip()],
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1.0,
+                connect_timeout=2,
+            )
+        except Exception as exc:
+            _log.warning("nats not reachable, retrying", error=repr(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def durable_name(kind: str) -> str:
@@ -112,7 +135,7 @@ class Executor:
             interceptors.append(_BearerToken(self._token))
         self._channel = grpc.aio.insecure_channel(self._target, interceptors=interceptors)
         self._client = WorkClient(self._channel, config.executor_id)
-        self._nc = await connect_nats(self._nats_url, name=f"trinity-executor-{config.executor_id}")
+        self._nc = await connect_nats(self._nats_url, f"trinity-executor-{config.executor_id}")
         js = self._nc.jetstream()
         for kind in config.kinds:
             runner = PullConsumerRunner(

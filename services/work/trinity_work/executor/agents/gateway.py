@@ -12,7 +12,6 @@ from trinity_work.executor.agents.base import AgentBackend, check_budget
 from trinity_work.executor.agents.command import CommandAgent
 from trinity_work.executor.agents.echo import EchoAgent
 from trinity_work.executor.agents.http import HttpAgent
-from trinity_work.executor.agents.mcp import McpAgent
 from trinity_work.executor.agents.script import ScriptAgent
 from trinity_work.executor.config import AgentConfig, ConfigError, ExecutorConfig
 from trinity_work.executor.jobs import Job, JobFailed
@@ -29,6 +28,8 @@ def build_backend(agent: AgentConfig, config: ExecutorConfig) -> AgentBackend:
         if agent.backend == "http":
             return HttpAgent(options)
         if agent.backend == "mcp":
+            from trinity_work.executor.agents.mcp import McpAgent  # the SDK is heavy to import
+
             return McpAgent(options, config)
         if agent.backend == "command":
             return CommandAgent(options, config)
