@@ -1,4 +1,10 @@
-"""`make run`: the whole suite on this machine until Ctrl-C."""
+"""`make run`: the whole suite on this machine, the examples published, until Ctrl-C.
+
+NATS (started when none answers), the four services and one executor configured
+for the examples (`examples/executor.yaml`), on SQLite under the data folder. Once
+every service is healthy the examples are applied and published, and what to type
+next is printed. Ctrl-C (or SIGTERM) stops everything, newest process first.
+"""
 
 from __future__ import annotations
 
@@ -7,64 +13,162 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from trinity_cli.local_suite import DEFAULT_PORTS, LocalSuite
+from trinity_cli.client import Clients
+from trinity_cli.commands.definitions import apply_file
+from trinity_cli.context import Context
+from trinity_cli.errors import CliError
+from trinity_cli.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite
+from trinity_platform.config import parse_auth_tokens
 
-NEXT_STEPS = """
+REPOSITORY = Path(__file__).resolve().parents[3]
+DEMO_TOKENS = "reviewer-token=reviewer@example.com,lead-token=lead@example.com"
+
+BANNER = """
 Trinity Process Engine is up (data in {data_dir}, logs in {data_dir}/logs).
 
   definition  127.0.0.1:{definition}    execution  127.0.0.1:{execution}
   approval    127.0.0.1:{approval}    work       127.0.0.1:{work}
   NATS        {nats_url}
+  executor    {executor_config}
 
-Try:
-  .venv/bin/grpcurl -plaintext 127.0.0.1:{execution} list
-  .venv/bin/grpcurl -plaintext 127.0.0.1:{execution} grpc.health.v1.Health/Check
+{examples}
+{identities}
+In another terminal (the CLI is .venv/bin/trinity-process):
+  source .venv/bin/activate
+  trinity-process definitions list
+  trinity-process run research-review --input topic="durable execution" --watch
+  export TRINITY_TOKEN=reviewer-token
+  trinity-process approvals list
+  trinity-process approvals approve <approval id>
+  trinity-process facts tail
 
-Ctrl-C stops everything.
+File notifications land in {data_dir}/notifications. Ctrl-C stops everything.
 """
 
 
+def example_files(root: Path) -> list[Path]:
+    """``examples/*/process.yaml``, in name order."""
+    return sorted((root / "examples").glob("*/process.yaml"))
+
+
+def default_executor_config(env: Mapping[str, str]) -> Path | None:
+    """``TRINITY_EXECUTOR_CONFIG``, else the examples' configuration when it is there."""
+    if env.get("TRINITY_EXECUTOR_CONFIG"):
+        return Path(env["TRINITY_EXECUTOR_CONFIG"]).resolve()
+    for root in (REPOSITORY, Path.cwd()):
+        candidate = root / "examples" / "executor.yaml"
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def publish_examples(files: list[Path], definition_target: str) -> list[str]:
+    """Apply and publish each process file; one line per file saying what happened."""
+    clients = Clients(targets={"definition": definition_target}, timeout=30.0)
+    ctx = Context(args=argparse.Namespace(), clients=clients, nats_url="")
+    lines = []
+    try:
+        for path in files:
+            try:
+                action, definition = apply_file(ctx, str(path), publish=True)
+            except CliError as error:
+                lines.append(f"  {path.parent.name}: not published: {error.message}")
+                continue
+            state = "already published" if action == "unchanged" else "published"
+            lines.append(f"  {definition.name} {definition.version} ({state})")
+    finally:
+        clients.close()
+    return lines
+
+
+def listen_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """The services' ports: from ``TRINITY_<SERVICE>_LISTEN`` when set, else the defaults."""
+    ports = dict(DEFAULT_PORTS)
+    for service in SERVICES:
+        listen = env.get(f"TRINITY_{service.upper()}_LISTEN")
+        if listen:
+            ports[service] = int(listen.rsplit(":", 1)[1])
+    return ports
+
+
+def _stop_on_sigterm(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("TRINITY_DATA_DIR", ".data"))
     parser.add_argument("--executors", type=int, default=1)
+    parser.add_argument(
+        "--no-examples", action="store_true", help="do not apply and publish examples/"
+    )
     args = parser.parse_args(argv)
+    env = os.environ
     data_dir = Path(args.data_dir).resolve()
-    nats_url = os.environ.get("TRINITY_NATS_URL", "nats://127.0.0.1:4222")
-    config = os.environ.get("TRINITY_EXECUTOR_CONFIG")
+    nats_url = env.get("TRINITY_NATS_URL", "nats://127.0.0.1:4222")
+    tokens = env.get("TRINITY_AUTH_TOKENS", DEMO_TOKENS)
+    executor_config = default_executor_config(env)
+    ports = listen_ports(env)
     suite = LocalSuite(
         data_dir=data_dir,
         nats_url=nats_url,
+        ports=ports,
         executors=args.executors,
-        executor_config=Path(config) if config else None,
+        executor_config=executor_config,
+        extra_env={"TRINITY_AUTH_TOKENS": tokens},
     )
-    stop_requested = False
-
-    def request_stop(*_: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored (a
+    # background job of a script), and SIGTERM does the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
+        print(f"starting the suite (logs in {data_dir}/logs)…", file=sys.stderr, flush=True)
         suite.start()
         suite.wait_healthy()
-        print(NEXT_STEPS.format(data_dir=data_dir, nats_url=nats_url, **DEFAULT_PORTS), flush=True)
-        while not stop_requested:
+        examples = [] if args.no_examples else example_files(REPOSITORY)
+        published = publish_examples(examples, f"127.0.0.1:{ports['definition']}")
+        print(
+            BANNER.format(
+                data_dir=data_dir,
+                nats_url=nats_url,
+                executor_config=executor_config or "(none: every agent runs echo)",
+                examples="Examples:\n" + "\n".join(published) + "\n" if published else "",
+                identities=_identities(tokens),
+                **ports,
+            ),
+            flush=True,
+        )
+        while True:
             exited = {name: code for name, code in suite.running.items() if code is not None}
             if exited:
                 print(f"stopping: {exited} exited; see {data_dir}/logs", file=sys.stderr)
                 return 1
             time.sleep(0.5)
+    except KeyboardInterrupt:
         return 0
     except (RuntimeError, TimeoutError) as error:
         print(f"trinity: {error}", file=sys.stderr)
         return 1
     finally:
-        print("stopping the suite…", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping the suite…", file=sys.stderr, flush=True)
         suite.stop()
+        print("stopped.", file=sys.stderr, flush=True)
+
+
+def _identities(tokens: str) -> str:
+    try:
+        principals = parse_auth_tokens(tokens)
+    except ValueError:
+        return ""
+    if tokens != DEMO_TOKENS:
+        return f"Identities: {len(principals)} bearer token(s) from TRINITY_AUTH_TOKENS.\n"
+    pairs = ", ".join(f"{token} = {principal}" for token, principal in principals.items())
+    return f"Demo identities (bearer tokens; set TRINITY_AUTH_TOKENS for your own): {pairs}\n"
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ FINISHED = {
 POLL_INTERVAL = 0.5
 HINT_ATTEMPTS = 10
 HINT_PAUSE = 0.2
+LIVE_MARGIN = 2.0  # seconds: facts older than the watch (minus this) are a replay
 
 
 def status_name(execution: pb.Execution) -> str:
@@ -86,6 +87,7 @@ class Watcher:
     _hinted: set[str] = field(default_factory=set)
     _status_line: bool = False
     _start: float = 0.0
+    _wall_start: float = 0.0
 
     @property
     def out(self) -> TextIO:
@@ -105,6 +107,7 @@ class Watcher:
     def run(self) -> pb.Execution:
         """Follow the execution until it finishes; raises TIMED_OUT after ``timeout`` seconds."""
         self._start = self.clock()
+        self._wall_start = time.time()
         execution = self.get()
         if self.report and not self.ctx.json:
             self._print(
@@ -143,8 +146,13 @@ class Watcher:
             ):
                 fact = _unpack(response)
                 tally.count(fact)
-                if self.tty or _asks_for_approval(fact):
-                    execution = self.get()  # for the status line, or to find the approval
+                live = response.occur_time.ToSeconds() >= self._wall_start - LIVE_MARGIN
+                if live or self.tty or _asks_for_approval(fact):
+                    # Live, the service's count of finished steps is exact (a loop starts
+                    # its body over); replayed facts go by the tally.
+                    execution = self.get()
+                    if live:
+                        tally.finished_count = execution.progress.finished
                 self._on_fact(execution, response, fact, tally)
                 self._draw_status_line(execution)
         except CliError as error:
@@ -273,6 +281,7 @@ class Tally:
     total: int
     kinds: dict[str, int]
     finished: set[str] = field(default_factory=set)
+    finished_count: int | None = None  # the service's count, when known
 
     @classmethod
     def of(cls, execution: pb.Execution) -> Tally:
@@ -280,13 +289,15 @@ class Tally:
         return cls(execution.progress.total or len(kinds), kinds)
 
     def count(self, fact: Message | None) -> None:
+        self.finished_count = None
         if isinstance(fact, facts.StepStarted):
             self.finished.discard(fact.step_id)
         elif isinstance(fact, facts.StepCompleted | facts.StepSkipped):
             self.finished.add(fact.step_id)
 
     def __str__(self) -> str:
-        return f"{len(self.finished)}/{self.total}"
+        finished = len(self.finished) if self.finished_count is None else self.finished_count
+        return f"{finished}/{self.total}"
 
 
 def _asks_for_approval(fact: Message | None) -> bool:

@@ -11,9 +11,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from trinity.process.work.v1 import facts_pb2 as _work_facts  # noqa: F401
 from trinity_cli.client import SERVICES
 from trinity_cli.context import Context
 from trinity_cli.errors import CliError, ExitCode
-from trinity_cli.render import money, one_line
+from trinity_cli.render import duration, money, one_line
 from trinity_platform.envelope import Envelope, EnvelopeError, decode, format_time
 from trinity_platform.subjects import all_facts_subject
 
@@ -135,27 +136,67 @@ def execution_of(envelope: Envelope, fact: Message) -> str:
     return ""
 
 
-def summary(fact: Message) -> str:
-    """``key=value`` of the fields that say something (no timestamps, no execution ref)."""
-    data = json_format.MessageToDict(fact, preserving_proto_field_name=True)
-    data.pop("occur_time", None)
-    data.pop("execution", None)
+def summary(fact: Message, subject: str = "") -> str:
+    """``key=value`` of what a fact says, for one line: no timestamps, no repeated ids."""
+    said: set[tuple[str, str]] = set()
     parts = []
-    for key, value in data.items():
-        if isinstance(value, dict) and "currency_code" in value:
-            text = money(_money(value))
-        elif isinstance(value, dict | list):
-            text = json.dumps(value, separators=(",", ":"))
-        else:
-            text = str(value)
-        parts.append(f"{key}={one_line(text, 80)}")
+    for key, value in _fields(fact, subject):
+        if (key, value) not in said:
+            said.add((key, value))
+            parts.append(f"{key}={one_line(value, 60)}")
     return " ".join(parts)
 
 
-def _money(value: dict[str, Any]) -> Any:
-    from trinity.process.common.v1 import types_pb2
+_FIRST = {"iteration": 1, "attempt": 1, "delivery": 1}  # said only when not the first
 
-    return json_format.ParseDict(value, types_pb2.Money())
+
+def _fields(message: Message, subject: str) -> Iterator[tuple[str, str]]:
+    for descriptor, value in message.ListFields():
+        name = descriptor.name
+        kind = descriptor.message_type.full_name if descriptor.message_type else ""
+        if name.endswith("_time") or kind == "trinity.process.execution.v1.ExecutionRef":
+            continue  # the line starts with the time; the subject names the execution
+        if value == subject or _FIRST.get(name) == value:
+            continue
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            yield name, json.dumps(dict(value), separators=(",", ":"))
+        elif _is_repeated(descriptor):
+            if descriptor.message_type is None:
+                yield name, ",".join(_scalar(descriptor, item) for item in value)
+            else:
+                yield name, f"[{len(value)}]"
+        elif kind == "trinity.process.common.v1.Money":
+            yield name, money(value)
+        elif kind == "trinity.process.common.v1.StepRef":
+            if value.step_id:
+                yield "step", value.step_id + (f"#{value.iteration}" if value.iteration > 1 else "")
+        elif kind == "trinity.process.definition.v1.ProcessSpec":
+            yield "steps", str(len(value.steps))
+        elif kind == "google.protobuf.Duration":
+            yield name, duration(value)
+        elif kind == "google.protobuf.Struct":
+            yield name, json.dumps(json_format.MessageToDict(value), separators=(",", ":"))
+        elif descriptor.message_type is not None:
+            yield from _fields(value, subject)
+        else:
+            yield name, _scalar(descriptor, value)
+
+
+def _is_repeated(field: Any) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf >= 6
+    return bool(repeated) if repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def _scalar(field: Any, value: Any) -> str:
+    if field.enum_type is not None:
+        name = (
+            field.enum_type.values_by_number[value].name
+            if value in field.enum_type.values_by_number
+            else str(value)
+        )
+        prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", field.enum_type.name).upper() + "_"
+        return name.removeprefix(prefix).lower()
+    return str(value)
 
 
 @dataclass
@@ -200,7 +241,7 @@ class FactPrinter:
         service = envelope.source.rsplit("/", 1)[-1]
         name = envelope.type.rsplit(".", 1)[-1]
         when = format_time(envelope.time)[11:23]
-        return f"{when}  {service:<10}  {name:<18}  {envelope.subject}  {summary(fact)}"
+        return f"{when}  {service:<10}  {name:<18}  {envelope.subject}  {summary(fact, envelope.subject)}"
 
 
 def tail_facts(ctx: Context) -> int:
