@@ -223,11 +223,12 @@ class _Validator:
 
     def _labels(self, labels: Mapping[str, str]) -> None:
         for key, value in labels.items():
-            path = field_path("labels", key)
             if not isinstance(key, str) or not key.strip():
                 self.add("labels", "label keys must be non-empty text")
             elif not isinstance(value, str):
-                self.add(path, f"label values are text, got {_describe(value)}")
+                self.add(
+                    field_path("labels", key), f"label values are text, got {_describe(value)}"
+                )
 
     # ----------------------------------------------------------------- triggers
 
