@@ -38,7 +38,7 @@ async def trigger_cases(bench: Bench, suite: RunningSuite) -> None:
         count, elapsed, latencies = await drive(
             lambda: suite.trigger(name),
             total=total,
-            seconds=bench.pick(2.0, 6.0),
+            seconds=bench.pick(2.0, 4.0),
             concurrency=clients,
         )
         return {"calls_per_s": count / elapsed, **latency_summary(latencies)}

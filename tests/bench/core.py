@@ -176,12 +176,17 @@ class Bench:
         self.result = GroupResult(group)
         # Resources shared by the groups of one run (quick mode: one suite per database),
         # closed by the runner at the end; None when every group starts its own.
+        self.deadline = math.inf  # time.monotonic() at which the group's budget ends
         self.shared: dict[str, Any] | None = None
         self.shared_stack: AsyncExitStack | None = None
 
     def pick(self, quick: Any, full: Any) -> Any:
         """``quick`` in quick mode, else ``full``."""
         return quick if self.quick else full
+
+    def time_left(self) -> float:
+        """Seconds until the group's budget ends."""
+        return self.deadline - time.monotonic()
 
     def note(self, text: str) -> None:
         self.log(f"  note: {text}")

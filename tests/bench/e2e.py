@@ -1,8 +1,9 @@
 """End to end: a 5-step agent process with the instant ``echo`` agent, on SQLite and PostgreSQL.
 
 50 clients (quick mode: 10) each trigger an execution and wait for its ``ProcessCompleted`` fact,
-again and again, for the whole measurement (full: 3 windows of 15 s = 45 s of
-sustained load after a warm-up; quick: one window of 4 s). Per window:
+again and again, for the whole measurement (full: 3 windows of 10 s = 30 s of
+sustained load after a warm-up; quick: one window of 4 s). The warm-up lasts until
+each client has seen one execution through (at most 30 s; quick 3 s). Per window:
 executions completed per second, step completions per second (``StepCompleted``
 facts), and trigger-to-completed latency p50/p99 (from sending TriggerProcess to
 the arrival of ``ProcessCompleted`` at a NATS subscriber).
@@ -12,8 +13,6 @@ commit of the same database; the latency beside one gRPC round trip.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from .core import Bench
 from .suite import ClosedLoop, RunningSuite, agent_chain, for_each_database
@@ -35,12 +34,13 @@ async def sustained(bench: Bench, suite: RunningSuite) -> None:
         "steps_per_s": f"floor.{suite.kind}.commit.commits_per_s",
         "latency_p50_ms": "floor.grpc.unary_1.p50_ms",
     }
-    window_s = bench.pick(4.0, 15.0)
+    window_s = bench.pick(4.0, 10.0)
     clients = bench.pick(10, CLIENTS)
     load = ClosedLoop(suite, name, clients)
     load.start()
     try:
-        await asyncio.sleep(bench.pick(1.0, 5.0))  # warm-up: reach the steady state
+        # Warm-up: until every client has seen one execution through (the steady state).
+        await load.warm_up(clients, bench.pick(3.0, 30.0))
         for index in range(bench.repeats):
             window = await load.window(window_s)
             values = window.values()

@@ -43,14 +43,14 @@ class Group:
 GROUPS: tuple[Group, ...] = (
     # name, module, about, time budget (quick, full) in s, runs per case (quick, full)
     Group(
-        "floor", "tests.bench.floor", "raw JetStream, gRPC, SQLite, PostgreSQL", (20, 150), (3, 5)
+        "floor", "tests.bench.floor", "raw JetStream, gRPC, SQLite, PostgreSQL", (20, 140), (3, 5)
     ),
-    Group("facts", "tests.bench.facts", "outbox relay throughput and lag", (15, 120), (2, 3)),
-    Group("micro", "tests.bench.micro", "micro-benchmarks of the packages", (15, 90), (1, 3)),
+    Group("facts", "tests.bench.facts", "outbox relay throughput and lag", (15, 100), (2, 3)),
+    Group("micro", "tests.bench.micro", "micro-benchmarks of the packages", (15, 80), (1, 2)),
     Group(
-        "commands", "tests.bench.commands", "TriggerProcess, 1 and 50 clients", (25, 150), (1, 3)
+        "commands", "tests.bench.commands", "TriggerProcess, 1 and 50 clients", (25, 120), (1, 3)
     ),
-    Group("e2e", "tests.bench.e2e", "5-step agent process end to end", (30, 240), (1, 3)),
+    Group("e2e", "tests.bench.e2e", "5-step agent process end to end", (30, 220), (1, 3)),
     Group("scaling", "tests.bench.scaling", "per-step cost vs size and load", (25, 330), (1, 3)),
 )
 TOTAL_LIMIT = {True: 118.0, False: 14.5 * 60}
@@ -108,6 +108,7 @@ async def run_group(
     bench.shared, bench.shared_stack = shared, shared_stack
     result = bench.result
     started = time.monotonic()
+    bench.deadline = started + budget
     _log(f"[{group.name}] {group.about} (budget {budget:.0f}s)")
     try:
         module = importlib.import_module(group.module)

@@ -400,6 +400,12 @@ class ClosedLoop:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._client()) for _ in range(self._concurrency)]
 
+    async def warm_up(self, executions: int, max_seconds: float) -> None:
+        """Wait until ``executions`` have finished (at most ``max_seconds``)."""
+        deadline = time.perf_counter() + max_seconds
+        while len(self.finished) < executions and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+
     async def window(self, seconds: float) -> Window:
         steps_before = self._suite.tracker.steps_completed
         started = time.perf_counter()
