@@ -229,7 +229,11 @@ async def start_executor(tmp_path: Path, nats_url: str) -> AsyncIterator[Executo
     executors: list[Executor] = []
 
     async def start(
-        service: WorkService, config: dict[str, Any] | None = None, *, nats: str | None = None
+        service: WorkService,
+        config: dict[str, Any] | None = None,
+        *,
+        nats: str | None = None,
+        token: str | None = None,
     ) -> Executor:
         data: dict[str, Any] = {
             "executor_id": f"executor-{len(executors) + 1}",
@@ -244,6 +248,7 @@ async def start_executor(tmp_path: Path, nats_url: str) -> AsyncIterator[Executo
             parse_config(data, base_dir=tmp_path),
             target=f"127.0.0.1:{service.runtime.port}",
             nats_url=nats or nats_url,
+            token=token,
         )
         await executor.start()
         executors.append(executor)
