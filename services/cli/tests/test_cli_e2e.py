@@ -1,0 +1,316 @@
+"""Both seed examples end to end, driving `trinity-process` as a subprocess.
+
+The whole suite runs as real processes (LocalSuite: free ports, a private NATS, a
+temporary data folder, the examples' executor configuration and demo tokens). The
+CLI applies and publishes the examples, runs them, approves as the approvers
+(bearer tokens), and reads the outcome back through `--output json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trinity_cli.local_suite import SERVICES, LocalSuite
+from trinity_platform.testing.nats_server import NatsServer
+from trinity_platform.testing.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+TOKENS = "reviewer-token=reviewer@example.com,lead-token=lead@example.com"
+DEADLINE = 90.0
+
+
+@dataclass
+class Cli:
+    """`trinity-process` as a user runs it, pointed at one suite."""
+
+    env: dict[str, str]
+    cwd: Path
+
+    def __call__(self, *args: str, token: str = "", check: int | None = 0) -> Any:
+        env = dict(self.env, TRINITY_TOKEN=token)
+        done = subprocess.run(
+            [sys.executable, "-m", "trinity_cli", *args],
+            env=env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        if check is not None:
+            assert done.returncode == check, (args, done.returncode, done.stdout, done.stderr)
+        return done
+
+    def json(self, *args: str, token: str = "") -> Any:
+        return json.loads(self(*args, "-o", "json", token=token).stdout)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trinity_cli", *args],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@dataclass
+class Running:
+    suite: LocalSuite
+    cli: Cli
+    data_dir: Path
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One suite for the module: its own NATS, SQLite databases and executor."""
+    root = tmp_path_factory.mktemp("cli-e2e")
+    nats = NatsServer(root / "nats")
+    nats.start()
+    suite = LocalSuite(
+        data_dir=root / "data",
+        nats_url=nats.url,
+        ports={service: free_port() for service in SERVICES},
+        executor_config=EXAMPLES / "executor.yaml",
+        extra_env={"TRINITY_AUTH_TOKENS": TOKENS},
+    )
+    env = dict(os.environ, TRINITY_NATS_URL=nats.url)
+    for service in SERVICES:
+        env[f"TRINITY_{service.upper()}_TARGET"] = f"127.0.0.1:{suite.ports[service]}"
+    try:
+        suite.start()
+        suite.wait_healthy(120)
+        yield Running(suite, Cli(env, root), root / "data")
+    finally:
+        suite.stop()
+        nats.stop()
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def pending_approval(cli: Cli, execution_id: str, step_id: str, iteration: int = 1) -> str:
+    """The id of the pending approval of a step (iteration), once the engine asked for it."""
+
+    def probe() -> str:
+        approvals = cli.json("approvals", "list", "--execution", execution_id)["approvals"]
+        for approval in approvals:
+            pending = approval["status"] == "APPROVAL_STATUS_PENDING"
+            if pending and approval["step_id"] == step_id and approval["iteration"] == iteration:
+                return str(approval["id"])
+        return ""
+
+    return str(wait_for(f"the approval of {step_id} #{iteration}", probe))
+
+
+def steps_by_id(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {step["step_id"]: step for step in execution["steps"]}
+
+
+def notifications(data_dir: Path, name: str) -> list[dict[str, Any]]:
+    path = data_dir / "notifications" / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_research_review_with_a_round_of_changes(running: Running) -> None:
+    cli = running.cli
+    applied = cli.json(
+        "definitions", "apply", str(EXAMPLES / "research-review/process.yaml"), "--publish"
+    )
+    assert (applied["action"], applied["definition"]["version"]) == ("published", "1.0")
+    again = cli.json(
+        "definitions", "apply", str(EXAMPLES / "research-review/process.yaml"), "--publish"
+    )
+    assert again["action"] == "unchanged"
+
+    started = cli.json("run", "research-review", "--input", "topic=durable execution")
+    execution_id = started["execution"]["id"]
+
+    first = pending_approval(cli, execution_id, "review")
+    refused = cli("approvals", "approve", first, token="lead-token", check=1)
+    assert "PERMISSION_DENIED NOT_AN_APPROVER" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    cli(
+        "approvals",
+        "request-changes",
+        first,
+        "--comment",
+        "cite your sources",
+        token="reviewer-token",
+    )
+
+    second = pending_approval(cli, execution_id, "review", iteration=2)
+    cli("approvals", "approve", second, "--comment", "good now", token="reviewer-token")
+
+    watched = cli("executions", "watch", execution_id, "--timeout", str(DEADLINE))
+    assert "decide chose research (exclusive)" in watched.stdout
+    assert "review completed · iteration 2 · approved" in watched.stdout
+
+    execution = cli.json("executions", "status", execution_id)["execution"]
+    assert execution["status"] == "EXECUTION_STATUS_COMPLETED"
+    assert execution["total_cost"]["nanos"] == 500_000_000  # two research rounds at 0.25 USD
+    steps = steps_by_id(execution)
+    assert steps["research"]["iteration"] == 2
+    assert steps["research"]["output"].startswith("Revised with the reviewer's feedback")
+    assert (steps["review"]["decision"], steps["review"]["iteration"]) == ("approved", 2)
+    assert steps["report_rejection"]["status"] == "STEP_STATUS_SKIPPED"
+    assert steps["publish"]["status"] == "STEP_STATUS_COMPLETED"
+    (published,) = notifications(running.data_dir, "research-review.jsonl")
+    assert published["subject"] == "Research on durable execution"
+    assert published["message"].startswith("Approved by reviewer@example.com: Revised")
+
+
+def test_governance_run_loops_until_green_and_releases(running: Running) -> None:
+    cli = running.cli
+    cli("definitions", "apply", str(EXAMPLES / "governance-run/process.yaml"), "--publish")
+    run = (
+        "run",
+        "governance-run",
+        "--input",
+        "request=add invoice export",
+        "--input",
+        "component=billing-api",
+        "--idempotency-key",
+        "governance-e2e-1",
+    )
+    execution_id = cli.json(*run)["execution"]["id"]
+    assert cli.json(*run)["execution"]["id"] == execution_id  # a retry: the same execution
+
+    watcher = cli.popen("executions", "watch", execution_id, "--timeout", str(DEADLINE))
+    try:
+        gate = pending_approval(cli, execution_id, "requirement_gate")
+        cli("approvals", "approve", gate, "--comment", "stable", token="lead-token")
+        release = wait_for(
+            "the release gate",
+            lambda: [
+                a["id"]
+                for a in cli.json("approvals", "list", "--approver", "lead@example.com")[
+                    "approvals"
+                ]
+                if a["execution_id"] == execution_id and a["step_id"] == "release_gate"
+            ],
+        )[0]
+        cli("approvals", "approve", release, token="lead-token")
+        out, err = watcher.communicate(timeout=DEADLINE)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, (out, err)
+    assert "checks chose code (exclusive)" in out
+    assert "checks chose release_gate (exclusive) · iteration 2" in out
+
+    execution = cli.json("executions", "status", execution_id)["execution"]
+    assert execution["status"] == "EXECUTION_STATUS_COMPLETED"
+    steps = steps_by_id(execution)
+    assert steps["verify"]["iteration"] == 2
+    assert steps["verify"]["structured_output"]["green"] is True
+    assert steps["code"]["iteration"] == 2
+    assert steps["release_gate"]["decision"] == "approved"
+    assert steps["publish"]["structured_output"]["image"].startswith(
+        "registry.example.com/billing-api@sha256:"
+    )
+    # 0.30 (triage) + 2 x 0.60 (code) = 1.50 USD of a 5.00 USD budget.
+    assert (execution["total_cost"]["units"], execution["total_cost"]["nanos"]) == (
+        "1",
+        500_000_000,
+    )
+    work = cli.json("work", "list", "--execution", execution_id, "--kind", "tool_run")["work"]
+    assert len(work) == 4  # scaffold, verify twice, publish
+    (announced,) = notifications(running.data_dir, "governance-run.jsonl")
+    assert announced["subject"] == "billing-api released"
+
+    facts = cli(
+        "facts",
+        "tail",
+        "--execution",
+        execution_id,
+        "--service",
+        "execution",
+        "--idle",
+        "2",
+        "-o",
+        "json",
+    )
+    types = [json.loads(line)["type"].rsplit(".", 1)[1] for line in facts.stdout.splitlines()]
+    assert types[0] == "ProcessStarted" and types[-1] == "ProcessCompleted"
+    assert types.count("GatewayEvaluated") == 2
+
+
+def test_refusals_of_the_real_services_are_one_line(running: Running, tmp_path: Path) -> None:
+    cli = running.cli
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "name: broken\nsteps:\n  - id: a\n    agent_task: {agent: x}\n    depends_on: [nowhere]\n"
+    )
+    validated = cli("definitions", "validate", str(broken), check=1)
+    assert "depends_on" in validated.stdout and "nowhere" in validated.stdout
+    refused = cli("definitions", "apply", str(broken), "--publish", check=1)
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith(
+        "trinity-process: PublishDefinition refused by the definition service: INVALID_ARGUMENT"
+    )
+    assert "nowhere" in line
+    unknown = cli("run", "no-such-process", "--wait", check=1)
+    (line,) = unknown.stderr.splitlines()
+    assert "TriggerProcess refused by the execution service: NOT_FOUND" in line
+
+
+def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`make run` (devrun) with free ports: healthy, examples published, Ctrl-C stops all."""
+    ports = {service: free_port() for service in SERVICES}
+    env = dict(os.environ, TRINITY_NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    for service, port in ports.items():
+        env[f"TRINITY_{service.upper()}_LISTEN"] = f"127.0.0.1:{port}"
+    devrun = subprocess.Popen(
+        [sys.executable, "-m", "trinity_cli.devrun", "--data-dir", str(tmp_path / "data")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(devrun.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_for("the banner", lambda: any("Ctrl-C stops everything" in x for x in lines), 150)
+        banner = "".join(lines)
+        for name in ("research-review", "governance-run", "weekly-report"):
+            assert f"  {name} 1.0 (published)" in banner, banner
+        devrun.send_signal(signal.SIGINT)
+        devrun.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if devrun.poll() is None:
+            devrun.kill()
+            devrun.wait()
+    rest = "".join(lines)
+    assert devrun.returncode == 0, rest
+    assert rest.rstrip().endswith("stopped.")
+    for port in ports.values():
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
