@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 from pathlib import Path
 
 from trinity.process.approval.v1 import approval_pb2
+from trinity.process.execution.v1 import execution_service_pb2
+from trinity_cli import watch
+from trinity_cli.client import Clients
+from trinity_cli.context import Context
 
 PROCESS = "name: it3\ndescription: research and review\nsteps:\n  - id: research\n  - id: review\n"
 
@@ -268,3 +274,24 @@ def test_work_list(cli, fake) -> None:  # type: ignore[no-untyped-def]
     assert "TIMEOUT: took too long" in lines[2]
     as_json = json.loads(cli("-o", "json", "work", "list").out)
     assert [w["id"] for w in as_json["work"]] == ["wrk-1", "wrk-2"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_status_line_is_redrawn_in_place(fake) -> None:  # type: ignore[no-untyped-def]
+    clients = Clients(targets={s: fake.target for s in ("execution", "approval")})
+    ctx = Context(args=argparse.Namespace(), clients=clients, nats_url="", out=_Terminal())
+    fake.executions.TriggerProcess(
+        execution_service_pb2.TriggerProcessRequest(process_name="it3"), None
+    )
+    try:
+        assert watch.watch(ctx, "exe-1", report=True, timeout=30) == 0
+    finally:
+        clients.close()
+    text = ctx.out.getvalue()
+    assert "\r\x1b[2Krunning [" in text  # the status line: status, steps, now, cost, time
+    assert "· now: " in text and "· cost " in text and " of 5.00 USD" in text
+    assert text.splitlines()[-1].startswith("completed in ")  # the status line is gone

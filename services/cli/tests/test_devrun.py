@@ -1,0 +1,46 @@
+"""`make run` helpers: which examples, which ports, and publishing them once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trinity_cli import devrun
+
+
+def test_the_examples_of_the_repository_are_found() -> None:
+    names = [path.parent.name for path in devrun.example_files(devrun.REPOSITORY)]
+    assert names == ["governance-run", "research-review", "weekly-report"]
+
+
+def test_the_executor_configuration_defaults_to_the_examples(tmp_path: Path) -> None:
+    assert devrun.default_executor_config({}) == devrun.REPOSITORY / "examples" / "executor.yaml"
+    own = tmp_path / "mine.yaml"
+    assert devrun.default_executor_config({"TRINITY_EXECUTOR_CONFIG": str(own)}) == own
+
+
+def test_ports_come_from_the_listen_addresses() -> None:
+    ports = devrun.listen_ports({"TRINITY_WORK_LISTEN": "127.0.0.1:6000"})
+    assert ports == {"definition": 50051, "execution": 50052, "approval": 50053, "work": 6000}
+
+
+def test_examples_are_published_once_and_failures_do_not_stop_the_rest(
+    fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good" / "process.yaml"
+    bad = tmp_path / "bad" / "process.yaml"
+    for path, text in ((good, "name: good\n"), (bad, "name: bad-one\n")):
+        path.parent.mkdir()
+        path.write_text(text)
+    lines = devrun.publish_examples([bad, good], fake.target)
+    assert lines[0].startswith("  bad: not published: PublishDefinition refused")
+    assert lines[1] == "  good 1.0 (published)"
+
+
+def test_the_demo_identities_are_shown() -> None:
+    line = devrun._identities(devrun.DEMO_TOKENS)
+    assert "reviewer-token = reviewer@example.com" in line
+    assert "lead-token = lead@example.com" in line
+    assert (
+        devrun._identities("t=someone")
+        == "Identities: 1 bearer token(s) from TRINITY_AUTH_TOKENS.\n"
+    )
