@@ -30,6 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs/platform/trinity_platform libs/process_model/trinity_process_model services/*/trinity_*
+	find deploy -type f -name 'Dockerfile*' ! -name '*.dockerignore' -exec $(BIN)/hadolint --config deploy/docker/hadolint.yaml {} +
+	@if git rev-parse --verify --quiet refs/heads/main >/dev/null; then \
+		echo "$(BIN)/buf breaking --against '.git#branch=main'"; $(BIN)/buf breaking --against '.git#branch=main'; \
+	else echo "buf breaking: skipped (this clone has no main branch to compare against)"; fi
 
 fmt: $(STAMP)
 	cd proto && ../$(BIN)/buf format -w
