@@ -4,18 +4,11 @@ PostgreSQL databases, the service in-process over loopback gRPC, in-process exec
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import nats
 import pytest
@@ -25,57 +18,34 @@ from trinity.process.work.v1 import work_service_pb2_grpc
 from trinity_platform.config import ServiceSettings
 from trinity_platform.envelope import Envelope
 from trinity_platform.runtime import RuntimeOptions
+from trinity_platform.testing import find_nats_server, free_port, wait_for_port
 from trinity_work.bootstrap import WorkOptions, WorkService, bootstrap
 from trinity_work.executor.config import parse_config
 from trinity_work.executor.worker import Executor
 
-POSTGRES_ENV = "TRINITY_TEST_POSTGRES_URL"
 
+class SecuredNatsServer:
+    """A nats-server started with a configuration file (users and permissions), which the
+    platform's ``NatsServer`` does not take."""
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nats_binary() -> str:
-    found = shutil.which(
-        "nats-server", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-    )
-    if not found:
-        pytest.skip("nats-server not installed")
-    return found
-
-
-class NatsServer:
-    def __init__(self, directory: Path, config: str | None = None) -> None:
+    def __init__(self, directory: Path, config: str) -> None:
         self.port = free_port()
         self.directory = directory
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
     def start(self) -> None:
         store = self.directory / "store"
         store.mkdir(parents=True, exist_ok=True)
-        argv = [nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)]
-        if self.config is not None:
-            path = self.directory / "nats.conf"
-            path.write_text(self.config)
-            argv += ["-c", str(path)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("nats-server did not start") from None
-                time.sleep(0.02)
+        path = self.directory / "nats.conf"
+        path.write_text(self.config)
+        argv = [find_nats_server(), "-js", "-a", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*argv, "-sd", str(store), "-c", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port, 10.0)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -88,20 +58,12 @@ class NatsServer:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def secured_nats(tmp_path: Path) -> Iterator[Callable[[str], NatsServer]]:
+def secured_nats(tmp_path: Path) -> Iterator[Callable[[str], SecuredNatsServer]]:
     """Start extra nats-servers with a configuration (users and permissions)."""
-    servers: list[NatsServer] = []
+    servers: list[SecuredNatsServer] = []
 
-    def start(config: str) -> NatsServer:
-        server = NatsServer(tmp_path / f"nats-{len(servers)}", config)
+    def start(config: str) -> SecuredNatsServer:
+        server = SecuredNatsServer(tmp_path / f"nats-{len(servers)}", config)
         server.start()
         servers.append(server)
         return server
@@ -109,67 +71,6 @@ def secured_nats(tmp_path: Path) -> Iterator[Callable[[str], NatsServer]]:
     yield start
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def nats_url(nats_server: NatsServer) -> str:
-    return nats_server.url
-
-
-def _admin_dsn() -> str:
-    return os.environ[POSTGRES_ENV].replace("postgresql+asyncpg://", "postgresql://")
-
-
-@pytest.fixture(scope="session")
-def postgres_pool() -> Iterator[list[str]]:
-    """Databases created by this session, reused test after test (a fresh schema each time:
-    dropping and creating a database costs seconds, a schema milliseconds)."""
-    free: list[str] = []
-    yield free
-
-    async def drop_all() -> None:
-        conn = await asyncpg.connect(_admin_dsn())
-        try:
-            for name in free:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    if free:
-        asyncio.run(drop_all())
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_pool: list[str]
-) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/work.db"
-        return
-    if not os.environ.get(POSTGRES_ENV):
-        pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped")
-    base = _admin_dsn().rsplit("/", 1)[0]
-    if postgres_pool:
-        name = postgres_pool.pop()
-    else:
-        name = f"work_test_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(_admin_dsn())
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-    yield f"{base}/{name}"
-    conn = await asyncpg.connect(f"{base}/{name}")
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    finally:
-        await conn.close()
-    postgres_pool.append(name)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path}/work.db"
 
 
 ServiceFactory = Callable[..., Awaitable[WorkService]]

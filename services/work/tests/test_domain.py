@@ -172,3 +172,14 @@ def test_lease_duration_bounds() -> None:
     assert lease_duration(timedelta(microseconds=1)) == MIN_LEASE
     assert lease_duration(timedelta(days=2)) == MAX_LEASE
     assert lease_duration(LEASE) == LEASE
+
+
+def test_a_json_object_output_becomes_structured_output() -> None:
+    work = new_work()
+    work.start("ex-1", 1, LEASE, T0)
+    work.complete("ex-1", WorkResult(output=' {"route": "b", "score": 3} '), T0)
+    assert work.result is not None and work.result.structured_output == {"route": "b", "score": 3}
+    for output in ("[1, 2]", "{not json}", "plain"):
+        assert WorkResult(output=output).with_structured_output().structured_output is None
+    given = WorkResult(output="{}", structured_output={"kept": True})
+    assert given.with_structured_output() is given

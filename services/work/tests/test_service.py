@@ -248,6 +248,15 @@ async def test_list_work_filters_and_pages(stub: WorkServiceStub) -> None:
             break
     assert seen == list(reversed(ids))  # newest first, each once
 
+    first = await stub.ListWork(work_service_pb2.ListWorkRequest(page_size=1))
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # a token only fits its own filter
+        await stub.ListWork(
+            work_service_pb2.ListWorkRequest(
+                execution_id="exec-a", page_token=first.next_page_token
+            )
+        )
+    assert set(_violations(info.value)) == {"page_token"}
+
     by_execution = await stub.ListWork(work_service_pb2.ListWorkRequest(execution_id="exec-b"))
     assert [w.id for w in by_execution.work] == [ids[3], ids[1]]
     notes = await stub.ListWork(

@@ -10,6 +10,7 @@ from typing import Any
 
 from trinity.process.work.v1 import work_service_pb2 as api
 from trinity.process.work.v1 import work_service_pb2_grpc
+from trinity_platform.pagination import encode_page_token
 from trinity_work import contracts as pb
 from trinity_work.api import validate
 from trinity_work.application import commands as c
@@ -115,16 +116,23 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
         return api.GetWorkResponse(work=pb.work_request(work))
 
     async def ListWork(self, request: api.ListWorkRequest, context: Any) -> api.ListWorkResponse:
-        page_size = validate.list_work(request)
+        page_request = validate.list_work(request)
+        after = page_request.after
         page = await self._handlers.list(
             c.ListWork(
                 execution_id=request.execution_id,
                 status=pb.STATUS_FROM_PROTO.get(request.status),
                 kind=pb.KIND_FROM_PROTO.get(request.kind),
-                page_size=page_size,
-                page_token=request.page_token,
+                page_size=page_request.size,
+                after=(str(after[0]), str(after[1])) if after else None,
             )
         )
+        token = ""
+        if page.has_more and page.items:
+            last = page.items[-1]
+            token = encode_page_token(
+                (last.created_at.isoformat(), last.id), validate.list_filters(request)
+            )
         return api.ListWorkResponse(
-            work=[pb.work_request(w) for w in page.items], next_page_token=page.next_page_token
+            work=[pb.work_request(w) for w in page.items], next_page_token=token
         )

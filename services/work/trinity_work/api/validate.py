@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2
 from trinity.process.common.v1 import types_pb2
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_platform.errors import FieldViolation, InvalidArgument
+from trinity_platform.pagination import PageRequest, page_request
 from trinity_work import contracts as pb
 from trinity_work.domain.lease import MAX_DELIVERIES, MAX_LEASE, MAX_TIMEOUT
 
@@ -18,8 +19,6 @@ MAX_ID = 255
 MAX_TEXT = 1_000_000  # characters of a message, an output, a subject
 MAX_ARGUMENTS = 64
 MAX_EVIDENCE = 100
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 50
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -196,15 +195,26 @@ def get(request: work_service_pb2.GetWorkRequest) -> None:
     v.raise_if_any("invalid GetWork")
 
 
-def list_work(request: work_service_pb2.ListWorkRequest) -> int:
+def list_work(request: work_service_pb2.ListWorkRequest) -> PageRequest:
     v = Violations()
     v.optional("execution_id", request.execution_id)
-    if request.page_size < 0:
-        v.add("page_size", "must not be negative")
     if request.status and request.status not in pb.STATUS_FROM_PROTO:
         v.add("status", "is not a known work status")
     if request.kind and request.kind not in pb.KIND_FROM_PROTO:
         v.add("kind", "is not a known work kind")
-    v.optional("page_token", request.page_token, 1000)
+    try:
+        page = page_request(request.page_size, request.page_token, list_filters(request))
+        if page.after is not None and len(page.after) != 2:
+            raise InvalidArgument(
+                "bad token", [FieldViolation("page_token", "is not a token this service issued")]
+            )
+    except InvalidArgument as exc:
+        v.items.extend(exc.violations)
+        page = PageRequest(0, None)
     v.raise_if_any("invalid ListWork")
-    return min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return page
+
+
+def list_filters(request: work_service_pb2.ListWorkRequest) -> tuple[str, int, int]:
+    """What a page token is bound to: a token is refused with another filter."""
+    return (request.execution_id, int(request.status), int(request.kind))

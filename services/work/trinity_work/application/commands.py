@@ -64,4 +64,6 @@ class ListWork:
     status: WorkStatus | None = None
     kind: WorkKind | None = None
     page_size: int = 50
-    page_token: str = ""
+    after: tuple[str, str] | None = (
+        None  # (created_at ISO 8601, id) of the last item before this page
+    )

@@ -15,7 +15,7 @@ from trinity_work.domain.work import WorkRequest
 @dataclass(frozen=True)
 class WorkPage:
     items: Sequence[WorkRequest]
-    next_page_token: str = ""
+    has_more: bool = False
 
 
 class WorkRepository(Protocol):

@@ -6,6 +6,8 @@ owns them lives in :mod:`trinity_work.domain.work`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -141,6 +143,22 @@ class WorkResult:
     cost: Money | None = None
     context_used: int = 0
     evidence: tuple[Evidence, ...] = ()
+
+    def with_structured_output(self) -> WorkResult:
+        """The result with ``structured_output`` parsed from the output when it is a JSON
+        object and the executor did not set it."""
+        if self.structured_output is not None:
+            return self
+        text = self.output.strip()
+        if not (text.startswith("{") and text.endswith("}")):
+            return self
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return self
+        if not isinstance(value, dict):
+            return self
+        return dataclasses.replace(self, structured_output=value)
 
 
 @dataclass(frozen=True)

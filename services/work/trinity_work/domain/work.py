@@ -165,9 +165,9 @@ class WorkRequest:
         self.check_not_finished()
         self.check_leased_by(executor_id)
         self.status = WorkStatus.COMPLETED
-        self.result = result
+        self.result = result.with_structured_output()
         self._end(now)
-        self.events.append(ev.WorkCompleted(result, now))
+        self.events.append(ev.WorkCompleted(self.result, now))
 
     def fail(self, executor_id: str, failure: Failure, now: datetime) -> None:
         self.check_not_finished()

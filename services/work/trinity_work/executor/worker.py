@@ -22,7 +22,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from trinity.process.work.v1 import intents_pb2
+from trinity.process.work.v1 import intents_pb2, work_pb2
 from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Term
 from trinity_platform.envelope import Envelope
 from trinity_platform.errors import NotFound, TrinityError
@@ -230,7 +230,7 @@ class Executor:
         if not await self._acquire_slot():
             return Nak()
         try:
-            await self.client.started(intent.work_id, intent.delivery, self.config.lease)
+            work = await self.client.started(intent.work_id, intent.delivery, self.config.lease)
         except TrinityError as exc:
             self._slots.release()
             if exc.reason in _OBSOLETE or isinstance(exc, NotFound):
@@ -241,6 +241,14 @@ class Executor:
         except BaseException:
             self._slots.release()
             raise
+        if (work.status, work.executor_id, work.delivery) != (
+            work_pb2.WORK_STATUS_STARTED,
+            self.config.executor_id,
+            intent.delivery,
+        ):  # a retried start answered from its key after the work moved on
+            self._slots.release()
+            _log.info("work moved on; dropping intent", work_id=intent.work_id)
+            return Ack()
         timeout = intent.timeout.ToTimedelta().total_seconds() or 600.0
         if self.config.max_timeout is not None:
             timeout = min(timeout, self.config.max_timeout)

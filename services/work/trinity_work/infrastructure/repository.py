@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,25 +72,16 @@ def _from_row(row: Row[Any]) -> WorkRequest:
     )
 
 
-def encode_page_token(created_at: datetime, work_id: str) -> str:
-    raw = json.dumps({"t": created_at.astimezone(UTC).isoformat(), "i": work_id})
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, str]:
+def _after(key: tuple[str, str]) -> tuple[datetime, str]:
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        created_at = datetime.fromisoformat(data["t"])
-        work_id = str(data["i"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
+        created_at = datetime.fromisoformat(str(key[0]))
+        work_id = str(key[1])
+    except (ValueError, IndexError, TypeError):
         raise InvalidArgument(
             "invalid page token",
-            [FieldViolation("page_token", "not a token from a previous ListWork response")],
+            [FieldViolation("page_token", "is not a token this service issued")],
         ) from None
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=UTC)
-    return created_at, work_id
+    return (created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)), work_id
 
 
 class SqlWorkRepository:
@@ -154,8 +142,8 @@ class SqlWorkRepository:
             stmt = stmt.where(t.c.status == query.status.value)
         if query.kind is not None:
             stmt = stmt.where(t.c.kind == query.kind.value)
-        if query.page_token:
-            created_at, work_id = decode_page_token(query.page_token)
+        if query.after is not None:
+            created_at, work_id = _after(query.after)
             stmt = stmt.where(
                 or_(
                     t.c.created_at < created_at,
@@ -165,10 +153,7 @@ class SqlWorkRepository:
         stmt = stmt.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(query.page_size + 1)
         rows = (await self._conn.execute(stmt)).all()
         items = [_from_row(row) for row in rows[: query.page_size]]
-        token = ""
-        if len(rows) > query.page_size and items:
-            token = encode_page_token(items[-1].created_at, items[-1].id)
-        return WorkPage(items, token)
+        return WorkPage(items, has_more=len(rows) > query.page_size)
 
     async def lease_expired(self, now: datetime, limit: int) -> Sequence[str]:
         stmt = (
