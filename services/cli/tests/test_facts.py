@@ -97,3 +97,19 @@ def test_tail_without_streams_is_one_line(cli, nats_url: str) -> None:  # type: 
     assert result.err_lines == [
         f"trinity-process: no facts stream on NATS at {nats_url} yet (have the services started?)"
     ]
+
+
+def test_a_message_that_is_not_a_fact_is_skipped_in_one_line(cli, facts: str) -> None:  # type: ignore[no-untyped-def]
+    async def publish_garbage() -> None:
+        nc = await nats.connect(facts)
+        await nc.jetstream().publish(fact_subject("execution", "Bogus"), b"not protobuf")
+        await nc.close()
+
+    asyncio.run(publish_garbage())
+    result = cli("facts", "tail", "--nats-url", facts, "--service", "execution", "--idle", "1")
+    assert result.code == 0
+    assert len(result.out.splitlines()) == 3
+    assert result.err_lines == [
+        "trinity-process: skipped a message: not a CloudEvent: missing header(s) "
+        "ce-id, ce-source, ce-type, ce-specversion"
+    ]

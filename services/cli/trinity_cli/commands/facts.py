@@ -21,6 +21,9 @@ from typing import Any
 import nats
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -69,51 +72,42 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     tail_.set_defaults(func=tail_facts)
 
 
-async def tail(
-    nats_url: str, services: list[str], show: Show, new: bool, stop: asyncio.Event
-) -> None:
-    """Decode and show every fact of ``services`` until ``stop`` is set."""
-    nc = await connect(nats_url)
-    js = nc.jetstream()
+async def tail(js: JetStreamContext, services: list[str], show: Show, new: bool) -> None:
+    """Subscribe to the facts of ``services``: ``show(envelope, fact)`` gets each, decoded."""
 
-    async def on_message(msg: Any) -> None:
-        try:
-            envelope = Envelope.from_msg(msg)  # the CloudEvents attributes, from ce- headers
-            fact = decode(envelope)  # the protobuf message named by ce-type
-        except EnvelopeError as error:  # not a fact this client knows: say so, go on
-            print(f"skipped a message on {msg.subject}: {error}", file=sys.stderr)
-            return
-        show(envelope, fact)
+    async def on_message(msg: Msg) -> None:
+        envelope = Envelope.from_msg(msg)  # the CloudEvents attributes, from the ce- headers
+        show(envelope, decode(envelope))  # the protobuf message that ce-type names
 
     policy = DeliverPolicy.NEW if new else DeliverPolicy.ALL
-    following = []
     for service in services:  # one ordered, ephemeral consumer per facts stream
         subject = all_facts_subject(service)  # trinity.process.<service>.facts.v1.>
-        with contextlib.suppress(NotFoundError):  # no stream yet: the service never ran
-            await js.subscribe(subject, cb=on_message, ordered_consumer=True, deliver_policy=policy)
-            following.append(service)
-    if following:
-        await stop.wait()
-    await nc.close()
-    if not following:
-        raise CliError(f"no facts stream on NATS at {nats_url} yet (have the services started?)")
+        await js.subscribe(subject, cb=on_message, ordered_consumer=True, deliver_policy=policy)
 
 
-async def connect(nats_url: str) -> Any:
-    """A NATS connection, or a one-line UNREACHABLE error after one quick retry."""
+async def connect(nats_url: str) -> NATS:
+    """A NATS connection, or a one-line UNREACHABLE error after one quick retry.
+
+    Later errors (a message that is not a fact this CLI knows, a lost connection)
+    are reported on stderr, one line each, instead of nats-py's logged traceback.
+    """
     errors: list[BaseException] = []
+    connected = False
 
-    async def remember(error: Exception) -> None:  # instead of nats-py's logged traceback
+    async def report(error: Exception) -> None:
         errors.append(error)
+        if connected:
+            what = "skipped a message" if isinstance(error, EnvelopeError) else "NATS"
+            print(f"trinity-process: {what}: {one_line(str(error), 200)}", file=sys.stderr)
 
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             nats_url,
             allow_reconnect=False,
             connect_timeout=2,
             max_reconnect_attempts=1,
             reconnect_time_wait=0.1,
-            error_cb=remember,
+            error_cb=report,
         )
     except (OSError, TimeoutError, nats.errors.Error) as error:
         why = errors[-1] if errors else error
@@ -123,6 +117,8 @@ async def connect(nats_url: str) -> Any:
             "to point elsewhere",
             ExitCode.UNREACHABLE,
         ) from None
+    connected = True
+    return nc
 
 
 def execution_of(envelope: Envelope, fact: Message) -> str:
@@ -248,16 +244,39 @@ def tail_facts(ctx: Context) -> int:
     args = ctx.args
 
     async def run() -> None:
-        printer = FactPrinter(ctx, asyncio.Event(), args.execution or "", args.count)
-        task = asyncio.create_task(
-            tail(ctx.nats_url, args.service or list(SERVICES), printer, args.new, printer.stop)
-        )
-        while not task.done():
-            if args.idle and time.monotonic() - printer.last > args.idle:
-                printer.stop.set()
-            await asyncio.wait({task}, timeout=0.1)
-        task.result()
+        nc = await connect(ctx.nats_url)
+        try:
+            js = nc.jetstream()
+            services = await _with_stream(js, args.service or list(SERVICES))
+            if not services:
+                raise CliError(
+                    f"no facts stream on NATS at {ctx.nats_url} yet (have the services started?)"
+                )
+            printer = FactPrinter(ctx, asyncio.Event(), args.execution or "", args.count)
+            await tail(js, services, printer, args.new)
+            while not printer.stop.is_set():
+                if args.idle and time.monotonic() - printer.last > args.idle:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(printer.stop.wait(), timeout=0.1)
+        finally:
+            await nc.close()
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail normally ends
         asyncio.run(run())
     return int(ExitCode.OK)
+
+
+async def _with_stream(js: JetStreamContext, services: list[str]) -> list[str]:
+    """The services whose facts stream exists (a service that never ran has none)."""
+    found, missing = [], []
+    for service in services:
+        try:
+            await js.find_stream_name_by_subject(all_facts_subject(service))
+            found.append(service)
+        except NotFoundError:
+            missing.append(service)
+    if found:
+        for service in missing:
+            print(f"(no facts stream of the {service} service yet; skipped)", file=sys.stderr)
+    return found
