@@ -158,6 +158,9 @@ async def test_bad_input_is_invalid_argument_with_field_violations(stub: WorkSer
         "payload.agent_task.max_cost.nanos",
     }
 
+    zero = await stub.RequestWork(agent_request("zero", timeout=duration_pb2.Duration(seconds=0)))
+    assert zero.work.timeout.seconds == 600  # an explicit zero means the default
+
     tool = work_service_pb2.RequestWorkRequest(
         request_id="t", payload=work_pb2.WorkPayload(tool_run=work_pb2.ToolRunPayload())
     )

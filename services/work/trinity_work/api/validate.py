@@ -59,8 +59,10 @@ class Violations:
             self.add(field, "is not a valid duration")
             return None
         result = pb.from_duration(value)
-        if result <= timedelta(0):
-            self.add(field, "must be positive")
+        if result == timedelta(0):
+            return None  # zero: the default
+        if result < timedelta(0):
+            self.add(field, "must not be negative")
             return None
         if result > upper:
             self.add(field, f"must be at most {upper}")
