@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import nats
 import pytest
@@ -113,3 +117,19 @@ def test_a_message_that_is_not_a_fact_is_skipped_in_one_line(cli, facts: str) ->
         "trinity-process: skipped a message: not a CloudEvent: missing header(s) "
         "ce-id, ce-source, ce-type, ce-specversion"
     ]
+
+
+def test_the_example_subscriber_decodes_facts(facts: str) -> None:
+    script = Path(__file__).resolve().parents[3] / "examples" / "subscriber.py"
+    env = dict(os.environ, TRINITY_NATS_URL=facts)
+    with subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            first = [process.stdout.readline() for _ in range(4)]
+        finally:
+            process.kill()
+    assert first[1].strip() == "trinity.process.execution.v1.StepCompleted"
+    assert first[2].strip() == "exe-1"
+    assert first[3].strip().startswith("execution {")
