@@ -323,3 +323,31 @@ async def test_graceful_shutdown_releases_what_it_cannot_finish(
         "WorkStarted",
         "WorkCompleted",
     ]
+
+
+async def test_executors_share_the_queue_and_each_work_runs_once(
+    sqlite_service: Any,
+    sqlite_stub: WorkServiceStub,
+    start_executor: Any,
+    facts: Facts,
+    wait_for: Any,
+    tmp_path: Path,
+) -> None:
+    agents = {"agents": {"slow": {"backend": "script", "file": slow_script(tmp_path, "100ms")}}}
+    first = await start_executor(sqlite_service, {**agents, "concurrency": 2})
+    second = await start_executor(sqlite_service, {**agents, "concurrency": 2})
+    ids = [
+        (await sqlite_stub.RequestWork(task(f"share-{i}", agent="slow"))).work.id for i in range(12)
+    ]
+
+    async def all_completed() -> list[Envelope] | None:
+        completed = [e for e in await facts() if e.type.endswith(".WorkCompleted")]
+        return completed if len(completed) >= len(ids) else None
+
+    await wait_for(all_completed, timeout=20)
+    await asyncio.sleep(0.3)
+    stored = await facts()
+    for work_id in ids:
+        assert names(stored, work_id) == ["WorkRequested", "WorkStarted", "WorkCompleted"]
+    assert first.completed + second.completed == len(ids)
+    assert first.completed > 0 and second.completed > 0

@@ -216,3 +216,42 @@ async def _read_all(js: JetStreamContext, stream: str) -> list[Envelope]:
         raw = await js.get_msg(stream, seq)
         out.append(Envelope.from_headers(dict(raw.headers or {}), raw.data or b"", raw.subject))
     return out
+
+
+async def test_sigterm_releases_the_running_job_to_another_executor(
+    sqlite_service: Any,
+    sqlite_stub: WorkServiceStub,
+    start_executor: Any,
+    wait_for: Any,
+    nats_url: str,
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "slow.yaml"
+    script.write_text("replies:\n  - output: never\n    delay: 60s\n")
+    leaving = spawn_executor(
+        tmp_path,
+        {
+            "executor_id": "leaving",
+            "shutdown_grace": "300ms",
+            "fetch_timeout": "300ms",
+            "agents": {"worker": {"backend": "script", "file": str(script)}},
+        },
+        f"127.0.0.1:{sqlite_service.runtime.port}",
+        nats_url,
+    )
+    try:
+        work = (await sqlite_stub.RequestWork(task("term-me", "worker", max_deliveries=1))).work
+        await wait_for(
+            status_is(sqlite_stub, work.id, work_pb2.WORK_STATUS_STARTED, executor_id="leaving"),
+            timeout=45,
+        )
+        leaving.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(leaving.wait, 20) == 0
+    finally:
+        if leaving.poll() is None:
+            leaving.kill()
+            leaving.wait()
+    released = (await sqlite_stub.GetWork(api.GetWorkRequest(work_id=work.id))).work
+    assert (released.status, released.delivery) == (work_pb2.WORK_STATUS_REQUESTED, 2)
+    await start_executor(sqlite_service, {"agents": {"worker": {"backend": "echo"}}})
+    await wait_for(status_is(sqlite_stub, work.id, work_pb2.WORK_STATUS_COMPLETED))
