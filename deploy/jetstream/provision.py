@@ -99,7 +99,7 @@ async def provision(servers: list[str], replicas: int, wait_seconds: float) -> l
                     "stream": name,
                     "replicas": info.config.num_replicas,
                     "subjects": info.config.subjects,
-                    "retention": info.config.retention.value if info.config.retention else None,
+                    "retention": getattr(info.config.retention, "value", info.config.retention),
                     "leader": cluster.leader if cluster else None,
                     "peers": len(cluster.replicas or []) + 1 if cluster and cluster.leader else 1,
                 }
