@@ -143,7 +143,7 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
         load = ClosedLoop(suite, probe, PROBE_CLIENTS)
         load.start()
         try:
-            await asyncio.sleep(bench.pick(0.5, 2.0))
+            await load.warm_up(PROBE_CLIENTS, bench.pick(3.0, 15.0))
             for _ in range(bench.repeats):
                 window = await load.window(bench.pick(2.5, 5.0))
                 values = window.values()

@@ -44,6 +44,7 @@ RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
 )
 LOG_LEVEL_ENV = "TRINITY_BENCH_LOG_LEVEL"
+STOP_TIMEOUT = 3.0
 
 
 def _services() -> tuple[str, ...]:
@@ -287,7 +288,10 @@ async def start_suite(bench: Bench, kind: str, stack: AsyncExitStack) -> Running
         )
 
         async def stop() -> None:
-            await asyncio.to_thread(suite.stop)
+            began = time.monotonic()
+            # Figures are taken; no need to wait long for a graceful stop (SIGKILL after).
+            await asyncio.to_thread(suite.stop, None, STOP_TIMEOUT)
+            bench.log(f"  {kind} suite stopped in {time.monotonic() - began:.1f}s")
 
         local.push_async_callback(stop)
         started = time.monotonic()
@@ -420,7 +424,7 @@ class ClosedLoop:
             latencies=[f[1] for f in inside if f[2] == "ProcessCompleted"],
         )
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float = 2.0) -> None:
         """Stop triggering; wait (at most ``grace`` s) for the executions in flight."""
         self._stop.set()
         _, pending = await asyncio.wait(self._tasks, timeout=grace) if self._tasks else ((), ())
