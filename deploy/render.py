@@ -88,17 +88,19 @@ def render() -> dict[Path, str]:
 
 
 def stale(files: dict[Path, str]) -> list[str]:
-    """Paths (relative to the repository) whose content differs, plus extra stream files."""
+    """Paths (relative to the repository) whose content differs; with the streams, also
+    stream files the code does not define."""
     problems = [
         str(path.relative_to(ROOT))
         for path, text in files.items()
         if not path.exists() or path.read_text() != text
     ]
-    problems += [
-        f"{path.relative_to(ROOT)} (not rendered from the code)"
-        for path in STREAMS_DIR.glob("*.json")
-        if path not in files
-    ]
+    if any(path.parent == STREAMS_DIR for path in files):
+        problems += [
+            f"{path.relative_to(ROOT)} (not rendered from the code)"
+            for path in STREAMS_DIR.glob("*.json")
+            if path not in files
+        ]
     return sorted(problems)
 
 
