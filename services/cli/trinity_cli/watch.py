@@ -36,7 +36,6 @@ FINISHED = {
 POLL_INTERVAL = 0.5
 HINT_ATTEMPTS = 10
 HINT_PAUSE = 0.2
-LIVE_MARGIN = 2.0  # seconds: facts older than the watch (minus this) are a replay
 
 
 def status_name(execution: pb.Execution) -> str:
@@ -87,7 +86,6 @@ class Watcher:
     _hinted: set[str] = field(default_factory=set)
     _status_line: bool = False
     _start: float = 0.0
-    _wall_start: float = 0.0
 
     @property
     def out(self) -> TextIO:
@@ -107,7 +105,6 @@ class Watcher:
     def run(self) -> pb.Execution:
         """Follow the execution until it finishes; raises TIMED_OUT after ``timeout`` seconds."""
         self._start = self.clock()
-        self._wall_start = time.time()
         execution = self.get()
         if self.report and not self.ctx.json:
             self._print(
@@ -146,13 +143,8 @@ class Watcher:
             ):
                 fact = _unpack(response)
                 tally.count(fact)
-                live = response.occur_time.ToSeconds() >= self._wall_start - LIVE_MARGIN
-                if live or self.tty or _asks_for_approval(fact):
-                    # Live, the service's count of finished steps is exact (a loop starts
-                    # its body over); replayed facts go by the tally.
-                    execution = self.get()
-                    if live:
-                        tally.finished_count = execution.progress.finished
+                if self.tty or _asks_for_approval(fact):
+                    execution = self.get()  # for the status line, or to find the approval
                 self._on_fact(execution, response, fact, tally)
                 self._draw_status_line(execution)
         except CliError as error:
@@ -276,12 +268,16 @@ class Watcher:
 
 @dataclass
 class Tally:
-    """Steps finished so far, counted from the facts (a loop starts its steps over)."""
+    """Steps finished so far, counted from the facts as the service counts them.
+
+    When a gateway loops back, the loop body (the target and what finished after it,
+    the gateway included) starts over and no longer counts as finished.
+    """
 
     total: int
     kinds: dict[str, int]
-    finished: set[str] = field(default_factory=set)
-    finished_count: int | None = None  # the service's count, when known
+    finished: list[str] = field(default_factory=list)  # in the order they finished
+    _looping_gateway: str = ""
 
     @classmethod
     def of(cls, execution: pb.Execution) -> Tally:
@@ -289,15 +285,23 @@ class Tally:
         return cls(execution.progress.total or len(kinds), kinds)
 
     def count(self, fact: Message | None) -> None:
-        self.finished_count = None
-        if isinstance(fact, facts.StepStarted):
-            self.finished.discard(fact.step_id)
+        if isinstance(fact, facts.StepStarted) and fact.step_id in self.finished:
+            self.finished.remove(fact.step_id)
+        elif isinstance(fact, facts.GatewayEvaluated):
+            again = [self.finished.index(t) for t in fact.selected_targets if t in self.finished]
+            if again:
+                del self.finished[min(again) :]
+                self._looping_gateway = fact.step_id
         elif isinstance(fact, facts.StepCompleted | facts.StepSkipped):
-            self.finished.add(fact.step_id)
+            if fact.step_id == self._looping_gateway:
+                self._looping_gateway = ""  # it starts over with its loop
+                return
+            if fact.step_id in self.finished:
+                self.finished.remove(fact.step_id)
+            self.finished.append(fact.step_id)
 
     def __str__(self) -> str:
-        finished = len(self.finished) if self.finished_count is None else self.finished_count
-        return f"{finished}/{self.total}"
+        return f"{len(self.finished)}/{self.total}"
 
 
 def _asks_for_approval(fact: Message | None) -> bool:

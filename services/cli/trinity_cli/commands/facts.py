@@ -169,7 +169,8 @@ def _fields(message: Message, subject: str) -> Iterator[tuple[str, str]]:
         elif kind == "trinity.process.definition.v1.ProcessSpec":
             yield "steps", str(len(value.steps))
         elif kind == "google.protobuf.Duration":
-            yield name, duration(value)
+            if duration(value) != "-":
+                yield name, duration(value)
         elif kind == "google.protobuf.Struct":
             yield name, json.dumps(json_format.MessageToDict(value), separators=(",", ":"))
         elif descriptor.message_type is not None:

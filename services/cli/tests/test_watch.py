@@ -1,0 +1,77 @@
+"""The progress count of `--watch`, from the facts alone (a replay reads as it happened)."""
+
+from __future__ import annotations
+
+from trinity.process.execution.v1 import execution_pb2 as pb
+from trinity.process.execution.v1 import facts_pb2 as facts
+from trinity_cli.watch import Tally, describe_fact
+
+
+def _run(
+    tally: Tally,
+    *events: facts.StepStarted | facts.StepCompleted | facts.GatewayEvaluated | facts.StepSkipped,
+) -> list[str]:
+    counts = []
+    for event in events:
+        tally.count(event)
+        counts.append(str(tally))
+    return counts
+
+
+def test_a_loop_starts_its_body_over() -> None:
+    tally = Tally(total=5, kinds={})
+    started, done = facts.StepStarted, facts.StepCompleted
+    assert _run(
+        tally,
+        started(step_id="research"),
+        done(step_id="research"),
+        started(step_id="review"),
+        done(step_id="review"),
+        started(step_id="decide"),
+        facts.GatewayEvaluated(step_id="decide", selected_targets=["research"]),
+        done(step_id="decide"),  # the gateway is part of the loop: it starts over too
+        started(step_id="research", iteration=2),
+        done(step_id="research", iteration=2),
+        started(step_id="review", iteration=2),
+        done(step_id="review", iteration=2),
+        facts.GatewayEvaluated(step_id="decide", selected_targets=["publish"]),
+        done(step_id="decide", iteration=2),
+        facts.StepSkipped(step_id="reject", reason="route_not_taken"),
+        done(step_id="publish"),
+    ) == [
+        "0/5",
+        "1/5",
+        "1/5",
+        "2/5",
+        "2/5",
+        "0/5",
+        "0/5",
+        "0/5",
+        "1/5",
+        "1/5",
+        "2/5",
+        "2/5",
+        "3/5",
+        "4/5",
+        "5/5",
+    ]
+
+
+def test_lines_for_facts() -> None:
+    kinds = {"decide": int(pb.STEP_KIND_GATEWAY)}
+    assert (
+        describe_fact(facts.StepStarted(step_id="decide", kind=pb.STEP_KIND_GATEWAY), kinds) == ""
+    )
+    assert describe_fact(facts.StepCompleted(step_id="decide"), kinds) == ""
+    waiting = facts.StepStarted(step_id="review", kind=pb.STEP_KIND_HUMAN_APPROVAL, iteration=2)
+    assert describe_fact(waiting, kinds) == "review waiting for a decision · iteration 2"
+    failed = facts.StepFailed(step_id="code", attempt=2, will_retry=True)
+    failed.error.code, failed.error.message = "TIMEOUT", "took too long"
+    assert (
+        describe_fact(failed, kinds)
+        == "code failed · attempt 2 · TIMEOUT: took too long · will retry"
+    )
+    exceeded = facts.BudgetExceeded(action=2)
+    exceeded.total_cost.currency_code = exceeded.budget.currency_code = "USD"
+    exceeded.total_cost.units, exceeded.budget.units = 6, 5
+    assert describe_fact(exceeded, kinds) == "budget exceeded: 6.00 USD of 5.00 USD (pause)"
