@@ -8,17 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from trinity.process.approval.v1 import approval_pb2
+from trinity.process.approval.v1 import approval_service_pb2 as api
 from trinity.process.common.v1 import enums_pb2
 
 NOTIFY = enums_pb2.TIMEOUT_ACTION_NOTIFY
 REJECT = enums_pb2.TIMEOUT_ACTION_REJECT
 AUTO_APPROVE = enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE
-
-
-async def until_passed(deadline) -> None:  # type: ignore[no-untyped-def]
-    """Sleep until the deadline passed and the watcher (polling every 50 ms) looked."""
-    wait = (deadline.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()
-    await asyncio.sleep(max(wait, 0) + 0.2)
 
 
 def names(found) -> list[str]:  # type: ignore[no-untyped-def]
@@ -97,14 +92,6 @@ async def test_notify_reminds_the_approvers_then_times_out(
     assert "reminder 2 of 2" in reminder.payload.notification.message
 
 
-async def test_a_deadline_can_still_be_met_before_it_passes(client, facts) -> None:
-    approval = (await client.request(on_timeout=REJECT, timeout_s=1.5)).approval
-    await client.decide(approval.id, approval_pb2.DECISION_APPROVE, as_="bob")
-    await until_passed(approval.deadline)
-    assert names(await facts.of(approval.id)) == ["ApprovalRequested", "ApprovalDecided"]
-    assert (await client.get(approval.id)).approval.decided_by == "bob"
-
-
 async def test_deadlines_that_passed_while_down_fire_on_start(
     make_service, connect, facts, work_peer, wait_until
 ) -> None:
@@ -118,6 +105,11 @@ async def test_deadlines_that_passed_while_down_fire_on_start(
             ).approval.id
             for action in (REJECT, AUTO_APPROVE, NOTIFY)
         }
+        # Met in time: decided, and cancelled, before their deadlines.
+        decided = (await client.request(request_id="decided", timeout_s=60)).approval
+        await client.decide(decided.id, approval_pb2.DECISION_APPROVE, as_="bob")
+        cancelled = (await client.request(request_id="cancelled", timeout_s=60)).approval
+        await client.stub.CancelApproval(api.CancelApprovalRequest(approval_id=cancelled.id))
     await first.stop()
     for approval_id in ids.values():
         assert names(await facts.of(approval_id)) == ["ApprovalRequested"]
@@ -151,6 +143,15 @@ async def test_deadlines_that_passed_while_down_fire_on_start(
         return sum("reminder-1" in k for k in keys) == 2
 
     await wait_until(reminder_sent)
+
+    # What was decided or cancelled in time stays so after its deadline passed.
+    assert await facts.published(decided.id, second) == ["ApprovalRequested", "ApprovalDecided"]
+    assert await facts.published(cancelled.id, second) == [
+        "ApprovalRequested",
+        "ApprovalCancelled",
+    ]
+    async with connect(second) as client:
+        assert (await client.get(decided.id)).approval.decided_by == "bob"
 
 
 async def test_two_replicas_fire_each_deadline_once(make_service, connect, facts) -> None:

@@ -50,6 +50,7 @@ PERMANENT_CODES = frozenset(
     }
 )
 MAX_ARTIFACT_TEXT = 2000
+MAX_SUBJECT_TITLE = 200
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def notification_request(
     approval: Approval, approver: str, purpose: str, channel: int, target: str
 ) -> work_service_pb2.RequestWorkRequest:
     title = approval.title or f"step {approval.step_id}"
+    if len(title) > MAX_SUBJECT_TITLE:
+        title = title[: MAX_SUBJECT_TITLE - 1] + "…"
     if purpose == "request":
         subject = f"Approval requested: {title}"
         intro = f"{approver}, your decision is requested."
