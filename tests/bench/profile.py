@@ -1,7 +1,11 @@
 """Where the time goes: sample the services with py-spy while the 5-step e2e load runs.
 
-    .venv/bin/pip install py-spy      # ad hoc; not a dependency of the project
-    .venv/bin/python -m tests.bench.profile [--seconds 20] [--clients 20] [--postgres]
+    python3 -m venv /tmp/py-spy && /tmp/py-spy/bin/pip install py-spy   # ad hoc, not a dependency
+    .venv/bin/python -m tests.bench.profile --py-spy /tmp/py-spy/bin/py-spy \
+        [--seconds 20] [--clients 20] [--postgres]
+
+(Installed into the project's venv, py-spy is removed by the next ``make``: the venv
+is synced to the lock.)
 
 Starts a suite like the e2e group does, keeps ``--clients`` executions in flight,
 records each service process with ``py-spy record --format raw`` and prints, per
@@ -93,10 +97,14 @@ def _short(frame: str) -> str:
     return f"{match.group('function')} ({path})"
 
 
-async def profile(seconds: float, clients: int, kind: str) -> None:
-    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+async def profile(seconds: float, clients: int, kind: str, py_spy: str | None, gil: bool) -> None:
+    py_spy = (
+        py_spy
+        or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        or shutil.which("py-spy")
+    )
     if py_spy is None:
-        sys.exit("py-spy not found: .venv/bin/pip install py-spy (ad hoc, not a dependency)")
+        sys.exit("py-spy not found: install it ad hoc (it is not a dependency), see --help")
     out_dir = REPO_ROOT / "bench-results"
     out_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="trinity-profile-") as tmp:
@@ -131,6 +139,7 @@ async def profile(seconds: float, clients: int, kind: str) -> None:
                         "--format",
                         "raw",
                         "--nonblocking",
+                        *(["--gil"] if gil else []),
                         "--output",
                         str(out_dir / f"profile-{process}.txt"),
                         stdout=asyncio.subprocess.DEVNULL,
@@ -142,7 +151,9 @@ async def profile(seconds: float, clients: int, kind: str) -> None:
                 steps = suite.tracker.steps_completed - steps_before
             finally:
                 await load.stop()
+    what = "threads holding the GIL (Python CPU)" if gil else "all threads (wall clock)"
     print(f"{kind}, {clients} executions in flight: {steps / seconds:.1f} steps/s while sampled")
+    print(f"samples: {what}, 50 per second")
     for process in recorders:
         path = out_dir / f"profile-{process}.txt"
         print(f"\n[{process}] {path}")
@@ -154,8 +165,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--py-spy", help="the py-spy binary (default: from the venv or PATH)")
+    parser.add_argument(
+        "--wall",
+        action="store_true",
+        help="sample every thread, waiting ones too (default: only the thread holding the GIL,"
+        " i.e. Python CPU time)",
+    )
     args = parser.parse_args()
-    asyncio.run(profile(args.seconds, args.clients, "postgres" if args.postgres else "sqlite"))
+    kind = "postgres" if args.postgres else "sqlite"
+    asyncio.run(profile(args.seconds, args.clients, kind, args.py_spy, not args.wall))
 
 
 if __name__ == "__main__":
