@@ -44,7 +44,7 @@ WRITERS = 10
 def time_cap(bench: Bench) -> float:
     """Seconds one run of a case may take at most (its count is reached first when the
     machine is not busy)."""
-    return bench.pick(1.0, 3.0)
+    return bench.pick(1.0, 2.5)
 
 
 def sample_fact(index: int = 0) -> facts_pb2.StepStarted:
