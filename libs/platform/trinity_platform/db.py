@@ -12,8 +12,10 @@ with ``conn.execution_options(sqlite_begin="DEFERRED")``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -30,7 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from trinity_platform.config import normalize_database_url
 from trinity_platform.logs import get_logger
@@ -58,7 +60,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, **kwargs)
+        engine = SqliteEngine(create_async_engine(url, **kwargs).sync_engine)
         _tune_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -71,6 +73,60 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         options.update(kwargs)
         return create_async_engine(url, **options)
     return create_async_engine(url, **kwargs)
+
+
+class _GatedConnection(AsyncConnection):
+    """A connection that holds its engine's gate from start to close."""
+
+    __slots__ = ("_holds_gate",)
+
+    def __init__(self, async_engine: AsyncEngine, sync_connection: Any = None) -> None:
+        super().__init__(async_engine, sync_connection)
+        self._holds_gate = False
+
+    async def start(self, is_ctxmanager: bool = False) -> AsyncConnection:
+        gate = cast(SqliteEngine, self.engine).gate
+        try:
+            await asyncio.wait_for(gate.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000)
+        except TimeoutError:
+            raise TimeoutError(
+                "the database stayed busy (another transaction ran too long)"
+            ) from None
+        self._holds_gate = True
+        try:
+            return await super().start(is_ctxmanager)
+        except BaseException:
+            self._release()
+            raise
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._holds_gate:
+            self._holds_gate = False
+            cast(SqliteEngine, self.engine).gate.release()
+
+
+class SqliteEngine(AsyncEngine):
+    """SQLite allows one writer, and every transaction here begins IMMEDIATE (a writer).
+
+    Left to SQLite, concurrent coroutines would wait in its busy handler, which
+    polls with sleeps of up to 100 ms: idle CPU, long queues. So the process's
+    connections take turns on an asyncio lock instead and each starts the moment
+    the previous one closes. Readers that opt out with :func:`read_only` (DEFERRED,
+    which in WAL mode never waits for a writer) bypass the gate.
+    """
+
+    __slots__ = ("gate",)
+    _connection_cls = _GatedConnection
+
+    def __init__(self, sync_engine: Any) -> None:
+        super().__init__(sync_engine)
+        self.gate = asyncio.Lock()
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
@@ -93,6 +149,22 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         if mode not in {"IMMEDIATE", "DEFERRED", "EXCLUSIVE"}:
             raise ValueError(f"sqlite_begin must be IMMEDIATE, DEFERRED or EXCLUSIVE, not {mode}")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@asynccontextmanager
+async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads: on SQLite its transaction is DEFERRED, so it never
+    takes the write lock and never waits for (or holds up) a writer in WAL mode.
+
+    Use it for every query that writes nothing; writers use ``engine.begin()``.
+    """
+    if not is_sqlite(engine):
+        async with engine.connect() as conn:
+            yield conn
+        return
+    async with AsyncConnection(engine) as conn:  # a plain connection: not through the gate
+        conn = await conn.execution_options(sqlite_begin="DEFERRED")
+        yield conn
 
 
 # --------------------------------------------------------------------------- tables

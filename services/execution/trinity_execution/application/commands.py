@@ -27,6 +27,7 @@ from trinity_execution.infrastructure.repository import (
     insert_execution,
     load_execution,
 )
+from trinity_platform.db import read_only
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from trinity_platform.idempotency import lookup, request_fingerprint, run_idempotent
 
@@ -70,7 +71,7 @@ class ExecutionCommands:
     async def trigger(self, command: Trigger, request: Message) -> execution_pb2.Execution:
         if command.request_id:
             # A retry is answered before anything else: the definition may be archived by now.
-            async with self._engine.connect() as conn:
+            async with read_only(self._engine) as conn:
                 cached = await lookup(
                     conn, TRIGGER_SCOPE, command.request_id, request_fingerprint(request)
                 )
@@ -207,7 +208,7 @@ class ExecutionCommands:
         event_for: Callable[[datetime], d.Event],
     ) -> execution_pb2.Execution:
         require("execution_id", command.execution_id)
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             first = await load_execution(conn, command.execution_id)
         if first is None:
             raise NotFound(

@@ -20,6 +20,7 @@ from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.infrastructure.decision_store import write_decision
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
 from trinity_execution.infrastructure.repository import ConcurrentUpdate, load_execution
+from trinity_platform.db import read_only
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -45,7 +46,7 @@ class Continuation:
         causation_id: str = "",
     ) -> d.Decision | None:
         """The decision made, or None when the execution is unknown or the guard refused."""
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             first = await load_execution(conn, execution_id)
         if first is None:
             _log.info("event for an unknown execution ignored", execution_id=execution_id)

@@ -18,6 +18,7 @@ from trinity_execution.infrastructure.definition_catalog import DefinitionCatalo
 from trinity_execution.infrastructure.fact_log import LoggedFact, facts_after
 from trinity_execution.infrastructure.repository import ExecutionRow, load_execution, row_of
 from trinity_execution.infrastructure.tables import executions
+from trinity_platform.db import read_only
 from trinity_platform.errors import NotFound
 from trinity_platform.pagination import encode_page_token, page_request
 
@@ -40,7 +41,7 @@ class ExecutionQueries:
 
     async def _row(self, execution_id: str) -> ExecutionRow:
         require("execution_id", execution_id)
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             row = await load_execution(conn, execution_id)
         if row is None:
             raise NotFound(f"execution {execution_id} not found", reason="EXECUTION_NOT_FOUND")
@@ -87,7 +88,7 @@ class ExecutionQueries:
                 )
             )
         query = query.order_by(executions.c.created_at.desc(), executions.c.id.desc())
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             rows = [row_of(r) for r in (await conn.execute(query.limit(page.size + 1))).mappings()]
         more = len(rows) > page.size
         rows = rows[: page.size]
@@ -103,7 +104,7 @@ class ExecutionQueries:
         await self._row(execution_id)
         position = after_sequence
         while True:
-            async with self._engine.connect() as conn:
+            async with read_only(self._engine) as conn:
                 batch = await facts_after(conn, execution_id, position)
                 row = await load_execution(conn, execution_id) if not batch else None
             for fact in batch:

@@ -25,6 +25,7 @@ from trinity_execution.infrastructure.trigger_store import (
     advance_schedule,
     due_schedules,
 )
+from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError, Unavailable
 from trinity_platform.logs import get_logger
 
@@ -90,7 +91,7 @@ class Scheduler:
 
     async def fire_due(self) -> int:
         now = datetime.now(UTC)
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             rows = await due_schedules(conn, now)
         started = 0
         for row in rows:

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.infrastructure.tables import dispatches
+from trinity_platform.db import read_only
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -177,7 +178,7 @@ class Dispatcher:
         return rows
 
     async def _lookup_target(self, key: str) -> TargetState | None:
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             found = await conn.execute(
                 select(dispatches.c.status, dispatches.c.result_id).where(dispatches.c.key == key)
             )

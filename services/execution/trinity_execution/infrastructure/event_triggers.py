@@ -24,6 +24,7 @@ from trinity.process.execution.v1 import execution_service_pb2
 from trinity_execution import domain as d
 from trinity_execution.application.commands import ExecutionCommands, Trigger
 from trinity_execution.infrastructure.trigger_store import TriggerRow, active_event_triggers
+from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
 from trinity_platform.logs import get_logger
 
@@ -69,7 +70,7 @@ class EventTriggers:
 
     async def refresh(self) -> None:
         """Subscribe to the filters of the active triggers; drop the rest."""
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             rows = await active_event_triggers(conn)
         routes: dict[str, list[TriggerRow]] = defaultdict(list)
         for row in rows:

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.infrastructure.tables import timers
+from trinity_platform.db import read_only
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -73,7 +74,7 @@ class TimerPoller:
                 await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
 
     async def fire_due(self) -> int:
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             due = (
                 await conn.execute(
                     select(timers.c.id, timers.c.execution_id)

@@ -144,7 +144,11 @@ class Executor:
                 durable=durable_name(kind.value),
                 filter_subjects=[work_queue_subject(kind.value)],
                 handler=self._handle,
-                batch=1,
+                # Up to `concurrency` intents at once, each waiting for a free slot: intake
+                # keeps pace with the slots instead of one RecordWorkStarted round trip at a
+                # time, and a busy executor still holds no more intents than it can run.
+                batch=config.concurrency,
+                concurrency=config.concurrency,
                 ack_wait=config.ack_wait,
                 fetch_timeout=config.fetch_timeout,
             )
