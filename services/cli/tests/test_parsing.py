@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from trinity.process.common.v1 import types_pb2
+from trinity_cli.app import build_parser
 from trinity_cli.errors import UsageError
 from trinity_cli.inputs import parse_inputs
-from trinity_cli.main import build_parser
 from trinity_cli.render import duration, money
 
 EVERY_COMMAND = [

@@ -1,5 +1,8 @@
 """`trinity-process`: the command-line client of the Trinity Process Engine.
 
+The parser, the dispatch and the one-line error report (``trinity_cli.main`` is the
+thin entry point that imports this).
+
 Exit codes: 0 ok · 1 refused by a service (or an invalid definition) · 2 usage or
 an unreadable local file · 3 a service or NATS unreachable · 4 the execution
 failed · 5 the execution was cancelled · 6 still running when --timeout passed ·
@@ -116,7 +119,7 @@ def _version() -> str:
         return "unknown"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -168,7 +171,3 @@ def report(error: CliError, as_json: bool, err: TextIO) -> None:
         print_json(error.as_dict(), err, lines=True)
     else:
         print(f"{PROG}: {error.message}", file=err, flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

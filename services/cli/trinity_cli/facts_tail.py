@@ -1,5 +1,7 @@
 """`facts tail`: every fact from JetStream, decoded by its ``ce-type``.
 
+(Imported only when the command runs: nats-py takes most of a second to import.)
+
 :func:`tail` is the whole subscriber: an ordered ephemeral consumer per facts
 stream, the CloudEvents attributes from the ``ce-`` headers, and the protobuf
 message chosen by ``ce-type``. It is the template for any projection.
@@ -7,7 +9,6 @@ message chosen by ``ce-type``. It is the template for any projection.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -40,36 +41,6 @@ from trinity_platform.envelope import Envelope, EnvelopeError, decode, format_ti
 from trinity_platform.subjects import all_facts_subject
 
 Show = Callable[[Envelope, Message], None]
-
-
-def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    group = commands.add_parser("facts", help="what happened, from the facts streams on NATS")
-    sub = group.add_subparsers(dest="facts_command", metavar="COMMAND")
-    sub.required = True
-    tail_ = sub.add_parser(
-        "tail",
-        parents=[common],
-        help="print facts as they happen, decoded by their ce-type",
-        description="Print the facts of the services from the start of their streams "
-        "(--new: only from now), then follow them until Ctrl-C.",
-    )
-    tail_.add_argument(
-        "--service",
-        action="append",
-        choices=SERVICES,
-        help="only facts of this service (repeatable; default: all four)",
-    )
-    tail_.add_argument("--execution", metavar="ID", help="only facts of this execution")
-    tail_.add_argument("--new", action="store_true", help="only facts emitted from now on")
-    tail_.add_argument("--count", type=int, default=0, help="stop after this many facts")
-    tail_.add_argument(
-        "--idle",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="stop when no fact arrived for this long (default: follow forever)",
-    )
-    tail_.set_defaults(func=tail_facts)
 
 
 async def tail(js: JetStreamContext, services: list[str], show: Show, new: bool) -> None:
