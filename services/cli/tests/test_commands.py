@@ -295,3 +295,11 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place(fake) -> None:  # typ
     assert "\r\x1b[2Krunning [" in text  # the status line: status, steps, now, cost, time
     assert "· now: " in text and "· cost " in text and " of 5.00 USD" in text
     assert text.splitlines()[-1].startswith("completed in ")  # the status line is gone
+
+
+def test_show_source_prints_the_process_file(cli, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("definitions", "apply", _file(tmp_path), "--publish").code == 0
+    result = cli("definitions", "show", "it3", "--source")
+    assert result.code == 0, result.err
+    assert result.out.startswith("name: it3\n")
+    assert "agent_task:" in result.out and "agent: echo" in result.out
