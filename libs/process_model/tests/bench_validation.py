@@ -24,7 +24,12 @@ from decimal import Decimal
 from typing import Any
 
 from trinity_process_model.authoring import dump_process, parse_process
-from trinity_process_model.expressions import compile_condition, compile_template
+from trinity_process_model.expressions import (
+    check_condition,
+    check_template,
+    compile_condition,
+    compile_template,
+)
 from trinity_process_model.model import (
     ActionKind,
     AgentTaskConfig,
@@ -108,8 +113,8 @@ def large_spec(count: int = STEPS) -> ProcessSpec:
 
 
 def _clear_caches() -> None:
-    compile_template.cache_clear()
-    compile_condition.cache_clear()
+    for cached in (compile_template, compile_condition, check_template, check_condition):
+        cached.cache_clear()
 
 
 def _median_ms(

@@ -66,6 +66,7 @@ def base() -> ProcessSpec:
                     reminder_interval=timedelta(hours=4),
                 ),
                 depends_on=("research",),
+                timeout=timedelta(hours=24),
             ),
             Step(
                 "decide",

@@ -389,16 +389,66 @@ def _references(tree: nodes.Node) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class ExpressionCheck:
+    """What validation needs of a template or condition, found without compiling it."""
+
+    step_refs: frozenset[str]
+    names: frozenset[str]
+
+
+def _check_names(tree: nodes.Node, text: str) -> None:
+    """Unknown filters and tests: Jinja reports them only when generating code."""
+    for node in _walk(tree):
+        if isinstance(node, nodes.Filter) and node.name not in _ENV.filters:
+            raise ExpressionSyntaxError(f"no filter named {node.name!r} (in {text!r})")
+        if isinstance(node, nodes.Test) and node.name not in _ENV.tests:
+            raise ExpressionSyntaxError(f"no test named {node.name!r} (in {text!r})")
+
+
+def _parsed(source: str, text: str) -> nodes.Template:
+    try:
+        tree = _ENV.parse(source)
+    except Exception as exc:
+        raise _translate(exc, text) from None
+    _check_safe(tree, text)
+    _check_names(tree, text)
+    return tree
+
+
+@lru_cache(maxsize=4096)
+def check_template(text: str) -> ExpressionCheck:
+    """Check a template as compile_template does (syntax, safety, names), without
+    generating code: validating a 1,000-step definition stays fast."""
+    if not is_template(text):
+        return ExpressionCheck(frozenset(), frozenset())
+    tree = _parsed(text, text)
+    return ExpressionCheck(_step_refs(tree), _root_names(tree))
+
+
+@lru_cache(maxsize=4096)
+def check_condition(text: str) -> ExpressionCheck:
+    """Check a condition as compile_condition does, without generating code."""
+    if not text.strip():
+        return ExpressionCheck(frozenset(), frozenset())
+    source = _condition_source_checked(text)
+    tree = _parsed(f"{{{{ ({source}) }}}}", text)
+    return ExpressionCheck(_step_refs(tree), _root_names(tree))
+
+
+def _condition_source_checked(text: str) -> str:
+    source = condition_source(text)
+    if "{{" in source or "}}" in source or "{%" in source or "{#" in source:
+        raise ExpressionSyntaxError(f"unbalanced or nested placeholder (in {text!r})")
+    return source
+
+
 @lru_cache(maxsize=4096)
 def compile_template(text: str) -> CompiledTemplate:
     """Check and compile a message template (cached by text)."""
     if not is_template(text):
         return CompiledTemplate(text, frozenset(), frozenset(), None)
-    try:
-        tree = _ENV.parse(text)
-    except Exception as exc:
-        raise _translate(exc, text) from None
-    _check_safe(tree, text)
+    tree = _parsed(text, text)
     try:
         template = _ENV.from_string(tree)
     except Exception as exc:
@@ -420,14 +470,8 @@ def compile_condition(text: str) -> CompiledCondition:
     """Check and compile a condition (cached by text). An empty text is always true."""
     if not text.strip():
         return CompiledCondition(text, "", frozenset(), frozenset(), None, ())
-    source = condition_source(text)
-    if "{{" in source or "}}" in source or "{%" in source or "{#" in source:
-        raise ExpressionSyntaxError(f"unbalanced or nested placeholder (in {text!r})")
-    try:
-        tree = _ENV.parse(f"{{{{ ({source}) }}}}")
-    except Exception as exc:
-        raise _translate(exc, text) from None
-    _check_safe(tree, text)
+    source = _condition_source_checked(text)
+    tree = _parsed(f"{{{{ ({source}) }}}}", text)
     try:
         expression = _ENV.compile_expression(source, undefined_to_none=False)
         probes = tuple(

@@ -169,7 +169,8 @@ _JSON_LEAVES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**53), 2**53),
-    st.floats(allow_nan=False, allow_infinity=False),
+    # -0.0 is not JSON data (JSON and Struct read it back as 0); keep it out.
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: 0.0 if x == 0 else x),
     st.text(st.characters(exclude_categories=_SURROGATES), max_size=15),
 )
 _JSON_KEYS = st.text(st.characters(exclude_categories=_SURROGATES), max_size=8)
@@ -409,7 +410,12 @@ def process_specs(draw: st.DrawFn, min_steps: int = 1, max_steps: int = 8) -> Pr
                 depends_on=tuple(ids[d] for d in depends[i]),
                 condition=refs(draw(_OPTIONAL_CONDITIONS)),
                 retry=draw(_OPTIONAL_RETRIES),
-                timeout=draw(_OPTIONAL_DURATIONS),
+                # An approval's timeout is its deadline: required there, optional elsewhere.
+                timeout=(
+                    draw(_DURATIONS)
+                    if isinstance(config, HumanApprovalConfig)
+                    else draw(_OPTIONAL_DURATIONS)
+                ),
                 on_failure=draw(st.sampled_from(FailureAction)),
                 informed=tuple(draw(st.lists(_VISIBLE, max_size=2))),
             )

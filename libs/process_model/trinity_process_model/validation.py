@@ -27,11 +27,10 @@ from croniter import croniter
 
 from trinity_process_model.durations import MAX_DURATION, format_duration
 from trinity_process_model.expressions import (
-    CompiledCondition,
-    CompiledTemplate,
+    ExpressionCheck,
     ExpressionError,
-    compile_condition,
-    compile_template,
+    check_condition,
+    check_template,
 )
 from trinity_process_model.graph import ProcessGraph
 from trinity_process_model.model import (
@@ -349,6 +348,9 @@ class _Validator:
             self._agent_task(f"{path}.agent_task", config)
         elif isinstance(config, HumanApprovalConfig):
             self._approval(f"{path}.human_approval", config)
+            if step.timeout is None:
+                # The deadline is part of the approval (what happens on_timeout needs it).
+                self.add(f"{path}.timeout", "an approval step needs a timeout (its deadline)")
         elif isinstance(config, GatewayConfig):
             self._gateway(f"{path}.gateway", step.id, config)
         elif isinstance(config, TimerConfig):
@@ -574,16 +576,16 @@ class _Validator:
             self._template(path, text)
 
     def _template(self, path: str, text: str) -> None:
-        self._expression(path, text, compile_template)
+        self._expression(path, text, check_template)
 
     def _condition(self, path: str, text: str) -> None:
-        self._expression(path, text, compile_condition)
+        self._expression(path, text, check_condition)
 
     def _expression(
         self,
         path: str,
         text: str,
-        compile_: Callable[[str], CompiledTemplate | CompiledCondition],
+        compile_: Callable[[str], ExpressionCheck],
     ) -> None:
         try:
             compiled = compile_(text)
