@@ -155,7 +155,7 @@ authorization {
 
 
 async def test_executors_never_publish_facts(
-    start_service: Any, start_executor: Any, wait_for: Any, secured_nats: Any
+    secured_nats: Any, start_service: Any, start_executor: Any, wait_for: Any
 ) -> None:
     """Executors run with NATS credentials that cannot publish on any trinity subject, and
     every message in the facts stream is a row of the work service's outbox: the only

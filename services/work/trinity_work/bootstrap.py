@@ -56,7 +56,11 @@ def bootstrap(
     options = options or WorkOptions.from_env()
     runtime = ServiceRuntime(settings, migrations=MIGRATIONS, options=runtime_options)
     engine, signal = runtime.engine, runtime.outbox_signal
-    handlers = WorkHandlers(lambda: SqlUnitOfWork(engine, signal))
+
+    def unit_of_work(*, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(engine, signal, read_only=read_only)
+
+    handlers = WorkHandlers(unit_of_work)
     runtime.add_grpc_service(
         SERVICE_NAME,
         work_service_pb2_grpc.add_WorkServiceServicer_to_server,

@@ -133,6 +133,11 @@ class WorkHandlers:
     async def expire_leases(self, limit: int = 100) -> int:
         """Re-offer (or time out) work whose lease ran out; returns how many changed."""
 
+        now = self._clock()
+        async with self._uow(read_only=True) as uow:  # the common case: nothing expired
+            if not await uow.works.lease_expired(now, 1):
+                return 0
+
         async def body(uow: UnitOfWork) -> int:
             now = self._clock()
             changed = 0
@@ -148,11 +153,11 @@ class WorkHandlers:
     # ------------------------------------------------------------------ queries
 
     async def get(self, work_id: str) -> WorkRequest:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.works.get(work_id)
 
     async def list(self, query: c.ListWork) -> WorkPage:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             return await uow.works.list(query)
 
     # ------------------------------------------------------------------ internals

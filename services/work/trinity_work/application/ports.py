@@ -63,4 +63,7 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self) -> UnitOfWork: ...
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """``read_only``: a transaction that writes nothing (on SQLite it never takes the
+        write lock, so queries do not queue behind commands)."""
+        ...

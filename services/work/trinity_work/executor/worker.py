@@ -184,6 +184,9 @@ class Executor:
             nc, self._nc = self._nc, None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.drain(), 5.0)
+            if not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await nc.close()
         if self._channel is not None:
             channel, self._channel = self._channel, None
             await channel.close()

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform import idempotency
+from trinity_platform.db import read_only
 from trinity_platform.errors import Aborted
 from trinity_platform.outbox import OutboxSignal, add_many_to_outbox
 from trinity_work.domain.work import WorkRequest
@@ -17,16 +18,19 @@ from trinity_work.infrastructure.repository import SqlWorkRepository
 
 
 class SqlUnitOfWork:
-    def __init__(self, engine: AsyncEngine, signal: OutboxSignal | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, signal: OutboxSignal | None = None, *, read_only: bool = False
+    ) -> None:
         self._engine = engine
         self._signal = signal
+        self._read_only = read_only
         self._seen: dict[str, WorkRequest] = {}
         self._cm: AbstractAsyncContextManager[AsyncConnection] | None = None
         self.conn: AsyncConnection | None = None
         self.works: SqlWorkRepository
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        self._cm = self._engine.begin()
+        self._cm = read_only(self._engine) if self._read_only else self._engine.begin()
         self.conn = await self._cm.__aenter__()
         self.works = SqlWorkRepository(self.conn, self._seen)
         return self
@@ -41,7 +45,7 @@ class SqlUnitOfWork:
         cm, conn = self._cm, self.conn
         self._cm = self.conn = None
         wrote = 0
-        if exc_type is None:
+        if exc_type is None and not self._read_only:
             try:
                 for work in self._seen.values():
                     events, work.events = list(work.events), []
