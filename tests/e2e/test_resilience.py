@@ -1,4 +1,8 @@
-"""Crash safety and replicas of the execution service (issue 7)."""
+"""Crash safety and replicas of the execution service (issue 7).
+
+The process has a durable timer between its agent steps, so the crash also leaves
+timers pending and the replicas both poll them: each must fire exactly once.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +34,17 @@ steps:
   - id: two
     depends_on: [one]
     agent_task: {agent: worker, message: "two"}
-  - id: three
+  - id: pause
     depends_on: [two]
+    timer: {duration: 300ms}
+  - id: three
+    depends_on: [pause]
     agent_task: {agent: worker, message: "three"}
 """
-STEPS = ("one", "two", "three")
+STEPS = ("one", "two", "three")  # the agent steps; the timer step runs no work
 EXPECTED_FACTS = [
     "ProcessStarted",
-    *(["StepStarted", "StepCompleted"] * len(STEPS)),
+    *(["StepStarted", "StepCompleted"] * (len(STEPS) + 1)),
     "ProcessCompleted",
 ]
 
