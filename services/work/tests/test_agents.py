@@ -159,7 +159,6 @@ async def test_mcp_agent(
                     "arguments": {"message": "{message}", "agent": "{agent}"},
                     "timeout": "60s",
                 },
-                "shouter": {"backend": "mcp", "command": server, "tool": "plain"},
             }
         },
     )
@@ -172,8 +171,8 @@ async def test_mcp_agent(
     broken = await finish(sqlite_stub, task("m2", "analyst", "explode now"))
     assert (broken.status, broken.error.code) == (work_pb2.WORK_STATUS_FAILED, "AGENT_ERROR")
 
-    loud = await finish(sqlite_stub, task("m3", "shouter", "quiet please"), timeout=60)
-    assert loud.result.output == "QUIET PLEASE"
+    loud = await finish(sqlite_stub, task("m3", "analyst", "plain:quiet please"))
+    assert loud.result.output == "QUIET PLEASE"  # text content, one session for all calls
 
 
 AGENT_SCRIPT = """

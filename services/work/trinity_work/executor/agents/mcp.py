@@ -183,11 +183,9 @@ class McpAgent:
         if result.is_error:
             raise JobFailed("AGENT_ERROR", f"the MCP tool {self._tool!r} reported: {text[:1000]}")
         data: Any = result.structured_content
-        if not isinstance(data, dict):
-            try:
-                data = json.loads(text) if text.strip().startswith("{") else None
-            except ValueError:
-                data = None
+        if not (isinstance(data, dict) and "output" in data) and text.strip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                data = json.loads(text)  # a JSON answer in the text content
         if isinstance(data, dict) and "output" in data:
             output = data["output"]
             return WorkResult(
