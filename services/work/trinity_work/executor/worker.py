@@ -1,6 +1,6 @@
 """The executor process: takes intents from the work queue, runs them, reports through gRPC.
 
-Per intent: take a slot (bounded concurrency) → ``RecordWorkStarted`` (the lease) →
+Per intent (up to ``concurrency`` fetched per kind): take a slot (bounded concurrency) → ``RecordWorkStarted`` (the lease) →
 ack the intent → run the job, heartbeating → ``RecordWorkCompleted`` /
 ``RecordWorkFailed``. The heartbeat answer tells a job to stop (cancelled, or the
 lease was lost). Graceful stop: fetch nothing new, let running jobs finish for
