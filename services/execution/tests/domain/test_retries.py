@@ -73,6 +73,14 @@ def test_non_retryable_code_fails_at_once() -> None:
     assert d.status == "failed"
 
 
+def test_a_missing_credential_is_never_retried_whatever_the_policy() -> None:
+    d = Driver.of(spec(agent("a", retry=POLICY)))
+    d.start()
+    d.fail("a", "CREDENTIALS_MISSING")
+    assert not d.facts_of(StepFailed)[0].will_retry
+    assert d.status == "failed"
+
+
 def test_default_retry_policy_of_the_process_applies() -> None:
     d = Driver.of(spec(agent("a"), default_retry=RetryPolicy(max_attempts=2)))
     d.start()

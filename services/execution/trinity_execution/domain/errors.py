@@ -49,7 +49,17 @@ LOOP_RESTARTED = "LOOP_RESTARTED"
 CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
 INVALID_TIMER = "INVALID_TIMER"
 
+CREDENTIALS_MISSING = "CREDENTIALS_MISSING"
+"""An executor lacks a credential (work failure code): retrying cannot produce it."""
+
 NON_RETRYABLE = frozenset(
-    {EXPRESSION_ERROR, NO_MATCHING_ROUTE, LOOP_LIMIT_REACHED, CURRENCY_MISMATCH, INVALID_TIMER}
+    {
+        EXPRESSION_ERROR,
+        NO_MATCHING_ROUTE,
+        LOOP_LIMIT_REACHED,
+        CURRENCY_MISMATCH,
+        INVALID_TIMER,
+        CREDENTIALS_MISSING,
+    }
 )
 """Codes that never get another attempt, whatever the retry policy says."""
