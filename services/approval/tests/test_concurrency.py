@@ -3,12 +3,13 @@ and the application retries a command that lost a race."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncTransaction
 
 from trinity_approval.application.commands import RequestApproval, SubmitDecision
 from trinity_approval.application.service import ApprovalApplication
@@ -91,8 +92,9 @@ async def test_a_command_that_lost_a_race_is_retried_on_fresh_state(engine: Asyn
             nonlocal attempts
             attempts += 1
             if attempts == 1:
-                # alice decides in between (another transaction, after bob loaded)
-                await self._conn.rollback()  # type: ignore[union-attr]
+                # alice decides in between (another transaction, after bob loaded);
+                # bob's connection is released first (SQLite lets one writer in at a time).
+                await self.__aexit__(None, None, None)
                 await app.submit_decision(
                     SubmitDecision("a-1", created.id, "alice", Decision.APPROVE)
                 )
@@ -110,3 +112,33 @@ async def test_a_command_that_lost_a_race_is_retried_on_fresh_state(engine: Asyn
     assert attempts == 1  # the retry found the approval decided before committing
     final = await app.get_approval(created.id)
     assert (final.status, final.decided_by) == (ApprovalStatus.APPROVED, "alice")
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+async def test_a_unit_of_work_cancelled_while_it_begins_closes_its_connection(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, readonly: bool
+) -> None:
+    """Background tasks are cancelled at stop. A unit of work cancelled after it got
+    its connection but before its transaction began must still return the connection
+    (on SQLite it would otherwise hold the writers' gate, and every later write would
+    wait for it)."""
+    beginning = asyncio.Event()
+
+    async def begin_forever(self: AsyncTransaction, is_ctxmanager: bool = False) -> None:
+        beginning.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AsyncTransaction, "start", begin_forever)
+        uow = unit_of_work(engine, readonly)
+        task = asyncio.ensure_future(uow.__aenter__())
+        await asyncio.wait_for(beginning.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert engine.sync_engine.pool.checkedout() == 0
+    gate = getattr(engine, "gate", None)
+    assert gate is None or not gate.locked()
+    app = ApprovalApplication(lambda readonly: unit_of_work(engine, readonly))
+    created = await asyncio.wait_for(app.request_approval(REQUEST), 10)  # writes still go
+    assert created.status is ApprovalStatus.PENDING

@@ -77,20 +77,22 @@ async def test_a_notification_waits_for_a_work_service_that_is_down(
 
 
 async def test_notifications_not_sent_before_a_decision_are_dropped(
-    client, work_peer, wait_until
+    make_service, connect, start_work_peer, wait_until
 ) -> None:
-    work_peer.servicer.refuse_with = grpc.StatusCode.UNAVAILABLE
-    decided = (await client.request(request_id="decided")).approval
-    await client.decide(decided.id, approval_pb2.DECISION_APPROVE, as_="bob")
-    work_peer.servicer.refuse_with = None
-    barrier = (await client.request(request_id="barrier")).approval
+    port = free_port()
+    service = await make_service(work_target=f"127.0.0.1:{port}")  # work is down
+    async with connect(service) as client:
+        decided = (await client.request(request_id="decided")).approval
+        await client.decide(decided.id, approval_pb2.DECISION_APPROVE, as_="bob")
+        peer = await start_work_peer(port)  # work is back
+        barrier = (await client.request(request_id="barrier")).approval
 
     async def barrier_delivered() -> bool:
-        return len(work_peer.servicer.accepted_for(barrier.id)) == 2
+        return len(peer.servicer.accepted_for(barrier.id)) == 2
 
     await wait_until(barrier_delivered)
     await asyncio.sleep(0.3)  # the decided one's backoff (max 0.2 s in tests) has passed
-    assert work_peer.servicer.accepted_for(decided.id) == []
+    assert [c for c in peer.servicer.calls if decided.id in c.request_id] == []
 
 
 async def test_the_work_token_is_sent_as_a_bearer_token(

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_approval.contracts import event_to_fact
@@ -23,13 +25,27 @@ from trinity_approval.domain import ApprovalEvent, ApprovalRequested
 from trinity_approval.infrastructure.notifications import NotificationPlanner
 from trinity_approval.infrastructure.repository import SqlApprovalRepository
 from trinity_platform import idempotency
-from trinity_platform.errors import Aborted
+from trinity_platform.db import read_only
+from trinity_platform.errors import Aborted, Unavailable
 from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
 from trinity_platform.subjects import fact_subject
 
 SERVICE = "approval"
 # Namespace of the deterministic fact ids (approval id, version, index).
 FACT_ID_NAMESPACE = uuid.UUID("5b0c1d1e-6f0a-4c1e-9a57-6170726f7661")
+
+
+# Failures of the database itself (down, refusing connections, busy too long): the
+# caller may retry, so they are UNAVAILABLE rather than INTERNAL.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, TimeoutError)
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(
+        "the approval database is unavailable; retry shortly",
+        reason="DATABASE_UNAVAILABLE",
+        metadata={"error": type(exc).__name__},
+    )
 
 
 @dataclass(frozen=True)
@@ -71,14 +87,25 @@ class SqlUnitOfWork:
         self._readonly = readonly
         self._after_commit = after_commit
         self._conn: AsyncConnection | None = None
+        self._stack: AsyncExitStack | None = None
         self._approvals: SqlApprovalRepository | None = None
         self._idempotency: SqlIdempotencyStore | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        conn = await self._engine.connect()
-        if self._readonly and conn.dialect.name == "sqlite":
-            conn = await conn.execution_options(sqlite_begin="DEFERRED")
-        await conn.begin()
+        stack = AsyncExitStack()
+        try:
+            if self._readonly:  # on SQLite: DEFERRED, outside the writers' gate
+                conn = await stack.enter_async_context(read_only(self._engine))
+            else:
+                conn = await stack.enter_async_context(self._engine.connect())
+            await conn.begin()
+        except BaseException as exc:
+            # Also on cancellation: a connection left open would keep SQLite's gate.
+            await stack.aclose()
+            if isinstance(exc, DATABASE_UNAVAILABLE):
+                raise _unavailable(exc) from exc
+            raise
+        self._stack = stack
         self._conn = conn
         self._approvals = SqlApprovalRepository(conn, self._clock)
         self._idempotency = SqlIdempotencyStore(conn)
@@ -103,13 +130,15 @@ class SqlUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
+        stack, self._stack = self._stack, None
         try:
-            if conn.in_transaction():
+            if conn is not None and conn.in_transaction():
                 await conn.rollback()
         finally:
-            await conn.close()
+            if stack is not None:
+                await stack.aclose()
+        if isinstance(exc, DATABASE_UNAVAILABLE):
+            raise _unavailable(exc) from exc
 
     async def commit(self) -> None:
         conn = self._conn
