@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -109,3 +110,14 @@ async def test_the_work_token_is_sent_as_a_bearer_token(
     assert all(
         m.get("authorization") == "Bearer approval-to-work" for m in work_peer.servicer.metadata
     )
+
+
+async def test_finished_notifications_are_pruned(service, client, work_peer, wait_until) -> None:
+    approval = (await client.request()).approval
+
+    async def delivered() -> bool:
+        return len(work_peer.servicer.accepted_for(approval.id)) == 2
+
+    await wait_until(delivered)
+    assert await service.sender.prune() == 0  # kept for the retention (7 days)
+    assert await service.sender.prune(older_than=timedelta(0)) == 2

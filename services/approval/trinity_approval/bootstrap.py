@@ -13,12 +13,9 @@ from trinity_approval.api.servicer import ApprovalServicer
 from trinity_approval.application.service import ApprovalApplication, Clock, utc_now
 from trinity_approval.config import ApprovalSettings, load_approval_settings
 from trinity_approval.infrastructure.deadline_watcher import DeadlineWatcher
-from trinity_approval.infrastructure.notifications import (
-    NotificationPlanner,
-    NotificationPolicy,
-    WorkNotificationSender,
-)
+from trinity_approval.infrastructure.notifications import NotificationPlanner, NotificationPolicy
 from trinity_approval.infrastructure.unit_of_work import CommitSummary, SqlUnitOfWork
+from trinity_approval.infrastructure.work_sender import WorkNotificationSender
 from trinity_platform.config import ServiceSettings, load_settings
 from trinity_platform.runtime import RuntimeOptions, ServiceRuntime
 

@@ -4,28 +4,25 @@ This service never sends mail itself. When an approval is requested, and at each
 reminder (on_timeout NOTIFY), the unit of work writes one ``dispatches`` row per
 approver — in the transaction of the change — holding a serialized
 ``RequestWorkRequest`` whose idempotency key is
-``approval/<approval id>/<request|reminder-N>/<approver hash>``. The
-:class:`WorkNotificationSender` delivers them to ``WorkService/RequestWork`` and
-retries with capped backoff until the work service accepts (or refuses for good).
+``approval/<approval id>/<request|reminder-N>/<approver hash>``. The sender
+(:mod:`trinity_approval.infrastructure.work_sender`) delivers them to
+``WorkService/RequestWork`` and retries with capped backoff until the work
+service accepts (or refuses for good).
 When an approval stops being pending, its unsent notifications become obsolete.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-import grpc
-from sqlalchemy import RowMapping, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity.process.common.v1 import enums_pb2
 from trinity.process.work.v1 import work_pb2, work_service_pb2
-from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
 from trinity_approval.domain import (
     Approval,
     ApprovalEvent,
@@ -33,22 +30,9 @@ from trinity_approval.domain import (
     ApprovalTimedOut,
 )
 from trinity_approval.infrastructure.tables import dispatches
-from trinity_platform.logs import get_logger
-
-_log = get_logger(__name__)
 
 PENDING, DONE, FAILED, OBSOLETE = "pending", "done", "failed", "obsolete"
 
-# Refusals that a retry cannot fix: the dispatch is marked failed.
-PERMANENT_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
 MAX_ARTIFACT_TEXT = 2000
 MAX_SUBJECT_TITLE = 200
 
@@ -174,140 +158,3 @@ class NotificationPlanner:
         if rows:
             await conn.execute(insert(dispatches), rows)
         return len(rows)
-
-
-def backoff_seconds(attempts: int, maximum: float) -> float:
-    return float(min(0.2 * 2 ** max(attempts - 1, 0), maximum))
-
-
-class WorkNotificationSender:
-    """Delivers pending dispatches to the work service.
-
-    Rows are claimed with a lease (``next_attempt_at`` pushed forward; ``SKIP
-    LOCKED`` on PostgreSQL), so replicas share the load; a row sent twice (a
-    replica died after sending) is harmless thanks to the idempotency key.
-    """
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        stub: WorkServiceStub | None = None,
-        *,
-        poll_interval: float = 1.0,
-        batch_size: int = 100,
-        concurrency: int = 16,
-        call_timeout: float = 10.0,
-        max_backoff: float = 30.0,
-        lease: float = 60.0,
-        metadata: Sequence[tuple[str, str]] = (),
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self._engine = engine
-        self._clock = clock
-        self.stub = stub
-        self._poll_interval = poll_interval
-        self._batch_size = batch_size
-        self._limit = asyncio.Semaphore(concurrency)
-        self._call_timeout = call_timeout
-        self._max_backoff = max_backoff
-        self._lease = timedelta(seconds=lease)
-        self._metadata = tuple(metadata)
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Send until cancelled (a runtime background task)."""
-        while True:
-            try:
-                claimed = await self.send_once()
-            except Exception:
-                _log.exception("notification round failed")
-                claimed = 0
-            if claimed >= self._batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            self._wake.clear()
-
-    async def send_once(self) -> int:
-        """Claim due rows and send them; returns how many were claimed."""
-        rows = await self._claim()
-        if rows:
-            await asyncio.gather(*(self._send(row) for row in rows))
-        return len(rows)
-
-    async def _claim(self) -> list[RowMapping]:
-        now = self._clock()
-        async with self._engine.begin() as conn:
-            query = (
-                select(dispatches)
-                .where(dispatches.c.status == PENDING, dispatches.c.next_attempt_at <= now)
-                .order_by(dispatches.c.next_attempt_at, dispatches.c.id)
-                .limit(self._batch_size)
-            )
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = list((await conn.execute(query)).mappings().all())
-            if rows:
-                await conn.execute(
-                    update(dispatches)
-                    .where(dispatches.c.id.in_([row["id"] for row in rows]))
-                    .values(next_attempt_at=now + self._lease)
-                )
-        return rows
-
-    async def _send(self, row: RowMapping) -> None:
-        attempts = int(row["attempts"]) + 1
-        request = work_service_pb2.RequestWorkRequest.FromString(bytes(row["payload"]))
-        async with self._limit:
-            try:
-                if self.stub is None:
-                    raise RuntimeError("no channel to the work service yet")
-                reply = await self.stub.RequestWork(
-                    request, timeout=self._call_timeout, metadata=self._metadata or None
-                )
-            except grpc.aio.AioRpcError as error:
-                message = f"{error.code().name}: {error.details()}"
-                if error.code() in PERMANENT_CODES:
-                    _log.error("work refused a notification", key=row["key"], error=message)
-                    await self._finish(row, attempts, FAILED, error=message)
-                else:
-                    await self._retry_later(row, attempts, message)
-                return
-            except Exception as error:
-                await self._retry_later(row, attempts, repr(error))
-                return
-        await self._finish(row, attempts, DONE, work_id=reply.work.id)
-
-    async def _finish(
-        self,
-        row: RowMapping,
-        attempts: int,
-        status: str,
-        *,
-        work_id: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(dispatches)
-                .where(dispatches.c.id == row["id"], dispatches.c.status == PENDING)
-                .values(status=status, attempts=attempts, work_id=work_id, last_error=error)
-            )
-
-    async def _retry_later(self, row: RowMapping, attempts: int, error: str) -> None:
-        delay = backoff_seconds(attempts, self._max_backoff)
-        log = _log.warning if attempts in (1, 10) or attempts % 100 == 0 else _log.debug
-        log("notification will be retried", key=row["key"], attempts=attempts, error=error)
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(dispatches)
-                .where(dispatches.c.id == row["id"], dispatches.c.status == PENDING)
-                .values(
-                    attempts=attempts,
-                    last_error=error,
-                    next_attempt_at=self._clock() + timedelta(seconds=delay),
-                )
-            )
