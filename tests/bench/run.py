@@ -46,7 +46,7 @@ GROUPS: tuple[Group, ...] = (
         "floor", "tests.bench.floor", "raw JetStream, gRPC, SQLite, PostgreSQL", (15, 140), (3, 5)
     ),
     Group("facts", "tests.bench.facts", "outbox relay throughput and lag", (10, 100), (1, 3)),
-    Group("micro", "tests.bench.micro", "micro-benchmarks of the packages", (20, 120), (1, 2)),
+    Group("micro", "tests.bench.micro", "micro-benchmarks of the packages", (20, 120), (1, 1)),
     Group(
         "commands", "tests.bench.commands", "TriggerProcess, 1 and 50 clients", (22, 120), (1, 3)
     ),
