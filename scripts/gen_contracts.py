@@ -47,23 +47,25 @@ def generate(out: Path) -> None:
 
 
 def tree(root: Path) -> set[str]:
+    """Every generated file below root, as paths relative to it."""
     return {
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
     }
 
 
 def check() -> int:
+    committed = OUT_DIR
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         generate(fresh)
-        expected, actual = tree(fresh), tree(OUT_DIR / "trinity")
-        expected = {f"trinity/{p}" if not p.startswith("trinity/") else p for p in expected}
-        actual = {f"trinity/{p}" for p in actual}
+        expected, actual = tree(fresh), tree(committed)
         drift = sorted(expected ^ actual)
         drift += [
             p
             for p in sorted(expected & actual)
-            if not filecmp.cmp(fresh / p, OUT_DIR / p, shallow=False)
+            if not filecmp.cmp(fresh / p, committed / p, shallow=False)
         ]
     if drift:
         print("generated code drifted from proto/ (run `make gen`):", *drift, sep="\n  ")
