@@ -16,9 +16,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-## Regenerate Python code from proto/ into libs/contracts.
+## Regenerate the Python code (libs/contracts) and the TypeScript client from proto/.
 gen: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/gen_contracts.py
+	cd clients/typescript && npm ci --silent --no-audit --no-fund && npm run --silent generate
 
 ## Fail when the committed generated code differs from what proto/ generates.
 check-gen: $(STAMP)
