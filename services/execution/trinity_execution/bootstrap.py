@@ -21,10 +21,12 @@ from trinity_execution.infrastructure.definition_facts import definition_consume
 from trinity_execution.infrastructure.dispatcher import Dispatcher
 from trinity_execution.infrastructure.event_triggers import EventTriggers
 from trinity_execution.infrastructure.fact_consumers import consumer_specs
+from trinity_execution.infrastructure.housekeeping import DEFAULT_RETENTION, Housekeeping
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
 from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_timer
 from trinity_platform.config import service_target
 from trinity_platform.runtime import ServiceRuntime
+from trinity_process_model.durations import parse_duration
 
 SERVICE_NAME = "trinity.process.execution.v1.ExecutionService"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -90,6 +92,11 @@ def build() -> ServiceRuntime:
         runtime.add_consumer(spec)
     runtime.add_background_task("scheduler", scheduler.run)
     runtime.add_background_task("event-triggers", event_triggers)
+    retention = os.environ.get("TRINITY_EXECUTION_RETENTION")
+    housekeeping = Housekeeping(
+        engine, parse_duration(retention) if retention else DEFAULT_RETENTION
+    )
+    runtime.add_background_task("housekeeping", housekeeping.run)
     runtime.add_grpc_service(
         SERVICE_NAME,
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,
