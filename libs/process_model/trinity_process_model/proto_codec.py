@@ -67,24 +67,26 @@ __all__ = [
 
 _E = TypeVar("_E", bound=StrEnum)
 
-_CHANNELS = {
+# The enums of the definition language and their contract values (services translate with these).
+
+CHANNELS = {
     Channel.WEBHOOK: enums_pb2.CHANNEL_WEBHOOK,
     Channel.EMAIL: enums_pb2.CHANNEL_EMAIL,
     Channel.SLACK: enums_pb2.CHANNEL_SLACK,
     Channel.FILE: enums_pb2.CHANNEL_FILE,
 }
-_ACTIONS = {
+ACTION_KINDS = {
     ActionKind.SCAFFOLD: enums_pb2.ACTION_KIND_SCAFFOLD,
     ActionKind.GENERATE: enums_pb2.ACTION_KIND_GENERATE,
     ActionKind.VERIFY: enums_pb2.ACTION_KIND_VERIFY,
     ActionKind.PUBLISH: enums_pb2.ACTION_KIND_PUBLISH,
 }
-_TIMEOUT_ACTIONS = {
+TIMEOUT_ACTIONS = {
     TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
     TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
     TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
 }
-_GATEWAY_TYPES = {
+GATEWAY_TYPES = {
     GatewayType.EXCLUSIVE: pb.GATEWAY_TYPE_EXCLUSIVE,
     GatewayType.PARALLEL: pb.GATEWAY_TYPE_PARALLEL,
     GatewayType.INCLUSIVE: pb.GATEWAY_TYPE_INCLUSIVE,
@@ -93,7 +95,7 @@ _FAILURE_ACTIONS = {
     FailureAction.FAIL: pb.FAILURE_ACTION_FAIL,
     FailureAction.CONTINUE: pb.FAILURE_ACTION_CONTINUE,
 }
-_BUDGET_ACTIONS = {
+BUDGET_ACTIONS = {
     BudgetAction.FAIL: pb.BUDGET_ACTION_FAIL,
     BudgetAction.PAUSE: pb.BUDGET_ACTION_PAUSE,
 }
@@ -152,7 +154,7 @@ class _Encoder:
         for index, output in enumerate(spec.outputs):
             message.outputs.append(
                 pb.Output(
-                    channel=self.enum(f"outputs[{index}].channel", output.channel, _CHANNELS),
+                    channel=self.enum(f"outputs[{index}].channel", output.channel, CHANNELS),
                     target=output.target,
                     message=output.message,
                     subject=output.subject,
@@ -161,7 +163,7 @@ class _Encoder:
         if spec.budget is not None:
             self.money(message.budget.limit, "budget.limit", spec.budget.limit)
             message.budget.on_exceeded = self.enum(
-                "budget.on_exceeded", spec.budget.on_exceeded, _BUDGET_ACTIONS
+                "budget.on_exceeded", spec.budget.on_exceeded, BUDGET_ACTIONS
             )
         if spec.default_retry is not None:
             self.retry(message.default_retry, "default_retry", spec.default_retry)
@@ -198,7 +200,7 @@ class _Encoder:
             approval.SetInParent()
             approval.approvers.extend(config.approvers)
             approval.on_timeout = self.enum(
-                f"{base}.on_timeout", config.on_timeout, _TIMEOUT_ACTIONS
+                f"{base}.on_timeout", config.on_timeout, TIMEOUT_ACTIONS
             )
             approval.artifacts.extend(config.artifacts)
             approval.title = config.title
@@ -213,7 +215,7 @@ class _Encoder:
             base = f"{path}.gateway"
             gateway = message.gateway
             gateway.SetInParent()
-            gateway.type = self.enum(f"{base}.type", config.type, _GATEWAY_TYPES)
+            gateway.type = self.enum(f"{base}.type", config.type, GATEWAY_TYPES)
             for index, route in enumerate(config.routes):
                 gateway.routes.append(
                     pb.Route(
@@ -238,14 +240,14 @@ class _Encoder:
         elif isinstance(config, NotificationConfig):
             note = message.notification
             note.SetInParent()
-            note.channel = self.enum(f"{path}.notification.channel", config.channel, _CHANNELS)
+            note.channel = self.enum(f"{path}.notification.channel", config.channel, CHANNELS)
             note.target = config.target
             note.message = config.message
             note.subject = config.subject
         elif isinstance(config, ToolRunConfig):
             tool = message.tool_run
             tool.SetInParent()
-            tool.action = self.enum(f"{path}.tool_run.action", config.action, _ACTIONS)
+            tool.action = self.enum(f"{path}.tool_run.action", config.action, ACTION_KINDS)
             self.text_map(tool.arguments, f"{path}.tool_run.arguments", config.arguments)
         else:
             self.error(path, f"unknown step kind {type(config).__name__}")
@@ -367,7 +369,7 @@ class _Decoder:
         ]
         outputs = []
         for index, output in enumerate(message.outputs):
-            channel = self.required_enum(f"outputs[{index}].channel", output.channel, _CHANNELS)
+            channel = self.required_enum(f"outputs[{index}].channel", output.channel, CHANNELS)
             if channel is not None:
                 outputs.append(Output(channel, output.target, output.message, output.subject))
         budget = None
@@ -393,7 +395,7 @@ class _Decoder:
             return None
         limit = self.money("budget.limit", message.limit)
         on_exceeded = self.enum(
-            "budget.on_exceeded", message.on_exceeded, _BUDGET_ACTIONS, BudgetAction.FAIL
+            "budget.on_exceeded", message.on_exceeded, BUDGET_ACTIONS, BudgetAction.FAIL
         )
         return Budget(limit, on_exceeded) if limit is not None else None
 
@@ -441,7 +443,7 @@ class _Decoder:
                 on_timeout=self.enum(
                     f"{base}.on_timeout",
                     approval.on_timeout,
-                    _TIMEOUT_ACTIONS,
+                    TIMEOUT_ACTIONS,
                     TimeoutAction.REJECT,
                 ),
                 artifacts=tuple(approval.artifacts),
@@ -453,7 +455,7 @@ class _Decoder:
             gateway = message.gateway
             return GatewayConfig(
                 type=self.enum(
-                    f"{path}.gateway.type", gateway.type, _GATEWAY_TYPES, GatewayType.EXCLUSIVE
+                    f"{path}.gateway.type", gateway.type, GATEWAY_TYPES, GatewayType.EXCLUSIVE
                 ),
                 routes=tuple(
                     Route(r.target, r.condition, r.is_default, r.max_iterations)
@@ -468,13 +470,13 @@ class _Decoder:
             return TimerConfig(duration, timer.until, timer.timezone or "UTC")
         if kind == "notification":
             note = message.notification
-            channel = self.required_enum(f"{path}.notification.channel", note.channel, _CHANNELS)
+            channel = self.required_enum(f"{path}.notification.channel", note.channel, CHANNELS)
             if channel is None:
                 return None
             return NotificationConfig(channel, note.target, note.message, note.subject)
         if kind == "tool_run":
             tool = message.tool_run
-            action = self.required_enum(f"{path}.tool_run.action", tool.action, _ACTIONS)
+            action = self.required_enum(f"{path}.tool_run.action", tool.action, ACTION_KINDS)
             if action is None:
                 return None
             return ToolRunConfig(action, dict(tool.arguments))

@@ -15,6 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from trinity.process.common.v1 import enums_pb2, types_pb2
 from trinity.process.work.v1 import facts_pb2, intents_pb2, work_pb2
+from trinity_process_model.proto_codec import ACTION_KINDS, CHANNELS
 from trinity_work.domain.model import (
     ActionKind,
     AgentTask,
@@ -52,20 +53,10 @@ STATUS_TO_PROTO: dict[WorkStatus, work_pb2.WorkStatus.ValueType] = {
 }
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
 
-ACTION_TO_PROTO: dict[ActionKind, enums_pb2.ActionKind.ValueType] = {
-    ActionKind.SCAFFOLD: enums_pb2.ACTION_KIND_SCAFFOLD,
-    ActionKind.GENERATE: enums_pb2.ACTION_KIND_GENERATE,
-    ActionKind.VERIFY: enums_pb2.ACTION_KIND_VERIFY,
-    ActionKind.PUBLISH: enums_pb2.ACTION_KIND_PUBLISH,
-}
+ACTION_TO_PROTO: dict[ActionKind, enums_pb2.ActionKind.ValueType] = ACTION_KINDS
 ACTION_FROM_PROTO = {v: k for k, v in ACTION_TO_PROTO.items()}
 
-CHANNEL_TO_PROTO: dict[Channel, enums_pb2.Channel.ValueType] = {
-    Channel.WEBHOOK: enums_pb2.CHANNEL_WEBHOOK,
-    Channel.EMAIL: enums_pb2.CHANNEL_EMAIL,
-    Channel.SLACK: enums_pb2.CHANNEL_SLACK,
-    Channel.FILE: enums_pb2.CHANNEL_FILE,
-}
+CHANNEL_TO_PROTO: dict[Channel, enums_pb2.Channel.ValueType] = CHANNELS
 CHANNEL_FROM_PROTO = {v: k for k, v in CHANNEL_TO_PROTO.items()}
 
 EVIDENCE_TO_PROTO: dict[EvidenceKind, work_pb2.EvidenceKind.ValueType] = {

@@ -14,22 +14,22 @@ from google.protobuf.message import Message
 
 from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
 from trinity.process.approval.v1 import facts_pb2 as approval_facts
-from trinity.process.common.v1 import enums_pb2, types_pb2
-from trinity.process.definition.v1 import definition_pb2
+from trinity.process.common.v1 import types_pb2
 from trinity.process.execution.v1 import execution_pb2
 from trinity.process.execution.v1 import facts_pb2 as pb
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_execution import domain as d
-from trinity_process_model.model import (
-    ActionKind,
-    BudgetAction,
-    Channel,
-    GatewayType,
-    StepKind,
-    TimeoutAction,
+from trinity_process_model.model import StepKind
+from trinity_process_model.proto_codec import (
+    ACTION_KINDS,
+    BUDGET_ACTIONS,
+    CHANNELS,
+    GATEWAY_TYPES,
+    TIMEOUT_ACTIONS,
+    money_from_proto,
+    money_to_proto,
 )
-from trinity_process_model.proto_codec import money_from_proto, money_to_proto
 
 # ----------------------------------------------------------------- scalars
 
@@ -98,32 +98,6 @@ STEP_STATUSES = {
     d.StepStatus.COMPLETED: execution_pb2.STEP_STATUS_COMPLETED,
     d.StepStatus.FAILED: execution_pb2.STEP_STATUS_FAILED,
     d.StepStatus.SKIPPED: execution_pb2.STEP_STATUS_SKIPPED,
-}
-GATEWAY_TYPES = {
-    GatewayType.EXCLUSIVE: definition_pb2.GATEWAY_TYPE_EXCLUSIVE,
-    GatewayType.PARALLEL: definition_pb2.GATEWAY_TYPE_PARALLEL,
-    GatewayType.INCLUSIVE: definition_pb2.GATEWAY_TYPE_INCLUSIVE,
-}
-BUDGET_ACTIONS = {
-    BudgetAction.FAIL: definition_pb2.BUDGET_ACTION_FAIL,
-    BudgetAction.PAUSE: definition_pb2.BUDGET_ACTION_PAUSE,
-}
-CHANNELS = {
-    Channel.WEBHOOK: enums_pb2.CHANNEL_WEBHOOK,
-    Channel.EMAIL: enums_pb2.CHANNEL_EMAIL,
-    Channel.SLACK: enums_pb2.CHANNEL_SLACK,
-    Channel.FILE: enums_pb2.CHANNEL_FILE,
-}
-ACTION_KINDS = {
-    ActionKind.SCAFFOLD: enums_pb2.ACTION_KIND_SCAFFOLD,
-    ActionKind.GENERATE: enums_pb2.ACTION_KIND_GENERATE,
-    ActionKind.VERIFY: enums_pb2.ACTION_KIND_VERIFY,
-    ActionKind.PUBLISH: enums_pb2.ACTION_KIND_PUBLISH,
-}
-TIMEOUT_ACTIONS = {
-    TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
-    TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
-    TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
 }
 DECISIONS = {
     approval_pb2.DECISION_APPROVE: "approved",
