@@ -10,7 +10,7 @@ from trinity.process.common.v1 import enums_pb2
 
 DEFAULT_WORK_TARGET = "127.0.0.1:50054"
 
-CHANNELS: dict[str, int | None] = {
+CHANNELS: dict[str, enums_pb2.Channel.ValueType | None] = {
     "file": enums_pb2.CHANNEL_FILE,
     "webhook": enums_pb2.CHANNEL_WEBHOOK,
     "slack": enums_pb2.CHANNEL_SLACK,
@@ -26,7 +26,7 @@ class ApprovalSettings:
     deadline_poll_interval: float = 1.0
     dispatch_poll_interval: float = 1.0
     dispatch_max_backoff: float = 30.0
-    principal_channel: int | None = enums_pb2.CHANNEL_FILE
+    principal_channel: enums_pb2.Channel.ValueType | None = enums_pb2.CHANNEL_FILE
     principal_target: str = "approvals.jsonl"
     # Principals allowed to request and cancel approvals; empty: any caller.
     requesters: frozenset[str] = frozenset()

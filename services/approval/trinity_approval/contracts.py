@@ -7,6 +7,7 @@ Proto types stop here: neither the domain nor the handlers see them.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
@@ -27,7 +28,7 @@ from trinity_approval.domain import (
     TimeoutAction,
 )
 
-STATUS_TO_PROTO: dict[ApprovalStatus, int] = {
+STATUS_TO_PROTO: dict[ApprovalStatus, approval_pb2.ApprovalStatus.ValueType] = {
     ApprovalStatus.PENDING: approval_pb2.APPROVAL_STATUS_PENDING,
     ApprovalStatus.APPROVED: approval_pb2.APPROVAL_STATUS_APPROVED,
     ApprovalStatus.REJECTED: approval_pb2.APPROVAL_STATUS_REJECTED,
@@ -37,14 +38,14 @@ STATUS_TO_PROTO: dict[ApprovalStatus, int] = {
 }
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
 
-DECISION_TO_PROTO: dict[Decision, int] = {
+DECISION_TO_PROTO: dict[Decision, approval_pb2.Decision.ValueType] = {
     Decision.APPROVE: approval_pb2.DECISION_APPROVE,
     Decision.REJECT: approval_pb2.DECISION_REJECT,
     Decision.REQUEST_CHANGES: approval_pb2.DECISION_REQUEST_CHANGES,
 }
 DECISION_FROM_PROTO = {v: k for k, v in DECISION_TO_PROTO.items()}
 
-TIMEOUT_ACTION_TO_PROTO: dict[TimeoutAction, int] = {
+TIMEOUT_ACTION_TO_PROTO: dict[TimeoutAction, enums_pb2.TimeoutAction.ValueType] = {
     TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
     TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
     TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
@@ -90,9 +91,9 @@ def approval_to_proto(approval: Approval) -> approval_pb2.Approval:
         title=approval.title,
         approvers=list(approval.approvers),
         deadline=timestamp(approval.deadline),
-        on_timeout=TIMEOUT_ACTION_TO_PROTO[approval.on_timeout],  # type: ignore[arg-type]
+        on_timeout=TIMEOUT_ACTION_TO_PROTO[approval.on_timeout],
         artifacts=[artifact_to_proto(a) for a in approval.artifacts],
-        status=STATUS_TO_PROTO[approval.status],  # type: ignore[arg-type]
+        status=STATUS_TO_PROTO[approval.status],
         decided_by=approval.decided_by,
         comment=approval.comment,
         create_time=timestamp(approval.created_at),
@@ -101,7 +102,7 @@ def approval_to_proto(approval: Approval) -> approval_pb2.Approval:
         cancel_reason=approval.cancel_reason,
     )
     if approval.decision is not None:
-        message.decision = DECISION_TO_PROTO[approval.decision]  # type: ignore[assignment]
+        message.decision = DECISION_TO_PROTO[approval.decision]
     if approval.decided_at is not None:
         message.decide_time.FromDatetime(utc(approval.decided_at))
     if approval.reminder_interval is not None:
@@ -109,40 +110,40 @@ def approval_to_proto(approval: Approval) -> approval_pb2.Approval:
     return message
 
 
+def _stamp(fact: Any, event: ApprovalEvent) -> None:
+    """The fields every approval fact shares: what it is about, and when."""
+    fact.approval_id = event.approval_id
+    fact.execution_id = event.execution_id
+    fact.step_id = event.step_id
+    fact.iteration = event.iteration
+    fact.occur_time.FromDatetime(utc(event.occurred_at))
+
+
 def event_to_fact(event: ApprovalEvent) -> tuple[str, Message]:
     """The fact name (last token of its subject) and message of a domain event."""
-    common = {
-        "approval_id": event.approval_id,
-        "execution_id": event.execution_id,
-        "step_id": event.step_id,
-        "iteration": event.iteration,
-        "occur_time": timestamp(event.occurred_at),
-    }
+    fact: Message
     if isinstance(event, ApprovalRequested):
-        return "ApprovalRequested", facts_pb2.ApprovalRequested(
+        fact = facts_pb2.ApprovalRequested(
             approvers=list(event.approvers),
             deadline=timestamp(event.deadline),
             artifacts=[artifact_to_proto(a) for a in event.artifacts],
             title=event.title,
-            **common,  # type: ignore[arg-type]
         )
-    if isinstance(event, ApprovalDecided):
-        return "ApprovalDecided", facts_pb2.ApprovalDecided(
-            decision=DECISION_TO_PROTO[event.decision],  # type: ignore[arg-type]
+    elif isinstance(event, ApprovalDecided):
+        fact = facts_pb2.ApprovalDecided(
+            decision=DECISION_TO_PROTO[event.decision],
             decided_by=event.decided_by,
             comment=event.comment,
-            **common,  # type: ignore[arg-type]
         )
-    if isinstance(event, ApprovalTimedOut):
-        return "ApprovalTimedOut", facts_pb2.ApprovalTimedOut(
-            action_taken=TIMEOUT_ACTION_TO_PROTO[event.action_taken],  # type: ignore[arg-type]
+    elif isinstance(event, ApprovalTimedOut):
+        fact = facts_pb2.ApprovalTimedOut(
+            action_taken=TIMEOUT_ACTION_TO_PROTO[event.action_taken],
             reminder=event.reminder,
             new_deadline=timestamp(event.new_deadline),
-            **common,  # type: ignore[arg-type]
         )
-    if isinstance(event, ApprovalCancelled):
-        return "ApprovalCancelled", facts_pb2.ApprovalCancelled(
-            reason=event.reason,
-            **common,  # type: ignore[arg-type]
-        )
-    raise TypeError(f"no fact for {type(event).__name__}")
+    elif isinstance(event, ApprovalCancelled):
+        fact = facts_pb2.ApprovalCancelled(reason=event.reason)
+    else:
+        raise TypeError(f"no fact for {type(event).__name__}")
+    _stamp(fact, event)
+    return type(event).__name__, fact

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from trinity_approval.application.commands import (
     CancelApproval,
@@ -37,9 +38,9 @@ class Page:
     next_after: Cursor | None
 
 
-def fingerprint(command: object, *, without: tuple[str, ...] = ("request_id",)) -> str:
-    """sha256 of a command's values (minus its idempotency key)."""
-    values = {k: v for k, v in asdict(command).items() if k not in without}  # type: ignore[call-overload]
+def fingerprint(command: Any, *, without: tuple[str, ...] = ("request_id",)) -> str:
+    """sha256 of a command's values (a dataclass; minus its idempotency key)."""
+    values = {k: v for k, v in asdict(command).items() if k not in without}
     encoded = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
 
@@ -171,8 +172,8 @@ async def list_approvals(query: ListApprovals, uow: UnitOfWork) -> Page:
     return _page(found, query.page_size, lambda a: (a.created_at, a.id))
 
 
-def _page(found: Sequence[Approval], size: int, key: object) -> Page:
+def _page(found: Sequence[Approval], size: int, key: Callable[[Approval], Cursor]) -> Page:
     items = list(found[:size])
     more = len(found) > size
-    next_after = key(items[-1]) if more and items else None  # type: ignore[operator]
+    next_after = key(items[-1]) if more and items else None
     return Page(items, next_after)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 
 from trinity_approval.application.service import ApprovalApplication
+from trinity_approval.infrastructure.tasks import raise_if_cancelled
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -39,6 +40,7 @@ class DeadlineWatcher:
     async def run(self) -> None:
         """Fire deadlines until cancelled (a runtime background task)."""
         while True:
+            raise_if_cancelled()
             self._failed = False
             try:
                 due = await self.fire_due()
@@ -54,6 +56,7 @@ class DeadlineWatcher:
         """Time out every approval due now; returns how many were due."""
         due = await self._app.due_approvals(self._batch_size)
         for approval_id in due:
+            raise_if_cancelled()
             try:
                 fired = await self._app.fire_deadline(approval_id)
             except Exception:

@@ -42,10 +42,10 @@ class NotificationPolicy:
     """How an approver is reached. Email addresses get CHANNEL_EMAIL; other principal
     names get ``principal_channel`` with ``principal_target`` (None: not notified)."""
 
-    principal_channel: int | None = enums_pb2.CHANNEL_FILE
+    principal_channel: enums_pb2.Channel.ValueType | None = enums_pb2.CHANNEL_FILE
     principal_target: str = "approvals.jsonl"
 
-    def route(self, approver: str) -> tuple[int, str] | None:
+    def route(self, approver: str) -> tuple[enums_pb2.Channel.ValueType, str] | None:
         if "@" in approver:
             return enums_pb2.CHANNEL_EMAIL, approver
         if self.principal_channel is None:
@@ -82,7 +82,11 @@ def _describe(approval: Approval) -> str:
 
 
 def notification_request(
-    approval: Approval, approver: str, purpose: str, channel: int, target: str
+    approval: Approval,
+    approver: str,
+    purpose: str,
+    channel: enums_pb2.Channel.ValueType,
+    target: str,
 ) -> work_service_pb2.RequestWorkRequest:
     title = approval.title or f"step {approval.step_id}"
     if len(title) > MAX_SUBJECT_TITLE:
@@ -100,7 +104,7 @@ def notification_request(
         request_id=dispatch_key(approval.id, purpose, approver),
         payload=work_pb2.WorkPayload(
             notification=work_pb2.NotificationPayload(
-                channel=channel,  # type: ignore[arg-type]
+                channel=channel,
                 target=target,
                 subject=subject,
                 message=f"{intro}\n\n{_describe(approval)}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -91,7 +91,7 @@ class SqlApprovalRepository:
     """Works inside the caller's transaction; remembers what it loaded or added
     (``seen``) so the unit of work can collect their events."""
 
-    def __init__(self, conn: AsyncConnection, clock: Any) -> None:
+    def __init__(self, conn: AsyncConnection, clock: Callable[[], datetime]) -> None:
         self._conn = conn
         self._clock = clock
         self.seen: dict[str, Approval] = {}

@@ -22,6 +22,8 @@ from trinity.process.work.v1 import work_service_pb2
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
 from trinity_approval.infrastructure.notifications import DONE, FAILED, PENDING
 from trinity_approval.infrastructure.tables import dispatches
+from trinity_approval.infrastructure.tasks import raise_if_cancelled
+from trinity_platform.db import read_only
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -83,6 +85,7 @@ class WorkNotificationSender:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         while True:
+            raise_if_cancelled()
             try:
                 claimed = await self.send_once()
                 if loop.time() >= next_prune:
@@ -118,10 +121,14 @@ class WorkNotificationSender:
 
     async def _claim(self) -> list[RowMapping]:
         now = self._clock()
+        due = (dispatches.c.status == PENDING, dispatches.c.next_attempt_at <= now)
+        async with read_only(self._engine) as conn:  # most rounds find nothing to send
+            if await conn.scalar(select(dispatches.c.id).where(*due).limit(1)) is None:
+                return []
         async with self._engine.begin() as conn:
             query = (
                 select(dispatches)
-                .where(dispatches.c.status == PENDING, dispatches.c.next_attempt_at <= now)
+                .where(*due)
                 .order_by(dispatches.c.next_attempt_at, dispatches.c.id)
                 .limit(self._batch_size)
             )
