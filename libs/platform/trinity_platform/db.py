@@ -87,7 +87,10 @@ class _GatedConnection(AsyncConnection):
     async def start(self, is_ctxmanager: bool = False) -> AsyncConnection:
         gate = cast(SqliteEngine, self.engine).gate
         try:
-            await asyncio.wait_for(gate.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the grant, leaving a cancelled task running (stop() hangs).
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+                await gate.acquire()
         except TimeoutError:
             raise TimeoutError(
                 "the database stayed busy (another transaction ran too long)"
