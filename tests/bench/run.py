@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -203,6 +204,24 @@ async def run_groups(
         )
 
 
+def stop_on_signals() -> list[signal.Signals]:
+    """SIGTERM or SIGINT cancels the run, so the teardown of what it started runs
+    (a ``timeout`` or Ctrl-C must not leave suites behind). Returns the signals seen."""
+    received: list[signal.Signals] = []
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not received and task is not None:
+            _log(f"{signum.name}: stopping what the benchmarks started")
+            task.cancel()
+        received.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return received
+
+
 async def main_async(args: argparse.Namespace) -> int:
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     unknown = sorted(set(names) - {g.name for g in GROUPS})
@@ -215,10 +234,19 @@ async def main_async(args: argparse.Namespace) -> int:
     started_at = datetime.now(UTC)
     started = time.monotonic()
     results: list[GroupResult] = []
-    with tempfile.TemporaryDirectory(prefix="trinity-bench-") as tmp:
-        async with AsyncExitStack() as shared_stack:
-            await run_groups(args, selected, Path(tmp), shared_stack, results, started, limit)
-            _log("stopping what the groups shared")
+    received = stop_on_signals()
+    try:
+        with tempfile.TemporaryDirectory(prefix="trinity-bench-") as tmp:
+            async with AsyncExitStack() as shared_stack:
+                await run_groups(args, selected, Path(tmp), shared_stack, results, started, limit)
+                _log("stopping what the groups shared")
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        # Every suite, NATS server and database the groups started is stopped by now:
+        # their teardown ran as the cancellation unwound the exit stacks.
+        _log(f"{received[0].name}: stopped; everything the benchmarks started is gone")
+        return 128 + received[0].value
     seconds = time.monotonic() - started
     info = machine()
     commit = _git("rev-parse", "HEAD")

@@ -153,6 +153,7 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
                     {
                         "per_step_ms": 1000.0 / steps_per_s if steps_per_s else float("nan"),
                         "steps_per_s": steps_per_s,
+                        "step_cpu_ms": values["step_cpu_ms"],
                         "latency_p50_ms": values["latency_p50_ms"],
                     },
                     references,

@@ -132,6 +132,20 @@ def new_id() -> str:
 
 # --------------------------------------------------------------------------- suite
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its waited-for children (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Fields after the command name (which may hold spaces): utime is the 14th field.
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime + cutime + cstime) / _CLOCK_TICKS
+
 
 @dataclass
 class RunningSuite:
@@ -141,7 +155,11 @@ class RunningSuite:
     executions: ExecutionServiceStub
     tracker: Tracker
     log_tail: Callable[..., str]
-    pids: dict[str, int] = field(default_factory=dict)  # process name -> pid (profiling)
+    pids: dict[str, int] = field(default_factory=dict)  # process name -> pid (profiling, CPU)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every process of the suite (services, executor, NATS)."""
+        return sum(process_cpu_seconds(pid) for pid in self.pids.values())
 
     def last_error(self, name: str) -> str:
         """The last log line of process ``name`` that mentions an error."""
@@ -321,7 +339,10 @@ async def start_suite(bench: Bench, kind: str, stack: AsyncExitStack) -> Running
             executions=ExecutionServiceStub(execution_channel),
             tracker=tracker,
             log_tail=suite.log_tail,
-            pids={name: proc.pid for name, proc in getattr(suite, "_procs", {}).items()},
+            pids={
+                **{name: proc.pid for name, proc in getattr(suite, "_procs", {}).items()},
+                **({"nats": server.pid} if server.pid else {}),
+            },
         )
         stack.push_async_exit(local.pop_all())  # started: the caller's stack owns it now
         return running
@@ -356,11 +377,13 @@ class Window:
     failed: int
     steps: int
     latencies: list[float]
+    cpu_seconds: float  # summed over the suite's processes during the window
 
     def values(self) -> dict[str, float]:
         return {
             "executions_per_s": self.completed / self.seconds,
             "steps_per_s": self.steps / self.seconds,
+            "step_cpu_ms": self.cpu_seconds * 1000 / self.steps if self.steps else 0.0,
             "latency_p50_ms": percentile(self.latencies, 50) * 1000,
             "latency_p99_ms": percentile(self.latencies, 99) * 1000,
         }
@@ -412,9 +435,11 @@ class ClosedLoop:
 
     async def window(self, seconds: float) -> Window:
         steps_before = self._suite.tracker.steps_completed
+        cpu_before = self._suite.cpu_seconds()
         started = time.perf_counter()
         await asyncio.sleep(seconds)
         ended = time.perf_counter()
+        cpu_used = self._suite.cpu_seconds() - cpu_before
         inside = [f for f in self.finished if started <= f[0] < ended]
         return Window(
             seconds=ended - started,
@@ -422,6 +447,7 @@ class ClosedLoop:
             failed=sum(1 for f in inside if f[2] != "ProcessCompleted"),
             steps=self._suite.tracker.steps_completed - steps_before,
             latencies=[f[1] for f in inside if f[2] == "ProcessCompleted"],
+            cpu_seconds=cpu_used,
         )
 
     async def stop(self, grace: float = 2.0) -> None:
