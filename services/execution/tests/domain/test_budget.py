@@ -53,7 +53,8 @@ def test_exceeding_at_once_warns_then_exceeds_and_cancels_running_work() -> None
         kinds.index("BudgetWarning") < kinds.index("BudgetExceeded") < kinds.index("ProcessFailed")
     )
     # c was ready but does not start; b's work is cancelled
-    assert d.step_status("c") == "pending"
+    assert d.step_status("c") == "skipped"
+    assert d.state is not None and d.state.step("c").skip_reason == "execution_failed"
     assert CancelWork(d.work("b").key, "execution failed: BUDGET_EXCEEDED") in d.commands
     assert any(f.step_id == "b" and f.error.code == "CANCELLED" for f in d.facts_of(StepFailed))
 

@@ -31,6 +31,7 @@ from trinity_execution.domain import (
     CompiledProcess,
     Event,
     ExecutionState,
+    ExecutionStatus,
     PauseExecution,
     RequestApproval,
     RequestWork,
@@ -39,6 +40,7 @@ from trinity_execution.domain import (
     StartExecution,
     StartTimer,
     StepCompleted,
+    StepSkipped,
     StepStarted,
     StepStatus,
     TimerFired,
@@ -157,6 +159,7 @@ class World:
     outputs: list[tuple[str, str]] = field(default_factory=list)
     starts: list[tuple[str, int, int]] = field(default_factory=list)
     completions: list[tuple[str, int]] = field(default_factory=list)
+    skips: list[tuple[str, int, str]] = field(default_factory=list)
 
     def send(self, event: Event) -> None:
         before = None if self.state is None else self.state.to_dict()
@@ -188,6 +191,8 @@ class World:
                 self.starts.append((fact.step_id, fact.iteration, fact.attempt))
             elif isinstance(fact, StepCompleted):
                 self.completions.append((fact.step_id, fact.iteration))
+            elif isinstance(fact, StepSkipped):
+                self.skips.append((fact.step_id, fact.iteration, fact.reason))
         check_state(self.process, self.state)
         if decision.ignored:
             assert not decision.facts and not decision.commands
@@ -226,6 +231,26 @@ def check_state(process: CompiledProcess, state: ExecutionState) -> None:
         ):
             for dep in graph.dependencies(sid):
                 assert state.step(dep).is_finished, f"{sid} {s.status} before {dep} finished"
+
+
+def check_ended(world: World) -> None:
+    """An ended execution leaves no step that could still run: each ended skipped with a
+    reason and a fact, and its progress reaches its total."""
+    state = world.state
+    assert state is not None
+    if not state.status.is_ended:
+        return
+    for step_id in world.process.graph.step_ids:
+        step = state.step(step_id)
+        assert step.status not in (StepStatus.PENDING, StepStatus.READY), (
+            f"{step_id} is {step.status} in a {state.status} execution"
+        )
+        if step.status is StepStatus.SKIPPED:
+            assert step.skip_reason
+            assert (step_id, step.iteration, step.skip_reason) in world.skips
+    assert state.progress(world.process.size) == (world.process.size, world.process.size)
+    if state.status is ExecutionStatus.FAILED:
+        assert state.error is not None
 
 
 def respond(world: World, key: str, data: st.DataObject) -> None:
@@ -332,6 +357,7 @@ def test_random_executions_terminate_and_keep_their_invariants(
     process = CompiledProcess.compile("def", "1", spec)
     assert process.graph.find_cycles() == []
     world = run_world(process, flags, data)
+    check_ended(world)
 
     assert len(world.starts) == len(set(world.starts)), "an attempt started twice"
     assert len(world.completions) == len(set(world.completions)), "completed twice in an iteration"
@@ -359,6 +385,7 @@ def test_definitions_from_the_validation_strategies_run_too() -> None:
     def check(spec: ProcessSpec, data: st.DataObject) -> None:
         process = CompiledProcess.compile("def", "1", spec)
         world = run_world(process, inputs, data)
+        check_ended(world)
         assert len(world.starts) == len(set(world.starts))
         assert len(world.completions) == len(set(world.completions))
 

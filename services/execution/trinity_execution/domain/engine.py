@@ -30,6 +30,7 @@ from trinity_execution.domain.events import (
     WorkFailed,
 )
 from trinity_execution.domain.facts import (
+    SKIP_EXECUTION_CANCELLED,
     Fact,
     ProcessCancelled,
     ProcessResumed,
@@ -119,11 +120,11 @@ def _on_cancel(process: CompiledProcess, state: ExecutionState, event: CancelExe
     reason = event.reason or "cancelled"
     run.abandon_all(errors.CANCELLED, reason)
     run.state.move(ExecutionStatus.CANCELLED)
-    run.state.ready.clear()
     run.state.unsettled.clear()
     run.state.cancelled_by = event.by
     run.state.cancel_reason = event.reason
     run.state.ended_at = event.now
+    run.skip_unreachable(SKIP_EXECUTION_CANCELLED)
     run.facts.append(
         ProcessCancelled(
             execution=run.ref, cancelled_by=event.by, reason=event.reason, occur_time=event.now
@@ -190,6 +191,7 @@ def _on_retry(process: CompiledProcess, state: ExecutionState, event: RetryFaile
         step.error = None
         step.ended_at = None
     run.consider(targets)
+    run.consider(run.revive_skipped())
     run.consider(st.unsettled)
     st.unsettled = []
     run.start_ready()

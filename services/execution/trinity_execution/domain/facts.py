@@ -173,3 +173,10 @@ Fact = (
 SKIP_CONDITION_NOT_MET = "condition_not_met"
 SKIP_ROUTE_NOT_TAKEN = "route_not_taken"
 SKIP_UPSTREAM_SKIPPED = "upstream_skipped"
+SKIP_UPSTREAM_FAILED = "upstream_failed"
+"""A step below a step that failed for good: it can no longer run."""
+SKIP_EXECUTION_FAILED = "execution_failed"
+"""A step the failed execution will never reach (not below the failed step)."""
+SKIP_EXECUTION_CANCELLED = "execution_cancelled"
+TERMINAL_SKIPS = frozenset({SKIP_UPSTREAM_FAILED, SKIP_EXECUTION_FAILED, SKIP_EXECUTION_CANCELLED})
+"""Skips made because the execution ended; a redrive makes those steps pending again."""

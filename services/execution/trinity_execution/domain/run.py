@@ -30,6 +30,9 @@ from trinity_execution.domain.context import build_context
 from trinity_execution.domain.errors import Failure
 from trinity_execution.domain.facts import (
     SKIP_CONDITION_NOT_MET,
+    SKIP_EXECUTION_FAILED,
+    SKIP_UPSTREAM_FAILED,
+    TERMINAL_SKIPS,
     BudgetExceeded,
     BudgetWarning,
     ExecutionRef,
@@ -177,6 +180,10 @@ class Run:
                 self.start(step_id)
 
     def skip(self, step_id: str, reason: str) -> None:
+        self._mark_skipped(step_id, reason)
+        self.consider(self.graph.dependents(step_id))
+
+    def _mark_skipped(self, step_id: str, reason: str) -> None:
         st = self.edit(step_id)
         st.move(StepStatus.SKIPPED)
         st.skip_reason = reason
@@ -191,7 +198,50 @@ class Run:
                 occur_time=self.now,
             )
         )
-        self.consider(self.graph.dependents(step_id))
+
+    def skip_unreachable(self, reason: str) -> None:
+        """The execution ended: every step that can no longer run ends skipped, one
+        StepSkipped each. Steps below a step that failed for good are
+        ``upstream_failed``; the others get `reason` (the execution failed or was
+        cancelled). Runs once per ended execution, so it may visit every step."""
+        below = self._below_failures()
+        for step_id in self.graph.step_ids:
+            if self.state.step(step_id).status in (StepStatus.PENDING, StepStatus.READY):
+                self._mark_skipped(step_id, SKIP_UPSTREAM_FAILED if step_id in below else reason)
+        self.state.ready.clear()
+
+    def _below_failures(self) -> set[str]:
+        """Steps downstream of a step that failed for good (cancelled ones aside)."""
+        roots = [
+            sid
+            for sid, st in self.state.steps.items()
+            if st.status is StepStatus.FAILED
+            and not st.continued
+            and (st.error is None or st.error.code != errors.CANCELLED)
+        ]
+        below: set[str] = set()
+        queue = deque(roots)
+        while queue:
+            for dependent in self.graph.dependents(queue.popleft()):
+                if dependent not in below:
+                    below.add(dependent)
+                    queue.append(dependent)
+        return below
+
+    def revive_skipped(self) -> list[str]:
+        """A redrive: steps skipped only because the execution ended are pending again."""
+        revived = [
+            sid
+            for sid, st in self.state.steps.items()
+            if st.status is StepStatus.SKIPPED and st.skip_reason in TERMINAL_SKIPS
+        ]
+        for step_id in revived:
+            st = self.edit(step_id)
+            st.move(StepStatus.PENDING)
+            st.skip_reason = ""
+            st.ended_at = None
+            self.state.finished -= 1
+        return sorted(revived, key=self.graph.position)
 
     # ------------------------------------------------------------------ start
 
@@ -528,6 +578,7 @@ class Run:
         self.state.error = failure
         self.state.failed_step_id = step_id
         self.state.ended_at = self.now
+        self.skip_unreachable(SKIP_EXECUTION_FAILED)
         self.facts.append(
             ProcessFailed(
                 execution=self.ref,

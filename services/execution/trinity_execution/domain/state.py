@@ -72,7 +72,7 @@ EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
 
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     _S.PENDING: frozenset({_S.READY, _S.RUNNING, _S.WAITING, _S.SKIPPED, _S.FAILED}),
-    _S.READY: frozenset({_S.RUNNING, _S.WAITING, _S.FAILED, _S.PENDING}),
+    _S.READY: frozenset({_S.RUNNING, _S.WAITING, _S.FAILED, _S.PENDING, _S.SKIPPED}),
     _S.RUNNING: frozenset({_S.COMPLETED, _S.FAILED, _S.WAITING, _S.PENDING}),
     _S.WAITING: frozenset({_S.READY, _S.RUNNING, _S.WAITING, _S.COMPLETED, _S.FAILED, _S.PENDING}),
     # Back to pending only when a loop starts a new iteration.
@@ -286,8 +286,16 @@ class ExecutionState:
         self.status = to
 
     def progress(self, total: int) -> tuple[int, int]:
-        """(finished, total) steps."""
-        return self.finished, total
+        """(finished, total) steps. Once the execution has ended every step is done
+        (the steps it could not run were skipped), failed ones included."""
+        done = self.finished
+        if self.status.is_ended:
+            done += sum(
+                1
+                for st in self.steps.values()
+                if st.status is StepStatus.FAILED and not st.continued
+            )
+        return min(done, total), total
 
     @property
     def current_step_ids(self) -> list[str]:

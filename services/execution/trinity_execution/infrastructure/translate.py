@@ -381,6 +381,11 @@ def step_view(
     return view
 
 
+def _progress(state: d.ExecutionState, total: int) -> execution_pb2.Progress:
+    finished, total = state.progress(total)
+    return execution_pb2.Progress(finished=finished, total=total)
+
+
 def execution_view(
     process: d.CompiledProcess,
     state: d.ExecutionState,
@@ -404,7 +409,7 @@ def execution_view(
         end_time=timestamp(state.ended_at),
         total_cost=_money(state.total_cost),
         budget=_money(spec.budget.limit if spec.budget else None),
-        progress=execution_pb2.Progress(finished=state.finished, total=len(process.steps)),
+        progress=_progress(state, len(process.steps)),
         current_step_ids=state.current_step_ids,
         error=failure(state.error),
         cancel_reason=state.cancel_reason,
