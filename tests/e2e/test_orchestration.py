@@ -256,7 +256,10 @@ steps:
     assert done.error.code == "AGENT_UNAVAILABLE"
     steps = by_step(done)
     assert steps["call"].status == S.STEP_STATUS_FAILED and steps["call"].attempt == 2
-    assert steps["after"].status == S.STEP_STATUS_PENDING
+    # The step below can no longer run: it ends skipped, and progress reaches its total.
+    assert steps["after"].status == S.STEP_STATUS_SKIPPED
+    assert steps["after"].skip_reason == "upstream_failed"
+    assert done.progress.finished == done.progress.total == 2
 
 
 async def test_budget_exceeded_stops_new_steps_and_fails(api) -> None:  # type: ignore[no-untyped-def]
@@ -283,7 +286,7 @@ steps:
     # it overspends, so the total stays within the budget and the third never starts.
     assert cost(done.total_cost) == Decimal("0.25")
     assert by_step(done)["two"].status == S.STEP_STATUS_FAILED
-    assert by_step(done)["three"].status == S.STEP_STATUS_PENDING
+    assert by_step(done)["three"].status == S.STEP_STATUS_SKIPPED
 
 
 async def test_cancel_cancels_outstanding_work_and_approval(api) -> None:  # type: ignore[no-untyped-def]
