@@ -59,6 +59,12 @@ from trinity_process_model.model import (
     Trigger,
 )
 from trinity_process_model.money import format_money, parse_amount, parse_money, units_nanos
+from trinity_process_model.text_limits import (
+    DepthLimitedComposer,
+    NestingTooDeep,
+    json_depth_problem,
+    size_problem,
+)
 from trinity_process_model.validation import MAX_JSON_INTEGER, MAX_UINT32, Violation, field_path
 
 __all__ = [
@@ -197,7 +203,7 @@ class _PyLoader(
     yaml.reader.Reader,
     yaml.scanner.Scanner,
     yaml.parser.Parser,
-    yaml.composer.Composer,
+    DepthLimitedComposer,
     _Constructor,
     _Resolver,
 ):
@@ -205,18 +211,22 @@ class _PyLoader(
         yaml.reader.Reader.__init__(self, stream)
         yaml.scanner.Scanner.__init__(self)
         yaml.parser.Parser.__init__(self)
-        yaml.composer.Composer.__init__(self)
+        DepthLimitedComposer.__init__(self)
         _Constructor.__init__(self)
         _Resolver.__init__(self)
 
 
 _Loader: Any = _PyLoader
-if yaml.__with_libyaml__:  # libyaml parses about ten times faster
+if yaml.__with_libyaml__:  # libyaml scans and parses much faster
     from yaml._yaml import CParser
 
-    class _CLoader(CParser, _Constructor, _Resolver):
+    class _CLoader(DepthLimitedComposer, CParser, _Constructor, _Resolver):
+        """libyaml's events, composed in Python: libyaml's C composer recurses without
+        bound and crashes the process on deep nesting (see text_limits)."""
+
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
+            DepthLimitedComposer.__init__(self)
             _Constructor.__init__(self)
             _Resolver.__init__(self)
 
@@ -280,9 +290,15 @@ def _json_map(pairs: list[tuple[str, Any]]) -> _Map:
 
 
 def _load(text: str, fmt: Format | None) -> tuple[Any, list[Violation]]:
-    """The data tree of a document, or the syntax problem."""
+    """The data tree of a document, or the syntax problem (size and nesting first)."""
+    too_large = size_problem(text)
+    if too_large:
+        return None, [Violation("", too_large)]
     looks_json = text.lstrip().startswith(("{", "["))
     if fmt == "json" or (fmt is None and looks_json):
+        too_deep = json_depth_problem(text)
+        if too_deep:
+            return None, [Violation("", too_deep)]
         try:
             return json.loads(text, object_pairs_hook=_json_map), []
         except json.JSONDecodeError as exc:
@@ -297,6 +313,10 @@ def _load(text: str, fmt: Format | None) -> tuple[Any, list[Violation]]:
             return None, [Violation("", "the document nests too deeply")]
     try:
         return yaml.load(text, Loader=_Loader), []
+    except NestingTooDeep as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return None, [Violation("", f"{exc.problem}{where}")]
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -294,3 +294,32 @@ async def test_bad_page_tokens(service: RunningService) -> None:
         invalid,
         "INVALID_PAGE_TOKEN",
     )
+
+
+async def test_hostile_texts_are_refused_and_the_service_lives_on(service: RunningService) -> None:
+    """50,000 nested ``{`` (250 KB) once killed the service with SIGSEGV (libyaml)."""
+    stub = service.stub
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    draft = await draft_of(service, valid_spec("hostile-target"))
+    for text in ("{" * 50_000, "name: p\nsteps: " + "[" * 50_000, "- " * 50_000 + "x"):
+        calls = (
+            stub.ValidateDefinition(pb.ValidateDefinitionRequest(yaml=text)),
+            stub.CreateDraft(pb.CreateDraftRequest(yaml=text)),
+            stub.UpdateDraft(
+                pb.UpdateDraftRequest(
+                    definition_id=draft.id, expected_revision=draft.revision, yaml=text
+                )
+            ),
+        )
+        for call in calls:
+            _, violations = await fails(call, invalid, "DEFINITION_UNPARSABLE")
+            assert violations[0].field == "yaml"
+            assert "nests deeper than 64 levels" in violations[0].description
+    _, violations = await fails(
+        stub.CreateDraft(pb.CreateDraftRequest(yaml="name: p\n#" + "x" * 1_000_000)),
+        invalid,
+        "DEFINITION_UNPARSABLE",
+    )
+    assert violations[0].field == "yaml" and "at most 1,000,000" in violations[0].description
+    reply = await stub.ValidateDefinition(pb.ValidateDefinitionRequest(yaml=VALID_YAML))
+    assert reply.valid

@@ -22,6 +22,7 @@ from trinity_definition.application.commands import (
 )
 from trinity_definition.application.ports import Environment
 from trinity_definition.domain.definition import DefinitionVersion
+from trinity_definition.domain.errors import DefinitionUnparsable
 from trinity_definition.infrastructure.repository import SqlDefinitionRepository
 from trinity_definition.infrastructure.transactions import Transactions
 from trinity_definition.translate import (
@@ -59,7 +60,17 @@ class DefinitionServicer(DefinitionServiceServicer):
         if which == spec_field:
             return spec_of(getattr(request, spec_field))
         if which == text_field:
-            return handlers.read_source(getattr(request, text_field), self._env)
+            try:
+                return handlers.read_source(getattr(request, text_field), self._env)
+            except DefinitionUnparsable as error:
+                # Problems of the whole text (size, nesting, syntax) belong to its field.
+                raise DefinitionUnparsable(
+                    error.message,
+                    [
+                        FieldViolation(v.field or text_field, v.description)
+                        for v in error.violations
+                    ],
+                ) from None
         raise InvalidArgument(
             "a spec or YAML/JSON text is required",
             [FieldViolation("source", f"set {spec_field} or {text_field}")],

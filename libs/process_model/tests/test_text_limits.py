@@ -1,0 +1,81 @@
+"""Hostile process texts: refused with a clear problem, in bounded time, never a crash.
+
+The crash cases run in a child interpreter: before the limits, libyaml's composer
+overflowed the C stack on 50,000 nested ``{`` and the process died with SIGSEGV, which
+inside pytest would take the whole run down instead of failing one test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from trinity_process_model.authoring import AuthoringError, parse_process
+from trinity_process_model.text_limits import MAX_NESTING, MAX_TEXT_CHARS
+
+ATTACKS = {
+    "flow mappings": "{" * 50_000,
+    "flow lists in a mapping": "name: x\nsteps: " + "[" * 50_000,
+    "compact block lists": "- " * 50_000 + "x",
+    "complex keys": "? " * 50_000 + "x",
+    "json lists": "[" * 50_000 + "]" * 50_000,
+    "json objects": '{"a":' * 50_000 + "1" + "}" * 50_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_deep_nesting_is_refused_without_crashing_the_process(name: str) -> None:
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from trinity_process_model.authoring import AuthoringError, parse_process
+        text = json.loads(sys.stdin.read())
+        for fmt in (None, "yaml", "json"):
+            try:
+                parse_process(text, fmt)
+            except AuthoringError as error:
+                print(error.violations[0].description)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(ATTACKS[name]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3
+    # The nesting is named where the parser got that far; JSON read as JSON is a syntax error
+    # at worst, never a crash.
+    assert any(f"nests deeper than {MAX_NESTING} levels" in line for line in lines), lines
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    # root, triggers, the trigger, schedule and input are five levels.
+    inner = "[" * (MAX_NESTING - 5) + "1" + "]" * (MAX_NESTING - 5)
+    text = f"name: deep\ntriggers:\n  - schedule: {{cron: '* * * * *', input: {{x: {inner}}}}}\n"
+    with pytest.raises(AuthoringError) as caught:
+        parse_process(text)
+    # Read (the 32-level input limit speaks, not the text limit).
+    assert all("nests deeper than 64" not in v.description for v in caught.value.violations)
+    too_deep = text.replace(inner, "[" + inner + "]")
+    with pytest.raises(AuthoringError, match=f"nests deeper than {MAX_NESTING} levels"):
+        parse_process(too_deep)
+
+
+def test_json_depth_scan_skips_brackets_inside_strings() -> None:
+    description = "[" * 500 + '\\"{' * 100
+    spec = {"name": "x", "description": description, "steps": []}
+    assert parse_process(json.dumps(spec), "json").description == description
+
+
+def test_text_longer_than_the_limit_is_refused_before_parsing() -> None:
+    text = "name: big\ndescription: " + "x" * MAX_TEXT_CHARS
+    with pytest.raises(AuthoringError, match="at most 1,000,000 are accepted"):
+        parse_process(text)
