@@ -29,7 +29,7 @@ def check(target: str, service: str = "", timeout: float = 3.0) -> tuple[bool, s
 
 
 def main(argv: list[str]) -> int:
-    target = argv[1] if len(argv) > 1 else "127.0.0.1:50051"
+    target = argv[1] if len(argv) > 1 else "127.0.0.1:7401"
     service = argv[2] if len(argv) > 2 else ""
     serving, answer = check(target, service)
     print(f"{target}: {answer}", file=sys.stdout if serving else sys.stderr)

@@ -3,7 +3,7 @@
 // with code generated from proto/ by protoc-gen-es (src/gen).
 //
 //   npm ci && npm run build
-//   TRINITY_DEFINITION_TARGET=127.0.0.1:50051 TRINITY_EXECUTION_TARGET=127.0.0.1:50052 \
+//   TRINITY_DEFINITION_TARGET=127.0.0.1:7401 TRINITY_EXECUTION_TARGET=127.0.0.1:7402 \
 //     node dist/run-process.js [process-name]
 //
 // Environment: TRINITY_DEFINITION_TARGET, TRINITY_EXECUTION_TARGET (host:port, the same
@@ -99,8 +99,8 @@ function describeFact(type: string, fact: Any | undefined, registry: Registry): 
 
 async function main(): Promise<number> {
   const processName = process.argv[2] ?? "typescript-hello";
-  const definitionTarget = process.env.TRINITY_DEFINITION_TARGET ?? "127.0.0.1:50051";
-  const executionTarget = process.env.TRINITY_EXECUTION_TARGET ?? "127.0.0.1:50052";
+  const definitionTarget = process.env.TRINITY_DEFINITION_TARGET ?? "127.0.0.1:7401";
+  const executionTarget = process.env.TRINITY_EXECUTION_TARGET ?? "127.0.0.1:7402";
   const timeoutMs = Number(process.env.TRINITY_TIMEOUT_MS ?? "60000");
   const interceptors = bearer(process.env.TRINITY_TOKEN);
   const definitions = createClient(DefinitionService, transportFor(definitionTarget, interceptors));

@@ -43,15 +43,15 @@ def test_defaults() -> None:
     assert s.nats_url == "nats://127.0.0.1:4222"
     assert s.data_dir == Path(".data")
     assert s.database_url == "sqlite+aiosqlite:///.data/execution.db"
-    assert s.listen == "127.0.0.1:50052"
+    assert s.listen == "127.0.0.1:7402"
     assert s.auth_tokens == {}
     assert s.log_level == "INFO"
     assert s.stream_replicas == 1
     assert DEFAULT_PORTS == {
-        "definition": 50051,
-        "execution": 50052,
-        "approval": 50053,
-        "work": 50054,
+        "definition": 7401,
+        "execution": 7402,
+        "approval": 7403,
+        "work": 7404,
     }
 
 
@@ -65,7 +65,7 @@ def test_environment_overrides() -> None:
         "TRINITY_LOG_LEVEL": "debug",
         "TRINITY_STREAM_REPLICAS": "3",
     }
-    s = load_settings("work", 50054, env=env)
+    s = load_settings("work", 7404, env=env)
     assert s.database_url == "postgresql+asyncpg://u:p@db:5432/work"
     assert s.listen == "0.0.0.0:6000"
     assert s.auth_tokens == {"t1": "alice", "t2": "bob"}

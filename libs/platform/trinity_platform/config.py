@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Below Linux's ephemeral range (32768-60999), where any outgoing connection (or its
+# TIME_WAIT) may hold a port for a while, and clear of NATS (4222, 6222, 8222) and
+# the usual development ports; the anchors do the same (Temporal 7233, Zeebe 26500).
 DEFAULT_PORTS: dict[str, int] = {
-    "definition": 50051,
-    "execution": 50052,
-    "approval": 50053,
-    "work": 50054,
+    "definition": 7401,
+    "execution": 7402,
+    "approval": 7403,
+    "work": 7404,
 }
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -73,7 +76,7 @@ def load_settings(
 ) -> ServiceSettings:
     """Read the settings of ``service`` from ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
-    port = DEFAULT_PORTS.get(service, 50050) if default_port is None else default_port
+    port = DEFAULT_PORTS.get(service, 7400) if default_port is None else default_port
     prefix = _env_prefix(service)
     data_dir = Path(env.get("TRINITY_DATA_DIR") or DEFAULT_DATA_DIR)
     database_url = (
@@ -118,7 +121,7 @@ def settings_table() -> list[tuple[str, str, str]]:
         ),
         (
             "TRINITY_<SERVICE>_LISTEN",
-            "127.0.0.1:<port> (definition 50051, execution 50052, approval 50053, work 50054)",
+            "127.0.0.1:<port> (definition 7401, execution 7402, approval 7403, work 7404)",
             "gRPC listen address of one service",
         ),
         (

@@ -2,10 +2,16 @@
 
 Health reports NOT_SERVING (overall ``""`` and each service) from ``start()`` until
 ``mark_serving()``; ``stop()`` flips it back to NOT_SERVING first, then drains calls.
+
+A port is never shared: gRPC would set SO_REUSEPORT and let a second instance listen
+beside the first without a word, so the server turns it off, and
+:func:`check_listen_address` refuses a port in use in one line before anything starts.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +35,47 @@ class ServiceRegistration:
     name: str
     add_to_server: Callable[[Any, Any], None]
     servicer: object
+
+
+class ListenError(RuntimeError):
+    """The listen address cannot be bound (in use, or not an address of this host)."""
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ListenError(f"cannot listen on {listen!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def check_listen_address(listen: str, setting: str = "") -> None:
+    """Raise :class:`ListenError` (one line, naming the port) when ``listen`` is taken;
+    ``setting`` names the variable that chooses another address.
+
+    Binds and releases each address the host resolves to, with SO_REUSEADDR as gRPC
+    does (a TIME_WAIT left by an earlier run is no obstacle) and without SO_REUSEPORT.
+    """
+    host, port = _split_listen(listen)
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ListenError(f"cannot listen on {listen}: {error.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise ListenError(
+                        f"port {port} is already in use ({listen}): is another instance "
+                        f"running? Stop it, or choose another address"
+                        + (f" with {setting}" if setting else "")
+                    ) from None
+                if error.errno != errno.EADDRNOTAVAIL:  # e.g. ::1 on a host without IPv6
+                    raise ListenError(f"cannot listen on {listen}: {error.strerror}") from None
 
 
 class GrpcServerHandle:
@@ -78,14 +125,20 @@ def build_server(
     options: Sequence[tuple[str, Any]] = (),
 ) -> GrpcServerHandle:
     """Build (and bind, not start) a server on ``listen`` (``host:port``; port 0 = any free)."""
-    server = aio.server(interceptors=list(interceptors), options=list(options))
+    check_listen_address(listen)
+    server = aio.server(
+        interceptors=list(interceptors), options=[("grpc.so_reuseport", 0), *options]
+    )
     for registration in services:
         registration.add_to_server(registration.servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [r.name for r in services]
     reflection.enable_server_reflection([*names, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # taken between the check and here
+        port = 0
     if port == 0:
-        raise RuntimeError(f"cannot listen on {listen}")
+        raise ListenError(f"cannot listen on {listen}: the port is in use or not available")
     return GrpcServerHandle(server, health, port, names)

@@ -29,7 +29,12 @@ from nats.aio.client import Client as NATS
 from trinity_platform.config import ServiceSettings, load_settings
 from trinity_platform.consumer import Handler, PullConsumerRunner
 from trinity_platform.db import create_engine, run_migrations, wait_for_database
-from trinity_platform.grpc_server import GrpcServerHandle, ServiceRegistration, build_server
+from trinity_platform.grpc_server import (
+    GrpcServerHandle,
+    ServiceRegistration,
+    build_server,
+    check_listen_address,
+)
 from trinity_platform.idempotency import prune_idempotency
 from trinity_platform.inbox import prune_inbox
 from trinity_platform.interceptors import AuthInterceptor, ErrorMappingInterceptor
@@ -187,6 +192,8 @@ class ServiceRuntime:
             raise RuntimeError("runtime already started")
         self._started = True
         settings = self.settings
+        # A port in use: refuse before touching the database or NATS.
+        check_listen_address(settings.listen, f"TRINITY_{settings.service.upper()}_LISTEN")
         if self.options.configure_logging:
             configure_logging(settings.log_level)
         log = _log.bind(service=settings.service)

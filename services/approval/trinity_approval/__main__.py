@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from trinity_approval.bootstrap import bootstrap
+from trinity_platform.entrypoint import service_main
+
+
+async def serve() -> None:
+    await bootstrap().runtime.run_forever()
 
 
 def main() -> None:
-    asyncio.run(bootstrap().runtime.run_forever())
+    service_main(
+        "approval",
+        "The approval service: human approvals, their deadlines and decisions "
+        "(gRPC trinity.process.approval.v1.ApprovalService).",
+        serve,
+    )
 
 
 if __name__ == "__main__":

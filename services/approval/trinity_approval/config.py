@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from trinity.process.common.v1 import enums_pb2
 
-DEFAULT_WORK_TARGET = "127.0.0.1:50054"
+DEFAULT_WORK_TARGET = "127.0.0.1:7404"
 
 CHANNELS: dict[str, enums_pb2.Channel.ValueType | None] = {
     "file": enums_pb2.CHANNEL_FILE,

@@ -20,7 +20,7 @@ def test_the_executor_configuration_defaults_to_the_examples(tmp_path: Path) -> 
 
 def test_ports_come_from_the_listen_addresses() -> None:
     ports = devrun.listen_ports({"TRINITY_WORK_LISTEN": "127.0.0.1:6000"})
-    assert ports == {"definition": 50051, "execution": 50052, "approval": 50053, "work": 6000}
+    assert ports == {"definition": 7401, "execution": 7402, "approval": 7403, "work": 6000}
 
 
 def test_examples_are_published_once_and_failures_do_not_stop_the_rest(

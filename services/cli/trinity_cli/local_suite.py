@@ -21,10 +21,10 @@ from urllib.parse import urlparse
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from trinity_platform.config import DEFAULT_PORTS
 from trinity_platform.testing.nats_server import find_nats_server
 
 SERVICES = ("definition", "execution", "approval", "work")
-DEFAULT_PORTS = {"definition": 50051, "execution": 50052, "approval": 50053, "work": 50054}
 
 
 def port_answers(host: str, port: int, timeout: float = 0.3) -> bool:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from trinity_definition.bootstrap import bootstrap
+from trinity_platform.entrypoint import service_main
+
+
+async def serve() -> None:
+    await bootstrap().run_forever()
 
 
 def main() -> None:
-    asyncio.run(bootstrap().run_forever())
+    service_main(
+        "definition",
+        "The definition service: process definitions, drafts and published versions "
+        "(gRPC trinity.process.definition.v1.DefinitionService).",
+        serve,
+    )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """``python -m trinity_work.executor``: run one executor until SIGTERM/SIGINT.
 
 Environment: ``TRINITY_EXECUTOR_CONFIG`` (YAML file; default: every agent runs
-``echo``), ``TRINITY_WORK_TARGET`` (default 127.0.0.1:50054), ``TRINITY_NATS_URL``,
+``echo``), ``TRINITY_WORK_TARGET`` (default 127.0.0.1:7404), ``TRINITY_NATS_URL``,
 ``TRINITY_EXECUTOR_ID``, ``TRINITY_EXECUTOR_TOKEN`` (bearer token for the work
 service when it requires one), ``TRINITY_LOG_LEVEL``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 from trinity_platform.config import DEFAULT_NATS_URL
+from trinity_platform.entrypoint import run_main
 from trinity_platform.logs import configure_logging
 from trinity_work.executor.config import DEFAULT_TARGET, ConfigError, load_config
 from trinity_work.executor.worker import Executor
@@ -20,7 +20,13 @@ from trinity_work.executor.worker import Executor
 
 def main() -> None:
     configure_logging(os.environ.get("TRINITY_LOG_LEVEL") or "INFO")
-    asyncio.run(run())
+    run_main(
+        "python -m trinity_work.executor",
+        "An executor: takes work intents from the work queue, runs the agent, tool or "
+        "notification, and reports the outcome to the work service.",
+        run,
+        epilog="environment:" + __doc__.split("Environment:", 1)[1].replace("``", ""),
+    )
 
 
 async def run() -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from trinity_work.domain.model import ActionKind, WorkKind
 
-DEFAULT_TARGET = "127.0.0.1:50054"
+DEFAULT_TARGET = "127.0.0.1:7404"
 ALL_KINDS = (WorkKind.AGENT_TASK, WorkKind.TOOL_RUN, WorkKind.NOTIFICATION)
 AGENT_BACKENDS = ("echo", "script", "http", "mcp", "command")
 FALLBACK_AGENT = "*"
