@@ -41,6 +41,7 @@ from trinity_platform.interceptors import AuthInterceptor, ErrorMappingIntercept
 from trinity_platform.logs import configure_logging, get_logger
 from trinity_platform.outbox import OutboxSignal
 from trinity_platform.relay import OutboxRelay
+from trinity_platform.request_checks import RequestCheckInterceptor
 from trinity_platform.streams import ensure_streams
 from trinity_platform.subjects import event_source
 
@@ -238,6 +239,7 @@ class ServiceRuntime:
             if settings.auth_tokens:
                 interceptors.append(AuthInterceptor(settings.auth_tokens))
             interceptors.extend(self._interceptors)
+            interceptors.append(RequestCheckInterceptor())  # innermost: decodes the request
             self.grpc = build_server(
                 settings.listen, self._services, interceptors, options=self.options.grpc_options
             )

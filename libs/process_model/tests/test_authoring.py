@@ -647,7 +647,7 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         + "]" * 40
         + "}}}]\nsteps: []\n"
     )
-    assert any("deeper than 32" in d for d in problems(text).values())
+    assert any("deeper than 24" in d for d in problems(text).values())
     deeper = '{"name": "p", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     assert "nests deeper than 64 levels" in problems(deeper)[""]
 

@@ -79,3 +79,26 @@ def test_text_longer_than_the_limit_is_refused_before_parsing() -> None:
     text = "name: big\ndescription: " + "x" * MAX_TEXT_CHARS
     with pytest.raises(AuthoringError, match="at most 1,000,000 are accepted"):
         parse_process(text)
+
+
+def test_schedule_input_nests_as_deep_as_the_services_accept_and_no_deeper() -> None:
+    """The input's depth limit is the platform's Struct limit: a spec written as text and
+    the same spec sent as a message are refused alike."""
+    from trinity_platform.request_checks import MAX_STRUCT_DEPTH, message_violations
+    from trinity_process_model.proto_codec import spec_to_proto
+    from trinity_process_model.validation import MAX_INPUT_DEPTH, validate
+
+    assert MAX_INPUT_DEPTH == MAX_STRUCT_DEPTH
+
+    def text(levels: int) -> str:  # the input mapping is level 1
+        inner = "[" * (levels - 1) + "1" + "]" * (levels - 1)
+        return (
+            f"name: deep\ntriggers:\n  - schedule: {{cron: '* * * * *', input: {{x: {inner}}}}}\n"
+            "steps:\n  - id: a\n    agent_task: {agent: a, message: m}\n"
+        )
+
+    spec = parse_process(text(MAX_INPUT_DEPTH))
+    assert validate(spec) == []
+    assert message_violations(spec_to_proto(spec)) == []
+    with pytest.raises(AuthoringError, match=f"input nests deeper than {MAX_INPUT_DEPTH}"):
+        parse_process(text(MAX_INPUT_DEPTH + 1))

@@ -65,7 +65,13 @@ from trinity_process_model.text_limits import (
     json_depth_problem,
     size_problem,
 )
-from trinity_process_model.validation import MAX_JSON_INTEGER, MAX_UINT32, Violation, field_path
+from trinity_process_model.validation import (
+    MAX_INPUT_DEPTH,
+    MAX_JSON_INTEGER,
+    MAX_UINT32,
+    Violation,
+    field_path,
+)
 
 __all__ = [
     "MAX_INPUT_VALUES",
@@ -744,8 +750,8 @@ class _Reader:
             if self.input_budget == -1:
                 self.error(path, f"schedule input holds more than {MAX_INPUT_VALUES} values", mark)
             return None
-        if depth > 32:
-            self.error(path, "input nests deeper than 32 levels", mark)
+        if isinstance(value, list | Mapping) and depth + 1 > MAX_INPUT_DEPTH:  # input is level 1
+            self.error(path, f"input nests deeper than {MAX_INPUT_DEPTH} levels", mark)
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             if abs(value) > MAX_JSON_INTEGER:

@@ -82,6 +82,9 @@ CONTEXT_NAMES = frozenset({"input", "steps", "execution", "process"})
 """What templates and conditions can read (the execution engine's expression context)."""
 MAX_UINT32 = 2**32 - 1
 MAX_JSON_INTEGER = 2**53
+MAX_INPUT_DEPTH = 24
+"""Deepest nesting of input data, the input mapping being level 1 (the services' edge
+refuses deeper Structs: protobuf cannot copy them into executions and facts)."""
 """Integers of schedule input travel as doubles (google.protobuf.Struct): exact up to 2^53."""
 
 _IDENTIFIER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -276,8 +279,9 @@ class _Validator:
         if not isinstance(key, str):
             self.add(path, f"keys must be text, got {_describe(key)}")
             return
-        if depth > 32:
-            self.add(path, "input nests deeper than 32 levels")
+        # ``depth`` 0 is a value of the input mapping (level 1): its lists and maps are level 2.
+        if isinstance(value, list | tuple | Mapping) and depth + 2 > MAX_INPUT_DEPTH:
+            self.add(path, f"input nests deeper than {MAX_INPUT_DEPTH} levels")
             return
         if value is None or isinstance(value, bool | str):
             return
