@@ -84,6 +84,7 @@ steps:
     depends_on: [research]
     human_approval:
       approvers: [reviewer@example.com]
+      on_reject: continue
       title: "Review {{ input.topic }}"
       artifacts: ["{{ steps.research.output }}"]
     timeout: 1h

@@ -24,6 +24,7 @@ from trinity_process_model.model import (
     NotificationConfig,
     Output,
     ProcessSpec,
+    RejectAction,
     RetryPolicy,
     Route,
     ScheduleTrigger,
@@ -64,6 +65,7 @@ def base() -> ProcessSpec:
                     artifacts=("{{ steps.research.output }}",),
                     title="Review {{ input.topic }}",
                     reminder_interval=timedelta(hours=4),
+                    on_reject=RejectAction.CONTINUE,
                 ),
                 depends_on=("research",),
                 timeout=timedelta(hours=24),
@@ -175,6 +177,14 @@ Case = tuple[str, Callable[[], ProcessSpec], str, str, Callable[[], ProcessSpec]
 
 B = base
 CASES: list[Case] = [
+    # routing on a rejection needs on_reject: continue (issue 18 §3)
+    (
+        "gateway routes on a decision that fails on rejection",
+        lambda: with_config(B(), "review", on_reject=RejectAction.FAIL),
+        "steps[2].gateway.routes[0].condition",
+        "on_reject: continue",
+        B,
+    ),
     # process name
     (
         "name required",

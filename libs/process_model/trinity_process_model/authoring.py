@@ -48,6 +48,7 @@ from trinity_process_model.model import (
     NotificationConfig,
     Output,
     ProcessSpec,
+    RejectAction,
     RetryPolicy,
     Route,
     ScheduleTrigger,
@@ -410,6 +411,7 @@ _KIND_FIELDS: dict[str, tuple[str, ...]] = {
         "title",
         "reminder_interval",
         "max_reminders",
+        "on_reject",
     ),
     "gateway": ("type", "routes"),
     "timer": ("duration", "until", "timezone"),
@@ -981,6 +983,7 @@ class _Reader:
             )
         if kind == "human_approval":
             on_timeout = self.enum(fields, "on_timeout", TimeoutAction, TimeoutAction.REJECT)
+            on_reject = self.enum(fields, "on_reject", RejectAction, RejectAction.FAIL)
             approval = HumanApprovalConfig(
                 approvers=self.texts(fields, "approvers"),
                 on_timeout=on_timeout or TimeoutAction.REJECT,
@@ -988,8 +991,9 @@ class _Reader:
                 title=self.text(fields, "title"),
                 reminder_interval=self.duration(fields, "reminder_interval"),
                 max_reminders=self.count(fields, "max_reminders"),
+                on_reject=on_reject or RejectAction.FAIL,
             )
-            return approval if on_timeout is not None else None
+            return approval if on_timeout is not None and on_reject is not None else None
         if kind == "gateway":
             gateway_type = self.enum(fields, "type", GatewayType, GatewayType.EXCLUSIVE)
             routes = self.items(fields, "routes", self.route)
@@ -1159,6 +1163,8 @@ def _config_data(config: StepConfig) -> dict[str, Any]:
             data["reminder_interval"] = format_duration(config.reminder_interval)
         if config.max_reminders:
             data["max_reminders"] = config.max_reminders
+        if config.on_reject != RejectAction.FAIL:
+            data["on_reject"] = str(config.on_reject)
     elif isinstance(config, GatewayConfig):
         data["type"] = str(config.type)
         data["routes"] = [_route_data(route) for route in config.routes]

@@ -230,6 +230,35 @@ def _step_refs(tree: nodes.Node) -> frozenset[str]:
     return frozenset(refs)
 
 
+def _step_fields(tree: nodes.Node) -> frozenset[tuple[str, str]]:
+    """(step id, field) pairs the expression reads: `steps.review.decision` gives
+    ("review", "decision")."""
+    found: set[tuple[str, str]] = set()
+    for node in _walk(tree):
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            field = _const_key(node)
+            step = _const_key(node.node) if _is_steps_item(node.node) else None
+            if field is not None and step is not None:
+                found.add((step, field))
+    return frozenset(found)
+
+
+def _is_steps_item(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Getattr | nodes.Getitem) and _is_steps(node.node)
+
+
+def _const_key(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.arg, nodes.Const)
+        and isinstance(node.arg.value, str)
+    ):
+        return node.arg.value
+    return None
+
+
 def _is_steps(node: nodes.Node) -> bool:
     return isinstance(node, nodes.Name) and node.name == "steps"
 
@@ -395,6 +424,8 @@ class ExpressionCheck:
 
     step_refs: frozenset[str]
     names: frozenset[str]
+    step_fields: frozenset[tuple[str, str]] = frozenset()
+    """(step id, field) pairs read, such as ("review", "decision")."""
 
 
 def _check_names(tree: nodes.Node, text: str) -> None:
@@ -423,7 +454,7 @@ def check_template(text: str) -> ExpressionCheck:
     if not is_template(text):
         return ExpressionCheck(frozenset(), frozenset())
     tree = _parsed(text, text)
-    return ExpressionCheck(_step_refs(tree), _root_names(tree))
+    return ExpressionCheck(_step_refs(tree), _root_names(tree), _step_fields(tree))
 
 
 @lru_cache(maxsize=4096)
@@ -433,7 +464,7 @@ def check_condition(text: str) -> ExpressionCheck:
         return ExpressionCheck(frozenset(), frozenset())
     source = _condition_source_checked(text)
     tree = _parsed(f"{{{{ ({source}) }}}}", text)
-    return ExpressionCheck(_step_refs(tree), _root_names(tree))
+    return ExpressionCheck(_step_refs(tree), _root_names(tree), _step_fields(tree))
 
 
 def _condition_source_checked(text: str) -> str:

@@ -35,6 +35,13 @@ class TimeoutAction(StrEnum):
     AUTO_APPROVE = "auto_approve"
 
 
+class RejectAction(StrEnum):
+    """What a rejection of an approval does: fail the step (stop the path) or continue."""
+
+    FAIL = "fail"
+    CONTINUE = "continue"
+
+
 class Channel(StrEnum):
     WEBHOOK = "webhook"
     EMAIL = "email"
@@ -142,6 +149,7 @@ class HumanApprovalConfig:
     title: str = ""
     reminder_interval: timedelta | None = None
     max_reminders: int = 0
+    on_reject: RejectAction = RejectAction.FAIL
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from trinity_process_model.model import (
     NotificationConfig,
     Output,
     ProcessSpec,
+    RejectAction,
     RetryPolicy,
     Route,
     ScheduleTrigger,
@@ -85,6 +86,10 @@ TIMEOUT_ACTIONS = {
     TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
     TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
     TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
+}
+REJECT_ACTIONS = {
+    RejectAction.FAIL: pb.REJECT_ACTION_FAIL,
+    RejectAction.CONTINUE: pb.REJECT_ACTION_CONTINUE,
 }
 GATEWAY_TYPES = {
     GatewayType.EXCLUSIVE: pb.GATEWAY_TYPE_EXCLUSIVE,
@@ -211,6 +216,10 @@ class _Encoder:
                     config.reminder_interval,
                 )
             approval.max_reminders = self.uint32(f"{base}.max_reminders", config.max_reminders)
+            if config.on_reject is not RejectAction.FAIL:  # the default stays unset
+                approval.on_reject = self.enum(
+                    f"{base}.on_reject", config.on_reject, REJECT_ACTIONS
+                )
         elif isinstance(config, GatewayConfig):
             base = f"{path}.gateway"
             gateway = message.gateway
@@ -450,6 +459,9 @@ class _Decoder:
                 title=approval.title,
                 reminder_interval=reminder,
                 max_reminders=approval.max_reminders,
+                on_reject=self.enum(
+                    f"{base}.on_reject", approval.on_reject, REJECT_ACTIONS, RejectAction.FAIL
+                ),
             )
         if kind == "gateway":
             gateway = message.gateway

@@ -45,6 +45,7 @@ from trinity_process_model.model import (
     NotificationConfig,
     Output,
     ProcessSpec,
+    RejectAction,
     RetryPolicy,
     Route,
     ScheduleTrigger,
@@ -292,6 +293,8 @@ def _config(draw: st.DrawFn, kind: str, currency: str) -> StepConfig:
             title=draw(_OPTIONAL_TEMPLATES),
             reminder_interval=draw(_OPTIONAL_DURATIONS),
             max_reminders=draw(st.integers(0, 10)),
+            # Generated gateways may route on any step's decision, which needs CONTINUE.
+            on_reject=RejectAction.CONTINUE,
         )
     if kind == "timer":
         zone = draw(st.sampled_from(TIMEZONES))

@@ -48,6 +48,7 @@ from trinity_process_model.model import (
     NotificationConfig,
     Output,
     ProcessSpec,
+    RejectAction,
     RetryPolicy,
     Route,
     ScheduleTrigger,
@@ -390,6 +391,8 @@ class _Validator:
             seen.add(approver)
         if not isinstance(config.on_timeout, TimeoutAction):
             self._bad_enum(f"{path}.on_timeout", config.on_timeout, TimeoutAction)
+        if not isinstance(config.on_reject, RejectAction):
+            self._bad_enum(f"{path}.on_reject", config.on_reject, RejectAction)
         for index, artifact in enumerate(config.artifacts):
             self._required_template(f"{path}.artifacts[{index}]", artifact, "an artifact")
         if config.title:
@@ -437,6 +440,29 @@ class _Validator:
                 )
             else:
                 self._condition(f"{rpath}.condition", route.condition)
+                self._routes_on_rejection(f"{rpath}.condition", route.condition)
+
+    def _routes_on_rejection(self, path: str, condition: str) -> None:
+        """A gateway may route on an approval's decision only when a rejection does not
+        fail that approval (``on_reject: continue``): otherwise the route never sees it."""
+        try:
+            fields = check_condition(condition).step_fields
+        except ExpressionError:
+            return  # reported by _condition
+        approvals = {
+            s.id: s.config
+            for s in self.spec.steps
+            if isinstance(s, Step) and isinstance(s.config, HumanApprovalConfig)
+        }
+        for step_id, field in sorted(fields):
+            config = approvals.get(step_id)
+            if field == "decision" and config is not None and config.on_reject is RejectAction.FAIL:
+                self.add(
+                    path,
+                    f"routes on steps.{step_id}.decision, but a rejection fails {step_id!r} "
+                    "and stops the path: add on_reject: continue to its human_approval "
+                    "to route on the decision",
+                )
 
     def _route_target(self, rpath: str, step_id: str, route: Route) -> None:
         if not route.target:

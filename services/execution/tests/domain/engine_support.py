@@ -40,6 +40,7 @@ from trinity_process_model.model import (
     NotificationConfig,
     Output,
     ProcessSpec,
+    RejectAction,
     RetryPolicy,
     Route,
     Step,
@@ -63,6 +64,7 @@ def approval(step_id: str, *deps: str, **kw: Any) -> Step:
         approvers=("editor@example.com",),
         artifacts=kw.pop("artifacts", ()),
         title=kw.pop("title", "Review"),
+        on_reject=kw.pop("on_reject", RejectAction.FAIL),
     )
     return Step(step_id, config, depends_on=deps, **kw)
 
@@ -110,6 +112,7 @@ def it3_spec(
             "research",
             artifacts=("{{ steps.research.output }}",),
             title="Review research on {{ input.topic }}",
+            on_reject=RejectAction.CONTINUE,
         ),
         gateway(
             "decide",

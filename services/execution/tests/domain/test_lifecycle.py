@@ -8,6 +8,7 @@ import pytest
 from engine_support import Driver, agent, approval, spec, timer
 
 from trinity_execution.domain import (
+    ApprovalDecided,
     CancelApproval,
     CancelExecution,
     CancelTimer,
@@ -16,12 +17,14 @@ from trinity_execution.domain import (
     PauseExecution,
     ProcessCancelled,
     ProcessResumed,
+    RequestWork,
     ResumeExecution,
     RetryFailedSteps,
     StartExecution,
     StepStarted,
     WorkCompleted,
 )
+from trinity_process_model.model import RejectAction
 
 
 def started(d: Driver) -> list[tuple[str, int]]:
@@ -145,10 +148,29 @@ def test_decide_never_changes_the_state_it_is_given() -> None:
     assert first.to_dict() == snapshot
 
 
-def test_approval_rejected_completes_with_the_decision() -> None:
+def test_a_rejection_fails_the_approval_and_stops_the_path() -> None:
+    d = Driver.of(spec(approval("r"), agent("deploy", "r"), agent("other")))
+    d.start()
+    d.decide_approval("r", "rejected", "not safe")
+    assert d.step_status("r") == "failed"
+    assert d.state is not None
+    step = d.state.step("r")
+    assert step.error is not None and step.error.code == "APPROVAL_REJECTED"
+    assert "editor@example.com" in step.error.message and "not safe" in step.error.message
+    assert step.decision == "rejected"
+    assert d.step_status("deploy") == "skipped"
+    assert step.attempt == 1  # a rejection is not retried, whatever the retry policy
+    assert d.state.step("deploy").skip_reason == "upstream_failed"
+    assert d.status == "failed"
+    assert not any(
+        s.correlation and s.correlation.step_id == "deploy" for s in d.commands_of(RequestWork)
+    )
+
+
+def test_a_rejection_continues_with_on_reject_continue() -> None:
     d = Driver.of(
         spec(
-            approval("r"),
+            approval("r", on_reject=RejectAction.CONTINUE),
             agent("after", "r", condition="{{ steps.r.decision != 'rejected' }}"),
         )
     )
@@ -164,3 +186,24 @@ def test_unknown_approval_decision_is_ignored() -> None:
     d = Driver.of(spec(approval("r")))
     d.start()
     assert d.decide_approval("r", "maybe").ignored
+
+
+def test_a_timed_out_rejection_stops_the_path_too() -> None:
+    d = Driver.of(spec(approval("r"), agent("deploy", "r")))
+    d.start()
+    ref = d.approval_request("r").correlation
+    d.send(
+        ApprovalDecided(
+            now=d.tick(),
+            step_id="r",
+            iteration=ref.iteration,
+            decision="rejected",
+            decided_by="system:timeout",
+            comment="rejected on the approvers' behalf: the deadline passed",
+        )
+    )
+    assert d.state is not None
+    error = d.state.step("r").error
+    assert error is not None and error.code == "APPROVAL_REJECTED"
+    assert "system:timeout" in error.message
+    assert d.state.step("deploy").skip_reason == "upstream_failed"

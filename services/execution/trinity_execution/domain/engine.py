@@ -17,6 +17,7 @@ from trinity_execution.domain.commands import Command, parse_request_key, parse_
 from trinity_execution.domain.errors import ExecutionDomainError, Failure
 from trinity_execution.domain.events import (
     APPROVAL_DECISIONS,
+    REJECTED,
     ApprovalDecided,
     CancelExecution,
     CommandRejected,
@@ -39,7 +40,7 @@ from trinity_execution.domain.facts import (
 from trinity_execution.domain.process import CompiledProcess
 from trinity_execution.domain.run import BUDGET_PAUSER, Run
 from trinity_execution.domain.state import ExecutionState, ExecutionStatus, StepStatus
-from trinity_process_model.model import StepKind
+from trinity_process_model.model import HumanApprovalConfig, RejectAction, StepKind
 
 _WORK_KINDS = frozenset({StepKind.AGENT_TASK, StepKind.TOOL_RUN, StepKind.NOTIFICATION})
 
@@ -256,8 +257,10 @@ def _on_work_failed(process: CompiledProcess, state: ExecutionState, event: Work
 def _on_approval(
     process: CompiledProcess, state: ExecutionState, event: ApprovalDecided
 ) -> Decision:
-    """The decision becomes the step's outcome. Every decision completes the step,
-    a rejection included: gateways and conditions route on ``steps.<id>.decision``."""
+    """The decision becomes the step's outcome. A rejection (a timed-out one included)
+    fails the step with APPROVAL_REJECTED and stops the path, unless the step says
+    ``on_reject: continue``: then it completes, and gateways route on
+    ``steps.<id>.decision``. Approval and changes requested complete the step."""
     problem = _attempt_problem(process, state, event.step_id, event.iteration)
     if not problem and process.step(event.step_id).kind is not StepKind.HUMAN_APPROVAL:
         problem = f"step {event.step_id!r} is not an approval"
@@ -266,6 +269,19 @@ def _on_approval(
     if problem:
         return _ignore(state, problem)
     run = Run(process, state, event.now)
+    config = process.step(event.step_id).config
+    assert isinstance(config, HumanApprovalConfig)
+    if event.decision == REJECTED and config.on_reject is RejectAction.FAIL:
+        step = run.edit(event.step_id)
+        step.decision, step.decided_by, step.comment = REJECTED, event.decided_by, event.comment
+        by = f" by {event.decided_by}" if event.decided_by else ""
+        why = f": {event.comment}" if event.comment else ""
+        run.fail_attempt(
+            event.step_id,
+            Failure(errors.APPROVAL_REJECTED, f"rejected{by}{why}"),
+            retryable=False,
+        )
+        return _done(run)
     run.complete(
         event.step_id,
         output=event.comment or event.decision,

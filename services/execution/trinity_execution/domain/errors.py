@@ -48,6 +48,8 @@ CANCELLED = "CANCELLED"
 LOOP_RESTARTED = "LOOP_RESTARTED"
 CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
 INVALID_TIMER = "INVALID_TIMER"
+APPROVAL_REJECTED = "APPROVAL_REJECTED"
+"""An approver (or on_timeout: reject) rejected a step without on_reject: continue."""
 
 CREDENTIALS_MISSING = "CREDENTIALS_MISSING"
 """An executor lacks a credential (work failure code): retrying cannot produce it."""
@@ -60,6 +62,7 @@ NON_RETRYABLE = frozenset(
         CURRENCY_MISMATCH,
         INVALID_TIMER,
         CREDENTIALS_MISSING,
+        APPROVAL_REJECTED,
     }
 )
 """Codes that never get another attempt, whatever the retry policy says."""

@@ -112,4 +112,5 @@ Event = (
     | RetryFailedSteps
 )
 
-APPROVAL_DECISIONS = frozenset({"approved", "rejected", "needs_changes"})
+REJECTED = "rejected"
+APPROVAL_DECISIONS = frozenset({"approved", REJECTED, "needs_changes"})

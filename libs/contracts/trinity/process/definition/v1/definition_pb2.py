@@ -29,7 +29,7 @@ from trinity.process.common.v1 import enums_pb2 as trinity_dot_process_dot_commo
 from trinity.process.common.v1 import types_pb2 as trinity_dot_process_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.trinity/process/definition/v1/definition.proto\x12\x1dtrinity.process.definition.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%trinity/process/common/v1/enums.proto\x1a%trinity/process/common/v1/types.proto\"\xa5\x03\n\x11ProcessDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12?\n\x06status\x18\x04 \x01(\x0e\x32/.trinity.process.definition.v1.DefinitionStatus\x12\x38\n\x04spec\x18\x05 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpec\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublish_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61rchive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x03\n\x0bProcessSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x32\n\x05steps\x18\x03 \x03(\x0b\x32#.trinity.process.definition.v1.Step\x12\x38\n\x08triggers\x18\x04 \x03(\x0b\x32&.trinity.process.definition.v1.Trigger\x12\x36\n\x07outputs\x18\x05 \x03(\x0b\x32%.trinity.process.definition.v1.Output\x12\x35\n\x06\x62udget\x18\x06 \x01(\x0b\x32%.trinity.process.definition.v1.Budget\x12\x41\n\rdefault_retry\x18\x07 \x01(\x0b\x32*.trinity.process.definition.v1.RetryPolicy\x12\x46\n\x06labels\x18\x08 \x03(\x0b\x32\x36.trinity.process.definition.v1.ProcessSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x05\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\ndepends_on\x18\x03 \x03(\t\x12\x11\n\tcondition\x18\x04 \x01(\t\x12\x39\n\x05retry\x18\x05 \x01(\x0b\x32*.trinity.process.definition.v1.RetryPolicy\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12@\n\non_failure\x18\x07 \x01(\x0e\x32,.trinity.process.definition.v1.FailureAction\x12\x10\n\x08informed\x18\x08 \x03(\t\x12>\n\nagent_task\x18\n \x01(\x0b\x32(.trinity.process.definition.v1.AgentTaskH\x00\x12\x46\n\x0ehuman_approval\x18\x0b \x01(\x0b\x32,.trinity.process.definition.v1.HumanApprovalH\x00\x12\x39\n\x07gateway\x18\x0c \x01(\x0b\x32&.trinity.process.definition.v1.GatewayH\x00\x12\x35\n\x05timer\x18\r \x01(\x0b\x32$.trinity.process.definition.v1.TimerH\x00\x12\x43\n\x0cnotification\x18\x0e \x01(\x0b\x32+.trinity.process.definition.v1.NotificationH\x00\x12:\n\x08tool_run\x18\x0f \x01(\x0b\x32&.trinity.process.definition.v1.ToolRunH\x00\x42\x06\n\x04kind\"_\n\tAgentTask\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x32\n\x08max_cost\x18\x03 \x01(\x0b\x32 .trinity.process.common.v1.Money\"\xcf\x01\n\rHumanApproval\x12\x11\n\tapprovers\x18\x01 \x03(\t\x12<\n\non_timeout\x18\x02 \x01(\x0e\x32(.trinity.process.common.v1.TimeoutAction\x12\x11\n\tartifacts\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x34\n\x11reminder_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rmax_reminders\x18\x06 \x01(\r\"y\n\x07Gateway\x12\x38\n\x04type\x18\x01 \x01(\x0e\x32*.trinity.process.definition.v1.GatewayType\x12\x34\n\x06routes\x18\x02 \x03(\x0b\x32$.trinity.process.definition.v1.Route\"V\n\x05Route\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x11\n\tcondition\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x16\n\x0emax_iterations\x18\x04 \x01(\r\"a\n\x05Timer\x12-\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x0f\n\x05until\x18\x02 \x01(\tH\x00\x12\x10\n\x08timezone\x18\x03 \x01(\tB\x06\n\x04wait\"u\n\x0cNotification\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\".trinity.process.common.v1.Channel\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"\xbc\x01\n\x07ToolRun\x12\x35\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32%.trinity.process.common.v1.ActionKind\x12H\n\targuments\x18\x02 \x03(\x0b\x32\x35.trinity.process.definition.v1.ToolRun.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\x07Trigger\x12>\n\x06manual\x18\x01 \x01(\x0b\x32,.trinity.process.definition.v1.ManualTriggerH\x00\x12\x42\n\x08schedule\x18\x02 \x01(\x0b\x32..trinity.process.definition.v1.ScheduleTriggerH\x00\x12<\n\x05\x65vent\x18\x03 \x01(\x0b\x32+.trinity.process.definition.v1.EventTriggerH\x00\x42\x06\n\x04kind\"\x0f\n\rManualTrigger\"Y\n\x0fScheduleTrigger\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x1f\n\x0c\x45ventTrigger\x12\x0f\n\x07subject\x18\x01 \x01(\t\"o\n\x06Output\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\".trinity.process.common.v1.Channel\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"{\n\x06\x42udget\x12/\n\x05limit\x18\x01 \x01(\x0b\x32 .trinity.process.common.v1.Money\x12@\n\x0bon_exceeded\x18\x02 \x01(\x0e\x32+.trinity.process.definition.v1.BudgetAction\"\xc0\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13non_retryable_codes\x18\x05 \x03(\t\"/\n\tViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t*\x93\x01\n\x10\x44\x65\x66initionStatus\x12!\n\x1d\x44\x45\x46INITION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45\x46INITION_STATUS_DRAFT\x10\x01\x12\x1f\n\x1b\x44\x45\x46INITION_STATUS_PUBLISHED\x10\x02\x12\x1e\n\x1a\x44\x45\x46INITION_STATUS_ARCHIVED\x10\x03*~\n\x0bGatewayType\x12\x1c\n\x18GATEWAY_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16GATEWAY_TYPE_EXCLUSIVE\x10\x01\x12\x19\n\x15GATEWAY_TYPE_PARALLEL\x10\x02\x12\x1a\n\x16GATEWAY_TYPE_INCLUSIVE\x10\x03*e\n\rFailureAction\x12\x1e\n\x1a\x46\x41ILURE_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41ILURE_ACTION_FAIL\x10\x01\x12\x1b\n\x17\x46\x41ILURE_ACTION_CONTINUE\x10\x02*^\n\x0c\x42udgetAction\x12\x1d\n\x19\x42UDGET_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42UDGET_ACTION_FAIL\x10\x01\x12\x17\n\x13\x42UDGET_ACTION_PAUSE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.trinity/process/definition/v1/definition.proto\x12\x1dtrinity.process.definition.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%trinity/process/common/v1/enums.proto\x1a%trinity/process/common/v1/types.proto\"\xa5\x03\n\x11ProcessDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12?\n\x06status\x18\x04 \x01(\x0e\x32/.trinity.process.definition.v1.DefinitionStatus\x12\x38\n\x04spec\x18\x05 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpec\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublish_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61rchive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x03\n\x0bProcessSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x32\n\x05steps\x18\x03 \x03(\x0b\x32#.trinity.process.definition.v1.Step\x12\x38\n\x08triggers\x18\x04 \x03(\x0b\x32&.trinity.process.definition.v1.Trigger\x12\x36\n\x07outputs\x18\x05 \x03(\x0b\x32%.trinity.process.definition.v1.Output\x12\x35\n\x06\x62udget\x18\x06 \x01(\x0b\x32%.trinity.process.definition.v1.Budget\x12\x41\n\rdefault_retry\x18\x07 \x01(\x0b\x32*.trinity.process.definition.v1.RetryPolicy\x12\x46\n\x06labels\x18\x08 \x03(\x0b\x32\x36.trinity.process.definition.v1.ProcessSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x05\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\ndepends_on\x18\x03 \x03(\t\x12\x11\n\tcondition\x18\x04 \x01(\t\x12\x39\n\x05retry\x18\x05 \x01(\x0b\x32*.trinity.process.definition.v1.RetryPolicy\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12@\n\non_failure\x18\x07 \x01(\x0e\x32,.trinity.process.definition.v1.FailureAction\x12\x10\n\x08informed\x18\x08 \x03(\t\x12>\n\nagent_task\x18\n \x01(\x0b\x32(.trinity.process.definition.v1.AgentTaskH\x00\x12\x46\n\x0ehuman_approval\x18\x0b \x01(\x0b\x32,.trinity.process.definition.v1.HumanApprovalH\x00\x12\x39\n\x07gateway\x18\x0c \x01(\x0b\x32&.trinity.process.definition.v1.GatewayH\x00\x12\x35\n\x05timer\x18\r \x01(\x0b\x32$.trinity.process.definition.v1.TimerH\x00\x12\x43\n\x0cnotification\x18\x0e \x01(\x0b\x32+.trinity.process.definition.v1.NotificationH\x00\x12:\n\x08tool_run\x18\x0f \x01(\x0b\x32&.trinity.process.definition.v1.ToolRunH\x00\x42\x06\n\x04kind\"_\n\tAgentTask\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x32\n\x08max_cost\x18\x03 \x01(\x0b\x32 .trinity.process.common.v1.Money\"\x8f\x02\n\rHumanApproval\x12\x11\n\tapprovers\x18\x01 \x03(\t\x12<\n\non_timeout\x18\x02 \x01(\x0e\x32(.trinity.process.common.v1.TimeoutAction\x12\x11\n\tartifacts\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x34\n\x11reminder_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rmax_reminders\x18\x06 \x01(\r\x12>\n\ton_reject\x18\x07 \x01(\x0e\x32+.trinity.process.definition.v1.RejectAction\"y\n\x07Gateway\x12\x38\n\x04type\x18\x01 \x01(\x0e\x32*.trinity.process.definition.v1.GatewayType\x12\x34\n\x06routes\x18\x02 \x03(\x0b\x32$.trinity.process.definition.v1.Route\"V\n\x05Route\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x11\n\tcondition\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12\x16\n\x0emax_iterations\x18\x04 \x01(\r\"a\n\x05Timer\x12-\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x0f\n\x05until\x18\x02 \x01(\tH\x00\x12\x10\n\x08timezone\x18\x03 \x01(\tB\x06\n\x04wait\"u\n\x0cNotification\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\".trinity.process.common.v1.Channel\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"\xbc\x01\n\x07ToolRun\x12\x35\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32%.trinity.process.common.v1.ActionKind\x12H\n\targuments\x18\x02 \x03(\x0b\x32\x35.trinity.process.definition.v1.ToolRun.ArgumentsEntry\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\x07Trigger\x12>\n\x06manual\x18\x01 \x01(\x0b\x32,.trinity.process.definition.v1.ManualTriggerH\x00\x12\x42\n\x08schedule\x18\x02 \x01(\x0b\x32..trinity.process.definition.v1.ScheduleTriggerH\x00\x12<\n\x05\x65vent\x18\x03 \x01(\x0b\x32+.trinity.process.definition.v1.EventTriggerH\x00\x42\x06\n\x04kind\"\x0f\n\rManualTrigger\"Y\n\x0fScheduleTrigger\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x1f\n\x0c\x45ventTrigger\x12\x0f\n\x07subject\x18\x01 \x01(\t\"o\n\x06Output\x12\x33\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\".trinity.process.common.v1.Channel\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"{\n\x06\x42udget\x12/\n\x05limit\x18\x01 \x01(\x0b\x32 .trinity.process.common.v1.Money\x12@\n\x0bon_exceeded\x18\x02 \x01(\x0e\x32+.trinity.process.definition.v1.BudgetAction\"\xc0\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13non_retryable_codes\x18\x05 \x03(\t\"/\n\tViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t*\x93\x01\n\x10\x44\x65\x66initionStatus\x12!\n\x1d\x44\x45\x46INITION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45\x46INITION_STATUS_DRAFT\x10\x01\x12\x1f\n\x1b\x44\x45\x46INITION_STATUS_PUBLISHED\x10\x02\x12\x1e\n\x1a\x44\x45\x46INITION_STATUS_ARCHIVED\x10\x03*~\n\x0bGatewayType\x12\x1c\n\x18GATEWAY_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16GATEWAY_TYPE_EXCLUSIVE\x10\x01\x12\x19\n\x15GATEWAY_TYPE_PARALLEL\x10\x02\x12\x1a\n\x16GATEWAY_TYPE_INCLUSIVE\x10\x03*e\n\rFailureAction\x12\x1e\n\x1a\x46\x41ILURE_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41ILURE_ACTION_FAIL\x10\x01\x12\x1b\n\x17\x46\x41ILURE_ACTION_CONTINUE\x10\x02*a\n\x0cRejectAction\x12\x1d\n\x19REJECT_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12REJECT_ACTION_FAIL\x10\x01\x12\x1a\n\x16REJECT_ACTION_CONTINUE\x10\x02*^\n\x0c\x42udgetAction\x12\x1d\n\x19\x42UDGET_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42UDGET_ACTION_FAIL\x10\x01\x12\x17\n\x13\x42UDGET_ACTION_PAUSE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,14 +40,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSSPEC_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_TOOLRUN_ARGUMENTSENTRY']._loaded_options = None
   _globals['_TOOLRUN_ARGUMENTSENTRY']._serialized_options = b'8\001'
-  _globals['_DEFINITIONSTATUS']._serialized_start=3549
-  _globals['_DEFINITIONSTATUS']._serialized_end=3696
-  _globals['_GATEWAYTYPE']._serialized_start=3698
-  _globals['_GATEWAYTYPE']._serialized_end=3824
-  _globals['_FAILUREACTION']._serialized_start=3826
-  _globals['_FAILUREACTION']._serialized_end=3927
-  _globals['_BUDGETACTION']._serialized_start=3929
-  _globals['_BUDGETACTION']._serialized_end=4023
+  _globals['_DEFINITIONSTATUS']._serialized_start=3613
+  _globals['_DEFINITIONSTATUS']._serialized_end=3760
+  _globals['_GATEWAYTYPE']._serialized_start=3762
+  _globals['_GATEWAYTYPE']._serialized_end=3888
+  _globals['_FAILUREACTION']._serialized_start=3890
+  _globals['_FAILUREACTION']._serialized_end=3991
+  _globals['_REJECTACTION']._serialized_start=3993
+  _globals['_REJECTACTION']._serialized_end=4090
+  _globals['_BUDGETACTION']._serialized_start=4092
+  _globals['_BUDGETACTION']._serialized_end=4186
   _globals['_PROCESSDEFINITION']._serialized_start=255
   _globals['_PROCESSDEFINITION']._serialized_end=676
   _globals['_PROCESSSPEC']._serialized_start=679
@@ -59,33 +61,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTTASK']._serialized_start=1784
   _globals['_AGENTTASK']._serialized_end=1879
   _globals['_HUMANAPPROVAL']._serialized_start=1882
-  _globals['_HUMANAPPROVAL']._serialized_end=2089
-  _globals['_GATEWAY']._serialized_start=2091
-  _globals['_GATEWAY']._serialized_end=2212
-  _globals['_ROUTE']._serialized_start=2214
-  _globals['_ROUTE']._serialized_end=2300
-  _globals['_TIMER']._serialized_start=2302
-  _globals['_TIMER']._serialized_end=2399
-  _globals['_NOTIFICATION']._serialized_start=2401
-  _globals['_NOTIFICATION']._serialized_end=2518
-  _globals['_TOOLRUN']._serialized_start=2521
-  _globals['_TOOLRUN']._serialized_end=2709
-  _globals['_TOOLRUN_ARGUMENTSENTRY']._serialized_start=2661
-  _globals['_TOOLRUN_ARGUMENTSENTRY']._serialized_end=2709
-  _globals['_TRIGGER']._serialized_start=2712
-  _globals['_TRIGGER']._serialized_end=2923
-  _globals['_MANUALTRIGGER']._serialized_start=2925
-  _globals['_MANUALTRIGGER']._serialized_end=2940
-  _globals['_SCHEDULETRIGGER']._serialized_start=2942
-  _globals['_SCHEDULETRIGGER']._serialized_end=3031
-  _globals['_EVENTTRIGGER']._serialized_start=3033
-  _globals['_EVENTTRIGGER']._serialized_end=3064
-  _globals['_OUTPUT']._serialized_start=3066
-  _globals['_OUTPUT']._serialized_end=3177
-  _globals['_BUDGET']._serialized_start=3179
-  _globals['_BUDGET']._serialized_end=3302
-  _globals['_RETRYPOLICY']._serialized_start=3305
-  _globals['_RETRYPOLICY']._serialized_end=3497
-  _globals['_VIOLATION']._serialized_start=3499
-  _globals['_VIOLATION']._serialized_end=3546
+  _globals['_HUMANAPPROVAL']._serialized_end=2153
+  _globals['_GATEWAY']._serialized_start=2155
+  _globals['_GATEWAY']._serialized_end=2276
+  _globals['_ROUTE']._serialized_start=2278
+  _globals['_ROUTE']._serialized_end=2364
+  _globals['_TIMER']._serialized_start=2366
+  _globals['_TIMER']._serialized_end=2463
+  _globals['_NOTIFICATION']._serialized_start=2465
+  _globals['_NOTIFICATION']._serialized_end=2582
+  _globals['_TOOLRUN']._serialized_start=2585
+  _globals['_TOOLRUN']._serialized_end=2773
+  _globals['_TOOLRUN_ARGUMENTSENTRY']._serialized_start=2725
+  _globals['_TOOLRUN_ARGUMENTSENTRY']._serialized_end=2773
+  _globals['_TRIGGER']._serialized_start=2776
+  _globals['_TRIGGER']._serialized_end=2987
+  _globals['_MANUALTRIGGER']._serialized_start=2989
+  _globals['_MANUALTRIGGER']._serialized_end=3004
+  _globals['_SCHEDULETRIGGER']._serialized_start=3006
+  _globals['_SCHEDULETRIGGER']._serialized_end=3095
+  _globals['_EVENTTRIGGER']._serialized_start=3097
+  _globals['_EVENTTRIGGER']._serialized_end=3128
+  _globals['_OUTPUT']._serialized_start=3130
+  _globals['_OUTPUT']._serialized_end=3241
+  _globals['_BUDGET']._serialized_start=3243
+  _globals['_BUDGET']._serialized_end=3366
+  _globals['_RETRYPOLICY']._serialized_start=3369
+  _globals['_RETRYPOLICY']._serialized_end=3561
+  _globals['_VIOLATION']._serialized_start=3563
+  _globals['_VIOLATION']._serialized_end=3610
 # @@protoc_insertion_point(module_scope)

@@ -98,6 +98,30 @@ FAILURE_ACTION_CONTINUE: FailureAction.ValueType  # 2
 """The step is recorded as failed and its dependents continue."""
 Global___FailureAction: _TypeAlias = FailureAction  # noqa: Y015
 
+class _RejectAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RejectActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REJECT_ACTION_UNSPECIFIED: _RejectAction.ValueType  # 0
+    """Same as REJECT_ACTION_FAIL."""
+    REJECT_ACTION_FAIL: _RejectAction.ValueType  # 1
+    """The step fails with APPROVAL_REJECTED (the default): the path stops there."""
+    REJECT_ACTION_CONTINUE: _RejectAction.ValueType  # 2
+    """The step completes with the decision "rejected", for gateways to route on."""
+
+class RejectAction(_RejectAction, metaclass=_RejectActionEnumTypeWrapper):
+    """RejectAction is what a rejection of a human approval does to the flow."""
+
+REJECT_ACTION_UNSPECIFIED: RejectAction.ValueType  # 0
+"""Same as REJECT_ACTION_FAIL."""
+REJECT_ACTION_FAIL: RejectAction.ValueType  # 1
+"""The step fails with APPROVAL_REJECTED (the default): the path stops there."""
+REJECT_ACTION_CONTINUE: RejectAction.ValueType  # 2
+"""The step completes with the decision "rejected", for gateways to route on."""
+Global___RejectAction: _TypeAlias = RejectAction  # noqa: Y015
+
 class _BudgetAction:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -394,11 +418,16 @@ class HumanApproval(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     REMINDER_INTERVAL_FIELD_NUMBER: _builtins.int
     MAX_REMINDERS_FIELD_NUMBER: _builtins.int
+    ON_REJECT_FIELD_NUMBER: _builtins.int
     on_timeout: _enums_pb2.TimeoutAction.ValueType
     """What happens when the step's timeout passes."""
     title: _builtins.str
     """Optional title template shown to approvers."""
     max_reminders: _builtins.int
+    on_reject: Global___RejectAction.ValueType
+    """What a rejection (including one by on_timeout REJECT) does: fail the step, or
+    complete it so a gateway can route on steps.<id>.decision.
+    """
     @_builtins.property
     def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Emails or principal names allowed to decide."""
@@ -420,10 +449,11 @@ class HumanApproval(_message.Message):
         title: _builtins.str = ...,
         reminder_interval: _duration_pb2.Duration | None = ...,
         max_reminders: _builtins.int = ...,
+        on_reject: Global___RejectAction.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reminder_interval", b"reminder_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvers", b"approvers", "artifacts", b"artifacts", "max_reminders", b"max_reminders", "on_timeout", b"on_timeout", "reminder_interval", b"reminder_interval", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvers", b"approvers", "artifacts", b"artifacts", "max_reminders", b"max_reminders", "on_reject", b"on_reject", "on_timeout", b"on_timeout", "reminder_interval", b"reminder_interval", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

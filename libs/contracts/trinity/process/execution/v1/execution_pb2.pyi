@@ -297,6 +297,8 @@ class StepExecution(_message.Message):
     SKIP_REASON_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    ITERATIONS_OMITTED_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     name: _builtins.str
     kind: Global___StepKind.ValueType
@@ -309,6 +311,8 @@ class StepExecution(_message.Message):
     """condition_not_met, route_not_taken or upstream_skipped."""
     decision: _builtins.str
     """For approvals: approved, rejected or needs_changes."""
+    iterations_omitted: _builtins.int
+    """How many earlier iterations are no longer kept (they remain in the facts stream)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -326,6 +330,12 @@ class StepExecution(_message.Message):
     @_builtins.property
     def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
         """When a retry is scheduled: when the next attempt starts."""
+
+    @_builtins.property
+    def iterations(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepIteration]:
+        """The step's earlier iterations (a looping step), oldest first; the current one is
+        this message itself. Bounded: only the most recent are kept, see iterations_omitted.
+        """
 
     def __init__(
         self,
@@ -346,11 +356,73 @@ class StepExecution(_message.Message):
         skip_reason: _builtins.str = ...,
         decision: _builtins.str = ...,
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        iterations: _abc.Iterable[Global___StepIteration] | None = ...,
+        iterations_omitted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "duration", b"duration", "end_time", b"end_time", "error", b"error", "next_attempt_time", b"next_attempt_time", "start_time", b"start_time", "structured_output", b"structured_output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "iterations", b"iterations", "iterations_omitted", b"iterations_omitted", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepExecution: _TypeAlias = StepExecution  # noqa: Y015
+
+@_typing.final
+class StepIteration(_message.Message):
+    """StepIteration is what one finished iteration of a looping step did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITERATION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    OUTPUT_TRUNCATED_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    SKIP_REASON_FIELD_NUMBER: _builtins.int
+    iteration: _builtins.int
+    status: Global___StepStatus.ValueType
+    attempt: _builtins.int
+    output: _builtins.str
+    """The output, cut to a bounded length (output_truncated says so)."""
+    output_truncated: _builtins.bool
+    decision: _builtins.str
+    skip_reason: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def cost(self) -> _types_pb2.Money: ...
+    @_builtins.property
+    def error(self) -> _types_pb2.Failure: ...
+    def __init__(
+        self,
+        *,
+        iteration: _builtins.int = ...,
+        status: Global___StepStatus.ValueType = ...,
+        attempt: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        output: _builtins.str = ...,
+        output_truncated: _builtins.bool = ...,
+        cost: _types_pb2.Money | None = ...,
+        decision: _builtins.str = ...,
+        error: _types_pb2.Failure | None = ...,
+        skip_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "duration", b"duration", "end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "output", b"output", "output_truncated", b"output_truncated", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepIteration: _TypeAlias = StepIteration  # noqa: Y015

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/execution/v1/execution.proto.
  */
 export const file_trinity_process_execution_v1_execution: GenFile = /*@__PURE__*/
-  fileDesc("Cix0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbi5wcm90bxIcdHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MSJnCgxFeGVjdXRpb25SZWYSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCSIrCghQcm9ncmVzcxIQCghmaW5pc2hlZBgBIAEoDRINCgV0b3RhbBgCIAEoDSL/BQoJRXhlY3V0aW9uEgoKAmlkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCRI9CgZzdGF0dXMYBSABKA4yLS50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblN0YXR1cxImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAcgASgJEj8KDHRyaWdnZXJfa2luZBgIIAEoDjIpLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuVHJpZ2dlcktpbmQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cgp0b3RhbF9jb3N0GAwgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIwCgZidWRnZXQYDSABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EjgKCHByb2dyZXNzGA4gASgLMiYudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Qcm9ncmVzcxIYChBjdXJyZW50X3N0ZXBfaWRzGA8gAygJEjoKBXN0ZXBzGBAgAygLMisudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwRXhlY3V0aW9uEjEKBWVycm9yGBEgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhUKDWNhbmNlbF9yZWFzb24YEiABKAkSFAoMY2FuY2VsbGVkX2J5GBMgASgJItIECg1TdGVwRXhlY3V0aW9uEg8KB3N0ZXBfaWQYASABKAkSDAoEbmFtZRgCIAEoCRI0CgRraW5kGAMgASgOMiYudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwS2luZBI4CgZzdGF0dXMYBCABKA4yKC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBTdGF0dXMSDwoHYXR0ZW1wdBgFIAEoDRIRCglpdGVyYXRpb24YBiABKA0SLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBm91dHB1dBgKIAEoCRIyChFzdHJ1Y3R1cmVkX291dHB1dBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoEY29zdBgMIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSMQoFZXJyb3IYDSABKAsyIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLkZhaWx1cmUSEwoLc2tpcF9yZWFzb24YDiABKAkSEAoIZGVjaXNpb24YDyABKAkSNQoRbmV4dF9hdHRlbXB0X3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKukBCg9FeGVjdXRpb25TdGF0dXMSIAocRVhFQ1VUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGEVYRUNVVElPTl9TVEFUVVNfUEVORElORxABEhwKGEVYRUNVVElPTl9TVEFUVVNfUlVOTklORxACEhsKF0VYRUNVVElPTl9TVEFUVVNfUEFVU0VEEAMSHgoaRVhFQ1VUSU9OX1NUQVRVU19DT01QTEVURUQQBBIbChdFWEVDVVRJT05fU1RBVFVTX0ZBSUxFRBAFEh4KGkVYRUNVVElPTl9TVEFUVVNfQ0FOQ0VMTEVEEAYq1wEKClN0ZXBTdGF0dXMSGwoXU1RFUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNTVEVQX1NUQVRVU19QRU5ESU5HEAESFQoRU1RFUF9TVEFUVVNfUkVBRFkQAhIXChNTVEVQX1NUQVRVU19SVU5OSU5HEAMSFwoTU1RFUF9TVEFUVVNfV0FJVElORxAEEhkKFVNURVBfU1RBVFVTX0NPTVBMRVRFRBAFEhYKElNURVBfU1RBVFVTX0ZBSUxFRBAGEhcKE1NURVBfU1RBVFVTX1NLSVBQRUQQByq9AQoIU3RlcEtpbmQSGQoVU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUU1RFUF9LSU5EX0FHRU5UX1RBU0sQARIcChhTVEVQX0tJTkRfSFVNQU5fQVBQUk9WQUwQAhIVChFTVEVQX0tJTkRfR0FURVdBWRADEhMKD1NURVBfS0lORF9USU1FUhAEEhoKFlNURVBfS0lORF9OT1RJRklDQVRJT04QBRIWChJTVEVQX0tJTkRfVE9PTF9SVU4QBip3CgtUcmlnZ2VyS2luZBIcChhUUklHR0VSX0tJTkRfVU5TUEVDSUZJRUQQABIXChNUUklHR0VSX0tJTkRfTUFOVUFMEAESGQoVVFJJR0dFUl9LSU5EX1NDSEVEVUxFEAISFgoSVFJJR0dFUl9LSU5EX0VWRU5UEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_types]);
+  fileDesc("Cix0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbi5wcm90bxIcdHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MSJnCgxFeGVjdXRpb25SZWYSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCSIrCghQcm9ncmVzcxIQCghmaW5pc2hlZBgBIAEoDRINCgV0b3RhbBgCIAEoDSL/BQoJRXhlY3V0aW9uEgoKAmlkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCRI9CgZzdGF0dXMYBSABKA4yLS50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblN0YXR1cxImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAcgASgJEj8KDHRyaWdnZXJfa2luZBgIIAEoDjIpLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuVHJpZ2dlcktpbmQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cgp0b3RhbF9jb3N0GAwgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIwCgZidWRnZXQYDSABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EjgKCHByb2dyZXNzGA4gASgLMiYudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Qcm9ncmVzcxIYChBjdXJyZW50X3N0ZXBfaWRzGA8gAygJEjoKBXN0ZXBzGBAgAygLMisudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwRXhlY3V0aW9uEjEKBWVycm9yGBEgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhUKDWNhbmNlbF9yZWFzb24YEiABKAkSFAoMY2FuY2VsbGVkX2J5GBMgASgJIq8FCg1TdGVwRXhlY3V0aW9uEg8KB3N0ZXBfaWQYASABKAkSDAoEbmFtZRgCIAEoCRI0CgRraW5kGAMgASgOMiYudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwS2luZBI4CgZzdGF0dXMYBCABKA4yKC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBTdGF0dXMSDwoHYXR0ZW1wdBgFIAEoDRIRCglpdGVyYXRpb24YBiABKA0SLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBm91dHB1dBgKIAEoCRIyChFzdHJ1Y3R1cmVkX291dHB1dBgLIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoEY29zdBgMIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSMQoFZXJyb3IYDSABKAsyIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLkZhaWx1cmUSEwoLc2tpcF9yZWFzb24YDiABKAkSEAoIZGVjaXNpb24YDyABKAkSNQoRbmV4dF9hdHRlbXB0X3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj8KCml0ZXJhdGlvbnMYESADKAsyKy50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBJdGVyYXRpb24SGgoSaXRlcmF0aW9uc19vbWl0dGVkGBIgASgNIqwDCg1TdGVwSXRlcmF0aW9uEhEKCWl0ZXJhdGlvbhgBIAEoDRI4CgZzdGF0dXMYAiABKA4yKC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBTdGF0dXMSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGb3V0cHV0GAcgASgJEhgKEG91dHB1dF90cnVuY2F0ZWQYCCABKAgSLgoEY29zdBgJIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSEAoIZGVjaXNpb24YCiABKAkSMQoFZXJyb3IYCyABKAsyIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLkZhaWx1cmUSEwoLc2tpcF9yZWFzb24YDCABKAkq6QEKD0V4ZWN1dGlvblN0YXR1cxIgChxFWEVDVVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYRVhFQ1VUSU9OX1NUQVRVU19QRU5ESU5HEAESHAoYRVhFQ1VUSU9OX1NUQVRVU19SVU5OSU5HEAISGwoXRVhFQ1VUSU9OX1NUQVRVU19QQVVTRUQQAxIeChpFWEVDVVRJT05fU1RBVFVTX0NPTVBMRVRFRBAEEhsKF0VYRUNVVElPTl9TVEFUVVNfRkFJTEVEEAUSHgoaRVhFQ1VUSU9OX1NUQVRVU19DQU5DRUxMRUQQBirXAQoKU3RlcFN0YXR1cxIbChdTVEVQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1NURVBfU1RBVFVTX1BFTkRJTkcQARIVChFTVEVQX1NUQVRVU19SRUFEWRACEhcKE1NURVBfU1RBVFVTX1JVTk5JTkcQAxIXChNTVEVQX1NUQVRVU19XQUlUSU5HEAQSGQoVU1RFUF9TVEFUVVNfQ09NUExFVEVEEAUSFgoSU1RFUF9TVEFUVVNfRkFJTEVEEAYSFwoTU1RFUF9TVEFUVVNfU0tJUFBFRBAHKr0BCghTdGVwS2luZBIZChVTVEVQX0tJTkRfVU5TUEVDSUZJRUQQABIYChRTVEVQX0tJTkRfQUdFTlRfVEFTSxABEhwKGFNURVBfS0lORF9IVU1BTl9BUFBST1ZBTBACEhUKEVNURVBfS0lORF9HQVRFV0FZEAMSEwoPU1RFUF9LSU5EX1RJTUVSEAQSGgoWU1RFUF9LSU5EX05PVElGSUNBVElPThAFEhYKElNURVBfS0lORF9UT09MX1JVThAGKncKC1RyaWdnZXJLaW5kEhwKGFRSSUdHRVJfS0lORF9VTlNQRUNJRklFRBAAEhcKE1RSSUdHRVJfS0lORF9NQU5VQUwQARIZChVUUklHR0VSX0tJTkRfU0NIRURVTEUQAhIWChJUUklHR0VSX0tJTkRfRVZFTlQQA2IGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_types]);
 
 /**
  * ExecutionRef identifies an execution and the definition version it runs; every fact carries it.
@@ -288,6 +288,21 @@ export type StepExecution = Message<"trinity.process.execution.v1.StepExecution"
    * @generated from field: google.protobuf.Timestamp next_attempt_time = 16;
    */
   nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * The step's earlier iterations (a looping step), oldest first; the current one is
+   * this message itself. Bounded: only the most recent are kept, see iterations_omitted.
+   *
+   * @generated from field: repeated trinity.process.execution.v1.StepIteration iterations = 17;
+   */
+  iterations: StepIteration[];
+
+  /**
+   * How many earlier iterations are no longer kept (they remain in the facts stream).
+   *
+   * @generated from field: uint32 iterations_omitted = 18;
+   */
+  iterationsOmitted: number;
 };
 
 /**
@@ -296,6 +311,82 @@ export type StepExecution = Message<"trinity.process.execution.v1.StepExecution"
  */
 export const StepExecutionSchema: GenMessage<StepExecution> = /*@__PURE__*/
   messageDesc(file_trinity_process_execution_v1_execution, 3);
+
+/**
+ * StepIteration is what one finished iteration of a looping step did.
+ *
+ * @generated from message trinity.process.execution.v1.StepIteration
+ */
+export type StepIteration = Message<"trinity.process.execution.v1.StepIteration"> & {
+  /**
+   * @generated from field: uint32 iteration = 1;
+   */
+  iteration: number;
+
+  /**
+   * @generated from field: trinity.process.execution.v1.StepStatus status = 2;
+   */
+  status: StepStatus;
+
+  /**
+   * @generated from field: uint32 attempt = 3;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 4;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 6;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * The output, cut to a bounded length (output_truncated says so).
+   *
+   * @generated from field: string output = 7;
+   */
+  output: string;
+
+  /**
+   * @generated from field: bool output_truncated = 8;
+   */
+  outputTruncated: boolean;
+
+  /**
+   * @generated from field: trinity.process.common.v1.Money cost = 9;
+   */
+  cost?: Money | undefined;
+
+  /**
+   * @generated from field: string decision = 10;
+   */
+  decision: string;
+
+  /**
+   * @generated from field: trinity.process.common.v1.Failure error = 11;
+   */
+  error?: Failure | undefined;
+
+  /**
+   * @generated from field: string skip_reason = 12;
+   */
+  skipReason: string;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.StepIteration.
+ * Use `create(StepIterationSchema)` to create a new message.
+ */
+export const StepIterationSchema: GenMessage<StepIteration> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution, 4);
 
 /**
  * ExecutionStatus is the lifecycle of an execution.
