@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from trinity_platform.config import normalize_database_url
+from trinity_platform.db_errors import DatabaseBusy
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -92,7 +93,7 @@ class _GatedConnection(AsyncConnection):
             async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
                 await gate.acquire()
         except TimeoutError:
-            raise TimeoutError(
+            raise DatabaseBusy(
                 "the database stayed busy (another transaction ran too long)"
             ) from None
         self._holds_gate = True

@@ -2,7 +2,9 @@
 
 Pure standard library: domain modules may import it freely. The gRPC edge maps
 each class to a status code with typed details (see :mod:`trinity_platform.grpc_errors`).
-Each error carries a stable, UPPER_SNAKE ``reason`` that clients can switch on.
+Each error carries a stable, UPPER_SNAKE ``reason`` that clients can switch on, and
+may carry ``retry_after`` (seconds): the caller may retry the same request after
+that delay (sent as ``google.rpc.RetryInfo``).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ class TrinityError(Exception):
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
@@ -80,7 +84,7 @@ class Unauthenticated(TrinityError):
 
 
 class Aborted(TrinityError):
-    """Optimistic-concurrency conflict: reread and retry."""
+    """A concurrency conflict (optimistic version, serialization, deadlock): retry."""
 
     default_reason = "CONCURRENT_MODIFICATION"
 
@@ -92,7 +96,7 @@ class Unavailable(TrinityError):
 
 
 class ResourceExhausted(TrinityError):
-    """A quota or budget is used up."""
+    """A quota or budget is used up; with ``retry_after``, a temporary overload."""
 
     default_reason = "RESOURCE_EXHAUSTED"
 

@@ -1,13 +1,16 @@
 """Mapping the error family to gRPC status codes with rich details, and back.
 
 Server side: ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer with
-an ``ErrorInfo{reason, domain="trinity.process", metadata}`` always, and a
-``BadRequest`` with the field violations for :class:`InvalidArgument`.
-Client side: :func:`error_details` and :func:`to_trinity_error`.
+an ``ErrorInfo{reason, domain="trinity.process", metadata}`` always, a
+``BadRequest`` with the field violations for :class:`InvalidArgument`, and a
+``RetryInfo`` when the error says when to retry (``retry_after``).
+Client side: :func:`error_details`, :func:`to_trinity_error`, :func:`retry_delay`,
+and the one classification every retrying caller uses: :func:`is_permanent`.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -45,6 +48,28 @@ _CODES: dict[type[TrinityError], grpc.StatusCode] = {
 _CLASSES: dict[grpc.StatusCode, type[TrinityError]] = {v: k for k, v in _CODES.items()}
 _CLASSES[grpc.StatusCode.DEADLINE_EXCEEDED] = Unavailable
 
+# Answers that say the request itself can never succeed: retrying it is pointless.
+# Every other failure (UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+# UNAUTHENTICATED while credentials are fixed, and INTERNAL/UNKNOWN from older
+# servers that did not yet map transient database errors) is retried with the same
+# idempotency key, which makes the retry safe.
+PERMANENT_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+def is_permanent(code: grpc.StatusCode) -> bool:
+    """True when a call that failed with ``code`` must not be retried."""
+    return code in PERMANENT_CODES or code == grpc.StatusCode.OK
+
 
 def status_code_for(error: TrinityError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
@@ -66,6 +91,10 @@ def to_rpc_status(error: TrinityError) -> status_pb2.Status:
         reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
     )
     status.details.add().Pack(info)
+    if error.retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromTimedelta(timedelta(seconds=max(error.retry_after, 0.0)))
+        status.details.add().Pack(retry)
     if isinstance(error, InvalidArgument) and error.violations:
         violation = error_details_pb2.BadRequest.FieldViolation
         bad_request = error_details_pb2.BadRequest(
@@ -100,6 +129,17 @@ def rpc_status_of(rpc_error: Any) -> status_pb2.Status | None:
     for key, value in trailing or ():
         if key == STATUS_DETAILS_KEY:
             return status_pb2.Status.FromString(value)
+    return None
+
+
+def retry_delay(rpc_error: Any) -> float | None:
+    """The server's ``RetryInfo`` delay in seconds, when the failed call carries one."""
+    status = rpc_status_of(rpc_error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            return float(retry.retry_delay.ToTimedelta().total_seconds())
     return None
 
 
@@ -142,4 +182,6 @@ def to_trinity_error(rpc_error: Any) -> TrinityError:
     if cls is InvalidArgument:
         _, violations = error_details(rpc_error)
         return InvalidArgument(message, violations, reason=reason, metadata=metadata)
-    return cls(message, reason=reason or code.name, metadata=metadata)
+    return cls(
+        message, reason=reason or code.name, metadata=metadata, retry_after=retry_delay(rpc_error)
+    )

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from trinity_platform.db_errors import transient_database_error
 from trinity_platform.errors import TrinityError, Unauthenticated
 from trinity_platform.grpc_errors import internal_status, to_grpc_status
 from trinity_platform.logs import get_logger
@@ -105,8 +106,10 @@ def _around(
 
 
 class ErrorMappingInterceptor(aio.ServerInterceptor):
-    """TrinityError → its status code with ErrorInfo (+ BadRequest); anything else →
-    INTERNAL with a generic message and a reference to the logged traceback."""
+    """TrinityError → its status code with ErrorInfo (+ BadRequest, RetryInfo); a
+    transient database failure → UNAVAILABLE or ABORTED with RetryInfo (see
+    :mod:`trinity_platform.db_errors`); anything else → INTERNAL with a generic
+    message and a reference to the logged traceback."""
 
     async def intercept_service(
         self,
@@ -123,7 +126,16 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
                 exc, Exception
             ):
                 raise exc
-            if isinstance(exc, TrinityError):
+            transient = None if isinstance(exc, TrinityError) else transient_database_error(exc)
+            if transient is not None:
+                _log.warning(
+                    "database unavailable for a request",
+                    method=method,
+                    reason=transient.reason,
+                    error=repr(exc),
+                )
+                status = to_grpc_status(transient)
+            elif isinstance(exc, TrinityError):
                 _log.info(
                     "request failed",
                     method=method,

@@ -104,3 +104,34 @@ class PostgresDatabaseFactory:
         self._executor.shutdown()
         if errors:
             raise errors[0]
+
+
+class ConnectionLimitedDatabase(TemporaryPostgresDatabase):
+    """A fresh database owned by a fresh role limited to ``limit`` connections
+    (``CREATE ROLE … LOGIN CONNECTION LIMIT n``): the server answers the next
+    connection with "too many connections for role", as an exhausted server does."""
+
+    def __init__(self, admin_url: str, limit: int, prefix: str = "trinity_limited") -> None:
+        super().__init__(admin_url, prefix)
+        self.role = self.name
+        self.limit = limit
+        self._password = uuid.uuid4().hex  # for servers that do not trust local connections
+        self.url = (
+            make_url(self.admin_url)
+            .set(database=self.name, username=self.role, password=self._password)
+            .render_as_string(hide_password=False)
+        )
+
+    def create(self) -> str:
+        _run(
+            self._execute(
+                f"CREATE ROLE \"{self.role}\" LOGIN PASSWORD '{self._password}' "
+                f"CONNECTION LIMIT {self.limit}"
+            )
+        )
+        _run(self._execute(f'CREATE DATABASE "{self.name}" OWNER "{self.role}"'))
+        return self.url
+
+    def drop(self) -> None:
+        super().drop()
+        _run(self._execute(f'DROP ROLE IF EXISTS "{self.role}"'))

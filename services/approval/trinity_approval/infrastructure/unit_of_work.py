@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_approval.contracts import event_to_fact
@@ -26,7 +25,8 @@ from trinity_approval.infrastructure.notifications import NotificationPlanner
 from trinity_approval.infrastructure.repository import SqlApprovalRepository
 from trinity_platform import idempotency
 from trinity_platform.db import read_only
-from trinity_platform.errors import Aborted, Unavailable
+from trinity_platform.db_errors import transient_database_error
+from trinity_platform.errors import Aborted
 from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
 from trinity_platform.subjects import fact_subject
 
@@ -35,17 +35,11 @@ SERVICE = "approval"
 FACT_ID_NAMESPACE = uuid.UUID("5b0c1d1e-6f0a-4c1e-9a57-6170726f7661")
 
 
-# Failures of the database itself (down, refusing connections, busy too long): the
-# caller may retry, so they are UNAVAILABLE rather than INTERNAL.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, TimeoutError)
-
-
-def _unavailable(exc: BaseException) -> Unavailable:
-    return Unavailable(
-        "the approval database is unavailable; retry shortly",
-        reason="DATABASE_UNAVAILABLE",
-        metadata={"error": type(exc).__name__},
-    )
+def _raise_if_transient(exc: BaseException) -> None:
+    """Database down, refusing connections, busy too long, or a lost race: retryable."""
+    translated = transient_database_error(exc)
+    if translated is not None:
+        raise translated from exc
 
 
 @dataclass(frozen=True)
@@ -102,8 +96,7 @@ class SqlUnitOfWork:
         except BaseException as exc:
             # Also on cancellation: a connection left open would keep SQLite's gate.
             await stack.aclose()
-            if isinstance(exc, DATABASE_UNAVAILABLE):
-                raise _unavailable(exc) from exc
+            _raise_if_transient(exc)
             raise
         self._stack = stack
         self._conn = conn
@@ -137,8 +130,8 @@ class SqlUnitOfWork:
         finally:
             if stack is not None:
                 await stack.aclose()
-        if isinstance(exc, DATABASE_UNAVAILABLE):
-            raise _unavailable(exc) from exc
+        if exc is not None:
+            _raise_if_transient(exc)
 
     async def commit(self) -> None:
         conn = self._conn

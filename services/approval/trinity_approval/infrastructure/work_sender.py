@@ -2,9 +2,11 @@
 
 Rows are claimed with a lease (``next_attempt_at`` pushed forward; ``SKIP LOCKED`` on
 PostgreSQL), so replicas share the load; a row sent twice (a replica died after
-sending) is harmless thanks to its idempotency key. Transient failures are retried
-with capped exponential backoff until the work service accepts; refusals no retry
-can fix mark the row failed. Finished rows are pruned after ``retention``.
+sending) is harmless thanks to its idempotency key. Failures are retried with
+capped exponential backoff (never sooner than the work service's ``RetryInfo``)
+until the work service accepts; refusals no retry can fix
+(:func:`~trinity_platform.grpc_errors.is_permanent`) mark the row failed. Finished
+rows are pruned after ``retention``.
 """
 
 from __future__ import annotations
@@ -24,20 +26,10 @@ from trinity_approval.infrastructure.notifications import DONE, FAILED, PENDING
 from trinity_approval.infrastructure.tables import dispatches
 from trinity_approval.infrastructure.tasks import raise_if_cancelled
 from trinity_platform.db import read_only
+from trinity_platform.grpc_errors import is_permanent, retry_delay
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
-
-# Refusals that a retry cannot fix: the dispatch is marked failed.
-PERMANENT_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
 
 
 def backoff_seconds(attempts: int, maximum: float) -> float:
@@ -155,11 +147,11 @@ class WorkNotificationSender:
                 )
             except grpc.aio.AioRpcError as error:
                 message = f"{error.code().name}: {error.details()}"
-                if error.code() in PERMANENT_CODES:
+                if is_permanent(error.code()):
                     _log.error("work refused a notification", key=row["key"], error=message)
                     await self._finish(row, attempts, FAILED, error=message)
                 else:
-                    await self._retry_later(row, attempts, message)
+                    await self._retry_later(row, attempts, message, retry_delay(error))
                 return
             except Exception as error:
                 await self._retry_later(row, attempts, repr(error))
@@ -182,8 +174,11 @@ class WorkNotificationSender:
                 .values(status=status, attempts=attempts, work_id=work_id, last_error=error)
             )
 
-    async def _retry_later(self, row: RowMapping, attempts: int, error: str) -> None:
-        delay = backoff_seconds(attempts, self._max_backoff)
+    async def _retry_later(
+        self, row: RowMapping, attempts: int, error: str, at_least: float | None = None
+    ) -> None:
+        # Never sooner than the work service's RetryInfo asks.
+        delay = max(backoff_seconds(attempts, self._max_backoff), at_least or 0.0)
         log = _log.warning if attempts in (1, 10) or attempts % 100 == 0 else _log.debug
         log("notification will be retried", key=row["key"], attempts=attempts, error=error)
         async with self._engine.begin() as conn:

@@ -4,9 +4,10 @@ Commands are rows of `dispatches`, written in the same transaction as the
 decision that produced them. The dispatcher claims due rows (a short lease
 through `next_attempt_at`, SKIP LOCKED on PostgreSQL so replicas share the
 load), sends each over gRPC with its idempotency key, and retries with capped
-backoff until the receiver accepts. A refusal that can never succeed (bad
-input, a missing resource) is reported back to the execution instead of being
-retried forever.
+backoff until the receiver accepts (never sooner than its ``RetryInfo``). A
+refusal that can never succeed (:func:`~trinity_platform.grpc_errors.is_permanent`:
+bad input, a missing resource) is reported back to the execution instead of being
+retried forever; every other failure, INTERNAL included, is retried.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.infrastructure.tables import dispatches
 from trinity_platform.db import read_only
+from trinity_platform.grpc_errors import is_permanent, retry_delay
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -31,17 +33,6 @@ _log = get_logger(__name__)
 Sender = Callable[[bytes, "DispatchContext"], Awaitable[str]]
 # Called with (execution_id, dispatch key, error code, message) when a command is refused for good.
 RejectionHandler = Callable[[str, str, str, str], Awaitable[None]]
-
-PERMANENT_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
 
 CLAIM_LEASE = timedelta(seconds=30)
 MAX_BACKOFF = 30.0
@@ -201,11 +192,14 @@ class Dispatcher:
                 await self._reject(row, attempts, refusal.code, refusal.message)
                 return
             except grpc.aio.AioRpcError as error:
-                if error.code() in PERMANENT_CODES:
+                if is_permanent(error.code()):
                     await self._reject(row, attempts, error.code().name, error.details() or "")
                 else:
                     await self._retry_later(
-                        row, attempts, f"{error.code().name}: {error.details()}"
+                        row,
+                        attempts,
+                        f"{error.code().name}: {error.details()}",
+                        retry_delay(error),
                     )
                 return
             except Exception as error:  # a bug or a transport error: keep the command, retry
@@ -219,8 +213,10 @@ class Dispatcher:
                 .values(status="done", attempts=attempts, result_id=result_id, last_error=None)
             )
 
-    async def _retry_later(self, row: DispatchRow, attempts: int, error: str) -> None:
-        delay = backoff_seconds(attempts)
+    async def _retry_later(
+        self, row: DispatchRow, attempts: int, error: str, at_least: float | None = None
+    ) -> None:
+        delay = max(backoff_seconds(attempts), at_least or 0.0)  # the receiver's RetryInfo
         _log.warning("dispatch will be retried", key=row.key, attempts=attempts, error=error)
         async with self._engine.begin() as conn:
             await conn.execute(

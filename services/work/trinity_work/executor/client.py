@@ -2,14 +2,19 @@
 
 Every call carries a deterministic idempotency key derived from the work id, the
 delivery and the executor, so a retry after a lost answer returns the first result.
-Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED) are retried with capped
-backoff; the service's answers (NOT_FOUND, FAILED_PRECONDITION …) are raised as the
-platform's error family.
+Every failure the platform does not classify as permanent
+(:func:`trinity_platform.grpc_errors.is_permanent`: UNAVAILABLE, ABORTED,
+DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL from older servers …) is retried
+with capped backoff, never sooner than the server's ``RetryInfo`` asks. A finished
+result is reported until it is recorded or the service answers that it never will
+be (the lease is lost: FAILED_PRECONDITION, NOT_FOUND); those answers are raised as
+the platform's error family.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -17,7 +22,7 @@ from typing import TypeVar
 import grpc
 
 from trinity.process.work.v1 import work_pb2, work_service_pb2, work_service_pb2_grpc
-from trinity_platform.grpc_errors import to_trinity_error
+from trinity_platform.grpc_errors import is_permanent, retry_delay, to_trinity_error
 from trinity_platform.logs import get_logger
 from trinity_work import contracts as pb
 from trinity_work.domain.model import Failure, WorkResult
@@ -26,12 +31,7 @@ _log = get_logger(__name__)
 
 R = TypeVar("R")
 
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
+MAX_BACKOFF = 5.0
 
 
 class WorkClient:
@@ -51,18 +51,30 @@ class WorkClient:
     async def _call(
         self, name: str, call: Callable[[], Awaitable[R]], retry_for: float | None = None
     ) -> R:
+        """``call()`` until it succeeds, fails for good, or ``retry_for`` seconds passed
+        (``math.inf``: until it succeeds or fails for good)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._retry_for if retry_for is None else retry_for)
         delay = 0.05
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 return await call()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _TRANSIENT or loop.time() + delay > deadline:
+                wait = max(delay, retry_delay(exc) or 0.0)
+                if is_permanent(exc.code()) or loop.time() + wait > deadline:
                     raise to_trinity_error(exc) from None
-                _log.debug("work service call failed; retrying", call=name, code=exc.code().name)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log = _log.warning if attempt in (1, 10) or attempt % 100 == 0 else _log.debug
+                log(
+                    "work service call failed; retrying",
+                    call=name,
+                    code=exc.code().name,
+                    attempt=attempt,
+                    retry_in=round(wait, 3),
+                )
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, MAX_BACKOFF)
 
     def _key(self, work_id: str, delivery: int, what: str) -> str:
         return f"{work_id}/{delivery}/{self.executor_id}/{what}"
@@ -110,6 +122,7 @@ class WorkClient:
         reply = await self._call(
             "RecordWorkCompleted",
             lambda: self._stub.RecordWorkCompleted(request, timeout=self._call_timeout),
+            retry_for=math.inf,  # the result is kept until recorded or the lease is lost
         )
         return reply.work
 
@@ -123,5 +136,6 @@ class WorkClient:
         reply = await self._call(
             "RecordWorkFailed",
             lambda: self._stub.RecordWorkFailed(request, timeout=self._call_timeout),
+            retry_for=math.inf,
         )
         return reply.work

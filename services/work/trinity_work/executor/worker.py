@@ -2,8 +2,11 @@
 
 Per intent (up to ``concurrency`` fetched per kind): take a slot (bounded concurrency) → ``RecordWorkStarted`` (the lease) →
 ack the intent → run the job, heartbeating → ``RecordWorkCompleted`` /
-``RecordWorkFailed``. The heartbeat answer tells a job to stop (cancelled, or the
-lease was lost). Graceful stop: fetch nothing new, let running jobs finish for
+``RecordWorkFailed``, retried with the same request id until recorded or the lease
+is certainly lost (a finished agent run is never thrown away for a transient error:
+that would run the agent again once the lease expired). The heartbeat answer tells
+a job to stop (cancelled, or the lease was lost); heartbeats go on while a result
+is being reported. Graceful stop: fetch nothing new, let running jobs finish for
 ``shutdown_grace``, then release what is left so another executor takes it at once.
 
 Executors never publish to NATS: they only fetch and acknowledge intents.
@@ -177,7 +180,11 @@ class Executor:
             running.stop("shutdown")
         rest = [j.task for j in self.jobs.values() if j.task is not None]
         if rest:
-            await asyncio.wait(rest, timeout=10.0)
+            _, unfinished = await asyncio.wait(rest, timeout=10.0)
+            for task in unfinished:  # still reporting to an unreachable work service
+                _log.warning("result not recorded at shutdown; its lease will expire")
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
         await self.agents.close()
         await self.notifier.close()
         if self._nc is not None:
