@@ -87,7 +87,7 @@ def test_service_deployment_shape(rendered: tuple[str, Manifests], service: str)
 
     c = container(deployment)
     assert c["image"].split("/")[-1].startswith(f"{service}:")
-    assert [p["containerPort"] for p in c["ports"]] == [port]
+    assert [p["containerPort"] for p in c["ports"] if p["name"] == "grpc"] == [port]
     env = env_of(c)
     assert env[f"TRINITY_{service.upper()}_LISTEN"]["value"] == f"0.0.0.0:{port}"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):

@@ -36,6 +36,10 @@ class ServiceSettings:
     auth_tokens: Mapping[str, str] = field(default_factory=dict)
     log_level: str = DEFAULT_LOG_LEVEL
     stream_replicas: int = 1
+    metrics_listen: str = ""  # "" = no /metrics endpoint
+    metrics_interval: float = 5.0
+    traces_endpoint: str = ""  # OTLP/gRPC collector; "" = tracing off
+    log_format: str = "auto"  # json, console, or auto (JSON unless stderr is a terminal)
 
 
 def normalize_database_url(url: str) -> str:
@@ -100,7 +104,45 @@ def load_settings(
         auth_tokens=parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", "")),
         log_level=(env.get("TRINITY_LOG_LEVEL") or DEFAULT_LOG_LEVEL).upper(),
         stream_replicas=replicas,
+        metrics_listen=_metrics_listen(env.get(f"{prefix}METRICS_LISTEN") or ""),
+        metrics_interval=_positive_seconds(env, "TRINITY_METRICS_INTERVAL", 5.0),
+        log_format=_log_format(env),
+        traces_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "",
     )
+
+
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def _metrics_listen(value: str) -> str:
+    return "" if value.strip().lower() in ("", "off") else value.strip()
+
+
+def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env.get("TRINITY_LOG_FORMAT") or "auto").lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(
+            f"TRINITY_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {value!r}"
+        )
+    return value
+
+
+def log_json(log_format: str) -> bool | None:
+    """The ``json`` argument of ``configure_logging`` for a ``TRINITY_LOG_FORMAT`` value."""
+    return {"json": True, "console": False}.get(log_format)
 
 
 def service_target(service: str, env: Mapping[str, str] | None = None) -> str:
@@ -135,6 +177,29 @@ def settings_table() -> list[tuple[str, str, str]]:
             "static bearer tokens, 'token=principal,token2=principal2'",
         ),
         ("TRINITY_LOG_LEVEL", DEFAULT_LOG_LEVEL, "DEBUG, INFO, WARNING or ERROR"),
+        (
+            "TRINITY_LOG_FORMAT",
+            "auto",
+            "json (one JSON object a line), console, or auto: JSON unless stderr is a terminal",
+        ),
+        (
+            "TRINITY_<SERVICE>_METRICS_LISTEN",
+            "(empty: no metrics endpoint)",
+            "host:port of the Prometheus /metrics endpoint of one service "
+            "(`make run`: 127.0.0.1:9461 to 9464; off turns it off)",
+        ),
+        (
+            "TRINITY_METRICS_INTERVAL",
+            "5",
+            "seconds between refreshes of the sampled gauges (backlogs, pending approvals, "
+            "executions by status)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "(empty: no tracing)",
+            "OTLP/gRPC collector the traces go to (e.g. http://127.0.0.1:4317); "
+            "the other standard OTEL_* variables apply",
+        ),
         ("TRINITY_STREAM_REPLICAS", "1", "replicas of the JetStream streams (3 in a cluster)"),
     ]
 

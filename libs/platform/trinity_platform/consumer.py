@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from trinity_platform import metrics
 from trinity_platform.envelope import Envelope, EnvelopeError
 from trinity_platform.logs import get_logger
 
@@ -206,8 +208,10 @@ class PullConsumerRunner:
                 envelope = Envelope.from_msg(msg)
             except EnvelopeError as exc:
                 _log.error("terminating invalid message", durable=self.durable, error=str(exc))
+                metrics.CONSUMER_MESSAGES.labels(self.durable, "invalid").inc()
                 await msg.term()
                 return
+            _observe_delivery(self.durable, msg, envelope)
             try:
                 outcome = await self._handler(envelope, msg)
             except asyncio.CancelledError:
@@ -223,10 +227,12 @@ class PullConsumerRunner:
                     attempt=attempt,
                     retry_in=retry_in,
                 )
+                metrics.CONSUMER_MESSAGES.labels(self.durable, "error").inc()
                 await msg.nak(delay=retry_in)
                 return
             await self._settle(msg, envelope, outcome)
             self.handled += 1
+            metrics.CONSUMER_MESSAGES.labels(self.durable, type(outcome).__name__.lower()).inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ack/nak failed (connection lost): redelivered after ack_wait
@@ -258,6 +264,18 @@ class PullConsumerRunner:
             for msg in list(self._in_flight.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
+
+
+def _observe_delivery(durable: str, msg: Msg, envelope: Envelope) -> None:
+    """Consumer lag, redeliveries and what is still waiting (from the delivery metadata)."""
+    lag = (datetime.now(UTC) - envelope.time).total_seconds()
+    metrics.CONSUMER_LAG.labels(durable).observe(max(lag, 0.0))
+    with contextlib.suppress(Exception):
+        meta = msg.metadata
+        if (meta.num_delivered or 1) > 1:
+            metrics.CONSUMER_REDELIVERIES.labels(durable).inc()
+        if meta.num_pending is not None:
+            metrics.CONSUMER_PENDING.labels(durable).set(meta.num_pending)
 
 
 def _num_delivered(msg: Msg) -> int:

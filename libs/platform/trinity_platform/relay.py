@@ -43,6 +43,7 @@ from nats.js.errors import NoStreamResponseError
 from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from trinity_platform import metrics
 from trinity_platform.db import OUTBOX, is_postgres
 from trinity_platform.envelope import build_headers
 from trinity_platform.logs import get_logger
@@ -229,6 +230,9 @@ class OutboxRelay:
         self.stats.pruned += deleted
         return deleted
 
+    async def sample_backlog(self) -> None:
+        metrics.OUTBOX_BACKLOG.set(await self.pending())
+
     async def pending(self) -> int:
         """Rows not yet published."""
         async with self._engine.connect() as conn:
@@ -251,6 +255,7 @@ class OutboxRelay:
             except Exception as exc:
                 failures += 1
                 self.stats.failed_batches += 1
+                metrics.OUTBOX_FAILED_BATCHES.inc()
                 log = _log.warning if failures in (1, 10) or failures % 100 == 0 else _log.debug
                 log("outbox publish failed; backlog kept", error=repr(exc), attempt=failures)
                 with contextlib.suppress(TimeoutError):
@@ -341,6 +346,7 @@ class OutboxRelay:
         if futures:
             await asyncio.wait(futures, timeout=self._ack_timeout)
         acked: list[int] = []
+        now = datetime.now(UTC)
         for row, future in zip(rows, futures, strict=False):
             if not future.done() or future.cancelled():
                 error = TimeoutError(f"no ack for {row.message_id} in {self._ack_timeout}s")
@@ -354,10 +360,17 @@ class OutboxRelay:
             if ack.duplicate:
                 self.stats.duplicates += 1
             acked.append(row.id)
+            metrics.OUTBOX_LAG.observe((now - _aware(row.created_at)).total_seconds())
         for future in futures:
             if not future.done():
                 future.cancel()
             elif not future.cancelled():
                 future.exception()  # retrieved, so asyncio does not warn
         self.stats.published += len(acked)
+        metrics.OUTBOX_PUBLISHED.inc(len(acked))
         return acked, error
+
+
+def _aware(time: datetime) -> datetime:
+    """SQLite gives naive datetimes back (stored as UTC)."""
+    return time if time.tzinfo is not None else time.replace(tzinfo=UTC)

@@ -26,7 +26,8 @@ import nats
 from grpc import aio
 from nats.aio.client import Client as NATS
 
-from trinity_platform.config import ServiceSettings, load_settings
+from trinity_platform import metrics
+from trinity_platform.config import ServiceSettings, load_settings, log_json
 from trinity_platform.consumer import Handler, PullConsumerRunner
 from trinity_platform.db import create_engine, run_migrations, wait_for_database
 from trinity_platform.grpc_server import (
@@ -44,6 +45,7 @@ from trinity_platform.relay import OutboxRelay
 from trinity_platform.request_checks import RequestCheckInterceptor
 from trinity_platform.streams import ensure_streams
 from trinity_platform.subjects import event_source
+from trinity_platform.telemetry import TelemetryInterceptor, configure_tracing, shutdown_tracing
 
 _log = get_logger(__name__)
 
@@ -127,6 +129,9 @@ class ServiceRuntime:
         self.options = options or RuntimeOptions()
         self.migrations = migrations
         self.engine = create_engine(settings.database_url)
+        metrics.instrument_engine(self.engine)
+        self.metrics: metrics.MetricsEndpoint | None = None
+        self._samples: list[metrics.Sample] = []
         self.outbox_signal = OutboxSignal()
         self.nc: NATS | None = None
         self.relay: OutboxRelay | None = None
@@ -166,6 +171,10 @@ class ServiceRuntime:
         backoff) if it fails and cancelled at stop."""
         self._task_factories.append((name, factory))
 
+    def add_metrics_sample(self, sample: metrics.Sample) -> None:
+        """A query that sets gauges, run every ``metrics_interval`` while metrics are served."""
+        self._samples.append(sample)
+
     def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Runs after NATS and the database are ready, before consumers start."""
         self._on_start.append(callback)
@@ -196,7 +205,8 @@ class ServiceRuntime:
         # A port in use: refuse before touching the database or NATS.
         check_listen_address(settings.listen, f"TRINITY_{settings.service.upper()}_LISTEN")
         if self.options.configure_logging:
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, json=log_json(settings.log_format))
+        configure_tracing(f"trinity-{settings.service}", settings.traces_endpoint)
         log = _log.bind(service=settings.service)
         try:
             await wait_for_database(self.engine)
@@ -218,6 +228,10 @@ class ServiceRuntime:
                 **self.options.relay,
             )
             self.relay.start()
+            if settings.metrics_listen:
+                self.metrics = metrics.MetricsEndpoint(settings.metrics_listen)
+                self.metrics.start()
+                self._samples.insert(0, self.relay.sample_backlog)
             for callback in self._on_start:
                 await callback()
             for spec in self._consumer_specs:
@@ -235,7 +249,10 @@ class ServiceRuntime:
                 runner.start()
                 self._consumers.append(runner)
             self._start_tasks()
-            interceptors: list[aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+            interceptors: list[aio.ServerInterceptor] = [
+                TelemetryInterceptor(),
+                ErrorMappingInterceptor(),
+            ]
             if settings.auth_tokens:
                 interceptors.append(AuthInterceptor(settings.auth_tokens))
             interceptors.extend(self._interceptors)
@@ -255,6 +272,9 @@ class ServiceRuntime:
         factories = list(self._task_factories)
         if self.options.inbox_retention or self.options.idempotency_retention:
             factories.append(("prune-inbox-idempotency", self._prune_loop))
+        if self.metrics is not None and self._samples:
+            samples, interval = list(self._samples), self.settings.metrics_interval
+            factories.append(("metrics-samples", lambda: metrics.sample_forever(samples, interval)))
         for name, factory in factories:
             self._tasks.append(loop.create_task(self._supervise(name, factory), name=name))
 
@@ -311,6 +331,10 @@ class ServiceRuntime:
                 with contextlib.suppress(Exception):
                     await nc.close()
         await self.engine.dispose()
+        if self.metrics is not None:
+            endpoint, self.metrics = self.metrics, None
+            await asyncio.to_thread(endpoint.stop)
+        await asyncio.to_thread(shutdown_tracing)
         log.info("stopped")
 
     async def run_forever(self) -> None:

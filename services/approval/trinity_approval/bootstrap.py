@@ -14,6 +14,7 @@ from trinity_approval.application.service import ApprovalApplication, Clock, utc
 from trinity_approval.config import ApprovalSettings, load_approval_settings
 from trinity_approval.infrastructure.deadline_watcher import DeadlineWatcher
 from trinity_approval.infrastructure.notifications import NotificationPlanner, NotificationPolicy
+from trinity_approval.infrastructure.repository import sample_pending
 from trinity_approval.infrastructure.unit_of_work import CommitSummary, SqlUnitOfWork
 from trinity_approval.infrastructure.work_sender import WorkNotificationSender
 from trinity_platform.config import ServiceSettings, load_settings
@@ -103,6 +104,7 @@ def bootstrap(
     runtime.on_stop(close_work_channel)
     runtime.add_background_task("deadline-watcher", watcher.run)
     runtime.add_background_task("work-notifications", sender.run)
+    runtime.add_metrics_sample(lambda: sample_pending(runtime.engine))
     runtime.add_grpc_service(
         SERVICE_NAME,
         approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server,

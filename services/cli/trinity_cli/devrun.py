@@ -20,7 +20,13 @@ from trinity_cli.client import Clients
 from trinity_cli.commands.definitions import apply_file
 from trinity_cli.context import Context
 from trinity_cli.errors import CliError
-from trinity_cli.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite
+from trinity_cli.local_suite import (
+    DEFAULT_METRICS_PORTS,
+    DEFAULT_PORTS,
+    EXECUTOR_METRICS_PORT,
+    SERVICES,
+    LocalSuite,
+)
 from trinity_platform.config import parse_auth_tokens
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -33,6 +39,7 @@ Trinity Process Engine is up (data in {data_dir}, logs in {data_dir}/logs).
   approval    127.0.0.1:{approval}    work       127.0.0.1:{work}
   NATS        {nats_url}
   executor    {executor_config}
+  metrics     {metrics}
 
 {examples}
 {identities}
@@ -94,6 +101,25 @@ def listen_ports(env: Mapping[str, str]) -> dict[str, int]:
     return ports
 
 
+def metrics_listen_ports(env: Mapping[str, str], executors: int) -> dict[str, int]:
+    """Where each process serves /metrics: the defaults, or the port of
+    ``TRINITY_<SERVICE>_METRICS_LISTEN`` when set (``off`` turns one off)."""
+    ports = dict(DEFAULT_METRICS_PORTS)
+    for service in SERVICES:
+        listen = env.get(f"TRINITY_{service.upper()}_METRICS_LISTEN")
+        if listen == "off":
+            del ports[service]
+        elif listen:
+            ports[service] = int(listen.rsplit(":", 1)[1])
+    for index in range(executors):
+        ports[f"executor-{index}"] = EXECUTOR_METRICS_PORT + index
+    return ports
+
+
+def _metrics_line(ports: Mapping[str, int]) -> str:
+    return " ".join(f"{name} :{port}" for name, port in ports.items()) + " (http://…/metrics)"
+
+
 def _stop_on_sigterm(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -112,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens = env.get("TRINITY_AUTH_TOKENS", DEMO_TOKENS)
     executor_config = default_executor_config(env)
     ports = listen_ports(env)
+    metrics_ports = metrics_listen_ports(env, args.executors)
     suite = LocalSuite(
         data_dir=data_dir,
         nats_url=nats_url,
@@ -119,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         executors=args.executors,
         executor_config=executor_config,
         extra_env={"TRINITY_AUTH_TOKENS": tokens},
+        metrics_ports=metrics_ports,
     )
     # Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored (a
     # background job of a script), and SIGTERM does the same.
@@ -137,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 executor_config=executor_config or "(none: every agent runs echo)",
                 examples="Examples:\n" + "\n".join(published) + "\n" if published else "",
                 identities=_identities(tokens),
+                metrics=_metrics_line(metrics_ports),
                 **ports,
             ),
             flush=True,

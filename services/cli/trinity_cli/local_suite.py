@@ -25,6 +25,9 @@ from trinity_platform.config import DEFAULT_PORTS
 from trinity_platform.testing.nats_server import find_nats_server
 
 SERVICES = ("definition", "execution", "approval", "work")
+# Prometheus /metrics of `make run`; executor i gets 9470 + i.
+DEFAULT_METRICS_PORTS = {"definition": 9461, "execution": 9462, "approval": 9463, "work": 9464}
+EXECUTOR_METRICS_PORT = 9470
 
 
 def port_answers(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -46,6 +49,8 @@ class LocalSuite:
     executor_config: Path | None = None
     executors: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Where each process serves /metrics: service names and "executor-<i>"; none when absent.
+    metrics_ports: Mapping[str, int] = field(default_factory=dict)
     log_to_files: bool = True
     services: Sequence[str] = SERVICES
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
@@ -62,6 +67,10 @@ class LocalSuite:
         for service in SERVICES:
             env[f"TRINITY_{service.upper()}_LISTEN"] = f"127.0.0.1:{self.ports[service]}"
             env[f"TRINITY_{service.upper()}_TARGET"] = f"127.0.0.1:{self.ports[service]}"
+            if service in self.metrics_ports:
+                env[f"TRINITY_{service.upper()}_METRICS_LISTEN"] = (
+                    f"127.0.0.1:{self.metrics_ports[service]}"
+                )
             if service in self.database_urls:
                 env[f"TRINITY_{service.upper()}_DATABASE_URL"] = self.database_urls[service]
         if self.executor_config is not None:
@@ -99,7 +108,11 @@ class LocalSuite:
         self._spawn(service, [sys.executable, "-m", f"trinity_{service}"])
 
     def start_executor(self, index: int = 0) -> None:
-        self._spawn(f"executor-{index}", [sys.executable, "-m", "trinity_work.executor"])
+        name = f"executor-{index}"
+        env = {}
+        if name in self.metrics_ports:
+            env["TRINITY_EXECUTOR_METRICS_LISTEN"] = f"127.0.0.1:{self.metrics_ports[name]}"
+        self._spawn(name, [sys.executable, "-m", "trinity_work.executor"], env)
 
     def start_replica(self, service: str, replica: int, port: int) -> str:
         """Another process of `service` on `port`, sharing its database and NATS.
@@ -108,7 +121,11 @@ class LocalSuite:
         relays and claims work beside it. Returns the process name (for kill/stop).
         """
         name = f"{service}-{replica}"
-        env = {f"TRINITY_{service.upper()}_LISTEN": f"127.0.0.1:{port}"}
+        # A replica serves no /metrics (its first process holds the port).
+        env = {
+            f"TRINITY_{service.upper()}_LISTEN": f"127.0.0.1:{port}",
+            f"TRINITY_{service.upper()}_METRICS_LISTEN": "",
+        }
         self._spawn(name, [sys.executable, "-m", f"trinity_{service}"], env)
         return name
 

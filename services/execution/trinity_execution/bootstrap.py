@@ -22,6 +22,7 @@ from trinity_execution.infrastructure.dispatcher import Dispatcher
 from trinity_execution.infrastructure.event_triggers import EventTriggers
 from trinity_execution.infrastructure.fact_consumers import consumer_specs
 from trinity_execution.infrastructure.housekeeping import DEFAULT_RETENTION, Housekeeping
+from trinity_execution.infrastructure.observed import samples
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
 from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_timer
 from trinity_platform.config import service_target
@@ -97,6 +98,8 @@ def build() -> ServiceRuntime:
         engine, parse_duration(retention) if retention else DEFAULT_RETENTION
     )
     runtime.add_background_task("housekeeping", housekeeping.run)
+    for sample in samples(engine):
+        runtime.add_metrics_sample(sample)
     runtime.add_grpc_service(
         SERVICE_NAME,
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,

@@ -8,12 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping, Select, and_, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_approval.application.commands import Cursor
 from trinity_approval.contracts import utc
 from trinity_approval.domain import Approval, ApprovalStatus, Artifact, Decision, TimeoutAction
 from trinity_approval.infrastructure.tables import approval_approvers, approvals
+from trinity_platform import metrics
+from trinity_platform.db import read_only
 from trinity_platform.errors import Aborted
 
 PENDING = ApprovalStatus.PENDING.value
@@ -139,6 +141,7 @@ class SqlApprovalRepository:
             .values(values)
         )
         if result.rowcount != 1:
+            metrics.DB_CONFLICTS.labels("approval").inc()
             raise Aborted(
                 f"approval {approval.id!r} was changed concurrently",
                 metadata={"approval_id": approval.id},
@@ -192,3 +195,12 @@ class SqlApprovalRepository:
             select(func.min(approvals.c.deadline)).where(approvals.c.status == PENDING)
         )
         return None if found is None else utc(found)
+
+
+async def sample_pending(engine: AsyncEngine) -> None:
+    """Set the approvals-pending gauge (a metrics sample)."""
+    async with read_only(engine) as conn:
+        pending = await conn.scalar(
+            select(func.count()).select_from(approvals).where(approvals.c.status == PENDING)
+        )
+    metrics.APPROVALS_PENDING.set(int(pending or 0))

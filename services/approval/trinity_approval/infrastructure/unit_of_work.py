@@ -23,7 +23,7 @@ from trinity_approval.contracts import event_to_fact
 from trinity_approval.domain import ApprovalEvent, ApprovalRequested
 from trinity_approval.infrastructure.notifications import NotificationPlanner
 from trinity_approval.infrastructure.repository import SqlApprovalRepository
-from trinity_platform import idempotency
+from trinity_platform import idempotency, metrics
 from trinity_platform.db import read_only
 from trinity_platform.db_errors import transient_database_error
 from trinity_platform.errors import Aborted
@@ -151,6 +151,7 @@ class SqlUnitOfWork:
             await add_many_to_outbox(conn, facts)
             await conn.commit()
         except IntegrityError:
+            metrics.DB_CONFLICTS.labels("approval").inc()
             raise Aborted("conflicting concurrent change; retry") from None
         if self._after_commit is not None and (facts or dispatches):
             self._after_commit(CommitSummary(len(facts), dispatches, new_approvals))

@@ -126,7 +126,7 @@ class ExecutionCommands:
             execution_pb2.Execution,
         )
         for each in written:
-            self._wakeups.after_commit(each)
+            self._wakeups.after_commit(each, published.process.steps)
         return execution
 
     async def cancel(self, command: Control, request: Message) -> execution_pb2.Execution:
@@ -242,6 +242,6 @@ class ExecutionCommands:
             except ConcurrentUpdate:
                 continue
             for each in written:
-                self._wakeups.after_commit(each)
+                self._wakeups.after_commit(each, published.process.steps)
             return execution
         raise ConcurrentUpdate(f"execution {command.execution_id} kept changing; try again")

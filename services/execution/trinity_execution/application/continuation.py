@@ -72,6 +72,6 @@ class Continuation:
             if decision.ignored:
                 _log.debug("event ignored", execution_id=execution_id, why=decision.ignored)
             elif written is not None:
-                self._wakeups.after_commit(written)
+                self._wakeups.after_commit(written, published.process.steps)
             return decision
         raise ConcurrentUpdate(f"execution {execution_id} kept changing; giving up for now")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from trinity_execution.infrastructure.decision_store import Written
+from trinity_execution.infrastructure.observed import observe_facts
+from trinity_process_model.model import Step
 
 
 class Wakeups:
@@ -18,7 +20,8 @@ class Wakeups:
         self._dispatcher = dispatcher
         self._facts_changed = asyncio.Event()
 
-    def after_commit(self, written: Written) -> None:
+    def after_commit(self, written: Written, steps: Mapping[str, Step]) -> None:
+        observe_facts(written.reported, steps)
         if written.facts:
             self._outbox()
             # Wake every watcher once; each re-reads its execution's fact log.

@@ -34,6 +34,7 @@ class Written:
 
     facts: int
     dispatches: int
+    reported: tuple[d.Fact, ...] = ()
 
 
 def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[str, object] | None:
@@ -131,4 +132,6 @@ async def write_decision(
                     dispatch_rows.append(found)
     if dispatch_rows:
         await conn.execute(insert(dispatches), dispatch_rows)
-    return Written(facts=len(messages), dispatches=len(dispatch_rows))
+    return Written(
+        facts=len(messages), dispatches=len(dispatch_rows), reported=tuple(decision.facts)
+    )

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.infrastructure.tables import dispatches
+from trinity_platform import metrics
 from trinity_platform.db import read_only
 from trinity_platform.grpc_errors import is_permanent, retry_delay
 from trinity_platform.logs import get_logger
@@ -212,11 +213,13 @@ class Dispatcher:
                 .where(dispatches.c.id == row.id)
                 .values(status="done", attempts=attempts, result_id=result_id, last_error=None)
             )
+        metrics.DISPATCH_SENT.labels(row.kind, "sent").inc()
 
     async def _retry_later(
         self, row: DispatchRow, attempts: int, error: str, at_least: float | None = None
     ) -> None:
         delay = max(backoff_seconds(attempts), at_least or 0.0)  # the receiver's RetryInfo
+        metrics.DISPATCH_SENT.labels(row.kind, "retry").inc()
         _log.warning("dispatch will be retried", key=row.key, attempts=attempts, error=error)
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -231,6 +234,7 @@ class Dispatcher:
 
     async def _reject(self, row: DispatchRow, attempts: int, code: str, message: str) -> None:
         _log.warning("dispatch refused for good", key=row.key, code=code, error=message)
+        metrics.DISPATCH_SENT.labels(row.kind, "rejected").inc()
         async with self._engine.begin() as conn:
             await mark_rejected(conn, row.id, attempts, f"{code}: {message}")
         await self._on_rejected(row.execution_id, row.key, code, message)

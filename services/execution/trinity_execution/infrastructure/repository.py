@@ -16,6 +16,7 @@ from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_execution.infrastructure.tables import executions
+from trinity_platform import metrics
 from trinity_platform.errors import Aborted
 
 
@@ -121,5 +122,6 @@ async def save_execution(
         )
     )
     if result.rowcount != 1:
+        metrics.DB_CONFLICTS.labels("execution").inc()
         raise ConcurrentUpdate(f"execution {execution_id} changed concurrently")
     return expected_revision + 1

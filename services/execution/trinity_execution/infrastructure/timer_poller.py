@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.infrastructure.tables import timers
+from trinity_platform import metrics
 from trinity_platform.db import read_only
 from trinity_platform.logs import get_logger
 
@@ -77,15 +78,21 @@ class TimerPoller:
         async with read_only(self._engine) as conn:
             due = (
                 await conn.execute(
-                    select(timers.c.id, timers.c.execution_id)
+                    select(timers.c.id, timers.c.execution_id, timers.c.fire_at)
                     .where(timers.c.status == "pending", timers.c.fire_at <= datetime.now(UTC))
                     .order_by(timers.c.fire_at)
                     .limit(self._batch_size)
                 )
             ).all()
-        for timer_id, execution_id in due:
+        for timer_id, execution_id, fire_at in due:
             try:
                 await self._fire(execution_id, timer_id)
+                metrics.TIMER_LATENESS.observe(_seconds_since(fire_at))
             except Exception:
                 _log.exception("timer failed to fire; will retry", timer_id=timer_id)
         return len(due)
+
+
+def _seconds_since(time: datetime) -> float:
+    aware = time if time.tzinfo is not None else time.replace(tzinfo=UTC)
+    return max((datetime.now(UTC) - aware).total_seconds(), 0.0)

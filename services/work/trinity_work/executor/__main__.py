@@ -3,7 +3,8 @@
 Environment: ``TRINITY_EXECUTOR_CONFIG`` (YAML file; default: every agent runs
 ``echo``), ``TRINITY_WORK_TARGET`` (default 127.0.0.1:7404), ``TRINITY_NATS_URL``,
 ``TRINITY_EXECUTOR_ID``, ``TRINITY_EXECUTOR_TOKEN`` (bearer token for the work
-service when it requires one), ``TRINITY_LOG_LEVEL``.
+service when it requires one), ``TRINITY_EXECUTOR_METRICS_LISTEN`` (host:port of its
+Prometheus /metrics endpoint; none when unset), ``TRINITY_LOG_LEVEL``, ``TRINITY_LOG_FORMAT``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import os
 import sys
 
-from trinity_platform.config import DEFAULT_NATS_URL
+from trinity_platform.config import DEFAULT_NATS_URL, log_json
 from trinity_platform.entrypoint import run_main
 from trinity_platform.logs import configure_logging
+from trinity_platform.metrics import MetricsEndpoint
 from trinity_work.executor.config import DEFAULT_TARGET, ConfigError, load_config
 from trinity_work.executor.worker import Executor
 
 
 def main() -> None:
-    configure_logging(os.environ.get("TRINITY_LOG_LEVEL") or "INFO")
+    configure_logging(
+        os.environ.get("TRINITY_LOG_LEVEL") or "INFO",
+        json=log_json(os.environ.get("TRINITY_LOG_FORMAT") or "auto"),
+    )
     run_main(
         "python -m trinity_work.executor",
         "An executor: takes work intents from the work queue, runs the agent, tool or "
@@ -41,7 +46,16 @@ async def run() -> None:
     except ConfigError as exc:
         print(f"trinity executor: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    await executor.run_forever()
+    endpoint = None
+    listen = os.environ.get("TRINITY_EXECUTOR_METRICS_LISTEN")
+    if listen:
+        endpoint = MetricsEndpoint(listen)
+        endpoint.start()
+    try:
+        await executor.run_forever()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from trinity.process.work.v1 import intents_pb2, work_pb2
+from trinity_platform import metrics
 from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Term
 from trinity_platform.envelope import Envelope
 from trinity_platform.errors import NotFound, TrinityError
@@ -289,6 +291,8 @@ class Executor:
         work = asyncio.ensure_future(self._execute(job))
         beats = asyncio.ensure_future(self._heartbeats(running))
         stopped = asyncio.ensure_future(running.stopped.wait())
+        began = time.perf_counter()
+        metrics.EXECUTOR_RUNNING.inc()
         try:
             done, _ = await asyncio.wait(
                 {work, stopped}, timeout=job.timeout, return_when=asyncio.FIRST_COMPLETED
@@ -321,6 +325,8 @@ class Executor:
             await asyncio.gather(beats, stopped, return_exceptions=True)
             self.jobs.pop(job.work_id, None)
             self._slots.release()
+            metrics.EXECUTOR_RUNNING.dec()
+            metrics.EXECUTOR_JOB_SECONDS.labels(job.kind.value).observe(time.perf_counter() - began)
 
     async def _execute(self, job: Job) -> WorkResult:
         payload = job.payload
@@ -373,6 +379,7 @@ class Executor:
         try:
             await self.client.completed(job.work_id, job.delivery, result)
             self.completed += 1
+            metrics.EXECUTOR_JOBS.labels(job.kind.value, "completed").inc()
         except TrinityError as exc:
             _log.warning("completion not recorded", work_id=job.work_id, reason=exc.reason)
 
@@ -380,6 +387,7 @@ class Executor:
         try:
             await self.client.failed(job.work_id, job.delivery, failure)
             self.failed += 1
+            metrics.EXECUTOR_JOBS.labels(job.kind.value, "failed").inc()
         except TrinityError as exc:
             _log.warning("failure not recorded", work_id=job.work_id, reason=exc.reason)
 

@@ -10,6 +10,7 @@ from sqlalchemy import Row, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from trinity_platform import metrics
 from trinity_platform.errors import Aborted, FieldViolation, InvalidArgument
 from trinity_work.application.commands import ListWork
 from trinity_work.application.ports import WorkPage
@@ -128,6 +129,7 @@ class SqlWorkRepository:
             .values(version=work.version + 1, **_row_values(work))
         )
         if result.rowcount != 1:
+            metrics.DB_CONFLICTS.labels("work").inc()
             raise Aborted(
                 f"work {work.id} was modified concurrently", metadata={"work_id": work.id}
             )

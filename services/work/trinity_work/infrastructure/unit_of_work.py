@@ -8,11 +8,13 @@ from types import TracebackType
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from trinity_platform import idempotency
+from trinity_platform import idempotency, metrics
 from trinity_platform.db import read_only
 from trinity_platform.errors import Aborted
 from trinity_platform.outbox import OutboxSignal, add_many_to_outbox
+from trinity_work.domain.events import WorkEvent
 from trinity_work.domain.work import WorkRequest
+from trinity_work.infrastructure.observed import observe_events
 from trinity_work.infrastructure.outbox import outbox_messages
 from trinity_work.infrastructure.repository import SqlWorkRepository
 
@@ -45,19 +47,24 @@ class SqlUnitOfWork:
         cm, conn = self._cm, self.conn
         self._cm = self.conn = None
         wrote = 0
+        committed: list[tuple[WorkRequest, list[WorkEvent]]] = []
         if exc_type is None and not self._read_only:
             try:
                 for work in self._seen.values():
                     events, work.events = list(work.events), []
                     if events:
                         wrote += len(await add_many_to_outbox(conn, outbox_messages(work, events)))
+                        committed.append((work, events))
             except BaseException as error:
                 await cm.__aexit__(type(error), error, error.__traceback__)
                 raise
         try:
             await cm.__aexit__(exc_type, exc, tb)  # commit, or roll back on an exception
         except IntegrityError as error:
+            metrics.DB_CONFLICTS.labels("work").inc()
             raise Aborted("concurrent write; retry") from error
+        for work, events in committed:
+            observe_events(work, events)
         if exc_type is None and wrote and self._signal is not None:
             self._signal.notify()
 
