@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from trinity_platform.config import (
     DEFAULT_PORTS,
     load_settings,
+    security_settings_table,
     service_target,
     settings_markdown,
     settings_table,
@@ -114,8 +115,9 @@ def test_settings_table_lists_exactly_the_variables_read() -> None:
     load_settings("definition", 1, env=env)
     service_target("definition", env=env)
     read = {name.replace("_DEFINITION_", "_<SERVICE>_") for name in env.asked}
-    assert read == {row[0] for row in settings_table()}
-    assert all(len(row) == 3 and all(row) for row in settings_table())
+    rows = settings_table() + security_settings_table()
+    assert read == {row[0] for row in rows}
+    assert all(len(row) == 3 and all(row) for row in rows)
 
 
 def test_subjects_and_streams() -> None:

@@ -11,6 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trinity_platform.nats_connect import NatsSecurity, nats_security_from_env, nats_settings_table
+from trinity_platform.tls import (
+    ClientTls,
+    ServerTls,
+    client_tls_from_env,
+    server_tls_from_env,
+    tls_settings_table,
+)
+
 # Below Linux's ephemeral range (32768-60999), where any outgoing connection (or its
 # TIME_WAIT) may hold a port for a while, and clear of NATS (4222, 6222, 8222) and
 # the usual development ports; the anchors do the same (Temporal 7233, Zeebe 26500).
@@ -40,6 +49,9 @@ class ServiceSettings:
     metrics_interval: float = 5.0
     traces_endpoint: str = ""  # OTLP/gRPC collector; "" = tracing off
     log_format: str = "auto"  # json, console, or auto (JSON unless stderr is a terminal)
+    server_tls: ServerTls | None = None  # TLS of this service's gRPC server
+    client_tls: ClientTls | None = None  # TLS of its calls to the other services
+    nats_security: NatsSecurity = field(default_factory=NatsSecurity)
 
 
 def normalize_database_url(url: str) -> str:
@@ -108,6 +120,9 @@ def load_settings(
         metrics_interval=_positive_seconds(env, "TRINITY_METRICS_INTERVAL", 5.0),
         log_format=_log_format(env),
         traces_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "",
+        server_tls=server_tls_from_env(env),
+        client_tls=client_tls_from_env(env),
+        nats_security=nats_security_from_env(env),
     )
 
 
@@ -204,10 +219,22 @@ def settings_table() -> list[tuple[str, str, str]]:
     ]
 
 
+def security_settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) of the gRPC TLS and NATS credential settings."""
+    return tls_settings_table() + nats_settings_table()
+
+
+def _markdown(rows: list[tuple[str, str, str]]) -> str:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | `{default}` | {meaning} |" for name, default, meaning in rows]
+    return "\n".join(lines)
+
+
 def settings_markdown() -> str:
     """:func:`settings_table` as a Markdown table (the README embeds it verbatim)."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    lines += [
-        f"| `{name}` | `{default}` | {meaning} |" for name, default, meaning in settings_table()
-    ]
-    return "\n".join(lines)
+    return _markdown(settings_table())
+
+
+def security_settings_markdown() -> str:
+    """:func:`security_settings_table` as a Markdown table (the README embeds it verbatim)."""
+    return _markdown(security_settings_table())

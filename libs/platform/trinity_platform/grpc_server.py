@@ -21,6 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from trinity_platform.channels import SERVER_KEEPALIVE_OPTIONS
+from trinity_platform.tls import ServerTls
+
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -123,12 +126,14 @@ def build_server(
     interceptors: Sequence[aio.ServerInterceptor] = (),
     *,
     options: Sequence[tuple[str, Any]] = (),
+    tls: ServerTls | None = None,
 ) -> GrpcServerHandle:
-    """Build (and bind, not start) a server on ``listen`` (``host:port``; port 0 = any free)."""
+    """Build (and bind, not start) a server on ``listen`` (``host:port``; port 0 = any free),
+    with TLS (and mutual TLS when ``tls.client_ca``) when ``tls`` is given. It accepts
+    the keepalive pings of :mod:`trinity_platform.channels` clients."""
     check_listen_address(listen)
-    server = aio.server(
-        interceptors=list(interceptors), options=[("grpc.so_reuseport", 0), *options]
-    )
+    merged = {**dict(SERVER_KEEPALIVE_OPTIONS), "grpc.so_reuseport": 0, **dict(options)}
+    server = aio.server(interceptors=list(interceptors), options=list(merged.items()))
     for registration in services:
         registration.add_to_server(registration.servicer, server)
     health = health_aio.HealthServicer()
@@ -136,7 +141,10 @@ def build_server(
     names = [r.name for r in services]
     reflection.enable_server_reflection([*names, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
     try:
-        port = server.add_insecure_port(listen)
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, tls.credentials())
     except RuntimeError:  # taken between the check and here
         port = 0
     if port == 0:

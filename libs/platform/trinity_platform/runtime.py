@@ -22,7 +22,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import nats
 from grpc import aio
 from nats.aio.client import Client as NATS
 
@@ -40,6 +39,7 @@ from trinity_platform.idempotency import prune_idempotency
 from trinity_platform.inbox import prune_inbox
 from trinity_platform.interceptors import AuthInterceptor, ErrorMappingInterceptor
 from trinity_platform.logs import configure_logging, get_logger
+from trinity_platform.nats_connect import connect_nats
 from trinity_platform.outbox import OutboxSignal
 from trinity_platform.relay import OutboxRelay
 from trinity_platform.request_checks import RequestCheckInterceptor
@@ -76,38 +76,6 @@ class RuntimeOptions:
     prune_interval: float = 3600.0
     configure_logging: bool = True
     nats_reconnect_wait: float = 1.0
-
-
-async def connect_nats(url: str, *, name: str, reconnect_wait: float = 1.0) -> NATS:
-    """Connect (retrying with capped backoff until reachable); reconnects forever after."""
-
-    async def on_error(exc: Exception) -> None:
-        _log.debug("nats error", error=repr(exc))
-
-    async def on_disconnected() -> None:
-        _log.warning("nats disconnected")
-
-    async def on_reconnected() -> None:
-        _log.info("nats reconnected")
-
-    delay = 0.2
-    while True:
-        try:
-            return await nats.connect(
-                servers=[s.strip() for s in url.split(",") if s.strip()],
-                name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=reconnect_wait,
-                connect_timeout=2,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-            )
-        except Exception as exc:
-            _log.warning("nats not reachable, retrying", url=url, error=repr(exc), retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 class ServiceRuntime:
@@ -216,6 +184,7 @@ class ServiceRuntime:
             self.nc = await connect_nats(
                 settings.nats_url,
                 name=f"trinity-{settings.service}",
+                security=settings.nats_security,
                 reconnect_wait=self.options.nats_reconnect_wait,
             )
             await ensure_streams(self.nc.jetstream(), settings.stream_replicas)
@@ -258,11 +227,26 @@ class ServiceRuntime:
             interceptors.extend(self._interceptors)
             interceptors.append(RequestCheckInterceptor())  # innermost: decodes the request
             self.grpc = build_server(
-                settings.listen, self._services, interceptors, options=self.options.grpc_options
+                settings.listen,
+                self._services,
+                interceptors,
+                options=self.options.grpc_options,
+                tls=settings.server_tls,
             )
             await self.grpc.start()
             await self.grpc.mark_serving()
-            log.info("serving", listen=settings.listen, port=self.grpc.port)
+            log.info(
+                "serving",
+                listen=settings.listen,
+                port=self.grpc.port,
+                tls=(
+                    "off"
+                    if settings.server_tls is None
+                    else "mutual"
+                    if settings.server_tls.client_ca
+                    else "on"
+                ),
+            )
         except BaseException:
             await self.stop()
             raise

@@ -17,18 +17,13 @@ from trinity_approval.infrastructure.notifications import NotificationPlanner, N
 from trinity_approval.infrastructure.repository import sample_pending
 from trinity_approval.infrastructure.unit_of_work import CommitSummary, SqlUnitOfWork
 from trinity_approval.infrastructure.work_sender import WorkNotificationSender
+from trinity_platform.channels import open_channel
 from trinity_platform.config import ServiceSettings, load_settings
 from trinity_platform.runtime import RuntimeOptions, ServiceRuntime
 
 SERVICE = "approval"
 SERVICE_NAME = approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Reconnect to a work service that was down within seconds, not gRPC's default 2 minutes.
-WORK_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-)
 
 
 @dataclass
@@ -92,7 +87,7 @@ def bootstrap(
     channel_box: list[grpc.aio.Channel] = []
 
     async def open_work_channel() -> None:
-        channel = grpc.aio.insecure_channel(config.work_target, options=WORK_CHANNEL_OPTIONS)
+        channel = open_channel(config.work_target, tls=runtime.settings.client_tls)
         channel_box.append(channel)
         sender.stub = WorkServiceStub(channel)
 

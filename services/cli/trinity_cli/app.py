@@ -24,6 +24,7 @@ from trinity_cli.commands import approvals, definitions, executions, facts, work
 from trinity_cli.context import Command, Context
 from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import print_json
+from trinity_platform.tls import TlsConfigError
 
 PROG = "trinity-process"
 EPILOG = """\
@@ -129,7 +130,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         service: getattr(args, f"{service}_target") or default_target(service)
         for service in SERVICES
     }
-    clients = Clients(targets=targets, token=args.token, timeout=args.call_timeout)
+    try:
+        clients = Clients(targets=targets, token=args.token, timeout=args.call_timeout)
+    except TlsConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return int(ExitCode.USAGE)
     ctx = Context(
         args=args,
         clients=clients,

@@ -15,7 +15,9 @@ from trinity.process.definition.v1.definition_service_pb2_grpc import Definition
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
 from trinity_cli.errors import from_rpc_error
+from trinity_platform.channels import open_blocking_channel
 from trinity_platform.config import DEFAULT_NATS_URL, DEFAULT_PORTS
+from trinity_platform.tls import ClientTls, client_tls_from_env
 
 SERVICES = ("definition", "execution", "approval", "work")
 _STUBS: dict[str, Any] = {
@@ -56,12 +58,14 @@ class Clients:
     targets: Mapping[str, str]
     token: str = ""
     timeout: float = 10.0
+    # TLS from TRINITY_TLS_CA_FILE (and a client certificate for mutual TLS).
+    tls: ClientTls | None = field(default_factory=client_tls_from_env)
     _channels: dict[str, grpc.Channel] = field(default_factory=dict, init=False)
 
     def _stub(self, service: str) -> Any:
         channel = self._channels.get(service)
         if channel is None:
-            channel = grpc.insecure_channel(self.targets[service])
+            channel = open_blocking_channel(self.targets[service], tls=self.tls)
             self._channels[service] = channel
         return _STUBS[service](channel)
 

@@ -21,8 +21,10 @@ from urllib.parse import urlparse
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from trinity_platform.channels import PROBE_OPTIONS, open_blocking_channel
 from trinity_platform.config import DEFAULT_PORTS
 from trinity_platform.testing.nats_server import find_nats_server
+from trinity_platform.tls import client_tls_from_env
 
 SERVICES = ("definition", "execution", "approval", "work")
 # Prometheus /metrics of `make run`; executor i gets 9470 + i.
@@ -132,7 +134,7 @@ class LocalSuite:
     def wait_serving(self, port: int, name: str, timeout: float = 60.0) -> None:
         """Block until the process `name` answers SERVING on `port`."""
         deadline = time.monotonic() + timeout
-        while not self._serving(f"127.0.0.1:{port}"):
+        while not self._serving(f"127.0.0.1:{port}", self.env()):
             proc = self._procs.get(name)
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}: {self.log_tail(name)}")
@@ -162,7 +164,7 @@ class LocalSuite:
         deadline = time.monotonic() + timeout
         for service in self.services:
             target = f"127.0.0.1:{self.ports[service]}"
-            while not self._serving(target):
+            while not self._serving(target, self.env()):
                 proc = self._procs.get(service)
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(
@@ -175,9 +177,10 @@ class LocalSuite:
                 time.sleep(0.1)
 
     @staticmethod
-    def _serving(target: str) -> bool:
+    def _serving(target: str, env: Mapping[str, str]) -> bool:
         try:
-            with grpc.insecure_channel(target) as channel:
+            tls = client_tls_from_env(env)
+            with open_blocking_channel(target, tls=tls, options=PROBE_OPTIONS) as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=1.0
                 )

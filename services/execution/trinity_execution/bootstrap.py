@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import grpc
-
 from trinity.process.execution.v1 import execution_service_pb2_grpc
 from trinity_execution import domain as d
 from trinity_execution.api.servicer import ExecutionServicer
@@ -25,6 +23,7 @@ from trinity_execution.infrastructure.housekeeping import DEFAULT_RETENTION, Hou
 from trinity_execution.infrastructure.observed import samples
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
 from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_timer
+from trinity_platform.channels import open_channel
 from trinity_platform.config import service_target
 from trinity_platform.runtime import ServiceRuntime
 from trinity_process_model.durations import parse_duration
@@ -37,7 +36,7 @@ def build() -> ServiceRuntime:
     runtime = ServiceRuntime.for_service("execution", migrations=MIGRATIONS)
     engine = runtime.engine
     channels = {
-        name: grpc.aio.insecure_channel(service_target(name))
+        name: open_channel(service_target(name), tls=runtime.settings.client_tls)
         for name in ("definition", "work", "approval")
     }
     catalog = DefinitionCatalog(channels["definition"])

@@ -4,7 +4,9 @@ Environment: ``TRINITY_EXECUTOR_CONFIG`` (YAML file; default: every agent runs
 ``echo``), ``TRINITY_WORK_TARGET`` (default 127.0.0.1:7404), ``TRINITY_NATS_URL``,
 ``TRINITY_EXECUTOR_ID``, ``TRINITY_EXECUTOR_TOKEN`` (bearer token for the work
 service when it requires one), ``TRINITY_EXECUTOR_METRICS_LISTEN`` (host:port of its
-Prometheus /metrics endpoint; none when unset), ``TRINITY_LOG_LEVEL``, ``TRINITY_LOG_FORMAT``.
+Prometheus /metrics endpoint; none when unset), ``TRINITY_LOG_LEVEL``, ``TRINITY_LOG_FORMAT``,
+and the TLS and NATS credential settings every process reads (``TRINITY_TLS_CA_FILE``…,
+``TRINITY_NATS_USER``…).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from trinity_platform.config import DEFAULT_NATS_URL, log_json
 from trinity_platform.entrypoint import run_main
 from trinity_platform.logs import configure_logging
 from trinity_platform.metrics import MetricsEndpoint
+from trinity_platform.nats_connect import NatsConfigError, nats_security_from_env
+from trinity_platform.tls import TlsConfigError, client_tls_from_env
 from trinity_work.executor.config import DEFAULT_TARGET, ConfigError, load_config
 from trinity_work.executor.worker import Executor
 
@@ -42,8 +46,10 @@ async def run() -> None:
             target=os.environ.get("TRINITY_WORK_TARGET") or DEFAULT_TARGET,
             nats_url=os.environ.get("TRINITY_NATS_URL") or DEFAULT_NATS_URL,
             token=os.environ.get("TRINITY_EXECUTOR_TOKEN") or None,
+            tls=client_tls_from_env(),
+            nats_security=nats_security_from_env(),
         )
-    except ConfigError as exc:
+    except (ConfigError, TlsConfigError, NatsConfigError) as exc:
         print(f"trinity executor: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     endpoint = None

@@ -19,20 +19,21 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from trinity.process.work.v1 import intents_pb2, work_pb2
 from trinity_platform import metrics
+from trinity_platform.channels import open_channel
 from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Term
 from trinity_platform.envelope import Envelope
 from trinity_platform.errors import NotFound, TrinityError
 from trinity_platform.logs import get_logger
+from trinity_platform.nats_connect import NatsSecurity, connect_nats
 from trinity_platform.subjects import WORK_QUEUE_STREAM, work_queue_subject
+from trinity_platform.tls import ClientTls
 from trinity_work import contracts as pb
 from trinity_work.domain.model import (
     AgentTask,
@@ -55,29 +56,6 @@ _log = get_logger(__name__)
 INTENT_TYPE = intents_pb2.WorkExecutionRequested.DESCRIPTOR.full_name
 # Answers to RecordWorkStarted after which the intent is obsolete: drop it.
 _OBSOLETE = {"WORK_FINISHED", "STALE_DELIVERY", "WORK_LEASED_ELSEWHERE", "WORK_NOT_FOUND"}
-
-
-async def connect_nats(url: str, name: str) -> NATS:
-    """Connect, retrying until NATS answers; reconnect forever afterwards.
-
-    (Like ``trinity_platform.runtime.connect_nats``, without importing the service
-    runtime and its database stack into every executor.)
-    """
-    delay = 0.2
-    while True:
-        try:
-            return await nats.connect(
-                servers=[s.strip() for s in url.split(",") if s.strip()],
-                name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1.0,
-                connect_timeout=2,
-            )
-        except Exception as exc:
-            _log.warning("nats not reachable, retrying", error=repr(exc), retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def durable_name(kind: str) -> str:
@@ -107,11 +85,15 @@ class Executor:
         target: str,
         nats_url: str,
         token: str | None = None,
+        tls: ClientTls | None = None,
+        nats_security: NatsSecurity | None = None,
     ) -> None:
         self.config = config
         self._target = target
         self._nats_url = nats_url
         self._token = token
+        self._tls = tls
+        self._nats_security = nats_security
         self._nc: NATS | None = None
         self._channel: grpc.aio.Channel | None = None
         self._client: WorkClient | None = None
@@ -135,12 +117,13 @@ class Executor:
 
     async def start(self) -> None:
         config = self.config
-        interceptors = []
-        if self._token:
-            interceptors.append(_BearerToken(self._token))
-        self._channel = grpc.aio.insecure_channel(self._target, interceptors=interceptors)
+        self._channel = open_channel(self._target, tls=self._tls, token=self._token or None)
         self._client = WorkClient(self._channel, config.executor_id)
-        self._nc = await connect_nats(self._nats_url, f"trinity-executor-{config.executor_id}")
+        self._nc = await connect_nats(
+            self._nats_url,
+            name=f"trinity-executor-{config.executor_id}",
+            security=self._nats_security,
+        )
         js = self._nc.jetstream()
         for kind in config.kinds:
             runner = PullConsumerRunner(
@@ -401,16 +384,3 @@ class Executor:
                 work_id=job.work_id,
                 reason=exc.reason,
             )
-
-
-class _BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, token: str) -> None:
-        self._metadata = ("authorization", f"Bearer {token}")
-
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        metadata = list(client_call_details.metadata or ())
-        metadata.append(self._metadata)
-        details = client_call_details._replace(metadata=metadata)
-        return await continuation(details, request)
