@@ -52,6 +52,7 @@ class ServiceSettings:
     server_tls: ServerTls | None = None  # TLS of this service's gRPC server
     client_tls: ClientTls | None = None  # TLS of its calls to the other services
     nats_security: NatsSecurity = field(default_factory=NatsSecurity)
+    page_token_key: str = field(default="", repr=False)
 
 
 def normalize_database_url(url: str) -> str:
@@ -123,6 +124,7 @@ def load_settings(
         server_tls=server_tls_from_env(env),
         client_tls=client_tls_from_env(env),
         nats_security=nats_security_from_env(env),
+        page_token_key=env.get("TRINITY_PAGE_TOKEN_KEY", ""),
     )
 
 
@@ -216,6 +218,12 @@ def settings_table() -> list[tuple[str, str, str]]:
             "the other standard OTEL_* variables apply",
         ),
         ("TRINITY_STREAM_REPLICAS", "1", "replicas of the JetStream streams (3 in a cluster)"),
+        (
+            "TRINITY_PAGE_TOKEN_KEY",
+            "(derived from the database URL, with a warning)",
+            "secret signing page tokens (HMAC); comma-separated to rotate: the first signs, "
+            "all are accepted",
+        ),
     ]
 
 

@@ -41,6 +41,7 @@ from trinity_platform.interceptors import AuthInterceptor, ErrorMappingIntercept
 from trinity_platform.logs import configure_logging, get_logger
 from trinity_platform.nats_connect import connect_nats
 from trinity_platform.outbox import OutboxSignal
+from trinity_platform.pagination import configure_page_tokens, derive_page_token_keys
 from trinity_platform.relay import OutboxRelay
 from trinity_platform.request_checks import RequestCheckInterceptor
 from trinity_platform.streams import ensure_streams
@@ -176,6 +177,14 @@ class ServiceRuntime:
             configure_logging(settings.log_level, json=log_json(settings.log_format))
         configure_tracing(f"trinity-{settings.service}", settings.traces_endpoint)
         log = _log.bind(service=settings.service)
+        if not settings.page_token_key:
+            log.warning(
+                "TRINITY_PAGE_TOKEN_KEY is not set: page tokens are signed with a key derived "
+                "from the database URL; set a secret in production"
+            )
+        configure_page_tokens(
+            derive_page_token_keys(settings.page_token_key, settings.database_url)
+        )
         try:
             await wait_for_database(self.engine)
             if self.migrations is not None:

@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trinity_definition.application.paging import decode_token, encode_token, page_size
-from trinity_definition.application.ports import ListCursor
 from trinity_definition.domain.definition import (
     DefinitionArchived,
     DefinitionPublished,
@@ -100,20 +98,3 @@ def test_only_published_versions_archive() -> None:
     assert definition.events == [DefinitionArchived("id-1", "p", Version(2, 3), T0)]
     with pytest.raises(DefinitionNotPublished):
         definition.archive(T0)
-
-
-def test_page_tokens_round_trip_and_are_bound_to_their_query() -> None:
-    token = encode_token("list", ("draft", "x"), ListCursor((42,)))
-    assert decode_token(token, "list", ("draft", "x"), 1) == ListCursor((42,))
-    assert decode_token("", "list", (), 1) is None
-    for query, filters, arity in (
-        ("list", ("draft", "y"), 1),
-        ("versions", ("draft", "x"), 1),
-        ("list", ("draft", "x"), 2),
-    ):
-        with pytest.raises(InvalidArgument) as caught:
-            decode_token(token, query, filters, arity)
-        assert caught.value.reason == "INVALID_PAGE_TOKEN"
-    assert page_size(0) == 50 and page_size(10_000) == 500 and page_size(7) == 7
-    with pytest.raises(InvalidArgument):
-        page_size(-1)

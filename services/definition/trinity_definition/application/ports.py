@@ -14,7 +14,7 @@ from trinity_process_model.model import ProcessSpec
 
 @dataclass(frozen=True)
 class ListCursor:
-    """Keyset position after the last item of a page (see :mod:`.paging`)."""
+    """Keyset position after the last item of a page (in a signed page token, see trinity_platform.pagination)."""
 
     key: tuple[int, ...]
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trinity_definition.application.commands import SpecSource
 from trinity_definition.application.handlers import read_source, require_id
-from trinity_definition.application.paging import decode_token, encode_token, page_size
 from trinity_definition.application.ports import DefinitionRepository, Environment, ListCursor
 from trinity_definition.domain.definition import DefinitionStatus, DefinitionVersion, Version
 from trinity_platform.errors import FieldViolation, InvalidArgument
+from trinity_platform.pagination import encode_page_token, page_request
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,10 @@ async def list_definitions(
     token: str,
     repo: DefinitionRepository,
 ) -> Page:
-    filters = (status.value if status else "", name)
-    limit = page_size(requested_size)
-    after = decode_token(token, "list", filters, 1)
-    rows = await repo.list_page(status, name, limit + 1, after)
-    return _page(rows, limit, "list", filters)
+    scope = ("list", status.value if status else "", name)
+    page = page_request(requested_size, token, scope, key_length=1)
+    rows = await repo.list_page(status, name, page.size + 1, _cursor(page.after))
+    return _page(rows, page.size, scope)
 
 
 async def list_versions(
@@ -65,20 +65,23 @@ async def list_versions(
 ) -> Page:
     if not name.strip():
         raise InvalidArgument("name is required", [FieldViolation("name", "is required")])
-    limit = page_size(requested_size)
-    after = decode_token(token, "versions", (name,), 2)
-    rows = await repo.list_versions(name, limit + 1, after)
-    return _page(rows, limit, "versions", (name,))
+    scope = ("versions", name)
+    page = page_request(requested_size, token, scope, key_length=2)
+    rows = await repo.list_versions(name, page.size + 1, _cursor(page.after))
+    return _page(rows, page.size, scope)
+
+
+def _cursor(after: tuple[Any, ...] | None) -> ListCursor | None:
+    """The keyset position of a (signed, so trusted) page token."""
+    return None if after is None else ListCursor(tuple(int(k) for k in after))
 
 
 def _page(
-    rows: list[tuple[DefinitionVersion, ListCursor]],
-    limit: int,
-    query: str,
-    filters: tuple[str, ...],
+    rows: list[tuple[DefinitionVersion, ListCursor]], limit: int, scope: tuple[str, ...]
 ) -> Page:
+    """A page token is bound to its query and filter (``scope``)."""
     token = ""
     if len(rows) > limit:
         rows = rows[:limit]
-        token = encode_token(query, filters, rows[-1][1])
+        token = encode_page_token(rows[-1][1].key, scope)
     return Page([definition for definition, _ in rows], token)
