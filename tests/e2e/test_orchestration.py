@@ -460,3 +460,82 @@ steps:
         )
     assert token.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in error_details(token.value)[1]] == ["page_token"]
+
+
+async def test_declared_inputs_are_checked_before_any_execution_exists(  # type: ignore[no-untyped-def]
+    api, module_suite
+) -> None:
+    client = api
+    await client.publish(
+        """
+name: typed-inputs
+inputs:
+  topic: {type: string, required: true, description: what to research}
+  rounds: {type: integer, default: 2}
+  order: {type: object}
+triggers:
+  - event: {subject: "e2e.typed.orders"}
+steps:
+  - id: only
+    agent_task: {agent: worker, message: "{{ input.topic }} x{{ input.rounds }}"}
+"""
+    )
+    bad = execution_service_pb2.TriggerProcessRequest(
+        request_id=client.key("typed"), process_name="typed-inputs"
+    )
+    bad.input.update({"rounds": "two", "colour": "red"})
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.executions.TriggerProcess(bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    reason, violations = error_details(refused.value)
+    assert reason == "INPUT_INVALID"
+    assert [(v.field, v.description) for v in violations] == [
+        ("input.topic", "is required (a string: what to research)"),
+        ("input.rounds", "must be an integer, got the text 'two'"),
+        ("input.colour", "is not an input of this process; it declares topic, rounds, order"),
+    ]
+    listed = await client.executions.ListExecutions(
+        execution_service_pb2.ListExecutionsRequest(process_name="typed-inputs")
+    )
+    assert list(listed.executions) == []  # refused before any execution existed
+
+    # A good input starts; the default fills what the caller left out, as an integer.
+    execution = await client.wait(await client.trigger("typed-inputs", topic="agents"))
+    assert execution.status == S.EXECUTION_STATUS_COMPLETED
+    assert dict(execution.input) == {"topic": "agents", "rounds": 2}
+    assert by_step(execution)["only"].output == "done: agents x2"
+
+    # An event's payload is checked too: a good one's extra fields are dropped (the
+    # process reads what it declares), a bad one starts nothing.
+    import nats
+
+    _suite, nats_server = module_suite
+    nc = await nats.connect(nats_server.url)
+
+    async def started_by_event() -> list[execution_pb2.Execution]:
+        reply = await client.executions.ListExecutions(
+            execution_service_pb2.ListExecutionsRequest(process_name="typed-inputs")
+        )
+        return [e for e in reply.executions if e.trigger_kind == S.TRIGGER_KIND_EVENT]
+
+    async def send(payload: bytes, message_id: str) -> None:
+        await nc.publish("e2e.typed.orders", payload, headers={"Nats-Msg-Id": message_id})
+        await nc.flush()
+
+    try:
+        # Published until the event subscription is live; one message id, one execution.
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await started_by_event():
+            assert asyncio.get_running_loop().time() < deadline, "the event started nothing"
+            await send(b'{"topic": "event", "pull_request": 7}', "good-1")
+            await asyncio.sleep(0.3)
+        await send(b'{"rounds": 1}', "bad")  # no topic: refused
+        await send(b'{"topic": "barrier"}', "good-2")  # handled after the bad one
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(events := await started_by_event()) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the barrier started nothing"
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+    inputs = sorted([dict((await client.wait(e.id)).input) for e in events], key=str)
+    assert inputs == [{"topic": "barrier", "rounds": 2}, {"topic": "event", "rounds": 2}]

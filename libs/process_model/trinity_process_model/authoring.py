@@ -43,6 +43,8 @@ from trinity_process_model.model import (
     GatewayConfig,
     GatewayType,
     HumanApprovalConfig,
+    InputDeclaration,
+    InputType,
     ManualTrigger,
     Money,
     NotificationConfig,
@@ -386,6 +388,7 @@ _SPEC_KEYS = (
     "name",
     "description",
     "labels",
+    "inputs",
     "triggers",
     "budget",
     "default_retry",
@@ -419,6 +422,7 @@ _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "tool_run": ("action", "arguments"),
 }
 _KIND_KEYS = tuple(_KIND_FIELDS)
+_INPUT_KEYS = ("type", "required", "default", "description")
 _RETRY_KEYS = (
     "max_attempts",
     "initial_backoff",
@@ -792,6 +796,7 @@ class _Reader:
         name = self.text(fields, "name")
         description = self.text(fields, "description")
         labels = self.text_map(fields, "labels")
+        inputs = self.inputs(fields) if fields.has("inputs") else ()
         triggers: list[Trigger] = self.items(fields, "triggers", self.trigger)
         budget = self.budget(fields) if fields.has("budget") else None
         retry = None
@@ -810,7 +815,50 @@ class _Reader:
             budget=budget,
             default_retry=retry,
             labels=labels,
+            inputs=inputs,
         )
+
+    def inputs(self, fields: _Fields) -> tuple[InputDeclaration, ...]:
+        """``inputs: {name: {type, required, default, description}}``, or ``name: type``."""
+        value = fields.get("inputs")
+        path, mark = fields.path_of("inputs"), fields.at("inputs")
+        if not isinstance(value, Mapping):
+            self.error(path, f"inputs must be a mapping of names, got {_kind_of(value)}", mark)
+            return ()
+        outer = self.mapping(value, path, mark, [k for k in value if isinstance(k, str)], "inputs")
+        if outer is None:
+            return ()
+        declared: list[InputDeclaration] = []
+        for name in value:
+            if not isinstance(name, str):
+                continue
+            item_path, item_mark = outer.path_of(name), outer.at(name)
+            item = value[name]
+            if isinstance(item, str):
+                item = {"type": item}
+            inner = self.mapping(item, item_path, item_mark, _INPUT_KEYS, "an input")
+            if inner is None:
+                continue
+            kind = self.enum(inner, "type", InputType, None)
+            has_default = "default" in inner.data
+            default = (
+                self.json_value(inner.get("default"), inner.path_of("default"), inner.at("default"))
+                if has_default
+                else None
+            )
+            if kind is None:
+                continue
+            declared.append(
+                InputDeclaration(
+                    name=name,
+                    type=kind,
+                    required=self.flag(inner, "required"),
+                    has_default=has_default,
+                    default=default,
+                    description=self.text(inner, "description"),
+                )
+            )
+        return tuple(declared)
 
     def budget(self, fields: _Fields) -> Budget | None:
         inner = self.mapping(
@@ -1064,6 +1112,8 @@ def spec_to_data(spec: ProcessSpec) -> dict[str, Any]:
         data["description"] = spec.description
     if spec.labels:
         data["labels"] = _sorted(spec.labels)
+    if spec.inputs:
+        data["inputs"] = {d.name: _input_data(d) for d in spec.inputs}
     if spec.triggers:
         data["triggers"] = [_trigger_data(t) for t in spec.triggers]
     if spec.budget is not None:
@@ -1076,6 +1126,17 @@ def spec_to_data(spec: ProcessSpec) -> dict[str, Any]:
     data["steps"] = [_step_data(step) for step in spec.steps]
     if spec.outputs:
         data["outputs"] = [_delivery_data(output) for output in spec.outputs]
+    return data
+
+
+def _input_data(declaration: InputDeclaration) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": str(declaration.type)}
+    if declaration.required:
+        data["required"] = True
+    if declaration.has_default:
+        data["default"] = _plain(declaration.default)
+    if declaration.description:
+        data["description"] = declaration.description
     return data
 
 

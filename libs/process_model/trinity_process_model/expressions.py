@@ -216,13 +216,23 @@ def _item_problem(arg: nodes.Node) -> str | None:
 
 def _step_refs(tree: nodes.Node) -> frozenset[str]:
     """Ids of the steps the expression reads (`steps.<id>` or `steps['<id>']`)."""
+    return _member_refs(tree, "steps")
+
+
+def _input_refs(tree: nodes.Node) -> frozenset[str]:
+    """Names of the inputs the expression reads (`input.<name>` or `input['<name>']`)."""
+    return _member_refs(tree, "input")
+
+
+def _member_refs(tree: nodes.Node, root: str) -> frozenset[str]:
+    """Names read as ``<root>.<name>`` or ``<root>['<name>']``."""
     refs: set[str] = set()
     for node in _walk(tree):
-        if isinstance(node, nodes.Getattr) and _is_steps(node.node):
+        if isinstance(node, nodes.Getattr) and _is_name(node.node, root):
             refs.add(node.attr)
         elif (
             isinstance(node, nodes.Getitem)
-            and _is_steps(node.node)
+            and _is_name(node.node, root)
             and isinstance(node.arg, nodes.Const)
             and isinstance(node.arg.value, str)
         ):
@@ -260,7 +270,11 @@ def _const_key(node: nodes.Node) -> str | None:
 
 
 def _is_steps(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Name) and node.name == "steps"
+    return _is_name(node, "steps")
+
+
+def _is_name(node: nodes.Node, name: str) -> bool:
+    return isinstance(node, nodes.Name) and node.name == name
 
 
 def _root_names(tree: nodes.Node) -> frozenset[str]:
@@ -426,6 +440,7 @@ class ExpressionCheck:
     names: frozenset[str]
     step_fields: frozenset[tuple[str, str]] = frozenset()
     """(step id, field) pairs read, such as ("review", "decision")."""
+    input_refs: frozenset[str] = frozenset()
 
 
 def _check_names(tree: nodes.Node, text: str) -> None:
@@ -454,7 +469,9 @@ def check_template(text: str) -> ExpressionCheck:
     if not is_template(text):
         return ExpressionCheck(frozenset(), frozenset())
     tree = _parsed(text, text)
-    return ExpressionCheck(_step_refs(tree), _root_names(tree), _step_fields(tree))
+    return ExpressionCheck(
+        _step_refs(tree), _root_names(tree), _step_fields(tree), _input_refs(tree)
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -464,7 +481,9 @@ def check_condition(text: str) -> ExpressionCheck:
         return ExpressionCheck(frozenset(), frozenset())
     source = _condition_source_checked(text)
     tree = _parsed(f"{{{{ ({source}) }}}}", text)
-    return ExpressionCheck(_step_refs(tree), _root_names(tree), _step_fields(tree))
+    return ExpressionCheck(
+        _step_refs(tree), _root_names(tree), _step_fields(tree), _input_refs(tree)
+    )
 
 
 def _condition_source_checked(text: str) -> str:

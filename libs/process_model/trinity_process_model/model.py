@@ -66,6 +66,17 @@ class BudgetAction(StrEnum):
     PAUSE = "pause"
 
 
+class InputType(StrEnum):
+    """JSON Schema's type names for a declared input."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    OBJECT = "object"
+    ARRAY = "array"
+
+
 class CurrencyMismatch(ValueError):
     """Two amounts of different currencies were combined."""
 
@@ -269,6 +280,21 @@ class Budget:
     on_exceeded: BudgetAction = BudgetAction.FAIL
 
 
+_NO_DEFAULT: Any = None
+
+
+@dataclass(frozen=True)
+class InputDeclaration:
+    """One declared input of a process: a typed, optionally required JSON value."""
+
+    name: str
+    type: InputType
+    required: bool = False
+    has_default: bool = False
+    default: Any = _NO_DEFAULT  # a JSON value; meaningful only when has_default
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
     """The authored content of a process definition."""
@@ -281,6 +307,7 @@ class ProcessSpec:
     budget: Budget | None = None
     default_retry: RetryPolicy | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[InputDeclaration, ...] = ()
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

@@ -40,6 +40,8 @@ from trinity_process_model.model import (
     GatewayConfig,
     GatewayType,
     HumanApprovalConfig,
+    InputDeclaration,
+    InputType,
     ManualTrigger,
     Money,
     NotificationConfig,
@@ -64,6 +66,7 @@ __all__ = [
     "money_to_proto",
     "spec_from_proto",
     "spec_to_proto",
+    "value_from_proto",
 ]
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -99,6 +102,14 @@ GATEWAY_TYPES = {
 _FAILURE_ACTIONS = {
     FailureAction.FAIL: pb.FAILURE_ACTION_FAIL,
     FailureAction.CONTINUE: pb.FAILURE_ACTION_CONTINUE,
+}
+INPUT_TYPES = {
+    InputType.STRING: pb.INPUT_TYPE_STRING,
+    InputType.INTEGER: pb.INPUT_TYPE_INTEGER,
+    InputType.NUMBER: pb.INPUT_TYPE_NUMBER,
+    InputType.BOOLEAN: pb.INPUT_TYPE_BOOLEAN,
+    InputType.OBJECT: pb.INPUT_TYPE_OBJECT,
+    InputType.ARRAY: pb.INPUT_TYPE_ARRAY,
 }
 BUDGET_ACTIONS = {
     BudgetAction.FAIL: pb.BUDGET_ACTION_FAIL,
@@ -173,6 +184,16 @@ class _Encoder:
         if spec.default_retry is not None:
             self.retry(message.default_retry, "default_retry", spec.default_retry)
         self.text_map(message.labels, "labels", spec.labels)
+        for declaration in spec.inputs:
+            path = field_path("inputs", declaration.name)
+            entry = message.inputs.add(
+                name=declaration.name,
+                type=self.enum(f"{path}.type", declaration.type, INPUT_TYPES),
+                required=declaration.required,
+                description=declaration.description,
+            )
+            if declaration.has_default:
+                self.value(entry.default_value, f"{path}.default", declaration.default)
         return message
 
     def step(self, path: str, step: Step) -> pb.Step:
@@ -396,6 +417,20 @@ class _Decoder:
             budget=budget,
             default_retry=default_retry,
             labels=dict(message.labels),
+            inputs=tuple(self.input(d) for d in message.inputs),
+        )
+
+    def input(self, message: pb.InputDeclaration) -> InputDeclaration:
+        path = field_path("inputs", message.name)
+        kind = self.required_enum(f"{path}.type", message.type, INPUT_TYPES)
+        has_default = message.HasField("default_value")
+        return InputDeclaration(
+            name=message.name,
+            type=kind or InputType.STRING,
+            required=message.required,
+            has_default=has_default,
+            default=_from_value(message.default_value) if has_default else None,
+            description=message.description,
         )
 
     def budget(self, message: pb.Budget) -> Budget | None:
@@ -567,6 +602,11 @@ class _Decoder:
         what = "unset" if number == 0 else f"unknown number {number}"
         self.error(path, f"is required ({what}): one of {allowed}")
         return None
+
+
+def value_from_proto(value: struct_pb2.Value) -> Any:
+    """A JSON value of the contract as plain Python (integral numbers as ``int``)."""
+    return _from_value(value)
 
 
 def _from_value(value: struct_pb2.Value) -> Any:

@@ -40,6 +40,8 @@ from trinity_process_model.model import (
     GatewayConfig,
     GatewayType,
     HumanApprovalConfig,
+    InputDeclaration,
+    InputType,
     ManualTrigger,
     Money,
     NotificationConfig,
@@ -263,6 +265,33 @@ def triggers() -> st.SearchStrategy[Trigger]:
 
 # ------------------------------------------------------------------------ specs
 
+# The inputs the generated templates read, with values of their type for defaults.
+_TEMPLATE_INPUTS: tuple[tuple[str, InputType, st.SearchStrategy[Any]], ...] = (
+    ("topic", InputType.STRING, st.text(max_size=10)),
+    ("items", InputType.ARRAY, st.lists(st.integers(-5, 5), max_size=3)),
+    ("flag", InputType.BOOLEAN, st.booleans()),
+    ("count", InputType.INTEGER, st.integers(-(2**53), 2**53)),
+)
+
+
+@st.composite
+def input_declarations(draw: st.DrawFn) -> tuple[InputDeclaration, ...]:
+    """Declarations of every input the generated templates read (so they validate)."""
+    declared = []
+    for name, kind, values in _TEMPLATE_INPUTS:
+        has_default = draw(st.booleans())
+        declared.append(
+            InputDeclaration(
+                name=name,
+                type=kind,
+                required=not has_default and draw(st.booleans()),
+                has_default=has_default,
+                default=draw(values) if has_default else None,
+                description=draw(_FREE),
+            )
+        )
+    return tuple(declared)
+
 
 def _target(draw: st.DrawFn, channel: Channel) -> str:
     if channel is Channel.EMAIL:
@@ -429,13 +458,23 @@ def process_specs(draw: st.DrawFn, min_steps: int = 1, max_steps: int = 8) -> Pr
     budget = None
     if draw(st.booleans()):
         budget = Budget(Money(draw(_AMOUNTS), currency), draw(st.sampled_from(BudgetAction)))
+    inputs: tuple[InputDeclaration, ...] = draw(st.just(()) | input_declarations())
+    triggers = tuple(draw(st.lists(_TRIGGERS, max_size=3)))
+    if inputs:  # random schedule input would not match the declarations
+        triggers = tuple(
+            ScheduleTrigger(t.cron, t.timezone, {}) if isinstance(t, ScheduleTrigger) else t
+            for t in triggers
+        )
+        if any(d.required for d in inputs):
+            triggers = tuple(t for t in triggers if not isinstance(t, ScheduleTrigger))
     return ProcessSpec(
         name=draw(_NAMES),
         steps=tuple(steps),
         description=draw(_FREE),
-        triggers=tuple(draw(st.lists(_TRIGGERS, max_size=3))),
+        triggers=triggers,
         outputs=outputs,
         budget=budget,
         default_retry=draw(_OPTIONAL_RETRIES),
         labels=draw(st.dictionaries(_VISIBLE, _FREE, max_size=3)),
+        inputs=inputs,
     )

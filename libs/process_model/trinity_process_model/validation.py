@@ -43,6 +43,8 @@ from trinity_process_model.model import (
     GatewayConfig,
     GatewayType,
     HumanApprovalConfig,
+    InputDeclaration,
+    InputType,
     ManualTrigger,
     Money,
     NotificationConfig,
@@ -177,6 +179,8 @@ class _Validator:
         self.step_ids: set[str] = set()
         self.currency: str | None = None
         self.currency_source = ""
+        # Names of the declared inputs; None when the process declares none (unchecked).
+        self.declared_inputs: frozenset[str] | None = None
 
     def add(self, path: str, description: str) -> None:
         self.out.append(Violation(path, description))
@@ -191,6 +195,7 @@ class _Validator:
         if not steps:
             self.add("steps", "a process needs at least one step")
         self._labels(spec.labels)
+        self._inputs(spec)
         for index, trigger in enumerate(spec.triggers):
             self._trigger(field_path("triggers", index), trigger)
         if spec.budget is not None:
@@ -233,6 +238,48 @@ class _Validator:
                     field_path("labels", key), f"label values are text, got {_describe(value)}"
                 )
 
+    # ------------------------------------------------------------------- inputs
+
+    def _inputs(self, spec: ProcessSpec) -> None:
+        from trinity_process_model.inputs import type_problem  # it imports this module
+
+        seen: set[str] = set()
+        for index, declaration in enumerate(spec.inputs):
+            path = field_path("inputs", declaration.name or str(index))
+            if not isinstance(declaration, InputDeclaration):
+                self.add(path, f"expected an InputDeclaration, got {_describe(declaration)}")
+                continue
+            if not _IDENTIFIER_KEY.fullmatch(declaration.name) or len(declaration.name) > 128:
+                self.add(
+                    path,
+                    f"bad input name {declaration.name!r}: an identifier (letters, digits, '_', "
+                    "not starting with a digit), so templates can read input.<name>",
+                )
+            elif declaration.name in seen:
+                self.add(path, f"input {declaration.name!r} is declared twice")
+            seen.add(declaration.name)
+            if not isinstance(declaration.type, InputType):
+                self._bad_enum(f"{path}.type", declaration.type, InputType)
+                continue
+            if declaration.has_default:
+                if declaration.required:
+                    self.add(
+                        f"{path}.default",
+                        "a required input has no default: drop one of required and default",
+                    )
+                self._json_value(f"{path}.default", declaration.name, declaration.default)
+                problem = type_problem(declaration.type, declaration.default)
+                if problem:
+                    self.add(f"{path}.default", f"the default {problem}")
+        self.declared_inputs = frozenset(seen) if spec.inputs else None
+
+    def _schedule_input(self, path: str, values: Mapping[str, Any]) -> None:
+        from trinity_process_model.inputs import check_input  # it imports this module
+
+        if self.spec.inputs:
+            for problem in check_input(self.spec.inputs, values)[1]:
+                self.add(f"{path}{problem.field.removeprefix('input')}", problem.description)
+
     # ----------------------------------------------------------------- triggers
 
     def _trigger(self, path: str, trigger: object) -> None:
@@ -247,6 +294,7 @@ class _Validator:
             else:
                 for key, value in trigger.input.items():
                     self._json_value(field_path(f"{base}.input", str(key)), key, value)
+                self._schedule_input(f"{base}.input", trigger.input)
             return
         if isinstance(trigger, EventTrigger):
             if not trigger.subject:
@@ -630,6 +678,13 @@ class _Validator:
         for ref in sorted(compiled.step_refs):
             if ref not in self.step_ids:
                 self.add(path, f"reads steps.{ref}, but there is no step {ref!r}")
+        if self.declared_inputs is not None:
+            for name in sorted(compiled.input_refs - self.declared_inputs):
+                self.add(
+                    path,
+                    f"reads input.{name}, but the process declares no input {name!r} "
+                    f"(inputs: {', '.join(sorted(self.declared_inputs)) or 'none'})",
+                )
 
     # -------------------------------------------------------------------- graph
 

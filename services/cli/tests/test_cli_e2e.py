@@ -314,3 +314,41 @@ def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> 
     for port in ports.values():
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+
+def test_declared_inputs_are_shown_and_checked_by_run(running: Running, tmp_path: Path) -> None:
+    cli = running.cli
+    typed = tmp_path / "typed.yaml"
+    typed.write_text(
+        """
+name: typed-inputs
+inputs:
+  topic: {type: string, required: true, description: what to research}
+  rounds: {type: integer, default: 2}
+steps:
+  - id: research
+    agent_task: {agent: researcher, message: "{{ input.topic }} in {{ input.rounds }} rounds"}
+"""
+    )
+    cli("definitions", "apply", str(typed), "--publish")
+    shown = cli("definitions", "show", "typed-inputs").stdout.splitlines()
+    assert [line.split(None, 1)[1] for line in shown if line.startswith("input ")] == [
+        "topic (string, required) · what to research",
+        "rounds (integer, default 2)",
+    ]
+    refused = cli("run", "typed-inputs", "--input", "rounds=two", "--input", "colour=red", check=1)
+    (line,) = refused.stderr.splitlines()
+    assert "INVALID_ARGUMENT INPUT_INVALID" in line
+    assert (
+        "[input.topic: is required (a string: what to research); "
+        "input.rounds: must be an integer, got the text 'two'; "
+        "input.colour: is not an input of this process; it declares topic, rounds]"
+    ) in line
+    execution_id = cli("run", "typed-inputs", "--input", "topic=agents").stdout.strip()
+    wait_for(
+        "the typed execution",
+        lambda: (
+            cli.json("executions", "status", execution_id)["execution"]["status"]
+            == "EXECUTION_STATUS_COMPLETED"
+        ),
+    )

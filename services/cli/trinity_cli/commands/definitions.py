@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import uuid
 from typing import Any
 
@@ -302,6 +303,8 @@ def _print_definition(ctx: Context, d: pb.ProcessDefinition) -> None:
     if spec.HasField("budget"):
         action = enum_name(pb.BudgetAction.Name(spec.budget.on_exceeded), "BUDGET_ACTION_")
         rows.append(("budget", f"{money(spec.budget.limit)} (then {action})"))
+    for declared in spec.inputs:
+        rows.append(("input", _input(declared)))
     rows.append(("triggers", ", ".join(_trigger(t) for t in spec.triggers) or "manual"))
     for output in spec.outputs:
         rows.append(("output", f"{_channel(output.channel)} {output.target}"))
@@ -317,6 +320,22 @@ def _print_definition(ctx: Context, d: pb.ProcessDefinition) -> None:
         ],
         ctx.out,
     )
+
+
+def _input(declared: pb.InputDeclaration) -> str:
+    kind = enum_name(pb.InputType.Name(declared.type), "INPUT_TYPE_")
+    facts = [kind]
+    if declared.required:
+        facts.append("required")
+    if declared.HasField("default_value"):
+        from trinity_process_model.proto_codec import value_from_proto  # slow import: lazy
+
+        default = json.dumps(
+            value_from_proto(declared.default_value), ensure_ascii=False, sort_keys=True
+        )
+        facts.append(f"default {one_line(default, 40)}")
+    about = f" · {one_line(declared.description, 80)}" if declared.description else ""
+    return f"{declared.name} ({', '.join(facts)}){about}"
 
 
 def _trigger(trigger: pb.Trigger) -> str:

@@ -30,6 +30,8 @@ from trinity_execution.infrastructure.repository import (
 from trinity_platform.db import read_only
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from trinity_platform.idempotency import lookup, request_fingerprint, run_idempotent
+from trinity_process_model.inputs import check_input
+from trinity_process_model.model import ProcessSpec
 
 R = TypeVar("R", bound=Message)
 MAX_CONFLICT_RETRIES = 20
@@ -62,6 +64,23 @@ def require(field: str, value: str) -> None:
         raise InvalidArgument(f"{field} is required", [FieldViolation(field, "must not be empty")])
 
 
+def checked_input(spec: ProcessSpec, command: Trigger) -> dict[str, Any]:
+    """The input to start with (defaults filled in); INVALID_ARGUMENT listing every problem
+    when it does not match the inputs the process declares. An event's payload may carry
+    more than the process declares: the rest is dropped, not refused."""
+    values, problems = check_input(
+        spec.inputs, command.input, ignore_undeclared=command.trigger_kind is d.TriggerKind.EVENT
+    )
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise InvalidArgument(
+            f"the input does not match the inputs process {spec.name!r} declares ({count})",
+            [FieldViolation(p.field, p.description) for p in problems],
+            reason="INPUT_INVALID",
+        )
+    return values
+
+
 class ExecutionCommands:
     def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
         self._engine = engine
@@ -79,6 +98,7 @@ class ExecutionCommands:
                 return execution_pb2.Execution.FromString(cached)
         require("process_name", command.process_name)
         published = await self._catalog.by_name(command.process_name, command.version)
+        start_input = checked_input(published.process.spec, command)
         written: list[Written] = []
 
         async def work(conn: AsyncConnection) -> execution_pb2.Execution:
@@ -90,7 +110,7 @@ class ExecutionCommands:
                 d.StartExecution(
                     now=now,
                     execution_id=execution_id,
-                    input=command.input,
+                    input=start_input,
                     triggered_by=command.triggered_by,
                     trigger_kind=command.trigger_kind,
                 ),

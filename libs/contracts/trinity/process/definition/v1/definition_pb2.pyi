@@ -144,6 +144,44 @@ BUDGET_ACTION_PAUSE: BudgetAction.ValueType  # 2
 """The execution pauses until an operator resumes it."""
 Global___BudgetAction: _TypeAlias = BudgetAction  # noqa: Y015
 
+class _InputType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InputTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InputType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INPUT_TYPE_UNSPECIFIED: _InputType.ValueType  # 0
+    INPUT_TYPE_STRING: _InputType.ValueType  # 1
+    """Text."""
+    INPUT_TYPE_INTEGER: _InputType.ValueType  # 2
+    """A whole number (within ±2^53, since numbers travel as doubles)."""
+    INPUT_TYPE_NUMBER: _InputType.ValueType  # 3
+    """Any finite number."""
+    INPUT_TYPE_BOOLEAN: _InputType.ValueType  # 4
+    """true or false."""
+    INPUT_TYPE_OBJECT: _InputType.ValueType  # 5
+    """A mapping of text keys to JSON values."""
+    INPUT_TYPE_ARRAY: _InputType.ValueType  # 6
+    """A list of JSON values."""
+
+class InputType(_InputType, metaclass=_InputTypeEnumTypeWrapper):
+    """InputType is the JSON type of a declared input (JSON Schema's type names)."""
+
+INPUT_TYPE_UNSPECIFIED: InputType.ValueType  # 0
+INPUT_TYPE_STRING: InputType.ValueType  # 1
+"""Text."""
+INPUT_TYPE_INTEGER: InputType.ValueType  # 2
+"""A whole number (within ±2^53, since numbers travel as doubles)."""
+INPUT_TYPE_NUMBER: InputType.ValueType  # 3
+"""Any finite number."""
+INPUT_TYPE_BOOLEAN: InputType.ValueType  # 4
+"""true or false."""
+INPUT_TYPE_OBJECT: InputType.ValueType  # 5
+"""A mapping of text keys to JSON values."""
+INPUT_TYPE_ARRAY: InputType.ValueType  # 6
+"""A list of JSON values."""
+Global___InputType: _TypeAlias = InputType  # noqa: Y015
+
 @_typing.final
 class ProcessDefinition(_message.Message):
     """ProcessDefinition is one version of a process: a draft, or a published
@@ -243,6 +281,7 @@ class ProcessSpec(_message.Message):
     BUDGET_FIELD_NUMBER: _builtins.int
     DEFAULT_RETRY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique process name: lowercase letters, digits, '-' and '_'."""
     description: _builtins.str
@@ -270,6 +309,14 @@ class ProcessSpec(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels."""
 
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputDeclaration]:
+        """The inputs an execution takes, in authoring order. When there is at least one,
+        TriggerProcess, schedules and event triggers are checked against them (a missing,
+        ill-typed or undeclared input is refused with INVALID_ARGUMENT) and defaults fill
+        what the caller left out. None declared: any input is accepted, unchecked.
+        """
+
     def __init__(
         self,
         *,
@@ -281,14 +328,54 @@ class ProcessSpec(_message.Message):
         budget: Global___Budget | None = ...,
         default_retry: Global___RetryPolicy | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        inputs: _abc.Iterable[Global___InputDeclaration] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "default_retry", b"default_retry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "default_retry", b"default_retry", "description", b"description", "labels", b"labels", "name", b"name", "outputs", b"outputs", "steps", b"steps", "triggers", b"triggers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "default_retry", b"default_retry", "description", b"description", "inputs", b"inputs", "labels", b"labels", "name", b"name", "outputs", b"outputs", "steps", b"steps", "triggers", b"triggers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProcessSpec: _TypeAlias = ProcessSpec  # noqa: Y015
+
+@_typing.final
+class InputDeclaration(_message.Message):
+    """InputDeclaration declares one input of a process (a JSON Schema property)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """An identifier, read in templates as input.<name>."""
+    type: Global___InputType.ValueType
+    required: _builtins.bool
+    """A trigger must give it (a default makes no sense then)."""
+    description: _builtins.str
+    """What the input is for, shown by `definitions show`."""
+    @_builtins.property
+    def default_value(self) -> _struct_pb2.Value:
+        """Used when a trigger leaves the input out; unset: no default."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: Global___InputType.ValueType = ...,
+        required: _builtins.bool = ...,
+        default_value: _struct_pb2.Value | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value", "description", b"description", "name", b"name", "required", b"required", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputDeclaration: _TypeAlias = InputDeclaration  # noqa: Y015
 
 @_typing.final
 class Step(_message.Message):
