@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: venv gen check-gen lint fmt test test-fast run bench bench-quick clean
+.PHONY: venv gen check-gen lint fmt test test-fast run bench bench-quick browser clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,15 +41,25 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## Debian's Chromium for the web console's browser tests: installed with apt-get when
+## missing and we are root; otherwise (or if the install fails) those tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the console's browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "browser: installing chromium failed; the console's browser tests will skip"; \
+	else echo "browser: /usr/bin/chromium is missing and we are not root; the console's browser tests will skip"; fi
+
 ## Everything CI runs: contract checks, lint, and the whole test suite.
-test: $(STAMP) check-gen lint
+test: $(STAMP) check-gen lint browser
 	$(BIN)/python -m pytest -q
 
 ## Only the tests, without lint and drift checks.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x
 
-## Start NATS (when none answers), the four services and an executor on SQLite.
+## Start NATS (when none answers), the four services, an executor and the web console on SQLite.
 run: $(STAMP)
 	$(BIN)/python -m trinity_cli.devrun
 

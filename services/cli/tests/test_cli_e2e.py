@@ -286,6 +286,8 @@ def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> 
     env = dict(os.environ, TRINITY_NATS_URL=f"nats://127.0.0.1:{free_port()}")
     for service, port in ports.items():
         env[f"TRINITY_{service.upper()}_LISTEN"] = f"127.0.0.1:{port}"
+    ports["console"] = free_port()
+    env["TRINITY_CONSOLE_LISTEN"] = f"127.0.0.1:{ports['console']}"
     devrun = subprocess.Popen(
         [sys.executable, "-m", "trinity_cli.devrun", "--data-dir", str(tmp_path / "data")],
         env=env,
@@ -301,6 +303,7 @@ def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> 
         banner = "".join(lines)
         for name in ("research-review", "governance-run", "weekly-report"):
             assert f"  {name} 1.0 (published)" in banner, banner
+        assert f"console     http://127.0.0.1:{ports['console']}/" in banner, banner
         devrun.send_signal(signal.SIGINT)
         devrun.wait(timeout=60)
         reader.join(timeout=10)

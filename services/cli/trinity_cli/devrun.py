@@ -1,7 +1,7 @@
 """`make run`: the whole suite on this machine, the examples published, until Ctrl-C.
 
-NATS (started when none answers), the four services and one executor configured
-for the examples (`examples/executor.yaml`), on SQLite under the data folder. Once
+NATS (started when none answers), the four services, the web console and one
+executor configured for the examples (`examples/executor.yaml`), on SQLite under the data folder. Once
 every service is healthy the examples are applied and published, and what to type
 next is printed. Ctrl-C (or SIGTERM) stops everything, newest process first.
 """
@@ -27,6 +27,7 @@ from trinity_cli.local_suite import (
     SERVICES,
     LocalSuite,
 )
+from trinity_console.settings import DEFAULT_LISTEN as CONSOLE_LISTEN
 from trinity_platform.config import parse_auth_tokens
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -40,6 +41,7 @@ Trinity Process Engine is up (data in {data_dir}, logs in {data_dir}/logs).
   NATS        {nats_url}
   executor    {executor_config}
   metrics     {metrics}
+  console     http://127.0.0.1:{console_port}/  (open it in a browser; sign in with a token below)
 
 {examples}
 {identities}
@@ -120,6 +122,12 @@ def _metrics_line(ports: Mapping[str, int]) -> str:
     return " ".join(f"{name} :{port}" for name, port in ports.items()) + " (http://…/metrics)"
 
 
+def console_listen_port(env: Mapping[str, str]) -> int:
+    """The web console's port: from ``TRINITY_CONSOLE_LISTEN`` when set, else 7400."""
+    listen = env.get("TRINITY_CONSOLE_LISTEN") or CONSOLE_LISTEN
+    return int(listen.rsplit(":", 1)[1])
+
+
 def _stop_on_sigterm(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -139,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     executor_config = default_executor_config(env)
     ports = listen_ports(env)
     metrics_ports = metrics_listen_ports(env, args.executors)
+    console_port = console_listen_port(env)
     suite = LocalSuite(
         data_dir=data_dir,
         nats_url=nats_url,
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         executor_config=executor_config,
         extra_env={"TRINITY_AUTH_TOKENS": tokens},
         metrics_ports=metrics_ports,
+        console_port=console_port,
     )
     # Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored (a
     # background job of a script), and SIGTERM does the same.
@@ -166,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 examples="Examples:\n" + "\n".join(published) + "\n" if published else "",
                 identities=_identities(tokens),
                 metrics=_metrics_line(metrics_ports),
+                console_port=console_port,
                 **ports,
             ),
             flush=True,

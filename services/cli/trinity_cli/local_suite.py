@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class LocalSuite:
     metrics_ports: Mapping[str, int] = field(default_factory=dict)
     log_to_files: bool = True
     services: Sequence[str] = SERVICES
+    # The web console's port; None starts no console.
+    console_port: int | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
 
     def env(self) -> dict[str, str]:
@@ -75,6 +78,8 @@ class LocalSuite:
                 )
             if service in self.database_urls:
                 env[f"TRINITY_{service.upper()}_DATABASE_URL"] = self.database_urls[service]
+        if self.console_port is not None:
+            env["TRINITY_CONSOLE_LISTEN"] = f"127.0.0.1:{self.console_port}"
         if self.executor_config is not None:
             env["TRINITY_EXECUTOR_CONFIG"] = str(self.executor_config)
         env.update(self.extra_env)
@@ -105,6 +110,8 @@ class LocalSuite:
             self.start_service(service)
         for index in range(self.executors):
             self.start_executor(index)
+        if self.console_port is not None:
+            self._spawn("console", [sys.executable, "-m", "trinity_console"])
 
     def start_service(self, service: str) -> None:
         self._spawn(service, [sys.executable, "-m", f"trinity_{service}"])
@@ -175,6 +182,28 @@ class LocalSuite:
                         f"{service} not SERVING on {target}: {self.log_tail(service)}"
                     )
                 time.sleep(0.1)
+
+        if self.console_port is not None:
+            self.wait_console(deadline)
+
+    def wait_console(self, deadline: float) -> None:
+        """Block until the console answers its health probe."""
+        url = f"http://127.0.0.1:{self.console_port}/healthz"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            proc = self._procs.get("console")
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(
+                    f"console exited with {proc.returncode}: {self.log_tail('console')}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"console not answering on {url}: {self.log_tail('console')}")
+            time.sleep(0.1)
 
     @staticmethod
     def _serving(target: str, env: Mapping[str, str]) -> bool:

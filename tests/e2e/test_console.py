@@ -1,0 +1,216 @@
+"""The web console in a real headless browser (Debian's Chromium driven by Playwright),
+against the real suite: sign in, start a process, follow it live to its approval,
+approve it in the page as the signed-in person, and see it complete; then pause,
+resume and cancel another from the page. Screenshots are kept under
+``test-artifacts/console/`` (the path is printed).
+
+Chromium comes from the project's own setup (`make browser`, which `make test` runs);
+without /usr/bin/chromium the tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
+from trinity.process.execution.v1 import execution_pb2
+from trinity_cli.local_suite import SERVICES, LocalSuite
+from trinity_platform.testing.nats_server import NatsServer
+from trinity_platform.testing.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+TOKENS = {"reviewer-token": "reviewer@example.com", "lead-token": "lead@example.com"}
+HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+
+PROCESS = """
+name: console-review
+description: Draft, review by a person, then summarize.
+steps:
+  - id: draft
+    agent_task: {agent: writer, message: "Draft about {{ input.topic }}"}
+  - id: review
+    depends_on: [draft]
+    human_approval: {approvers: [reviewer@example.com], artifacts: ["{{ steps.draft.output }}"]}
+    timeout: 1h
+  - id: decide
+    depends_on: [review]
+    gateway:
+      type: exclusive
+      routes:
+        - {target: draft, condition: "{{ steps.review.decision == 'needs_changes' }}", max_iterations: 3}
+        - {target: summarize, is_default: true}
+  - id: summarize
+    agent_task: {agent: writer, message: "Summarize {{ steps.draft.output }}"}
+"""
+
+
+@pytest.fixture(scope="module")
+def module_suite(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalSuite, NatsServer]]:
+    """The suite with the console, on SQLite (the console reads only the services' APIs)."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"{CHROMIUM} is missing: `make browser` installs Debian's chromium (as root); "
+            "the console's browser tests skipped"
+        )
+    root = tmp_path_factory.mktemp("console-suite")
+    nats_server = NatsServer(root / "nats")
+    nats_server.start()
+    suite = LocalSuite(
+        data_dir=root / "data",
+        nats_url=nats_server.url,
+        ports={service: free_port() for service in SERVICES},
+        console_port=free_port(),
+        extra_env={"TRINITY_AUTH_TOKENS": ",".join(f"{t}={p}" for t, p in TOKENS.items())},
+    )
+    try:
+        suite.start()
+        suite.wait_healthy(90)
+        yield suite, nats_server
+    finally:
+        suite.stop()
+        nats_server.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"\nconsole screenshots: {ARTIFACTS}")
+    return ARTIFACTS
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def sign_in(browser, base: str, path: str, token: str):  # type: ignore[no-untyped-def]
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    page.dialogs = dialogs
+    await page.goto(base + path)
+    assert "/signin" in page.url  # nothing shows before signing in
+    await page.fill("#token", token)
+    await page.click("#sign-in")
+    await page.wait_for_url(re.compile(re.escape(base + path) + "$"))
+    return page
+
+
+async def test_start_follow_approve_and_complete_in_the_browser(  # type: ignore[no-untyped-def]
+    api, module_suite, browser, artifacts
+) -> None:
+    suite, _nats = module_suite
+    base = f"http://127.0.0.1:{suite.console_port}"
+    await api.publish(PROCESS)
+
+    page = await sign_in(browser, base, "/processes/console-review", "reviewer-token")
+    await page.wait_for_selector("#graph svg g.node[data-step='decide']")
+    assert await page.locator("#graph svg g.node").count() == 4
+    assert await page.locator("#graph svg polyline.edge.route").count() == 2
+    await page.screenshot(path=artifacts / "1-process.png", full_page=True)
+
+    await page.fill("#input", json.dumps({"topic": HOSTILE}))
+    await page.click("#start")
+    await page.wait_for_url(re.compile(r"/executions/[0-9a-f-]+$"))
+    execution_id = page.url.rsplit("/", 1)[1]
+
+    # Live: the graph and the steps follow the execution to its approval.
+    await page.wait_for_selector("#graph g.node.waiting[data-step='review']")
+    await page.wait_for_selector("#steps tr[data-step='review'] .status.waiting")
+    await page.wait_for_selector("#graph g.node.completed[data-step='draft']")
+    await page.wait_for_selector("#timeline li:has-text('review waiting for a decision')")
+    assert await page.locator("#execution-input").inner_text() == json.dumps(
+        {"topic": HOSTILE}, indent=2
+    )
+    await page.screenshot(path=artifacts / "2-waiting-for-approval.png", full_page=True)
+
+    await page.click("#waiting-approval a")
+    await page.wait_for_url(base + "/approvals")
+    card = page.locator(
+        "article.approval", has=page.locator(f"a[href='/executions/{execution_id}']")
+    )
+    await card.locator("textarea[name=comment]").fill("Looks right <b>to me</b>")
+    await page.screenshot(path=artifacts / "3-approvals.png", full_page=True)
+    await card.locator("button.approve").click()
+    await page.wait_for_selector("#decided:has-text('Approved.')")
+
+    await page.goto(f"{base}/executions/{execution_id}")
+    await page.wait_for_selector("#live[data-ended='true']", timeout=45_000)
+    assert await page.locator("#status").inner_text() == "completed"
+    await page.wait_for_selector("#graph g.node.completed[data-step='summarize']")
+    await page.wait_for_selector("#timeline li[data-type='ProcessCompleted']")
+    await page.screenshot(path=artifacts / "4-completed.png", full_page=True)
+    assert page.dialogs == []  # the hostile input was shown, never run
+
+    # The decision was taken as the signed-in person, through the approval service.
+    execution = await api.get(execution_id)
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
+    approvals = await api.approvals.ListApprovals(
+        approval_service_pb2.ListApprovalsRequest(execution_id=execution_id)
+    )
+    (approval,) = approvals.approvals
+    assert approval.status == approval_pb2.APPROVAL_STATUS_APPROVED
+    assert approval.decided_by == "reviewer@example.com"
+    assert approval.comment == "Looks right <b>to me</b>"
+
+
+async def test_pause_resume_and_cancel_from_the_page(  # type: ignore[no-untyped-def]
+    api, module_suite, browser, artifacts
+) -> None:
+    suite, _nats = module_suite
+    base = f"http://127.0.0.1:{suite.console_port}"
+    await api.publish(PROCESS.replace("console-review", "console-actions"))
+    execution_id = await api.trigger("console-actions", topic="actions")
+    await api.pending_approval(execution_id)
+
+    page = await sign_in(browser, base, f"/executions/{execution_id}", "lead-token")
+    await page.fill("form[data-action='pause'] input[name=reason]", "lunch")
+    await page.click("#pause")
+    await page.wait_for_selector("#status.paused")
+    await page.wait_for_selector("#timeline li:has-text('paused by lead@example.com: lunch')")
+    await page.click("#resume")
+    await page.wait_for_selector("#status.running")
+    await page.fill("form[data-action='cancel'] input[name=reason]", "not needed")
+    await page.click("#cancel")
+    await page.wait_for_selector("#live[data-ended='true']")
+    assert await page.locator("#status").inner_text() == "cancelled"
+    await page.screenshot(path=artifacts / "5-cancelled.png", full_page=True)
+
+    # A finished execution cannot be cancelled again: the service's refusal is shown.
+    response = await page.request.post(
+        f"{base}/executions/{execution_id}/cancel",
+        form={"csrf": await page.locator("form.who input[name=csrf]").input_value()},
+        headers={"Origin": base},
+    )
+    assert response.status == 409
+    assert "FAILED_PRECONDITION" in await response.text()
