@@ -48,7 +48,10 @@ steps:
     agent_task: {agent: writer, message: "Draft about {{ input.topic }}"}
   - id: review
     depends_on: [draft]
-    human_approval: {approvers: [reviewer@example.com], artifacts: ["{{ steps.draft.output }}"]}
+    human_approval:
+      approvers: [reviewer@example.com]
+      artifacts: ["{{ steps.draft.output }}"]
+      on_reject: continue
     timeout: 1h
   - id: decide
     depends_on: [review]

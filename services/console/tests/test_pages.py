@@ -37,7 +37,7 @@ steps:
     agent_task: {agent: writer, message: "write"}
   - id: check
     depends_on: [draft]
-    human_approval: {approvers: [reviewer@example.com]}
+    human_approval: {approvers: [reviewer@example.com], on_reject: continue}
   - id: route
     depends_on: [check]
     gateway:
