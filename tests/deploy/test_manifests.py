@@ -14,7 +14,7 @@ import pytest
 import yaml
 from deploy_support import BIN, K8S, ROOT, Manifests
 
-from trinity_platform.config import DEFAULT_PORTS, settings_table
+from trinity_platform.config import DEFAULT_PORTS, load_settings, settings_table
 from trinity_work.executor.config import load_config
 
 SERVICES = tuple(DEFAULT_PORTS)
@@ -173,6 +173,25 @@ def test_config_names_only_real_settings(rendered: tuple[str, Manifests]) -> Non
     data = manifests.get("ConfigMap", "trinity-config")["data"]
     assert set(data) <= known, set(data) - known
     assert data["TRINITY_NATS_URL"].startswith("nats://nats:")
+
+
+# PostgreSQL's default max_connections, the connections it reserves for superusers,
+# and what the budget leaves for operators (psql, backups, monitoring).
+SERVER_MAX_CONNECTIONS, SUPERUSER_RESERVED, OPERATOR_HEADROOM = 100, 3, 5
+
+
+def test_connection_budget_fits_the_server(rendered: tuple[str, Manifests]) -> None:
+    """(replicas + surge) x (pool + overflow), summed over the services, fits the server
+    (deploy/README.md, connection budget)."""
+    _, manifests = rendered
+    config = manifests.get("ConfigMap", "trinity-config")["data"]
+    total = 0
+    for service in SERVICES:
+        deployment = manifests.get("Deployment", f"trinity-{service}")["spec"]
+        pods = deployment["replicas"] + deployment["strategy"]["rollingUpdate"]["maxSurge"]
+        settings = load_settings(service, env=config)
+        total += pods * (settings.db_pool_size + settings.db_max_overflow)
+    assert total <= SERVER_MAX_CONNECTIONS - SUPERUSER_RESERVED - OPERATOR_HEADROOM, total
 
 
 def test_images_are_pinned(rendered: tuple[str, Manifests]) -> None:

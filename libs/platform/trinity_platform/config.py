@@ -33,6 +33,10 @@ DEFAULT_PORTS: dict[str, int] = {
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DATA_DIR = ".data"
 DEFAULT_LOG_LEVEL = "INFO"
+# Connections one process may hold: pool + overflow. Eight processes (every service
+# twice) then ask for 80, inside PostgreSQL's default 100 minus 3 reserved.
+DEFAULT_DB_POOL_SIZE = 5
+DEFAULT_DB_MAX_OVERFLOW = 5
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class ServiceSettings:
     client_tls: ClientTls | None = None  # TLS of its calls to the other services
     nats_security: NatsSecurity = field(default_factory=NatsSecurity)
     page_token_key: str = field(default="", repr=False)
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    db_max_overflow: int = DEFAULT_DB_MAX_OVERFLOW
+    db_pgbouncer: bool = False
 
 
 def normalize_database_url(url: str) -> str:
@@ -86,6 +93,24 @@ def parse_auth_tokens(raw: str) -> dict[str, str]:
 
 def _env_prefix(service: str) -> str:
     return f"TRINITY_{service.upper()}_"
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool_setting(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    return raw in {"true", "1", "yes"}
 
 
 def load_settings(
@@ -125,6 +150,9 @@ def load_settings(
         client_tls=client_tls_from_env(env),
         nats_security=nats_security_from_env(env),
         page_token_key=env.get("TRINITY_PAGE_TOKEN_KEY", ""),
+        db_pool_size=_int_setting(env, f"{prefix}DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1),
+        db_max_overflow=_int_setting(env, f"{prefix}DB_MAX_OVERFLOW", DEFAULT_DB_MAX_OVERFLOW, 0),
+        db_pgbouncer=_bool_setting(env, f"{prefix}DB_PGBOUNCER"),
     )
 
 
@@ -192,6 +220,22 @@ def settings_table() -> list[tuple[str, str, str]]:
             "TRINITY_AUTH_TOKENS",
             "(empty: no authentication)",
             "static bearer tokens, 'token=principal,token2=principal2'",
+        ),
+        (
+            "TRINITY_<SERVICE>_DB_POOL_SIZE",
+            str(DEFAULT_DB_POOL_SIZE),
+            "PostgreSQL connections one process keeps open (see deploy/README.md, connection budget)",
+        ),
+        (
+            "TRINITY_<SERVICE>_DB_MAX_OVERFLOW",
+            str(DEFAULT_DB_MAX_OVERFLOW),
+            "PostgreSQL connections one process may open beyond the pool under load",
+        ),
+        (
+            "TRINITY_<SERVICE>_DB_PGBOUNCER",
+            "false",
+            "true when the database URL points at PgBouncer in transaction mode "
+            "(no server-side prepared statement cache)",
         ),
         ("TRINITY_LOG_LEVEL", DEFAULT_LOG_LEVEL, "DEBUG, INFO, WARNING or ERROR"),
         (

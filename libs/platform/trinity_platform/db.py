@@ -12,6 +12,7 @@ with ``conn.execution_options(sqlite_begin="DEFERRED")``.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,8 +34,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from trinity_platform.config import normalize_database_url
+from trinity_platform.config import (
+    DEFAULT_DB_MAX_OVERFLOW,
+    DEFAULT_DB_POOL_SIZE,
+    normalize_database_url,
+)
 from trinity_platform.db_errors import DatabaseBusy
 from trinity_platform.logs import get_logger
 
@@ -53,8 +59,22 @@ def is_postgres(engine: AsyncEngine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An :class:`AsyncEngine` tuned for the dialect (see the module docstring)."""
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = DEFAULT_DB_POOL_SIZE,
+    max_overflow: int = DEFAULT_DB_MAX_OVERFLOW,
+    pgbouncer: bool = False,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """An :class:`AsyncEngine` tuned for the dialect (see the module docstring).
+
+    On PostgreSQL the process holds at most ``pool_size + max_overflow`` connections.
+    With ``pgbouncer`` (PgBouncer in transaction mode in front), PgBouncer is the
+    pool: each checkout opens a client connection to it (``NullPool``), and
+    prepared statements are neither cached nor given names another client on the
+    same server connection could hold already.
+    """
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -65,15 +85,30 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         _tune_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        options: dict[str, Any] = {
-            "pool_size": 10,
-            "max_overflow": 10,
-            "pool_pre_ping": True,
-            "pool_recycle": 1800,
-        }
+        options: dict[str, Any]
+        if pgbouncer:
+            options = {
+                "poolclass": NullPool,
+                "connect_args": {
+                    "statement_cache_size": 0,
+                    "prepared_statement_cache_size": 0,
+                    "prepared_statement_name_func": _unique_statement_name,
+                },
+            }
+        else:
+            options = {
+                "pool_size": pool_size,
+                "max_overflow": max_overflow,
+                "pool_pre_ping": True,
+                "pool_recycle": 1800,
+            }
         options.update(kwargs)
         return create_async_engine(url, **options)
     return create_async_engine(url, **kwargs)
+
+
+def _unique_statement_name() -> str:
+    return f"__trinity_{uuid.uuid4().hex}__"
 
 
 class _GatedConnection(AsyncConnection):
@@ -279,7 +314,11 @@ async def run_migrations(engine: AsyncEngine, script_location: str | Path) -> No
 
     def upgrade(sync_conn: Connection) -> None:
         if is_postgres(sync_conn):
-            sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            key = {"k": MIGRATION_LOCK_KEY}
+            if not sync_conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), key).scalar():
+                # Say why this start is silent for a while (a slow start's usual suspect).
+                _log.info("another replica is migrating this database; waiting for it")
+                sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), key)
         config.attributes["connection"] = sync_conn
         command.upgrade(config, "head")
 

@@ -1,8 +1,9 @@
 """The start/stop sequence every service shares, so each composition root stays short.
 
-Start: logging → database (wait until reachable, migrate) → NATS (retry until
-reachable; reconnects forever afterwards) → streams → outbox relay → consumers →
-background tasks → gRPC (health NOT_SERVING) → SERVING.
+Start: logging → database (wait until reachable, check the connection budget,
+migrate) → NATS (retry until reachable; reconnects forever afterwards) → streams →
+outbox relay → consumers → background tasks → gRPC (health NOT_SERVING) → SERVING.
+Each phase is logged with its duration (:mod:`trinity_platform.startup`).
 Stop (SIGTERM/SIGINT): NOT_SERVING → gRPC drains calls for ``stop_grace`` →
 consumers finish their messages → background tasks are cancelled → the relay
 flushes the outbox → NATS drains → the engine closes.
@@ -28,7 +29,8 @@ from nats.aio.client import Client as NATS
 from trinity_platform import metrics
 from trinity_platform.config import ServiceSettings, load_settings, log_json
 from trinity_platform.consumer import Handler, PullConsumerRunner
-from trinity_platform.db import create_engine, run_migrations, wait_for_database
+from trinity_platform.db import create_engine, is_postgres, run_migrations, wait_for_database
+from trinity_platform.db_budget import log_connection_budget
 from trinity_platform.grpc_server import (
     GrpcServerHandle,
     ServiceRegistration,
@@ -44,6 +46,7 @@ from trinity_platform.outbox import OutboxSignal
 from trinity_platform.pagination import configure_page_tokens, derive_page_token_keys
 from trinity_platform.relay import OutboxRelay
 from trinity_platform.request_checks import RequestCheckInterceptor
+from trinity_platform.startup import StartupPhases
 from trinity_platform.streams import ensure_streams
 from trinity_platform.subjects import event_source
 from trinity_platform.telemetry import TelemetryInterceptor, configure_tracing, shutdown_tracing
@@ -97,7 +100,15 @@ class ServiceRuntime:
         self.settings = settings
         self.options = options or RuntimeOptions()
         self.migrations = migrations
-        self.engine = create_engine(settings.database_url)
+        # Constructed by the composition root after the imports and the settings.
+        self.startup = StartupPhases(settings.service)
+        self.startup.mark("imports", defer=True)
+        self.engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pgbouncer=settings.db_pgbouncer,
+        )
         metrics.instrument_engine(self.engine)
         self.metrics: metrics.MetricsEndpoint | None = None
         self._samples: list[metrics.Sample] = []
@@ -185,10 +196,22 @@ class ServiceRuntime:
         configure_page_tokens(
             derive_page_token_keys(settings.page_token_key, settings.database_url)
         )
+        phases = self.startup
+        phases.mark("wiring")  # the composition root after the runtime, the event loop
         try:
             await wait_for_database(self.engine)
+            phases.mark("database connect")
+            # Behind PgBouncer the server's limits are PgBouncer's to keep.
+            if is_postgres(self.engine) and not settings.db_pgbouncer:
+                wanted = settings.db_pool_size + settings.db_max_overflow
+                try:
+                    await log_connection_budget(self.engine, wanted, settings.service)
+                except Exception as exc:  # a check, never a reason not to start
+                    log.warning("could not check the connection budget", error=repr(exc))
+                phases.mark("connection budget check")
             if self.migrations is not None:
                 await run_migrations(self.engine, self.migrations)
+                phases.mark("migrations")
             log.info("database ready")
             self.nc = await connect_nats(
                 settings.nats_url,
@@ -196,7 +219,9 @@ class ServiceRuntime:
                 security=settings.nats_security,
                 reconnect_wait=self.options.nats_reconnect_wait,
             )
+            phases.mark("nats connect")
             await ensure_streams(self.nc.jetstream(), settings.stream_replicas)
+            phases.mark("stream checks")
             log.info("nats ready", url=settings.nats_url)
             self.relay = OutboxRelay(
                 self.engine,
@@ -227,6 +252,7 @@ class ServiceRuntime:
                 runner.start()
                 self._consumers.append(runner)
             self._start_tasks()
+            phases.mark("relay, consumers and background tasks")
             interceptors: list[aio.ServerInterceptor] = [
                 TelemetryInterceptor(),
                 ErrorMappingInterceptor(),
@@ -243,7 +269,9 @@ class ServiceRuntime:
                 tls=settings.server_tls,
             )
             await self.grpc.start()
+            phases.mark("server bind")
             await self.grpc.mark_serving()
+            phases.mark("ready")
             log.info(
                 "serving",
                 listen=settings.listen,
@@ -256,6 +284,7 @@ class ServiceRuntime:
                     else "on"
                 ),
             )
+            phases.ready()
         except BaseException:
             await self.stop()
             raise

@@ -19,6 +19,7 @@ from trinity_platform.entrypoint import run_main
 from trinity_platform.logs import configure_logging
 from trinity_platform.metrics import MetricsEndpoint
 from trinity_platform.nats_connect import NatsConfigError, nats_security_from_env
+from trinity_platform.startup import StartupPhases
 from trinity_platform.tls import TlsConfigError, client_tls_from_env
 from trinity_work.executor.config import DEFAULT_TARGET, ConfigError, load_config
 from trinity_work.executor.worker import Executor
@@ -39,6 +40,8 @@ def main() -> None:
 
 
 async def run() -> None:
+    startup = StartupPhases("executor")
+    startup.mark("imports")
     try:
         config = load_config(os.environ.get("TRINITY_EXECUTOR_CONFIG") or None)
         executor = Executor(
@@ -48,7 +51,9 @@ async def run() -> None:
             token=os.environ.get("TRINITY_EXECUTOR_TOKEN") or None,
             tls=client_tls_from_env(),
             nats_security=nats_security_from_env(),
+            startup=startup,
         )
+        startup.mark("config")
     except (ConfigError, TlsConfigError, NatsConfigError) as exc:
         print(f"trinity executor: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

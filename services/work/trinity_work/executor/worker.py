@@ -32,6 +32,7 @@ from trinity_platform.envelope import Envelope
 from trinity_platform.errors import NotFound, TrinityError
 from trinity_platform.logs import get_logger
 from trinity_platform.nats_connect import NatsSecurity, connect_nats
+from trinity_platform.startup import StartupPhases
 from trinity_platform.subjects import WORK_QUEUE_STREAM, work_queue_subject
 from trinity_platform.tls import ClientTls
 from trinity_work import contracts as pb
@@ -39,7 +40,6 @@ from trinity_work.domain.model import (
     AgentTask,
     Failure,
     FailureCode,
-    Notification,
     ToolRun,
     WorkResult,
 )
@@ -87,8 +87,10 @@ class Executor:
         token: str | None = None,
         tls: ClientTls | None = None,
         nats_security: NatsSecurity | None = None,
+        startup: StartupPhases | None = None,
     ) -> None:
         self.config = config
+        self._startup = startup or StartupPhases("executor")
         self._target = target
         self._nats_url = nats_url
         self._token = token
@@ -124,6 +126,7 @@ class Executor:
             name=f"trinity-executor-{config.executor_id}",
             security=self._nats_security,
         )
+        self._startup.mark("nats connect")
         js = self._nc.jetstream()
         for kind in config.kinds:
             runner = PullConsumerRunner(
@@ -142,12 +145,14 @@ class Executor:
             )
             runner.start()
             self._runners.append(runner)
+        self._startup.mark("consumers")
         _log.info(
             "executor started",
             executor_id=config.executor_id,
             kinds=[k.value for k in config.kinds],
             concurrency=config.concurrency,
         )
+        self._startup.ready(executor_id=config.executor_id)
 
     async def stop(self) -> None:
         """Graceful: no new work; running jobs get ``shutdown_grace`` to finish, then
@@ -321,14 +326,6 @@ class Executor:
             result = await self.notifier.send(payload, job)
         return finalize(
             result, job.work_id, self.config.result_inline_limit, self.config.evidence_dir
-        )
-
-    async def _run_tool(self, run: ToolRun, job: Job) -> WorkResult:
-        raise JobFailed(FailureCode.TOOL_NOT_CONFIGURED.value, f"no tool for {run.action.value}")
-
-    async def _notify(self, note: Notification, job: Job) -> WorkResult:
-        raise JobFailed(
-            FailureCode.CHANNEL_NOT_CONFIGURED.value, f"no {note.channel.value} channel"
         )
 
     async def _heartbeats(self, running: RunningJob) -> None:
