@@ -1,6 +1,7 @@
 """The web console in a real headless browser (Debian's Chromium driven by Playwright),
 against the real suite: sign in, start a process, follow it live to its approval,
-approve it in the page as the signed-in person, and see it complete; then pause,
+request changes, follow the loop back to it, approve it in the page as the signed-in
+person, and see it complete; then pause,
 resume and cancel another from the page. Screenshots are kept under
 ``test-artifacts/console/`` (the path is printed).
 
@@ -157,6 +158,21 @@ async def test_start_follow_approve_and_complete_in_the_browser(  # type: ignore
     )
     await page.screenshot(path=artifacts / "2-waiting-for-approval.png", full_page=True)
 
+    # First ask for changes: the gateway loops back to the draft, which runs again.
+    await page.click("#waiting-approval a")
+    await page.wait_for_url(base + "/approvals")
+    card = page.locator(
+        "article.approval", has=page.locator(f"a[href='/executions/{execution_id}']")
+    )
+    await card.locator("textarea[name=comment]").fill("Cite your sources")
+    await card.locator("button[value=request_changes]").click()
+    await page.wait_for_selector("#decided:has-text('Changes requested.')")
+    await page.goto(f"{base}/executions/{execution_id}")
+    await page.wait_for_selector("#steps tr[data-step='review'] .status.waiting")
+    await page.wait_for_selector("#timeline li:has-text('draft started · iteration 2')")
+    assert await page.locator("#steps tr[data-step='review'] td").nth(3).inner_text() == "2"
+
+    # Then approve the second draft, with a comment.
     await page.click("#waiting-approval a")
     await page.wait_for_url(base + "/approvals")
     card = page.locator(
@@ -181,10 +197,11 @@ async def test_start_follow_approve_and_complete_in_the_browser(  # type: ignore
     approvals = await api.approvals.ListApprovals(
         approval_service_pb2.ListApprovalsRequest(execution_id=execution_id)
     )
-    (approval,) = approvals.approvals
-    assert approval.status == approval_pb2.APPROVAL_STATUS_APPROVED
-    assert approval.decided_by == "reviewer@example.com"
-    assert approval.comment == "Looks right <b>to me</b>"
+    decided = sorted(approvals.approvals, key=lambda a: a.iteration)
+    assert [(a.status, a.decided_by, a.comment) for a in decided] == [
+        (approval_pb2.APPROVAL_STATUS_NEEDS_CHANGES, "reviewer@example.com", "Cite your sources"),
+        (approval_pb2.APPROVAL_STATUS_APPROVED, "reviewer@example.com", "Looks right <b>to me</b>"),
+    ]
 
 
 async def test_pause_resume_and_cancel_from_the_page(  # type: ignore[no-untyped-def]

@@ -73,6 +73,10 @@ def execution(status: int = pb.EXECUTION_STATUS_RUNNING) -> pb.Execution:
                 attempt=1,
                 output=HOSTILE,
                 error=types_pb2.Failure(code="AGENT_FAILED", message=HOSTILE),
+                iterations=[
+                    pb.StepIteration(iteration=1, status=pb.STEP_STATUS_COMPLETED, output=HOSTILE)
+                ],
+                iterations_omitted=2,
             ),
             pb.StepExecution(step_id="check", status=pb.STEP_STATUS_PENDING),
         ],
@@ -120,6 +124,8 @@ async def test_hostile_step_output_and_errors_are_escaped(
     assert data is not None
     assert json.loads(data.group(1))["steps"][0]["output"] == HOSTILE
     assert 'href="javascript:' not in page  # an artifact reference is a link only when http(s)
+    assert "earlier iterations (3)" in page
+    assert "iteration 1 · completed" in page
 
 
 async def test_every_call_carries_the_signed_in_persons_token(

@@ -123,7 +123,26 @@ def step_view(step: pb.StepExecution) -> dict[str, Any]:
         "decision": step.decision,
         "skip_reason": step.skip_reason,
         "error": _failure(step.error) if step.HasField("error") else None,
+        "earlier": [_iteration_view(earlier) for earlier in step.iterations],
+        "earlier_omitted": step.iterations_omitted,
     }
+
+
+def _iteration_view(earlier: pb.StepIteration) -> dict[str, Any]:
+    """One earlier iteration of a looping step, as one line of text and its output."""
+    parts = [f"iteration {earlier.iteration}", step_status(earlier.status)]
+    if earlier.decision:
+        parts.append(earlier.decision)
+    if earlier.HasField("duration"):
+        parts.append(duration(earlier.duration))
+    if earlier.HasField("cost") and (earlier.cost.units or earlier.cost.nanos):
+        parts.append(money(earlier.cost))
+    if earlier.HasField("error") and earlier.error.code:
+        parts.append(f"{earlier.error.code}: {earlier.error.message}")
+    if earlier.skip_reason:
+        parts.append(earlier.skip_reason)
+    output = earlier.output + (" …(cut)" if earlier.output_truncated else "")
+    return {"line": " · ".join(parts), "output": output}
 
 
 def execution_view(execution: pb.Execution) -> dict[str, Any]:

@@ -122,8 +122,36 @@ function stepRow(step) {
     details.append(summary, pre);
     result.appendChild(details);
   }
+  if (step.earlier.length) result.appendChild(earlierIterations(step));
   row.append(cell(step.name), cell(step.kind), statusCell, cell(String(step.iteration)), cell(String(step.attempt)), cell(step.duration), cell(step.cost), result);
   return row;
+}
+
+function earlierIterations(step) {
+  const details = document.createElement("details");
+  details.className = "earlier";
+  const summary = document.createElement("summary");
+  summary.textContent = `earlier iterations (${step.earlier.length + step.earlier_omitted})`;
+  const list = document.createElement("ol");
+  for (const earlier of step.earlier) {
+    const item = document.createElement("li");
+    item.textContent = earlier.line;
+    if (earlier.output) {
+      const pre = document.createElement("pre");
+      pre.className = "output";
+      pre.textContent = earlier.output;
+      item.appendChild(pre);
+    }
+    list.appendChild(item);
+  }
+  details.append(summary, list);
+  if (step.earlier_omitted) {
+    const note = document.createElement("p");
+    note.className = "meta";
+    note.textContent = `${step.earlier_omitted} older ones are in the timeline only`;
+    details.appendChild(note);
+  }
+  return details;
 }
 
 function setText(id, text) {
