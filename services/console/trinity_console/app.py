@@ -104,7 +104,7 @@ def create_app(settings: ConsoleSettings, backend: Backend | None = None) -> web
         client_max_size=256 * 1024,
     )
     app[SETTINGS] = settings
-    app[BACKEND] = backend or Backend(settings.targets, settings.call_timeout)
+    app[BACKEND] = backend or Backend(settings.targets, settings.call_timeout, settings.tls)
     app[TEMPLATES] = templates()
     app[STREAMS] = set()
     app.on_response_prepare.append(auth.add_security_headers)

@@ -15,7 +15,9 @@ import grpc
 from trinity.process.approval.v1.approval_service_pb2_grpc import ApprovalServiceStub
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
+from trinity_platform.channels import open_channel
 from trinity_platform.grpc_errors import error_details, rpc_status_of
+from trinity_platform.tls import ClientTls
 
 _STUBS: dict[str, Any] = {
     "definition": DefinitionServiceStub,
@@ -63,17 +65,21 @@ def service_error(error: grpc.RpcError, service: str, target: str) -> ServiceErr
 
 
 class Backend:
-    """One channel per service, shared by every person's calls."""
+    """One channel per service (the platform's: every replica, health-checked, TLS when
+    configured), shared by every person's calls; the token goes with each call."""
 
-    def __init__(self, targets: Mapping[str, str], timeout: float = 10.0) -> None:
+    def __init__(
+        self, targets: Mapping[str, str], timeout: float = 10.0, tls: ClientTls | None = None
+    ) -> None:
         self._targets = dict(targets)
         self._timeout = timeout
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, service: str) -> Any:
         channel = self._channels.get(service)
         if channel is None:
-            channel = grpc.aio.insecure_channel(self._targets[service])
+            channel = open_channel(self._targets[service], tls=self._tls)
             self._channels[service] = channel
         return _STUBS[service](channel)
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from trinity_platform.config import parse_auth_tokens, service_target
+from trinity_platform.tls import ClientTls, client_tls_from_env
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
 # The services the console calls (work is left to executors and operators' tools).
@@ -24,6 +25,8 @@ class ConsoleSettings:
     secure_cookie: bool = False
     # Deadline of one unary call to a service, in seconds.
     call_timeout: float = 10.0
+    # TLS to the services (the platform's TRINITY_TLS_* client settings); None: plaintext.
+    tls: ClientTls | None = None
 
     @property
     def authentication(self) -> bool:
@@ -32,7 +35,7 @@ class ConsoleSettings:
 
 def load_settings(env: Mapping[str, str] | None = None) -> ConsoleSettings:
     """``TRINITY_CONSOLE_LISTEN``, ``TRINITY_CONSOLE_SECURE_COOKIE``, the services'
-    ``TRINITY_<SERVICE>_TARGET`` and ``TRINITY_AUTH_TOKENS``."""
+    ``TRINITY_<SERVICE>_TARGET``, ``TRINITY_AUTH_TOKENS`` and the client TLS settings."""
     env = os.environ if env is None else env
     listen = env.get("TRINITY_CONSOLE_LISTEN") or DEFAULT_LISTEN
     host, sep, port = listen.rpartition(":")
@@ -47,4 +50,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> ConsoleSettings:
         targets={service: service_target(service, env) for service in BACKENDS},
         principals=parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", "")),
         secure_cookie=secure in ("true", "1"),
+        tls=client_tls_from_env(env),
     )
