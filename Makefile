@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: venv gen check-gen lint fmt test test-fast run bench bench-quick browser clean
+.PHONY: venv gen check-gen lint fmt test test-fast fuzz run bench bench-quick browser clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ test: $(STAMP) check-gen lint browser
 ## Only the tests, without lint and drift checks.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x
+
+## The fuzz suite of every RPC, long: TRINITY_FUZZ_EXAMPLES per RPC and attack (make test runs 12).
+fuzz: $(STAMP)
+	TRINITY_FUZZ_EXAMPLES=$${TRINITY_FUZZ_EXAMPLES:-400} $(BIN)/python -m pytest -q tests/fuzz --timeout=0
 
 ## Start NATS (when none answers), the four services, an executor and the web console on SQLite.
 run: $(STAMP)

@@ -18,6 +18,7 @@ from grpc import aio
 
 from trinity.process.execution.v1 import execution_service_pb2
 from trinity.process.work.v1 import work_pb2, work_service_pb2
+from trinity_platform.errors import FieldViolation, InvalidArgument, NotFound
 from trinity_platform.grpc_errors import error_details
 from trinity_platform.grpc_server import GrpcServerHandle, ServiceRegistration, build_server
 from trinity_platform.interceptors import ErrorMappingInterceptor
@@ -78,6 +79,22 @@ async def echo(request: Trigger, context: aio.ServicerContext) -> Trigger:
     return request
 
 
+async def refuse(request: Trigger, context: aio.ServicerContext) -> Trigger:
+    """Errors quoting the request, as services' errors do."""
+    if request.triggered_by == "many":
+        raise InvalidArgument(
+            "bad",
+            [
+                FieldViolation(f"f{i}.{request.process_name}", request.process_name)
+                for i in range(500)
+            ],
+            metadata={f"k{i}": request.process_name for i in range(100)},
+        )
+    raise NotFound(
+        f"no process named {request.process_name!r}", metadata={"name": request.process_name}
+    )
+
+
 async def echo_stream(request: Trigger, context: aio.ServicerContext) -> AsyncIterator[Trigger]:
     yield request
 
@@ -88,6 +105,11 @@ def registration() -> ServiceRegistration:
         {
             "Echo": grpc.unary_unary_rpc_method_handler(
                 echo,
+                request_deserializer=Trigger.FromString,
+                response_serializer=Trigger.SerializeToString,
+            ),
+            "Refuse": grpc.unary_unary_rpc_method_handler(
+                refuse,
                 request_deserializer=Trigger.FromString,
                 response_serializer=Trigger.SerializeToString,
             ),
@@ -239,3 +261,27 @@ def test_repeated_and_nested_messages_are_walked_and_violations_capped() -> None
         many.input[f"k{index}"] = math.nan
     assert len(message_violations(many)) == 20
     assert message_violations(work_pb2.WorkRequest()) == []
+
+
+@pytest.mark.parametrize("name", ["x" * 1_000_000, "\u00e9\U0001f600" * 100_000])
+async def test_errors_quoting_a_huge_request_stay_within_the_trailer_limit(
+    channel: aio.Channel, name: str
+) -> None:
+    """Unclipped, the client saw RESOURCE_EXHAUSTED ("metadata size exceeds hard limit")."""
+    refuse = channel.unary_unary(f"/{SERVICE}/Refuse")
+    with pytest.raises(aio.AioRpcError) as caught:
+        await refuse(Trigger(process_name=name).SerializeToString())
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (caught.value.details() or "").endswith("…")
+    assert len((caught.value.details() or "").encode()) <= 400
+
+    with pytest.raises(aio.AioRpcError) as caught:
+        await refuse(Trigger(process_name=name, triggered_by="many").SerializeToString())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    reason, violations = error_details(caught.value)
+    assert reason == "INVALID_ARGUMENT"
+    assert 1 < len(violations) < 500
+    assert (
+        violations[-1].description.startswith("and ")
+        and "more violations" in violations[-1].description
+    )

@@ -83,12 +83,59 @@ def _rpc_code(code: grpc.StatusCode) -> int:
     return int(code.value[0])
 
 
+# Error texts often quote the request ("no definition 'x…'"), and a hostile request can
+# be megabytes. The status travels in trailers, which clients refuse past 8-16 KB (they
+# then see RESOURCE_EXHAUSTED instead of the error), so each part is clipped (UTF-8 bytes).
+MAX_MESSAGE_BYTES = 400
+MAX_FIELD_BYTES = 96
+MAX_DESCRIPTION_BYTES = 192
+MAX_VIOLATIONS_BYTES = 3000
+MAX_METADATA_BYTES = 600
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, marked with "…" when cut."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "…"
+
+
+def _bounded_violations(violations: list[FieldViolation]) -> list[FieldViolation]:
+    kept: list[FieldViolation] = []
+    budget = MAX_VIOLATIONS_BYTES
+    for index, v in enumerate(violations):
+        clipped = FieldViolation(
+            clip(v.field, MAX_FIELD_BYTES), clip(v.description, MAX_DESCRIPTION_BYTES)
+        )
+        budget -= len(clipped.field.encode()) + len(clipped.description.encode())
+        if budget < 0:
+            kept.append(FieldViolation("", f"and {len(violations) - index} more violations"))
+            break
+        kept.append(clipped)
+    return kept
+
+
+def _bounded_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    budget = MAX_METADATA_BYTES
+    for key, value in metadata.items():
+        key, value = clip(key, 48), clip(value, 96)
+        budget -= len(key.encode()) + len(value.encode())
+        if budget < 0:
+            break
+        kept[key] = value
+    return kept
+
+
 def to_rpc_status(error: TrinityError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` describing ``error``."""
+    """The ``google.rpc.Status`` describing ``error`` (bounded in size, see ``clip``)."""
     code = status_code_for(error)
-    status = status_pb2.Status(code=_rpc_code(code), message=error.message)
+    status = status_pb2.Status(code=_rpc_code(code), message=clip(error.message, MAX_MESSAGE_BYTES))
     info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        reason=clip(error.reason, 64),
+        domain=ERROR_DOMAIN,
+        metadata=_bounded_metadata(error.metadata),
     )
     status.details.add().Pack(info)
     if error.retry_after is not None:
@@ -99,7 +146,8 @@ def to_rpc_status(error: TrinityError) -> status_pb2.Status:
         violation = error_details_pb2.BadRequest.FieldViolation
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                violation(field=v.field, description=v.description) for v in error.violations
+                violation(field=v.field, description=v.description)
+                for v in _bounded_violations(error.violations)
             ]
         )
         status.details.add().Pack(bad_request)

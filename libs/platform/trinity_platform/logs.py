@@ -1,16 +1,86 @@
-"""structlog setup shared by the services: JSON lines when not on a terminal."""
+"""structlog setup shared by the services: JSON lines when not on a terminal.
+
+Nothing secret reaches a log line: every event passes :func:`redact_secrets` last,
+which masks the credentials of URLs (``nats://user:***@host``) and every value
+registered with :func:`register_secrets`. :func:`configure_logging` registers the
+secrets of the environment: the values of ``TRINITY_*`` settings named like a token,
+key, password or secret (the tokens of ``TRINITY_AUTH_TOKENS``), and the passwords in
+every URL setting.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
+REDACTED = "***"
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/@'\"]+)@")
+_SECRET_SETTING = re.compile(r"^TRINITY_\w*(TOKEN|TOKENS|PASSWORD|SECRET|SECRETS|KEY|KEYS)$")
+_MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text
+_secrets: set[str] = set()
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked: ``user:pass@`` becomes
+    ``user:***@`` and a lone token (``nats://token@host``) becomes ``***@``."""
+
+    def mask(match: re.Match[str]) -> str:
+        user, colon, _password = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:{REDACTED}@" if colon else f"{match['scheme']}{REDACTED}@"
+
+    return _URL_USERINFO.sub(mask, text)
+
+
+def register_secrets(*values: str) -> None:
+    """Mask these values wherever they appear in a log line from now on."""
+    _secrets.update(v for v in values if v and len(v) >= _MIN_SECRET_LENGTH)
+
+
+def secrets_of_environment(env: Mapping[str, str]) -> list[str]:
+    """The secret values among ``TRINITY_*`` settings (see the module docstring)."""
+    found: list[str] = []
+    for name, value in env.items():
+        if not name.startswith("TRINITY_") or not value:
+            continue
+        if _SECRET_SETTING.match(name):
+            # "token=principal,…" lists and comma-separated key rotations alike.
+            found += [item.partition("=")[0].strip() for item in value.split(",")]
+        for match in _URL_USERINFO.finditer(value):
+            user, colon, password = match["userinfo"].partition(":")
+            found.append(password if colon else user)
+    return [s for s in found if s]
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(item) for item in value]
+    text = value if isinstance(value, str) else repr(value)
+    text = redact_url(text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_secrets(_logger: Any, _name: str, event_dict: Any) -> Any:
+    """structlog processor: mask URL credentials and registered secrets in every value."""
+    return {key: _redact(value) for key, value in event_dict.items()}
+
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
-    """Route structlog and the standard ``logging`` module to stderr at ``level``."""
+    """Route structlog and the standard ``logging`` module to stderr at ``level``, with
+    the environment's secrets masked."""
+    register_secrets(*secrets_of_environment(os.environ))
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
@@ -37,7 +107,8 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if json else _identity,
+            structlog.processors.format_exc_info,  # as text, so that it is redacted too
+            redact_secrets,
             renderer,
         ],
     )
@@ -46,10 +117,6 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-
-
-def _identity(_logger: Any, _name: str, event_dict: Any) -> Any:
-    return event_dict
 
 
 def get_logger(name: str) -> Any:

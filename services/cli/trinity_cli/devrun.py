@@ -29,6 +29,7 @@ from trinity_cli.local_suite import (
 )
 from trinity_console.settings import DEFAULT_LISTEN as CONSOLE_LISTEN
 from trinity_platform.config import parse_auth_tokens
+from trinity_platform.logs import redact_url
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 DEMO_TOKENS = "reviewer-token=reviewer@example.com,lead-token=lead@example.com"
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             BANNER.format(
                 data_dir=data_dir,
-                nats_url=nats_url,
+                nats_url=redact_url(nats_url),
                 executor_config=executor_config or "(none: every agent runs echo)",
                 examples="Examples:\n" + "\n".join(published) + "\n" if published else "",
                 identities=_identities(tokens),
