@@ -115,7 +115,8 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
         assert result["facts"][0] == "trinity.process.execution.v1.ProcessStarted"
         assert result["facts"][-1] == "trinity.process.execution.v1.ProcessCompleted"
         assert result["facts"].count("trinity.process.execution.v1.StepCompleted") == 2
-        assert "unknown process refused: NotFound" in run.stderr
+        assert "unknown process refused: NotFound (no published process named" in run.stderr
+        assert f"published {name} 1.0" in run.stderr
         assert "google.rpc.ErrorInfo" in run.stderr
 
         # the Python side agrees, and saw the TypeScript client's bearer token
@@ -143,6 +144,19 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
             )
         assert definition.created_by == PRINCIPAL
         assert definition.version == result["processVersion"]
+
+        # the same content again is not a new version
+        again = subprocess.run(
+            ["node", "dist/run-process.js", name],
+            cwd=CLIENT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"{name} 1.0 is already published with this content" in again.stderr
+        assert json.loads(again.stdout.strip().splitlines()[-1])["processVersion"] == "1.0"
 
         # a wrong token is refused, so the header really is sent and checked
         refused = subprocess.run(

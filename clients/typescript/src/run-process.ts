@@ -12,13 +12,23 @@
 // stdout is the result as JSON. Exit 0 when the execution completed, 1 otherwise.
 
 import { randomUUID } from "node:crypto";
-import { create, createRegistry, toJson, type Registry } from "@bufbuild/protobuf";
+import { create, createRegistry, equals, toJson, type Registry } from "@bufbuild/protobuf";
 import { anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  type Client,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 
 import { MoneySchema } from "./gen/trinity/process/common/v1/types_pb.js";
-import { ProcessSpecSchema } from "./gen/trinity/process/definition/v1/definition_pb.js";
+import {
+  FailureAction,
+  ProcessSpecSchema,
+  type ProcessSpec,
+} from "./gen/trinity/process/definition/v1/definition_pb.js";
 import { DefinitionService } from "./gen/trinity/process/definition/v1/definition_service_pb.js";
 import {
   ExecutionStatus,
@@ -56,7 +66,9 @@ function bearer(token: string | undefined): Interceptor[] {
   ];
 }
 
-/** A two-step process: an agent greets, a second agent step repeats it. */
+/** A two-step process: an agent greets, a second agent step repeats it. The service
+ *  stores a spec in its canonical form, defaults spelled out (`onFailure: FAIL`), so
+ *  this one spells them out too and compares equal to what was published. */
 function helloSpec(name: string) {
   return create(ProcessSpecSchema, {
     name,
@@ -72,6 +84,7 @@ function helloSpec(name: string) {
           value: { agent: "echo", message: "Hello, {{ input.who }}!" },
         },
         timeout: { seconds: BigInt(60) },
+        onFailure: FailureAction.FAIL,
       },
       {
         id: "repeat",
@@ -82,6 +95,7 @@ function helloSpec(name: string) {
           value: { agent: "echo", message: "{{ steps.greet.text }} (via TypeScript)" },
         },
         timeout: { seconds: BigInt(60) },
+        onFailure: FailureAction.FAIL,
       },
     ],
   });
@@ -97,6 +111,28 @@ function describeFact(type: string, fact: Any | undefined, registry: Registry): 
   return type;
 }
 
+/** The latest published version of `name` when its spec equals `spec`, else "". */
+async function publishedWithSameSpec(
+  definitions: Client<typeof DefinitionService>,
+  name: string,
+  spec: ProcessSpec,
+  signal: AbortSignal,
+): Promise<string> {
+  try {
+    const latest = await definitions.getDefinition(
+      { selector: { case: "byName", value: { name, version: "" } } },
+      { signal },
+    );
+    const definition = latest.definition;
+    return definition?.spec && equals(ProcessSpecSchema, definition.spec, spec)
+      ? definition.version
+      : "";
+  } catch (error) {
+    if (ConnectError.from(error).code === Code.NotFound) return ""; // never published
+    throw error;
+  }
+}
+
 async function main(): Promise<number> {
   const processName = process.argv[2] ?? "typescript-hello";
   const definitionTarget = process.env.TRINITY_DEFINITION_TARGET ?? "127.0.0.1:7401";
@@ -107,17 +143,24 @@ async function main(): Promise<number> {
   const executions = createClient(ExecutionService, transportFor(executionTarget, interceptors));
   const signal = AbortSignal.timeout(timeoutMs);
 
-  // 1. Create a draft and publish it as the next version of its name.
-  const draft = await definitions.createDraft(
-    { requestId: randomUUID(), source: { case: "spec", value: helloSpec(processName) } },
-    { signal },
-  );
-  const published = await definitions.publishDefinition(
-    { requestId: randomUUID(), definitionId: draft.definition?.id ?? "" },
-    { signal },
-  );
-  const version = published.definition?.version ?? "";
-  log(`published ${processName} ${version}`);
+  // 1. Publish the spec as the next version of its name, unless the latest published
+  //    version already says the same (as `trinity-process definitions apply --publish`).
+  const spec = helloSpec(processName);
+  let version = await publishedWithSameSpec(definitions, processName, spec, signal);
+  if (version) {
+    log(`${processName} ${version} is already published with this content`);
+  } else {
+    const draft = await definitions.createDraft(
+      { requestId: randomUUID(), source: { case: "spec", value: spec } },
+      { signal },
+    );
+    const published = await definitions.publishDefinition(
+      { requestId: randomUUID(), definitionId: draft.definition?.id ?? "" },
+      { signal },
+    );
+    version = published.definition?.version ?? "";
+    log(`published ${processName} ${version}`);
+  }
 
   // Errors arrive as gRPC status codes: an unknown process is NOT_FOUND, not INTERNAL.
   try {
@@ -132,7 +175,10 @@ async function main(): Promise<number> {
     if (connectError.code !== Code.NotFound) throw error;
     // The details travel as google.rpc.Status details (ErrorInfo with a stable reason).
     const details = connectError.details.map((d) => ("desc" in d ? d.desc.typeName : d.type));
-    log(`unknown process refused: ${Code[connectError.code]} (${connectError.rawMessage}) details: ${details.join(", ")}`);
+    log(
+      `unknown process refused: ${Code[connectError.code]} (${connectError.rawMessage}) ` +
+        `details: ${details.join(", ")}; ListDefinitions names the published processes`,
+    );
   }
 
   // 2. Trigger it.

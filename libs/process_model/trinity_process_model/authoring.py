@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
@@ -32,6 +33,7 @@ from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from trinity_process_model.durations import MAX_DURATION, format_duration, parse_duration
+from trinity_process_model.json_marks import load_json_with_marks
 from trinity_process_model.model import (
     ActionKind,
     AgentTaskConfig,
@@ -309,6 +311,10 @@ def _load(text: str, fmt: Format | None) -> tuple[Any, list[Violation]]:
         if too_deep:
             return None, [Violation("", too_deep)]
         try:
+            return load_json_with_marks(text, _Map, _Seq), []
+        except (ValueError, RecursionError):
+            pass  # json.loads says what is wrong, in its own words
+        try:
             return json.loads(text, object_pairs_hook=_json_map), []
         except json.JSONDecodeError as exc:
             problem = Violation(
@@ -358,7 +364,7 @@ def spec_from_data(data: Any) -> ProcessSpec:
     reader = _Reader()
     spec = reader.spec(data)
     if reader.violations or spec is None:
-        raise AuthoringError(reader.violations or [Violation("", "not a process")])
+        raise AuthoringError(reader.in_file_order() or [Violation("", "not a process")])
     return spec
 
 
@@ -493,10 +499,17 @@ class _Reader:
 
     def __init__(self) -> None:
         self.violations: list[Violation] = []
+        self._positions: list[tuple[float, float]] = []  # (line, column) of each violation
         self.input_budget = MAX_INPUT_VALUES
 
     def error(self, path: str, message: str, mark: Mark | None = None) -> None:
         self.violations.append(Violation(path, message + _where(mark)))
+        self._positions.append((mark.line, mark.column) if mark else (math.inf, math.inf))
+
+    def in_file_order(self) -> list[Violation]:
+        """The violations by where they are in the file (those without a place last)."""
+        order = sorted(range(len(self.violations)), key=self._positions.__getitem__)
+        return [self.violations[i] for i in order]
 
     # ------------------------------------------------------------ structure
 

@@ -27,6 +27,7 @@ from google.protobuf import duration_pb2, struct_pb2
 
 from trinity.process.common.v1 import enums_pb2, types_pb2
 from trinity.process.definition.v1 import definition_pb2 as pb
+from trinity_platform.json_values import from_value, struct_to_dict
 from trinity_process_model.authoring import AuthoringError
 from trinity_process_model.durations import MAX_DURATION
 from trinity_process_model.model import (
@@ -429,7 +430,7 @@ class _Decoder:
             type=kind or InputType.STRING,
             required=message.required,
             has_default=has_default,
-            default=_from_value(message.default_value) if has_default else None,
+            default=from_value(message.default_value) if has_default else None,
             description=message.description,
         )
 
@@ -543,7 +544,7 @@ class _Decoder:
             return ScheduleTrigger(
                 cron=schedule.cron,
                 timezone=schedule.timezone or "UTC",
-                input={k: _from_value(v) for k, v in schedule.input.fields.items()},
+                input=struct_to_dict(schedule.input),
             )
         if kind == "event":
             return EventTrigger(message.event.subject)
@@ -606,22 +607,4 @@ class _Decoder:
 
 def value_from_proto(value: struct_pb2.Value) -> Any:
     """A JSON value of the contract as plain Python (integral numbers as ``int``)."""
-    return _from_value(value)
-
-
-def _from_value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and abs(number) <= MAX_JSON_INTEGER:
-            return int(number)
-        return number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return {k: _from_value(v) for k, v in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_from_value(v) for v in value.list_value.values]
-    return None
+    return from_value(value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -214,6 +215,12 @@ def test_governance_run_loops_until_green_and_releases(running: Running) -> None
                 if a["execution_id"] == execution_id and a["step_id"] == "release_gate"
             ],
         )[0]
+        (title,) = [
+            a["title"]
+            for a in cli.json("approvals", "list", "--execution", execution_id)["approvals"]
+            if a["id"] == release
+        ]
+        assert title == "Release billing-api? Checks green in round 2."  # not "round 2.0"
         cli("approvals", "approve", release, token="lead-token")
         out, err = watcher.communicate(timeout=DEADLINE)
     finally:
@@ -261,6 +268,48 @@ def test_governance_run_loops_until_green_and_releases(running: Running) -> None
     assert types.count("GatewayEvaluated") == 2
 
 
+NUMBERS = """\
+name: numbers
+steps:
+  - id: score
+    agent_task: {agent: echo, message: '{"score": 90, "ratio": 0.5}'}
+  - id: say
+    depends_on: [score]
+    agent_task:
+      agent: echo
+      message: "n={{ input.n }} half={{ input.half }} items={{ input.items }} score={{ steps.score.output.score }}"
+"""
+
+
+def test_integers_stay_integers_in_templates_outputs_json_and_facts(
+    running: Running, tmp_path: Path
+) -> None:
+    cli = running.cli
+    process = tmp_path / "numbers.yaml"
+    process.write_text(NUMBERS)
+    cli("definitions", "apply", str(process), "--publish")
+    run = ("run", "numbers", "--input", "n:=3", "--input", "half:=2.5", "--input", "items:=[1,2]")
+    done = cli(*run, "--wait", "-o", "json")
+    execution = json.loads(done.stdout)["execution"]
+    steps = steps_by_id(execution)
+    assert steps["say"]["output"] == "n=3 half=2.5 items=[1, 2] score=90"
+    assert steps["score"]["structured_output"] == {"score": 90, "ratio": 0.5}
+    for said in ('"n": 3', '"score": 90'):  # the JSON output says 3, not 3.0
+        assert re.search(said + r"(?![.\d])", done.stdout), said
+    inputs = {"n": 3, "half": 2.5, "items": [1, 2]}
+    status = cli("executions", "status", execution["id"]).stdout
+    (line,) = [x for x in status.splitlines() if x.startswith("input ")]
+    assert json.loads(line.removeprefix("input")) == inputs and "3.0" not in line
+    facts = cli(
+        "facts", "tail", "--execution", execution["id"], "--service", "execution", "--count", "1"
+    ).stdout
+    (started,) = facts.splitlines()  # --count 1 stops at one
+    said = re.search(r"input=(\{\S*\})", started)
+    assert said is not None and json.loads(said.group(1)) == inputs and "3.0" not in started
+    work = cli("work", "list", "--execution", execution["id"], "-o", "json")
+    assert '"score": 90' in work.stdout
+
+
 def test_refusals_of_the_real_services_are_one_line(running: Running, tmp_path: Path) -> None:
     cli = running.cli
     broken = tmp_path / "broken.yaml"
@@ -271,13 +320,38 @@ def test_refusals_of_the_real_services_are_one_line(running: Running, tmp_path: 
     assert "depends_on" in validated.stdout and "nowhere" in validated.stdout
     refused = cli("definitions", "apply", str(broken), "--publish", check=1)
     (line,) = refused.stderr.splitlines()
-    assert line.startswith(
-        "trinity-process: PublishDefinition refused by the definition service: INVALID_ARGUMENT"
-    )
+    assert re.match(
+        rf"trinity-process: {re.escape(str(broken))}: kept as draft broken rev 1 "
+        r"\(not published: \d+ problems?\) \[",
+        line,
+    ), line
     assert "nowhere" in line
+    again = cli("definitions", "apply", str(broken))
+    assert again.stdout.startswith("draft broken rev 1 unchanged"), again.stdout
+    assert cli.json("definitions", "apply", str(broken))["action"] == "unchanged"
+
+    unparsable = tmp_path / "unparsable.yaml"
+    unparsable.write_text("name: [unclosed\nsteps: []\n")
+    validated = cli("definitions", "validate", str(unparsable), check=1)
+    head, *problems = validated.stdout.splitlines()
+    assert head == f"{unparsable}: 1 problem"
+    (problem,) = problems
+    assert problem.startswith("  (file): YAML syntax error at line 2, column 6"), problem
+
     unknown = cli("run", "no-such-process", "--wait", check=1)
     (line,) = unknown.stderr.splitlines()
-    assert "TriggerProcess refused by the execution service: NOT_FOUND" in line
+    assert line == (
+        "trinity-process: TriggerProcess refused by the execution service: NOT_FOUND "
+        "DEFINITION_NOT_FOUND: no published process named 'no-such-process' "
+        "(the published processes: trinity-process definitions list)"
+    )
+    as_json = cli("-o", "json", "run", "no-such-process", check=1)
+    error = json.loads(as_json.stderr)["error"]
+    assert (error["status"], error["reason"], error["violations"]) == (
+        "NOT_FOUND",
+        "DEFINITION_NOT_FOUND",
+        [],
+    )
 
 
 def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_examples_are_published_once_and_failures_do_not_stop_the_rest(
         path.parent.mkdir()
         path.write_text(text)
     lines = devrun.publish_examples([bad, good], fake.target)
-    assert lines[0].startswith("  bad: not published: PublishDefinition refused")
+    assert lines[0].startswith("  bad: kept as draft bad-one rev 1 (not published: 2 problems) [")
     assert lines[1] == "  good 1.0 (published)"
 
 

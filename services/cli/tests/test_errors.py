@@ -61,6 +61,9 @@ def test_unreachable_as_json_is_one_json_line(cli, closed_port: str) -> None:  #
     error = json.loads(line)["error"]
     assert error["status"] == "UNAVAILABLE"
     assert error["exit_code"] == 3
+    # the same keys always, even where there is nothing to say
+    assert sorted(error) == ["exit_code", "message", "reason", "status", "violations"]
+    assert (error["reason"], error["violations"]) == ("", [])
 
 
 def test_unreachable_nats_is_one_line_and_exit_3(cli) -> None:  # type: ignore[no-untyped-def]
@@ -118,9 +121,9 @@ def test_refused_call_shows_status_reason_and_every_violation(cli, fake, tmp_pat
     result = cli("definitions", "apply", str(file), "--publish")
     assert result.code == 1
     assert result.err_lines == [
-        "trinity-process: PublishDefinition refused by the definition service: INVALID_ARGUMENT "
-        "DEFINITION_INVALID: the definition is invalid [steps[1].depends_on[0]: unknown step "
-        "'nowhere'; steps[2].gateway.routes: a gateway needs routes]"
+        f"trinity-process: {file}: kept as draft bad-process rev 1 (not published: 2 problems) "
+        "[steps[1].depends_on[0]: unknown step 'nowhere'; steps[2].gateway.routes: a gateway "
+        "needs routes]"
     ]
 
 
@@ -144,7 +147,7 @@ def test_refused_call_as_json_carries_reason_and_violations(cli, fake, tmp_path:
     [
         (
             ["run", "nobody"],
-            "TriggerProcess refused by the execution service: NOT_FOUND DEFINITION_NOT_FOUND: no published definition 'nobody'",
+            "TriggerProcess refused by the execution service: NOT_FOUND DEFINITION_NOT_FOUND: no published definition 'nobody' (the published processes: trinity-process definitions list)",
         ),
         (
             ["executions", "status", "exe-404"],
@@ -152,7 +155,7 @@ def test_refused_call_as_json_carries_reason_and_violations(cli, fake, tmp_path:
         ),
         (
             ["definitions", "show", "nothing"],
-            "GetDefinition refused by the definition service: NOT_FOUND DEFINITION_NOT_FOUND: no published definition 'nothing'",
+            "GetDefinition refused by the definition service: NOT_FOUND DEFINITION_NOT_FOUND: no published definition 'nothing' (the published processes: trinity-process definitions list)",
         ),
         (
             ["approvals", "approve", "apr-1", "--token", "tok-bob"],

@@ -13,6 +13,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from trinity.process.approval.v1 import facts_pb2 as approval_facts
 from trinity.process.execution.v1 import execution_pb2, facts_pb2
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity_platform.envelope import build_headers
@@ -133,3 +134,38 @@ def test_the_example_subscriber_decodes_facts(facts: str) -> None:
     assert first[1].strip() == "trinity.process.execution.v1.StepCompleted"
     assert first[2].strip() == "exe-1"
     assert first[3].strip().startswith("execution {")
+
+
+def test_count_stops_at_that_many_facts(cli, facts: str) -> None:  # type: ignore[no-untyped-def]
+    # Four facts wait in two streams; the consumers deliver them all at once.
+    result = cli("facts", "tail", "--nats-url", facts, "--count", "1")
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 1, result.out
+
+
+def test_timestamps_inside_a_fact_are_rfc_3339(cli, nats_url: str) -> None:  # type: ignore[no-untyped-def]
+    async def publish() -> None:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await ensure_streams(js)
+        fact = approval_facts.ApprovalRequested(approval_id="apr-1", execution_id="exe-1")
+        fact.deadline.FromDatetime(datetime(2026, 11, 23, 5, 57, 32, 250000, tzinfo=UTC))
+        headers = build_headers(
+            "msg-approval",
+            "trinity.process.approval.v1.ApprovalRequested",
+            event_source("approval"),
+            "apr-1",
+            datetime.now(UTC),
+        )
+        await js.publish(
+            fact_subject("approval", "ApprovalRequested"),
+            fact.SerializeToString(),
+            headers=headers,
+        )
+        await nc.close()
+
+    asyncio.run(publish())
+    result = cli("facts", "tail", "--nats-url", nats_url, "--service", "approval", "--count", "1")
+    assert result.code == 0, result.err
+    assert "deadline=2026-11-23T05:57:32.250000Z" in result.out, result.out
+    assert "seconds=" not in result.out

@@ -85,7 +85,10 @@ def publish_examples(files: list[Path], definition_target: str) -> list[str]:
             try:
                 action, definition = apply_file(ctx, str(path), publish=True)
             except CliError as error:
-                lines.append(f"  {path.parent.name}: not published: {error.message}")
+                said = error.message.removeprefix(f"{path}: ")
+                if "not published" not in said:
+                    said = f"not published: {said}"
+                lines.append(f"  {path.parent.name}: {said}")
                 continue
             state = "already published" if action == "unchanged" else "published"
             lines.append(f"  {definition.name} {definition.version} ({state})")

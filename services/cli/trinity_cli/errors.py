@@ -49,15 +49,16 @@ class CliError(Exception):
         self.violations = violations or []
 
     def as_dict(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"message": self.message, "exit_code": int(self.code)}
-        if self.status:
-            error["status"] = self.status
-        if self.reason:
-            error["reason"] = self.reason
-        if self.violations:
-            error["violations"] = [
+        """Always the same keys (``""`` and ``[]`` where there is nothing to say)."""
+        error: dict[str, Any] = {
+            "message": self.message,
+            "exit_code": int(self.code),
+            "status": self.status,
+            "reason": self.reason,
+            "violations": [
                 {"field": v.field, "description": v.description} for v in self.violations
-            ]
+            ],
+        }
         return {"error": error}
 
 
@@ -103,6 +104,8 @@ def from_rpc_error(error: grpc.RpcError, service: str, target: str, action: str)
         line += " [" + "; ".join(f"{v.field}: {v.description}" for v in violations) + "]"
     if code == grpc.StatusCode.UNAUTHENTICATED:
         line += " (pass --token or set TRINITY_TOKEN)"
+    if reason == "DEFINITION_NOT_FOUND":
+        line += " (the published processes: trinity-process definitions list)"
     exit_code = ExitCode.UNREACHABLE if code in _UNREACHABLE_CODES else ExitCode.REFUSED
     return CliError(
         line, exit_code, status=code.name, reason=reason or "", violations=list(violations)

@@ -17,10 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import nats
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -38,6 +38,7 @@ from trinity_cli.context import Context
 from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, money, one_line
 from trinity_platform.envelope import Envelope, EnvelopeError, decode, format_time
+from trinity_platform.json_values import message_to_dict, struct_to_dict
 from trinity_platform.subjects import all_facts_subject
 
 Show = Callable[[Envelope, Message], None]
@@ -142,8 +143,10 @@ def _fields(message: Message, subject: str) -> Iterator[tuple[str, str]]:
         elif kind == "google.protobuf.Duration":
             if duration(value) != "-":
                 yield name, duration(value)
+        elif kind == "google.protobuf.Timestamp":
+            yield name, format_time(value.ToDatetime(tzinfo=UTC))
         elif kind == "google.protobuf.Struct":
-            yield name, json.dumps(json_format.MessageToDict(value), separators=(",", ":"))
+            yield name, json.dumps(struct_to_dict(value), separators=(",", ":"))
         elif descriptor.message_type is not None:
             yield from _fields(value, subject)
         else:
@@ -180,6 +183,8 @@ class FactPrinter:
 
     def __call__(self, envelope: Envelope, fact: Message) -> None:
         self.last = time.monotonic()
+        if self.stop.is_set():  # messages already delivered after the last one wanted
+            return
         if self.execution and execution_of(envelope, fact) != self.execution:
             return
         try:
@@ -202,7 +207,7 @@ class FactPrinter:
                     "time": format_time(envelope.time),
                     "correlation_id": envelope.correlation_id,
                     "causation_id": envelope.causation_id,
-                    "fact": json_format.MessageToDict(fact, preserving_proto_field_name=True),
+                    "fact": message_to_dict(fact, preserving_proto_field_name=True),
                 },
                 separators=(",", ":"),
             )

@@ -9,17 +9,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from trinity.process.common.v1 import types_pb2
+from trinity_platform.json_values import message_to_dict
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    """The canonical protobuf JSON mapping with proto field names, every field present."""
-    return json_format.MessageToDict(
+    """The canonical protobuf JSON mapping with proto field names, every field present;
+    integral numbers as integers (``trinity_platform.json_values``)."""
+    return message_to_dict(
         message,
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,

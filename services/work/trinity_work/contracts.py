@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.json_format import MessageToDict
 
 from trinity.process.common.v1 import enums_pb2, types_pb2
 from trinity.process.work.v1 import facts_pb2, intents_pb2, work_pb2
+from trinity_platform.json_values import struct_to_dict
 from trinity_process_model.proto_codec import ACTION_KINDS, CHANNELS
 from trinity_work.domain.model import (
     ActionKind,
@@ -187,7 +187,7 @@ def result(value: WorkResult) -> work_pb2.WorkResult:
 def from_result(value: work_pb2.WorkResult) -> WorkResult:
     structured: dict[str, Any] | None = None
     if value.HasField("structured_output"):
-        structured = MessageToDict(value.structured_output)
+        structured = struct_to_dict(value.structured_output)
     return WorkResult(
         output=value.output,
         structured_output=structured,

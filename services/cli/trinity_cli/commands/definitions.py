@@ -137,7 +137,9 @@ def apply_file(
         if latest is not None and latest.spec == local:
             return "unchanged", latest
     draft = _draft_of(ctx, name) if name else None
-    if draft is None:
+    if draft is not None and local is not None and draft.spec == local:
+        action, definition = "unchanged", draft  # the draft says this already
+    elif draft is None:
         action = "created"
         definition = ctx.clients.call(
             "definition",
@@ -157,18 +159,35 @@ def apply_file(
             ),
         ).definition
     if publish:
+        try:
+            definition = ctx.clients.call(
+                "definition",
+                "PublishDefinition",
+                api.PublishDefinitionRequest(
+                    request_id=_key(),
+                    definition_id=definition.id,
+                    expected_revision=definition.revision,
+                    bump=api.VERSION_BUMP_MAJOR if major else api.VERSION_BUMP_MINOR,
+                ),
+            ).definition
+        except CliError as error:
+            if error.reason != "DEFINITION_INVALID":
+                raise
+            raise _kept_as_draft(path, definition, error) from None
         action = "published"
-        definition = ctx.clients.call(
-            "definition",
-            "PublishDefinition",
-            api.PublishDefinitionRequest(
-                request_id=_key(),
-                definition_id=definition.id,
-                expected_revision=definition.revision,
-                bump=api.VERSION_BUMP_MAJOR if major else api.VERSION_BUMP_MINOR,
-            ),
-        ).definition
     return action, definition
+
+
+def _kept_as_draft(path: str, draft: pb.ProcessDefinition, error: CliError) -> CliError:
+    """The draft stays; say so, with every problem that kept it from being published."""
+    count = len(error.violations)
+    problems = f"{count} problem{'s' if count != 1 else ''}"
+    line = f"{path}: kept as draft {draft.name} rev {draft.revision} (not published: {problems})"
+    if error.violations:
+        line += " [" + "; ".join(f"{v.field}: {v.description}" for v in error.violations) + "]"
+    return CliError(
+        line, error.code, status=error.status, reason=error.reason, violations=error.violations
+    )
 
 
 def apply(ctx: Context) -> int:
@@ -184,6 +203,8 @@ def apply(ctx: Context) -> int:
 
 
 def describe_apply(action: str, definition: pb.ProcessDefinition) -> str:
+    if action == "unchanged" and not definition.version:
+        return f"draft {definition.name} rev {definition.revision} unchanged (id {definition.id})"
     if action == "unchanged":
         return f"{definition.name} {definition.version} is already published with this content"
     if action == "published":
@@ -200,9 +221,21 @@ def _key() -> str:
 
 def validate_file(ctx: Context) -> int:
     text = read_text(ctx.args.file)
-    reply = ctx.clients.call(
-        "definition", "ValidateDefinition", api.ValidateDefinitionRequest(yaml=text)
-    )
+    try:
+        reply = ctx.clients.call(
+            "definition", "ValidateDefinition", api.ValidateDefinitionRequest(yaml=text)
+        )
+    except CliError as error:
+        if error.reason != "DEFINITION_UNPARSABLE" or not error.violations:
+            raise
+        # A file that does not even parse: the same list as for an invalid one.
+        reply = api.ValidateDefinitionResponse(
+            valid=False,
+            violations=[
+                pb.Violation(field="" if v.field == "yaml" else v.field, description=v.description)
+                for v in error.violations
+            ],
+        )
     if ctx.json:
         ctx.emit({"file": ctx.args.file, **to_dict(reply)})
     elif reply.valid:

@@ -27,6 +27,7 @@ from trinity_cli.watch import (
     step_status_name,
     watch,
 )
+from trinity_platform.json_values import struct_to_dict
 
 STATUSES = {
     name.removeprefix("EXECUTION_STATUS_").lower(): value
@@ -194,7 +195,7 @@ def _print_execution(ctx: Context, e: pb.Execution) -> None:
     if e.cancel_reason:
         rows.append(("cancelled", f"{e.cancel_reason} (by {e.cancelled_by or '-'})"))
     if e.input.fields:
-        rows.append(("input", one_line(json.dumps(json_format.MessageToDict(e.input)), 100)))
+        rows.append(("input", one_line(json.dumps(struct_to_dict(e.input)), 100)))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         ctx.print(f"{key.ljust(width)}  {value}")

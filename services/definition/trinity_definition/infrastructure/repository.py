@@ -221,7 +221,7 @@ class SqlDefinitionRepository(DefinitionRepository):
         ).first()
         if row is None:
             raise DefinitionNotFound(
-                f"process {name!r} has no published version", metadata={"name": name}
+                f"no published process named {name!r}", metadata={"name": name}
             )
         return self._from_row(row)
 

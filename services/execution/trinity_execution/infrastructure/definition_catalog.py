@@ -39,7 +39,12 @@ class DefinitionCatalog:
         request = definition_service_pb2.GetDefinitionRequest(
             by_name=definition_service_pb2.NameSelector(name=name, version=version)
         )
-        definition = await self._get(request, f"process {name!r} {version or 'latest'}")
+        missing = (
+            f"process {name!r} has no version {version}"
+            if version
+            else f"no published process named {name!r}"
+        )
+        definition = await self._get(request, missing)
         if definition.status != definition_pb2.DEFINITION_STATUS_PUBLISHED:
             status = definition_pb2.DefinitionStatus.Name(definition.status)
             raise FailedPrecondition(
@@ -55,19 +60,20 @@ class DefinitionCatalog:
             self._cache.move_to_end(definition_id)
             return cached
         request = definition_service_pb2.GetDefinitionRequest(definition_id=definition_id)
-        return self._remember(await self._get(request, f"definition {definition_id}"))
+        return self._remember(await self._get(request, f"definition {definition_id} not found"))
 
     async def _get(
-        self, request: definition_service_pb2.GetDefinitionRequest, what: str
+        self, request: definition_service_pb2.GetDefinitionRequest, missing: str
     ) -> definition_pb2.ProcessDefinition:
+        """The definition; ``missing`` is what a NOT_FOUND says."""
         try:
             reply = await self._stub.GetDefinition(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"{what} not found", reason="DEFINITION_NOT_FOUND") from None
+                raise NotFound(missing, reason="DEFINITION_NOT_FOUND") from None
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise NotFound(
-                    f"{what}: {error.details()}", reason="DEFINITION_NOT_FOUND"
+                    f"{missing}: {error.details()}", reason="DEFINITION_NOT_FOUND"
                 ) from None
             raise Unavailable(
                 f"definition service unavailable: {error.code().name}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
@@ -20,6 +20,7 @@ from trinity.process.execution.v1 import facts_pb2 as pb
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_execution import domain as d
+from trinity_platform import json_values
 from trinity_process_model.model import StepKind
 from trinity_process_model.proto_codec import (
     ACTION_KINDS,
@@ -59,7 +60,8 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
 
 
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+    """Integral numbers as integers (see ``trinity_platform.json_values``)."""
+    return json_values.struct_to_dict(value)
 
 
 def failure(value: d.Failure | None) -> types_pb2.Failure | None:
