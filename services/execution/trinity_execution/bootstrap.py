@@ -4,6 +4,7 @@ JetStream, the other services and the gRPC API. No I/O until the runtime starts.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from trinity.process.execution.v1 import execution_service_pb2_grpc
@@ -21,15 +22,33 @@ from trinity_execution.infrastructure.event_triggers import EventTriggers
 from trinity_execution.infrastructure.fact_consumers import consumer_specs
 from trinity_execution.infrastructure.housekeeping import DEFAULT_RETENTION, Housekeeping
 from trinity_execution.infrastructure.observed import samples
+from trinity_execution.infrastructure.repository import count_in_progress
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
 from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_timer
+from trinity_platform.admission import AdmissionLimit
 from trinity_platform.channels import open_channel
 from trinity_platform.config import service_target
 from trinity_platform.runtime import ServiceRuntime
 from trinity_process_model.durations import parse_duration
 
 SERVICE_NAME = "trinity.process.execution.v1.ExecutionService"
+DEFAULT_MAX_IN_PROGRESS = 10_000
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def max_in_progress(env: Mapping[str, str]) -> int:
+    """``TRINITY_EXECUTION_MAX_IN_PROGRESS``: executions pending or running beyond which
+    TriggerProcess answers RESOURCE_EXHAUSTED (0: no bound)."""
+    raw = env.get("TRINITY_EXECUTION_MAX_IN_PROGRESS") or str(DEFAULT_MAX_IN_PROGRESS)
+    try:
+        bound = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"TRINITY_EXECUTION_MAX_IN_PROGRESS must be an integer, got {raw!r}"
+        ) from None
+    if bound < 0:
+        raise ValueError("TRINITY_EXECUTION_MAX_IN_PROGRESS must be 0 (no bound) or positive")
+    return bound
 
 
 def build() -> ServiceRuntime:
@@ -77,7 +96,10 @@ def build() -> ServiceRuntime:
         for channel in channels.values():
             await channel.close()
 
-    commands = ExecutionCommands(engine, catalog, wakeups)
+    admission = AdmissionLimit(
+        max_in_progress(os.environ), lambda: count_in_progress(engine), what="executions"
+    )
+    commands = ExecutionCommands(engine, catalog, wakeups, admission)
     scheduler = Scheduler(
         engine, commands, missed=MissedFires(os.environ.get("TRINITY_SCHEDULE_MISSED", "once"))
     )

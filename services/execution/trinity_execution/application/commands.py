@@ -27,6 +27,7 @@ from trinity_execution.infrastructure.repository import (
     insert_execution,
     load_execution,
 )
+from trinity_platform.admission import AdmissionLimit
 from trinity_platform.db import read_only
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from trinity_platform.idempotency import lookup, request_fingerprint, run_idempotent
@@ -82,10 +83,17 @@ def checked_input(spec: ProcessSpec, command: Trigger) -> dict[str, Any]:
 
 
 class ExecutionCommands:
-    def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        catalog: DefinitionCatalog,
+        wakeups: Wakeups,
+        admission: AdmissionLimit | None = None,
+    ) -> None:
         self._engine = engine
         self._catalog = catalog
         self._wakeups = wakeups
+        self._admission = admission
 
     async def trigger(self, command: Trigger, request: Message) -> execution_pb2.Execution:
         if command.request_id:
@@ -96,6 +104,8 @@ class ExecutionCommands:
                 )
             if cached is not None:
                 return execution_pb2.Execution.FromString(cached)
+        if self._admission is not None:  # RESOURCE_EXHAUSTED with RetryInfo at the bound
+            await self._admission.admit()
         require("process_name", command.process_name)
         published = await self._catalog.by_name(command.process_name, command.version)
         start_input = checked_input(published.process.spec, command)

@@ -26,7 +26,7 @@ from trinity_execution.infrastructure.trigger_store import (
     due_schedules,
 )
 from trinity_platform.db import read_only
-from trinity_platform.errors import TrinityError, Unavailable
+from trinity_platform.errors import ResourceExhausted, TrinityError, Unavailable
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -102,7 +102,8 @@ class Scheduler:
                 for fire_at in times:
                     await self._start(row, fire_at)
                     started += 1
-            except Unavailable as error:
+            except (Unavailable, ResourceExhausted) as error:
+                # Down or at the admission bound: fire at the next poll, not never.
                 _log.warning("schedule deferred", process=row.process_name, error=error.message)
                 continue
             async with self._engine.begin() as conn:
@@ -131,7 +132,7 @@ class Scheduler:
                 ),
                 request,
             )
-        except Unavailable:
+        except (Unavailable, ResourceExhausted):
             raise
         except TrinityError as error:
             # An archived version or a refused input will not get better by waiting.

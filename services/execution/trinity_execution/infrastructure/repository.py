@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.infrastructure.tables import executions
 from trinity_platform import metrics
+from trinity_platform.db import read_only
 from trinity_platform.errors import Aborted
 
 
@@ -125,3 +126,17 @@ async def save_execution(
         metrics.DB_CONFLICTS.labels("execution").inc()
         raise ConcurrentUpdate(f"execution {execution_id} changed concurrently")
     return expected_revision + 1
+
+
+# Executions admitted and not yet done: they hold steps in flight, dispatches, work in
+# the queue and facts in the outbox. Paused ones wait for an operator and hold none.
+IN_PROGRESS = ("pending", "running")
+
+
+async def count_in_progress(engine: AsyncEngine) -> int:
+    """How many executions are pending or running (the admission count)."""
+    async with read_only(engine) as conn:
+        count = await conn.scalar(
+            select(func.count()).select_from(executions).where(executions.c.status.in_(IN_PROGRESS))
+        )
+    return int(count or 0)
