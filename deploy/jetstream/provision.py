@@ -32,7 +32,7 @@ from typing import Any
 import nats
 
 from trinity_platform.config import DEFAULT_NATS_URL
-from trinity_platform.streams import ensure_streams, stream_configs
+from trinity_platform.streams import ensure_streams, stream_configs, stream_limits_from_env
 
 
 def rendered(replicas: int) -> dict[str, str]:
@@ -83,7 +83,8 @@ async def provision(servers: list[str], replicas: int, wait_seconds: float) -> l
         deadline = time.monotonic() + wait_seconds
         while True:  # a fresh cluster needs a moment to elect its meta leader
             try:
-                names = await ensure_streams(js, replicas)
+                # The limits of trinity-config, as the services apply them at start.
+                names = await ensure_streams(js, replicas, stream_limits_from_env())
                 break
             except Exception as error:
                 if time.monotonic() > deadline:

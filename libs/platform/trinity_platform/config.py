@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trinity_platform.nats_connect import NatsSecurity, nats_security_from_env, nats_settings_table
+from trinity_platform.streams import StreamLimits, stream_limits_from_env
 from trinity_platform.tls import (
     ClientTls,
     ServerTls,
@@ -49,6 +50,7 @@ class ServiceSettings:
     auth_tokens: Mapping[str, str] = field(default_factory=dict)
     log_level: str = DEFAULT_LOG_LEVEL
     stream_replicas: int = 1
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
     metrics_listen: str = ""  # "" = no /metrics endpoint
     metrics_interval: float = 5.0
     traces_endpoint: str = ""  # OTLP/gRPC collector; "" = tracing off
@@ -142,6 +144,7 @@ def load_settings(
         auth_tokens=parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", "")),
         log_level=(env.get("TRINITY_LOG_LEVEL") or DEFAULT_LOG_LEVEL).upper(),
         stream_replicas=replicas,
+        stream_limits=stream_limits_from_env(env),
         metrics_listen=_metrics_listen(env.get(f"{prefix}METRICS_LISTEN") or ""),
         metrics_interval=_positive_seconds(env, "TRINITY_METRICS_INTERVAL", 5.0),
         log_format=_log_format(env),
@@ -262,6 +265,27 @@ def settings_table() -> list[tuple[str, str, str]]:
             "the other standard OTEL_* variables apply",
         ),
         ("TRINITY_STREAM_REPLICAS", "1", "replicas of the JetStream streams (3 in a cluster)"),
+        (
+            "TRINITY_FACTS_MAX_AGE",
+            "30d",
+            "how long the facts streams keep a fact (0: forever); the oldest go first",
+        ),
+        (
+            "TRINITY_FACTS_MAX_BYTES",
+            "-1 (no limit)",
+            "size limit of each facts stream in bytes; at the limit the oldest facts go",
+        ),
+        (
+            "TRINITY_WORK_QUEUE_MAX_MSGS",
+            "100000",
+            "intents the work queue holds; at the limit new ones wait in the work "
+            "service's outbox (-1: no limit)",
+        ),
+        (
+            "TRINITY_WORK_QUEUE_MAX_BYTES",
+            "-1 (no limit)",
+            "size limit of the work queue in bytes; at the limit new intents wait in the outbox",
+        ),
         (
             "TRINITY_PAGE_TOKEN_KEY",
             "(derived from the database URL, with a warning)",

@@ -220,7 +220,9 @@ class ServiceRuntime:
                 reconnect_wait=self.options.nats_reconnect_wait,
             )
             phases.mark("nats connect")
-            await ensure_streams(self.nc.jetstream(), settings.stream_replicas)
+            await ensure_streams(
+                self.nc.jetstream(), settings.stream_replicas, settings.stream_limits
+            )
             phases.mark("stream checks")
             log.info("nats ready", url=settings.nats_url)
             self.relay = OutboxRelay(
