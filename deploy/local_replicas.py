@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -60,6 +61,7 @@ from trinity_platform.subjects import facts_stream
 from trinity_platform.testing.nats_server import NatsServer
 from trinity_platform.testing.ports import free_port
 from trinity_platform.testing.postgres import TemporaryPostgresDatabase
+from trinity_platform.testing.stubs import DefaultToken
 from trinity_process_model.authoring import parse_process
 from trinity_process_model.proto_codec import spec_to_proto
 
@@ -70,8 +72,10 @@ REPLICAS = 2
 SECOND_EXECUTOR_ID = "replica-2-executor"
 WORK_ENDED = ("WorkCompleted", "WorkFailed", "WorkCancelled")
 
-# Bearer token → principal; the examples' approvers.
+# Bearer token → principal; the examples' approvers. The suite adds its own service,
+# executor and admin tokens; the second executor's is here, as it joins that suite.
 TOKENS = {"reviewer-token": "reviewer@example.com", "lead-token": "lead@example.com"}
+SECOND_EXECUTOR_TOKEN = secrets.token_urlsafe(18)
 APPROVE = approval_pb2.DECISION_APPROVE
 REQUEST_CHANGES = approval_pb2.DECISION_REQUEST_CHANGES
 
@@ -160,7 +164,9 @@ class Cluster:
         }
         self.nats = NatsServer(data_dir / "nats")
         self.ports = {s: [free_port() for _ in range(REPLICAS)] for s in SERVICES}
-        env = {"TRINITY_AUTH_TOKENS": ",".join(f"{t}={p}" for t, p in TOKENS.items())}
+        identities = [f"{t}={p}" for t, p in TOKENS.items()]
+        identities.append(f"{SECOND_EXECUTOR_TOKEN}={SECOND_EXECUTOR_ID}:executor")
+        env = {"TRINITY_AUTH_TOKENS": ",".join(identities)}
         self.suite = LocalSuite(
             data_dir=data_dir / "suite",
             nats_url=self.nats.url,
@@ -178,7 +184,12 @@ class Cluster:
             executor_config=EXAMPLES / "executor.yaml",
             executors=1,
             services=(),
-            extra_env={**env, "TRINITY_EXECUTOR_ID": SECOND_EXECUTOR_ID},
+            own_identities=False,
+            extra_env={
+                **env,
+                "TRINITY_EXECUTOR_ID": SECOND_EXECUTOR_ID,
+                "TRINITY_EXECUTOR_TOKEN": SECOND_EXECUTOR_TOKEN,
+            },
         )
         self.replica_names: dict[str, list[str]] = {s: [s] for s in SERVICES}
 
@@ -217,6 +228,7 @@ class Clients:
     """Stubs for every replica of every service."""
 
     def __init__(self, cluster: Cluster) -> None:
+        self.token = cluster.suite.admin_token  # the approvers decide with their own
         self.channels = {
             (s, i): grpc.aio.insecure_channel(cluster.target(s, i))
             for s in SERVICES
@@ -224,16 +236,24 @@ class Clients:
         }
 
     def definitions(self, i: int) -> DefinitionServiceStub:
-        return DefinitionServiceStub(self.channels["definition", i % REPLICAS])
+        return DefaultToken(  # type: ignore[return-value]
+            DefinitionServiceStub(self.channels["definition", i % REPLICAS]), self.token
+        )
 
     def executions(self, i: int) -> ExecutionServiceStub:
-        return ExecutionServiceStub(self.channels["execution", i % REPLICAS])
+        return DefaultToken(  # type: ignore[return-value]
+            ExecutionServiceStub(self.channels["execution", i % REPLICAS]), self.token
+        )
 
     def approvals(self, i: int) -> ApprovalServiceStub:
-        return ApprovalServiceStub(self.channels["approval", i % REPLICAS])
+        return DefaultToken(  # type: ignore[return-value]
+            ApprovalServiceStub(self.channels["approval", i % REPLICAS]), self.token
+        )
 
     def work(self, i: int) -> WorkServiceStub:
-        return WorkServiceStub(self.channels["work", i % REPLICAS])
+        return DefaultToken(  # type: ignore[return-value]
+            WorkServiceStub(self.channels["work", i % REPLICAS]), self.token
+        )
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -271,7 +291,7 @@ async def drive(
     scenario = SCENARIOS.get(example, Scenario(input={}))
     started = time.monotonic()
     request = execution_service_pb2.TriggerProcessRequest(
-        request_id=key("run"), process_name=example, triggered_by="local-replicas"
+        request_id=key("run"), process_name=example
     )
     request.input.update(scenario.input)
     execution = (await clients.executions(replica).TriggerProcess(request)).execution

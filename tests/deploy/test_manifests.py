@@ -127,7 +127,8 @@ def test_executor_deployment(rendered: tuple[str, Manifests]) -> None:
     config_map = manifests.get("ConfigMap", "trinity-executor-config")
     assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
     assert config_path.name in config_map["data"]
-    assert env["TRINITY_EXECUTOR_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["TRINITY_EXECUTOR_ID"]["value"] == "executor:k8s/$(POD_NAME)"
     for kind in ("requests", "limits"):
         assert set(c["resources"][kind]) == {"cpu", "memory"}
     pdb = manifests.get("PodDisruptionBudget", "trinity-executor")

@@ -22,6 +22,7 @@ from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
 from trinity_cli.local_suite import SERVICES, LocalSuite
 from trinity_platform.testing.ports import free_port
+from trinity_platform.testing.stubs import bearer
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +82,7 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
         data_dir=tmp_path / "data",
         nats_url=nats_url,
         ports={service: free_port() for service in SERVICES},
-        extra_env={"TRINITY_AUTH_TOKENS": f"{TOKEN}={PRINCIPAL}"},
+        extra_env={"TRINITY_AUTH_TOKENS": f"{TOKEN}={PRINCIPAL}:author+operator+viewer"},
     )
     try:
         suite.start()  # the services start while npm and tsc work
@@ -126,11 +127,13 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
                 .GetExecution(
                     execution_service_pb2.GetExecutionRequest(execution_id=result["executionId"]),
                     timeout=10,
+                    metadata=bearer(TOKEN),
                 )
                 .execution
             )
         assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
         assert execution.process_name == name
+        assert execution.triggered_by == PRINCIPAL
         with grpc.insecure_channel(f"127.0.0.1:{suite.ports['definition']}") as channel:
             definition = (
                 DefinitionServiceStub(channel)
@@ -139,6 +142,7 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
                         by_name=definition_service_pb2.NameSelector(name=name)
                     ),
                     timeout=10,
+                    metadata=bearer(TOKEN),
                 )
                 .definition
             )

@@ -26,6 +26,7 @@ from trinity_platform.envelope import Envelope
 from trinity_platform.testing.nats_server import NatsServer
 from trinity_platform.testing.ports import free_port
 from trinity_platform.testing.postgres import TemporaryPostgresDatabase
+from trinity_platform.testing.stubs import DefaultToken
 from trinity_process_model.authoring import parse_process
 from trinity_process_model.proto_codec import spec_to_proto
 
@@ -120,17 +121,21 @@ def stream_reader(jetstream: JetStreamContext) -> Callable[[str], Awaitable[list
 
 
 class Client:
-    """gRPC stubs of a running suite plus the waits scenario tests need."""
+    """gRPC stubs of a running suite plus the waits scenario tests need.
 
-    def __init__(self, suite: LocalSuite, tokens: dict[str, str]) -> None:
+    Calls carry ``token`` (default: the suite's admin token, when authentication is on)
+    unless a call passes metadata of its own."""
+
+    def __init__(self, suite: LocalSuite, token: str | None = None) -> None:
         self.suite = suite
+        token = suite.admin_token if token is None else token
         self._channels = {
             s: grpc.aio.insecure_channel(f"127.0.0.1:{suite.ports[s]}") for s in SERVICES
         }
-        self.definitions = DefinitionServiceStub(self._channels["definition"])
-        self.executions = ExecutionServiceStub(self._channels["execution"])
-        self.approvals = ApprovalServiceStub(self._channels["approval"])
-        self.work = WorkServiceStub(self._channels["work"])
+        self.definitions = DefaultToken(DefinitionServiceStub(self._channels["definition"]), token)
+        self.executions = DefaultToken(ExecutionServiceStub(self._channels["execution"]), token)
+        self.approvals = DefaultToken(ApprovalServiceStub(self._channels["approval"]), token)
+        self.work = DefaultToken(WorkServiceStub(self._channels["work"]), token)
         self._keys = 0
 
     def key(self, prefix: str = "k") -> str:
@@ -155,7 +160,7 @@ class Client:
 
     async def trigger(self, name: str, **input: Any) -> str:
         request = execution_service_pb2.TriggerProcessRequest(
-            request_id=self.key("run"), process_name=name, triggered_by="e2e"
+            request_id=self.key("run"), process_name=name
         )
         request.input.update(input)
         reply = await self.executions.TriggerProcess(request)
@@ -222,17 +227,33 @@ class Client:
 def module_suite(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LocalSuite, NatsServer]]:
-    """One suite for a whole test module, on SQLite and then on PostgreSQL.
+    """One suite for a whole test module, on SQLite and then on PostgreSQL."""
+    yield from suite_for_module(request.module, request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sqlite_module_suite(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalSuite, NatsServer]]:
+    """The module's suite on SQLite only (for modules whose checks do not depend on the
+    database: they override ``module_suite`` with this)."""
+    yield from suite_for_module(request.module, "sqlite", tmp_path_factory)
+
+
+def suite_for_module(
+    module: Any, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalSuite, NatsServer]]:
+    """The suite a test module describes, on ``database`` ("sqlite" or "postgres").
 
     The module says how: EXECUTOR_CONFIG (the executor's YAML), EXECUTOR_FILES
-    (files written beside it) and TOKENS (bearer token → principal).
+    (files written beside it), TOKENS (bearer token → "principal" or "principal:roles")
+    and EXTRA_ENV (more settings of every process).
     """
-    module = request.module
     tokens: dict[str, str] = getattr(module, "TOKENS", {})
     root = tmp_path_factory.mktemp("suite")
     drop: Callable[[], None] = lambda: None  # noqa: E731
     database_urls: dict[str, str] = {}
-    if request.param == "postgres":
+    if database == "postgres":
         database_urls, drop = postgres_databases("e2e_mod")
     nats_server = NatsServer(root / "nats")
     nats_server.start()
@@ -247,7 +268,10 @@ def module_suite(
         database_urls=database_urls,
         executor_config=config,
         executors=getattr(module, "EXECUTORS", 1),
-        extra_env={"TRINITY_AUTH_TOKENS": ",".join(f"{t}={p}" for t, p in tokens.items())},
+        extra_env={
+            "TRINITY_AUTH_TOKENS": ",".join(f"{t}={p}" for t, p in tokens.items()),
+            **getattr(module, "EXTRA_ENV", {}),
+        },
     )
     try:
         suite.start()
@@ -262,6 +286,6 @@ def module_suite(
 @pytest.fixture
 async def api(module_suite: tuple[LocalSuite, NatsServer]) -> AsyncIterator[Client]:
     suite, _nats = module_suite
-    client = Client(suite, {})
+    client = Client(suite)
     yield client
     await client.close()

@@ -52,7 +52,7 @@ async def api(tmp_path: Path, nats_url: str) -> AsyncIterator[Client]:
         ports={service: free_port() for service in SERVICES},
         extra_env={"TRINITY_EXECUTION_MAX_IN_PROGRESS": str(BOUND)},
     )
-    client = Client(suite, {})
+    client = Client(suite)
     try:
         suite.start()
         await asyncio.to_thread(suite.wait_healthy, 90)

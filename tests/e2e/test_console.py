@@ -38,7 +38,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
-TOKENS = {"reviewer-token": "reviewer@example.com", "lead-token": "lead@example.com"}
+TOKENS = {
+    "reviewer-token": "reviewer@example.com:author+operator+viewer+approver",
+    "lead-token": "lead@example.com:author+operator+viewer+approver",
+}
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 PROCESS = """

@@ -70,7 +70,7 @@ def observed_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSu
 
 @pytest.fixture
 async def api(observed_suite: LocalSuite) -> AsyncIterator[Client]:
-    client = Client(observed_suite, {})
+    client = Client(observed_suite)
     yield client
     await client.close()
 

@@ -40,7 +40,11 @@ ADMIN_TOKEN = f"admin-token-{uuid.uuid4().hex}"
 VIEWER_TOKEN = f"viewer-token-{uuid.uuid4().hex}"
 PAGE_TOKEN_KEY = f"page-key-{uuid.uuid4().hex}"
 # ``principal:role`` names a role where roles exist, and is a plain principal before.
-TOKENS = {ADMIN_TOKEN: "fuzz-admin:admin", VIEWER_TOKEN: "fuzz-viewer:viewer"}
+# The admin token holds every role, so the fuzz reaches every RPC's handler.
+TOKENS = {
+    ADMIN_TOKEN: "fuzz-admin:admin+service+executor",
+    VIEWER_TOKEN: "fuzz-viewer:viewer",
+}
 SECRETS = {
     "NATS password": NATS_PASSWORD,
     "admin token": ADMIN_TOKEN,

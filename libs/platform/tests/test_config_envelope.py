@@ -12,6 +12,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trinity_platform.authz import Identity
 from trinity_platform.config import (
     DEFAULT_PORTS,
     load_settings,
@@ -62,14 +63,20 @@ def test_environment_overrides() -> None:
         "TRINITY_DATA_DIR": "/var/lib/trinity",
         "TRINITY_WORK_DATABASE_URL": "postgresql://u:p@db:5432/work",
         "TRINITY_WORK_LISTEN": "0.0.0.0:6000",
-        "TRINITY_AUTH_TOKENS": "t1=alice, t2=bob",
+        "TRINITY_AUTH_TOKENS": "t1=alice, t2=bob:operator+viewer, t3=service:execution:service",
+        "TRINITY_SERVICE_TOKEN": " t3 ",
         "TRINITY_LOG_LEVEL": "debug",
         "TRINITY_STREAM_REPLICAS": "3",
     }
     s = load_settings("work", 7404, env=env)
     assert s.database_url == "postgresql+asyncpg://u:p@db:5432/work"
     assert s.listen == "0.0.0.0:6000"
-    assert s.auth_tokens == {"t1": "alice", "t2": "bob"}
+    assert s.auth_tokens == {
+        "t1": Identity("alice", frozenset({"viewer", "approver"})),  # no roles: the default
+        "t2": Identity("bob", frozenset({"operator", "viewer"})),
+        "t3": Identity("service:execution", frozenset({"service"})),
+    }
+    assert s.service_token == "t3"
     assert s.log_level == "DEBUG"
     assert s.stream_replicas == 3
     assert load_settings("approval", 1, env=env).database_url == (
@@ -82,6 +89,8 @@ def test_environment_overrides() -> None:
     [
         {"TRINITY_AUTH_TOKENS": "no-principal"},
         {"TRINITY_AUTH_TOKENS": "=x"},
+        {"TRINITY_AUTH_TOKENS": "t=system:timeout"},  # system principals hold no token
+        {"TRINITY_AUTH_TOKENS": "t=System:schedule:admin"},
         {"TRINITY_STREAM_REPLICAS": "three"},
         {"TRINITY_STREAM_REPLICAS": "0"},
     ],

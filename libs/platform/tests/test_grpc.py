@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from unittest import mock
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from trinity_platform import errors
+from trinity_platform.authz import ROLES, Identity
 from trinity_platform.errors import FieldViolation
 from trinity_platform.grpc_errors import error_details, rpc_status_of, to_trinity_error
 from trinity_platform.grpc_server import GrpcServerHandle, ServiceRegistration, build_server
@@ -22,6 +24,8 @@ from trinity_platform.interceptors import (
 )
 
 SERVICE = "trinity.test.Probe"
+# The probe's permissions are not the product's: viewer gets probe.who for these tests.
+ROLE_OVERRIDE = mock.patch.dict(ROLES, {"viewer": ROLES["viewer"] | {"probe.who", "probe.read"}})
 SECRET = "password=hunter2"
 
 ERRORS: dict[str, tuple[errors.TrinityError, grpc.StatusCode]] = {
@@ -119,12 +123,41 @@ async def server() -> AsyncIterator[GrpcServerHandle]:
     handle = build_server(
         "127.0.0.1:0",
         [probe_registration()],
-        [ErrorMappingInterceptor(), AuthInterceptor({"tok-alice": "alice", "tok-bob": "bob"})],
+        [ErrorMappingInterceptor(), AuthInterceptor({}, PROBE_PERMISSIONS)],
     )
     await handle.start()
     await handle.mark_serving()
     yield handle
     await handle.stop(0)
+
+
+# Every probe method needs "probe.read" except WhoAmI and StreamWho ("probe.who");
+# Fail declares nothing at all (deny by default).
+PROBE_PERMISSIONS = {
+    f"/{SERVICE}/{method}": "probe.who" if "Who" in method else "probe.read"
+    for method in ("Boom", "WhoAmI", "SelfAbort", "Slow", "StreamWho", "StreamFail")
+}
+
+
+@pytest.fixture
+async def auth_channel() -> AsyncIterator[aio.Channel]:
+    """The probe with authentication on: alice may call WhoAmI, bob may not."""
+    identities = {
+        "tok-alice": Identity("alice", frozenset({"viewer"})),
+        "tok-bob": Identity("bob", frozenset({"operator"})),
+    }
+    handle = build_server(
+        "127.0.0.1:0",
+        [probe_registration()],
+        [ErrorMappingInterceptor(), AuthInterceptor(identities, PROBE_PERMISSIONS)],
+    )
+    await handle.start()
+    await handle.mark_serving()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{handle.port}") as ch:
+            yield ch
+    finally:
+        await handle.stop(0)
 
 
 @pytest.fixture
@@ -209,34 +242,67 @@ async def test_server_streaming_errors_are_mapped(channel: aio.Channel) -> None:
     assert SECRET not in (caught.value.details() or "")
 
 
-async def test_auth_principal_from_bearer_token(channel: aio.Channel) -> None:
+async def test_without_tokens_every_call_is_anonymous(channel: aio.Channel) -> None:
     who = unary(channel, "WhoAmI")
     assert await who(b"") == b"-"
-    assert await who(b"", metadata=(("authorization", "Bearer tok-alice"),)) == b"alice"
-    assert await who(b"", metadata=(("authorization", "bearer tok-bob"),)) == b"bob"
-    call = streaming(channel, "StreamWho")(b"", metadata=(("authorization", "Bearer tok-bob"),))
-    assert [m async for m in call] == [b"bob"]
-    for bad in ("Bearer nope", "Basic dG9rLWFsaWNl", "Bearer "):
+    # authentication off: a header proves nothing and is not read
+    assert await who(b"", metadata=(("authorization", "Bearer tok-alice"),)) == b"-"
+
+
+async def test_auth_principal_from_bearer_token(auth_channel: aio.Channel) -> None:
+    with ROLE_OVERRIDE:
+        who = unary(auth_channel, "WhoAmI")
+        assert await who(b"", metadata=(("authorization", "Bearer tok-alice"),)) == b"alice"
+        assert await who(b"", metadata=(("authorization", "bearer tok-alice"),)) == b"alice"
+        call = streaming(auth_channel, "StreamWho")(
+            b"", metadata=(("authorization", "Bearer tok-alice"),)
+        )
+        assert [m async for m in call] == [b"alice"]
+
+
+async def test_auth_refuses_anonymous_unknown_and_unauthorized(auth_channel: aio.Channel) -> None:
+    with ROLE_OVERRIDE:
+        who = unary(auth_channel, "WhoAmI")
         with pytest.raises(aio.AioRpcError) as caught:
-            await who(b"", metadata=(("authorization", bad),))
+            await who(b"")
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert error_details(caught.value)[0] == "INVALID_TOKEN"
-    with pytest.raises(aio.AioRpcError) as caught:
-        async for _ in streaming(channel, "StreamWho")(
-            b"", metadata=(("authorization", "Bearer nope"),)
-        ):
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_details(caught.value)[0] == "AUTHENTICATION_REQUIRED"
+        for bad in ("Bearer nope", "Basic dG9rLWFsaWNl", "Bearer "):
+            with pytest.raises(aio.AioRpcError) as caught:
+                await who(b"", metadata=(("authorization", bad),))
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert error_details(caught.value)[0] == "INVALID_TOKEN"
+        with pytest.raises(aio.AioRpcError) as caught:
+            async for _ in streaming(auth_channel, "StreamWho")(
+                b"", metadata=(("authorization", "Bearer nope"),)
+            ):
+                pass
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # bob is authenticated but his roles lack probe.who
+        with pytest.raises(aio.AioRpcError) as caught:
+            await who(b"", metadata=(("authorization", "Bearer tok-bob"),))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(caught.value)[0] == "PERMISSION_REQUIRED"
+        # Fail declares no permission: nobody may call it
+        with pytest.raises(aio.AioRpcError) as caught:
+            await unary(auth_channel, "Fail")(
+                b"denied", metadata=(("authorization", "Bearer tok-alice"),)
+            )
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(caught.value)[0] == "PERMISSION_REQUIRED"
 
 
-async def test_health_and_reflection_need_no_token(channel: aio.Channel) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
+async def test_health_and_reflection_need_no_token(auth_channel: aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(auth_channel)
+    response = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
     response = await health.Check(
         health_pb2.HealthCheckRequest(service=""),
         metadata=(("authorization", "Bearer wrong"),),
     )
     assert response.status == health_pb2.HealthCheckResponse.SERVING
-    assert SERVICE in await list_services(channel, metadata=(("authorization", "Bearer x"),))
+    assert SERVICE in await list_services(auth_channel)
+    assert SERVICE in await list_services(auth_channel, metadata=(("authorization", "Bearer x"),))
 
 
 async def list_services(channel: aio.Channel, metadata=None) -> list[str]:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.msg import Msg
 from sqlalchemy import text
 
+from trinity_platform.authz import Identity
 from trinity_platform.config import ServiceSettings
 from trinity_platform.consumer import Ack, Outcome
 from trinity_platform.envelope import Envelope, decode
@@ -36,7 +37,7 @@ def settings(tmp_path: Path, nats_url: str) -> ServiceSettings:
         data_dir=tmp_path,
         database_url=f"sqlite+aiosqlite:///{tmp_path}/definition.db",
         listen="127.0.0.1:0",
-        auth_tokens={"tok": "alice"},
+        auth_tokens={"tok": Identity("alice", frozenset({"author"}))},
     )
 
 
@@ -68,7 +69,12 @@ def build(tmp_path: Path, nats_url: str) -> tuple[ServiceRuntime, dict[str, list
     handler = grpc.method_handlers_generic_handler(
         SERVICE, {"Create": grpc.unary_unary_rpc_method_handler(create)}
     )
-    rt.add_grpc_service(SERVICE, lambda s, server: server.add_generic_rpc_handlers((s,)), handler)
+    rt.add_grpc_service(
+        SERVICE,
+        lambda s, server: server.add_generic_rpc_handlers((s,)),
+        handler,
+        permissions={"Create": "definitions.write"},
+    )
 
     async def on_fact(envelope: Envelope, msg: Msg) -> Outcome:
         async with rt.engine.begin() as conn:
@@ -118,6 +124,9 @@ async def test_runtime_serves_publishes_consumes_and_stops(tmp_path: Path, nats_
             assert seen["facts"] == [StringValue(value="w1")]
             with pytest.raises(aio.AioRpcError) as caught:
                 await create(b"w2", metadata=(("authorization", "Bearer bad"),))
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(aio.AioRpcError) as caught:
+                await create(b"w3")  # anonymous, authentication on
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         await wait_until(lambda: len(seen["crashes"]) == 2)  # restarted after the failure
         assert len(seen["ticks"]) > 0

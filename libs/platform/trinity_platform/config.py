@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trinity_platform.authz import Identity, parse_auth_tokens
 from trinity_platform.nats_connect import NatsSecurity, nats_security_from_env, nats_settings_table
 from trinity_platform.streams import StreamLimits, stream_limits_from_env
 from trinity_platform.tls import (
@@ -47,7 +48,9 @@ class ServiceSettings:
     data_dir: Path
     database_url: str
     listen: str
-    auth_tokens: Mapping[str, str] = field(default_factory=dict)
+    auth_tokens: Mapping[str, Identity] = field(default_factory=dict)
+    # Bearer token this service sends on its own calls to the other services.
+    service_token: str = ""
     log_level: str = DEFAULT_LOG_LEVEL
     stream_replicas: int = 1
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
@@ -75,22 +78,6 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(plain):
             return async_ + url[len(plain) :]
     return url
-
-
-def parse_auth_tokens(raw: str) -> dict[str, str]:
-    """``token=principal,token2=principal2`` → ``{token: principal}``."""
-    tokens: dict[str, str] = {}
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        token, sep, principal = item.partition("=")
-        if not sep or not token.strip() or not principal.strip():
-            raise ValueError(
-                "TRINITY_AUTH_TOKENS must look like 'token=principal,token2=principal2'"
-            )
-        tokens[token.strip()] = principal.strip()
-    return tokens
 
 
 def _env_prefix(service: str) -> str:
@@ -142,6 +129,7 @@ def load_settings(
         database_url=normalize_database_url(database_url),
         listen=env.get(f"{prefix}LISTEN") or f"127.0.0.1:{port}",
         auth_tokens=parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", "")),
+        service_token=(env.get("TRINITY_SERVICE_TOKEN") or "").strip(),
         log_level=(env.get("TRINITY_LOG_LEVEL") or DEFAULT_LOG_LEVEL).upper(),
         stream_replicas=replicas,
         stream_limits=stream_limits_from_env(env),
@@ -222,7 +210,15 @@ def settings_table() -> list[tuple[str, str, str]]:
         (
             "TRINITY_AUTH_TOKENS",
             "(empty: no authentication)",
-            "static bearer tokens, 'token=principal,token2=principal2'",
+            "static bearer tokens with roles, 'token=principal:role+role,…' "
+            "(roles: admin, author, operator, viewer, approver, executor, service; "
+            "none given: viewer+approver); set, every call needs a token",
+        ),
+        (
+            "TRINITY_SERVICE_TOKEN",
+            "(empty)",
+            "bearer token a service sends on its calls to the other services "
+            "(its identity needs the service role)",
         ),
         (
             "TRINITY_<SERVICE>_DB_POOL_SIZE",

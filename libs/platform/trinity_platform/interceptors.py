@@ -1,4 +1,5 @@
-"""grpc.aio server interceptors: error mapping and static bearer-token authentication.
+"""grpc.aio server interceptors: error mapping, and authentication with authorization
+(static bearer tokens → identities; each RPC's declared permission, deny by default).
 
 Both wrap the method handler's behaviour, so they work for unary and streaming
 RPCs alike (async generator handlers and ``context.write`` handlers).
@@ -11,14 +12,14 @@ import hashlib
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from trinity_platform.authz import Identity, current_identity, set_current_identity
 from trinity_platform.db_errors import transient_database_error
-from trinity_platform.errors import TrinityError, Unauthenticated
+from trinity_platform.errors import PermissionDenied, TrinityError, Unauthenticated
 from trinity_platform.grpc_errors import internal_status, to_grpc_status
 from trinity_platform.logs import get_logger
 
@@ -34,12 +35,11 @@ ALWAYS_ALLOWED_SERVICES = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 
-_principal: ContextVar[str | None] = ContextVar("trinity_principal", default=None)
-
 
 def current_principal() -> str | None:
-    """The authenticated caller of the current RPC (None: no token was sent)."""
-    return _principal.get()
+    """The authenticated caller of the current RPC (None: authentication is off)."""
+    identity = current_identity()
+    return identity.principal if identity is not None else None
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler, wrap: BehaviorWrapper) -> grpc.RpcMethodHandler:
@@ -158,31 +158,75 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-class AuthInterceptor(aio.ServerInterceptor):
-    """Static bearer tokens: ``authorization: Bearer <token>`` → principal.
+async def _refuse(context: Any, error: TrinityError) -> None:
+    status = to_grpc_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
-    No header: the call proceeds with ``current_principal() is None`` (the service
-    decides). A malformed header or an unknown token: UNAUTHENTICATED. Health and
-    reflection are always allowed.
+
+class AuthInterceptor(aio.ServerInterceptor):
+    """Authentication and authorization of every RPC, deny by default (invariant 10).
+
+    ``permissions`` maps ``/pkg.Service/Method`` to the permission it declares
+    (:func:`trinity_platform.authz.required_permissions`). With ``tokens`` (bearer token →
+    identity) authentication is on: a call without ``authorization: Bearer <token>`` is
+    UNAUTHENTICATED (AUTHENTICATION_REQUIRED), an unknown token UNAUTHENTICATED
+    (INVALID_TOKEN), a caller without the method's permission — or a method that declares
+    none — PERMISSION_DENIED (PERMISSION_REQUIRED). Without tokens every call is
+    anonymous and allowed. Health and reflection are always allowed.
     """
 
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        self._principals = {_digest(token): principal for token, principal in tokens.items()}
+    def __init__(self, tokens: Mapping[str, Identity], permissions: Mapping[str, str]) -> None:
+        self._identities = {_digest(token): identity for token, identity in tokens.items()}
+        self._permissions = dict(permissions)
 
-    def authenticate(self, metadata: Any) -> tuple[bool, str | None]:
-        """(accepted, principal) for the invocation metadata of a call."""
+    @property
+    def enabled(self) -> bool:
+        return bool(self._identities)
+
+    def authenticate(self, metadata: Any) -> Identity | TrinityError | None:
+        """The caller's identity, the error refusing it, or None (no token sent)."""
         header = None
         for key, value in metadata or ():
             if key.lower() == "authorization":
                 header = value if isinstance(value, str) else value.decode()
                 break
         if header is None:
-            return True, None
+            return None
         scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False, None
-        principal = self._principals.get(_digest(token.strip()))
-        return principal is not None, principal
+        identity = None
+        if scheme.lower() == "bearer" and token.strip():
+            identity = self._identities.get(_digest(token.strip()))
+        if identity is None:
+            return Unauthenticated("invalid or unknown bearer token", reason="INVALID_TOKEN")
+        return identity
+
+    def decide(self, method: str, metadata: Any) -> Identity | TrinityError | None:
+        """The identity a call runs as (None: anonymous, authentication off) or the error
+        that refuses it."""
+        if not self.enabled:
+            return None
+        identity = self.authenticate(metadata)
+        if identity is None:
+            return Unauthenticated(
+                "this service requires authentication: send 'authorization: Bearer <token>' "
+                "with a token listed in TRINITY_AUTH_TOKENS",
+                reason="AUTHENTICATION_REQUIRED",
+            )
+        if isinstance(identity, TrinityError):
+            return identity
+        permission = self._permissions.get(method)
+        if permission is None or not identity.may(permission):
+            return PermissionDenied(
+                f"{identity.principal!r} lacks the permission "
+                f"{permission or '(none declared)'!r} that {method} requires",
+                reason="PERMISSION_REQUIRED",
+                metadata={
+                    "principal": identity.principal,
+                    "permission": permission or "",
+                    "method": method,
+                },
+            )
+        return identity
 
     async def intercept_service(
         self,
@@ -193,15 +237,14 @@ class AuthInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(ALWAYS_ALLOWED_SERVICES):
             return handler
-        accepted, principal = self.authenticate(handler_call_details.invocation_metadata)
+        outcome = self.decide(method, handler_call_details.invocation_metadata)
 
         async def before(context: Any) -> None:
-            if not accepted:
-                status = to_grpc_status(
-                    Unauthenticated("invalid or unknown bearer token", reason="INVALID_TOKEN")
-                )
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            _principal.set(principal)
+            if isinstance(outcome, TrinityError):
+                _log.info("call refused", method=method, reason=outcome.reason)
+                await _refuse(context, outcome)
+                return
+            set_current_identity(outcome)
 
         async def reraise(exc: BaseException, _context: Any) -> None:
             raise exc

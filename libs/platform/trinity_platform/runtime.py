@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from grpc import aio
 from nats.aio.client import Client as NATS
 
 from trinity_platform import metrics
+from trinity_platform.authz import required_permissions
 from trinity_platform.config import ServiceSettings, load_settings, log_json
 from trinity_platform.consumer import Handler, PullConsumerRunner
 from trinity_platform.db import create_engine, is_postgres, run_migrations, wait_for_database
@@ -118,6 +119,7 @@ class ServiceRuntime:
         self.grpc: GrpcServerHandle | None = None
         self._services: list[ServiceRegistration] = []
         self._interceptors: list[aio.ServerInterceptor] = []
+        self._explicit_permissions: dict[str, str] = {}
         self._consumer_specs: list[ConsumerSpec] = []
         self._consumers: list[PullConsumerRunner] = []
         self._task_factories: list[tuple[str, BackgroundTask]] = []
@@ -135,12 +137,22 @@ class ServiceRuntime:
     # ------------------------------------------------------------------ wiring
 
     def add_grpc_service(
-        self, name: str, add_to_server: Callable[[Any, Any], None], servicer: object
+        self,
+        name: str,
+        add_to_server: Callable[[Any, Any], None],
+        servicer: object,
+        permissions: Mapping[str, str] | None = None,
     ) -> None:
+        """``permissions`` (method name → permission) only for a service without proto
+        descriptors (tests); a proto service's RPCs declare theirs in their options."""
         self._services.append(ServiceRegistration(name, add_to_server, servicer))
+        if permissions is not None:
+            self._explicit_permissions.update(
+                {f"/{name}/{method}": permission for method, permission in permissions.items()}
+            )
 
     def add_interceptor(self, interceptor: aio.ServerInterceptor) -> None:
-        """Runs inside the error mapping and authentication interceptors."""
+        """Runs inside the error mapping and authorization interceptors."""
         self._interceptors.append(interceptor)
 
     def add_consumer(self, spec: ConsumerSpec) -> None:
@@ -258,9 +270,13 @@ class ServiceRuntime:
             interceptors: list[aio.ServerInterceptor] = [
                 TelemetryInterceptor(),
                 ErrorMappingInterceptor(),
+                AuthInterceptor(settings.auth_tokens, self._permissions()),
             ]
-            if settings.auth_tokens:
-                interceptors.append(AuthInterceptor(settings.auth_tokens))
+            if not settings.auth_tokens:
+                log.warning(
+                    "authentication is off: every caller is anonymous and may call every RPC; "
+                    "set TRINITY_AUTH_TOKENS to require tokens"
+                )
             interceptors.extend(self._interceptors)
             interceptors.append(RequestCheckInterceptor())  # innermost: decodes the request
             self.grpc = build_server(
@@ -290,6 +306,15 @@ class ServiceRuntime:
         except BaseException:
             await self.stop()
             raise
+
+    def _permissions(self) -> dict[str, str]:
+        """The permission of every served RPC (raises when one declares none)."""
+        described = [
+            s.name
+            for s in self._services
+            if not any(key.startswith(f"/{s.name}/") for key in self._explicit_permissions)
+        ]
+        return {**required_permissions(described), **self._explicit_permissions}
 
     def _start_tasks(self) -> None:
         loop = asyncio.get_running_loop()

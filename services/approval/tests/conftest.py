@@ -26,17 +26,20 @@ from trinity.process.work.v1.work_service_pb2_grpc import (
 )
 from trinity_approval.bootstrap import ApprovalService, bootstrap
 from trinity_approval.config import ApprovalSettings
+from trinity_platform.authz import Identity
 from trinity_platform.config import ServiceSettings
 from trinity_platform.envelope import Envelope, decode
 from trinity_platform.runtime import RuntimeOptions
 from trinity_platform.subjects import all_facts_subject, facts_stream
 from trinity_platform.testing import NatsServer
+from trinity_platform.testing.stubs import DefaultToken
 
 TOKENS = {
-    "tok-alice": "alice@example.com",
-    "tok-bob": "bob",
-    "tok-mallory": "mallory@example.com",
-    "tok-executor": "service:execution",
+    "tok-alice": Identity("alice@example.com"),  # the default roles: viewer + approver
+    "tok-bob": Identity("bob"),
+    "tok-mallory": Identity("mallory@example.com"),
+    "tok-executor": Identity("service:execution", frozenset({"service", "viewer"})),
+    "tok-other-service": Identity("service:other", frozenset({"service"})),
 }
 
 
@@ -167,15 +170,21 @@ async def service(make_service: ServiceFactory) -> ApprovalService:
 
 
 class Client:
-    """ApprovalService stub; ``as_(name)`` sends that principal's bearer token."""
+    """ApprovalService stubs: ``stub`` calls as the execution service unless a call sends
+    its own token (``token(principal)``); ``bare`` sends none."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.stub = ApprovalServiceStub(channel)
+    def __init__(self, target: str) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        self.stub = DefaultToken(ApprovalServiceStub(self._channel), "tok-executor")
+        self.bare = ApprovalServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
 
     @staticmethod
     def token(principal: str) -> tuple[tuple[str, str], ...]:
-        for token, name in TOKENS.items():
-            if name == principal:
+        for token, identity in TOKENS.items():
+            if identity.principal == principal:
                 return (("authorization", f"Bearer {token}"),)
         raise KeyError(principal)
 
@@ -199,8 +208,8 @@ class Client:
     async def decide(
         self, approval_id: str, decision: int, *, as_: str | None, request_id: str = "", **kw: Any
     ) -> api.SubmitDecisionResponse:
-        metadata = self.token(as_) if as_ else None
-        return await self.stub.SubmitDecision(
+        stub, metadata = (self.stub, self.token(as_)) if as_ else (self.bare, None)
+        return await stub.SubmitDecision(
             api.SubmitDecisionRequest(
                 request_id=request_id, approval_id=approval_id, decision=decision, **kw
             ),
@@ -220,16 +229,22 @@ def connect() -> Callable[[ApprovalService], contextlib.AbstractAsyncContextMana
 
     @contextlib.asynccontextmanager
     async def open_client(service: ApprovalService) -> AsyncIterator[Client]:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-            yield Client(channel)
+        client = Client(f"127.0.0.1:{service.port}")
+        try:
+            yield client
+        finally:
+            await client.close()
 
     return open_client
 
 
 @pytest.fixture
 async def client(service: ApprovalService) -> AsyncIterator[Client]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-        yield Client(channel)
+    client = Client(f"127.0.0.1:{service.port}")
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 # ---------------------------------------------------------------------- facts

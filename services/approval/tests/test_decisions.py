@@ -144,7 +144,7 @@ async def test_deciding_an_unknown_approval_is_not_found(client) -> None:
 async def test_only_listed_requesters_may_request_and_cancel(make_service, connect) -> None:
     service = await make_service(requesters=frozenset({"service:execution"}))
     async with connect(service) as client:
-        anonymous = await refused(client.request())
+        anonymous = await refused(client.bare.RequestApproval(api.RequestApprovalRequest()))
         assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
         user = await refused(
             client.stub.RequestApproval(
@@ -152,7 +152,14 @@ async def test_only_listed_requesters_may_request_and_cancel(make_service, conne
             )
         )
         assert user.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert error_details(user)[0] == "NOT_A_REQUESTER"
+        assert error_details(user)[0] == "PERMISSION_REQUIRED"  # not a service at all
+        other = await refused(
+            client.stub.RequestApproval(
+                api.RequestApprovalRequest(request_id="x"), metadata=client.token("service:other")
+            )
+        )
+        assert other.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(other)[0] == "NOT_A_REQUESTER"  # a service, but not a requester
 
         executor = client.token("service:execution")
         request = api.RequestApprovalRequest(

@@ -58,12 +58,10 @@ def bootstrap(
     planner = NotificationPlanner(
         NotificationPolicy(config.principal_channel, config.principal_target)
     )
-    metadata = (("authorization", f"Bearer {config.work_token}"),) if config.work_token else ()
     sender = WorkNotificationSender(
         runtime.engine,
         poll_interval=config.dispatch_poll_interval,
         max_backoff=config.dispatch_max_backoff,
-        metadata=metadata,
         clock=clock,
     )
     watcher_box: list[DeadlineWatcher] = []
@@ -87,7 +85,12 @@ def bootstrap(
     channel_box: list[grpc.aio.Channel] = []
 
     async def open_work_channel() -> None:
-        channel = open_channel(config.work_target, tls=runtime.settings.client_tls)
+        # This service's own identity on its calls (TRINITY_SERVICE_TOKEN).
+        channel = open_channel(
+            config.work_target,
+            tls=runtime.settings.client_tls,
+            token=settings.service_token or config.work_token or None,
+        )
         channel_box.append(channel)
         sender.stub = WorkServiceStub(channel)
 

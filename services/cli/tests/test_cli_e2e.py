@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from trinity_cli.devrun import DEMO_TOKENS
 from trinity_cli.local_suite import SERVICES, LocalSuite
 from trinity_platform.testing.nats_server import NatsServer
 from trinity_platform.testing.ports import free_port
@@ -31,7 +32,11 @@ from trinity_platform.testing.ports import free_port
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-TOKENS = "reviewer-token=reviewer@example.com,lead-token=lead@example.com"
+# make run's demo identities, plus the one the CLI uses where a test names none
+TOKENS = (
+    DEMO_TOKENS
+    + ",cli-token=cli@example.com:author+operator+viewer,viewer-token=vera@example.com:viewer"
+)
 DEADLINE = 90.0
 
 
@@ -42,7 +47,7 @@ class Cli:
     env: dict[str, str]
     cwd: Path
 
-    def __call__(self, *args: str, token: str = "", check: int | None = 0) -> Any:
+    def __call__(self, *args: str, token: str = "cli-token", check: int | None = 0) -> Any:
         env = dict(self.env, TRINITY_TOKEN=token)
         done = subprocess.run(
             [sys.executable, "-m", "trinity_cli", *args],
@@ -57,13 +62,13 @@ class Cli:
             assert done.returncode == check, (args, done.returncode, done.stdout, done.stderr)
         return done
 
-    def json(self, *args: str, token: str = "") -> Any:
+    def json(self, *args: str, token: str = "cli-token") -> Any:
         return json.loads(self(*args, "-o", "json", token=token).stdout)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "trinity_cli", *args],
-            env=self.env,
+            env=dict(self.env, TRINITY_TOKEN="cli-token"),
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -352,6 +357,15 @@ def test_refusals_of_the_real_services_are_one_line(running: Running, tmp_path: 
         "DEFINITION_NOT_FOUND",
         [],
     )
+    # authentication is on: no token, no answer; a viewer may not trigger
+    anonymous = cli("definitions", "list", token="", check=1)
+    (line,) = anonymous.stderr.splitlines()
+    assert "UNAUTHENTICATED AUTHENTICATION_REQUIRED" in line
+    assert line.endswith("(pass --token or set TRINITY_TOKEN)")
+    denied = cli("run", "research-review", token="viewer-token", check=1)
+    (line,) = denied.stderr.splitlines()
+    assert "TriggerProcess refused by the execution service: PERMISSION_DENIED" in line
+    assert "PERMISSION_REQUIRED" in line and "executions.trigger" in line
 
 
 def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> None:

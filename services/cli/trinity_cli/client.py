@@ -69,6 +69,11 @@ class Clients:
             self._channels[service] = channel
         return _STUBS[service](channel)
 
+    def claimed_by(self) -> str:
+        """What a "who did this" field says: nothing with a token (the services record the
+        token's principal and refuse a body naming anyone else), else :func:`whoami`."""
+        return "" if self.token else whoami()
+
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 

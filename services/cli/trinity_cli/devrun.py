@@ -28,11 +28,16 @@ from trinity_cli.local_suite import (
     LocalSuite,
 )
 from trinity_console.settings import DEFAULT_LISTEN as CONSOLE_LISTEN
-from trinity_platform.config import parse_auth_tokens
+from trinity_platform.authz import parse_auth_tokens
 from trinity_platform.logs import redact_url
 
 REPOSITORY = Path(__file__).resolve().parents[3]
-DEMO_TOKENS = "reviewer-token=reviewer@example.com,lead-token=lead@example.com"
+# Demo identities: both may author, run and approve; the suite adds its own service,
+# executor and admin tokens (LocalSuite).
+DEMO_TOKENS = (
+    "reviewer-token=reviewer@example.com:author+operator+viewer+approver,"
+    "lead-token=lead@example.com:author+operator+viewer+approver"
+)
 
 BANNER = """
 Trinity Process Engine is up (data in {data_dir}, logs in {data_dir}/logs).
@@ -48,9 +53,9 @@ Trinity Process Engine is up (data in {data_dir}, logs in {data_dir}/logs).
 {identities}
 In another terminal (the CLI is .venv/bin/trinity-process):
   source .venv/bin/activate
+  export TRINITY_TOKEN=reviewer-token
   trinity-process definitions list
   trinity-process run research-review --input topic="durable execution" --watch
-  export TRINITY_TOKEN=reviewer-token
   trinity-process approvals list
   trinity-process approvals approve <approval id>
   trinity-process facts tail
@@ -75,9 +80,9 @@ def default_executor_config(env: Mapping[str, str]) -> Path | None:
     return None
 
 
-def publish_examples(files: list[Path], definition_target: str) -> list[str]:
+def publish_examples(files: list[Path], definition_target: str, token: str = "") -> list[str]:
     """Apply and publish each process file; one line per file saying what happened."""
-    clients = Clients(targets={"definition": definition_target}, timeout=30.0)
+    clients = Clients(targets={"definition": definition_target}, token=token, timeout=30.0)
     ctx = Context(args=argparse.Namespace(), clients=clients, nats_url="")
     lines = []
     try:
@@ -171,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         suite.start()
         suite.wait_healthy()
         examples = [] if args.no_examples else example_files(REPOSITORY)
-        published = publish_examples(examples, f"127.0.0.1:{ports['definition']}")
+        published = publish_examples(
+            examples, f"127.0.0.1:{ports['definition']}", suite.admin_token
+        )
         print(
             BANNER.format(
                 data_dir=data_dir,
@@ -211,7 +218,10 @@ def _identities(tokens: str) -> str:
         return ""
     if tokens != DEMO_TOKENS:
         return f"Identities: {len(principals)} bearer token(s) from TRINITY_AUTH_TOKENS.\n"
-    pairs = ", ".join(f"{token} = {principal}" for token, principal in principals.items())
+    pairs = ", ".join(
+        f"{token} = {identity.principal} ({'+'.join(sorted(identity.roles))})"
+        for token, identity in principals.items()
+    )
     return f"Demo identities (bearer tokens; set TRINITY_AUTH_TOKENS for your own): {pairs}\n"
 
 

@@ -8,6 +8,7 @@ NATS and a temporary data folder).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from urllib.parse import urlparse
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from trinity_platform.authz import Identity, format_auth_tokens, parse_auth_tokens
 from trinity_platform.channels import PROBE_OPTIONS, open_blocking_channel
 from trinity_platform.config import DEFAULT_PORTS
 from trinity_platform.testing.nats_server import find_nats_server
@@ -59,6 +61,36 @@ class LocalSuite:
     # The web console's port; None starts no console.
     console_port: int | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
+    # Identities the suite gives its own processes when authentication is on: one service
+    # token per service, one executor token per executor, and an admin token (``admin_token``)
+    # for whoever drives the suite (``make run`` publishing the examples, the tests).
+    # False: the caller configures every token itself (processes joining another suite).
+    own_identities: bool = True
+    _own_tokens: dict[str, Identity] = field(default_factory=dict, init=False)
+    admin_token: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        if not self.own_identities:
+            return
+        if not self.extra_env.get("TRINITY_AUTH_TOKENS", os.environ.get("TRINITY_AUTH_TOKENS")):
+            return  # authentication off: nobody needs a token
+        for service in SERVICES:
+            self._own_tokens[secrets.token_urlsafe(18)] = Identity(
+                f"service:{service}", frozenset({"service"})
+            )
+        for index in range(max(self.executors, 1)):
+            self._own_tokens[secrets.token_urlsafe(18)] = Identity(
+                self.executor_id(index), frozenset({"executor"})
+            )
+        self.admin_token = secrets.token_urlsafe(18)
+        self._own_tokens[self.admin_token] = Identity("admin@local", frozenset({"admin"}))
+
+    @staticmethod
+    def executor_id(index: int) -> str:
+        return f"executor:local-{index}"
+
+    def _token_of(self, principal: str) -> str:
+        return next((t for t, i in self._own_tokens.items() if i.principal == principal), "")
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -83,7 +115,22 @@ class LocalSuite:
         if self.executor_config is not None:
             env["TRINITY_EXECUTOR_CONFIG"] = str(self.executor_config)
         env.update(self.extra_env)
+        if self._own_tokens:
+            configured = parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", ""))
+            env["TRINITY_AUTH_TOKENS"] = format_auth_tokens({**configured, **self._own_tokens})
         return env
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """What one service process adds to :meth:`env`: its own token."""
+        token = self._token_of(f"service:{service}")
+        return {"TRINITY_SERVICE_TOKEN": token} if token else {}
+
+    def executor_env(self, index: int) -> dict[str, str]:
+        """What one executor adds to :meth:`env`: its id and its token."""
+        token = self._token_of(self.executor_id(index))
+        if not token:
+            return {}
+        return {"TRINITY_EXECUTOR_TOKEN": token, "TRINITY_EXECUTOR_ID": self.executor_id(index)}
 
     def ensure_nats(self) -> None:
         """Start a JetStream server when none answers at nats_url."""
@@ -114,11 +161,13 @@ class LocalSuite:
             self._spawn("console", [sys.executable, "-m", "trinity_console"])
 
     def start_service(self, service: str) -> None:
-        self._spawn(service, [sys.executable, "-m", f"trinity_{service}"])
+        self._spawn(
+            service, [sys.executable, "-m", f"trinity_{service}"], self.service_env(service)
+        )
 
     def start_executor(self, index: int = 0) -> None:
         name = f"executor-{index}"
-        env = {}
+        env = self.executor_env(index)
         if name in self.metrics_ports:
             env["TRINITY_EXECUTOR_METRICS_LISTEN"] = f"127.0.0.1:{self.metrics_ports[name]}"
         self._spawn(name, [sys.executable, "-m", "trinity_work.executor"], env)
@@ -134,6 +183,7 @@ class LocalSuite:
         env = {
             f"TRINITY_{service.upper()}_LISTEN": f"127.0.0.1:{port}",
             f"TRINITY_{service.upper()}_METRICS_LISTEN": "",
+            **self.service_env(service),
         }
         self._spawn(name, [sys.executable, "-m", f"trinity_{service}"], env)
         return name

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from trinity_platform.config import parse_auth_tokens, service_target
+from trinity_platform.authz import parse_auth_tokens
+from trinity_platform.config import service_target
 from trinity_platform.tls import ClientTls, client_tls_from_env
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
@@ -48,7 +49,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> ConsoleSettings:
         host=host.strip("[]") or "127.0.0.1",
         port=int(port),
         targets={service: service_target(service, env) for service in BACKENDS},
-        principals=parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", "")),
+        principals={
+            token: identity.principal
+            for token, identity in parse_auth_tokens(env.get("TRINITY_AUTH_TOKENS", "")).items()
+        },
         secure_cookie=secure in ("true", "1"),
         tls=client_tls_from_env(env),
     )

@@ -55,7 +55,11 @@ def build() -> ServiceRuntime:
     runtime = ServiceRuntime.for_service("execution", migrations=MIGRATIONS)
     engine = runtime.engine
     channels = {
-        name: open_channel(service_target(name), tls=runtime.settings.client_tls)
+        name: open_channel(
+            service_target(name),
+            tls=runtime.settings.client_tls,
+            token=runtime.settings.service_token or None,
+        )
         for name in ("definition", "work", "approval")
     }
     catalog = DefinitionCatalog(channels["definition"])

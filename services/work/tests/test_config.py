@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
+from trinity_platform.authz import Identity
+from trinity_platform.channels import open_channel
 from trinity_work.domain.model import ActionKind, WorkKind
 from trinity_work.executor.agents.gateway import AgentGateway
 from trinity_work.executor.config import (
@@ -132,10 +133,15 @@ def test_tool_arguments_are_checked_and_stay_inside_one_argv_element() -> None:
 async def test_executor_sends_its_bearer_token(
     start_service: Any, start_executor: Any, wait_for: Any
 ) -> None:
-    service = await start_service(auth_tokens={"exec-token": "executor"})
+    service = await start_service(
+        auth_tokens={
+            "exec-token": Identity("executor:trusted", frozenset({"executor"})),
+            "svc-token": Identity("service:execution", frozenset({"service", "viewer"})),
+        }
+    )
     agents = {"agents": {"echo": {"backend": "echo"}}}
     impostor = await start_executor(service, {**agents, "executor_id": "impostor"}, token="wrong")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.runtime.port}") as channel:
+    async with open_channel(f"127.0.0.1:{service.runtime.port}", token="svc-token") as channel:
         stub = WorkServiceStub(channel)
         request = work_service_pb2.RequestWorkRequest(
             request_id="tok",
@@ -143,15 +149,15 @@ async def test_executor_sends_its_bearer_token(
                 agent_task=work_pb2.AgentTaskPayload(agent="echo", message="m")
             ),
         )
-        work_id = (
-            await stub.RequestWork(request, metadata=(("authorization", "Bearer exec-token"),))
-        ).work.id
+        work_id = (await stub.RequestWork(request)).work.id
         await asyncio.sleep(1.0)
         get = work_service_pb2.GetWorkRequest(work_id=work_id)
         assert (await stub.GetWork(get)).work.status == work_pb2.WORK_STATUS_REQUESTED
         await impostor.stop()
 
-        await start_executor(service, agents, token="exec-token")
+        await start_executor(
+            service, {**agents, "executor_id": "executor:trusted"}, token="exec-token"
+        )
 
         async def completed() -> bool:
             return (await stub.GetWork(get)).work.status == work_pb2.WORK_STATUS_COMPLETED

@@ -12,7 +12,6 @@ import yaml
 from trinity.process.common.v1 import enums_pb2
 from trinity.process.definition.v1 import definition_pb2 as pb
 from trinity.process.definition.v1 import definition_service_pb2 as api
-from trinity_cli.client import whoami
 from trinity_cli.context import Context, all_pages
 from trinity_cli.errors import CliError, ExitCode, UsageError
 from trinity_cli.inputs import read_text
@@ -144,7 +143,9 @@ def apply_file(
         definition = ctx.clients.call(
             "definition",
             "CreateDraft",
-            api.CreateDraftRequest(request_id=_key(), yaml=text, created_by=whoami()),
+            api.CreateDraftRequest(
+                request_id=_key(), yaml=text, created_by=ctx.clients.claimed_by()
+            ),
         ).definition
     else:
         action = "updated"

@@ -12,7 +12,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
-from trinity_cli.client import whoami
 from trinity_cli.context import Context, all_pages
 from trinity_cli.errors import ExitCode
 from trinity_cli.inputs import parse_inputs
@@ -133,7 +132,7 @@ def run(ctx: Context) -> int:
         request_id=args.idempotency_key or f"cli-{uuid.uuid4()}",
         process_name=args.name,
         version=args.version or "",
-        triggered_by=whoami(),
+        triggered_by=ctx.clients.claimed_by(),
     )
     json_format.ParseDict(values, request.input)
     execution: pb.Execution = ctx.clients.call("execution", "TriggerProcess", request).execution
@@ -292,7 +291,10 @@ def _key() -> str:
 
 def cancel_execution(ctx: Context) -> int:
     request = api.CancelExecutionRequest(
-        request_id=_key(), execution_id=ctx.args.id, reason=ctx.args.reason, cancelled_by=whoami()
+        request_id=_key(),
+        execution_id=ctx.args.id,
+        reason=ctx.args.reason,
+        cancelled_by=ctx.clients.claimed_by(),
     )
     return _changed(ctx, "cancelled", ctx.clients.call("execution", "CancelExecution", request))
 

@@ -31,8 +31,8 @@ from trinity_definition.translate import (
     spec_of,
     status_from_proto,
 )
+from trinity_platform.authz import acting_principal
 from trinity_platform.errors import FieldViolation, InvalidArgument
-from trinity_platform.interceptors import current_principal
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DefinitionService"].full_name
 
@@ -81,7 +81,9 @@ class DefinitionServicer(DefinitionServiceServicer):
     async def CreateDraft(
         self, request: pb.CreateDraftRequest, context: Any
     ) -> pb.CreateDraftResponse:
-        command = CreateDraft(self._source(request), current_principal() or request.created_by)
+        command = CreateDraft(
+            self._source(request), acting_principal(request.created_by, "created_by")
+        )
 
         async def work(repo: SqlDefinitionRepository) -> pb.CreateDraftResponse:
             draft = await handlers.create_draft(command, repo, self._env)

@@ -1,4 +1,7 @@
-"""The ExecutionService gRPC servicer: proto → command → handler → proto, nothing more."""
+"""The ExecutionService gRPC servicer: proto → command → handler → proto, nothing more.
+
+"Who did this" (triggered_by, cancelled_by, paused_by, …) is the authenticated caller
+(acting_principal); a body naming someone else is refused."""
 
 from __future__ import annotations
 
@@ -13,16 +16,11 @@ from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionSer
 from trinity_execution.application.commands import Control, ExecutionCommands, Trigger
 from trinity_execution.application.queries import ExecutionQueries, ListFilter
 from trinity_execution.infrastructure import translate
+from trinity_platform.authz import acting_principal
 from trinity_platform.envelope import message_class
 from trinity_platform.errors import FieldViolation, InvalidArgument
-from trinity_platform.interceptors import current_principal
 
 pb = execution_service_pb2
-
-
-def _who(claimed: str) -> str:
-    """The authenticated caller when there is one, else what the request says."""
-    return current_principal() or claimed
 
 
 class ExecutionServicer(ExecutionServiceServicer):
@@ -39,7 +37,7 @@ class ExecutionServicer(ExecutionServiceServicer):
                 process_name=request.process_name,
                 version=request.version,
                 input=translate.struct_to_dict(request.input),
-                triggered_by=_who(request.triggered_by),
+                triggered_by=acting_principal(request.triggered_by, "triggered_by"),
             ),
             request,
         )
@@ -49,27 +47,40 @@ class ExecutionServicer(ExecutionServiceServicer):
         self, request: pb.CancelExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelExecutionResponse:
         control = Control(
-            request.request_id, request.execution_id, _who(request.cancelled_by), request.reason
+            request.request_id,
+            request.execution_id,
+            acting_principal(request.cancelled_by, "cancelled_by"),
+            request.reason,
         )
         return pb.CancelExecutionResponse(execution=await self._commands.cancel(control, request))
 
     async def PauseExecution(
         self, request: pb.PauseExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseExecutionResponse:
-        control = Control(request.request_id, request.execution_id, _who(""), request.reason)
+        control = Control(
+            request.request_id,
+            request.execution_id,
+            acting_principal("", "paused_by"),
+            request.reason,
+        )
         return pb.PauseExecutionResponse(execution=await self._commands.pause(control, request))
 
     async def ResumeExecution(
         self, request: pb.ResumeExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeExecutionResponse:
-        control = Control(request.request_id, request.execution_id, _who(""))
+        control = Control(
+            request.request_id, request.execution_id, acting_principal("", "resumed_by")
+        )
         return pb.ResumeExecutionResponse(execution=await self._commands.resume(control, request))
 
     async def RetryExecution(
         self, request: pb.RetryExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetryExecutionResponse:
         control = Control(
-            request.request_id, request.execution_id, _who(""), step_id=request.step_id
+            request.request_id,
+            request.execution_id,
+            acting_principal("", "retried_by"),
+            step_id=request.step_id,
         )
         return pb.RetryExecutionResponse(execution=await self._commands.retry(control, request))
 

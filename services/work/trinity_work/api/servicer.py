@@ -1,7 +1,9 @@
 """The WorkService servicer: thin translation around the handlers.
 
 Errors are raised as the platform's error family; the ErrorMappingInterceptor turns
-them into status codes with ErrorInfo (and BadRequest for invalid input).
+them into status codes with ErrorInfo (and BadRequest for invalid input). A work report's
+executor_id is the authenticated executor itself (bound_executor): an executor reports
+only as the identity that holds the lease.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 from trinity.process.work.v1 import work_service_pb2 as api
 from trinity.process.work.v1 import work_service_pb2_grpc
+from trinity_platform.authz import bound_executor
 from trinity_platform.pagination import encode_page_token
 from trinity_work import contracts as pb
 from trinity_work.api import validate
@@ -46,7 +49,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
             c.RecordWorkStarted(
                 request_id=request.request_id,
                 work_id=request.work_id,
-                executor_id=request.executor_id,
+                executor_id=bound_executor(request.executor_id),
                 delivery=request.delivery,
                 lease=lease,
             )
@@ -60,7 +63,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
         beat = await self._handlers.heartbeat(
             c.HeartbeatWork(
                 work_id=request.work_id,
-                executor_id=request.executor_id,
+                executor_id=bound_executor(request.executor_id),
                 lease=lease,
                 progress=request.progress,
                 release=request.release,
@@ -79,7 +82,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
             c.RecordWorkCompleted(
                 request_id=request.request_id,
                 work_id=request.work_id,
-                executor_id=request.executor_id,
+                executor_id=bound_executor(request.executor_id),
                 result=pb.from_result(request.result),
             )
         )
@@ -93,7 +96,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
             c.RecordWorkFailed(
                 request_id=request.request_id,
                 work_id=request.work_id,
-                executor_id=request.executor_id,
+                executor_id=bound_executor(request.executor_id),
                 failure=pb.from_failure(request.error),
             )
         )

@@ -25,39 +25,52 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from trinity.process.approval.v1 import approval_pb2 as trinity_dot_process_dot_approval_dot_v1_dot_approval__pb2
 from trinity.process.common.v1 import enums_pb2 as trinity_dot_process_dot_common_dot_v1_dot_enums__pb2
+from trinity.process.common.v1 import options_pb2 as trinity_dot_process_dot_common_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2trinity/process/approval/v1/approval_service.proto\x12\x1btrinity.process.approval.v1\x1a\x1egoogle/protobuf/duration.proto\x1a*trinity/process/approval/v1/approval.proto\x1a%trinity/process/common/v1/enums.proto\"\xf9\x02\n\x16RequestApprovalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\r\x12\r\n\x05title\x18\x05 \x01(\t\x12\x11\n\tapprovers\x18\x06 \x03(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12<\n\non_timeout\x18\x08 \x01(\x0e\x32(.trinity.process.common.v1.TimeoutAction\x12\x38\n\tartifacts\x18\t \x03(\x0b\x32%.trinity.process.approval.v1.Artifact\x12\x34\n\x11reminder_interval\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rmax_reminders\x18\x0b \x01(\r\"R\n\x17RequestApprovalResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval\"\x8a\x01\n\x15SubmitDecisionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x37\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32%.trinity.process.approval.v1.Decision\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"Q\n\x16SubmitDecisionResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval\")\n\x12GetApprovalRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\"N\n\x13GetApprovalResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval\"V\n\x1bListPendingApprovalsRequest\x12\x10\n\x08\x61pprover\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x1cListPendingApprovalsResponse\x12\x38\n\tapprovals\x18\x01 \x03(\x0b\x32%.trinity.process.approval.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x90\x01\n\x14ListApprovalsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12;\n\x06status\x18\x02 \x01(\x0e\x32+.trinity.process.approval.v1.ApprovalStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"j\n\x15ListApprovalsResponse\x12\x38\n\tapprovals\x18\x01 \x03(\x0b\x32%.trinity.process.approval.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"P\n\x15\x43\x61ncelApprovalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"Q\n\x16\x43\x61ncelApprovalResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval2\xfd\x05\n\x0f\x41pprovalService\x12|\n\x0fRequestApproval\x12\x33.trinity.process.approval.v1.RequestApprovalRequest\x1a\x34.trinity.process.approval.v1.RequestApprovalResponse\x12y\n\x0eSubmitDecision\x12\x32.trinity.process.approval.v1.SubmitDecisionRequest\x1a\x33.trinity.process.approval.v1.SubmitDecisionResponse\x12p\n\x0bGetApproval\x12/.trinity.process.approval.v1.GetApprovalRequest\x1a\x30.trinity.process.approval.v1.GetApprovalResponse\x12\x8b\x01\n\x14ListPendingApprovals\x12\x38.trinity.process.approval.v1.ListPendingApprovalsRequest\x1a\x39.trinity.process.approval.v1.ListPendingApprovalsResponse\x12v\n\rListApprovals\x12\x31.trinity.process.approval.v1.ListApprovalsRequest\x1a\x32.trinity.process.approval.v1.ListApprovalsResponse\x12y\n\x0e\x43\x61ncelApproval\x12\x32.trinity.process.approval.v1.CancelApprovalRequest\x1a\x33.trinity.process.approval.v1.CancelApprovalResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2trinity/process/approval/v1/approval_service.proto\x12\x1btrinity.process.approval.v1\x1a\x1egoogle/protobuf/duration.proto\x1a*trinity/process/approval/v1/approval.proto\x1a%trinity/process/common/v1/enums.proto\x1a\'trinity/process/common/v1/options.proto\"\xf9\x02\n\x16RequestApprovalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\r\x12\r\n\x05title\x18\x05 \x01(\t\x12\x11\n\tapprovers\x18\x06 \x03(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12<\n\non_timeout\x18\x08 \x01(\x0e\x32(.trinity.process.common.v1.TimeoutAction\x12\x38\n\tartifacts\x18\t \x03(\x0b\x32%.trinity.process.approval.v1.Artifact\x12\x34\n\x11reminder_interval\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rmax_reminders\x18\x0b \x01(\r\"R\n\x17RequestApprovalResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval\"\x8a\x01\n\x15SubmitDecisionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x37\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32%.trinity.process.approval.v1.Decision\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"Q\n\x16SubmitDecisionResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval\")\n\x12GetApprovalRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\"N\n\x13GetApprovalResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval\"V\n\x1bListPendingApprovalsRequest\x12\x10\n\x08\x61pprover\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x1cListPendingApprovalsResponse\x12\x38\n\tapprovals\x18\x01 \x03(\x0b\x32%.trinity.process.approval.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x90\x01\n\x14ListApprovalsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12;\n\x06status\x18\x02 \x01(\x0e\x32+.trinity.process.approval.v1.ApprovalStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"j\n\x15ListApprovalsResponse\x12\x38\n\tapprovals\x18\x01 \x03(\x0b\x32%.trinity.process.approval.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"P\n\x15\x43\x61ncelApprovalRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"Q\n\x16\x43\x61ncelApprovalResponse\x12\x37\n\x08\x61pproval\x18\x01 \x01(\x0b\x32%.trinity.process.approval.v1.Approval2\x80\x07\n\x0f\x41pprovalService\x12\x92\x01\n\x0fRequestApproval\x12\x33.trinity.process.approval.v1.RequestApprovalRequest\x1a\x34.trinity.process.approval.v1.RequestApprovalResponse\"\x14\x8a\xb5\x18\x10\x61pprovals.manage\x12\x8f\x01\n\x0eSubmitDecision\x12\x32.trinity.process.approval.v1.SubmitDecisionRequest\x1a\x33.trinity.process.approval.v1.SubmitDecisionResponse\"\x14\x8a\xb5\x18\x10\x61pprovals.decide\x12\x84\x01\n\x0bGetApproval\x12/.trinity.process.approval.v1.GetApprovalRequest\x1a\x30.trinity.process.approval.v1.GetApprovalResponse\"\x12\x8a\xb5\x18\x0e\x61pprovals.read\x12\x9f\x01\n\x14ListPendingApprovals\x12\x38.trinity.process.approval.v1.ListPendingApprovalsRequest\x1a\x39.trinity.process.approval.v1.ListPendingApprovalsResponse\"\x12\x8a\xb5\x18\x0e\x61pprovals.read\x12\x8a\x01\n\rListApprovals\x12\x31.trinity.process.approval.v1.ListApprovalsRequest\x1a\x32.trinity.process.approval.v1.ListApprovalsResponse\"\x12\x8a\xb5\x18\x0e\x61pprovals.read\x12\x8f\x01\n\x0e\x43\x61ncelApproval\x12\x32.trinity.process.approval.v1.CancelApprovalRequest\x1a\x33.trinity.process.approval.v1.CancelApprovalResponse\"\x14\x8a\xb5\x18\x10\x61pprovals.manageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trinity.process.approval.v1.approval_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUESTAPPROVALREQUEST']._serialized_start=199
-  _globals['_REQUESTAPPROVALREQUEST']._serialized_end=576
-  _globals['_REQUESTAPPROVALRESPONSE']._serialized_start=578
-  _globals['_REQUESTAPPROVALRESPONSE']._serialized_end=660
-  _globals['_SUBMITDECISIONREQUEST']._serialized_start=663
-  _globals['_SUBMITDECISIONREQUEST']._serialized_end=801
-  _globals['_SUBMITDECISIONRESPONSE']._serialized_start=803
-  _globals['_SUBMITDECISIONRESPONSE']._serialized_end=884
-  _globals['_GETAPPROVALREQUEST']._serialized_start=886
-  _globals['_GETAPPROVALREQUEST']._serialized_end=927
-  _globals['_GETAPPROVALRESPONSE']._serialized_start=929
-  _globals['_GETAPPROVALRESPONSE']._serialized_end=1007
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=1009
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=1095
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=1097
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=1210
-  _globals['_LISTAPPROVALSREQUEST']._serialized_start=1213
-  _globals['_LISTAPPROVALSREQUEST']._serialized_end=1357
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=1359
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=1465
-  _globals['_CANCELAPPROVALREQUEST']._serialized_start=1467
-  _globals['_CANCELAPPROVALREQUEST']._serialized_end=1547
-  _globals['_CANCELAPPROVALRESPONSE']._serialized_start=1549
-  _globals['_CANCELAPPROVALRESPONSE']._serialized_end=1630
-  _globals['_APPROVALSERVICE']._serialized_start=1633
-  _globals['_APPROVALSERVICE']._serialized_end=2398
+  _globals['_APPROVALSERVICE'].methods_by_name['RequestApproval']._loaded_options = None
+  _globals['_APPROVALSERVICE'].methods_by_name['RequestApproval']._serialized_options = b'\212\265\030\020approvals.manage'
+  _globals['_APPROVALSERVICE'].methods_by_name['SubmitDecision']._loaded_options = None
+  _globals['_APPROVALSERVICE'].methods_by_name['SubmitDecision']._serialized_options = b'\212\265\030\020approvals.decide'
+  _globals['_APPROVALSERVICE'].methods_by_name['GetApproval']._loaded_options = None
+  _globals['_APPROVALSERVICE'].methods_by_name['GetApproval']._serialized_options = b'\212\265\030\016approvals.read'
+  _globals['_APPROVALSERVICE'].methods_by_name['ListPendingApprovals']._loaded_options = None
+  _globals['_APPROVALSERVICE'].methods_by_name['ListPendingApprovals']._serialized_options = b'\212\265\030\016approvals.read'
+  _globals['_APPROVALSERVICE'].methods_by_name['ListApprovals']._loaded_options = None
+  _globals['_APPROVALSERVICE'].methods_by_name['ListApprovals']._serialized_options = b'\212\265\030\016approvals.read'
+  _globals['_APPROVALSERVICE'].methods_by_name['CancelApproval']._loaded_options = None
+  _globals['_APPROVALSERVICE'].methods_by_name['CancelApproval']._serialized_options = b'\212\265\030\020approvals.manage'
+  _globals['_REQUESTAPPROVALREQUEST']._serialized_start=240
+  _globals['_REQUESTAPPROVALREQUEST']._serialized_end=617
+  _globals['_REQUESTAPPROVALRESPONSE']._serialized_start=619
+  _globals['_REQUESTAPPROVALRESPONSE']._serialized_end=701
+  _globals['_SUBMITDECISIONREQUEST']._serialized_start=704
+  _globals['_SUBMITDECISIONREQUEST']._serialized_end=842
+  _globals['_SUBMITDECISIONRESPONSE']._serialized_start=844
+  _globals['_SUBMITDECISIONRESPONSE']._serialized_end=925
+  _globals['_GETAPPROVALREQUEST']._serialized_start=927
+  _globals['_GETAPPROVALREQUEST']._serialized_end=968
+  _globals['_GETAPPROVALRESPONSE']._serialized_start=970
+  _globals['_GETAPPROVALRESPONSE']._serialized_end=1048
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=1050
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=1136
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=1138
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=1251
+  _globals['_LISTAPPROVALSREQUEST']._serialized_start=1254
+  _globals['_LISTAPPROVALSREQUEST']._serialized_end=1398
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=1400
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=1506
+  _globals['_CANCELAPPROVALREQUEST']._serialized_start=1508
+  _globals['_CANCELAPPROVALREQUEST']._serialized_end=1588
+  _globals['_CANCELAPPROVALRESPONSE']._serialized_start=1590
+  _globals['_CANCELAPPROVALRESPONSE']._serialized_end=1671
+  _globals['_APPROVALSERVICE']._serialized_start=1674
+  _globals['_APPROVALSERVICE']._serialized_end=2570
 # @@protoc_insertion_point(module_scope)

@@ -22,52 +22,69 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from trinity.process.common.v1 import options_pb2 as trinity_dot_process_dot_common_dot_v1_dot_options__pb2
 from trinity.process.definition.v1 import definition_pb2 as trinity_dot_process_dot_definition_dot_v1_dot_definition__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6trinity/process/definition/v1/definition_service.proto\x12\x1dtrinity.process.definition.v1\x1a.trinity/process/definition/v1/definition.proto\"\x92\x01\n\x12\x43reateDraftRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12:\n\x04spec\x18\x02 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpecH\x00\x12\x0e\n\x04yaml\x18\x03 \x01(\tH\x00\x12\x12\n\ncreated_by\x18\x04 \x01(\tB\x08\n\x06source\"[\n\x13\x43reateDraftResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"\xb0\x01\n\x12UpdateDraftRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdefinition_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x03 \x01(\x03\x12:\n\x04spec\x18\x04 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpecH\x00\x12\x0e\n\x04yaml\x18\x05 \x01(\tH\x00\x42\x08\n\x06source\"[\n\x13UpdateDraftResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"\x8a\x01\n\x19ValidateDefinitionRequest\x12:\n\x04spec\x18\x01 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpecH\x00\x12\x0e\n\x04yaml\x18\x02 \x01(\tH\x00\x12\x17\n\rdefinition_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"i\n\x1aValidateDefinitionResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12<\n\nviolations\x18\x02 \x03(\x0b\x32(.trinity.process.definition.v1.Violation\"\x9a\x01\n\x18PublishDefinitionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdefinition_id\x18\x02 \x01(\t\x12\x38\n\x04\x62ump\x18\x03 \x01(\x0e\x32*.trinity.process.definition.v1.VersionBump\x12\x19\n\x11\x65xpected_revision\x18\x04 \x01(\x03\"a\n\x19PublishDefinitionResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"E\n\x18\x41rchiveDefinitionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdefinition_id\x18\x02 \x01(\t\"a\n\x19\x41rchiveDefinitionResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"-\n\x0cNameSelector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"{\n\x14GetDefinitionRequest\x12\x17\n\rdefinition_id\x18\x01 \x01(\tH\x00\x12>\n\x07\x62y_name\x18\x02 \x01(\x0b\x32+.trinity.process.definition.v1.NameSelectorH\x00\x42\n\n\x08selector\"]\n\x15GetDefinitionResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"\x8e\x01\n\x16ListDefinitionsRequest\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.trinity.process.definition.v1.DefinitionStatus\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"y\n\x17ListDefinitionsResponse\x12\x45\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1dListDefinitionVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x80\x01\n\x1eListDefinitionVersionsResponse\x12\x45\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*[\n\x0bVersionBump\x12\x1c\n\x18VERSION_BUMP_UNSPECIFIED\x10\x00\x12\x16\n\x12VERSION_BUMP_MINOR\x10\x01\x12\x16\n\x12VERSION_BUMP_MAJOR\x10\x02\x32\xb4\x08\n\x11\x44\x65\x66initionService\x12t\n\x0b\x43reateDraft\x12\x31.trinity.process.definition.v1.CreateDraftRequest\x1a\x32.trinity.process.definition.v1.CreateDraftResponse\x12t\n\x0bUpdateDraft\x12\x31.trinity.process.definition.v1.UpdateDraftRequest\x1a\x32.trinity.process.definition.v1.UpdateDraftResponse\x12\x89\x01\n\x12ValidateDefinition\x12\x38.trinity.process.definition.v1.ValidateDefinitionRequest\x1a\x39.trinity.process.definition.v1.ValidateDefinitionResponse\x12\x86\x01\n\x11PublishDefinition\x12\x37.trinity.process.definition.v1.PublishDefinitionRequest\x1a\x38.trinity.process.definition.v1.PublishDefinitionResponse\x12\x86\x01\n\x11\x41rchiveDefinition\x12\x37.trinity.process.definition.v1.ArchiveDefinitionRequest\x1a\x38.trinity.process.definition.v1.ArchiveDefinitionResponse\x12z\n\rGetDefinition\x12\x33.trinity.process.definition.v1.GetDefinitionRequest\x1a\x34.trinity.process.definition.v1.GetDefinitionResponse\x12\x80\x01\n\x0fListDefinitions\x12\x35.trinity.process.definition.v1.ListDefinitionsRequest\x1a\x36.trinity.process.definition.v1.ListDefinitionsResponse\x12\x95\x01\n\x16ListDefinitionVersions\x12<.trinity.process.definition.v1.ListDefinitionVersionsRequest\x1a=.trinity.process.definition.v1.ListDefinitionVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6trinity/process/definition/v1/definition_service.proto\x12\x1dtrinity.process.definition.v1\x1a\'trinity/process/common/v1/options.proto\x1a.trinity/process/definition/v1/definition.proto\"\x92\x01\n\x12\x43reateDraftRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12:\n\x04spec\x18\x02 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpecH\x00\x12\x0e\n\x04yaml\x18\x03 \x01(\tH\x00\x12\x12\n\ncreated_by\x18\x04 \x01(\tB\x08\n\x06source\"[\n\x13\x43reateDraftResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"\xb0\x01\n\x12UpdateDraftRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdefinition_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x03 \x01(\x03\x12:\n\x04spec\x18\x04 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpecH\x00\x12\x0e\n\x04yaml\x18\x05 \x01(\tH\x00\x42\x08\n\x06source\"[\n\x13UpdateDraftResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"\x8a\x01\n\x19ValidateDefinitionRequest\x12:\n\x04spec\x18\x01 \x01(\x0b\x32*.trinity.process.definition.v1.ProcessSpecH\x00\x12\x0e\n\x04yaml\x18\x02 \x01(\tH\x00\x12\x17\n\rdefinition_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"i\n\x1aValidateDefinitionResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12<\n\nviolations\x18\x02 \x03(\x0b\x32(.trinity.process.definition.v1.Violation\"\x9a\x01\n\x18PublishDefinitionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdefinition_id\x18\x02 \x01(\t\x12\x38\n\x04\x62ump\x18\x03 \x01(\x0e\x32*.trinity.process.definition.v1.VersionBump\x12\x19\n\x11\x65xpected_revision\x18\x04 \x01(\x03\"a\n\x19PublishDefinitionResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"E\n\x18\x41rchiveDefinitionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rdefinition_id\x18\x02 \x01(\t\"a\n\x19\x41rchiveDefinitionResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"-\n\x0cNameSelector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"{\n\x14GetDefinitionRequest\x12\x17\n\rdefinition_id\x18\x01 \x01(\tH\x00\x12>\n\x07\x62y_name\x18\x02 \x01(\x0b\x32+.trinity.process.definition.v1.NameSelectorH\x00\x42\n\n\x08selector\"]\n\x15GetDefinitionResponse\x12\x44\n\ndefinition\x18\x01 \x01(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\"\x8e\x01\n\x16ListDefinitionsRequest\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.trinity.process.definition.v1.DefinitionStatus\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"y\n\x17ListDefinitionsResponse\x12\x45\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1dListDefinitionVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x80\x01\n\x1eListDefinitionVersionsResponse\x12\x45\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x30.trinity.process.definition.v1.ProcessDefinition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*[\n\x0bVersionBump\x12\x1c\n\x18VERSION_BUMP_UNSPECIFIED\x10\x00\x12\x16\n\x12VERSION_BUMP_MINOR\x10\x01\x12\x16\n\x12VERSION_BUMP_MAJOR\x10\x02\x32\xec\t\n\x11\x44\x65\x66initionService\x12\x8b\x01\n\x0b\x43reateDraft\x12\x31.trinity.process.definition.v1.CreateDraftRequest\x1a\x32.trinity.process.definition.v1.CreateDraftResponse\"\x15\x8a\xb5\x18\x11\x64\x65\x66initions.write\x12\x8b\x01\n\x0bUpdateDraft\x12\x31.trinity.process.definition.v1.UpdateDraftRequest\x1a\x32.trinity.process.definition.v1.UpdateDraftResponse\"\x15\x8a\xb5\x18\x11\x64\x65\x66initions.write\x12\xa0\x01\n\x12ValidateDefinition\x12\x38.trinity.process.definition.v1.ValidateDefinitionRequest\x1a\x39.trinity.process.definition.v1.ValidateDefinitionResponse\"\x15\x8a\xb5\x18\x11\x64\x65\x66initions.write\x12\x9d\x01\n\x11PublishDefinition\x12\x37.trinity.process.definition.v1.PublishDefinitionRequest\x1a\x38.trinity.process.definition.v1.PublishDefinitionResponse\"\x15\x8a\xb5\x18\x11\x64\x65\x66initions.write\x12\x9d\x01\n\x11\x41rchiveDefinition\x12\x37.trinity.process.definition.v1.ArchiveDefinitionRequest\x1a\x38.trinity.process.definition.v1.ArchiveDefinitionResponse\"\x15\x8a\xb5\x18\x11\x64\x65\x66initions.write\x12\x90\x01\n\rGetDefinition\x12\x33.trinity.process.definition.v1.GetDefinitionRequest\x1a\x34.trinity.process.definition.v1.GetDefinitionResponse\"\x14\x8a\xb5\x18\x10\x64\x65\x66initions.read\x12\x96\x01\n\x0fListDefinitions\x12\x35.trinity.process.definition.v1.ListDefinitionsRequest\x1a\x36.trinity.process.definition.v1.ListDefinitionsResponse\"\x14\x8a\xb5\x18\x10\x64\x65\x66initions.read\x12\xab\x01\n\x16ListDefinitionVersions\x12<.trinity.process.definition.v1.ListDefinitionVersionsRequest\x1a=.trinity.process.definition.v1.ListDefinitionVersionsResponse\"\x14\x8a\xb5\x18\x10\x64\x65\x66initions.readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trinity.process.definition.v1.definition_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERSIONBUMP']._serialized_start=2077
-  _globals['_VERSIONBUMP']._serialized_end=2168
-  _globals['_CREATEDRAFTREQUEST']._serialized_start=138
-  _globals['_CREATEDRAFTREQUEST']._serialized_end=284
-  _globals['_CREATEDRAFTRESPONSE']._serialized_start=286
-  _globals['_CREATEDRAFTRESPONSE']._serialized_end=377
-  _globals['_UPDATEDRAFTREQUEST']._serialized_start=380
-  _globals['_UPDATEDRAFTREQUEST']._serialized_end=556
-  _globals['_UPDATEDRAFTRESPONSE']._serialized_start=558
-  _globals['_UPDATEDRAFTRESPONSE']._serialized_end=649
-  _globals['_VALIDATEDEFINITIONREQUEST']._serialized_start=652
-  _globals['_VALIDATEDEFINITIONREQUEST']._serialized_end=790
-  _globals['_VALIDATEDEFINITIONRESPONSE']._serialized_start=792
-  _globals['_VALIDATEDEFINITIONRESPONSE']._serialized_end=897
-  _globals['_PUBLISHDEFINITIONREQUEST']._serialized_start=900
-  _globals['_PUBLISHDEFINITIONREQUEST']._serialized_end=1054
-  _globals['_PUBLISHDEFINITIONRESPONSE']._serialized_start=1056
-  _globals['_PUBLISHDEFINITIONRESPONSE']._serialized_end=1153
-  _globals['_ARCHIVEDEFINITIONREQUEST']._serialized_start=1155
-  _globals['_ARCHIVEDEFINITIONREQUEST']._serialized_end=1224
-  _globals['_ARCHIVEDEFINITIONRESPONSE']._serialized_start=1226
-  _globals['_ARCHIVEDEFINITIONRESPONSE']._serialized_end=1323
-  _globals['_NAMESELECTOR']._serialized_start=1325
-  _globals['_NAMESELECTOR']._serialized_end=1370
-  _globals['_GETDEFINITIONREQUEST']._serialized_start=1372
-  _globals['_GETDEFINITIONREQUEST']._serialized_end=1495
-  _globals['_GETDEFINITIONRESPONSE']._serialized_start=1497
-  _globals['_GETDEFINITIONRESPONSE']._serialized_end=1590
-  _globals['_LISTDEFINITIONSREQUEST']._serialized_start=1593
-  _globals['_LISTDEFINITIONSREQUEST']._serialized_end=1735
-  _globals['_LISTDEFINITIONSRESPONSE']._serialized_start=1737
-  _globals['_LISTDEFINITIONSRESPONSE']._serialized_end=1858
-  _globals['_LISTDEFINITIONVERSIONSREQUEST']._serialized_start=1860
-  _globals['_LISTDEFINITIONVERSIONSREQUEST']._serialized_end=1944
-  _globals['_LISTDEFINITIONVERSIONSRESPONSE']._serialized_start=1947
-  _globals['_LISTDEFINITIONVERSIONSRESPONSE']._serialized_end=2075
-  _globals['_DEFINITIONSERVICE']._serialized_start=2171
-  _globals['_DEFINITIONSERVICE']._serialized_end=3247
+  _globals['_DEFINITIONSERVICE'].methods_by_name['CreateDraft']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['CreateDraft']._serialized_options = b'\212\265\030\021definitions.write'
+  _globals['_DEFINITIONSERVICE'].methods_by_name['UpdateDraft']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['UpdateDraft']._serialized_options = b'\212\265\030\021definitions.write'
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ValidateDefinition']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ValidateDefinition']._serialized_options = b'\212\265\030\021definitions.write'
+  _globals['_DEFINITIONSERVICE'].methods_by_name['PublishDefinition']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['PublishDefinition']._serialized_options = b'\212\265\030\021definitions.write'
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ArchiveDefinition']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ArchiveDefinition']._serialized_options = b'\212\265\030\021definitions.write'
+  _globals['_DEFINITIONSERVICE'].methods_by_name['GetDefinition']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['GetDefinition']._serialized_options = b'\212\265\030\020definitions.read'
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ListDefinitions']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ListDefinitions']._serialized_options = b'\212\265\030\020definitions.read'
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ListDefinitionVersions']._loaded_options = None
+  _globals['_DEFINITIONSERVICE'].methods_by_name['ListDefinitionVersions']._serialized_options = b'\212\265\030\020definitions.read'
+  _globals['_VERSIONBUMP']._serialized_start=2118
+  _globals['_VERSIONBUMP']._serialized_end=2209
+  _globals['_CREATEDRAFTREQUEST']._serialized_start=179
+  _globals['_CREATEDRAFTREQUEST']._serialized_end=325
+  _globals['_CREATEDRAFTRESPONSE']._serialized_start=327
+  _globals['_CREATEDRAFTRESPONSE']._serialized_end=418
+  _globals['_UPDATEDRAFTREQUEST']._serialized_start=421
+  _globals['_UPDATEDRAFTREQUEST']._serialized_end=597
+  _globals['_UPDATEDRAFTRESPONSE']._serialized_start=599
+  _globals['_UPDATEDRAFTRESPONSE']._serialized_end=690
+  _globals['_VALIDATEDEFINITIONREQUEST']._serialized_start=693
+  _globals['_VALIDATEDEFINITIONREQUEST']._serialized_end=831
+  _globals['_VALIDATEDEFINITIONRESPONSE']._serialized_start=833
+  _globals['_VALIDATEDEFINITIONRESPONSE']._serialized_end=938
+  _globals['_PUBLISHDEFINITIONREQUEST']._serialized_start=941
+  _globals['_PUBLISHDEFINITIONREQUEST']._serialized_end=1095
+  _globals['_PUBLISHDEFINITIONRESPONSE']._serialized_start=1097
+  _globals['_PUBLISHDEFINITIONRESPONSE']._serialized_end=1194
+  _globals['_ARCHIVEDEFINITIONREQUEST']._serialized_start=1196
+  _globals['_ARCHIVEDEFINITIONREQUEST']._serialized_end=1265
+  _globals['_ARCHIVEDEFINITIONRESPONSE']._serialized_start=1267
+  _globals['_ARCHIVEDEFINITIONRESPONSE']._serialized_end=1364
+  _globals['_NAMESELECTOR']._serialized_start=1366
+  _globals['_NAMESELECTOR']._serialized_end=1411
+  _globals['_GETDEFINITIONREQUEST']._serialized_start=1413
+  _globals['_GETDEFINITIONREQUEST']._serialized_end=1536
+  _globals['_GETDEFINITIONRESPONSE']._serialized_start=1538
+  _globals['_GETDEFINITIONRESPONSE']._serialized_end=1631
+  _globals['_LISTDEFINITIONSREQUEST']._serialized_start=1634
+  _globals['_LISTDEFINITIONSREQUEST']._serialized_end=1776
+  _globals['_LISTDEFINITIONSRESPONSE']._serialized_start=1778
+  _globals['_LISTDEFINITIONSRESPONSE']._serialized_end=1899
+  _globals['_LISTDEFINITIONVERSIONSREQUEST']._serialized_start=1901
+  _globals['_LISTDEFINITIONVERSIONSREQUEST']._serialized_end=1985
+  _globals['_LISTDEFINITIONVERSIONSRESPONSE']._serialized_start=1988
+  _globals['_LISTDEFINITIONVERSIONSRESPONSE']._serialized_end=2116
+  _globals['_DEFINITIONSERVICE']._serialized_start=2212
+  _globals['_DEFINITIONSERVICE']._serialized_end=3472
 # @@protoc_insertion_point(module_scope)

@@ -24,49 +24,66 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from trinity.process.common.v1 import options_pb2 as trinity_dot_process_dot_common_dot_v1_dot_options__pb2
 from trinity.process.common.v1 import types_pb2 as trinity_dot_process_dot_common_dot_v1_dot_types__pb2
 from trinity.process.work.v1 import work_pb2 as trinity_dot_process_dot_work_dot_v1_dot_work__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trinity/process/work/v1/work_service.proto\x12\x17trinity.process.work.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%trinity/process/common/v1/types.proto\x1a\"trinity/process/work/v1/work.proto\"\xdc\x01\n\x12RequestWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x07payload\x18\x02 \x01(\x0b\x32$.trinity.process.work.v1.WorkPayload\x12\x37\n\x0b\x63orrelation\x18\x03 \x01(\x0b\x32\".trinity.process.common.v1.StepRef\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x05 \x01(\r\"I\n\x13RequestWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x99\x01\n\x18RecordWorkStartedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x04 \x01(\r\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\x19RecordWorkStartedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x92\x01\n\x14HeartbeatWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\x12\x0f\n\x07release\x18\x05 \x01(\x08\"h\n\x15HeartbeatWorkResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"\x8b\x01\n\x1aRecordWorkCompletedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.trinity.process.work.v1.WorkResult\"Q\n\x1bRecordWorkCompletedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x86\x01\n\x17RecordWorkFailedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".trinity.process.common.v1.Failure\"N\n\x18RecordWorkFailedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"H\n\x11\x43\x61ncelWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x12\x43\x61ncelWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"!\n\x0eGetWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\"E\n\x0fGetWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\xb4\x01\n\x0fListWorkRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.trinity.process.work.v1.WorkStatus\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.trinity.process.work.v1.WorkKind\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x10ListWorkResponse\x12\x32\n\x04work\x18\x01 \x03(\x0b\x32$.trinity.process.work.v1.WorkRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x85\x07\n\x0bWorkService\x12h\n\x0bRequestWork\x12+.trinity.process.work.v1.RequestWorkRequest\x1a,.trinity.process.work.v1.RequestWorkResponse\x12z\n\x11RecordWorkStarted\x12\x31.trinity.process.work.v1.RecordWorkStartedRequest\x1a\x32.trinity.process.work.v1.RecordWorkStartedResponse\x12n\n\rHeartbeatWork\x12-.trinity.process.work.v1.HeartbeatWorkRequest\x1a..trinity.process.work.v1.HeartbeatWorkResponse\x12\x80\x01\n\x13RecordWorkCompleted\x12\x33.trinity.process.work.v1.RecordWorkCompletedRequest\x1a\x34.trinity.process.work.v1.RecordWorkCompletedResponse\x12w\n\x10RecordWorkFailed\x12\x30.trinity.process.work.v1.RecordWorkFailedRequest\x1a\x31.trinity.process.work.v1.RecordWorkFailedResponse\x12\x65\n\nCancelWork\x12*.trinity.process.work.v1.CancelWorkRequest\x1a+.trinity.process.work.v1.CancelWorkResponse\x12\\\n\x07GetWork\x12\'.trinity.process.work.v1.GetWorkRequest\x1a(.trinity.process.work.v1.GetWorkResponse\x12_\n\x08ListWork\x12(.trinity.process.work.v1.ListWorkRequest\x1a).trinity.process.work.v1.ListWorkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trinity/process/work/v1/work_service.proto\x12\x17trinity.process.work.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'trinity/process/common/v1/options.proto\x1a%trinity/process/common/v1/types.proto\x1a\"trinity/process/work/v1/work.proto\"\xdc\x01\n\x12RequestWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x07payload\x18\x02 \x01(\x0b\x32$.trinity.process.work.v1.WorkPayload\x12\x37\n\x0b\x63orrelation\x18\x03 \x01(\x0b\x32\".trinity.process.common.v1.StepRef\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x05 \x01(\r\"I\n\x13RequestWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x99\x01\n\x18RecordWorkStartedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x04 \x01(\r\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\x19RecordWorkStartedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x92\x01\n\x14HeartbeatWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\x12\x0f\n\x07release\x18\x05 \x01(\x08\"h\n\x15HeartbeatWorkResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"\x8b\x01\n\x1aRecordWorkCompletedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.trinity.process.work.v1.WorkResult\"Q\n\x1bRecordWorkCompletedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x86\x01\n\x17RecordWorkFailedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".trinity.process.common.v1.Failure\"N\n\x18RecordWorkFailedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"H\n\x11\x43\x61ncelWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x12\x43\x61ncelWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"!\n\x0eGetWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\"E\n\x0fGetWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\xb4\x01\n\x0fListWorkRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.trinity.process.work.v1.WorkStatus\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.trinity.process.work.v1.WorkKind\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x10ListWorkResponse\x12\x32\n\x04work\x18\x01 \x03(\x0b\x32$.trinity.process.work.v1.WorkRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8b\x08\n\x0bWorkService\x12y\n\x0bRequestWork\x12+.trinity.process.work.v1.RequestWorkRequest\x1a,.trinity.process.work.v1.RequestWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12\x8b\x01\n\x11RecordWorkStarted\x12\x31.trinity.process.work.v1.RecordWorkStartedRequest\x1a\x32.trinity.process.work.v1.RecordWorkStartedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x7f\n\rHeartbeatWork\x12-.trinity.process.work.v1.HeartbeatWorkRequest\x1a..trinity.process.work.v1.HeartbeatWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x91\x01\n\x13RecordWorkCompleted\x12\x33.trinity.process.work.v1.RecordWorkCompletedRequest\x1a\x34.trinity.process.work.v1.RecordWorkCompletedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x88\x01\n\x10RecordWorkFailed\x12\x30.trinity.process.work.v1.RecordWorkFailedRequest\x1a\x31.trinity.process.work.v1.RecordWorkFailedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12v\n\nCancelWork\x12*.trinity.process.work.v1.CancelWorkRequest\x1a+.trinity.process.work.v1.CancelWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12k\n\x07GetWork\x12\'.trinity.process.work.v1.GetWorkRequest\x1a(.trinity.process.work.v1.GetWorkResponse\"\r\x8a\xb5\x18\twork.read\x12n\n\x08ListWork\x12(.trinity.process.work.v1.ListWorkRequest\x1a).trinity.process.work.v1.ListWorkResponse\"\r\x8a\xb5\x18\twork.readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trinity.process.work.v1.work_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUESTWORKREQUEST']._serialized_start=212
-  _globals['_REQUESTWORKREQUEST']._serialized_end=432
-  _globals['_REQUESTWORKRESPONSE']._serialized_start=434
-  _globals['_REQUESTWORKRESPONSE']._serialized_end=507
-  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_start=510
-  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_end=663
-  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_start=665
-  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_end=744
-  _globals['_HEARTBEATWORKREQUEST']._serialized_start=747
-  _globals['_HEARTBEATWORKREQUEST']._serialized_end=893
-  _globals['_HEARTBEATWORKRESPONSE']._serialized_start=895
-  _globals['_HEARTBEATWORKRESPONSE']._serialized_end=999
-  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_start=1002
-  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_end=1141
-  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_start=1143
-  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_end=1224
-  _globals['_RECORDWORKFAILEDREQUEST']._serialized_start=1227
-  _globals['_RECORDWORKFAILEDREQUEST']._serialized_end=1361
-  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_start=1363
-  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_end=1441
-  _globals['_CANCELWORKREQUEST']._serialized_start=1443
-  _globals['_CANCELWORKREQUEST']._serialized_end=1515
-  _globals['_CANCELWORKRESPONSE']._serialized_start=1517
-  _globals['_CANCELWORKRESPONSE']._serialized_end=1589
-  _globals['_GETWORKREQUEST']._serialized_start=1591
-  _globals['_GETWORKREQUEST']._serialized_end=1624
-  _globals['_GETWORKRESPONSE']._serialized_start=1626
-  _globals['_GETWORKRESPONSE']._serialized_end=1695
-  _globals['_LISTWORKREQUEST']._serialized_start=1698
-  _globals['_LISTWORKREQUEST']._serialized_end=1878
-  _globals['_LISTWORKRESPONSE']._serialized_start=1880
-  _globals['_LISTWORKRESPONSE']._serialized_end=1975
-  _globals['_WORKSERVICE']._serialized_start=1978
-  _globals['_WORKSERVICE']._serialized_end=2879
+  _globals['_WORKSERVICE'].methods_by_name['RequestWork']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['RequestWork']._serialized_options = b'\212\265\030\013work.manage'
+  _globals['_WORKSERVICE'].methods_by_name['RecordWorkStarted']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['RecordWorkStarted']._serialized_options = b'\212\265\030\013work.report'
+  _globals['_WORKSERVICE'].methods_by_name['HeartbeatWork']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['HeartbeatWork']._serialized_options = b'\212\265\030\013work.report'
+  _globals['_WORKSERVICE'].methods_by_name['RecordWorkCompleted']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['RecordWorkCompleted']._serialized_options = b'\212\265\030\013work.report'
+  _globals['_WORKSERVICE'].methods_by_name['RecordWorkFailed']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['RecordWorkFailed']._serialized_options = b'\212\265\030\013work.report'
+  _globals['_WORKSERVICE'].methods_by_name['CancelWork']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['CancelWork']._serialized_options = b'\212\265\030\013work.manage'
+  _globals['_WORKSERVICE'].methods_by_name['GetWork']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['GetWork']._serialized_options = b'\212\265\030\twork.read'
+  _globals['_WORKSERVICE'].methods_by_name['ListWork']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['ListWork']._serialized_options = b'\212\265\030\twork.read'
+  _globals['_REQUESTWORKREQUEST']._serialized_start=253
+  _globals['_REQUESTWORKREQUEST']._serialized_end=473
+  _globals['_REQUESTWORKRESPONSE']._serialized_start=475
+  _globals['_REQUESTWORKRESPONSE']._serialized_end=548
+  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_start=551
+  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_end=704
+  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_start=706
+  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_end=785
+  _globals['_HEARTBEATWORKREQUEST']._serialized_start=788
+  _globals['_HEARTBEATWORKREQUEST']._serialized_end=934
+  _globals['_HEARTBEATWORKRESPONSE']._serialized_start=936
+  _globals['_HEARTBEATWORKRESPONSE']._serialized_end=1040
+  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_start=1043
+  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_end=1182
+  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_start=1184
+  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_end=1265
+  _globals['_RECORDWORKFAILEDREQUEST']._serialized_start=1268
+  _globals['_RECORDWORKFAILEDREQUEST']._serialized_end=1402
+  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_start=1404
+  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_end=1482
+  _globals['_CANCELWORKREQUEST']._serialized_start=1484
+  _globals['_CANCELWORKREQUEST']._serialized_end=1556
+  _globals['_CANCELWORKRESPONSE']._serialized_start=1558
+  _globals['_CANCELWORKRESPONSE']._serialized_end=1630
+  _globals['_GETWORKREQUEST']._serialized_start=1632
+  _globals['_GETWORKREQUEST']._serialized_end=1665
+  _globals['_GETWORKRESPONSE']._serialized_start=1667
+  _globals['_GETWORKRESPONSE']._serialized_end=1736
+  _globals['_LISTWORKREQUEST']._serialized_start=1739
+  _globals['_LISTWORKREQUEST']._serialized_end=1919
+  _globals['_LISTWORKRESPONSE']._serialized_start=1921
+  _globals['_LISTWORKRESPONSE']._serialized_end=2016
+  _globals['_WORKSERVICE']._serialized_start=2019
+  _globals['_WORKSERVICE']._serialized_end=3054
 # @@protoc_insertion_point(module_scope)

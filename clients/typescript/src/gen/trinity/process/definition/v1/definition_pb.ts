@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { ActionKind, Channel, TimeoutAction } from "../../common/v1/enums_pb.js";
 import { file_trinity_process_common_v1_enums } from "../../common/v1/enums_pb.js";
@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/definition/v1/definition.proto.
  */
 export const file_trinity_process_definition_v1_definition: GenFile = /*@__PURE__*/
-  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixwMKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKFBQoEU3RlcBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCmRlcGVuZHNfb24YAyADKAkSEQoJY29uZGl0aW9uGAQgASgJEjkKBXJldHJ5GAUgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSKgoHdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhJACgpvbl9mYWlsdXJlGAcgASgOMiwudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuRmFpbHVyZUFjdGlvbhIQCghpbmZvcm1lZBgIIAMoCRI+CgphZ2VudF90YXNrGAogASgLMigudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuQWdlbnRUYXNrSAASRgoOaHVtYW5fYXBwcm92YWwYCyABKAsyLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5IdW1hbkFwcHJvdmFsSAASOQoHZ2F0ZXdheRgMIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkdhdGV3YXlIABI1CgV0aW1lchgNIAEoCzIkLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRpbWVySAASQwoMbm90aWZpY2F0aW9uGA4gASgLMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuTm90aWZpY2F0aW9uSAASOgoIdG9vbF9ydW4YDyABKAsyJi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ub29sUnVuSABCBgoEa2luZCJfCglBZ2VudFRhc2sSDQoFYWdlbnQYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIyCghtYXhfY29zdBgDIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkijwIKDUh1bWFuQXBwcm92YWwSEQoJYXBwcm92ZXJzGAEgAygJEjwKCm9uX3RpbWVvdXQYAiABKA4yKC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLlRpbWVvdXRBY3Rpb24SEQoJYXJ0aWZhY3RzGAMgAygJEg0KBXRpdGxlGAQgASgJEjQKEXJlbWluZGVyX2ludGVydmFsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhUKDW1heF9yZW1pbmRlcnMYBiABKA0SPgoJb25fcmVqZWN0GAcgASgOMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmVqZWN0QWN0aW9uInkKB0dhdGV3YXkSOAoEdHlwZRgBIAEoDjIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkdhdGV3YXlUeXBlEjQKBnJvdXRlcxgCIAMoCzIkLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlJvdXRlIlYKBVJvdXRlEg4KBnRhcmdldBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSEgoKaXNfZGVmYXVsdBgDIAEoCBIWCg5tYXhfaXRlcmF0aW9ucxgEIAEoDSJhCgVUaW1lchItCghkdXJhdGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgAEg8KBXVudGlsGAIgASgJSAASEAoIdGltZXpvbmUYAyABKAlCBgoEd2FpdCJ1CgxOb3RpZmljYXRpb24SMwoHY2hhbm5lbBgBIAEoDjIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuQ2hhbm5lbBIOCgZ0YXJnZXQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJIrwBCgdUb29sUnVuEjUKBmFjdGlvbhgBIAEoDjIlLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuQWN0aW9uS2luZBJICglhcmd1bWVudHMYAiADKAsyNS50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ub29sUnVuLkFyZ3VtZW50c0VudHJ5GjAKDkFyZ3VtZW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0wEKB1RyaWdnZXISPgoGbWFudWFsGAEgASgLMiwudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuTWFudWFsVHJpZ2dlckgAEkIKCHNjaGVkdWxlGAIgASgLMi4udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuU2NoZWR1bGVUcmlnZ2VySAASPAoFZXZlbnQYAyABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5FdmVudFRyaWdnZXJIAEIGCgRraW5kIg8KDU1hbnVhbFRyaWdnZXIiWQoPU2NoZWR1bGVUcmlnZ2VyEgwKBGNyb24YASABKAkSEAoIdGltZXpvbmUYAiABKAkSJgoFaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ih8KDEV2ZW50VHJpZ2dlchIPCgdzdWJqZWN0GAEgASgJIm8KBk91dHB1dBIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkiewoGQnVkZ2V0Ei8KBWxpbWl0GAEgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRJACgtvbl9leGNlZWRlZBgCIAEoDjIrLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldEFjdGlvbiLAAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgNEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYAyABKAESLgoLbWF4X2JhY2tvZmYYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTbm9uX3JldHJ5YWJsZV9jb2RlcxgFIAMoCSIvCglWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkqkwEKEERlZmluaXRpb25TdGF0dXMSIQodREVGSU5JVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdERUZJTklUSU9OX1NUQVRVU19EUkFGVBABEh8KG0RFRklOSVRJT05fU1RBVFVTX1BVQkxJU0hFRBACEh4KGkRFRklOSVRJT05fU1RBVFVTX0FSQ0hJVkVEEAMqfgoLR2F0ZXdheVR5cGUSHAoYR0FURVdBWV9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWR0FURVdBWV9UWVBFX0VYQ0xVU0lWRRABEhkKFUdBVEVXQVlfVFlQRV9QQVJBTExFTBACEhoKFkdBVEVXQVlfVFlQRV9JTkNMVVNJVkUQAyplCg1GYWlsdXJlQWN0aW9uEh4KGkZBSUxVUkVfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFwoTRkFJTFVSRV9BQ1RJT05fRkFJTBABEhsKF0ZBSUxVUkVfQUNUSU9OX0NPTlRJTlVFEAIqYQoMUmVqZWN0QWN0aW9uEh0KGVJFSkVDVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIWChJSRUpFQ1RfQUNUSU9OX0ZBSUwQARIaChZSRUpFQ1RfQUNUSU9OX0NPTlRJTlVFEAIqXgoMQnVkZ2V0QWN0aW9uEh0KGUJVREdFVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIWChJCVURHRVRfQUNUSU9OX0ZBSUwQARIXChNCVURHRVRfQUNUSU9OX1BBVVNFEAJiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
+  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiAQKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkSPwoGaW5wdXRzGAkgAygLMi8udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSW5wdXREZWNsYXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4BChBJbnB1dERlY2xhcmF0aW9uEgwKBG5hbWUYASABKAkSNgoEdHlwZRgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgDIAEoCBItCg1kZWZhdWx0X3ZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAUgASgJIoUFCgRTdGVwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKZGVwZW5kc19vbhgDIAMoCRIRCgljb25kaXRpb24YBCABKAkSOQoFcmV0cnkYBSABKAsyKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEkAKCm9uX2ZhaWx1cmUYByABKA4yLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5GYWlsdXJlQWN0aW9uEhAKCGluZm9ybWVkGAggAygJEj4KCmFnZW50X3Rhc2sYCiABKAsyKC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5BZ2VudFRhc2tIABJGCg5odW1hbl9hcHByb3ZhbBgLIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkh1bWFuQXBwcm92YWxIABI5CgdnYXRld2F5GAwgASgLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheUgAEjUKBXRpbWVyGA0gASgLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVGltZXJIABJDCgxub3RpZmljYXRpb24YDiABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ob3RpZmljYXRpb25IABI6Cgh0b29sX3J1bhgPIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW5IAEIGCgRraW5kIl8KCUFnZW50VGFzaxINCgVhZ2VudBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCG1heF9jb3N0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leSKPAgoNSHVtYW5BcHByb3ZhbBIRCglhcHByb3ZlcnMYASADKAkSPAoKb25fdGltZW91dBgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuVGltZW91dEFjdGlvbhIRCglhcnRpZmFjdHMYAyADKAkSDQoFdGl0bGUYBCABKAkSNAoRcmVtaW5kZXJfaW50ZXJ2YWwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNbWF4X3JlbWluZGVycxgGIAEoDRI+Cglvbl9yZWplY3QYByABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZWplY3RBY3Rpb24ieQoHR2F0ZXdheRI4CgR0eXBlGAEgASgOMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheVR5cGUSNAoGcm91dGVzGAIgAygLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUm91dGUiVgoFUm91dGUSDgoGdGFyZ2V0GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhYKDm1heF9pdGVyYXRpb25zGAQgASgNImEKBVRpbWVyEi0KCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uSAASDwoFdW50aWwYAiABKAlIABIQCgh0aW1lem9uZRgDIAEoCUIGCgR3YWl0InUKDE5vdGlmaWNhdGlvbhIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkivAEKB1Rvb2xSdW4SNQoGYWN0aW9uGAEgASgOMiUudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5BY3Rpb25LaW5kEkgKCWFyZ3VtZW50cxgCIAMoCzI1LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW4uQXJndW1lbnRzRW50cnkaMAoOQXJndW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLTAQoHVHJpZ2dlchI+CgZtYW51YWwYASABKAsyLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5NYW51YWxUcmlnZ2VySAASQgoIc2NoZWR1bGUYAiABKAsyLi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TY2hlZHVsZVRyaWdnZXJIABI8CgVldmVudBgDIAEoCzIrLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkV2ZW50VHJpZ2dlckgAQgYKBGtpbmQiDwoNTWFudWFsVHJpZ2dlciJZCg9TY2hlZHVsZVRyaWdnZXISDAoEY3JvbhgBIAEoCRIQCgh0aW1lem9uZRgCIAEoCRImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiHwoMRXZlbnRUcmlnZ2VyEg8KB3N1YmplY3QYASABKAkibwoGT3V0cHV0EjMKB2NoYW5uZWwYASABKA4yIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLkNoYW5uZWwSDgoGdGFyZ2V0GAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDwoHc3ViamVjdBgEIAEoCSJ7CgZCdWRnZXQSLwoFbGltaXQYASABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EkAKC29uX2V4Y2VlZGVkGAIgASgOMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuQnVkZ2V0QWN0aW9uIsABCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKA0SMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhoKEmJhY2tvZmZfbXVsdGlwbGllchgDIAEoARIuCgttYXhfYmFja29mZhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNub25fcmV0cnlhYmxlX2NvZGVzGAUgAygJIi8KCVZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSqTAQoQRGVmaW5pdGlvblN0YXR1cxIhCh1ERUZJTklUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0RFRklOSVRJT05fU1RBVFVTX0RSQUZUEAESHwobREVGSU5JVElPTl9TVEFUVVNfUFVCTElTSEVEEAISHgoaREVGSU5JVElPTl9TVEFUVVNfQVJDSElWRUQQAyp+CgtHYXRld2F5VHlwZRIcChhHQVRFV0FZX1RZUEVfVU5TUEVDSUZJRUQQABIaChZHQVRFV0FZX1RZUEVfRVhDTFVTSVZFEAESGQoVR0FURVdBWV9UWVBFX1BBUkFMTEVMEAISGgoWR0FURVdBWV9UWVBFX0lOQ0xVU0lWRRADKmUKDUZhaWx1cmVBY3Rpb24SHgoaRkFJTFVSRV9BQ1RJT05fVU5TUEVDSUZJRUQQABIXChNGQUlMVVJFX0FDVElPTl9GQUlMEAESGwoXRkFJTFVSRV9BQ1RJT05fQ09OVElOVUUQAiphCgxSZWplY3RBY3Rpb24SHQoZUkVKRUNUX0FDVElPTl9VTlNQRUNJRklFRBAAEhYKElJFSkVDVF9BQ1RJT05fRkFJTBABEhoKFlJFSkVDVF9BQ1RJT05fQ09OVElOVUUQAipeCgxCdWRnZXRBY3Rpb24SHQoZQlVER0VUX0FDVElPTl9VTlNQRUNJRklFRBAAEhYKEkJVREdFVF9BQ1RJT05fRkFJTBABEhcKE0JVREdFVF9BQ1RJT05fUEFVU0UQAiqyAQoJSW5wdXRUeXBlEhoKFklOUFVUX1RZUEVfVU5TUEVDSUZJRUQQABIVChFJTlBVVF9UWVBFX1NUUklORxABEhYKEklOUFVUX1RZUEVfSU5URUdFUhACEhUKEUlOUFVUX1RZUEVfTlVNQkVSEAMSFgoSSU5QVVRfVFlQRV9CT09MRUFOEAQSFQoRSU5QVVRfVFlQRV9PQkpFQ1QQBRIUChBJTlBVVF9UWVBFX0FSUkFZEAZiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
 
 /**
  * ProcessDefinition is one version of a process: a draft, or a published
@@ -159,6 +159,16 @@ export type ProcessSpec = Message<"trinity.process.definition.v1.ProcessSpec"> &
    * @generated from field: map<string, string> labels = 8;
    */
   labels: { [key: string]: string };
+
+  /**
+   * The inputs an execution takes, in authoring order. When there is at least one,
+   * TriggerProcess, schedules and event triggers are checked against them (a missing,
+   * ill-typed or undeclared input is refused with INVALID_ARGUMENT) and defaults fill
+   * what the caller left out. None declared: any input is accepted, unchecked.
+   *
+   * @generated from field: repeated trinity.process.definition.v1.InputDeclaration inputs = 9;
+   */
+  inputs: InputDeclaration[];
 };
 
 /**
@@ -167,6 +177,53 @@ export type ProcessSpec = Message<"trinity.process.definition.v1.ProcessSpec"> &
  */
 export const ProcessSpecSchema: GenMessage<ProcessSpec> = /*@__PURE__*/
   messageDesc(file_trinity_process_definition_v1_definition, 1);
+
+/**
+ * InputDeclaration declares one input of a process (a JSON Schema property).
+ *
+ * @generated from message trinity.process.definition.v1.InputDeclaration
+ */
+export type InputDeclaration = Message<"trinity.process.definition.v1.InputDeclaration"> & {
+  /**
+   * An identifier, read in templates as input.<name>.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: trinity.process.definition.v1.InputType type = 2;
+   */
+  type: InputType;
+
+  /**
+   * A trigger must give it (a default makes no sense then).
+   *
+   * @generated from field: bool required = 3;
+   */
+  required: boolean;
+
+  /**
+   * Used when a trigger leaves the input out; unset: no default.
+   *
+   * @generated from field: google.protobuf.Value default_value = 4;
+   */
+  defaultValue?: Value | undefined;
+
+  /**
+   * What the input is for, shown by `definitions show`.
+   *
+   * @generated from field: string description = 5;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message trinity.process.definition.v1.InputDeclaration.
+ * Use `create(InputDeclarationSchema)` to create a new message.
+ */
+export const InputDeclarationSchema: GenMessage<InputDeclaration> = /*@__PURE__*/
+  messageDesc(file_trinity_process_definition_v1_definition, 2);
 
 /**
  * Step is one unit of work of a process.
@@ -279,7 +336,7 @@ export type Step = Message<"trinity.process.definition.v1.Step"> & {
  * Use `create(StepSchema)` to create a new message.
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 2);
+  messageDesc(file_trinity_process_definition_v1_definition, 3);
 
 /**
  * AgentTask asks a named agent to do a task.
@@ -314,7 +371,7 @@ export type AgentTask = Message<"trinity.process.definition.v1.AgentTask"> & {
  * Use `create(AgentTaskSchema)` to create a new message.
  */
 export const AgentTaskSchema: GenMessage<AgentTask> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 3);
+  messageDesc(file_trinity_process_definition_v1_definition, 4);
 
 /**
  * HumanApproval waits for a decision of one of the approvers.
@@ -376,7 +433,7 @@ export type HumanApproval = Message<"trinity.process.definition.v1.HumanApproval
  * Use `create(HumanApprovalSchema)` to create a new message.
  */
 export const HumanApprovalSchema: GenMessage<HumanApproval> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 4);
+  messageDesc(file_trinity_process_definition_v1_definition, 5);
 
 /**
  * Gateway routes the flow to one or more target steps.
@@ -402,7 +459,7 @@ export type Gateway = Message<"trinity.process.definition.v1.Gateway"> & {
  * Use `create(GatewaySchema)` to create a new message.
  */
 export const GatewaySchema: GenMessage<Gateway> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 5);
+  messageDesc(file_trinity_process_definition_v1_definition, 6);
 
 /**
  * Route is one way out of a gateway.
@@ -444,7 +501,7 @@ export type Route = Message<"trinity.process.definition.v1.Route"> & {
  * Use `create(RouteSchema)` to create a new message.
  */
 export const RouteSchema: GenMessage<Route> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 6);
+  messageDesc(file_trinity_process_definition_v1_definition, 7);
 
 /**
  * Timer waits for a duration, or until a wall-clock time in a timezone.
@@ -486,7 +543,7 @@ export type Timer = Message<"trinity.process.definition.v1.Timer"> & {
  * Use `create(TimerSchema)` to create a new message.
  */
 export const TimerSchema: GenMessage<Timer> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 7);
+  messageDesc(file_trinity_process_definition_v1_definition, 8);
 
 /**
  * Notification sends a message on a channel.
@@ -526,7 +583,7 @@ export type Notification = Message<"trinity.process.definition.v1.Notification">
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 8);
+  messageDesc(file_trinity_process_definition_v1_definition, 9);
 
 /**
  * ToolRun runs a tool of an allow-listed action kind on an executor.
@@ -552,7 +609,7 @@ export type ToolRun = Message<"trinity.process.definition.v1.ToolRun"> & {
  * Use `create(ToolRunSchema)` to create a new message.
  */
 export const ToolRunSchema: GenMessage<ToolRun> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 9);
+  messageDesc(file_trinity_process_definition_v1_definition, 10);
 
 /**
  * Trigger is what starts an execution.
@@ -589,7 +646,7 @@ export type Trigger = Message<"trinity.process.definition.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 10);
+  messageDesc(file_trinity_process_definition_v1_definition, 11);
 
 /**
  * ManualTrigger: started by TriggerProcess.
@@ -604,7 +661,7 @@ export type ManualTrigger = Message<"trinity.process.definition.v1.ManualTrigger
  * Use `create(ManualTriggerSchema)` to create a new message.
  */
 export const ManualTriggerSchema: GenMessage<ManualTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 11);
+  messageDesc(file_trinity_process_definition_v1_definition, 12);
 
 /**
  * ScheduleTrigger: started at each fire time of a cron expression.
@@ -639,7 +696,7 @@ export type ScheduleTrigger = Message<"trinity.process.definition.v1.ScheduleTri
  * Use `create(ScheduleTriggerSchema)` to create a new message.
  */
 export const ScheduleTriggerSchema: GenMessage<ScheduleTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 12);
+  messageDesc(file_trinity_process_definition_v1_definition, 13);
 
 /**
  * EventTrigger: started by a NATS message on a matching subject.
@@ -660,7 +717,7 @@ export type EventTrigger = Message<"trinity.process.definition.v1.EventTrigger">
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 13);
+  messageDesc(file_trinity_process_definition_v1_definition, 14);
 
 /**
  * Output is where an execution's result is delivered when it completes.
@@ -698,7 +755,7 @@ export type Output = Message<"trinity.process.definition.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 14);
+  messageDesc(file_trinity_process_definition_v1_definition, 15);
 
 /**
  * Budget limits the total cost of one execution.
@@ -722,7 +779,7 @@ export type Budget = Message<"trinity.process.definition.v1.Budget"> & {
  * Use `create(BudgetSchema)` to create a new message.
  */
 export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 15);
+  messageDesc(file_trinity_process_definition_v1_definition, 16);
 
 /**
  * RetryPolicy says how a failed step attempt is retried.
@@ -771,7 +828,7 @@ export type RetryPolicy = Message<"trinity.process.definition.v1.RetryPolicy"> &
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 16);
+  messageDesc(file_trinity_process_definition_v1_definition, 17);
 
 /**
  * Violation is one problem found by validation, with the path to the offending element.
@@ -797,7 +854,7 @@ export type Violation = Message<"trinity.process.definition.v1.Violation"> & {
  * Use `create(ViolationSchema)` to create a new message.
  */
 export const ViolationSchema: GenMessage<Violation> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 17);
+  messageDesc(file_trinity_process_definition_v1_definition, 18);
 
 /**
  * DefinitionStatus is the lifecycle of one version of a process definition.
@@ -974,4 +1031,64 @@ export enum BudgetAction {
  */
 export const BudgetActionSchema: GenEnum<BudgetAction> = /*@__PURE__*/
   enumDesc(file_trinity_process_definition_v1_definition, 4);
+
+/**
+ * InputType is the JSON type of a declared input (JSON Schema's type names).
+ *
+ * @generated from enum trinity.process.definition.v1.InputType
+ */
+export enum InputType {
+  /**
+   * @generated from enum value: INPUT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Text.
+   *
+   * @generated from enum value: INPUT_TYPE_STRING = 1;
+   */
+  STRING = 1,
+
+  /**
+   * A whole number (within ±2^53, since numbers travel as doubles).
+   *
+   * @generated from enum value: INPUT_TYPE_INTEGER = 2;
+   */
+  INTEGER = 2,
+
+  /**
+   * Any finite number.
+   *
+   * @generated from enum value: INPUT_TYPE_NUMBER = 3;
+   */
+  NUMBER = 3,
+
+  /**
+   * true or false.
+   *
+   * @generated from enum value: INPUT_TYPE_BOOLEAN = 4;
+   */
+  BOOLEAN = 4,
+
+  /**
+   * A mapping of text keys to JSON values.
+   *
+   * @generated from enum value: INPUT_TYPE_OBJECT = 5;
+   */
+  OBJECT = 5,
+
+  /**
+   * A list of JSON values.
+   *
+   * @generated from enum value: INPUT_TYPE_ARRAY = 6;
+   */
+  ARRAY = 6,
+}
+
+/**
+ * Describes the enum trinity.process.definition.v1.InputType.
+ */
+export const InputTypeSchema: GenEnum<InputType> = /*@__PURE__*/
+  enumDesc(file_trinity_process_definition_v1_definition, 5);
 
