@@ -53,6 +53,13 @@ GROUPS: tuple[Group, ...] = (
     ),
     Group("e2e", "tests.bench.e2e", "5-step agent process end to end", (28, 220), (1, 3)),
     Group("scaling", "tests.bench.scaling", "per-step cost vs size and load", (22, 330), (1, 3)),
+    Group(
+        "admission",
+        "tests.bench.admission",
+        "50 clients against a bounded admission",
+        (25, 90),
+        (1, 2),
+    ),
 )
 # The groups of a run stop within this; teardown and the report take a few seconds more.
 TOTAL_LIMIT = {True: 108.0, False: 14.5 * 60}

@@ -276,8 +276,11 @@ async def running_suite(bench: Bench, kind: str) -> AsyncIterator[RunningSuite]:
     yield cached
 
 
-async def start_suite(bench: Bench, kind: str, stack: AsyncExitStack) -> RunningSuite:
-    """Start everything and register its teardown on ``stack``."""
+async def start_suite(
+    bench: Bench, kind: str, stack: AsyncExitStack, env: dict[str, str] | None = None
+) -> RunningSuite:
+    """Start everything (``env``: settings of the suite's processes) and register its
+    teardown on ``stack``."""
     try:
         from trinity_cli.local_suite import LocalSuite
     except ImportError as exc:
@@ -294,9 +297,12 @@ async def start_suite(bench: Bench, kind: str, stack: AsyncExitStack) -> Running
                 urls[service] = await local.enter_async_context(
                     temporary_postgres(bench.postgres_url, prefix=f"trinity_bench_{service}")
                 )
-        extra_env = {}
+        # Throughput groups park up to 10,000 executions: no admission bound unless a
+        # group asks for one (the admission group does).
+        extra_env = {"TRINITY_EXECUTION_MAX_IN_PROGRESS": "0"}
         if os.environ.get(LOG_LEVEL_ENV):
             extra_env["TRINITY_LOG_LEVEL"] = os.environ[LOG_LEVEL_ENV]
+        extra_env.update(env or {})
         suite = LocalSuite(
             data_dir=bench.workdir / f"suite-{kind}-{uuid.uuid4().hex[:6]}",
             nats_url=server.url,
