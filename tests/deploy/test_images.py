@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,12 @@ def test_targets_run_the_services_as_a_user() -> None:
     executor = stages["executor"]
     assert json.loads(executor.one("ENTRYPOINT")) == ["python", "-m", "trinity_work.executor"]
     assert executor.one("HEALTHCHECK") == "NONE"
+    console = stages["console"]
+    assert console.base == "runtime"
+    assert json.loads(console.one("ENTRYPOINT")) == ["python", "-m", "trinity_console"]
+    assert console.one("EXPOSE") == "7400"
+    assert env_of(console) == {"TRINITY_CONSOLE_LISTEN": "0.0.0.0:7400"}
+    assert not console.all("USER")
 
 
 def test_everything_copied_exists_and_passes_the_dockerignore() -> None:
@@ -280,7 +287,7 @@ def test_image_payload_serves_every_target(
     for service in SERVICES:
         target = f"127.0.0.1:{ports[service]}"
         deadline = time.monotonic() + 120
-        while not LocalSuite._serving(target):
+        while not LocalSuite._serving(target, shared):
             assert started[service].poll() is None, (logs / f"{service}.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"{service} not serving"
             time.sleep(0.2)
@@ -321,6 +328,28 @@ def test_image_payload_serves_every_target(
             assert time.monotonic() < deadline, str(execution)
             time.sleep(0.2)
     assert [s.output for s in execution.steps] == ["Hello, image!"]
+
+    # the console target serves its pages, templates and vendored script from the wheel
+    console = stages["console"]
+    console_port = free_port()
+    console_env = {**shared, **env_of(console)}
+    console_env["TRINITY_CONSOLE_LISTEN"] = f"127.0.0.1:{console_port}"
+    console_proc = processes(
+        command(console, console.one("ENTRYPOINT")),
+        env=console_env,
+        stdout=(logs / "console.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    check = command(console, console.one("HEALTHCHECK").split(" CMD ", 1)[1])
+    check[-1] = f"http://127.0.0.1:{console_port}/healthz"
+    deadline = time.monotonic() + 60
+    while subprocess.run(check, env=shared, capture_output=True).returncode != 0:
+        assert console_proc.poll() is None, (logs / "console.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "console not answering"
+        time.sleep(0.2)
+    for path, expected in (("/signin", b"Sign in"), ("/static/vendor/dagre.min.js", b"dagre")):
+        with urllib.request.urlopen(f"http://127.0.0.1:{console_port}{path}", timeout=10) as page:
+            assert expected in page.read(), path
 
     # a stopped server fails the check
     started["definition"].terminate()

@@ -209,7 +209,7 @@ def test_images_are_pinned(rendered: tuple[str, Manifests]) -> None:
     if name == "production":
         assert PROJECT_VERSION is not None
         trinity = {i for i in images if "/trinity/" in i}
-        assert len(trinity) == 5
+        assert len(trinity) == 6  # the four services, the executor, the console
         assert all(i.endswith(f":{PROJECT_VERSION.group(1)}") for i in trinity)
         namespace = manifests.of_kind("Namespace")[0]
         assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -217,6 +217,32 @@ def test_images_are_pinned(rendered: tuple[str, Manifests]) -> None:
             None,  # the Namespace itself
             namespace["metadata"]["name"],
         }
+
+
+def test_console_deployment(rendered: tuple[str, Manifests]) -> None:
+    """Stateless replicas probed over HTTP, no database and no credentials of their own:
+    only the services' token table (who may sign in) and the services' targets."""
+    _, manifests = rendered
+    deployment = manifests.get("Deployment", "trinity-console")
+    assert deployment["spec"]["replicas"] >= 2
+    c = container(deployment)
+    assert c["image"].split("/")[-1].startswith("console:")
+    assert [p["containerPort"] for p in c["ports"] if p["name"] == "http"] == [7400]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    env = env_of(c)
+    assert env["TRINITY_CONSOLE_LISTEN"]["value"] == "0.0.0.0:7400"
+    assert env["TRINITY_CONSOLE_SECURE_COOKIE"]["value"] == "true"
+    assert env["TRINITY_AUTH_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "trinity-auth"
+    assert not [name for name in env if name.endswith(("_DATABASE_URL", "_TOKEN"))]
+    assert [e["configMapRef"]["name"] for e in c["envFrom"]] == ["trinity-config"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    for kind in ("requests", "limits"):
+        assert set(c["resources"][kind]) == {"cpu", "memory"}
+    svc = manifests.get("Service", "trinity-console")
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(7400, "http")]
+    pdb = manifests.get("PodDisruptionBudget", "trinity-console")
+    assert 1 <= pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
 
 
 def test_nats_cluster_shape(rendered: tuple[str, Manifests]) -> None:
