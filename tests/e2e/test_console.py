@@ -41,6 +41,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 TOKENS = {
     "reviewer-token": "reviewer@example.com:author+operator+viewer+approver",
     "lead-token": "lead@example.com:author+operator+viewer+approver",
+    "visitor-token": "visitor@example.com:viewer",
 }
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
@@ -216,6 +217,14 @@ async def test_pause_resume_and_cancel_from_the_page(  # type: ignore[no-untyped
     execution_id = await api.trigger("console-actions", topic="actions")
     await api.pending_approval(execution_id)
 
+    # A viewer sees the execution but may not act on it: the service says so, the
+    # console shows it (it has no privilege of its own to act with).
+    visitor = await sign_in(browser, base, f"/executions/{execution_id}", "visitor-token")
+    await visitor.click("#pause")
+    await visitor.wait_for_selector("#service-error:has-text('PERMISSION_DENIED')")
+    await visitor.screenshot(path=artifacts / "5-permission-denied.png", full_page=True)
+    assert (await api.get(execution_id)).status == execution_pb2.EXECUTION_STATUS_RUNNING
+
     page = await sign_in(browser, base, f"/executions/{execution_id}", "lead-token")
     await page.fill("form[data-action='pause'] input[name=reason]", "lunch")
     await page.click("#pause")
@@ -227,7 +236,7 @@ async def test_pause_resume_and_cancel_from_the_page(  # type: ignore[no-untyped
     await page.click("#cancel")
     await page.wait_for_selector("#live[data-ended='true']")
     assert await page.locator("#status").inner_text() == "cancelled"
-    await page.screenshot(path=artifacts / "5-cancelled.png", full_page=True)
+    await page.screenshot(path=artifacts / "6-cancelled.png", full_page=True)
 
     # A finished execution cannot be cancelled again: the service's refusal is shown.
     response = await page.request.post(
