@@ -122,12 +122,16 @@ async def connect_nats(
     reconnect_wait: float = 1.0,
     retry: bool = True,
 ) -> NATS:
-    """Connect (retrying with capped backoff until reachable unless ``retry`` is off);
-    reconnect forever afterwards. A refused authorization is retried like an
-    unreachable server: the broker's configuration may be on its way."""
+    """Connect (retrying with capped backoff until reachable) and reconnect forever
+    afterwards; with ``retry`` off, one attempt and no reconnects (tools, tests). A
+    refused authorization is retried like an unreachable server (the broker's
+    configuration may be on its way) and logged as a warning."""
 
     async def on_error(exc: Exception) -> None:
-        _log.debug("nats error", error=repr(exc))
+        if "authorization" in str(exc).lower() or "permissions" in str(exc).lower():
+            _log.warning("nats refused", error=str(exc))
+        else:
+            _log.debug("nats error", error=repr(exc))
 
     async def on_disconnected() -> None:
         _log.warning("nats disconnected")
@@ -142,8 +146,8 @@ async def connect_nats(
             return await nats.connect(
                 servers=nats_servers(url),
                 name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                allow_reconnect=retry,
+                max_reconnect_attempts=-1 if retry else 0,
                 reconnect_time_wait=reconnect_wait,
                 connect_timeout=2,
                 error_cb=on_error,

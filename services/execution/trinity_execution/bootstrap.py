@@ -114,7 +114,7 @@ def build() -> ServiceRuntime:
 
     runtime.on_start(start_loops)
     runtime.on_stop(stop_loops)
-    for spec in [*consumer_specs(continuation), definition_consumer(engine)]:
+    for spec in [*consumer_specs(continuation, engine), definition_consumer(engine)]:
         runtime.add_consumer(spec)
     runtime.add_background_task("scheduler", scheduler.run)
     runtime.add_background_task("event-triggers", event_triggers)

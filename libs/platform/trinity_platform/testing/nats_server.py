@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -31,11 +32,23 @@ class NatsServer:
     and recovery would.
     """
 
-    def __init__(self, store_dir: Path, port: int | None = None, binary: str | None = None):
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        binary: str | None = None,
+        *,
+        config: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        """``config``: a configuration file (e.g. users and permissions, with ``env``
+        supplying the variables it references)."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.store_dir = Path(store_dir)
         self.binary = binary or find_nats_server()
+        self.config = config
+        self.env = dict(env or {})
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.store_dir.parent / f"nats-{self.port}.log"
 
@@ -68,7 +81,9 @@ class NatsServer:
                     str(self.port),
                     "-sd",
                     str(self.store_dir),
+                    *(["-c", str(self.config)] if self.config else []),
                 ],
+                env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -203,7 +203,7 @@ def _on_retry(process: CompiledProcess, state: ExecutionState, event: RetryFaile
 
 
 def _attempt_problem(
-    process: CompiledProcess, state: ExecutionState, step_id: str, iteration: int
+    process: CompiledProcess, state: ExecutionState, step_id: str, iteration: int, request: str = ""
 ) -> str:
     if step_id not in process.steps:
         return f"unknown step {step_id!r}"
@@ -212,13 +212,15 @@ def _attempt_problem(
         return f"step {step_id!r} is in iteration {st.iteration}, not {iteration}"
     if not st.request:
         return f"step {step_id!r} waits for no answer"
+    if request and request != st.request:
+        return f"step {step_id!r} waits for an answer to {st.request!r}, not {request!r}"
     return ""
 
 
 def _on_work_completed(
     process: CompiledProcess, state: ExecutionState, event: WorkCompleted
 ) -> Decision:
-    problem = _attempt_problem(process, state, event.step_id, event.iteration)
+    problem = _attempt_problem(process, state, event.step_id, event.iteration, event.request)
     st = state.step(event.step_id)
     if not problem and (
         process.step(event.step_id).kind not in _WORK_KINDS or st.attempt != event.attempt
@@ -244,7 +246,7 @@ def _on_work_completed(
 
 
 def _on_work_failed(process: CompiledProcess, state: ExecutionState, event: WorkFailed) -> Decision:
-    problem = _attempt_problem(process, state, event.step_id, event.iteration)
+    problem = _attempt_problem(process, state, event.step_id, event.iteration, event.request)
     if not problem and state.step(event.step_id).attempt != event.attempt:
         problem = f"step {event.step_id!r} does not wait for attempt {event.attempt}"
     if problem:
@@ -261,7 +263,7 @@ def _on_approval(
     fails the step with APPROVAL_REJECTED and stops the path, unless the step says
     ``on_reject: continue``: then it completes, and gateways route on
     ``steps.<id>.decision``. Approval and changes requested complete the step."""
-    problem = _attempt_problem(process, state, event.step_id, event.iteration)
+    problem = _attempt_problem(process, state, event.step_id, event.iteration, event.request)
     if not problem and process.step(event.step_id).kind is not StepKind.HUMAN_APPROVAL:
         problem = f"step {event.step_id!r} is not an approval"
     if not problem and event.decision not in APPROVAL_DECISIONS:

@@ -30,6 +30,8 @@ class WorkCompleted:
     output: str = ""
     cost: Money | None = None
     structured: dict[str, Any] | None = None
+    request: str = ""
+    """Key of the request this answers; when set it must be the step's outstanding one."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +42,8 @@ class WorkFailed:
     attempt: int
     code: str
     message: str = ""
+    request: str = ""
+    """Key of the request this answers; when set it must be the step's outstanding one."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +56,8 @@ class ApprovalDecided:
     decision: str
     decided_by: str = ""
     comment: str = ""
+    request: str = ""
+    """Key of the request this answers; when set it must be the step's outstanding one."""
 
 
 @dataclass(frozen=True, kw_only=True)
