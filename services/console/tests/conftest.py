@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -25,6 +26,8 @@ class FakeBackend(Backend):
         self.replies: dict[str, Any] = {}
         self.facts: list[Any] = []
         self.stream_error: Exception | None = None
+        # When set, the stream stays open after its facts until it is set.
+        self.hold: asyncio.Event | None = None
         self.calls: list[tuple[str, Any, str]] = []
 
     async def call(self, service: str, method: str, request: Any, token: str) -> Any:
@@ -40,6 +43,8 @@ class FakeBackend(Backend):
         self.calls.append((method, request, token))
         for fact in self.facts:
             yield fact
+        if self.hold is not None:
+            await self.hold.wait()
         if self.stream_error is not None:
             raise self.stream_error
 

@@ -3,12 +3,14 @@ the person's token on every call, the live timeline's events, the process graph.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from google.protobuf.any_pb2 import Any as AnyMessage
 
@@ -20,6 +22,7 @@ from trinity.process.definition.v1 import definition_service_pb2 as definition_a
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity.process.execution.v1 import facts_pb2
+from trinity_console import live
 from trinity_console.backend import ServiceError
 from trinity_console.views import process_graph
 from trinity_process_model.authoring import parse_process
@@ -306,3 +309,19 @@ def test_the_vendored_layout_library_is_the_recorded_release() -> None:
     digest = hashlib.sha256((vendor / "dagre.min.js").read_bytes()).hexdigest()
     assert digest in (vendor / "README.md").read_text()
     assert "Permission is hereby granted" in (vendor / "dagre.LICENSE").read_text()
+
+
+async def test_a_quiet_timeline_sends_keep_alive_comments(
+    client: Client, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.05)
+    serve_execution(backend)
+    backend.hold = asyncio.Event()
+    await sign_in(client)
+    reply = await client.get("/executions/e1/events")
+    received = b""
+    while b": keep-alive" not in received:
+        received += await reply.content.readany()
+    backend.hold.set()
+    rest = (received + await reply.content.read()).decode()
+    assert rest.rstrip().endswith('data: {"status": "running"}')

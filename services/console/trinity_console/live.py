@@ -5,6 +5,8 @@ browser resumes after the last one it saw through Last-Event-ID), ``state`` (the
 execution as GetExecution shows it, for the graph colours, steps and costs; read
 once per burst of facts, not once per fact), ``end`` (the execution finished) and
 ``failure`` (a service refused, e.g. PERMISSION_DENIED; the page shows it and stops).
+A comment line every 15 quiet seconds keeps the connection open through proxies and
+ends the Watch call soon after the browser has left.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from trinity_console.views import execution_view, fact_view
 
 END = object()
 BUFFER = 500  # facts read ahead of the browser; the stream waits beyond that
+HEARTBEAT_SECONDS = 15.0
 
 
 def _after(request: web.Request) -> int:
@@ -71,7 +74,14 @@ async def execution_events(request: web.Request) -> web.StreamResponse:
         kinds = {step.step_id: int(step.kind) for step in execution.steps}
         await _send(response, "state", execution_view(execution))
         while True:
-            batch = [await queue.get()]
+            try:
+                first = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                # Quiet for a while (waiting for a person): a comment line keeps proxies
+                # from closing the stream and shows when the browser has gone away.
+                await response.write(b": keep-alive\n\n")
+                continue
+            batch = [first]
             while not queue.empty():
                 batch.append(queue.get_nowait())
             for item in batch:
