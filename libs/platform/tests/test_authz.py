@@ -126,3 +126,31 @@ def test_without_authentication_the_body_speaks_but_never_for_the_system() -> No
 
 def test_the_readme_shows_the_permission_table() -> None:
     assert authorization_markdown(SERVICES) in README.read_text()
+
+
+# Every request field that names who acts, and how the servicer binds it to the caller.
+BOUND_FIELDS = {
+    ("CreateDraftRequest", "created_by"): "acting_principal",
+    ("TriggerProcessRequest", "triggered_by"): "acting_principal",
+    ("CancelExecutionRequest", "cancelled_by"): "acting_principal",
+    ("RecordWorkStartedRequest", "executor_id"): "bound_executor",
+    ("HeartbeatWorkRequest", "executor_id"): "bound_executor",
+    ("RecordWorkCompletedRequest", "executor_id"): "bound_executor",
+    ("RecordWorkFailedRequest", "executor_id"): "bound_executor",
+}
+
+
+def test_every_who_did_this_field_of_a_request_is_bound_to_the_caller() -> None:
+    """A new ``*_by`` or ``executor_id`` request field fails here until its servicer
+    binds it (acting_principal / bound_executor) and the table above names it."""
+    found = set()
+    for name in SERVICES:
+        for method in descriptor_pool.Default().FindServiceByName(name).methods:
+            for field in method.input_type.fields:
+                if field.name.endswith("_by") or field.name == "executor_id":
+                    found.add((method.input_type.name, field.name))
+    assert found == set(BOUND_FIELDS)
+    servicers = Path(__file__).resolve().parents[3] / "services"
+    source = "\n".join(p.read_text() for p in servicers.glob("*/trinity_*/api/servicer.py"))
+    for (_, field), binder in BOUND_FIELDS.items():
+        assert f"{binder}(request.{field}" in source, field

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -171,3 +172,18 @@ async def test_a_stop_request_during_start_is_honoured(tmp_path: Path) -> None:
     rt.request_stop()
     await asyncio.wait_for(running, 5)
     assert rt.grpc is None and rt.nc is None
+
+
+async def test_without_tokens_calls_are_anonymous_and_a_warning_says_so(
+    tmp_path: Path, nats_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rt, _ = build(tmp_path, nats_url)
+    rt.settings = dataclasses.replace(rt.settings, auth_tokens={})
+    await rt.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{rt.port}") as channel:
+            assert await channel.unary_unary(f"/{SERVICE}/Create")(b"w9") == b"-"
+    finally:
+        await rt.stop()
+    captured = capsys.readouterr()
+    assert "authentication is off" in captured.out + captured.err
