@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 
 from aiohttp import web
 
@@ -33,10 +34,24 @@ async def serve(settings: ConsoleSettings) -> None:
         await runner.cleanup()
 
 
-def main() -> None:
+def main() -> int:
     configure_logging(os.environ.get("TRINITY_LOG_LEVEL") or "INFO")
-    asyncio.run(serve(load_settings()))
+    try:
+        settings = load_settings()
+    except ValueError as error:  # a bad setting: say which, in one line
+        print(f"trinity_console: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except OSError as error:  # the port is taken, or not an address of this host
+        print(
+            f"trinity_console: cannot listen on {settings.host}:{settings.port}: "
+            f"{error.strerror or error} (set TRINITY_CONSOLE_LISTEN)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
