@@ -8,20 +8,23 @@ What it does:
 
 1. creates one PostgreSQL database per service (next to ``--postgres``, default
    ``$TRINITY_TEST_POSTGRES_URL`` or ``postgresql://postgres@127.0.0.1:5432/postgres``),
-   starts a private NATS on a free port, then two processes of each service (each on
-   its own port; the others reach the first, as a Kubernetes Service would reach one of
-   them) and two executors, one reporting to each work replica;
-2. publishes every ``examples/*/process.yaml`` (alternating definition replicas) and runs
-   each ``--runs`` times at once, triggering on alternating execution replicas and
-   deciding the human approvals, with bearer tokens, on alternating approval replicas;
-3. stops the first execution replica and the first executor (a rolling update) and runs
-   each example once more: only the second replicas can now consume the facts, fire the
-   timers, relay and take the work;
+   starts a private NATS on a free port with the broker permissions of
+   ``deploy/nats/authorization.conf`` (every process connects as its own user), then
+   two processes of each service (each on its own port) and two executors. Every
+   client reaches a service through the list of both its addresses
+   (``TRINITY_<SERVICE>_TARGET=127.0.0.1:p0,127.0.0.1:p1``): round_robin over both,
+   health-checked, as ``dns:///`` over a headless Service does on Kubernetes;
+2. publishes every ``examples/*/process.yaml`` and runs each ``--runs`` times at once,
+   deciding the human approvals with the approvers' bearer tokens;
+3. kills (SIGKILL) the first replica of every service and stops the first executor,
+   measures how long until every service answers again through its second replica
+   (no restart), and runs each example once more: only the second replicas can now
+   answer calls, consume the facts, fire the timers, relay and take the work;
 4. checks the outcome: every execution completed with the steps it should have; every
    fact is in its stream once (no duplicate message id, one ProcessCompleted per
    execution, one WorkCompleted per work request); each file notification was written
    once per execution; the second phase's work was run by the second executor; no
-   process died.
+   process died but those killed on purpose.
 
 Exit 0 when all holds, 1 with the problems listed, 2 when PostgreSQL is unreachable.
 The databases are dropped at the end unless ``--keep``.
@@ -45,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import nats
 
 from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
 from trinity.process.approval.v1.approval_service_pb2_grpc import ApprovalServiceStub
@@ -56,7 +58,9 @@ from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionSer
 from trinity.process.work.v1 import work_service_pb2
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
 from trinity_cli.local_suite import SERVICES, LocalSuite
+from trinity_platform.channels import open_channel
 from trinity_platform.envelope import Envelope, decode
+from trinity_platform.nats_connect import NatsSecurity, connect_nats
 from trinity_platform.subjects import facts_stream
 from trinity_platform.testing.nats_server import NatsServer
 from trinity_platform.testing.ports import free_port
@@ -67,6 +71,8 @@ from trinity_process_model.proto_codec import spec_to_proto
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+NATS_AUTHORIZATION = ROOT / "deploy" / "nats" / "authorization.conf"
+NATS_USERS = (*SERVICES, "executor", "subscriber")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPLICAS = 2
 SECOND_EXECUTOR_ID = "replica-2-executor"
@@ -133,6 +139,15 @@ class Outcome:
 
 
 @dataclass
+class Failover:
+    """After the first replica of every service was killed: how long until each
+    service answered through its second replica, and the calls that failed meanwhile."""
+
+    seconds: dict[str, float]
+    failed_calls: int
+
+
+@dataclass
 class Report:
     databases: dict[str, str]
     nats_url: str
@@ -141,6 +156,7 @@ class Report:
     problems: list[str]
     notes: list[str]
     seconds: float
+    failover: Failover | None = None
 
     @property
     def ok(self) -> bool:
@@ -162,11 +178,28 @@ class Cluster:
             s: TemporaryPostgresDatabase(admin_url, prefix=f"trinity_replicas_{s}")
             for s in SERVICES
         }
-        self.nats = NatsServer(data_dir / "nats")
+        # NATS reads the passwords from its environment (letters and digits).
+        self.nats_passwords = {user: "p" + secrets.token_hex(16) for user in NATS_USERS}
+        self.nats = NatsServer(
+            data_dir / "nats",
+            config=NATS_AUTHORIZATION,
+            env={f"TRINITY_NATS_{u.upper()}_PASSWORD": pw for u, pw in self.nats_passwords.items()},
+        )
         self.ports = {s: [free_port() for _ in range(REPLICAS)] for s in SERVICES}
+        # Every client reaches every replica of a service.
+        self.targets = {
+            s: ",".join(f"127.0.0.1:{port}" for port in ports) for s, ports in self.ports.items()
+        }
         identities = [f"{t}={p}" for t, p in TOKENS.items()]
         identities.append(f"{SECOND_EXECUTOR_TOKEN}={SECOND_EXECUTOR_ID}:executor")
-        env = {"TRINITY_AUTH_TOKENS": ",".join(identities)}
+        env = {
+            "TRINITY_AUTH_TOKENS": ",".join(identities),
+            **{f"TRINITY_{s.upper()}_TARGET": target for s, target in self.targets.items()},
+        }
+        process_env = {
+            role: {"TRINITY_NATS_USER": role, "TRINITY_NATS_PASSWORD": self.nats_passwords[role]}
+            for role in (*SERVICES, "executor")
+        }
         self.suite = LocalSuite(
             data_dir=data_dir / "suite",
             nats_url=self.nats.url,
@@ -175,12 +208,12 @@ class Cluster:
             executor_config=EXAMPLES / "executor.yaml",
             executors=1,
             extra_env=env,
+            process_env=process_env,
         )
-        # The second executor reports to the second work replica.
         self.second = LocalSuite(
             data_dir=data_dir / "executor-2",
             nats_url=self.nats.url,
-            ports={**self.suite.ports, "work": self.ports["work"][1]},
+            ports=self.suite.ports,
             executor_config=EXAMPLES / "executor.yaml",
             executors=1,
             services=(),
@@ -190,6 +223,7 @@ class Cluster:
                 "TRINITY_EXECUTOR_ID": SECOND_EXECUTOR_ID,
                 "TRINITY_EXECUTOR_TOKEN": SECOND_EXECUTOR_TOKEN,
             },
+            process_env=process_env,
         )
         self.replica_names: dict[str, list[str]] = {s: [s] for s in SERVICES}
 
@@ -215,8 +249,9 @@ class Cluster:
                 for database in self.databases.values():
                     database.drop()
 
-    def target(self, service: str, index: int) -> str:
-        return f"127.0.0.1:{self.ports[service][index % REPLICAS]}"
+    @property
+    def subscriber(self) -> NatsSecurity:
+        return NatsSecurity(user="subscriber", password=self.nats_passwords["subscriber"])
 
     def processes(self) -> dict[str, int | None]:
         running = dict(self.suite.running)
@@ -225,34 +260,23 @@ class Cluster:
 
 
 class Clients:
-    """Stubs for every replica of every service."""
+    """Stubs of every service, each over one channel to all its replicas (round_robin,
+    health-checked: a replica that is gone takes no calls)."""
 
     def __init__(self, cluster: Cluster) -> None:
-        self.token = cluster.suite.admin_token  # the approvers decide with their own
-        self.channels = {
-            (s, i): grpc.aio.insecure_channel(cluster.target(s, i))
-            for s in SERVICES
-            for i in range(REPLICAS)
-        }
-
-    def definitions(self, i: int) -> DefinitionServiceStub:
-        return DefaultToken(  # type: ignore[return-value]
-            DefinitionServiceStub(self.channels["definition", i % REPLICAS]), self.token
+        token = cluster.suite.admin_token  # the approvers decide with their own
+        self.channels = {s: open_channel(cluster.targets[s]) for s in SERVICES}
+        self.definitions: DefinitionServiceStub = DefaultToken(  # type: ignore[assignment]
+            DefinitionServiceStub(self.channels["definition"]), token
         )
-
-    def executions(self, i: int) -> ExecutionServiceStub:
-        return DefaultToken(  # type: ignore[return-value]
-            ExecutionServiceStub(self.channels["execution", i % REPLICAS]), self.token
+        self.executions: ExecutionServiceStub = DefaultToken(  # type: ignore[assignment]
+            ExecutionServiceStub(self.channels["execution"]), token
         )
-
-    def approvals(self, i: int) -> ApprovalServiceStub:
-        return DefaultToken(  # type: ignore[return-value]
-            ApprovalServiceStub(self.channels["approval", i % REPLICAS]), self.token
+        self.approvals: ApprovalServiceStub = DefaultToken(  # type: ignore[assignment]
+            ApprovalServiceStub(self.channels["approval"]), token
         )
-
-    def work(self, i: int) -> WorkServiceStub:
-        return DefaultToken(  # type: ignore[return-value]
-            WorkServiceStub(self.channels["work", i % REPLICAS]), self.token
+        self.work: WorkServiceStub = DefaultToken(  # type: ignore[assignment]
+            WorkServiceStub(self.channels["work"]), token
         )
 
     async def close(self) -> None:
@@ -265,9 +289,9 @@ def key(prefix: str) -> str:
 
 
 async def publish(clients: Clients, files: dict[str, Path]) -> None:
-    for index, path in enumerate(files.values()):
+    for path in files.values():
         spec = spec_to_proto(parse_process(path.read_text()))
-        definitions = clients.definitions(index)  # alternating replicas
+        definitions = clients.definitions
         draft = await definitions.CreateDraft(
             definition_service_pb2.CreateDraftRequest(request_id=key("draft"), spec=spec)
         )
@@ -282,23 +306,21 @@ async def drive(
     clients: Clients,
     example: str,
     phase: int,
-    replica: int,
     wait_seconds: float,
-    only_replica: bool = False,
 ) -> Outcome:
-    """Trigger one execution on execution `replica`, decide its approvals, wait until it
-    ends. Reads alternate between the execution replicas unless `only_replica`."""
+    """Trigger one execution, decide its approvals, wait until it ends (every call goes
+    to whichever replica round_robin picks)."""
     scenario = SCENARIOS.get(example, Scenario(input={}))
     started = time.monotonic()
     request = execution_service_pb2.TriggerProcessRequest(
         request_id=key("run"), process_name=example
     )
     request.input.update(scenario.input)
-    execution = (await clients.executions(replica).TriggerProcess(request)).execution
+    execution = (await clients.executions.TriggerProcess(request)).execution
     decided = 0
     while True:
         execution = (
-            await clients.executions(replica if only_replica else replica + decided).GetExecution(
+            await clients.executions.GetExecution(
                 execution_service_pb2.GetExecutionRequest(execution_id=execution.id)
             )
         ).execution
@@ -306,7 +328,7 @@ async def drive(
             break
         if time.monotonic() - started > wait_seconds:
             break
-        pending = await clients.approvals(replica + decided).ListApprovals(
+        pending = await clients.approvals.ListApprovals(
             approval_service_pb2.ListApprovalsRequest(execution_id=execution.id)
         )
         for approval in pending.approvals:
@@ -314,7 +336,7 @@ async def drive(
                 continue
             token = next(t for t, p in TOKENS.items() if p in approval.approvers)
             decision = scenario.decisions[decided] if decided < len(scenario.decisions) else APPROVE
-            await clients.approvals(replica + decided + 1).SubmitDecision(
+            await clients.approvals.SubmitDecision(
                 approval_service_pb2.SubmitDecisionRequest(
                     request_id=key("decide"),
                     approval_id=approval.id,
@@ -325,7 +347,7 @@ async def drive(
             )
             decided += 1
         await asyncio.sleep(0.2)
-    work = await clients.work(replica).ListWork(
+    work = await clients.work.ListWork(
         work_service_pb2.ListWorkRequest(execution_id=execution.id, page_size=100)
     )
     return Outcome(
@@ -340,8 +362,8 @@ async def drive(
     )
 
 
-async def read_facts(nats_url: str) -> dict[str, list[Envelope]]:
-    nc = await nats.connect(nats_url)
+async def read_facts(nats_url: str, security: NatsSecurity) -> dict[str, list[Envelope]]:
+    nc = await connect_nats(nats_url, name="local-replicas-check", security=security, retry=False)
     try:
         js = nc.jetstream()
         streams = {}
@@ -439,30 +461,70 @@ def check(
 
 async def run_examples(
     cluster: Cluster, runs: int, wait_seconds: float
-) -> tuple[list[Outcome], set[str]]:
+) -> tuple[list[Outcome], set[str], Failover]:
     files = example_files()
     clients = Clients(cluster)
     try:
         await publish(clients, files)
         # Phase 1: every example `runs` times at once, spread over both replicas.
         first = [
-            drive(clients, example, 1, replica=n, wait_seconds=wait_seconds)
+            drive(clients, example, 1, wait_seconds=wait_seconds)
             for example in files
-            for n in range(runs)
+            for _ in range(runs)
         ]
         outcomes = list(await asyncio.gather(*first))
-        # Phase 2: the first execution replica and the first executor go away.
-        stopped = {"execution", "executor-0"}
-        for name in sorted(stopped):
-            cluster.suite.stop(name)
-        second = [
-            drive(clients, example, 2, replica=1, wait_seconds=wait_seconds, only_replica=True)
-            for example in files
-        ]
+        # Phase 2: the first replica of every service dies, the first executor stops;
+        # nothing is restarted.
+        cluster.suite.stop("executor-0")
+        for service in SERVICES:
+            cluster.suite.kill(service)
+        failover = await fail_over(clients)
+        second = [drive(clients, example, 2, wait_seconds=wait_seconds) for example in files]
         outcomes += await asyncio.gather(*second)
-        return outcomes, stopped
+        return outcomes, {*SERVICES, "executor-0"}, failover
     finally:
         await clients.close()
+
+
+def _probe(clients: Clients, service: str) -> Any:
+    """A cheap read of ``service``."""
+    if service == "definition":
+        return clients.definitions.ListDefinitions(
+            definition_service_pb2.ListDefinitionsRequest(page_size=1), timeout=2
+        )
+    if service == "execution":
+        return clients.executions.ListExecutions(
+            execution_service_pb2.ListExecutionsRequest(page_size=1), timeout=2
+        )
+    if service == "approval":
+        return clients.approvals.ListApprovals(
+            approval_service_pb2.ListApprovalsRequest(page_size=1), timeout=2
+        )
+    return clients.work.ListWork(work_service_pb2.ListWorkRequest(page_size=1), timeout=2)
+
+
+async def fail_over(clients: Clients, give_up: float = 30.0) -> Failover:
+    """Call every service until it answers (any status but UNAVAILABLE or
+    DEADLINE_EXCEEDED: a replica answered); how long that took after the kill."""
+    started = time.monotonic()
+    failed = 0
+
+    async def until_answered(service: str) -> float:
+        nonlocal failed
+        while time.monotonic() - started < give_up:
+            try:
+                await _probe(clients, service)
+                return round(time.monotonic() - started, 3)
+            except grpc.aio.AioRpcError as error:
+                transport = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if error.code() not in transport:
+                    return round(time.monotonic() - started, 3)
+                failed += 1
+                await asyncio.sleep(0.01)
+        return float("inf")
+
+    seconds = await asyncio.gather(*(until_answered(s) for s in SERVICES))
+    return Failover(dict(zip(SERVICES, seconds, strict=True)), failed)
 
 
 def execute(
@@ -472,8 +534,8 @@ def execute(
     cluster = Cluster(data_dir, admin_url, keep=keep)
     try:
         cluster.start()
-        outcomes, stopped = asyncio.run(run_examples(cluster, runs, timeout))
-        streams = asyncio.run(read_facts(cluster.nats.url))
+        outcomes, stopped, failover = asyncio.run(run_examples(cluster, runs, timeout))
+        streams = asyncio.run(read_facts(cluster.nats.url, cluster.subscriber))
         processes = cluster.processes()
         problems = check(
             outcomes,
@@ -482,6 +544,11 @@ def execute(
             processes,
             stopped,
         )
+        problems += [
+            f"{service} did not answer through its second replica within 30 s"
+            for service, seconds in failover.seconds.items()
+            if seconds == float("inf")
+        ]
         return Report(
             databases={s: db.name for s, db in cluster.databases.items()},
             nats_url=cluster.nats.url,
@@ -491,6 +558,7 @@ def execute(
             problems=problems,
             notes=notes(streams),
             seconds=round(time.monotonic() - started, 1),
+            failover=failover,
         )
     finally:
         cluster.stop()
@@ -562,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  phase {o.phase}  {o.example:<16} {o.status:<28} {o.seconds:6.1f}s  "
                 f"{o.decisions} decisions  executors {', '.join(o.executors) or '-'}"
+            )
+        if report.failover is not None:
+            print(
+                "first replicas killed; answered through the second after "
+                + ", ".join(f"{s} {t:.3f}s" for s, t in report.failover.seconds.items())
+                + f" ({report.failover.failed_calls} calls failed meanwhile)"
             )
         for note in report.notes:
             print(note)

@@ -107,8 +107,13 @@ def test_service_deployment_shape(rendered: tuple[str, Manifests], service: str)
     svc = manifests.get("Service", f"trinity-{service}")
     assert svc["spec"]["selector"] == labels
     assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(port, "grpc")]
+    # Clients reach every replica: dns:/// over a headless Service (issue 19 §3).
+    headless = manifests.get("Service", f"trinity-{service}-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == labels
+    assert [(p["port"], p["targetPort"]) for p in headless["spec"]["ports"]] == [(port, "grpc")]
     config = manifests.get("ConfigMap", "trinity-config")["data"]
-    assert config[f"TRINITY_{service.upper()}_TARGET"] == f"{svc['metadata']['name']}:{port}"
+    assert config[f"TRINITY_{service.upper()}_TARGET"] == f"dns:///trinity-{service}-headless:{port}"
 
     pdb = manifests.get("PodDisruptionBudget", f"trinity-{service}")
     assert pdb["spec"]["selector"]["matchLabels"] == labels

@@ -60,6 +60,9 @@ class LocalSuite:
     services: Sequence[str] = SERVICES
     # The web console's port; None starts no console.
     console_port: int | None = None
+    # Settings of one kind of process only ("definition", …, "executor"), e.g. its own
+    # NATS user and password.
+    process_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
     # Identities the suite gives its own processes when authentication is on: one service
     # token per service, one executor token per executor, and an admin token (``admin_token``)
@@ -123,14 +126,20 @@ class LocalSuite:
     def service_env(self, service: str) -> dict[str, str]:
         """What one service process adds to :meth:`env`: its own token."""
         token = self._token_of(f"service:{service}")
-        return {"TRINITY_SERVICE_TOKEN": token} if token else {}
+        own = dict(self.process_env.get(service, {}))
+        return {**own, "TRINITY_SERVICE_TOKEN": token} if token else own
 
     def executor_env(self, index: int) -> dict[str, str]:
         """What one executor adds to :meth:`env`: its id and its token."""
         token = self._token_of(self.executor_id(index))
+        own = dict(self.process_env.get("executor", {}))
         if not token:
-            return {}
-        return {"TRINITY_EXECUTOR_TOKEN": token, "TRINITY_EXECUTOR_ID": self.executor_id(index)}
+            return own
+        return {
+            **own,
+            "TRINITY_EXECUTOR_TOKEN": token,
+            "TRINITY_EXECUTOR_ID": self.executor_id(index),
+        }
 
     def ensure_nats(self) -> None:
         """Start a JetStream server when none answers at nats_url."""
@@ -175,8 +184,9 @@ class LocalSuite:
     def start_replica(self, service: str, replica: int, port: int) -> str:
         """Another process of `service` on `port`, sharing its database and NATS.
 
-        Other services keep reaching the first one (its TARGET); the replica consumes,
-        relays and claims work beside it. Returns the process name (for kill/stop).
+        Other processes reach it when their TARGET lists it (``ip:port,ip:port``); it
+        consumes, relays and claims work beside the first. Returns the process name
+        (for kill/stop).
         """
         name = f"{service}-{replica}"
         # A replica serves no /metrics (its first process holds the port).
