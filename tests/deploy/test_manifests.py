@@ -113,7 +113,9 @@ def test_service_deployment_shape(rendered: tuple[str, Manifests], service: str)
     assert headless["spec"]["selector"] == labels
     assert [(p["port"], p["targetPort"]) for p in headless["spec"]["ports"]] == [(port, "grpc")]
     config = manifests.get("ConfigMap", "trinity-config")["data"]
-    assert config[f"TRINITY_{service.upper()}_TARGET"] == f"dns:///trinity-{service}-headless:{port}"
+    assert (
+        config[f"TRINITY_{service.upper()}_TARGET"] == f"dns:///trinity-{service}-headless:{port}"
+    )
 
     pdb = manifests.get("PodDisruptionBudget", f"trinity-{service}")
     assert pdb["spec"]["selector"]["matchLabels"] == labels
