@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
 import re
 from pathlib import Path
@@ -325,3 +326,39 @@ async def test_a_quiet_timeline_sends_keep_alive_comments(
     backend.hold.set()
     rest = (received + await reply.content.read()).decode()
     assert rest.rstrip().endswith('data: {"status": "running"}')
+
+
+INPUTS = """
+name: review
+inputs:
+  topic: {type: string, required: true, description: "what <b>to</b> research"}
+  rounds: {type: integer, default: 2}
+steps:
+  - id: draft
+    agent_task: {agent: writer, message: "{{ input.topic }} {{ input.rounds }}"}
+"""
+
+
+async def test_the_start_form_lists_the_declared_inputs_and_starts_from_their_defaults(
+    client: Client, backend: FakeBackend
+) -> None:
+    backend.replies["GetDefinition"] = definition_api.GetDefinitionResponse(
+        definition=definition_pb2.ProcessDefinition(
+            name="review", version="1.0", spec=spec_to_proto(parse_process(INPUTS))
+        )
+    )
+    backend.replies["ListExecutions"] = api.ListExecutionsResponse()
+    csrf = await sign_in(client)
+    page = await (await client.get("/processes/review")).text()
+    assert "<code>topic</code>" in page
+    assert "what &lt;b&gt;to&lt;/b&gt; research" in page
+    textarea = re.search(r'<textarea name="input"[^>]*>(.*?)</textarea>', page, re.DOTALL)
+    assert textarea is not None
+    assert json.loads(html.unescape(textarea.group(1))) == {"topic": "", "rounds": 2}
+
+    # A refused start shows the person's own text again, to correct it.
+    reply = await client.post(
+        "/processes/review/start", data={"csrf": csrf, "input": '{"topic": "x",'}
+    )
+    assert reply.status == 400
+    assert "{&#34;topic&#34;: &#34;x&#34;," in await reply.text()

@@ -24,7 +24,7 @@ from trinity.process.execution.v1 import execution_service_pb2 as execution_api
 from trinity_console.auth import current_session
 from trinity_console.backend import ServiceError
 from trinity_console.rendering import BACK, DOING, SETTINGS, context, render
-from trinity_console.views import approval_view, execution_view, process_graph
+from trinity_console.views import approval_view, execution_view, process_graph, process_inputs
 
 STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
 DECISIONS = {
@@ -110,11 +110,14 @@ async def _definition(request: web.Request, name: str, version: str) -> Any:
     return reply.definition
 
 
-async def process(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+async def process(
+    request: web.Request, *, error: str = "", status: int = 200, sent_input: str = ""
+) -> web.Response:
     backend, token = context(request)
     name = request.match_info["name"]
     version = request.query.get("version", "")[:20]
     definition = await _definition(request, name, version)
+    inputs, start_input = process_inputs(definition.spec)
     recent = await backend.call(
         "execution",
         "ListExecutions",
@@ -132,6 +135,9 @@ async def process(request: web.Request, *, error: str = "", status: int = 200) -
             "published": definition.publish_time.ToJsonString()[:19].replace("T", " "),
         },
         graph=process_graph(definition.spec),
+        inputs=inputs,
+        # After a refused start, the text the person sent, to correct it.
+        start_input=sent_input or start_input,
         executions=[execution_view(e) for e in recent.executions],
         error=error,
     )
@@ -147,14 +153,20 @@ async def start(request: web.Request) -> web.Response:
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        return await process(request, error=f"The input is not JSON: {exc}", status=400)
+        return await process(
+            request, error=f"The input is not JSON: {exc}", status=400, sent_input=raw
+        )
     if not isinstance(value, dict):
-        return await process(request, error="The input must be a JSON object.", status=400)
+        return await process(
+            request, error="The input must be a JSON object.", status=400, sent_input=raw
+        )
     payload = Struct()
     try:
         payload.update(value)
     except (ValueError, TypeError, RecursionError) as exc:
-        return await process(request, error=f"The input cannot be sent: {exc}", status=400)
+        return await process(
+            request, error=f"The input cannot be sent: {exc}", status=400, sent_input=raw
+        )
     reply = await backend.call(
         "execution",
         "TriggerProcess",

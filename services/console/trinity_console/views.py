@@ -102,6 +102,41 @@ def process_graph(spec: definition_pb2.ProcessSpec) -> dict[str, Any]:
     return {"nodes": nodes, "edges": list(edges.values())}
 
 
+_PLACEHOLDERS: dict[str, Any] = {
+    "string": "",
+    "integer": 0,
+    "number": 0,
+    "boolean": False,
+    "object": {},
+    "array": [],
+}
+
+
+def process_inputs(spec: definition_pb2.ProcessSpec) -> tuple[list[dict[str, Any]], str]:
+    """The declared inputs (name, type, required, default, description) and a JSON object
+    to start from: each input's default, else an empty value of its type."""
+    declared = []
+    start: dict[str, Any] = {}
+    for item in spec.inputs:
+        kind = enum_name(definition_pb2.InputType.Name(item.type), "INPUT_TYPE_")
+        default = (
+            json_format.MessageToDict(item.default_value)
+            if item.HasField("default_value")
+            else None
+        )
+        declared.append(
+            {
+                "name": item.name,
+                "type": kind,
+                "required": item.required,
+                "default": "" if default is None else json.dumps(default),
+                "description": item.description,
+            }
+        )
+        start[item.name] = default if default is not None else _PLACEHOLDERS.get(kind, "")
+    return declared, json.dumps(start, indent=2) if start else "{}"
+
+
 def _failure(failure: Any) -> dict[str, str] | None:
     if not failure.code and not failure.message:
         return None
