@@ -42,6 +42,8 @@ replies:
   - match: "slow"
     delay: 60s
     output: "slow done"
+  - match: "broken"
+    fail: {code: TOOL_FAILED, message: "always fails"}
   - output: "done: {message}"
 """
 }
@@ -452,3 +454,60 @@ async def test_nobody_claims_another_name_or_a_system_principal(api: Any) -> Non
         metadata=bearer("author-token"),
     )
     assert draft.definition.created_by == "author@example.com"
+
+
+async def test_retry_is_recorded_as_the_caller(api: Any) -> None:
+    spec = spec_to_proto(
+        parse_process(
+            "name: fails\nsteps:\n  - id: only\n"
+            '    agent_task: {agent: worker, message: "broken"}\n'
+        )
+    )
+    author = bearer("author-token")
+    draft = await api.definitions.CreateDraft(
+        definition_service_pb2.CreateDraftRequest(request_id=api.key(), spec=spec),
+        metadata=author,
+    )
+    await api.definitions.PublishDefinition(
+        definition_service_pb2.PublishDefinitionRequest(
+            request_id=api.key(), definition_id=draft.definition.id
+        ),
+        metadata=author,
+    )
+    operator = bearer("operator-token")
+    started = await api.executions.TriggerProcess(
+        execution_service_pb2.TriggerProcessRequest(request_id=api.key(), process_name="fails"),
+        metadata=operator,
+    )
+    execution_id = started.execution.id
+    failed = await api.wait(execution_id)
+    assert failed.status == execution_pb2.EXECUTION_STATUS_FAILED, failed
+    await expect_refused(
+        api.executions.RetryExecution(
+            execution_service_pb2.RetryExecutionRequest(
+                request_id=api.key(), execution_id=execution_id
+            ),
+            metadata=bearer("viewer-token"),
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PERMISSION_REQUIRED",
+    )
+    await api.executions.RetryExecution(
+        execution_service_pb2.RetryExecutionRequest(
+            request_id=api.key(), execution_id=execution_id
+        ),
+        metadata=operator,
+    )
+    resumed_by = []
+    deadline = time.monotonic() + 30
+    while not resumed_by:
+        assert time.monotonic() < deadline, "no ProcessResumed after the retry"
+        async for item in api.executions.WatchExecution(
+            execution_service_pb2.WatchExecutionRequest(execution_id=execution_id)
+        ):
+            if item.type.endswith(".ProcessResumed"):
+                fact = execution_facts.ProcessResumed()
+                item.fact.Unpack(fact)
+                resumed_by.append(fact.resumed_by)
+        await asyncio.sleep(0.05)
+    assert resumed_by == ["operator@example.com"]

@@ -43,7 +43,7 @@ exit codes:
 environment:
   TRINITY_<SERVICE>_TARGET  address of a service (default 127.0.0.1:7401..7404)
   TRINITY_NATS_URL          NATS for `facts tail` (default nats://127.0.0.1:4222)
-  TRINITY_TOKEN             bearer token: who you are (approvals need it)
+  TRINITY_TOKEN             bearer token: who you are (sent with every call)
 """
 
 
