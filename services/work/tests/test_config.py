@@ -140,7 +140,11 @@ async def test_executor_sends_its_bearer_token(
         }
     )
     agents = {"agents": {"echo": {"backend": "echo"}}}
+    # an unknown token, and the executor's real token under another executor's id
     impostor = await start_executor(service, {**agents, "executor_id": "impostor"}, token="wrong")
+    borrower = await start_executor(
+        service, {**agents, "executor_id": "executor:someone-else"}, token="exec-token"
+    )
     async with open_channel(f"127.0.0.1:{service.runtime.port}", token="svc-token") as channel:
         stub = WorkServiceStub(channel)
         request = work_service_pb2.RequestWorkRequest(
@@ -154,6 +158,7 @@ async def test_executor_sends_its_bearer_token(
         get = work_service_pb2.GetWorkRequest(work_id=work_id)
         assert (await stub.GetWork(get)).work.status == work_pb2.WORK_STATUS_REQUESTED
         await impostor.stop()
+        await borrower.stop()
 
         await start_executor(
             service, {**agents, "executor_id": "executor:trusted"}, token="exec-token"
@@ -163,3 +168,4 @@ async def test_executor_sends_its_bearer_token(
             return (await stub.GetWork(get)).work.status == work_pb2.WORK_STATUS_COMPLETED
 
         await wait_for(completed)
+        assert (await stub.GetWork(get)).work.executor_id == "executor:trusted"

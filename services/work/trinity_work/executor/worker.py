@@ -29,7 +29,7 @@ from trinity_platform import metrics
 from trinity_platform.channels import open_channel
 from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Term
 from trinity_platform.envelope import Envelope
-from trinity_platform.errors import NotFound, TrinityError
+from trinity_platform.errors import NotFound, PermissionDenied, TrinityError, Unauthenticated
 from trinity_platform.logs import get_logger
 from trinity_platform.nats_connect import NatsSecurity, connect_nats
 from trinity_platform.startup import StartupPhases
@@ -240,6 +240,17 @@ class Executor:
             if exc.reason in _OBSOLETE or isinstance(exc, NotFound):
                 _log.info("dropping obsolete intent", work_id=intent.work_id, reason=exc.reason)
                 return Ack()
+            if isinstance(exc, PermissionDenied | Unauthenticated):
+                # Misconfigured identity: the work stays for an executor the service accepts.
+                _log.error(
+                    "the work service refuses this executor's identity: its token "
+                    "(TRINITY_EXECUTOR_TOKEN) must hold the executor role and its id "
+                    "(TRINITY_EXECUTOR_ID) must be the token's principal or <principal>/<name>",
+                    work_id=intent.work_id,
+                    executor_id=self.config.executor_id,
+                    reason=exc.reason,
+                )
+                return Nak(delay=5.0)
             _log.warning("could not take work", work_id=intent.work_id, error=repr(exc))
             return Nak(delay=1.0)
         except BaseException:
