@@ -397,6 +397,21 @@ steps:
     failed = await client.wait(execution_id)
     assert failed.status == S.EXECUTION_STATUS_FAILED
     prepared_at = by_step(failed)["prepare"].end_time
+    for step_id, code, reason, says in (
+        ("nosuch", grpc.StatusCode.NOT_FOUND, "STEP_NOT_FOUND", "has no step 'nosuch'"),
+        ("prepare", grpc.StatusCode.FAILED_PRECONDITION, "STEP_NOT_FAILED", "is completed"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.executions.RetryExecution(
+                execution_service_pb2.RetryExecutionRequest(
+                    request_id=client.key(f"retry-{step_id}"),
+                    execution_id=execution_id,
+                    step_id=step_id,
+                )
+            )
+        assert refused.value.code() == code
+        assert error_details(refused.value)[0] == reason
+        assert says in (refused.value.details() or "")
     await client.executions.RetryExecution(
         execution_service_pb2.RetryExecutionRequest(
             request_id=client.key("retry"), execution_id=execution_id
@@ -451,6 +466,8 @@ steps:
             await client.executions.TriggerProcess(bad)
         assert refused.value.code() == code, bad
         assert error_details(refused.value)[0] == reason
+        if reason == "DEFINITION_NOT_FOUND":
+            assert refused.value.details() == "no published process named 'nope'"
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await client.get("no-such-execution")
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -231,6 +232,7 @@ class FakeExecutions(execution_grpc.ExecutionServiceServicer):
         self.ids = itertools.count(1)
         self.watch_implemented = True
         self.triggers: list[Any] = []
+        self.hold: threading.Event | None = None  # a never-ending stream waits for this
 
     def _run(self, execution_id: str, context: grpc.ServicerContext) -> FakeRun:
         run = self.runs.get(execution_id)
@@ -348,6 +350,8 @@ class FakeExecutions(execution_grpc.ExecutionServiceServicer):
                 sequence=sequence, type=fact.DESCRIPTOR.full_name, fact=packed
             )
         never_ends = run.script.ending == E.EXECUTION_STATUS_RUNNING
+        if never_ends and self.hold is not None:
+            self.hold.wait(60)  # nothing happens meanwhile
         if never_ends and run.execution.status == E.EXECUTION_STATUS_RUNNING:  # until the deadline
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 

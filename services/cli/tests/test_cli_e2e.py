@@ -157,6 +157,8 @@ def test_research_review_with_a_round_of_changes(running: Running) -> None:
     execution_id = started["execution"]["id"]
 
     first = pending_approval(cli, execution_id, "review")
+    cli("executions", "pause", execution_id, "--reason", "look first", token="lead-token")
+    cli("executions", "resume", execution_id, token="reviewer-token")
     refused = cli("approvals", "approve", first, token="lead-token", check=1)
     assert "PERMISSION_DENIED NOT_AN_APPROVER" in refused.stderr
     assert len(refused.stderr.splitlines()) == 1
@@ -174,6 +176,8 @@ def test_research_review_with_a_round_of_changes(running: Running) -> None:
 
     watched = cli("executions", "watch", execution_id, "--timeout", str(DEADLINE))
     assert "decide chose research (exclusive)" in watched.stdout
+    assert "paused by lead@example.com: look first" in watched.stdout  # who, not "-"
+    assert "resumed by reviewer@example.com" in watched.stdout
     assert "review completed · iteration 2 · approved" in watched.stdout
 
     execution = cli.json("executions", "status", execution_id)["execution"]

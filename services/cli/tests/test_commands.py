@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import threading
+import time
 from pathlib import Path
 
 from trinity.process.approval.v1 import approval_pb2
@@ -12,6 +14,7 @@ from trinity.process.execution.v1 import execution_service_pb2
 from trinity_cli import watch
 from trinity_cli.client import Clients
 from trinity_cli.context import Context
+from trinity_cli.errors import CliError, ExitCode
 
 PROCESS = "name: it3\ndescription: research and review\nsteps:\n  - id: research\n  - id: review\n"
 
@@ -199,8 +202,8 @@ def test_watch_points_at_the_pending_approval(cli, fake) -> None:  # type: ignor
     assert result.code == 6
     assert "] review waiting for a decision" in result.out
     assert (
-        "      waiting for a decision: trinity-process approvals approve apr-1 "
-        "(or reject / request-changes)"
+        "      waiting for a decision by alice@example.com: trinity-process approvals approve "
+        "apr-1 --token <their token> (or reject / request-changes)"
     ) in result.out
 
 
@@ -209,7 +212,9 @@ def test_watch_points_at_the_pending_approval_without_the_stream(cli, fake) -> N
     result = cli("run", "gated", "--watch", "--timeout", "0.5")
     assert result.code == 6
     assert "[1/3] review waiting" in result.out
-    assert "trinity-process approvals approve apr-1 (or reject / request-changes)" in result.out
+    assert (
+        "approvals approve apr-1 --token <their token> (or reject / request-changes)" in result.out
+    )
 
 
 def test_status_list_cancel_pause_resume_retry(cli, fake) -> None:  # type: ignore[no-untyped-def]
@@ -295,6 +300,42 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place(fake) -> None:  # typ
     assert "\r\x1b[2Krunning [" in text  # the status line: status, steps, now, cost, time
     assert "· now: " in text and "· cost " in text and " of 5.00 USD" in text
     assert text.splitlines()[-1].startswith("completed in ")  # the status line is gone
+
+
+def test_on_a_terminal_the_status_line_keeps_its_clock_moving_while_nothing_happens(
+    fake, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(watch, "REDRAW_INTERVAL", 0.01)
+    fake.executions.hold = threading.Event()
+    clients = Clients(targets={s: fake.target for s in ("execution", "approval")})
+    ctx = Context(args=argparse.Namespace(), clients=clients, nats_url="", out=_Terminal())
+    fake.executions.TriggerProcess(
+        execution_service_pb2.TriggerProcessRequest(process_name="gated"), None
+    )
+    ended: list[int] = []
+
+    def follow() -> None:
+        try:
+            ended.append(watch.watch(ctx, "exe-1", report=True, timeout=120))
+        except CliError as error:
+            ended.append(int(error.code))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the stream is silent now: only the status line may change
+            since_last_line = ctx.out.getvalue().rsplit("\n", 1)[-1]
+            if since_last_line.count("\r\x1b[2Krunning [") >= 5:
+                break
+            assert time.monotonic() < deadline, ctx.out.getvalue()
+            time.sleep(0.01)
+    finally:
+        fake.executions.hold.set()
+        follower.join(60)
+        clients.close()
+    assert ended == [int(ExitCode.TIMED_OUT)]
+    assert not ctx.out.getvalue().endswith("running")  # no status line left behind
 
 
 def test_show_source_prints_the_process_file(cli, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -75,3 +75,11 @@ def test_lines_for_facts() -> None:
     exceeded.total_cost.currency_code = exceeded.budget.currency_code = "USD"
     exceeded.total_cost.units, exceeded.budget.units = 6, 5
     assert describe_fact(exceeded, kinds) == "budget exceeded: 6.00 USD of 5.00 USD (pause)"
+
+
+def test_who_paused_and_resumed() -> None:
+    paused = facts.ProcessPaused(paused_by="lead@example.com", reason="look first")
+    assert describe_fact(paused, {}) == "paused by lead@example.com: look first"
+    assert describe_fact(facts.ProcessPaused(paused_by="budget"), {}) == "paused by budget"
+    resumed = facts.ProcessResumed()  # no principal: the services run without authentication
+    assert describe_fact(resumed, {}) == "resumed by an unauthenticated caller"

@@ -10,6 +10,7 @@ step changes it sees.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ FINISHED = {
 POLL_INTERVAL = 0.5
 HINT_ATTEMPTS = 10
 HINT_PAUSE = 0.2
+# Who paused or resumed is the caller's principal; without authentication there is none.
+UNKNOWN_CALLER = "an unauthenticated caller"
+REDRAW_INTERVAL = 1.0  # the status line's clock moves at least this often on a terminal
 
 
 def status_name(execution: pb.Execution) -> str:
@@ -86,6 +90,9 @@ class Watcher:
     _hinted: set[str] = field(default_factory=set)
     _status_line: bool = False
     _start: float = 0.0
+    _shown: pb.Execution | None = None  # what the status line shows
+    _output: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
     def out(self) -> TextIO:
@@ -110,13 +117,28 @@ class Watcher:
             self._print(
                 f"execution {execution.id}: {execution.process_name} {execution.process_version}"
             )
+        ticker = threading.Thread(target=self._tick, name="status-line", daemon=True)
+        if self.report and self.tty:
+            ticker.start()
         try:
-            execution = self._follow_stream(execution)
-        except CliError as error:
-            if error.status != "UNIMPLEMENTED":
-                raise
-            execution = self._poll(execution)
+            try:
+                execution = self._follow_stream(execution)
+            except CliError as error:
+                if error.status != "UNIMPLEMENTED":
+                    raise
+                execution = self._poll(execution)
+        finally:
+            self._stopped.set()
+            if ticker.is_alive():
+                ticker.join()
+            self._clear_status_line()
         return self._finish(execution)
+
+    def _tick(self) -> None:
+        """Redraw the status line while nothing happens, so its clock keeps moving."""
+        while not self._stopped.wait(REDRAW_INTERVAL):
+            if self._shown is not None:
+                self._draw_status_line(self._shown)
 
     # ----------------------------------------------------------------- following
 
@@ -217,35 +239,35 @@ class Watcher:
         self._hinted.add(key)
         # The execution asks the approval service for the approval after the step
         # started: give that request a moment to land.
-        approval_id = ""
+        approval: approval_pb2.Approval | None = None
         for _ in range(HINT_ATTEMPTS):
-            approval_id = _pending_approval(self.ctx, execution.id, step_id)
-            if approval_id:
+            approval = _pending_approval(self.ctx, execution.id, step_id)
+            if approval is not None:
                 break
             time.sleep(HINT_PAUSE)
-        if approval_id:
-            self._print(
-                f"      waiting for a decision: trinity-process approvals approve {approval_id} "
-                f"(or reject / request-changes)"
-            )
+        if approval is not None:
+            self._print(approval_hint(approval))
         else:
             self._print("      waiting for a decision: trinity-process approvals list")
 
     def _print(self, line: str) -> None:
-        self._clear_status_line()
-        print(line, file=self.out, flush=True)
+        with self._output:
+            self._clear_status_line()
+            print(line, file=self.out, flush=True)
 
     def _draw_status_line(self, execution: pb.Execution) -> None:
         if not self.report or not self.tty or execution.status in FINISHED:
             return
         running = ", ".join(execution.current_step_ids) or "-"
-        line = (
-            f"{status_name(execution)} [{progress(execution)}] · now: {running} · "
-            f"cost {cost(execution)} · {duration(self.clock() - self._start)}"
-        )
-        self.out.write("\r\x1b[2K" + line[:200])
-        self.out.flush()
-        self._status_line = True
+        with self._output:
+            self._shown = execution
+            line = (
+                f"{status_name(execution)} [{progress(execution)}] · now: {running} · "
+                f"cost {cost(execution)} · {duration(self.clock() - self._start)}"
+            )
+            self.out.write("\r\x1b[2K" + line[:200])
+            self.out.flush()
+            self._status_line = True
 
     def _clear_status_line(self) -> None:
         if self._status_line:
@@ -364,9 +386,11 @@ def describe_fact(fact: Message, kinds: dict[str, int]) -> str:
         action = enum_name(definition_pb2.BudgetAction.Name(fact.action), "BUDGET_ACTION_")
         return f"budget exceeded: {money(fact.total_cost)} of {money(fact.budget)} ({action})"
     if isinstance(fact, facts.ProcessPaused):
-        return f"paused by {fact.paused_by or '-'}" + (f": {fact.reason}" if fact.reason else "")
+        return f"paused by {fact.paused_by or UNKNOWN_CALLER}" + (
+            f": {fact.reason}" if fact.reason else ""
+        )
     if isinstance(fact, facts.ProcessResumed):
-        return f"resumed by {fact.resumed_by or '-'}"
+        return f"resumed by {fact.resumed_by or UNKNOWN_CALLER}"
     return ""  # ProcessStarted / Completed / Failed / Cancelled: the header and footer
 
 
@@ -391,8 +415,19 @@ def describe_step(step: pb.StepExecution) -> str:
     return " · ".join(parts)
 
 
-def _pending_approval(ctx: Context, execution_id: str, step_id: str) -> str:
-    """The id of the pending approval of a step, or "" when it cannot be found."""
+def approval_hint(approval: approval_pb2.Approval) -> str:
+    """Who may decide, and the command that decides as them (their bearer token)."""
+    who = " or ".join(approval.approvers) or "an approver"
+    return (
+        f"      waiting for a decision by {who}: trinity-process approvals approve "
+        f"{approval.id} --token <their token> (or reject / request-changes)"
+    )
+
+
+def _pending_approval(
+    ctx: Context, execution_id: str, step_id: str
+) -> approval_pb2.Approval | None:
+    """The pending approval of a step, or None when it cannot be found."""
     try:
         reply = ctx.clients.call(
             "approval",
@@ -402,12 +437,12 @@ def _pending_approval(ctx: Context, execution_id: str, step_id: str) -> str:
             ),
         )
     except CliError:
-        return ""
+        return None
     for approval in reply.approvals:
         if approval.step_id == step_id:
-            approval_id: str = approval.id
-            return approval_id
-    return ""
+            found: approval_pb2.Approval = approval
+            return found
+    return None
 
 
 def watch(ctx: Context, execution_id: str, *, report: bool, timeout: float) -> int:

@@ -217,8 +217,11 @@ class ExecutionCommands:
             if command.step_id:
                 step = state.steps.get(command.step_id)
                 if step is None or step.status is not d.StepStatus.FAILED:
+                    now = "has not run" if step is None else f"is {step.status}"
                     raise FailedPrecondition(
-                        f"step {command.step_id!r} has not failed", reason="STEP_NOT_FAILED"
+                        f"step {command.step_id!r} has not failed (it {now}); only failed "
+                        "steps can be retried",
+                        reason="STEP_NOT_FAILED",
                     )
 
         return await self._control(
@@ -245,6 +248,11 @@ class ExecutionCommands:
                 f"execution {command.execution_id} not found", reason="EXECUTION_NOT_FOUND"
             )
         published = await self._catalog.by_id(first.process_id)
+        if command.step_id and command.step_id not in published.process.steps:
+            raise NotFound(
+                f"process {published.name} {published.version} has no step {command.step_id!r}",
+                reason="STEP_NOT_FOUND",
+            )
         written: list[Written] = []
 
         async def work(conn: AsyncConnection) -> execution_pb2.Execution:
