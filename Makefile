@@ -23,7 +23,7 @@ gen: $(STAMP)
 
 ## Fail when the committed generated code differs from what proto/ generates.
 check-gen: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/gen_contracts.py --check
+	@PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/gen_contracts.py --check
 
 lint: $(STAMP)
 	cd proto && ../$(BIN)/buf format --diff --exit-code
@@ -64,8 +64,9 @@ fuzz: $(STAMP)
 	TRINITY_FUZZ_EXAMPLES=$${TRINITY_FUZZ_EXAMPLES:-400} $(BIN)/python -m pytest -q tests/fuzz --timeout=0
 
 ## Start NATS (when none answers), the four services, an executor and the web console on SQLite.
+## Options through ARGS: make run ARGS="--executors 2 --data-dir /tmp/x --no-examples"
 run: $(STAMP)
-	$(BIN)/python -m trinity_cli.devrun
+	$(BIN)/python -m trinity_cli.devrun $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -459,13 +459,23 @@ def check(
     return problems
 
 
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
 async def run_examples(
-    cluster: Cluster, runs: int, wait_seconds: float
+    cluster: Cluster, runs: int, wait_seconds: float, progress: Progress = _quiet
 ) -> tuple[list[Outcome], set[str], Failover]:
     files = example_files()
     clients = Clients(cluster)
     try:
         await publish(clients, files)
+        progress(
+            f"published {len(files)} examples; running each {runs} times at once over both replicas"
+        )
         # Phase 1: every example `runs` times at once, spread over both replicas.
         first = [
             drive(clients, example, 1, wait_seconds=wait_seconds)
@@ -475,10 +485,15 @@ async def run_examples(
         outcomes = list(await asyncio.gather(*first))
         # Phase 2: the first replica of every service dies, the first executor stops;
         # nothing is restarted.
+        progress(
+            f"{len(outcomes)} executions finished; killing the first replica of every "
+            "service and stopping the first executor"
+        )
         cluster.suite.stop("executor-0")
         for service in SERVICES:
             cluster.suite.kill(service)
         failover = await fail_over(clients)
+        progress(f"running each example once more on what is left ({len(files)} executions)")
         second = [drive(clients, example, 2, wait_seconds=wait_seconds) for example in files]
         outcomes += await asyncio.gather(*second)
         return outcomes, {*SERVICES, "executor-0"}, failover
@@ -528,13 +543,24 @@ async def fail_over(clients: Clients, give_up: float = 30.0) -> Failover:
 
 
 def execute(
-    data_dir: Path, admin_url: str, runs: int = 2, keep: bool = False, timeout: float = 120.0
+    data_dir: Path,
+    admin_url: str,
+    runs: int = 2,
+    keep: bool = False,
+    timeout: float = 120.0,
+    progress: Progress = _quiet,
 ) -> Report:
     started = time.monotonic()
     cluster = Cluster(data_dir, admin_url, keep=keep)
     try:
+        progress(
+            f"starting NATS and {REPLICAS} replicas of each service on PostgreSQL "
+            f"(logs in {cluster.suite.data_dir / 'logs'})"
+        )
         cluster.start()
-        outcomes, stopped, failover = asyncio.run(run_examples(cluster, runs, timeout))
+        progress(f"all {REPLICAS * len(SERVICES)} service processes are SERVING")
+        outcomes, stopped, failover = asyncio.run(run_examples(cluster, runs, timeout, progress))
+        progress("reading the facts streams and checking every execution")
         streams = asyncio.run(read_facts(cluster.nats.url, cluster.subscriber))
         processes = cluster.processes()
         problems = check(
@@ -561,6 +587,7 @@ def execute(
             failover=failover,
         )
     finally:
+        progress("stopping every process" + ("" if keep else " and dropping the databases"))
         cluster.stop()
 
 
@@ -616,9 +643,19 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         print(f"PostgreSQL at {args.postgres} is not reachable: {why}", file=sys.stderr)
         return 2
+    began = time.monotonic()
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - began:5.1f}s] {line}", file=sys.stderr, flush=True)
+
     with data_folder(args.data_dir) as data_dir:
         report = execute(
-            data_dir, args.postgres, runs=args.runs, keep=args.keep, timeout=args.timeout
+            data_dir,
+            args.postgres,
+            runs=args.runs,
+            keep=args.keep,
+            timeout=args.timeout,
+            progress=progress,
         )
         if args.json:
             args.json.write_text(json.dumps(asdict(report), indent=2))

@@ -34,8 +34,8 @@ def generate(out: Path) -> None:
         f"-I{WELL_KNOWN}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
-        f"--mypy_out={out}",
-        f"--mypy_grpc_out={out}",
+        f"--mypy_out=quiet:{out}",  # quiet: no "Writing mypy to …" line per file
+        f"--mypy_grpc_out=quiet:{out}",
         *sources,
     ]
     if protoc.main(args) != 0:

@@ -79,3 +79,15 @@ def test_a_clone_without_main_skips_with_a_message(repo: Path, tmp_path: Path) -
     result = run(clone)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped" in result.stdout
+
+
+def test_make_check_gen_says_only_what_matters() -> None:
+    done = subprocess.run(
+        ["make", "-s", "--no-print-directory", "check-gen"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (done.stdout + done.stderr) == "generated code is up to date\n"

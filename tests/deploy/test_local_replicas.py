@@ -90,7 +90,7 @@ def test_the_checker_sees_what_goes_wrong(replicas: ModuleType, tmp_path: Path) 
 @pytest.mark.e2e
 @pytest.mark.postgres
 def test_two_replicas_of_every_service_run_the_examples(
-    replicas: ModuleType, tmp_path: Path
+    replicas: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     admin_url = os.environ.get(POSTGRES_ENV)
     if not admin_url:
@@ -102,6 +102,10 @@ def test_two_replicas_of_every_service_run_the_examples(
     report = json.loads(report_path.read_text())
     assert report["problems"] == [], report["problems"]
     assert code == 0
+    progress = capsys.readouterr().err.splitlines()  # never silent for long
+    assert any(line.endswith("service processes are SERVING") for line in progress), progress
+    assert any("running each example once more" in line for line in progress), progress
+    assert progress[-1].endswith("stopping every process and dropping the databases")
     assert report["processes"] == {
         "definition": 2,
         "execution": 2,

@@ -393,6 +393,8 @@ def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> 
     try:
         wait_for("the banner", lambda: any("Ctrl-C stops everything" in x for x in lines), 150)
         banner = "".join(lines)
+        assert f"NATS at {env['TRINITY_NATS_URL']}: started" in banner  # said before the services
+        assert f"  NATS        {env['TRINITY_NATS_URL']} (started by make run" in banner
         for name in ("research-review", "governance-run", "weekly-report"):
             assert f"  {name} 1.0 (published)" in banner, banner
         assert f"console     http://127.0.0.1:{ports['console']}/" in banner, banner

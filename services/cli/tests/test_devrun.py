@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from trinity_cli import devrun
+from trinity_cli.local_suite import LocalSuite
 
 
 def test_the_examples_of_the_repository_are_found() -> None:
@@ -44,3 +46,23 @@ def test_the_demo_identities_are_shown() -> None:
         devrun._identities("t=someone")
         == "Identities: 1 bearer token(s) from TRINITY_AUTH_TOKENS.\n"
     )
+
+
+def test_a_nats_already_running_is_reused_and_said_so(tmp_path: Path, nats_url: str) -> None:
+    suite = LocalSuite(data_dir=tmp_path, nats_url=nats_url)
+    assert suite.ensure_nats() is False  # it answers: nothing started
+    assert devrun.nats_state(suite, tmp_path).startswith("(reused: it was running already")
+    assert suite.running == {}
+
+
+def test_make_run_passes_args_to_the_launcher() -> None:
+    root = Path(__file__).resolve().parents[3]
+    dry = subprocess.run(
+        ["make", "-n", "-s", "run", "ARGS=--executors 2 --no-examples"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "-m trinity_cli.devrun --executors 2 --no-examples" in dry.stdout

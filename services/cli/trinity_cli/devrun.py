@@ -44,7 +44,7 @@ Trinity Process Engine is up (data in {data_dir}, logs in {data_dir}/logs).
 
   definition  127.0.0.1:{definition}    execution  127.0.0.1:{execution}
   approval    127.0.0.1:{approval}    work       127.0.0.1:{work}
-  NATS        {nats_url}
+  NATS        {nats_url} {nats_state}
   executor    {executor_config}
   metrics     {metrics}
   console     http://127.0.0.1:{console_port}/  (open it in a browser; sign in with a token below)
@@ -142,9 +142,18 @@ def _stop_on_sigterm(*_: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
-    parser.add_argument("--data-dir", default=os.environ.get("TRINITY_DATA_DIR", ".data"))
-    parser.add_argument("--executors", type=int, default=1)
+    parser = argparse.ArgumentParser(
+        prog="make run",
+        description=__doc__,
+        epilog='Through make, pass options in ARGS: make run ARGS="--executors 2 --no-examples"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("TRINITY_DATA_DIR", ".data"),
+        help="folder of the databases, logs and notifications (default: $TRINITY_DATA_DIR or .data)",
+    )
+    parser.add_argument("--executors", type=int, default=1, help="how many executors (default 1)")
     parser.add_argument(
         "--no-examples", action="store_true", help="do not apply and publish examples/"
     )
@@ -173,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         print(f"starting the suite (logs in {data_dir}/logs)…", file=sys.stderr, flush=True)
+        started = suite.ensure_nats()
+        print(
+            f"NATS at {redact_url(nats_url)}: "
+            + ("started" if started else "reused (it was running already)"),
+            file=sys.stderr,
+            flush=True,
+        )
         suite.start()
         suite.wait_healthy()
         examples = [] if args.no_examples else example_files(REPOSITORY)
@@ -183,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             BANNER.format(
                 data_dir=data_dir,
                 nats_url=redact_url(nats_url),
+                nats_state=nats_state(suite, data_dir),
                 executor_config=executor_config or "(none: every agent runs echo)",
                 examples="Examples:\n" + "\n".join(published) + "\n" if published else "",
                 identities=_identities(tokens),
@@ -209,6 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         print("stopping the suite…", file=sys.stderr, flush=True)
         suite.stop()
         print("stopped.", file=sys.stderr, flush=True)
+
+
+def nats_state(suite: LocalSuite, data_dir: Path) -> str:
+    """Whether `make run` started this NATS or found one already running (and shares it)."""
+    if suite.nats_started:
+        return f"(started by make run, stored in {data_dir}/nats)"
+    return (
+        "(reused: it was running already, and facts tail also shows whatever else "
+        "publishes there; set TRINITY_NATS_URL to a free port for a private one)"
+    )
 
 
 def _identities(tokens: str) -> str:

@@ -64,6 +64,7 @@ class LocalSuite:
     # NATS user and password.
     process_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
+    nats_started: bool | None = field(default=None, init=False)  # None: not looked yet
     # Identities the suite gives its own processes when authentication is on: one service
     # token per service, one executor token per executor, and an admin token (``admin_token``)
     # for whoever drives the suite (``make run`` publishing the examples, the tests).
@@ -141,12 +142,13 @@ class LocalSuite:
             "TRINITY_EXECUTOR_ID": self.executor_id(index),
         }
 
-    def ensure_nats(self) -> None:
-        """Start a JetStream server when none answers at nats_url."""
+    def ensure_nats(self) -> bool:
+        """Start a JetStream server when none answers at nats_url; True when it started one."""
         url = urlparse(self.nats_url)
         host, port = url.hostname or "127.0.0.1", url.port or 4222
         if port_answers(host, port):
-            return
+            self.nats_started = False
+            return False
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         self._spawn(
@@ -158,10 +160,13 @@ class LocalSuite:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nats-server did not start on {host}:{port}")
             time.sleep(0.05)
+        self.nats_started = True
+        return True
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ensure_nats()
+        if self.nats_started is None:
+            self.ensure_nats()
         for service in self.services:
             self.start_service(service)
         for index in range(self.executors):
