@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from collections import Counter
 from typing import Any
 
@@ -82,9 +83,25 @@ def call(fuzz: FuzzSuite, service: str, method: MethodDescriptor, body: bytes) -
         details = error.details()  # type: ignore[attr-defined]
         if code not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
             UNUSUAL[f"{method.name} {code.name}: {details[:80]}"] += 1
-        assert code not in REFUSED, f"{method.name} answered {code.name}: {details}"
+        assert code not in REFUSED, (
+            f"{method.name} answered {code.name}: {details}\n{logged(fuzz, details or '')}"
+        )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             assert method.server_streaming, f"{method.name} gave no answer in {CALL_DEADLINE}s"
+
+
+def logged(fuzz: FuzzSuite, details: str) -> str:
+    """The service's log lines of an INTERNAL's reference (its traceback)."""
+    match = re.search(r"reference (\w+)", details)
+    if match is None:
+        return ""
+    lines = [
+        line[:3000]
+        for path in fuzz.log_files()
+        for line in path.read_text(errors="replace").splitlines()
+        if match[1] in line
+    ]
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize("rpc", RPCS, ids=_id)

@@ -16,6 +16,7 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from grpc import aio
 
+from trinity.process.definition.v1 import definition_pb2
 from trinity.process.execution.v1 import execution_service_pb2
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_platform.errors import FieldViolation, InvalidArgument, NotFound
@@ -187,7 +188,7 @@ async def test_struct_past_the_protobuf_limit_is_invalid_argument(
         await call(channel, method, deep_struct_bytes(MAX_STRUCT_DEPTH + 1))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     reason, violations = error_details(caught.value)
-    assert reason == "VALUE_OUT_OF_RANGE"
+    assert reason == "INVALID_ARGUMENT"
     assert violations[0].field == "input" + ".a" * MAX_STRUCT_DEPTH
     assert f"deeper than {MAX_STRUCT_DEPTH}" in violations[0].description
 
@@ -285,3 +286,25 @@ async def test_errors_quoting_a_huge_request_stay_within_the_trailer_limit(
         violations[-1].description.startswith("and ")
         and "more violations" in violations[-1].description
     )
+
+
+def test_nul_characters_are_refused_in_every_kind_of_text() -> None:
+    """PostgreSQL cannot store NUL in text: unchecked, each of these was INTERNAL there."""
+    request = Trigger(process_name="a\x00b", request_id="ok")
+    request.input["x"] = "\x00"
+    request.input["y\x00"] = 1
+    fields = sorted(v.field for v in message_violations(request))
+    assert fields == sorted(["process_name", "input.x", "input.y\x00"])
+    spec = definition_pb2.ProcessSpec(name="p")
+    spec.labels["k\x00"] = "v"
+    spec.labels["k"] = "\x00"
+    fields = sorted(v.field for v in message_violations(spec))
+    assert fields == sorted(["labels['k\\x00']", "labels['k']"])
+
+
+def test_unsigned_64_bit_values_beyond_signed_range_are_refused() -> None:
+    """A database column is a signed 64-bit integer: 2^63 and above overflowed there."""
+    request = execution_service_pb2.WatchExecutionRequest(execution_id="e", after_sequence=2**63)
+    assert [v.field for v in message_violations(request)] == ["after_sequence"]
+    request.after_sequence = 2**63 - 1
+    assert message_violations(request) == []

@@ -2,12 +2,14 @@
 
 grpc answers a request body its deserializer cannot read with UNKNOWN ("Unexpected
 DecodeError"), and a message that decodes can still hold values nothing downstream can
-use: a Timestamp or Duration outside its documented range, NaN or Infinity, a Struct
-``Value`` with no kind, or a Struct so deep that copying it into a bigger message
-(the execution, a fact) exceeds protobuf's nesting limit and fails deep inside a
-handler as INTERNAL. :class:`RequestCheckInterceptor` takes deserialization over
-(the handler's deserializer is removed, the behaviour decodes) so both are answered
-INVALID_ARGUMENT with BadRequest field violations, once, for every service.
+use: a Timestamp or Duration outside its documented range, NaN or Infinity, text
+holding NUL (PostgreSQL cannot store it), an unsigned 64-bit value no database column
+holds, a Struct ``Value`` with no kind, or a Struct so deep that copying it into a
+bigger message (the execution, a fact) exceeds protobuf's nesting limit and fails
+deep inside a handler as INTERNAL. :class:`RequestCheckInterceptor` takes
+deserialization over (the handler's deserializer is removed, the behaviour decodes),
+so both are answered INVALID_ARGUMENT with BadRequest field violations, once, for
+every service.
 
 Only unary-request RPCs are checked (every RPC of the contracts is): a client-streaming
 behaviour may read its requests through the context, which no wrapper can intercept.
@@ -43,7 +45,6 @@ DURATION_MAX_SECONDS = 315_576_000_000  # about 10,000 years
 MAX_NANOS = 999_999_999
 
 UNDECODABLE_REQUEST = "UNDECODABLE_REQUEST"
-VALUE_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"
 
 _TIMESTAMP = "google.protobuf.Timestamp"
 _DURATION = "google.protobuf.Duration"
@@ -52,6 +53,8 @@ _VALUE = "google.protobuf.Value"
 _LIST = "google.protobuf.ListValue"
 _CHECKED_TYPES = {_TIMESTAMP, _DURATION, _STRUCT, _VALUE, _LIST}
 _FLOATING = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+_UNSIGNED_64 = {FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64}
+MAX_INT64 = 2**63 - 1
 
 
 class _Full(Exception):
@@ -86,7 +89,7 @@ def _may_hold_checked_values(descriptor: Descriptor) -> bool:
             continue
         seen.add(current.full_name)
         for field in current.fields:
-            if field.type in _FLOATING:
+            if field.type in _FLOATING | _UNSIGNED_64 or field.type == FieldDescriptor.TYPE_STRING:
                 return True
             if field.message_type is not None:
                 pending.append(field.message_type)
@@ -117,6 +120,8 @@ def _check(message: Message, path: str, found: _Violations) -> None:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
             for key, item in value.items():
+                if isinstance(key, str) and _NUL in key:
+                    found.add(f"{where}[{key!r}]", _NUL_PROBLEM)
                 _check_value(value_field, item, f"{where}[{key!r}]", found)
         elif field.is_repeated:
             for index, item in enumerate(value):
@@ -125,8 +130,18 @@ def _check(message: Message, path: str, found: _Violations) -> None:
             _check_value(field, value, where, found)
 
 
+_NUL = "\x00"
+_NUL_PROBLEM = "must not contain the NUL character (U+0000)"
+
+
 def _check_value(field: FieldDescriptor, value: Any, path: str, found: _Violations) -> None:
-    if field.type in _FLOATING:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        if _NUL in value:
+            found.add(path, _NUL_PROBLEM)
+    elif field.type in _UNSIGNED_64:
+        if value > MAX_INT64:
+            found.add(path, f"must be at most {MAX_INT64} (databases store signed 64-bit integers)")
+    elif field.type in _FLOATING:
         if not math.isfinite(value):
             found.add(path, f"must be a finite number, got {value}")
     elif field.message_type is not None and _may_hold_checked_values(field.message_type):
@@ -159,6 +174,8 @@ def _check_json(message: Any, path: str, depth: int, found: _Violations) -> None
             found.add(path, "a value must be set (null_value for null)")
         elif kind == "number_value" and not math.isfinite(message.number_value):
             found.add(path, f"must be a finite number, got {message.number_value}")
+        elif kind == "string_value" and _NUL in message.string_value:
+            found.add(path, _NUL_PROBLEM)
         elif kind == "struct_value":
             _check_json(message.struct_value, path, depth + 1, found)
         elif kind == "list_value":
@@ -169,6 +186,8 @@ def _check_json(message: Any, path: str, depth: int, found: _Violations) -> None
         return
     if name == _STRUCT:
         for key, value in message.fields.items():
+            if _NUL in key:
+                found.add(_join(path, key), _NUL_PROBLEM)
             _check_json(value, _join(path, key), depth, found)
     else:
         for index, value in enumerate(message.values):
@@ -192,8 +211,7 @@ def decode_request(deserialize: Callable[[bytes], Any], raw: bytes) -> Any:
         if violations:
             raise InvalidArgument(
                 "the request holds values outside their documented ranges",
-                violations,
-                reason=VALUE_OUT_OF_RANGE,
+                violations,  # the default reason, as the services' own field checks
             )
     return message
 
