@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform.db import INBOX, OUTBOX
-from trinity_platform.errors import FailedPrecondition, NotFound
+from trinity_platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from trinity_platform.idempotency import (
+    MAX_KEY_LENGTH,
     lookup,
     prune_idempotency,
     remember,
@@ -173,3 +174,11 @@ async def test_lookup_and_remember_parts(engine: AsyncEngine) -> None:
         with pytest.raises(FailedPrecondition):
             await lookup(conn, "s", "k", "other")
     assert await prune_idempotency(engine, timedelta(seconds=-1)) == 1
+
+
+async def test_an_idempotency_key_longer_than_its_column_is_invalid(engine: AsyncEngine) -> None:
+    """PostgreSQL refused a 400-character request_id deep in the transaction (INTERNAL)."""
+    async with engine.begin() as conn:
+        with pytest.raises(InvalidArgument) as caught:
+            await lookup(conn, "scope", "k" * (MAX_KEY_LENGTH + 1), "f")
+    assert [v.field for v in caught.value.violations] == ["request_id"]

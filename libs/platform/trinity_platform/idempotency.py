@@ -18,11 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform.db import IDEMPOTENCY
-from trinity_platform.errors import Aborted, FailedPrecondition
+from trinity_platform.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument
 
 R = TypeVar("R", bound=Message)
 
 KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+MAX_KEY_LENGTH = 255  # the idempotency.key column
 
 
 def request_fingerprint(request: Message, key_field: str = "request_id") -> str:
@@ -41,8 +42,14 @@ async def lookup(conn: AsyncConnection, scope: str, key: str, fingerprint: str) 
     """The remembered response for ``(scope, key)``, or None.
 
     Raises ``FailedPrecondition(reason="IDEMPOTENCY_KEY_REUSED")`` when the key was
-    used before with a different request.
+    used before with a different request, and ``InvalidArgument`` for a key longer than
+    the column holds (PostgreSQL refuses it; SQLite would silently keep it).
     """
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(
+            f"request_id is {len(key)} characters long; at most {MAX_KEY_LENGTH} are accepted",
+            [FieldViolation("request_id", f"must be at most {MAX_KEY_LENGTH} characters")],
+        )
     row = (
         await conn.execute(
             select(IDEMPOTENCY.c.request_fingerprint, IDEMPOTENCY.c.response).where(

@@ -26,13 +26,25 @@ _MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text
 _secrets: set[str] = set()
 
 
+_TOKEN_SCHEMES = ("nats://", "tls://", "ws://", "wss://")
+
+
+def _is_token_scheme(scheme: str) -> bool:
+    """NATS URLs carry a token as a lone user name; other URLs a user name."""
+    return scheme.lower().endswith(_TOKEN_SCHEMES)
+
+
 def redact_url(text: str) -> str:
     """``text`` with the credentials of every URL in it masked: ``user:pass@`` becomes
-    ``user:***@`` and a lone token (``nats://token@host``) becomes ``***@``."""
+    ``user:***@`` and a NATS token (``nats://token@host``) becomes ``***@``."""
 
     def mask(match: re.Match[str]) -> str:
         user, colon, _password = match["userinfo"].partition(":")
-        return f"{match['scheme']}{user}:{REDACTED}@" if colon else f"{match['scheme']}{REDACTED}@"
+        if colon:
+            return f"{match['scheme']}{user}:{REDACTED}@"
+        if _is_token_scheme(match["scheme"]):
+            return f"{match['scheme']}{REDACTED}@"
+        return match[0]  # a user name alone (postgresql://postgres@db) is no secret
 
     return _URL_USERINFO.sub(mask, text)
 
@@ -53,7 +65,10 @@ def secrets_of_environment(env: Mapping[str, str]) -> list[str]:
             found += [item.partition("=")[0].strip() for item in value.split(",")]
         for match in _URL_USERINFO.finditer(value):
             user, colon, password = match["userinfo"].partition(":")
-            found.append(password if colon else user)
+            if colon:
+                found.append(password)
+            elif _is_token_scheme(match["scheme"]):  # nats://<token>@host
+                found.append(user)
     return [s for s in found if s]
 
 
