@@ -1,7 +1,8 @@
 """The TypeScript client end to end: `npm ci` from the committed lock, the generated
 code checked against a fresh `buf generate`, `tsc`, and the Node.js program publishing,
 triggering and following a process on the Python services (LocalSuite: free ports, a
-private NATS), over gRPC with a bearer token."""
+private NATS), over gRPC with mutual TLS (certificates made at run time) and a bearer
+token; without its client certificate it is refused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from deploy_support import BIN, ROOT
 
@@ -21,8 +21,11 @@ from trinity.process.definition.v1.definition_service_pb2_grpc import Definition
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
 from trinity_cli.local_suite import SERVICES, LocalSuite
+from trinity_platform.channels import open_blocking_channel
 from trinity_platform.testing.ports import free_port
 from trinity_platform.testing.stubs import bearer
+from trinity_platform.testing.tls import write_certificates
+from trinity_platform.tls import client_tls_from_env
 
 pytestmark = pytest.mark.e2e
 
@@ -78,12 +81,17 @@ def prepare_client(tmp_path: Path) -> None:
 
 
 def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url: str) -> None:
+    tls_env = write_certificates(tmp_path / "tls")
     suite = LocalSuite(
         data_dir=tmp_path / "data",
         nats_url=nats_url,
         ports={service: free_port() for service in SERVICES},
-        extra_env={"TRINITY_AUTH_TOKENS": f"{TOKEN}={PRINCIPAL}:author+operator+viewer"},
+        extra_env={
+            "TRINITY_AUTH_TOKENS": f"{TOKEN}={PRINCIPAL}:author+operator+viewer",
+            **tls_env,
+        },
     )
+    tls = client_tls_from_env(tls_env)
     try:
         suite.start()  # the services start while npm and tsc work
         prepare_client(tmp_path)
@@ -96,6 +104,9 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
             "TRINITY_EXECUTION_TARGET": f"127.0.0.1:{suite.ports['execution']}",
             "TRINITY_TOKEN": TOKEN,
             "TRINITY_TIMEOUT_MS": "60000",
+            "TRINITY_TLS_CA_FILE": tls_env["TRINITY_TLS_CA_FILE"],
+            "TRINITY_TLS_CLIENT_CERT_FILE": tls_env["TRINITY_TLS_CLIENT_CERT_FILE"],
+            "TRINITY_TLS_CLIENT_KEY_FILE": tls_env["TRINITY_TLS_CLIENT_KEY_FILE"],
         }
         run = subprocess.run(
             ["node", "dist/run-process.js", name],
@@ -121,7 +132,7 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
         assert "google.rpc.ErrorInfo" in run.stderr
 
         # the Python side agrees, and saw the TypeScript client's bearer token
-        with grpc.insecure_channel(f"127.0.0.1:{suite.ports['execution']}") as channel:
+        with open_blocking_channel(f"127.0.0.1:{suite.ports['execution']}", tls=tls) as channel:
             execution = (
                 ExecutionServiceStub(channel)
                 .GetExecution(
@@ -134,7 +145,7 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
         assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
         assert execution.process_name == name
         assert execution.triggered_by == PRINCIPAL
-        with grpc.insecure_channel(f"127.0.0.1:{suite.ports['definition']}") as channel:
+        with open_blocking_channel(f"127.0.0.1:{suite.ports['definition']}", tls=tls) as channel:
             definition = (
                 DefinitionServiceStub(channel)
                 .GetDefinition(
@@ -173,5 +184,18 @@ def test_node_program_publishes_triggers_and_completes(tmp_path: Path, nats_url:
         )
         assert refused.returncode == 1
         assert "Unauthenticated" in refused.stderr
+
+        # without its client certificate the TLS handshake is refused
+        no_cert = {k: v for k, v in env.items() if not k.startswith("TRINITY_TLS_CLIENT_")}
+        anonymous = subprocess.run(
+            ["node", "dist/run-process.js", name],
+            cwd=CLIENT,
+            env=no_cert,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert anonymous.returncode == 1
+        assert "Unauthenticated" not in anonymous.stderr, anonymous.stderr
     finally:
         suite.stop()

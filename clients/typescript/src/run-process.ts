@@ -8,10 +8,15 @@
 //
 // Environment: TRINITY_DEFINITION_TARGET, TRINITY_EXECUTION_TARGET (host:port, the same
 // variables the services read), TRINITY_TOKEN (bearer token, when the services require
-// one), TRINITY_TIMEOUT_MS (default 60000). Progress goes to stderr; the last line on
+// one), TRINITY_TIMEOUT_MS (default 60000), and the clients' TLS settings the Python
+// clients read: TRINITY_TLS_CA_FILE (turns TLS on), TRINITY_TLS_CLIENT_CERT_FILE and
+// TRINITY_TLS_CLIENT_KEY_FILE (for servers that require mutual TLS),
+// TRINITY_TLS_SERVER_NAME. Progress goes to stderr; the last line on
 // stdout is the result as JSON. Exit 0 when the execution completed, 1 otherwise.
 
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { SecureClientSessionOptions } from "node:http2";
 import { create, createRegistry, equals, toJson, type Registry } from "@bufbuild/protobuf";
 import { anyUnpack, type Any } from "@bufbuild/protobuf/wkt";
 import {
@@ -51,9 +56,26 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
+/** TLS options from the environment, or undefined for cleartext. */
+function tlsOptions(): SecureClientSessionOptions | undefined {
+  const ca = process.env.TRINITY_TLS_CA_FILE;
+  if (!ca) return undefined;
+  const options: SecureClientSessionOptions = { ca: readFileSync(ca) };
+  const cert = process.env.TRINITY_TLS_CLIENT_CERT_FILE;
+  const key = process.env.TRINITY_TLS_CLIENT_KEY_FILE;
+  if (cert && key) {
+    options.cert = readFileSync(cert);
+    options.key = readFileSync(key);
+  }
+  if (process.env.TRINITY_TLS_SERVER_NAME) options.servername = process.env.TRINITY_TLS_SERVER_NAME;
+  return options;
+}
+
 function transportFor(target: string, interceptors: Interceptor[]) {
-  // gRPC over HTTP/2 cleartext, to the Python grpc.aio servers.
-  return createGrpcTransport({ baseUrl: `http://${target}`, interceptors });
+  // gRPC over HTTP/2 to the Python grpc.aio servers: TLS when configured, else cleartext.
+  const tls = tlsOptions();
+  if (tls === undefined) return createGrpcTransport({ baseUrl: `http://${target}`, interceptors });
+  return createGrpcTransport({ baseUrl: `https://${target}`, interceptors, nodeOptions: tls });
 }
 
 function bearer(token: string | undefined): Interceptor[] {
