@@ -20,9 +20,13 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
 from trinity_platform.config import normalize_database_url
-from trinity_platform.db import create_platform_tables, drop_platform_tables
+from trinity_platform.db import (
+    add_outbox_traceparent,
+    create_platform_tables,
+    drop_platform_tables,
+)
 
-__all__ = ["create_platform_tables", "drop_platform_tables", "run"]
+__all__ = ["add_outbox_traceparent", "create_platform_tables", "drop_platform_tables", "run"]
 
 
 def run(target_metadata: MetaData | None = None, **configure_kwargs: Any) -> None:

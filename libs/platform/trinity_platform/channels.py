@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from trinity_platform.telemetry import client_interceptors
 from trinity_platform.tls import ClientTls
 
 TokenSource = str | Callable[[], str | None] | None
@@ -193,6 +194,7 @@ def open_channel(
     if token is not None:
         chain += [_BearerUnaryUnary(token), _BearerUnaryStream(token)]
     chain += list(interceptors)
+    chain += client_interceptors()  # tracing: a client span and traceparent per call (off: none)
     opts = channel_options(target, tls, options)
     if tls is None:
         return aio.insecure_channel(resolved, options=opts, interceptors=chain or None)

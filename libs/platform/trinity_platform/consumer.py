@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 
 from trinity_platform import metrics
 from trinity_platform.envelope import Envelope, EnvelopeError
 from trinity_platform.logs import get_logger
+from trinity_platform.telemetry import envelope_ids, span
 
 _log = get_logger(__name__)
 
@@ -212,33 +215,46 @@ class PullConsumerRunner:
                 await msg.term()
                 return
             _observe_delivery(self.durable, msg, envelope)
-            try:
-                outcome = await self._handler(envelope, msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                attempt = _num_delivered(msg)
-                retry_in = min(self._retry_base_delay * 2 ** (attempt - 1), self._retry_max_delay)
-                _log.exception(
-                    "handler failed; will redeliver",
-                    durable=self.durable,
-                    message_id=envelope.id,
-                    type=envelope.type,
-                    attempt=attempt,
-                    retry_in=retry_in,
-                )
-                metrics.CONSUMER_MESSAGES.labels(self.durable, "error").inc()
-                await msg.nak(delay=retry_in)
-                return
-            await self._settle(msg, envelope, outcome)
-            self.handled += 1
-            metrics.CONSUMER_MESSAGES.labels(self.durable, type(outcome).__name__.lower()).inc()
+            with structlog.contextvars.bound_contextvars(**envelope_ids(envelope)):
+                await self._handle_envelope(msg, envelope)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ack/nak failed (connection lost): redelivered after ack_wait
             _log.warning("could not settle message", durable=self.durable, error=repr(exc))
         finally:
             self._in_flight.pop(id(msg), None)
+
+    async def _handle_envelope(self, msg: Msg, envelope: Envelope) -> None:
+        try:
+            with span(
+                f"consume {envelope.type.rsplit('.', 1)[-1]}",
+                envelope.traceparent or None,
+                kind=SpanKind.CONSUMER,
+            ):
+                outcome = await self._handler(envelope, msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            attempt = _num_delivered(msg)
+            retry_in = min(self._retry_base_delay * 2 ** (attempt - 1), self._retry_max_delay)
+            _log.exception(
+                "handler failed; will redeliver",
+                durable=self.durable,
+                message_id=envelope.id,
+                type=envelope.type,
+                attempt=attempt,
+                retry_in=retry_in,
+            )
+            metrics.CONSUMER_MESSAGES.labels(self.durable, "error").inc()
+            await msg.nak(delay=retry_in)
+            return
+        await self._settle(msg, envelope, outcome)
+        self.handled += 1
+        outcome_name = type(outcome).__name__.lower()
+        metrics.CONSUMER_MESSAGES.labels(self.durable, outcome_name).inc()
+        _log.debug(
+            "message handled", durable=self.durable, type=envelope.type, outcome=outcome_name
+        )
 
     async def _settle(self, msg: Msg, envelope: Envelope, outcome: Outcome) -> None:
         if isinstance(outcome, Ack):

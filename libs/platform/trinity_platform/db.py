@@ -225,6 +225,8 @@ def _outbox(metadata: MetaData) -> Table:
         Column("payload", LargeBinary, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("published_at", DateTime(timezone=True), nullable=True),
+        # W3C traceparent of the span that wrote the row (NULL with tracing off).
+        Column("traceparent", String(64), nullable=True),
         Index(
             "ix_outbox_unpublished",
             "id",
@@ -290,6 +292,15 @@ def create_platform_tables(op: Any) -> None:
         op.create_table("definitions", ...)
     """
     PLATFORM_METADATA.create_all(op.get_bind(), checkfirst=False)
+
+
+def add_outbox_traceparent(op: Any) -> None:
+    """A migration step: the outbox's ``traceparent`` column, where it is missing
+    (databases created after it came have it from :func:`create_platform_tables`)."""
+    from sqlalchemy import inspect
+
+    if "traceparent" not in {c["name"] for c in inspect(op.get_bind()).get_columns("outbox")}:
+        op.add_column("outbox", Column("traceparent", String(64), nullable=True))
 
 
 def drop_platform_tables(op: Any) -> None:

@@ -31,6 +31,8 @@ H_TIME = "ce-time"
 H_CONTENT_TYPE = "ce-datacontenttype"
 H_CORRELATION = "ce-correlationid"
 H_CAUSATION = "ce-causationid"
+# The CloudEvents distributed-tracing extension: the W3C traceparent of the producer.
+H_TRACEPARENT = "ce-traceparent"
 
 
 class EnvelopeError(ValueError):
@@ -63,6 +65,7 @@ def build_headers(
     time: datetime,
     correlation_id: str = "",
     causation_id: str = "",
+    traceparent: str | None = None,
 ) -> dict[str, str]:
     headers = {
         H_SPECVERSION: SPECVERSION,
@@ -78,6 +81,8 @@ def build_headers(
         headers[H_CORRELATION] = correlation_id
     if causation_id:
         headers[H_CAUSATION] = causation_id
+    if traceparent:
+        headers[H_TRACEPARENT] = traceparent
     return headers
 
 
@@ -94,6 +99,7 @@ class Envelope:
     correlation_id: str = ""
     causation_id: str = ""
     nats_subject: str = ""
+    traceparent: str = ""
     headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -120,6 +126,7 @@ class Envelope:
             correlation_id=headers.get(H_CORRELATION, ""),
             causation_id=headers.get(H_CAUSATION, ""),
             nats_subject=nats_subject,
+            traceparent=headers.get(H_TRACEPARENT, ""),
             headers=dict(headers),
         )
 

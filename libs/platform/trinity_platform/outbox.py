@@ -26,6 +26,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_platform.db import OUTBOX
+from trinity_platform.telemetry import current_traceparent
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def new_message_id() -> str:
     return str(uuid.uuid4())
 
 
-def _row(item: OutboxMessage, now: datetime) -> dict[str, object]:
+def _row(item: OutboxMessage, now: datetime, traceparent: str | None) -> dict[str, object]:
     if not item.subject:
         raise ValueError("outbox message needs a subject")
     return {
@@ -57,6 +58,7 @@ def _row(item: OutboxMessage, now: datetime) -> dict[str, object]:
         "payload": item.message.SerializeToString(deterministic=True),
         "created_at": now,
         "published_at": None,
+        "traceparent": traceparent,
     }
 
 
@@ -96,7 +98,8 @@ async def add_to_outbox(
 async def add_many_to_outbox(conn: AsyncConnection, items: Iterable[OutboxMessage]) -> list[str]:
     """Insert several rows in order (one statement); returns their message ids."""
     now = datetime.now(UTC)
-    rows = [_row(item, now) for item in items]
+    traceparent = current_traceparent()  # the span that made this change (None: tracing off)
+    rows = [_row(item, now, traceparent) for item in items]
     if rows:
         await conn.execute(insert(OUTBOX), rows)
     return [str(row["message_id"]) for row in rows]

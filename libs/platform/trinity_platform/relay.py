@@ -331,6 +331,7 @@ class OutboxRelay:
                     row.created_at,
                     row.correlation_id,
                     row.causation_id,
+                    row.traceparent,
                 )
                 stream = self._stream_of_subject.get(row.subject)
                 if stream is None:

@@ -50,7 +50,12 @@ from trinity_platform.request_checks import RequestCheckInterceptor
 from trinity_platform.startup import StartupPhases
 from trinity_platform.streams import ensure_streams
 from trinity_platform.subjects import event_source
-from trinity_platform.telemetry import TelemetryInterceptor, configure_tracing, shutdown_tracing
+from trinity_platform.telemetry import (
+    LogContextInterceptor,
+    TelemetryInterceptor,
+    configure_tracing,
+    shutdown_tracing,
+)
 
 _log = get_logger(__name__)
 
@@ -278,7 +283,8 @@ class ServiceRuntime:
                     "set TRINITY_AUTH_TOKENS to require tokens"
                 )
             interceptors.extend(self._interceptors)
-            interceptors.append(RequestCheckInterceptor())  # innermost: decodes the request
+            interceptors.append(RequestCheckInterceptor())  # decodes the request
+            interceptors.append(LogContextInterceptor())  # sees the decoded request
             self.grpc = build_server(
                 settings.listen,
                 self._services,

@@ -48,22 +48,26 @@ def tracing_requested(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
-def configure_tracing(service_name: str, endpoint: str) -> bool:
-    """Export spans of this process to ``endpoint`` (OTLP/gRPC); no-op when empty."""
+def configure_tracing(service_name: str, endpoint: str, *, exporter: Any = None) -> bool:
+    """Export spans of this process to ``endpoint`` (OTLP/gRPC); no-op when empty.
+    Tests pass an ``exporter`` (e.g. the SDK's in-memory one) instead of an endpoint."""
     global _tracer, _provider
-    if not endpoint or _tracer is not None:
+    if (not endpoint and exporter is None) or _tracer is not None:
         return _tracer is not None
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name}
         )
     )
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    if exporter is None:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    else:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("trinity")
     _log.info("tracing on", endpoint=endpoint, service=service_name)
@@ -111,22 +115,27 @@ def span(
         yield current
 
 
-def trace_id_processor(_logger: Any, _name: str, event_dict: Any) -> Any:
-    """structlog processor: the current trace id (when a span is being recorded)."""
-    if _tracer is not None and "trace_id" not in event_dict:
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            event_dict["trace_id"] = format(context.trace_id, "032x")
-    return event_dict
+def envelope_ids(envelope: Any) -> dict[str, str]:
+    """Log context of a fact or intent: its execution (correlation) and the id of the
+    aggregate it is about (``ce-subject``), named after the emitting service."""
+    found = {"message_id": envelope.id}
+    if envelope.correlation_id:
+        found["execution_id"] = envelope.correlation_id
+    parts = envelope.type.split(".")
+    if len(parts) > 3 and parts[0] == "trinity" and envelope.subject:
+        found[f"{parts[2]}_id"] = envelope.subject
+    return found
 
 
 def ids_of(message: Any) -> dict[str, str]:
-    """The non-empty id fields of a request message, for the log context."""
-    found = {}
-    for name in LOG_ID_FIELDS:
-        value = getattr(message, name, None)
-        if value and isinstance(value, str):
-            found[name] = value
+    """The non-empty id fields of a request message (and of its ``correlation`` step
+    reference, where it has one), for the log context."""
+    found: dict[str, str] = {}
+    for holder in (message, getattr(message, "correlation", None)):
+        for name in LOG_ID_FIELDS:
+            value = getattr(holder, name, None)
+            if value and isinstance(value, str):
+                found.setdefault(name, value)
     return found
 
 
@@ -135,8 +144,8 @@ def ids_of(message: Any) -> dict[str, str]:
 
 class TelemetryInterceptor(aio.ServerInterceptor):
     """The outermost interceptor: times and counts each call by method and final
-    status code, binds the ids of the request into the log context, and (tracing on)
-    runs the call in a server span that continues the caller's traceparent."""
+    status code and (tracing on) runs the call in a server span that continues the
+    caller's traceparent."""
 
     async def intercept_service(
         self,
@@ -230,6 +239,46 @@ def _observed(behavior: Any, method: str, parent: str | None, seconds: Any) -> A
     return wrapper
 
 
+class LogContextInterceptor(aio.ServerInterceptor):
+    """The innermost interceptor: binds the ids of the decoded request
+    (``execution_id``, ``work_id`` …) into the log context of the call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        from trinity_platform.interceptors import wrap_handler
+
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        return wrap_handler(handler, lambda behavior: _with_request_ids(behavior, method))
+
+
+def _with_request_ids(behavior: Any, method: str) -> Any:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream_wrapper(request: Any, context: Any) -> Any:
+            with structlog.contextvars.bound_contextvars(**ids_of(request)):
+                _log.debug("stream opened", method=method)
+                async for item in behavior(request, context):
+                    yield item
+
+        return stream_wrapper
+
+    async def wrapper(request: Any, context: Any) -> Any:
+        with structlog.contextvars.bound_contextvars(**ids_of(request)):
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            _log.debug("call handled", method=method)
+            return result
+
+    return wrapper
+
+
 # ----------------------------------------------------------------- gRPC client
 
 
@@ -263,14 +312,15 @@ def client_interceptors(env: Mapping[str, str] | None = None) -> list[aio.Client
 
 __all__ = [
     "TRACEPARENT",
+    "LogContextInterceptor",
     "TelemetryInterceptor",
     "client_interceptors",
     "configure_tracing",
     "current_traceparent",
+    "envelope_ids",
     "ids_of",
     "shutdown_tracing",
     "span",
-    "trace_id_processor",
     "tracing_enabled",
     "tracing_requested",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution import domain as d
@@ -46,6 +47,16 @@ class Continuation:
         causation_id: str = "",
     ) -> d.Decision | None:
         """The decision made, or None when the execution is unknown or the guard refused."""
+        with structlog.contextvars.bound_contextvars(execution_id=execution_id):
+            return await self._apply(execution_id, event_for, guard, causation_id)
+
+    async def _apply(
+        self,
+        execution_id: str,
+        event_for: EventFactory,
+        guard: Guard | None,
+        causation_id: str,
+    ) -> d.Decision | None:
         async with read_only(self._engine) as conn:
             first = await load_execution(conn, execution_id)
         if first is None:

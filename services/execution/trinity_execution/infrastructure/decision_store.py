@@ -26,6 +26,7 @@ from trinity_execution.infrastructure.senders import (
 from trinity_execution.infrastructure.tables import dispatches, timers
 from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
 from trinity_platform.subjects import fact_subject
+from trinity_platform.telemetry import current_traceparent
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[
         "next_attempt_at": now,
         "target_key": target,
         "created_at": now,
+        "traceparent": current_traceparent(),
     }
 
 

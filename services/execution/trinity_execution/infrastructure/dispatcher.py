@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,6 +28,7 @@ from trinity_platform import metrics
 from trinity_platform.db import read_only
 from trinity_platform.grpc_errors import is_permanent, retry_delay
 from trinity_platform.logs import get_logger
+from trinity_platform.telemetry import span
 
 _log = get_logger(__name__)
 
@@ -48,6 +50,7 @@ class DispatchRow:
     payload: bytes
     attempts: int
     target_key: str | None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ class Dispatcher:
                     payload=bytes(r.payload),
                     attempts=r.attempts,
                     target_key=r.target_key,
+                    traceparent=r.traceparent,
                 )
                 for r in await conn.execute(query)
             ]
@@ -178,6 +182,15 @@ class Dispatcher:
         return None if row is None else TargetState(row.status, row.result_id)
 
     async def _send(self, row: DispatchRow) -> None:
+        with (
+            structlog.contextvars.bound_contextvars(
+                execution_id=row.execution_id, dispatch_key=row.key
+            ),
+            span(f"dispatch {row.kind}", row.traceparent),
+        ):
+            await self._deliver(row)
+
+    async def _deliver(self, row: DispatchRow) -> None:
         attempts = row.attempts + 1
         sender = self._senders.get(row.kind)
         context = DispatchContext(row.key, row.execution_id, row.target_key, self._lookup_target)

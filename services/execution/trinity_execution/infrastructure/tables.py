@@ -66,6 +66,8 @@ dispatches = Table(
     ),  # for cancels: the key of the command to cancel
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # W3C traceparent of the decision that wrote the command (NULL with tracing off).
+    Column("traceparent", String(64), nullable=True),
     Index(
         "ix_dispatches_due",
         "next_attempt_at",

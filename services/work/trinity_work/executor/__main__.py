@@ -4,13 +4,15 @@ Environment: ``TRINITY_EXECUTOR_CONFIG`` (YAML file; default: every agent runs
 ``echo``), ``TRINITY_WORK_TARGET`` (default 127.0.0.1:7404), ``TRINITY_NATS_URL``,
 ``TRINITY_EXECUTOR_ID``, ``TRINITY_EXECUTOR_TOKEN`` (bearer token for the work
 service when it requires one), ``TRINITY_EXECUTOR_METRICS_LISTEN`` (host:port of its
-Prometheus /metrics endpoint; none when unset), ``TRINITY_LOG_LEVEL``, ``TRINITY_LOG_FORMAT``,
+Prometheus /metrics endpoint; none when unset), ``OTEL_EXPORTER_OTLP_ENDPOINT`` (where its
+spans go; no tracing when unset), ``TRINITY_LOG_LEVEL``, ``TRINITY_LOG_FORMAT``,
 and the TLS and NATS credential settings every process reads (``TRINITY_TLS_CA_FILE``…,
 ``TRINITY_NATS_USER``…).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -20,6 +22,7 @@ from trinity_platform.logs import configure_logging
 from trinity_platform.metrics import MetricsEndpoint
 from trinity_platform.nats_connect import NatsConfigError, nats_security_from_env
 from trinity_platform.startup import StartupPhases
+from trinity_platform.telemetry import configure_tracing, shutdown_tracing
 from trinity_platform.tls import TlsConfigError, client_tls_from_env
 from trinity_work.executor.config import DEFAULT_TARGET, ConfigError, load_config
 from trinity_work.executor.worker import Executor
@@ -57,6 +60,7 @@ async def run() -> None:
     except (ConfigError, TlsConfigError, NatsConfigError) as exc:
         print(f"trinity executor: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    configure_tracing("trinity-executor", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "")
     endpoint = None
     listen = os.environ.get("TRINITY_EXECUTOR_METRICS_LISTEN")
     if listen:
@@ -67,6 +71,7 @@ async def run() -> None:
     finally:
         if endpoint is not None:
             endpoint.stop()
+        await asyncio.to_thread(shutdown_tracing)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
+import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -34,12 +35,14 @@ from trinity_platform.logs import get_logger
 from trinity_platform.nats_connect import NatsSecurity, connect_nats
 from trinity_platform.startup import StartupPhases
 from trinity_platform.subjects import WORK_QUEUE_STREAM, work_queue_subject
+from trinity_platform.telemetry import span
 from trinity_platform.tls import ClientTls
 from trinity_work import contracts as pb
 from trinity_work.domain.model import (
     AgentTask,
     Failure,
     FailureCode,
+    Payload,
     ToolRun,
     WorkResult,
 )
@@ -231,6 +234,14 @@ class Executor:
             payload = pb.from_payload(intent.payload)
         except Exception as exc:
             return Term(f"undecodable intent: {exc!r}")
+        ids = {"work_id": intent.work_id, "execution_id": intent.correlation.execution_id}
+        if intent.correlation.step_id:
+            ids["step_id"] = intent.correlation.step_id
+        # The job's task copies this context: its logs carry the ids, its spans the trace.
+        with structlog.contextvars.bound_contextvars(**ids):
+            return await self._take(intent, payload)
+
+    async def _take(self, intent: intents_pb2.WorkExecutionRequested, payload: Payload) -> Outcome:
         if not await self._acquire_slot():
             return Nak()
         try:
@@ -278,11 +289,16 @@ class Executor:
         running = RunningJob(job)
         self.jobs[job.work_id] = running
         running.task = asyncio.get_running_loop().create_task(
-            self._run(running), name=f"job-{job.work_id}"
+            self._run_traced(running), name=f"job-{job.work_id}"
         )
         return Ack()
 
     # ------------------------------------------------------------------ running
+
+    async def _run_traced(self, running: RunningJob) -> None:
+        with span(f"execute {running.job.kind.value}", attributes={"work_id": running.job.work_id}):
+            await self._run(running)
+            _log.debug("job ended", kind=running.job.kind.value, stop=running.stop_reason)
 
     async def _run(self, running: RunningJob) -> None:
         job = running.job
