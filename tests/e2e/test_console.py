@@ -195,6 +195,13 @@ async def test_start_follow_approve_and_complete_in_the_browser(  # type: ignore
     await page.screenshot(path=artifacts / "4-completed.png", full_page=True)
     assert page.dialogs == []  # the hostile input was shown, never run
 
+    # The executions list, filtered by process and status, links to it.
+    await page.goto(f"{base}/executions?process=console-review&status=completed")
+    await page.wait_for_selector(f"table.executions a[href='/executions/{execution_id}']")
+    await page.screenshot(path=artifacts / "5-executions.png", full_page=True)
+    await page.goto(f"{base}/executions?process=console-review&status=failed")
+    await page.wait_for_selector("p.empty:has-text('No executions.')")
+
     # The decision was taken as the signed-in person, through the approval service.
     execution = await api.get(execution_id)
     assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
@@ -222,7 +229,7 @@ async def test_pause_resume_and_cancel_from_the_page(  # type: ignore[no-untyped
     visitor = await sign_in(browser, base, f"/executions/{execution_id}", "visitor-token")
     await visitor.click("#pause")
     await visitor.wait_for_selector("#service-error:has-text('PERMISSION_DENIED')")
-    await visitor.screenshot(path=artifacts / "5-permission-denied.png", full_page=True)
+    await visitor.screenshot(path=artifacts / "6-permission-denied.png", full_page=True)
     assert (await api.get(execution_id)).status == execution_pb2.EXECUTION_STATUS_RUNNING
 
     page = await sign_in(browser, base, f"/executions/{execution_id}", "lead-token")
@@ -236,7 +243,7 @@ async def test_pause_resume_and_cancel_from_the_page(  # type: ignore[no-untyped
     await page.click("#cancel")
     await page.wait_for_selector("#live[data-ended='true']")
     assert await page.locator("#status").inner_text() == "cancelled"
-    await page.screenshot(path=artifacts / "6-cancelled.png", full_page=True)
+    await page.screenshot(path=artifacts / "7-cancelled.png", full_page=True)
 
     # A finished execution cannot be cancelled again: the service's refusal is shown.
     response = await page.request.post(
