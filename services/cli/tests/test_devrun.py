@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 from trinity_cli import devrun
 from trinity_cli.local_suite import LocalSuite
+from trinity_platform.testing.ports import free_port, port_is_open
 
 
 def test_the_examples_of_the_repository_are_found() -> None:
@@ -66,3 +68,24 @@ def test_make_run_passes_args_to_the_launcher() -> None:
     )
     assert dry.returncode == 0, dry.stderr
     assert "-m trinity_cli.devrun --executors 2 --no-examples" in dry.stdout
+
+
+def test_a_second_make_run_refuses_in_one_line_and_starts_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    nats_port = free_port()
+    monkeypatch.setenv("TRINITY_NATS_URL", f"nats://127.0.0.1:{nats_port}")
+    with socket.socket() as first:  # the definition port of a running suite
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        monkeypatch.setenv("TRINITY_DEFINITION_LISTEN", f"127.0.0.1:{port}")
+        code = devrun.main(["--data-dir", str(tmp_path / "data")])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"make run: the definition service's port {port} is already in use (127.0.0.1:{port}): "
+        "is another instance running? Stop it, or choose another address with "
+        "TRINITY_DEFINITION_LISTEN"
+    ]
+    assert not port_is_open("127.0.0.1", nats_port)  # no NATS was started
+    assert not (tmp_path / "data").exists()

@@ -29,6 +29,7 @@ from trinity_cli.local_suite import (
 )
 from trinity_console.settings import DEFAULT_LISTEN as CONSOLE_LISTEN
 from trinity_platform.authz import parse_auth_tokens
+from trinity_platform.grpc_server import ListenError, check_listen_address
 from trinity_platform.logs import redact_url
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -166,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     ports = listen_ports(env)
     metrics_ports = metrics_listen_ports(env, args.executors)
     console_port = console_listen_port(env)
+    taken = ports_in_use(ports)
+    if taken:  # another `make run` (or anything else) holds them: start nothing
+        print(f"make run: {taken}", file=sys.stderr, flush=True)
+        return 1
     suite = LocalSuite(
         data_dir=data_dir,
         nats_url=nats_url,
@@ -226,6 +231,16 @@ def main(argv: list[str] | None = None) -> int:
         print("stopping the suite…", file=sys.stderr, flush=True)
         suite.stop()
         print("stopped.", file=sys.stderr, flush=True)
+
+
+def ports_in_use(ports: Mapping[str, int]) -> str:
+    """Why the services cannot listen (the first port in use), or ""."""
+    for service, port in ports.items():
+        try:
+            check_listen_address(f"127.0.0.1:{port}", f"TRINITY_{service.upper()}_LISTEN")
+        except ListenError as error:
+            return f"the {service} service's {error}"
+    return ""
 
 
 def nats_state(suite: LocalSuite, data_dir: Path) -> str:
