@@ -14,7 +14,12 @@ import pytest
 import yaml
 from deploy_support import BIN, K8S, ROOT, Manifests
 
-from trinity_platform.config import DEFAULT_PORTS, load_settings, settings_table
+from trinity_platform.config import (
+    DEFAULT_PORTS,
+    load_settings,
+    security_settings_table,
+    settings_table,
+)
 from trinity_work.executor.config import load_config
 
 SERVICES = tuple(DEFAULT_PORTS)
@@ -77,7 +82,7 @@ def env_of(c: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_deployment_shape(rendered: tuple[str, Manifests], service: str) -> None:
-    _, manifests = rendered
+    name, manifests = rendered
     port = DEFAULT_PORTS[service]
     deployment = manifests.get("Deployment", f"trinity-{service}")
     assert deployment["spec"]["replicas"] >= 2
@@ -91,7 +96,11 @@ def test_service_deployment_shape(rendered: tuple[str, Manifests], service: str)
     env = env_of(c)
     assert env[f"TRINITY_{service.upper()}_LISTEN"]["value"] == f"0.0.0.0:{port}"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"] == {"port": port}, probe
+        if name == "production":  # mutual TLS: the image's health check, which speaks it
+            command = ["python", "/opt/trinity/share/healthcheck.py", f"127.0.0.1:{port}"]
+            assert c[probe]["exec"]["command"] == command, probe
+        else:
+            assert c[probe]["grpc"] == {"port": port}, probe
     for kind in ("requests", "limits"):
         assert set(c["resources"][kind]) == {"cpu", "memory"}
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -163,7 +172,9 @@ def test_no_secret_values(rendered: tuple[str, Manifests]) -> None:
                 assert "secretKeyRef" in variable.get("valueFrom", {}), variable
     for config_map in manifests.of_kind("ConfigMap"):
         for key, value in config_map["data"].items():
-            assert not sensitive.search(key), (config_map["metadata"]["name"], key)
+            # a *_KEY_FILE is the path where a Secret is mounted, not a secret
+            if not key.endswith("_KEY_FILE"):
+                assert not sensitive.search(key), (config_map["metadata"]["name"], key)
             # credentials in the executor's file are ${NAME} references only
             for header in re.findall(r"Bearer (\S+)", value):
                 assert re.fullmatch(r'\$\{[A-Z_]+\}"?', header), header
@@ -173,7 +184,7 @@ def test_config_names_only_real_settings(rendered: tuple[str, Manifests]) -> Non
     """Every variable in trinity-config is one the services read (config.settings_table)."""
     _, manifests = rendered
     known = set()
-    for variable, _default, _meaning in settings_table():
+    for variable, _default, _meaning in settings_table() + security_settings_table():
         if "<SERVICE>" in variable:
             known |= {variable.replace("<SERVICE>", s.upper()) for s in SERVICES}
         else:
@@ -193,6 +204,8 @@ def test_connection_budget_fits_the_server(rendered: tuple[str, Manifests]) -> N
     (deploy/README.md, connection budget)."""
     _, manifests = rendered
     config = manifests.get("ConfigMap", "trinity-config")["data"]
+    # the certificate files exist in the pods only
+    config = {k: v for k, v in config.items() if not k.startswith("TRINITY_TLS_")}
     total = 0
     for service in SERVICES:
         deployment = manifests.get("Deployment", f"trinity-{service}")["spec"]
@@ -250,6 +263,34 @@ def test_console_deployment(rendered: tuple[str, Manifests]) -> None:
     assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(7400, "http")]
     pdb = manifests.get("PodDisruptionBudget", "trinity-console")
     assert 1 <= pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+
+
+def test_production_mounts_the_certificates_from_a_secret(
+    rendered: tuple[str, Manifests],
+) -> None:
+    """Production runs mutual TLS on every gRPC port: each Trinity pod mounts the Secret
+    trinity-tls where the TLS settings point (issue 13 §5)."""
+    name, manifests = rendered
+    if name != "production":
+        pytest.skip("the base runs plaintext gRPC (a development cluster)")
+    config = manifests.get("ConfigMap", "trinity-config")["data"]
+    tls = {k: v for k, v in config.items() if k.startswith("TRINITY_TLS_")}
+    assert set(tls) == {
+        "TRINITY_TLS_CERT_FILE",
+        "TRINITY_TLS_KEY_FILE",
+        "TRINITY_TLS_CLIENT_CA_FILE",
+        "TRINITY_TLS_CA_FILE",
+        "TRINITY_TLS_CLIENT_CERT_FILE",
+        "TRINITY_TLS_CLIENT_KEY_FILE",
+    }
+    for component in (*SERVICES, "executor", "console"):
+        deployment = manifests.get("Deployment", f"trinity-{component}")
+        pod = deployment["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == "trinity-tls"
+        (mount,) = [m for m in container(deployment)["volumeMounts"] if m["name"] == "tls"]
+        assert mount["readOnly"] is True
+        assert {Path(path).parent for path in tls.values()} == {Path(mount["mountPath"])}
 
 
 def test_nats_cluster_shape(rendered: tuple[str, Manifests]) -> None:
