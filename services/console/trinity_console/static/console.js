@@ -217,6 +217,8 @@ function follow(nodes) {
   });
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CONNECTING) live.textContent = "reconnecting…";
+    // Closed by the browser: the console refused the stream (signed out, or it is down).
+    if (source.readyState === EventSource.CLOSED) live.textContent = "not following: reload the page (or sign in again)";
   });
   source.addEventListener("open", () => { live.textContent = "following…"; });
 }
