@@ -37,7 +37,7 @@ from .test_resilience import publish
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-EXECUTIONS = 40
+EXECUTIONS = 30
 LIMITED = ("execution", "work")
 PROCESS_STEPS = ("one", "two", "three")
 

@@ -42,7 +42,7 @@ from .test_resilience import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-EXECUTIONS = 12
+EXECUTIONS = 6
 
 
 @pytest.fixture

@@ -3,19 +3,30 @@ into the outbox instead of dropping intents."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_platform.config import load_settings
+from trinity_platform.consumer import Ack, Outcome, PullConsumerRunner
+from trinity_platform.db_errors import is_transient
+from trinity_platform.envelope import Envelope, build_headers
 from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
 from trinity_platform.relay import OutboxRelay, RelayError
 from trinity_platform.streams import StreamLimits, ensure_streams, stream_limits_from_env
-from trinity_platform.subjects import WORK_QUEUE_STREAM, facts_stream, work_queue_subject
+from trinity_platform.subjects import (
+    WORK_QUEUE_STREAM,
+    fact_subject,
+    facts_stream,
+    work_queue_subject,
+)
 
 from .test_outbox_relay import stream_messages, unpublished
 
@@ -80,3 +91,47 @@ async def test_a_full_work_queue_keeps_intents_in_the_outbox_until_there_is_room
     assert taken == ids  # each intent once, in order, none dropped
     assert await unpublished(engine) == 0
     assert await stream_messages(js, WORK_QUEUE_STREAM) == []
+
+
+class _Refused(Exception):
+    sqlstate = "53300"  # too_many_connections, as asyncpg reports it
+
+
+async def test_a_transient_database_failure_is_redelivered_soon_whatever_the_attempt(
+    nc: NATS,
+) -> None:
+    """The exponential redelivery delay (here 60 s from the first attempt) is for
+    handler bugs; a database that refused a connection is tried again within seconds."""
+    js = nc.jetstream()
+    await ensure_streams(js)
+    attempts: list[int] = []
+    handled = asyncio.Event()
+
+    async def handler(envelope: Envelope, msg: Msg) -> Outcome:
+        attempts.append(msg.metadata.num_delivered or 1)
+        if len(attempts) == 1:
+            raise RuntimeError("database refused") from _Refused()
+        handled.set()
+        return Ack()
+
+    subject = fact_subject("work", "WorkCompleted")
+    consumer = PullConsumerRunner(
+        js,
+        stream=facts_stream("work"),
+        durable="transient-test",
+        filter_subjects=[subject],
+        handler=handler,
+        fetch_timeout=0.5,
+        retry_base_delay=60.0,
+        is_transient=is_transient,
+    )
+    consumer.start()
+    try:
+        headers = build_headers(
+            "t1", "google.protobuf.StringValue", "test", "agg", datetime.now(UTC)
+        )
+        await js.publish(subject, b"x", headers=headers)
+        await asyncio.wait_for(handled.wait(), 30)  # not 60 s
+    finally:
+        await consumer.stop()
+    assert attempts == [1, 2]

@@ -28,6 +28,8 @@ from trinity_platform.telemetry import envelope_ids, span
 
 _log = get_logger(__name__)
 
+TRANSIENT_MAX_DELAY = 2.0  # seconds: redelivery after a transient failure, at most
+
 
 @dataclass(frozen=True)
 class Ack:
@@ -94,6 +96,7 @@ class PullConsumerRunner:
         fetch_timeout: float = 2.0,
         retry_base_delay: float = 0.5,
         retry_max_delay: float = 60.0,
+        is_transient: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self._js = js
         self.stream = stream
@@ -107,6 +110,9 @@ class PullConsumerRunner:
         self._fetch_timeout = fetch_timeout
         self._retry_base_delay = retry_base_delay
         self._retry_max_delay = retry_max_delay
+        # A failure that says nothing about the message (the database refused a
+        # connection) is retried soon, whatever its delivery count.
+        self._is_transient = is_transient
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._in_flight: dict[int, Msg] = {}  # by id(): Msg is not hashable
@@ -234,16 +240,19 @@ class PullConsumerRunner:
                 outcome = await self._handler(envelope, msg)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             attempt = _num_delivered(msg)
-            retry_in = min(self._retry_base_delay * 2 ** (attempt - 1), self._retry_max_delay)
-            _log.exception(
+            transient = self._is_transient is not None and self._is_transient(exc)
+            ceiling = TRANSIENT_MAX_DELAY if transient else self._retry_max_delay
+            retry_in = min(self._retry_base_delay * 2 ** (attempt - 1), ceiling)
+            (_log.warning if transient else _log.exception)(
                 "handler failed; will redeliver",
                 durable=self.durable,
                 message_id=envelope.id,
                 type=envelope.type,
                 attempt=attempt,
                 retry_in=retry_in,
+                **({"error": repr(exc)} if transient else {}),
             )
             metrics.CONSUMER_MESSAGES.labels(self.durable, "error").inc()
             await msg.nak(delay=retry_in)

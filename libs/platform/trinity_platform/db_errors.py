@@ -103,6 +103,11 @@ def classify(error: BaseException) -> type[Unavailable] | type[Aborted] | None:
     return None
 
 
+def is_transient(error: BaseException) -> bool:
+    """True when ``error`` is a transient database failure (retry soon, same request)."""
+    return classify(error) is not None
+
+
 def transient_database_error(error: BaseException) -> TrinityError | None:
     """The retryable answer for a transient database failure; None for anything else."""
     family = classify(error)
@@ -123,4 +128,4 @@ def transient_database_error(error: BaseException) -> TrinityError | None:
     return None
 
 
-__all__ = ["DatabaseBusy", "classify", "transient_database_error"]
+__all__ = ["DatabaseBusy", "classify", "is_transient", "transient_database_error"]

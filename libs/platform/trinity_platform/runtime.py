@@ -29,9 +29,10 @@ from nats.aio.client import Client as NATS
 from trinity_platform import metrics
 from trinity_platform.authz import required_permissions
 from trinity_platform.config import ServiceSettings, load_settings, log_json
-from trinity_platform.consumer import Handler, PullConsumerRunner
+from trinity_platform.consumer import TRANSIENT_MAX_DELAY, Handler, PullConsumerRunner
 from trinity_platform.db import create_engine, is_postgres, run_migrations, wait_for_database
 from trinity_platform.db_budget import log_connection_budget
+from trinity_platform.db_errors import is_transient
 from trinity_platform.grpc_server import (
     GrpcServerHandle,
     ServiceRegistration,
@@ -267,6 +268,7 @@ class ServiceRuntime:
                     ack_wait=spec.ack_wait,
                     max_deliver=spec.max_deliver,
                     concurrency=spec.concurrency,
+                    is_transient=is_transient,
                 )
                 runner.start()
                 self._consumers.append(runner)
@@ -341,7 +343,11 @@ class ServiceRuntime:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if is_transient(exc):  # the database refused: back soon, no traceback
+                    _log.warning("background task failed; restarting", task=name, error=repr(exc))
+                    await asyncio.sleep(min(delay, TRANSIENT_MAX_DELAY))
+                    continue
                 _log.exception("background task failed; restarting", task=name, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
