@@ -2,6 +2,9 @@
 
     TRINITY_NATS_URL=nats://127.0.0.1:4222 .venv/bin/python examples/subscriber.py
 
+Under the broker permissions of deploy/nats/authorization.conf, connect as the read-only
+`subscriber` user (TRINITY_NATS_USER, TRINITY_NATS_PASSWORD; TLS with TRINITY_NATS_CA_FILE).
+
 Start from here for a projection (a timeline, an audit log, a dashboard, a webhook):
 replace the print with what you keep. The ordered consumers are ephemeral and start
 at the beginning of each stream; a durable projection would use a durable consumer
@@ -21,10 +24,14 @@ import trinity.process.definition.v1.facts_pb2
 import trinity.process.execution.v1.facts_pb2
 import trinity.process.work.v1.facts_pb2  # noqa: F401
 from trinity_platform.envelope import Envelope, decode
+from trinity_platform.nats_connect import nats_security_from_env
 
 
 async def main() -> None:
-    nc = await nats.connect(os.environ.get("TRINITY_NATS_URL", "nats://127.0.0.1:4222"))
+    nc = await nats.connect(
+        os.environ.get("TRINITY_NATS_URL", "nats://127.0.0.1:4222"),
+        **nats_security_from_env().connect_options(),  # user, password, TLS, if set
+    )
     js = nc.jetstream()
 
     async def on_fact(msg: nats.aio.msg.Msg) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from trinity.process.approval.v1 import approval_pb2
 from trinity.process.approval.v1 import facts_pb2 as approval_facts
@@ -173,6 +173,14 @@ async def test_subscribers_read_facts_but_cannot_take_work(connect: Connect) -> 
     reader, errors = await connect("subscriber")
     js = reader.jetstream(timeout=2)
     assert (await js.get_msg(facts_stream("work"), 1)).data == b"fact"
+    # as examples/subscriber.py and `trinity-process facts tail` read: an ordered consumer
+    ordered = await js.subscribe(
+        fact_subject("work", "WorkRequested"),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    assert (await ordered.next_msg(timeout=5)).data == b"fact"
+    await ordered.unsubscribe()
     with pytest.raises(Exception):  # noqa: B017 - the broker never answers the API call
         await js.add_consumer(WORK_QUEUE_STREAM, ConsumerConfig(durable_name="thief"))
     assert await refused(reader, errors, fact_subject("work", "WorkCompleted"))

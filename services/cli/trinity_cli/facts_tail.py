@@ -39,6 +39,7 @@ from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, money, one_line
 from trinity_platform.envelope import Envelope, EnvelopeError, decode, format_time
 from trinity_platform.json_values import message_to_dict, struct_to_dict
+from trinity_platform.nats_connect import NatsConfigError, nats_security_from_env
 from trinity_platform.subjects import all_facts_subject
 
 Show = Callable[[Envelope, Message], None]
@@ -73,6 +74,11 @@ async def connect(nats_url: str) -> NATS:
             print(f"trinity-process: {what}: {one_line(str(error), 200)}", file=sys.stderr)
 
     try:
+        # TLS and credentials from TRINITY_NATS_* (e.g. the read-only `subscriber` user).
+        security = nats_security_from_env().connect_options()
+    except (NatsConfigError, OSError) as error:
+        raise CliError(f"NATS settings: {error}", ExitCode.USAGE) from None
+    try:
         nc = await nats.connect(
             nats_url,
             allow_reconnect=False,
@@ -80,6 +86,7 @@ async def connect(nats_url: str) -> NATS:
             max_reconnect_attempts=1,
             reconnect_time_wait=0.1,
             error_cb=report,
+            **security,
         )
     except (OSError, TimeoutError, nats.errors.Error) as error:
         why = errors[-1] if errors else error
