@@ -253,3 +253,30 @@ async def test_notification_channels(
         "HOOK_SECRET",
     )
     assert len(received) == 4  # two webhooks, one refused webhook, one slack
+
+
+DEEP_JSON = "import json; v = 1\nfor _ in range(30): v = {'a': v}\nprint(json.dumps(v))"
+
+
+async def test_a_result_the_work_service_refuses_fails_the_work_clearly(
+    sqlite_service: Any, sqlite_stub: WorkServiceStub, start_executor: Any, finish: Any
+) -> None:
+    """Text with NUL or JSON nested past the Struct limit is refused at the work service's
+    edge; the executor reports that as a failure instead of leaving the work to be
+    redelivered and refused again."""
+    await start_executor(
+        sqlite_service,
+        {
+            "tools": {
+                "scaffold": {"command": [sys.executable, "-c", "print('a\\x00b')"]},
+                "generate": {"command": [sys.executable, "-c", DEEP_JSON]},
+            }
+        },
+    )
+    for key, action, problem in [
+        ("r1", enums_pb2.ACTION_KIND_SCAFFOLD, "NUL"),
+        ("r2", enums_pb2.ACTION_KIND_GENERATE, "nests deeper than 24 levels"),
+    ]:
+        failed = await finish(sqlite_stub, tool(key, action))
+        assert (failed.status, failed.error.code) == (FAILED, "EXECUTOR_ERROR"), key
+        assert "refused the result" in failed.error.message and problem in failed.error.message

@@ -30,7 +30,13 @@ from trinity_platform import metrics
 from trinity_platform.channels import open_channel
 from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Term
 from trinity_platform.envelope import Envelope
-from trinity_platform.errors import NotFound, PermissionDenied, TrinityError, Unauthenticated
+from trinity_platform.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TrinityError,
+    Unauthenticated,
+)
 from trinity_platform.logs import get_logger
 from trinity_platform.nats_connect import NatsSecurity, connect_nats
 from trinity_platform.startup import StartupPhases
@@ -387,6 +393,18 @@ class Executor:
             await self.client.completed(job.work_id, job.delivery, result)
             self.completed += 1
             metrics.EXECUTOR_JOBS.labels(job.kind.value, "completed").inc()
+        except InvalidArgument as exc:
+            # The result itself is refused (NUL in text, NaN, nesting too deep): reported as
+            # a failure, or the work would be redelivered and refused forever.
+            _log.warning("result refused; reporting a failure", work_id=job.work_id)
+            problems = "; ".join(f"{v.field}: {v.description}" for v in exc.violations[:5])
+            await self._report_failure(
+                job,
+                Failure(
+                    FailureCode.EXECUTOR_ERROR.value,
+                    f"the work service refused the result ({problems or exc.message})",
+                ),
+            )
         except TrinityError as exc:
             _log.warning("completion not recorded", work_id=job.work_id, reason=exc.reason)
 
