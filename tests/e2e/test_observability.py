@@ -27,13 +27,13 @@ from tests.e2e.conftest import Client
 from trinity.process.approval.v1 import approval_pb2
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity_cli.local_suite import SERVICES, LocalSuite
+from trinity_platform.authz import parse_auth_tokens
 from trinity_platform.testing.nats_server import NatsServer
 from trinity_platform.testing.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
 APPROVER_TOKEN = "observe-approver-secret-4d1f"
-EXECUTOR_TOKEN = "observe-executor-secret-9b2c"
 PROCESS = """
 name: observed
 steps:
@@ -120,9 +120,8 @@ def observed_suite(
         ports={service: free_port() for service in SERVICES},
         metrics_ports={name: free_port() for name in PROCESSES},
         extra_env={
-            "TRINITY_AUTH_TOKENS": f"{APPROVER_TOKEN}=reviewer@example.com,"
-            f"{EXECUTOR_TOKEN}=executor@example.com",
-            "TRINITY_EXECUTOR_TOKEN": EXECUTOR_TOKEN,
+            # The suite adds its own service, executor and admin tokens.
+            "TRINITY_AUTH_TOKENS": f"{APPROVER_TOKEN}=reviewer@example.com",
             "TRINITY_METRICS_INTERVAL": "0.2",
             "TRINITY_LOG_FORMAT": "json",
             "TRINITY_LOG_LEVEL": "DEBUG",
@@ -285,6 +284,11 @@ TRIGGER = "/trinity.process.execution.v1.ExecutionService/TriggerProcess"
 REQUEST_APPROVAL = "/trinity.process.approval.v1.ApprovalService/RequestApproval"
 
 
+def traced(api: Client, traceparent: str) -> tuple[tuple[str, str], ...]:
+    """The call's metadata: the test's own trace context beside the admin token."""
+    return (("traceparent", traceparent), ("authorization", f"Bearer {api.suite.admin_token}"))
+
+
 async def test_one_trace_follows_a_step_across_every_service(
     api: Client, collector: tuple[Collector, int]
 ) -> None:
@@ -299,7 +303,7 @@ async def test_one_trace_follows_a_step_across_every_service(
     )
     request.input.update({"topic": "traces"})
     reply = await api.executions.TriggerProcess(
-        request, metadata=(("traceparent", f"00-{trace_id}-{root_id}-01"),)
+        request, metadata=traced(api, f"00-{trace_id}-{root_id}-01")
     )
     await api.pending_approval(reply.execution.id)
 
@@ -387,7 +391,7 @@ async def test_logs_carry_the_ids_and_the_trace_but_never_a_token(
     )
     request.input.update({"topic": "logs"})
     reply = await api.executions.TriggerProcess(
-        request, metadata=(("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+        request, metadata=traced(api, f"00-{trace_id}-{secrets.token_hex(8)}-01")
     )
     execution_id = reply.execution.id
     approval = await api.pending_approval(execution_id)
@@ -415,8 +419,10 @@ async def test_logs_carry_the_ids_and_the_trace_but_never_a_token(
     assert about("work", execution_id=execution_id, step_id="research", trace_id=trace_id)
     job = about("executor-0", execution_id=execution_id, step_id="research", trace_id=trace_id)
     assert job and all(line.get("work_id") for line in job)
-    # No bearer token anywhere in any log (services, executor, NATS).
+    # No bearer token anywhere in any log (services, executor, NATS): ours and the
+    # service, executor and admin tokens the suite made.
+    assert APPROVER_TOKEN in parse_auth_tokens(observed_suite.env()["TRINITY_AUTH_TOKENS"])
     for path in (observed_suite.data_dir / "logs").glob("*.log"):
         text = path.read_text(errors="replace")
-        for token in (APPROVER_TOKEN, EXECUTOR_TOKEN):
+        for token in parse_auth_tokens(observed_suite.env()["TRINITY_AUTH_TOKENS"]):
             assert token not in text, f"{token} logged in {path.name}"

@@ -19,7 +19,8 @@ import inspect
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext
+from functools import cache
 from typing import Any
 
 import grpc
@@ -132,11 +133,25 @@ def ids_of(message: Any) -> dict[str, str]:
     reference, where it has one), for the log context."""
     found: dict[str, str] = {}
     for holder in (message, getattr(message, "correlation", None)):
-        for name in LOG_ID_FIELDS:
-            value = getattr(holder, name, None)
-            if value and isinstance(value, str):
+        descriptor = getattr(holder, "DESCRIPTOR", None)
+        if descriptor is None:
+            continue
+        for name in _id_fields(descriptor):
+            value = getattr(holder, name)
+            if value:
                 found.setdefault(name, value)
     return found
+
+
+@cache
+def _id_fields(descriptor: Any) -> tuple[str, ...]:
+    """The string id fields a message type has (looked up once per type)."""
+    fields = descriptor.fields_by_name
+    return tuple(
+        name
+        for name in LOG_ID_FIELDS
+        if name in fields and fields[name].type == fields[name].TYPE_STRING
+    )
 
 
 # ----------------------------------------------------------------- gRPC server
@@ -168,16 +183,20 @@ class TelemetryInterceptor(aio.ServerInterceptor):
 
 
 def _code_name(context: Any, failure: BaseException | None) -> str:
-    code = None
-    with suppress(Exception):  # a context without code() (older grpc)
+    try:
         code = context.code()
+    except Exception:  # a context without code() (older grpc)
+        code = None
     if isinstance(code, grpc.StatusCode):
-        return code.name
+        return str(code.name)
     if failure is None:
         return "OK"
     if isinstance(failure, asyncio.CancelledError):
         return "CANCELLED"
     return "UNKNOWN"
+
+
+_handled: dict[tuple[str, str], Any] = {}  # (method, code) → its counter child
 
 
 def _finish(
@@ -190,11 +209,21 @@ def _finish(
 ) -> None:
     seconds.observe(time.perf_counter() - start)
     code = _code_name(context, failure)
-    metrics.GRPC_HANDLED.labels(method, code).inc()
+    counter = _handled.get((method, code))
+    if counter is None:
+        counter = _handled[method, code] = metrics.GRPC_HANDLED.labels(method, code)
+    counter.inc()
     if current is not None:
         current.set_attribute("rpc.grpc.status_code", code)
         if code != "OK":
             current.set_status(Status(StatusCode.ERROR, code))
+
+
+_NO_SPAN = nullcontext()
+
+
+def _server_span(method: str, parent: str | None) -> Any:
+    return _NO_SPAN if _tracer is None else span(method, parent, kind=SpanKind.SERVER)
 
 
 def _observed(behavior: Any, method: str, parent: str | None, seconds: Any) -> Any:
@@ -203,10 +232,7 @@ def _observed(behavior: Any, method: str, parent: str | None, seconds: Any) -> A
         async def stream_wrapper(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             failure: BaseException | None = None
-            with (
-                structlog.contextvars.bound_contextvars(**ids_of(request)),
-                span(method, parent, kind=SpanKind.SERVER) as current,
-            ):
+            with _server_span(method, parent) as current:
                 try:
                     async for item in behavior(request, context):
                         yield item
@@ -221,10 +247,7 @@ def _observed(behavior: Any, method: str, parent: str | None, seconds: Any) -> A
     async def wrapper(request: Any, context: Any) -> Any:
         start = time.perf_counter()
         failure: BaseException | None = None
-        with (
-            structlog.contextvars.bound_contextvars(**ids_of(request)),
-            span(method, parent, kind=SpanKind.SERVER) as current,
-        ):
+        with _server_span(method, parent) as current:
             try:
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
