@@ -51,6 +51,9 @@ replies:
   - match: "research"
     cost: "0.25"
     output: "findings on {message}"
+  - match: "open-pr"
+    output: '{"number": 42}'
+
   - output: "done: {message}"
 """
 }
@@ -556,3 +559,99 @@ steps:
         await nc.close()
     inputs = sorted([dict((await client.wait(e.id)).input) for e in events], key=str)
     assert inputs == [{"topic": "barrier", "rounds": 2}, {"topic": "event", "rounds": 2}]
+
+
+WAITS_FOR_CI = """
+name: waits-for-ci
+steps:
+  - id: open_pr
+    agent_task: {agent: worker, message: "open-pr for {{ input.branch }}"}
+  - id: ci
+    depends_on: [open_pr]
+    wait_for_message:
+      message: ci-result
+      correlation_key: "{{ steps.open_pr.output.number }}"
+      subject: e2e.ci.results
+      key_field: pull_request
+    timeout: 1h
+  - id: merge
+    depends_on: [ci]
+    agent_task: {agent: worker, message: "merge on {{ steps.ci.output.status }}"}
+"""
+
+
+async def test_a_step_waits_for_a_message_by_signal_or_nats(  # type: ignore[no-untyped-def]
+    api, module_suite
+) -> None:
+    client = api
+    await client.publish(WAITS_FOR_CI)
+
+    def signal(key: str, **payload: object) -> execution_service_pb2.SignalExecutionRequest:
+        request = execution_service_pb2.SignalExecutionRequest(
+            request_id=key, message_name="ci-result", correlation_key="42"
+        )
+        request.payload.update(payload)
+        return request
+
+    # Nobody waits and the sender will not wait either: refused, not lost silently.
+    refused_request = signal(client.key("none"), status="green")
+    refused_request.time_to_live.FromSeconds(0)
+    with pytest.raises(grpc.aio.AioRpcError) as nobody:
+        await client.executions.SignalExecution(refused_request)
+    assert nobody.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(nobody.value)[0] == "NO_MESSAGE_SUBSCRIBER"
+    with pytest.raises(grpc.aio.AioRpcError) as malformed:
+        await client.executions.SignalExecution(
+            execution_service_pb2.SignalExecutionRequest(message_name="bad name!")
+        )
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in error_details(malformed.value)[1]} == {
+        "request_id",
+        "message_name",
+        "correlation_key",
+    }
+
+    # 1. A message sent before its step waits is kept, then delivered when it waits.
+    early = signal(client.key("early"), status="green", pull_request=42)
+    kept = await client.executions.SignalExecution(early)
+    assert not kept.delivered and kept.HasField("expire_time")
+    first = await client.trigger("waits-for-ci", branch="fix-1")
+    done = await client.wait(first)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED
+    steps = by_step(done)
+    assert dict(steps["ci"].structured_output) == {"status": "green", "pull_request": 42}
+    assert steps["merge"].output == "done: merge on green"
+    again = await client.executions.SignalExecution(early)  # idempotent by request id
+    assert again == kept
+
+    # 2. Delivered at once to the step that waits, by SignalExecution.
+    second = await client.trigger("waits-for-ci", branch="fix-2")
+    waiting = await client.wait(second, lambda e: by_step(e)["ci"].status == S.STEP_STATUS_WAITING)
+    awaited = by_step(waiting)["ci"].awaited_message
+    assert (awaited.message_name, awaited.correlation_key) == ("ci-result", "42")
+    now = signal(client.key("now"), status="red")
+    delivered = await client.executions.SignalExecution(now)
+    assert (delivered.delivered, delivered.execution_id, delivered.step_id) == (True, second, "ci")
+    assert await client.executions.SignalExecution(now) == delivered  # once, whatever retries
+    done = await client.wait(second)
+    assert by_step(done)["merge"].output == "done: merge on red"
+
+    # 3. A JSON message on the step's NATS subject, its key in the named field.
+    import nats
+
+    third = await client.trigger("waits-for-ci", branch="fix-3")
+    await client.wait(third, lambda e: by_step(e)["ci"].status == S.STEP_STATUS_WAITING)
+    _suite, nats_server = module_suite
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.publish(
+            "e2e.ci.results",
+            b'{"pull_request": 42, "status": "flaky"}',
+            headers={"Nats-Msg-Id": client.key("nats")},
+        )
+        await nc.flush()
+    finally:
+        await nc.close()
+    done = await client.wait(third)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED
+    assert by_step(done)["merge"].output == "done: merge on flaky"

@@ -327,8 +327,8 @@ def test_unknown_step_kind() -> None:
     found = problems(minimal("  - id: a\n    agent_tsk: {agent: x, message: y}\n"))
     assert found == {
         "steps[0].agent_tsk": "unknown step kind 'agent_tsk' (did you mean 'agent_task'?); a step "
-        "has exactly one of agent_task, human_approval, gateway, timer, notification, tool_run "
-        "(line 4, column 5)"
+        "has exactly one of agent_task, human_approval, gateway, timer, notification, tool_run, "
+        "wait_for_message (line 4, column 5)"
     }
 
 

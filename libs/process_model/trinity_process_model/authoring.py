@@ -35,6 +35,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from trinity_process_model.durations import MAX_DURATION, format_duration, parse_duration
 from trinity_process_model.json_marks import load_json_with_marks
 from trinity_process_model.model import (
+    DEFAULT_KEY_FIELD,
     ActionKind,
     AgentTaskConfig,
     Budget,
@@ -48,6 +49,7 @@ from trinity_process_model.model import (
     InputDeclaration,
     InputType,
     ManualTrigger,
+    MessageTimeoutAction,
     Money,
     NotificationConfig,
     Output,
@@ -62,6 +64,7 @@ from trinity_process_model.model import (
     TimerConfig,
     ToolRunConfig,
     Trigger,
+    WaitForMessageConfig,
 )
 from trinity_process_model.money import format_money, parse_amount, parse_money, units_nanos
 from trinity_process_model.text_limits import (
@@ -426,6 +429,7 @@ _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "timer": ("duration", "until", "timezone"),
     "notification": ("channel", "target", "subject", "message"),
     "tool_run": ("action", "arguments"),
+    "wait_for_message": ("message", "correlation_key", "subject", "key_field", "on_timeout"),
 }
 _KIND_KEYS = tuple(_KIND_FIELDS)
 _INPUT_KEYS = ("type", "required", "default", "description")
@@ -1077,6 +1081,19 @@ class _Reader:
             if channel is None:
                 return None
             return NotificationConfig(channel, target, message, subject)
+        if kind == "wait_for_message":
+            on_message_timeout = self.enum(
+                fields, "on_timeout", MessageTimeoutAction, MessageTimeoutAction.FAIL
+            )
+            if on_message_timeout is None:
+                return None
+            return WaitForMessageConfig(
+                message=self.text(fields, "message"),
+                correlation_key=self.text(fields, "correlation_key"),
+                subject=self.text(fields, "subject"),
+                key_field=self.text(fields, "key_field", DEFAULT_KEY_FIELD),
+                on_timeout=on_message_timeout,
+            )
         action = self.enum(fields, "action", ActionKind, None)
         arguments = self.text_map(fields, "arguments")
         return ToolRunConfig(action, arguments) if action is not None else None
@@ -1250,6 +1267,14 @@ def _config_data(config: StepConfig) -> dict[str, Any]:
             data["timezone"] = config.timezone
     elif isinstance(config, NotificationConfig):
         data = _delivery_data(config)
+    elif isinstance(config, WaitForMessageConfig):
+        _put(data, "message", config.message)
+        _put(data, "correlation_key", config.correlation_key)
+        _put(data, "subject", config.subject)
+        if config.key_field != DEFAULT_KEY_FIELD:
+            data["key_field"] = config.key_field
+        if config.on_timeout != MessageTimeoutAction.FAIL:
+            data["on_timeout"] = str(config.on_timeout)
     else:
         data["action"] = str(config.action)
         if config.arguments:

@@ -21,6 +21,7 @@ class StepKind(StrEnum):
     TIMER = "timer"
     NOTIFICATION = "notification"
     TOOL_RUN = "tool_run"
+    WAIT_FOR_MESSAGE = "wait_for_message"
 
 
 class GatewayType(StrEnum):
@@ -75,6 +76,13 @@ class InputType(StrEnum):
     BOOLEAN = "boolean"
     OBJECT = "object"
     ARRAY = "array"
+
+
+class MessageTimeoutAction(StrEnum):
+    """What a wait for a message does when its step's timeout passes."""
+
+    FAIL = "fail"
+    CONTINUE = "continue"
 
 
 class CurrencyMismatch(ValueError):
@@ -206,6 +214,22 @@ class ToolRunConfig:
     arguments: dict[str, str] = field(default_factory=dict)
 
 
+DEFAULT_KEY_FIELD = "correlation_key"
+
+
+@dataclass(frozen=True)
+class WaitForMessageConfig:
+    """Wait until a message named ``message`` arrives whose correlation key equals the
+    rendered ``correlation_key``: by SignalExecution, or on the NATS ``subject`` (a JSON
+    message whose ``key_field`` holds its key). Its payload becomes the step's output."""
+
+    message: str
+    correlation_key: str
+    subject: str = ""
+    key_field: str = DEFAULT_KEY_FIELD
+    on_timeout: MessageTimeoutAction = MessageTimeoutAction.FAIL
+
+
 StepConfig = (
     AgentTaskConfig
     | HumanApprovalConfig
@@ -213,6 +237,7 @@ StepConfig = (
     | TimerConfig
     | NotificationConfig
     | ToolRunConfig
+    | WaitForMessageConfig
 )
 
 _KIND_OF_CONFIG: dict[type, StepKind] = {
@@ -222,6 +247,7 @@ _KIND_OF_CONFIG: dict[type, StepKind] = {
     TimerConfig: StepKind.TIMER,
     NotificationConfig: StepKind.NOTIFICATION,
     ToolRunConfig: StepKind.TOOL_RUN,
+    WaitForMessageConfig: StepKind.WAIT_FOR_MESSAGE,
 }
 
 

@@ -31,6 +31,7 @@ from trinity_platform.json_values import from_value, struct_to_dict
 from trinity_process_model.authoring import AuthoringError
 from trinity_process_model.durations import MAX_DURATION
 from trinity_process_model.model import (
+    DEFAULT_KEY_FIELD,
     ActionKind,
     AgentTaskConfig,
     Budget,
@@ -44,6 +45,7 @@ from trinity_process_model.model import (
     InputDeclaration,
     InputType,
     ManualTrigger,
+    MessageTimeoutAction,
     Money,
     NotificationConfig,
     Output,
@@ -58,6 +60,7 @@ from trinity_process_model.model import (
     TimerConfig,
     ToolRunConfig,
     Trigger,
+    WaitForMessageConfig,
 )
 from trinity_process_model.money import amount_from_units_nanos, units_nanos
 from trinity_process_model.validation import MAX_JSON_INTEGER, MAX_UINT32, Violation, field_path
@@ -111,6 +114,10 @@ INPUT_TYPES = {
     InputType.BOOLEAN: pb.INPUT_TYPE_BOOLEAN,
     InputType.OBJECT: pb.INPUT_TYPE_OBJECT,
     InputType.ARRAY: pb.INPUT_TYPE_ARRAY,
+}
+MESSAGE_TIMEOUT_ACTIONS = {
+    MessageTimeoutAction.FAIL: pb.MESSAGE_TIMEOUT_ACTION_FAIL,
+    MessageTimeoutAction.CONTINUE: pb.MESSAGE_TIMEOUT_ACTION_CONTINUE,
 }
 BUDGET_ACTIONS = {
     BudgetAction.FAIL: pb.BUDGET_ACTION_FAIL,
@@ -280,6 +287,16 @@ class _Encoder:
             tool.SetInParent()
             tool.action = self.enum(f"{path}.tool_run.action", config.action, ACTION_KINDS)
             self.text_map(tool.arguments, f"{path}.tool_run.arguments", config.arguments)
+        elif isinstance(config, WaitForMessageConfig):
+            wait = message.wait_for_message
+            wait.SetInParent()
+            wait.message = config.message
+            wait.correlation_key = config.correlation_key
+            wait.subject = config.subject
+            wait.key_field = config.key_field
+            wait.on_timeout = self.enum(
+                f"{path}.wait_for_message.on_timeout", config.on_timeout, MESSAGE_TIMEOUT_ACTIONS
+            )
         else:
             self.error(path, f"unknown step kind {type(config).__name__}")
 
@@ -528,10 +545,24 @@ class _Decoder:
             if action is None:
                 return None
             return ToolRunConfig(action, dict(tool.arguments))
+        if kind == "wait_for_message":
+            wait = message.wait_for_message
+            return WaitForMessageConfig(
+                message=wait.message,
+                correlation_key=wait.correlation_key,
+                subject=wait.subject,
+                key_field=wait.key_field or DEFAULT_KEY_FIELD,
+                on_timeout=self.enum(
+                    f"{path}.wait_for_message.on_timeout",
+                    wait.on_timeout,
+                    MESSAGE_TIMEOUT_ACTIONS,
+                    MessageTimeoutAction.FAIL,
+                ),
+            )
         self.error(
             path,
             "the step has no kind: set one of agent_task, human_approval, gateway, timer, "
-            "notification, tool_run",
+            "notification, tool_run, wait_for_message",
         )
         return None
 

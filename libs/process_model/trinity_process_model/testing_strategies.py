@@ -23,6 +23,7 @@ and resolved to real step ids at the end.
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from typing import Any, Literal
 from hypothesis import strategies as st
 
 from trinity_process_model.model import (
+    DEFAULT_KEY_FIELD,
     ActionKind,
     AgentTaskConfig,
     Budget,
@@ -43,6 +45,7 @@ from trinity_process_model.model import (
     InputDeclaration,
     InputType,
     ManualTrigger,
+    MessageTimeoutAction,
     Money,
     NotificationConfig,
     Output,
@@ -57,6 +60,7 @@ from trinity_process_model.model import (
     TimerConfig,
     ToolRunConfig,
     Trigger,
+    WaitForMessageConfig,
 )
 
 __all__ = [
@@ -215,7 +219,15 @@ _UNTIL = st.one_of(
     st.datetimes().map(lambda d: d.replace(microsecond=0).isoformat(timespec="seconds")),
 )
 _KINDS = st.sampled_from(
-    ["agent_task", "human_approval", "gateway", "timer", "notification", "tool_run"]
+    [
+        "agent_task",
+        "human_approval",
+        "gateway",
+        "timer",
+        "notification",
+        "tool_run",
+        "wait_for_message",
+    ]
 )
 
 
@@ -332,6 +344,15 @@ def _config(draw: st.DrawFn, kind: str, currency: str) -> StepConfig:
         return TimerConfig(until=draw(_UNTIL), timezone=zone)
     if kind == "notification":
         return NotificationConfig(*_delivery(draw))
+    if kind == "wait_for_message":
+        subject = draw(st.just("") | _SUBJECTS)
+        return WaitForMessageConfig(
+            message=draw(_AGENTS),
+            correlation_key=draw(_TEMPLATES),
+            subject="" if subject.startswith("trinity.") else subject,
+            key_field=draw(st.just(DEFAULT_KEY_FIELD) | _ARGUMENT_NAMES),
+            on_timeout=draw(st.sampled_from(MessageTimeoutAction)),
+        )
     return ToolRunConfig(
         action=draw(st.sampled_from(ActionKind)),
         arguments=draw(st.dictionaries(_ARGUMENT_NAMES, _OPTIONAL_TEMPLATES, max_size=3)),
@@ -398,6 +419,8 @@ def _resolve(value: Any, refs: _Refs) -> Any:
         return type(value)(**{k: _resolve(v, refs) for k, v in vars(value).items()})
     if isinstance(value, ToolRunConfig):
         return ToolRunConfig(value.action, _resolve(value.arguments, refs))
+    if isinstance(value, WaitForMessageConfig):
+        return replace(value, correlation_key=refs(value.correlation_key))
     if isinstance(value, GatewayConfig):
         return GatewayConfig(value.type, _resolve(value.routes, refs))
     if isinstance(value, Route):

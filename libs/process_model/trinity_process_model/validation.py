@@ -46,6 +46,7 @@ from trinity_process_model.model import (
     InputDeclaration,
     InputType,
     ManualTrigger,
+    MessageTimeoutAction,
     Money,
     NotificationConfig,
     Output,
@@ -58,6 +59,7 @@ from trinity_process_model.model import (
     TimeoutAction,
     TimerConfig,
     ToolRunConfig,
+    WaitForMessageConfig,
 )
 from trinity_process_model.money import money_problems
 
@@ -65,6 +67,7 @@ __all__ = [
     "CONTEXT_NAMES",
     "MAX_JSON_INTEGER",
     "MAX_UINT32",
+    "MESSAGE_NAME_PATTERN",
     "PROCESS_NAME_PATTERN",
     "STEP_ID_PATTERN",
     "Violation",
@@ -80,6 +83,8 @@ PROCESS_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
 STEP_ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 """A step id is an identifier, so templates can read ``steps.<id>.output``."""
 ARGUMENT_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MESSAGE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A message name (what SignalExecution and wait_for_message steps correlate on)."""
 FAILURE_CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
 CONTEXT_NAMES = frozenset({"input", "steps", "execution", "process"})
 """What templates and conditions can read (the execution engine's expression context)."""
@@ -412,11 +417,13 @@ class _Validator:
             self._delivery(f"{path}.notification", config)
         elif isinstance(config, ToolRunConfig):
             self._tool_run(f"{path}.tool_run", config)
+        elif isinstance(config, WaitForMessageConfig):
+            self._wait_for_message(f"{path}.wait_for_message", config)
         else:
             self.add(
                 path,
                 f"unknown step kind {_describe(config)}: one of agent_task, human_approval, "
-                "gateway, timer, notification, tool_run",
+                "gateway, timer, notification, tool_run, wait_for_message",
             )
 
     def _agent_task(self, path: str, config: AgentTaskConfig) -> None:
@@ -562,6 +569,32 @@ class _Validator:
                 self.add(apath, f"argument values are templates (text), got {_describe(value)}")
             else:
                 self._template(apath, value)
+
+    def _wait_for_message(self, path: str, config: WaitForMessageConfig) -> None:
+        if not MESSAGE_NAME_PATTERN.fullmatch(config.message):
+            self.add(
+                f"{path}.message",
+                f"bad message name {config.message!r}: letters, digits, '.', '_' and '-', "
+                "at most 128 characters (required)",
+            )
+        self._required_template(
+            f"{path}.correlation_key", config.correlation_key, "the correlation key"
+        )
+        if config.subject and (
+            not is_valid_subject_filter(config.subject) or config.subject.startswith("trinity.")
+        ):
+            self.add(
+                f"{path}.subject",
+                f"bad NATS subject {config.subject!r}: dot-separated tokens without spaces "
+                "('*' and '>' allowed), outside the engine's own trinity.> subjects",
+            )
+        if not ARGUMENT_NAME_PATTERN.fullmatch(config.key_field):
+            self.add(
+                f"{path}.key_field",
+                f"bad key field {config.key_field!r}: a JSON field name (letters, digits, '_')",
+            )
+        if not isinstance(config.on_timeout, MessageTimeoutAction):
+            self._bad_enum(f"{path}.on_timeout", config.on_timeout, MessageTimeoutAction)
 
     # ------------------------------------------------------------------- values
 

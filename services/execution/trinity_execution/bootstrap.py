@@ -12,6 +12,7 @@ from trinity_execution import domain as d
 from trinity_execution.api.servicer import ExecutionServicer
 from trinity_execution.application.commands import ExecutionCommands
 from trinity_execution.application.continuation import Continuation
+from trinity_execution.application.messages import MessageDelivery, MessageSettings
 from trinity_execution.application.queries import ExecutionQueries
 from trinity_execution.application.schedules import MissedFires, Scheduler
 from trinity_execution.application.wakeups import Wakeups
@@ -21,6 +22,7 @@ from trinity_execution.infrastructure.dispatcher import Dispatcher
 from trinity_execution.infrastructure.event_triggers import EventTriggers
 from trinity_execution.infrastructure.fact_consumers import consumer_specs
 from trinity_execution.infrastructure.housekeeping import DEFAULT_RETENTION, Housekeeping
+from trinity_execution.infrastructure.message_listener import MessageListener
 from trinity_execution.infrastructure.observed import samples
 from trinity_execution.infrastructure.repository import count_in_progress
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
@@ -51,6 +53,18 @@ def max_in_progress(env: Mapping[str, str]) -> int:
     return bound
 
 
+def message_settings() -> MessageSettings:
+    """How long messages nobody waits for yet are kept (TRINITY_MESSAGE_TTL is the
+    default, TRINITY_MESSAGE_MAX_TTL the most a sender may ask for)."""
+    defaults = MessageSettings()
+    ttl = os.environ.get("TRINITY_MESSAGE_TTL")
+    longest = os.environ.get("TRINITY_MESSAGE_MAX_TTL")
+    return MessageSettings(
+        default_ttl=parse_duration(ttl) if ttl else defaults.default_ttl,
+        max_ttl=parse_duration(longest) if longest else defaults.max_ttl,
+    )
+
+
 def build() -> ServiceRuntime:
     runtime = ServiceRuntime.for_service("execution", migrations=MIGRATIONS)
     engine = runtime.engine
@@ -64,8 +78,15 @@ def build() -> ServiceRuntime:
     }
     catalog = DefinitionCatalog(channels["definition"])
     dispatcher_ref: list[Dispatcher] = []
-    wakeups = Wakeups(runtime.outbox_signal.notify, lambda: dispatcher_ref[0].wake())
+    messages_ref: list[MessageDelivery] = []
+    wakeups = Wakeups(
+        runtime.outbox_signal.notify,
+        lambda: dispatcher_ref[0].wake(),
+        lambda: messages_ref[0].wake(),
+    )
     continuation = Continuation(engine, catalog, wakeups)
+    messages = MessageDelivery(engine, continuation, message_settings())
+    messages_ref.append(messages)
 
     async def on_rejected(execution_id: str, key: str, code: str, message: str) -> None:
         await continuation.apply(
@@ -112,12 +133,18 @@ def build() -> ServiceRuntime:
         assert runtime.nc is not None
         await EventTriggers(engine, runtime.nc, commands).run()
 
+    async def message_subjects() -> None:
+        assert runtime.nc is not None
+        await MessageListener(engine, runtime.nc, messages).run()
+
     runtime.on_start(start_loops)
     runtime.on_stop(stop_loops)
     for spec in [*consumer_specs(continuation, engine), definition_consumer(engine)]:
         runtime.add_consumer(spec)
     runtime.add_background_task("scheduler", scheduler.run)
     runtime.add_background_task("event-triggers", event_triggers)
+    runtime.add_background_task("message-subjects", message_subjects)
+    runtime.add_background_task("kept-messages", messages.run)
     retention = os.environ.get("TRINITY_EXECUTION_RETENTION")
     housekeeping = Housekeeping(
         engine, parse_duration(retention) if retention else DEFAULT_RETENTION
@@ -128,6 +155,6 @@ def build() -> ServiceRuntime:
     runtime.add_grpc_service(
         SERVICE_NAME,
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,
-        ExecutionServicer(commands, ExecutionQueries(engine, catalog, wakeups)),
+        ExecutionServicer(commands, ExecutionQueries(engine, catalog, wakeups), messages),
     )
     return runtime

@@ -27,11 +27,14 @@ from trinity_execution.domain import (
     CancelExecution,
     CancelTimer,
     CancelWork,
+    CloseMessageSubscription,
     CommandRejected,
     CompiledProcess,
     Event,
     ExecutionState,
     ExecutionStatus,
+    MessageReceived,
+    OpenMessageSubscription,
     PauseExecution,
     RequestApproval,
     RequestWork,
@@ -57,6 +60,7 @@ from trinity_process_model.model import (
     GatewayConfig,
     GatewayType,
     HumanApprovalConfig,
+    MessageTimeoutAction,
     Money,
     NotificationConfig,
     ProcessSpec,
@@ -64,10 +68,11 @@ from trinity_process_model.model import (
     Route,
     Step,
     TimerConfig,
+    WaitForMessageConfig,
 )
 
 FLAGS = ("f0", "f1", "f2")
-KINDS = ("agent", "agent", "approval", "timer", "notification", "gateway", "gateway")
+KINDS = ("agent", "agent", "approval", "timer", "notification", "message", "gateway", "gateway")
 
 
 @st.composite
@@ -121,7 +126,7 @@ def definitions(draw: st.DrawFn) -> ProcessSpec:
             kw["retry"] = RetryPolicy(max_attempts=draw(st.integers(2, 3)))
         if draw(st.integers(0, 4)) == 0:
             kw["on_failure"] = FailureAction.CONTINUE
-        if kinds[i] == "agent" and draw(st.integers(0, 4)) == 0:
+        if kinds[i] in ("agent", "message") and draw(st.integers(0, 4)) == 0:
             kw["timeout"] = timedelta(minutes=5)
         if draw(st.integers(0, 6)) == 0:
             kw["informed"] = ("ops@example.com",)
@@ -140,6 +145,12 @@ def _config(kind: str, routes: list[Route] | None, draw: st.DrawFn) -> Any:
         return TimerConfig(duration=timedelta(minutes=draw(st.integers(1, 60))))
     if kind == "notification":
         return NotificationConfig(Channel.EMAIL, "x@example.com", "hi {{ process.name }}")
+    if kind == "message":
+        return WaitForMessageConfig(
+            "ci-result",
+            "pr-{{ input.f0 }}",
+            on_timeout=draw(st.sampled_from(list(MessageTimeoutAction))),
+        )
     if kind == "gateway":
         assert routes is not None
         return GatewayConfig(draw(st.sampled_from(list(GatewayType))), tuple(routes))
@@ -160,6 +171,8 @@ class World:
     starts: list[tuple[str, int, int]] = field(default_factory=list)
     completions: list[tuple[str, int]] = field(default_factory=list)
     skips: list[tuple[str, int, str]] = field(default_factory=list)
+    subscriptions: set[str] = field(default_factory=set)
+    """Message subscriptions open (not closed by a decision nor taken by a delivery)."""
 
     def send(self, event: Event) -> None:
         before = None if self.state is None else self.state.to_dict()
@@ -182,10 +195,20 @@ class World:
                 self.outstanding[command.key] = command
             elif isinstance(command, StartTimer):
                 self.outstanding[command.timer_id] = command
+            elif isinstance(command, OpenMessageSubscription):
+                assert command.key not in self.subscriptions, "a subscription opened twice"
+                self.outstanding[command.key] = command
+                self.subscriptions.add(command.key)
+            elif isinstance(command, CloseMessageSubscription):
+                self.outstanding.pop(command.key, None)
+                self.subscriptions.discard(command.key)
             elif isinstance(command, CancelWork | CancelApproval):
                 self.outstanding.pop(command.key, None)
             elif isinstance(command, CancelTimer):
                 self.outstanding.pop(command.timer_id, None)
+        if isinstance(event, MessageReceived):
+            # The delivery took the subscription (the store deletes it with the decision).
+            self.subscriptions.discard(f"ex/{event.step_id}/{event.iteration}/{event.attempt}")
         for fact in decision.facts:
             if isinstance(fact, StepStarted):
                 self.starts.append((fact.step_id, fact.iteration, fact.attempt))
@@ -240,6 +263,7 @@ def check_ended(world: World) -> None:
     assert state is not None
     if not state.status.is_ended:
         return
+    assert not world.subscriptions, f"subscriptions left open: {world.subscriptions}"
     for step_id in world.process.graph.step_ids:
         step = state.step(step_id)
         assert step.status not in (StepStatus.PENDING, StepStatus.READY), (
@@ -260,6 +284,18 @@ def respond(world: World, key: str, data: st.DataObject) -> None:
     if isinstance(command, StartTimer):
         world.clock = max(now, command.fire_at)
         world.send(TimerFired(now=world.clock, timer_id=command.timer_id))
+    elif isinstance(command, OpenMessageSubscription):
+        ref = command.correlation
+        world.send(
+            MessageReceived(
+                now=now,
+                step_id=ref.step_id,
+                iteration=ref.iteration,
+                attempt=ref.attempt,
+                message_id=f"m-{len(world.events)}",
+                payload={"status": data.draw(st.sampled_from(["green", "red"]))},
+            )
+        )
     elif isinstance(command, RequestApproval):
         ref = command.correlation
         decision = data.draw(st.sampled_from(["approved", "rejected", "needs_changes"]))
@@ -331,7 +367,7 @@ def run_world(process: CompiledProcess, flags: dict[str, bool], data: st.DataObj
             world.duplicate_last()
         elif choice == 5 and world.outstanding:
             key = data.draw(st.sampled_from(sorted(world.outstanding)))
-            if not isinstance(world.outstanding[key], StartTimer):
+            if not isinstance(world.outstanding[key], StartTimer | OpenMessageSubscription):
                 world.outstanding.pop(key)
                 world.send(CommandRejected(now=world.clock, key=key, code="INVALID_ARGUMENT"))
         else:

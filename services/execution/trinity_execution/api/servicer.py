@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import grpc
 from google.protobuf import any_pb2
@@ -14,19 +14,66 @@ from google.protobuf import any_pb2
 from trinity.process.execution.v1 import execution_service_pb2
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceServicer
 from trinity_execution.application.commands import Control, ExecutionCommands, Trigger
+from trinity_execution.application.messages import MessageDelivery, Signal
 from trinity_execution.application.queries import ExecutionQueries, ListFilter
 from trinity_execution.infrastructure import translate
 from trinity_platform.authz import acting_principal
 from trinity_platform.envelope import message_class
 from trinity_platform.errors import FieldViolation, InvalidArgument
+from trinity_process_model.validation import MESSAGE_NAME_PATTERN
 
 pb = execution_service_pb2
 
 
+def signal_of(request: pb.SignalExecutionRequest) -> Signal:
+    """The message a SignalExecution request carries; INVALID_ARGUMENT listing each problem."""
+    problems = []
+    if not request.request_id.strip():
+        problems.append(FieldViolation("request_id", "is required: it is the message's id"))
+    elif len(request.request_id) > 255:
+        problems.append(FieldViolation("request_id", "is longer than 255 characters"))
+    if not MESSAGE_NAME_PATTERN.fullmatch(request.message_name):
+        problems.append(
+            FieldViolation(
+                "message_name",
+                "letters, digits, '.', '_' and '-', at most 128 characters (required)",
+            )
+        )
+    if not request.execution_id and not request.correlation_key:
+        problems.append(
+            FieldViolation("correlation_key", "is required when execution_id is not given")
+        )
+    if len(request.correlation_key) > 512:
+        problems.append(FieldViolation("correlation_key", "is longer than 512 characters"))
+    ttl = None
+    if request.HasField("time_to_live"):
+        ttl = request.time_to_live.ToTimedelta()
+        if ttl < timedelta(0):
+            problems.append(FieldViolation("time_to_live", "must not be negative"))
+    if problems:
+        raise InvalidArgument("the message is malformed", problems)
+    return Signal(
+        message_id=request.request_id,
+        message_name=request.message_name,
+        correlation_key=request.correlation_key,
+        execution_id=request.execution_id,
+        payload=translate.struct_to_dict(request.payload),
+        time_to_live=ttl,
+    )
+
+
 class ExecutionServicer(ExecutionServiceServicer):
-    def __init__(self, commands: ExecutionCommands, queries: ExecutionQueries) -> None:
+    def __init__(
+        self, commands: ExecutionCommands, queries: ExecutionQueries, messages: MessageDelivery
+    ) -> None:
         self._commands = commands
         self._queries = queries
+        self._messages = messages
+
+    async def SignalExecution(
+        self, request: pb.SignalExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SignalExecutionResponse:
+        return await self._messages.signal(signal_of(request), request)
 
     async def TriggerProcess(
         self, request: pb.TriggerProcessRequest, context: grpc.aio.ServicerContext

@@ -32,6 +32,10 @@ EventFactory = Callable[[datetime], d.Event]
 MAX_CONFLICT_RETRIES = 20
 
 
+class _GuardRefused(Exception):
+    """The guard said no: its transaction rolls back."""
+
+
 class Continuation:
     def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
         self._engine = engine
@@ -67,7 +71,7 @@ class Continuation:
             try:
                 async with self._engine.begin() as conn:
                     if guard is not None and not await guard(conn):
-                        return None
+                        raise _GuardRefused  # roll back whatever the guard did
                     row = await load_execution(conn, execution_id, for_update=True)
                     assert row is not None  # executions are never deleted
                     now = datetime.now(UTC)
@@ -80,6 +84,8 @@ class Continuation:
                         )
             except ConcurrentUpdate:
                 continue
+            except _GuardRefused:
+                return None
             if decision.ignored:
                 _log.debug("event ignored", execution_id=execution_id, why=decision.ignored)
             elif written is not None:

@@ -1,4 +1,5 @@
-"""Who to wake right after a decision commits: the outbox relay, the dispatcher, watchers.
+"""Who to wake right after a decision commits: the outbox relay, the dispatcher, watchers,
+the delivery of messages that came before their step waited.
 
 Each also polls, so a lost wake-up (a crash between commit and notify) only delays.
 """
@@ -15,9 +16,15 @@ from trinity_process_model.model import Step
 
 
 class Wakeups:
-    def __init__(self, outbox: Callable[[], None], dispatcher: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        outbox: Callable[[], None],
+        dispatcher: Callable[[], None],
+        messages: Callable[[], None] = lambda: None,
+    ) -> None:
         self._outbox = outbox
         self._dispatcher = dispatcher
+        self._messages = messages
         self._facts_changed = asyncio.Event()
 
     def after_commit(self, written: Written, steps: Mapping[str, Step]) -> None:
@@ -29,6 +36,8 @@ class Wakeups:
             self._facts_changed = asyncio.Event()
         if written.dispatches:
             self._dispatcher()
+        if written.subscriptions:
+            self._messages()
 
     async def facts_changed(self, at_most: float) -> None:
         """Wait until some execution has new facts, at most `at_most` seconds (other

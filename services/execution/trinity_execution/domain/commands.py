@@ -111,6 +111,24 @@ class CancelApproval:
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class OpenMessageSubscription:
+    """Wait for message ``message_name`` with ``correlation_key`` for this step attempt
+    (kept by the execution service itself, in the decision's transaction)."""
+
+    key: str
+    correlation: StepRef
+    message_name: str
+    correlation_key: str
+
+
+@dataclass(frozen=True)
+class CloseMessageSubscription:
+    """The step attempt no longer waits for its message."""
+
+    key: str
+
+
 class TimerPurpose(StrEnum):
     STEP_TIMER = "step_timer"
     STEP_TIMEOUT = "step_timeout"
@@ -133,7 +151,16 @@ class CancelTimer:
     timer_id: str
 
 
-Command = RequestWork | RequestApproval | CancelWork | CancelApproval | StartTimer | CancelTimer
+Command = (
+    RequestWork
+    | RequestApproval
+    | CancelWork
+    | CancelApproval
+    | StartTimer
+    | CancelTimer
+    | OpenMessageSubscription
+    | CloseMessageSubscription
+)
 
 
 def request_key(execution_id: str, step_id: str, iteration: int, attempt: int) -> str:

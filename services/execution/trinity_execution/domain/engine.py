@@ -8,6 +8,7 @@ and says why in ``Decision.ignored``, so redelivery is always harmless.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from trinity_execution.domain.events import (
     CancelExecution,
     CommandRejected,
     Event,
+    MessageReceived,
     PauseExecution,
     ResumeExecution,
     RetryFailedSteps,
@@ -40,7 +42,13 @@ from trinity_execution.domain.facts import (
 from trinity_execution.domain.process import CompiledProcess
 from trinity_execution.domain.run import BUDGET_PAUSER, Run
 from trinity_execution.domain.state import ExecutionState, ExecutionStatus, StepStatus
-from trinity_process_model.model import HumanApprovalConfig, RejectAction, StepKind
+from trinity_process_model.model import (
+    HumanApprovalConfig,
+    MessageTimeoutAction,
+    RejectAction,
+    StepKind,
+    WaitForMessageConfig,
+)
 
 _WORK_KINDS = frozenset({StepKind.AGENT_TASK, StepKind.TOOL_RUN, StepKind.NOTIFICATION})
 
@@ -314,11 +322,40 @@ def _on_timer(process: CompiledProcess, state: ExecutionState, event: TimerFired
     elif event.timer_id == st.timeout_timer and st.request:
         step = run.edit(step_id)
         step.timeout_timer = ""
-        run.abandon_request(step_id, "step timed out")
         timeout = process.step(step_id).timeout
+        config = process.step(step_id).config
+        if (
+            isinstance(config, WaitForMessageConfig)
+            and config.on_timeout is MessageTimeoutAction.CONTINUE
+        ):
+            run.complete(step_id, output="", structured={"timed_out": True})
+            return _done(run)
+        run.abandon_request(step_id, "step timed out")
         run.fail_attempt(step_id, Failure(errors.TIMEOUT, f"no outcome within {timeout}"))
     else:
         return _ignore(state, f"timer {event.timer_id!r} is not outstanding")
+    return _done(run)
+
+
+def _on_message(
+    process: CompiledProcess, state: ExecutionState, event: MessageReceived
+) -> Decision:
+    """The message's payload (a JSON object) becomes the step's output."""
+    problem = _attempt_problem(process, state, event.step_id, event.iteration)
+    if not problem and (
+        process.step(event.step_id).kind is not StepKind.WAIT_FOR_MESSAGE
+        or state.step(event.step_id).attempt != event.attempt
+    ):
+        problem = f"step {event.step_id!r} does not wait for a message in attempt {event.attempt}"
+    if problem:
+        return _ignore(state, problem)
+    run = Run(process, state, event.now)
+    payload = dict(event.payload)
+    run.complete(
+        event.step_id,
+        output=json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
+        structured=payload,
+    )
     return _done(run)
 
 
@@ -350,6 +387,7 @@ _HANDLERS: dict[type, Callable[[CompiledProcess, ExecutionState, Any], Decision]
     PauseExecution: _on_pause,
     ResumeExecution: _on_resume,
     RetryFailedSteps: _on_retry,
+    MessageReceived: _on_message,
 }
 
 __all__ = ["BUDGET_PAUSER", "Decision", "ExecutionNotStarted", "decide"]

@@ -105,6 +105,18 @@ class RetryFailedSteps:
     by: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class MessageReceived:
+    """A message for a waiting wait_for_message step (SignalExecution or NATS)."""
+
+    now: datetime
+    step_id: str
+    iteration: int
+    attempt: int
+    message_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
 Event = (
     StartExecution
     | WorkCompleted
@@ -116,6 +128,7 @@ Event = (
     | PauseExecution
     | ResumeExecution
     | RetryFailedSteps
+    | MessageReceived
 )
 
 REJECTED = "rejected"

@@ -25,6 +25,7 @@ from trinity_process_model.model import (
     RetryPolicy,
     Step,
     ToolRunConfig,
+    WaitForMessageConfig,
 )
 
 
@@ -138,6 +139,8 @@ def _templates_of(spec: ProcessSpec) -> Iterable[str]:
             yield from (config.target, config.subject, config.message)
         elif isinstance(config, ToolRunConfig):
             yield from config.arguments.values()
+        elif isinstance(config, WaitForMessageConfig):
+            yield config.correlation_key
     for output in spec.outputs:
         yield from (output.target, output.subject, output.message)
 

@@ -18,7 +18,9 @@ from trinity_execution.domain.commands import (
     CancelApproval,
     CancelTimer,
     CancelWork,
+    CloseMessageSubscription,
     Command,
+    OpenMessageSubscription,
     RequestWork,
     StartTimer,
     StepRef,
@@ -73,6 +75,7 @@ from trinity_process_model.model import (
     Step,
     StepKind,
     TimerConfig,
+    WaitForMessageConfig,
 )
 
 BUDGET_PAUSER = "budget"
@@ -275,6 +278,8 @@ class Run:
             self._start_timer(step_id, st, config)
         elif isinstance(config, HumanApprovalConfig):
             self._request_approval(step, st, config)
+        elif isinstance(config, WaitForMessageConfig):
+            self._await_message(step, st, config)
         else:
             self._request_work(step, st)
 
@@ -291,6 +296,30 @@ class Run:
         self.commands.append(
             RequestWork(key=st.request, payload=payload, correlation=ref, timeout=step.timeout)
         )
+        self._start_step_timeout(step, st, ref)
+
+    def _await_message(self, step: Step, st: StepState, config: WaitForMessageConfig) -> None:
+        try:
+            correlation_key = self.process.render(config.correlation_key, self.context())
+        except ExpressionError as exc:
+            self._fail_to_start(step.id, st, Failure(errors.EXPRESSION_ERROR, str(exc)))
+            return
+        st.move(StepStatus.WAITING)
+        self.state.active[step.id] = None
+        st.request = self.key(step.id, st)
+        st.awaited_key = correlation_key
+        ref = self.step_ref(step.id, st)
+        self.commands.append(
+            OpenMessageSubscription(
+                key=st.request,
+                correlation=ref,
+                message_name=config.message,
+                correlation_key=correlation_key,
+            )
+        )
+        self._start_step_timeout(step, st, ref)
+
+    def _start_step_timeout(self, step: Step, st: StepState, ref: StepRef) -> None:
         if step.timeout is not None:
             st.timeout_timer = timer_id(
                 ref.execution_id, step.id, st.iteration, st.attempt, TimerPurpose.STEP_TIMEOUT
@@ -425,10 +454,13 @@ class Run:
             st.timeout_timer = ""
         if cancel:
             self.abandon_request(step_id, reason)
+        elif st.request and self.process.step(step_id).kind is StepKind.WAIT_FOR_MESSAGE:
+            self.commands.append(CloseMessageSubscription(st.request))
         if cancel and st.timer:
             self.commands.append(CancelTimer(st.timer))
         st.request = ""
         st.timer = ""
+        st.awaited_key = ""
         self.state.active.pop(step_id, None)
 
     # -------------------------------------------------------------- cost/budget
@@ -538,11 +570,15 @@ class Run:
         """Cancel the step's outstanding work or approval request (its attempt is over)."""
         st = self.edit(step_id)
         if st.request:
-            if self.process.step(step_id).kind is StepKind.HUMAN_APPROVAL:
+            kind = self.process.step(step_id).kind
+            if kind is StepKind.HUMAN_APPROVAL:
                 self.commands.append(CancelApproval(st.request, reason))
+            elif kind is StepKind.WAIT_FOR_MESSAGE:
+                self.commands.append(CloseMessageSubscription(st.request))
             else:
                 self.commands.append(CancelWork(st.request, reason))
             st.request = ""
+            st.awaited_key = ""
 
     def abandon(self, step_id: str, failure: Failure, reason: str) -> None:
         """Stop an outstanding step for good: cancel what it waits for, record it failed."""

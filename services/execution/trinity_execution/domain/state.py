@@ -116,6 +116,8 @@ class StepState:
     timer: str = ""
     """Id of the outstanding step timer or retry backoff timer."""
     timeout_timer: str = ""
+    awaited_key: str = ""
+    """For a waiting wait_for_message step: its rendered correlation key."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def move(self, to: StepStatus) -> None:
@@ -195,6 +197,8 @@ class StepState:
                 data[name] = getattr(self, name)
         if self.timeout_timer:
             data["timeout_timer"] = self.timeout_timer
+        if self.awaited_key:
+            data["awaited_key"] = self.awaited_key
         if self.error is not None:
             data["error"] = self.error.to_dict()
         if self.routes:
@@ -228,6 +232,7 @@ class StepState:
             request=data.get("request", ""),
             timer=data.get("timer", ""),
             timeout_timer=data.get("timeout_timer", ""),
+            awaited_key=data.get("awaited_key", ""),
             history=list(data.get("history", ())),
         )
 

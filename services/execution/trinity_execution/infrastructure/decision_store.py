@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from trinity_execution import domain as d
 from trinity_execution.infrastructure import translate
 from trinity_execution.infrastructure.fact_log import append_facts
+from trinity_execution.infrastructure.message_store import close_subscription, open_subscription
 from trinity_execution.infrastructure.repository import ExecutionRow, save_execution
 from trinity_execution.infrastructure.senders import (
     CANCEL_APPROVAL,
@@ -36,6 +37,8 @@ class Written:
     facts: int
     dispatches: int
     reported: tuple[d.Fact, ...] = ()
+    subscriptions: int = 0
+    """Message subscriptions opened: a message kept earlier may now be delivered."""
 
 
 def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[str, object] | None:
@@ -110,6 +113,7 @@ async def write_decision(
             [(m, f.occur_time) for m, f in zip(messages, decision.facts, strict=True)],
         )
     dispatch_rows = []
+    subscriptions = 0
     for command in decision.commands:
         match command:
             case d.StartTimer():
@@ -128,6 +132,11 @@ async def write_decision(
                     .where(timers.c.id == command.timer_id, timers.c.status == "pending")
                     .values(status="cancelled")
                 )
+            case d.OpenMessageSubscription():
+                await open_subscription(conn, command, now)
+                subscriptions += 1
+            case d.CloseMessageSubscription():
+                await close_subscription(conn, command.key)
             case _:
                 found = _dispatch_row(command, execution_id, now)
                 if found is not None:
@@ -135,5 +144,8 @@ async def write_decision(
     if dispatch_rows:
         await conn.execute(insert(dispatches), dispatch_rows)
     return Written(
-        facts=len(messages), dispatches=len(dispatch_rows), reported=tuple(decision.facts)
+        facts=len(messages),
+        dispatches=len(dispatch_rows),
+        reported=tuple(decision.facts),
+        subscriptions=subscriptions,
     )

@@ -11,6 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trinity.process.definition.v1 import definition_pb2
 from trinity.process.definition.v1 import facts_pb2 as definition_facts
 from trinity_execution.application.schedules import next_fire_time
+from trinity_execution.infrastructure.message_store import (
+    MessageRoute,
+    deactivate_routes,
+    replace_routes,
+)
 from trinity_execution.infrastructure.translate import struct_to_dict
 from trinity_execution.infrastructure.trigger_store import (
     EVENT,
@@ -25,6 +30,7 @@ from trinity_platform.inbox import claim_message
 from trinity_platform.logs import get_logger
 from trinity_platform.runtime import ConsumerSpec
 from trinity_platform.subjects import fact_subject, facts_stream
+from trinity_process_model.model import DEFAULT_KEY_FIELD
 
 _log = get_logger(__name__)
 
@@ -58,6 +64,22 @@ def trigger_rows(definition: definition_pb2.ProcessDefinition, now: datetime) ->
     return rows
 
 
+def message_routes_of(definition: definition_pb2.ProcessDefinition) -> list[MessageRoute]:
+    """The wait_for_message steps of a published version that listen on a NATS subject."""
+    return [
+        MessageRoute(
+            definition_id=definition.id,
+            step_id=step.id,
+            process_name=definition.name,
+            subject=step.wait_for_message.subject,
+            message_name=step.wait_for_message.message,
+            key_field=step.wait_for_message.key_field or DEFAULT_KEY_FIELD,
+        )
+        for step in definition.spec.steps
+        if step.WhichOneof("kind") == "wait_for_message" and step.wait_for_message.subject
+    ]
+
+
 class DefinitionFactsHandler:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -74,8 +96,10 @@ class DefinitionFactsHandler:
             if isinstance(fact, definition_facts.DefinitionPublished):
                 rows = trigger_rows(fact.definition, datetime.now(UTC))
                 await replace_triggers(conn, fact.definition.name, rows)
+                await replace_routes(conn, fact.definition.id, message_routes_of(fact.definition))
             elif isinstance(fact, definition_facts.DefinitionArchived):
                 await deactivate_definition(conn, fact.definition_id)
+                await deactivate_routes(conn, fact.definition_id)
         return Ack()
 
 

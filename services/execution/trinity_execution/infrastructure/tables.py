@@ -127,3 +127,49 @@ triggers = Table(
     Index("ix_triggers_name", "process_name"),
     Index("ix_triggers_due", "active", "next_fire_at"),
 )
+
+# The wait_for_message steps of published definitions that listen on a NATS subject.
+message_routes = Table(
+    "message_routes",
+    metadata,
+    Column("definition_id", String(64), nullable=False),
+    Column("step_id", String(128), nullable=False),
+    Column("process_name", String(255), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("message_name", String(128), nullable=False),
+    Column("key_field", String(128), nullable=False),
+    Column("active", Integer, nullable=False),
+    PrimaryKeyConstraint("definition_id", "step_id", name="pk_message_routes"),
+)
+
+# One row per step attempt waiting for a message (written with the decision that
+# started it, deleted by the delivery or the decision that ends the wait).
+message_subscriptions = Table(
+    "message_subscriptions",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("execution_id", String(64), nullable=False),
+    Column("step_id", String(128), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("message_name", String(128), nullable=False),
+    Column("correlation_key", String(512), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_message_subscriptions_match", "message_name", "correlation_key"),
+    Index("ix_message_subscriptions_execution", "execution_id", "message_name"),
+)
+
+# Messages that arrived before any step waited for them, kept until expires_at.
+buffered_messages = Table(
+    "buffered_messages",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("message_name", String(128), nullable=False),
+    Column("correlation_key", String(512), nullable=False),
+    Column("execution_id", String(64), nullable=False, server_default=""),
+    Column("payload", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_buffered_messages_match", "message_name", "correlation_key"),
+    Index("ix_buffered_messages_expiry", "expires_at"),
+)

@@ -21,7 +21,7 @@ from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_execution import domain as d
 from trinity_platform import json_values
-from trinity_process_model.model import StepKind
+from trinity_process_model.model import StepKind, WaitForMessageConfig
 from trinity_process_model.proto_codec import (
     ACTION_KINDS,
     BUDGET_ACTIONS,
@@ -77,6 +77,7 @@ STEP_KINDS = {
     StepKind.TIMER: execution_pb2.STEP_KIND_TIMER,
     StepKind.NOTIFICATION: execution_pb2.STEP_KIND_NOTIFICATION,
     StepKind.TOOL_RUN: execution_pb2.STEP_KIND_TOOL_RUN,
+    StepKind.WAIT_FOR_MESSAGE: execution_pb2.STEP_KIND_WAIT_FOR_MESSAGE,
 }
 TRIGGER_KINDS = {
     d.TriggerKind.MANUAL: execution_pb2.TRIGGER_KIND_MANUAL,
@@ -380,6 +381,10 @@ def step_view(
     )
     if step.started_at is not None and step.ended_at is not None:
         view.duration.FromTimedelta(step.ended_at - step.started_at)
+    config = definition.config
+    if step.awaited_key and isinstance(config, WaitForMessageConfig):
+        view.awaited_message.message_name = config.message
+        view.awaited_message.correlation_key = step.awaited_key
     return view
 
 

@@ -182,6 +182,28 @@ INPUT_TYPE_ARRAY: InputType.ValueType  # 6
 """A list of JSON values."""
 Global___InputType: _TypeAlias = InputType  # noqa: Y015
 
+class _MessageTimeoutAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageTimeoutActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTimeoutAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_TIMEOUT_ACTION_UNSPECIFIED: _MessageTimeoutAction.ValueType  # 0
+    MESSAGE_TIMEOUT_ACTION_FAIL: _MessageTimeoutAction.ValueType  # 1
+    """The attempt fails with TIMEOUT (the default; the retry policy applies)."""
+    MESSAGE_TIMEOUT_ACTION_CONTINUE: _MessageTimeoutAction.ValueType  # 2
+    """The step completes without a message (output null, timed_out true)."""
+
+class MessageTimeoutAction(_MessageTimeoutAction, metaclass=_MessageTimeoutActionEnumTypeWrapper):
+    """MessageTimeoutAction is what a wait for a message does when its step times out."""
+
+MESSAGE_TIMEOUT_ACTION_UNSPECIFIED: MessageTimeoutAction.ValueType  # 0
+MESSAGE_TIMEOUT_ACTION_FAIL: MessageTimeoutAction.ValueType  # 1
+"""The attempt fails with TIMEOUT (the default; the retry policy applies)."""
+MESSAGE_TIMEOUT_ACTION_CONTINUE: MessageTimeoutAction.ValueType  # 2
+"""The step completes without a message (output null, timed_out true)."""
+Global___MessageTimeoutAction: _TypeAlias = MessageTimeoutAction  # noqa: Y015
+
 @_typing.final
 class ProcessDefinition(_message.Message):
     """ProcessDefinition is one version of a process: a draft, or a published
@@ -397,6 +419,7 @@ class Step(_message.Message):
     TIMER_FIELD_NUMBER: _builtins.int
     NOTIFICATION_FIELD_NUMBER: _builtins.int
     TOOL_RUN_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_MESSAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id within the process, referenced by depends_on and gateway routes."""
     name: _builtins.str
@@ -433,6 +456,8 @@ class Step(_message.Message):
     def notification(self) -> Global___Notification: ...
     @_builtins.property
     def tool_run(self) -> Global___ToolRun: ...
+    @_builtins.property
+    def wait_for_message(self) -> Global___WaitForMessage: ...
     def __init__(
         self,
         *,
@@ -450,12 +475,13 @@ class Step(_message.Message):
         timer: Global___Timer | None = ...,
         notification: Global___Notification | None = ...,
         tool_run: Global___ToolRun | None = ...,
+        wait_for_message: Global___WaitForMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "gateway", b"gateway", "human_approval", b"human_approval", "kind", b"kind", "notification", b"notification", "retry", b"retry", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "gateway", b"gateway", "human_approval", b"human_approval", "kind", b"kind", "notification", b"notification", "retry", b"retry", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "condition", b"condition", "depends_on", b"depends_on", "gateway", b"gateway", "human_approval", b"human_approval", "id", b"id", "informed", b"informed", "kind", b"kind", "name", b"name", "notification", b"notification", "on_failure", b"on_failure", "retry", b"retry", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "condition", b"condition", "depends_on", b"depends_on", "gateway", b"gateway", "human_approval", b"human_approval", "id", b"id", "informed", b"informed", "kind", b"kind", "name", b"name", "notification", b"notification", "on_failure", b"on_failure", "retry", b"retry", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_task", "human_approval", "gateway", "timer", "notification", "tool_run"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_task", "human_approval", "gateway", "timer", "notification", "tool_run", "wait_for_message"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -720,6 +746,53 @@ class ToolRun(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolRun: _TypeAlias = ToolRun  # noqa: Y015
+
+@_typing.final
+class WaitForMessage(_message.Message):
+    """WaitForMessage waits until a message from outside arrives for this execution: sent
+    with ExecutionService.SignalExecution, or published on a NATS subject. Its payload
+    (a JSON object) becomes the step's output.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CORRELATION_KEY_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_FIELD_NUMBER: _builtins.int
+    ON_TIMEOUT_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """The message's name: letters, digits, '.', '_', '-'."""
+    correlation_key: _builtins.str
+    """Template rendered when the step starts; a message is for this step when its
+    correlation key equals the rendered text.
+    """
+    subject: _builtins.str
+    """Optional NATS subject (filter) the engine listens on for this message; a message
+    there is a JSON object whose key_field holds its correlation key.
+    """
+    key_field: _builtins.str
+    """The JSON field of a NATS message that holds its correlation key
+    (default "correlation_key").
+    """
+    on_timeout: Global___MessageTimeoutAction.ValueType
+    """What the step's timeout does."""
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        correlation_key: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        key_field: _builtins.str = ...,
+        on_timeout: Global___MessageTimeoutAction.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_key", b"correlation_key", "key_field", b"key_field", "message", b"message", "on_timeout", b"on_timeout", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForMessage: _TypeAlias = WaitForMessage  # noqa: Y015
 
 @_typing.final
 class Trigger(_message.Message):

@@ -94,6 +94,7 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     STEP_KIND_TIMER: _StepKind.ValueType  # 4
     STEP_KIND_NOTIFICATION: _StepKind.ValueType  # 5
     STEP_KIND_TOOL_RUN: _StepKind.ValueType  # 6
+    STEP_KIND_WAIT_FOR_MESSAGE: _StepKind.ValueType  # 7
 
 class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
     """StepKind is the kind of a step, as in the definition."""
@@ -105,6 +106,7 @@ STEP_KIND_GATEWAY: StepKind.ValueType  # 3
 STEP_KIND_TIMER: StepKind.ValueType  # 4
 STEP_KIND_NOTIFICATION: StepKind.ValueType  # 5
 STEP_KIND_TOOL_RUN: StepKind.ValueType  # 6
+STEP_KIND_WAIT_FOR_MESSAGE: StepKind.ValueType  # 7
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 
 class _TriggerKind:
@@ -299,6 +301,7 @@ class StepExecution(_message.Message):
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     ITERATIONS_FIELD_NUMBER: _builtins.int
     ITERATIONS_OMITTED_FIELD_NUMBER: _builtins.int
+    AWAITED_MESSAGE_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     name: _builtins.str
     kind: Global___StepKind.ValueType
@@ -337,6 +340,10 @@ class StepExecution(_message.Message):
         this message itself. Bounded: only the most recent are kept, see iterations_omitted.
         """
 
+    @_builtins.property
+    def awaited_message(self) -> Global___AwaitedMessage:
+        """For a wait_for_message step that waits: the message it waits for."""
+
     def __init__(
         self,
         *,
@@ -358,14 +365,40 @@ class StepExecution(_message.Message):
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
         iterations: _abc.Iterable[Global___StepIteration] | None = ...,
         iterations_omitted: _builtins.int = ...,
+        awaited_message: Global___AwaitedMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "duration", b"duration", "end_time", b"end_time", "error", b"error", "next_attempt_time", b"next_attempt_time", "start_time", b"start_time", "structured_output", b"structured_output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["awaited_message", b"awaited_message", "cost", b"cost", "duration", b"duration", "end_time", b"end_time", "error", b"error", "next_attempt_time", b"next_attempt_time", "start_time", b"start_time", "structured_output", b"structured_output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "iterations", b"iterations", "iterations_omitted", b"iterations_omitted", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "awaited_message", b"awaited_message", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "iterations", b"iterations", "iterations_omitted", b"iterations_omitted", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepExecution: _TypeAlias = StepExecution  # noqa: Y015
+
+@_typing.final
+class AwaitedMessage(_message.Message):
+    """AwaitedMessage is the message a waiting wait_for_message step correlates on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_NAME_FIELD_NUMBER: _builtins.int
+    CORRELATION_KEY_FIELD_NUMBER: _builtins.int
+    message_name: _builtins.str
+    correlation_key: _builtins.str
+    """The step's rendered correlation key."""
+    def __init__(
+        self,
+        *,
+        message_name: _builtins.str = ...,
+        correlation_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_key", b"correlation_key", "message_name", b"message_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwaitedMessage: _TypeAlias = AwaitedMessage  # noqa: Y015
 
 @_typing.final
 class StepIteration(_message.Message):

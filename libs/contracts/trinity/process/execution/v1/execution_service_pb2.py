@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from trinity.process.common.v1 import options_pb2 as trinity_dot_process_dot_common_dot_v1_dot_options__pb2
 from trinity.process.execution.v1 import execution_pb2 as trinity_dot_process_dot_execution_dot_v1_dot_execution__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4trinity/process/execution/v1/execution_service.proto\x12\x1ctrinity.process.execution.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'trinity/process/common/v1/options.proto\x1a,trinity/process/execution/v1/execution.proto\"\x90\x01\n\x15TriggerProcessRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cprocess_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctriggered_by\x18\x05 \x01(\t\"T\n\x16TriggerProcessResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"h\n\x16\x43\x61ncelExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x04 \x01(\t\"U\n\x17\x43\x61ncelExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"Q\n\x15PauseExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"T\n\x16PauseExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"B\n\x16ResumeExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\"U\n\x17ResumeExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"R\n\x15RetryExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\"T\n\x16RetryExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"R\n\x14GetExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"\xfa\x01\n\x15ListExecutionsRequest\x12\x14\n\x0cprocess_name\x18\x01 \x01(\t\x12=\n\x06status\x18\x02 \x01(\x0e\x32-.trinity.process.execution.v1.ExecutionStatus\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"n\n\x16ListExecutionsResponse\x12;\n\nexecutions\x18\x01 \x03(\x0b\x32\'.trinity.process.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\x8c\x01\n\x16WatchExecutionResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\"\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xbb\t\n\x10\x45xecutionService\x12\x93\x01\n\x0eTriggerProcess\x12\x33.trinity.process.execution.v1.TriggerProcessRequest\x1a\x34.trinity.process.execution.v1.TriggerProcessResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.trigger\x12\x96\x01\n\x0f\x43\x61ncelExecution\x12\x34.trinity.process.execution.v1.CancelExecutionRequest\x1a\x35.trinity.process.execution.v1.CancelExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0ePauseExecution\x12\x33.trinity.process.execution.v1.PauseExecutionRequest\x1a\x34.trinity.process.execution.v1.PauseExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x96\x01\n\x0fResumeExecution\x12\x34.trinity.process.execution.v1.ResumeExecutionRequest\x1a\x35.trinity.process.execution.v1.ResumeExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0eRetryExecution\x12\x33.trinity.process.execution.v1.RetryExecutionRequest\x1a\x34.trinity.process.execution.v1.RetryExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x8a\x01\n\x0cGetExecution\x12\x31.trinity.process.execution.v1.GetExecutionRequest\x1a\x32.trinity.process.execution.v1.GetExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x90\x01\n\x0eListExecutions\x12\x33.trinity.process.execution.v1.ListExecutionsRequest\x1a\x34.trinity.process.execution.v1.ListExecutionsResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x92\x01\n\x0eWatchExecution\x12\x33.trinity.process.execution.v1.WatchExecutionRequest\x1a\x34.trinity.process.execution.v1.WatchExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4trinity/process/execution/v1/execution_service.proto\x12\x1ctrinity.process.execution.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'trinity/process/common/v1/options.proto\x1a,trinity/process/execution/v1/execution.proto\"\xcc\x01\n\x16SignalExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cmessage_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63orrelation_key\x18\x03 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0ctime_to_live\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x01\n\x17SignalExecutionResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x15TriggerProcessRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cprocess_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctriggered_by\x18\x05 \x01(\t\"T\n\x16TriggerProcessResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"h\n\x16\x43\x61ncelExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x04 \x01(\t\"U\n\x17\x43\x61ncelExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"Q\n\x15PauseExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"T\n\x16PauseExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"B\n\x16ResumeExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\"U\n\x17ResumeExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"R\n\x15RetryExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\"T\n\x16RetryExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"R\n\x14GetExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"\xfa\x01\n\x15ListExecutionsRequest\x12\x14\n\x0cprocess_name\x18\x01 \x01(\t\x12=\n\x06status\x18\x02 \x01(\x0e\x32-.trinity.process.execution.v1.ExecutionStatus\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"n\n\x16ListExecutionsResponse\x12;\n\nexecutions\x18\x01 \x03(\x0b\x32\'.trinity.process.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\x8c\x01\n\x16WatchExecutionResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\"\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xd3\n\n\x10\x45xecutionService\x12\x93\x01\n\x0eTriggerProcess\x12\x33.trinity.process.execution.v1.TriggerProcessRequest\x1a\x34.trinity.process.execution.v1.TriggerProcessResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.trigger\x12\x96\x01\n\x0f\x43\x61ncelExecution\x12\x34.trinity.process.execution.v1.CancelExecutionRequest\x1a\x35.trinity.process.execution.v1.CancelExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0ePauseExecution\x12\x33.trinity.process.execution.v1.PauseExecutionRequest\x1a\x34.trinity.process.execution.v1.PauseExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x96\x01\n\x0fResumeExecution\x12\x34.trinity.process.execution.v1.ResumeExecutionRequest\x1a\x35.trinity.process.execution.v1.ResumeExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0eRetryExecution\x12\x33.trinity.process.execution.v1.RetryExecutionRequest\x1a\x34.trinity.process.execution.v1.RetryExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x8a\x01\n\x0cGetExecution\x12\x31.trinity.process.execution.v1.GetExecutionRequest\x1a\x32.trinity.process.execution.v1.GetExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x90\x01\n\x0eListExecutions\x12\x33.trinity.process.execution.v1.ListExecutionsRequest\x1a\x34.trinity.process.execution.v1.ListExecutionsResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x92\x01\n\x0eWatchExecution\x12\x33.trinity.process.execution.v1.WatchExecutionRequest\x1a\x34.trinity.process.execution.v1.WatchExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read0\x01\x12\x95\x01\n\x0fSignalExecution\x12\x34.trinity.process.execution.v1.SignalExecutionRequest\x1a\x35.trinity.process.execution.v1.SignalExecutionResponse\"\x15\x8a\xb5\x18\x11\x65xecutions.signalb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,38 +53,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTIONSERVICE'].methods_by_name['ListExecutions']._serialized_options = b'\212\265\030\017executions.read'
   _globals['_EXECUTIONSERVICE'].methods_by_name['WatchExecution']._loaded_options = None
   _globals['_EXECUTIONSERVICE'].methods_by_name['WatchExecution']._serialized_options = b'\212\265\030\017executions.read'
-  _globals['_TRIGGERPROCESSREQUEST']._serialized_start=264
-  _globals['_TRIGGERPROCESSREQUEST']._serialized_end=408
-  _globals['_TRIGGERPROCESSRESPONSE']._serialized_start=410
-  _globals['_TRIGGERPROCESSRESPONSE']._serialized_end=494
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=496
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=600
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=602
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=687
-  _globals['_PAUSEEXECUTIONREQUEST']._serialized_start=689
-  _globals['_PAUSEEXECUTIONREQUEST']._serialized_end=770
-  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_start=772
-  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_end=856
-  _globals['_RESUMEEXECUTIONREQUEST']._serialized_start=858
-  _globals['_RESUMEEXECUTIONREQUEST']._serialized_end=924
-  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_start=926
-  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_end=1011
-  _globals['_RETRYEXECUTIONREQUEST']._serialized_start=1013
-  _globals['_RETRYEXECUTIONREQUEST']._serialized_end=1095
-  _globals['_RETRYEXECUTIONRESPONSE']._serialized_start=1097
-  _globals['_RETRYEXECUTIONRESPONSE']._serialized_end=1181
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=1183
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=1226
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1228
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1310
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1313
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1563
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1565
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1675
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1677
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1746
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1749
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1889
-  _globals['_EXECUTIONSERVICE']._serialized_start=1892
-  _globals['_EXECUTIONSERVICE']._serialized_end=3103
+  _globals['_EXECUTIONSERVICE'].methods_by_name['SignalExecution']._loaded_options = None
+  _globals['_EXECUTIONSERVICE'].methods_by_name['SignalExecution']._serialized_options = b'\212\265\030\021executions.signal'
+  _globals['_SIGNALEXECUTIONREQUEST']._serialized_start=296
+  _globals['_SIGNALEXECUTIONREQUEST']._serialized_end=500
+  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_start=503
+  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_end=635
+  _globals['_TRIGGERPROCESSREQUEST']._serialized_start=638
+  _globals['_TRIGGERPROCESSREQUEST']._serialized_end=782
+  _globals['_TRIGGERPROCESSRESPONSE']._serialized_start=784
+  _globals['_TRIGGERPROCESSRESPONSE']._serialized_end=868
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=870
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=974
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=976
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1061
+  _globals['_PAUSEEXECUTIONREQUEST']._serialized_start=1063
+  _globals['_PAUSEEXECUTIONREQUEST']._serialized_end=1144
+  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_start=1146
+  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_end=1230
+  _globals['_RESUMEEXECUTIONREQUEST']._serialized_start=1232
+  _globals['_RESUMEEXECUTIONREQUEST']._serialized_end=1298
+  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_start=1300
+  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_end=1385
+  _globals['_RETRYEXECUTIONREQUEST']._serialized_start=1387
+  _globals['_RETRYEXECUTIONREQUEST']._serialized_end=1469
+  _globals['_RETRYEXECUTIONRESPONSE']._serialized_start=1471
+  _globals['_RETRYEXECUTIONRESPONSE']._serialized_end=1555
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=1557
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=1600
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1602
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1684
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1687
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1937
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1939
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2049
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2051
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2120
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=2123
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=2263
+  _globals['_EXECUTIONSERVICE']._serialized_start=2266
+  _globals['_EXECUTIONSERVICE']._serialized_end=3629
 # @@protoc_insertion_point(module_scope)

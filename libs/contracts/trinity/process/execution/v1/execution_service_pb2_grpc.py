@@ -75,6 +75,11 @@ class ExecutionServiceStub:
                 request_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.SerializeToString,
                 response_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionResponse.FromString,
                 _registered_method=True)
+        self.SignalExecution = channel.unary_unary(
+                '/trinity.process.execution.v1.ExecutionService/SignalExecution',
+                request_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionRequest.SerializeToString,
+                response_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -148,6 +153,20 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignalExecution(self, request, context):
+        """Delivers a message to the wait_for_message step waiting for it: the step of
+        execution_id waiting for message_name, or, without execution_id, the step (of any
+        execution) waiting for message_name with this correlation_key. When no step waits
+        yet, the message is kept for time_to_live (bounded by the deployment's maximum) and
+        delivered when such a step starts; a time_to_live of zero refuses it instead.
+        Idempotent by request_id (also the message id: a message is delivered once).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
+        time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +209,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.WatchExecution,
                     request_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.FromString,
                     response_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionResponse.SerializeToString,
+            ),
+            'SignalExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalExecution,
+                    request_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionRequest.FromString,
+                    response_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +433,33 @@ class ExecutionService:
             '/trinity.process.execution.v1.ExecutionService/WatchExecution',
             trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.SerializeToString,
             trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trinity.process.execution.v1.ExecutionService/SignalExecution',
+            trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionRequest.SerializeToString,
+            trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,16 @@ class ExecutionServiceStub:
     and ends when the execution has finished.
     Errors: NOT_FOUND, INVALID_ARGUMENT.
     """
+    SignalExecution: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.SignalExecutionRequest, _execution_service_pb2.SignalExecutionResponse]
+    """Delivers a message to the wait_for_message step waiting for it: the step of
+    execution_id waiting for message_name, or, without execution_id, the step (of any
+    execution) waiting for message_name with this correlation_key. When no step waits
+    yet, the message is kept for time_to_live (bounded by the deployment's maximum) and
+    delivered when such a step starts; a time_to_live of zero refuses it instead.
+    Idempotent by request_id (also the message id: a message is delivered once).
+    Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
+    time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+    """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
@@ -108,6 +118,16 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     """Streams the facts of an execution from the start (or after a sequence number)
     and ends when the execution has finished.
     Errors: NOT_FOUND, INVALID_ARGUMENT.
+    """
+    SignalExecution: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.SignalExecutionRequest, _execution_service_pb2.SignalExecutionResponse]  # type: ignore[assignment]
+    """Delivers a message to the wait_for_message step waiting for it: the step of
+    execution_id waiting for message_name, or, without execution_id, the step (of any
+    execution) waiting for message_name with this correlation_key. When no step waits
+    yet, the message is kept for time_to_live (bounded by the deployment's maximum) and
+    delivered when such a step starts; a time_to_live of zero refuses it instead.
+    Idempotent by request_id (also the message id: a message is delivered once).
+    Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
+    time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
     """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -194,6 +214,22 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the facts of an execution from the start (or after a sequence number)
         and ends when the execution has finished.
         Errors: NOT_FOUND, INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def SignalExecution(
+        self,
+        request: _execution_service_pb2.SignalExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_service_pb2.SignalExecutionResponse, _abc.Awaitable[_execution_service_pb2.SignalExecutionResponse]]:
+        """Delivers a message to the wait_for_message step waiting for it: the step of
+        execution_id waiting for message_name, or, without execution_id, the step (of any
+        execution) waiting for message_name with this correlation_key. When no step waits
+        yet, the message is kept for time_to_live (bounded by the deployment's maximum) and
+        delivered when such a step starts; a time_to_live of zero refuses it instead.
+        Idempotent by request_id (also the message id: a message is delivered once).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
+        time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
         """
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
