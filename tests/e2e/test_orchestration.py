@@ -643,15 +643,21 @@ async def test_a_step_waits_for_a_message_by_signal_or_nats(  # type: ignore[no-
     await client.wait(third, lambda e: by_step(e)["ci"].status == S.STEP_STATUS_WAITING)
     _suite, nats_server = module_suite
     nc = await nats.connect(nats_server.url)
+    message_id = client.key("nats")
     try:
-        await nc.publish(
-            "e2e.ci.results",
-            b'{"pull_request": 42, "status": "flaky"}',
-            headers={"Nats-Msg-Id": client.key("nats")},
-        )
-        await nc.flush()
+        # Core NATS: published until the engine's subscription is live; one id, one delivery.
+        deadline = asyncio.get_running_loop().time() + 30
+        while by_step(await client.get(third))["ci"].status == S.STEP_STATUS_WAITING:
+            assert asyncio.get_running_loop().time() < deadline, "the message never arrived"
+            await nc.publish(
+                "e2e.ci.results",
+                b'{"pull_request": 42, "status": "yellow"}',
+                headers={"Nats-Msg-Id": message_id},
+            )
+            await nc.flush()
+            await asyncio.sleep(0.2)
     finally:
         await nc.close()
     done = await client.wait(third)
     assert done.status == S.EXECUTION_STATUS_COMPLETED
-    assert by_step(done)["merge"].output == "done: merge on flaky"
+    assert by_step(done)["merge"].output == "done: merge on yellow"
