@@ -79,6 +79,7 @@ MATRIX: dict[str, dict[str, set[str]]] = {
         "PauseExecution": OPERATORS,
         "ResumeExecution": OPERATORS,
         "RetryExecution": OPERATORS,
+        "SignalExecution": OPERATORS,
         "GetExecution": READERS,
         "ListExecutions": READERS,
         "WatchExecution": READERS,
@@ -184,7 +185,7 @@ async def test_every_rpc_by_every_role_follows_the_matrix(api: Any) -> None:
     for channel in channels.values():
         await channel.close()
     assert not wrong, "\n".join(wrong)
-    assert checked == 30 * len(ALL_ROLES)
+    assert checked == 31 * len(ALL_ROLES)
 
 
 PROCESS = """

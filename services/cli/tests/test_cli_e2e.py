@@ -395,7 +395,7 @@ def test_make_run_publishes_the_examples_and_stops_on_ctrl_c(tmp_path: Path) -> 
         banner = "".join(lines)
         assert f"NATS at {env['TRINITY_NATS_URL']}: started" in banner  # said before the services
         assert f"  NATS        {env['TRINITY_NATS_URL']} (started by make run" in banner
-        for name in ("research-review", "governance-run", "weekly-report"):
+        for name in ("research-review", "governance-run", "weekly-report", "pull-request-ci"):
             assert f"  {name} 1.0 (published)" in banner, banner
         assert f"console     http://127.0.0.1:{ports['console']}/" in banner, banner
         devrun.send_signal(signal.SIGINT)
@@ -449,3 +449,45 @@ steps:
             == "EXECUTION_STATUS_COMPLETED"
         ),
     )
+
+
+def test_pull_request_ci_waits_for_ci_results_sent_with_signal(running: Running) -> None:
+    cli = running.cli
+    cli("definitions", "apply", str(EXAMPLES / "pull-request-ci" / "process.yaml"), "--publish")
+    execution_id = cli("run", "pull-request-ci", "--input", "change=retry uploads").stdout.strip()
+
+    def waits_for_ci() -> bool:
+        execution = cli.json("executions", "status", execution_id)["execution"]
+        return steps_by_id(execution)["ci"]["status"] == "STEP_STATUS_WAITING"
+
+    wait_for("the wait for CI", waits_for_ci)
+    shown = cli("executions", "status", execution_id).stdout
+    assert "awaits ci-result (key 101)" in shown
+    failed = cli("executions", "signal", "ci-result", "--key", "101", "--field", "status=failure")
+    assert failed.stdout.startswith(f"delivered to step ci of execution {execution_id}")
+    # The agent pushes a fix (round 2) and the process waits for CI again.
+    wait_for(
+        "the second wait for CI",
+        lambda: (
+            waits_for_ci()
+            and steps_by_id(cli.json("executions", "status", execution_id)["execution"])["ci"][
+                "iteration"
+            ]
+            == 2
+        ),
+    )
+    cli("executions", "signal", "ci-result", "--key", "101", "--field", "status=success")
+    wait_for(
+        "the merge",
+        lambda: (
+            cli.json("executions", "status", execution_id)["execution"]["status"]
+            == "EXECUTION_STATUS_COMPLETED"
+        ),
+    )
+    merged = notifications(running.data_dir, "pull-requests.jsonl")
+    assert "merged pull request 101 after 2 round(s)" in merged[-1]["message"]
+    # Nothing waits any more and the sender will not wait: refused in one line.
+    late = cli(
+        "executions", "signal", "ci-result", "--key", "101", "--ttl", "0", "--field", "x=1", check=1
+    )
+    assert "NOT_FOUND NO_MESSAGE_SUBSCRIBER" in late.stderr

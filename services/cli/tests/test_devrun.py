@@ -13,7 +13,7 @@ from trinity_platform.testing.ports import free_port, port_is_open
 
 def test_the_examples_of_the_repository_are_found() -> None:
     names = [path.parent.name for path in devrun.example_files(devrun.REPOSITORY)]
-    assert names == ["governance-run", "research-review", "weekly-report"]
+    assert names == ["governance-run", "pull-request-ci", "research-review", "weekly-report"]
 
 
 def test_the_executor_configuration_defaults_to_the_examples(tmp_path: Path) -> None:

@@ -36,11 +36,12 @@ def _actions(spec: ProcessSpec) -> set[str]:
     return {s.config.action.value for s in spec.steps if isinstance(s.config, ToolRunConfig)}
 
 
-def test_there_is_one_example_per_seed_scenario() -> None:
+def test_there_is_one_example_per_seed_scenario_and_composition() -> None:
     assert {p.parent.name for p in PROCESS_FILES} == {
         "research-review",
         "governance-run",
         "weekly-report",
+        "pull-request-ci",
     }
 
 

@@ -355,6 +355,7 @@ def describe_fact(fact: Message, kinds: dict[str, int]) -> str:
         waits = {
             pb.STEP_KIND_HUMAN_APPROVAL: "waiting for a decision",
             pb.STEP_KIND_TIMER: "waiting",
+            pb.STEP_KIND_WAIT_FOR_MESSAGE: "waiting for a message",
         }
         verb = waits.get(fact.kind, "started")
         return f"{fact.step_id} {verb}{_suffix(fact.iteration, fact.attempt)}"

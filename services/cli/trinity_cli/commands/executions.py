@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from google.protobuf import json_format
@@ -13,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity_cli.context import Context, all_pages
-from trinity_cli.errors import ExitCode
+from trinity_cli.errors import ExitCode, UsageError
 from trinity_cli.inputs import parse_inputs
 from trinity_cli.render import duration, money, one_line, table, timestamp, to_dict
 from trinity_cli.watch import (
@@ -103,6 +104,36 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     retry.add_argument("id", help="execution id")
     retry.add_argument("--step", default="", help="retry only this failed step")
     retry.set_defaults(func=retry_execution)
+
+    signal = sub.add_parser(
+        "signal",
+        parents=[common],
+        help="send a message to the step that waits for it (wait_for_message)",
+        description="Deliver a message to the wait_for_message step waiting for it: the one "
+        "whose correlation key is --key, or the one of execution --execution. When no step "
+        "waits yet, the message is kept (--ttl) and delivered when one does.",
+    )
+    signal.add_argument("message", help="the message name the step waits for")
+    target = signal.add_mutually_exclusive_group(required=True)
+    target.add_argument("--key", help="correlation key of the waiting step")
+    target.add_argument("--execution", metavar="ID", help="the execution whose step waits")
+    signal.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="payload field (text); KEY:=JSON for numbers, booleans, lists, objects; repeatable",
+    )
+    signal.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        help="keep it this long if no step waits yet (e.g. 10m; 0 refuses instead); "
+        "default: the service's",
+    )
+    signal.add_argument(
+        "--idempotency-key", metavar="KEY", help="the message id: sending again delivers once"
+    )
+    signal.set_defaults(func=signal_execution)
 
     watch_ = sub.add_parser(
         "watch", parents=[common], help="follow an execution live until it finishes"
@@ -223,6 +254,9 @@ def _started(e: pb.Execution) -> Timestamp:
 
 
 def _result(step: pb.StepExecution) -> str:
+    if step.HasField("awaited_message") and step.status == pb.STEP_STATUS_WAITING:
+        awaited = step.awaited_message
+        return f"awaits {awaited.message_name} (key {one_line(awaited.correlation_key, 30)})"
     if step.HasField("error") and step.error.code:
         return f"{step.error.code}: {one_line(step.error.message, 50)}"
     if step.decision:
@@ -309,6 +343,33 @@ def pause_execution(ctx: Context) -> int:
 def resume_execution(ctx: Context) -> int:
     request = api.ResumeExecutionRequest(request_id=_key(), execution_id=ctx.args.id)
     return _changed(ctx, "resumed", ctx.clients.call("execution", "ResumeExecution", request))
+
+
+def signal_execution(ctx: Context) -> int:
+    args = ctx.args
+    request = api.SignalExecutionRequest(
+        request_id=args.idempotency_key or _key(),
+        message_name=args.message,
+        correlation_key=args.key or "",
+        execution_id=args.execution or "",
+    )
+    json_format.ParseDict(parse_inputs(args.field, None), request.payload)
+    if args.ttl is not None:
+        from trinity_process_model.durations import parse_duration  # slow import: lazy
+
+        try:
+            ttl = timedelta(0) if args.ttl.strip() == "0" else parse_duration(args.ttl)
+            request.time_to_live.FromTimedelta(ttl)
+        except ValueError as error:
+            raise UsageError(f"--ttl: {error}") from None
+    reply = ctx.clients.call("execution", "SignalExecution", request)
+    if ctx.json:
+        ctx.emit(reply)
+    elif reply.delivered:
+        ctx.print(f"delivered to step {reply.step_id} of execution {reply.execution_id}")
+    else:
+        ctx.print(f"kept until {timestamp(reply.expire_time)}: no step waits for it yet")
+    return int(ExitCode.OK)
 
 
 def retry_execution(ctx: Context) -> int:

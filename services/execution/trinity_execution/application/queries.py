@@ -33,6 +33,9 @@ class ListFilter:
     created_before: datetime | None = None
 
 
+MAX_SEQUENCE = 2**63 - 1
+
+
 class ExecutionQueries:
     def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
         self._engine = engine
@@ -102,7 +105,8 @@ class ExecutionQueries:
     async def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[LoggedFact]:
         """The execution's facts after `after_sequence`, live, until it has ended."""
         await self._row(execution_id)
-        position = after_sequence
+        # The contract's uint64 goes past the databases' BIGINT; no sequence gets there.
+        position = min(after_sequence, MAX_SEQUENCE)
         while True:
             async with read_only(self._engine) as conn:
                 batch = await facts_after(conn, execution_id, position)
