@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/definition/v1/definition.proto.
  */
 export const file_trinity_process_definition_v1_definition: GenFile = /*@__PURE__*/
-  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiAQKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkSPwoGaW5wdXRzGAkgAygLMi8udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSW5wdXREZWNsYXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4BChBJbnB1dERlY2xhcmF0aW9uEgwKBG5hbWUYASABKAkSNgoEdHlwZRgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgDIAEoCBItCg1kZWZhdWx0X3ZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAUgASgJIoUFCgRTdGVwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKZGVwZW5kc19vbhgDIAMoCRIRCgljb25kaXRpb24YBCABKAkSOQoFcmV0cnkYBSABKAsyKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEkAKCm9uX2ZhaWx1cmUYByABKA4yLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5GYWlsdXJlQWN0aW9uEhAKCGluZm9ybWVkGAggAygJEj4KCmFnZW50X3Rhc2sYCiABKAsyKC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5BZ2VudFRhc2tIABJGCg5odW1hbl9hcHByb3ZhbBgLIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkh1bWFuQXBwcm92YWxIABI5CgdnYXRld2F5GAwgASgLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheUgAEjUKBXRpbWVyGA0gASgLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVGltZXJIABJDCgxub3RpZmljYXRpb24YDiABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ob3RpZmljYXRpb25IABI6Cgh0b29sX3J1bhgPIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW5IAEIGCgRraW5kIl8KCUFnZW50VGFzaxINCgVhZ2VudBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCG1heF9jb3N0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leSKPAgoNSHVtYW5BcHByb3ZhbBIRCglhcHByb3ZlcnMYASADKAkSPAoKb25fdGltZW91dBgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuVGltZW91dEFjdGlvbhIRCglhcnRpZmFjdHMYAyADKAkSDQoFdGl0bGUYBCABKAkSNAoRcmVtaW5kZXJfaW50ZXJ2YWwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNbWF4X3JlbWluZGVycxgGIAEoDRI+Cglvbl9yZWplY3QYByABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZWplY3RBY3Rpb24ieQoHR2F0ZXdheRI4CgR0eXBlGAEgASgOMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheVR5cGUSNAoGcm91dGVzGAIgAygLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUm91dGUiVgoFUm91dGUSDgoGdGFyZ2V0GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhYKDm1heF9pdGVyYXRpb25zGAQgASgNImEKBVRpbWVyEi0KCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uSAASDwoFdW50aWwYAiABKAlIABIQCgh0aW1lem9uZRgDIAEoCUIGCgR3YWl0InUKDE5vdGlmaWNhdGlvbhIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkivAEKB1Rvb2xSdW4SNQoGYWN0aW9uGAEgASgOMiUudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5BY3Rpb25LaW5kEkgKCWFyZ3VtZW50cxgCIAMoCzI1LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW4uQXJndW1lbnRzRW50cnkaMAoOQXJndW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLTAQoHVHJpZ2dlchI+CgZtYW51YWwYASABKAsyLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5NYW51YWxUcmlnZ2VySAASQgoIc2NoZWR1bGUYAiABKAsyLi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TY2hlZHVsZVRyaWdnZXJIABI8CgVldmVudBgDIAEoCzIrLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkV2ZW50VHJpZ2dlckgAQgYKBGtpbmQiDwoNTWFudWFsVHJpZ2dlciJZCg9TY2hlZHVsZVRyaWdnZXISDAoEY3JvbhgBIAEoCRIQCgh0aW1lem9uZRgCIAEoCRImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiHwoMRXZlbnRUcmlnZ2VyEg8KB3N1YmplY3QYASABKAkibwoGT3V0cHV0EjMKB2NoYW5uZWwYASABKA4yIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLkNoYW5uZWwSDgoGdGFyZ2V0GAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDwoHc3ViamVjdBgEIAEoCSJ7CgZCdWRnZXQSLwoFbGltaXQYASABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EkAKC29uX2V4Y2VlZGVkGAIgASgOMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuQnVkZ2V0QWN0aW9uIsABCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKA0SMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhoKEmJhY2tvZmZfbXVsdGlwbGllchgDIAEoARIuCgttYXhfYmFja29mZhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNub25fcmV0cnlhYmxlX2NvZGVzGAUgAygJIi8KCVZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSqTAQoQRGVmaW5pdGlvblN0YXR1cxIhCh1ERUZJTklUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0RFRklOSVRJT05fU1RBVFVTX0RSQUZUEAESHwobREVGSU5JVElPTl9TVEFUVVNfUFVCTElTSEVEEAISHgoaREVGSU5JVElPTl9TVEFUVVNfQVJDSElWRUQQAyp+CgtHYXRld2F5VHlwZRIcChhHQVRFV0FZX1RZUEVfVU5TUEVDSUZJRUQQABIaChZHQVRFV0FZX1RZUEVfRVhDTFVTSVZFEAESGQoVR0FURVdBWV9UWVBFX1BBUkFMTEVMEAISGgoWR0FURVdBWV9UWVBFX0lOQ0xVU0lWRRADKmUKDUZhaWx1cmVBY3Rpb24SHgoaRkFJTFVSRV9BQ1RJT05fVU5TUEVDSUZJRUQQABIXChNGQUlMVVJFX0FDVElPTl9GQUlMEAESGwoXRkFJTFVSRV9BQ1RJT05fQ09OVElOVUUQAiphCgxSZWplY3RBY3Rpb24SHQoZUkVKRUNUX0FDVElPTl9VTlNQRUNJRklFRBAAEhYKElJFSkVDVF9BQ1RJT05fRkFJTBABEhoKFlJFSkVDVF9BQ1RJT05fQ09OVElOVUUQAipeCgxCdWRnZXRBY3Rpb24SHQoZQlVER0VUX0FDVElPTl9VTlNQRUNJRklFRBAAEhYKEkJVREdFVF9BQ1RJT05fRkFJTBABEhcKE0JVREdFVF9BQ1RJT05fUEFVU0UQAiqyAQoJSW5wdXRUeXBlEhoKFklOUFVUX1RZUEVfVU5TUEVDSUZJRUQQABIVChFJTlBVVF9UWVBFX1NUUklORxABEhYKEklOUFVUX1RZUEVfSU5URUdFUhACEhUKEUlOUFVUX1RZUEVfTlVNQkVSEAMSFgoSSU5QVVRfVFlQRV9CT09MRUFOEAQSFQoRSU5QVVRfVFlQRV9PQkpFQ1QQBRIUChBJTlBVVF9UWVBFX0FSUkFZEAZiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
+  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiAQKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkSPwoGaW5wdXRzGAkgAygLMi8udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSW5wdXREZWNsYXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4BChBJbnB1dERlY2xhcmF0aW9uEgwKBG5hbWUYASABKAkSNgoEdHlwZRgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgDIAEoCBItCg1kZWZhdWx0X3ZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAUgASgJItAFCgRTdGVwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKZGVwZW5kc19vbhgDIAMoCRIRCgljb25kaXRpb24YBCABKAkSOQoFcmV0cnkYBSABKAsyKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEkAKCm9uX2ZhaWx1cmUYByABKA4yLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5GYWlsdXJlQWN0aW9uEhAKCGluZm9ybWVkGAggAygJEj4KCmFnZW50X3Rhc2sYCiABKAsyKC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5BZ2VudFRhc2tIABJGCg5odW1hbl9hcHByb3ZhbBgLIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkh1bWFuQXBwcm92YWxIABI5CgdnYXRld2F5GAwgASgLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheUgAEjUKBXRpbWVyGA0gASgLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVGltZXJIABJDCgxub3RpZmljYXRpb24YDiABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ob3RpZmljYXRpb25IABI6Cgh0b29sX3J1bhgPIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW5IABJJChB3YWl0X2Zvcl9tZXNzYWdlGBAgASgLMi0udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuV2FpdEZvck1lc3NhZ2VIAEIGCgRraW5kIl8KCUFnZW50VGFzaxINCgVhZ2VudBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCG1heF9jb3N0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leSKPAgoNSHVtYW5BcHByb3ZhbBIRCglhcHByb3ZlcnMYASADKAkSPAoKb25fdGltZW91dBgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuVGltZW91dEFjdGlvbhIRCglhcnRpZmFjdHMYAyADKAkSDQoFdGl0bGUYBCABKAkSNAoRcmVtaW5kZXJfaW50ZXJ2YWwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNbWF4X3JlbWluZGVycxgGIAEoDRI+Cglvbl9yZWplY3QYByABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZWplY3RBY3Rpb24ieQoHR2F0ZXdheRI4CgR0eXBlGAEgASgOMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheVR5cGUSNAoGcm91dGVzGAIgAygLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUm91dGUiVgoFUm91dGUSDgoGdGFyZ2V0GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhYKDm1heF9pdGVyYXRpb25zGAQgASgNImEKBVRpbWVyEi0KCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uSAASDwoFdW50aWwYAiABKAlIABIQCgh0aW1lem9uZRgDIAEoCUIGCgR3YWl0InUKDE5vdGlmaWNhdGlvbhIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkivAEKB1Rvb2xSdW4SNQoGYWN0aW9uGAEgASgOMiUudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5BY3Rpb25LaW5kEkgKCWFyZ3VtZW50cxgCIAMoCzI1LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW4uQXJndW1lbnRzRW50cnkaMAoOQXJndW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoOV2FpdEZvck1lc3NhZ2USDwoHbWVzc2FnZRgBIAEoCRIXCg9jb3JyZWxhdGlvbl9rZXkYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIRCglrZXlfZmllbGQYBCABKAkSRwoKb25fdGltZW91dBgFIAEoDjIzLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1lc3NhZ2VUaW1lb3V0QWN0aW9uItMBCgdUcmlnZ2VyEj4KBm1hbnVhbBgBIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1hbnVhbFRyaWdnZXJIABJCCghzY2hlZHVsZRgCIAEoCzIuLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlNjaGVkdWxlVHJpZ2dlckgAEjwKBWV2ZW50GAMgASgLMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuRXZlbnRUcmlnZ2VySABCBgoEa2luZCIPCg1NYW51YWxUcmlnZ2VyIlkKD1NjaGVkdWxlVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJEiYKBWlucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIfCgxFdmVudFRyaWdnZXISDwoHc3ViamVjdBgBIAEoCSJvCgZPdXRwdXQSMwoHY2hhbm5lbBgBIAEoDjIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuQ2hhbm5lbBIOCgZ0YXJnZXQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJInsKBkJ1ZGdldBIvCgVsaW1pdBgBIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSQAoLb25fZXhjZWVkZWQYAiABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5CdWRnZXRBY3Rpb24iwAEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoDRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYmFja29mZl9tdWx0aXBsaWVyGAMgASgBEi4KC21heF9iYWNrb2ZmGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE25vbl9yZXRyeWFibGVfY29kZXMYBSADKAkiLwoJVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJKpMBChBEZWZpbml0aW9uU3RhdHVzEiEKHURFRklOSVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVGSU5JVElPTl9TVEFUVVNfRFJBRlQQARIfChtERUZJTklUSU9OX1NUQVRVU19QVUJMSVNIRUQQAhIeChpERUZJTklUSU9OX1NUQVRVU19BUkNISVZFRBADKn4KC0dhdGV3YXlUeXBlEhwKGEdBVEVXQVlfVFlQRV9VTlNQRUNJRklFRBAAEhoKFkdBVEVXQVlfVFlQRV9FWENMVVNJVkUQARIZChVHQVRFV0FZX1RZUEVfUEFSQUxMRUwQAhIaChZHQVRFV0FZX1RZUEVfSU5DTFVTSVZFEAMqZQoNRmFpbHVyZUFjdGlvbhIeChpGQUlMVVJFX0FDVElPTl9VTlNQRUNJRklFRBAAEhcKE0ZBSUxVUkVfQUNUSU9OX0ZBSUwQARIbChdGQUlMVVJFX0FDVElPTl9DT05USU5VRRACKmEKDFJlamVjdEFjdGlvbhIdChlSRUpFQ1RfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSUkVKRUNUX0FDVElPTl9GQUlMEAESGgoWUkVKRUNUX0FDVElPTl9DT05USU5VRRACKl4KDEJ1ZGdldEFjdGlvbhIdChlCVURHRVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSQlVER0VUX0FDVElPTl9GQUlMEAESFwoTQlVER0VUX0FDVElPTl9QQVVTRRACKrIBCglJbnB1dFR5cGUSGgoWSU5QVVRfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUlOUFVUX1RZUEVfU1RSSU5HEAESFgoSSU5QVVRfVFlQRV9JTlRFR0VSEAISFQoRSU5QVVRfVFlQRV9OVU1CRVIQAxIWChJJTlBVVF9UWVBFX0JPT0xFQU4QBBIVChFJTlBVVF9UWVBFX09CSkVDVBAFEhQKEElOUFVUX1RZUEVfQVJSQVkQBiqEAQoUTWVzc2FnZVRpbWVvdXRBY3Rpb24SJgoiTUVTU0FHRV9USU1FT1VUX0FDVElPTl9VTlNQRUNJRklFRBAAEh8KG01FU1NBR0VfVElNRU9VVF9BQ1RJT05fRkFJTBABEiMKH01FU1NBR0VfVElNRU9VVF9BQ1RJT05fQ09OVElOVUUQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
 
 /**
  * ProcessDefinition is one version of a process: a draft, or a published
@@ -328,6 +328,12 @@ export type Step = Message<"trinity.process.definition.v1.Step"> & {
      */
     value: ToolRun;
     case: "toolRun";
+  } | {
+    /**
+     * @generated from field: trinity.process.definition.v1.WaitForMessage wait_for_message = 16;
+     */
+    value: WaitForMessage;
+    case: "waitForMessage";
   } | { case: undefined; value?: undefined };
 };
 
@@ -612,6 +618,60 @@ export const ToolRunSchema: GenMessage<ToolRun> = /*@__PURE__*/
   messageDesc(file_trinity_process_definition_v1_definition, 10);
 
 /**
+ * WaitForMessage waits until a message from outside arrives for this execution: sent
+ * with ExecutionService.SignalExecution, or published on a NATS subject. Its payload
+ * (a JSON object) becomes the step's output.
+ *
+ * @generated from message trinity.process.definition.v1.WaitForMessage
+ */
+export type WaitForMessage = Message<"trinity.process.definition.v1.WaitForMessage"> & {
+  /**
+   * The message's name: letters, digits, '.', '_', '-'.
+   *
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * Template rendered when the step starts; a message is for this step when its
+   * correlation key equals the rendered text.
+   *
+   * @generated from field: string correlation_key = 2;
+   */
+  correlationKey: string;
+
+  /**
+   * Optional NATS subject (filter) the engine listens on for this message; a message
+   * there is a JSON object whose key_field holds its correlation key.
+   *
+   * @generated from field: string subject = 3;
+   */
+  subject: string;
+
+  /**
+   * The JSON field of a NATS message that holds its correlation key
+   * (default "correlation_key").
+   *
+   * @generated from field: string key_field = 4;
+   */
+  keyField: string;
+
+  /**
+   * What the step's timeout does.
+   *
+   * @generated from field: trinity.process.definition.v1.MessageTimeoutAction on_timeout = 5;
+   */
+  onTimeout: MessageTimeoutAction;
+};
+
+/**
+ * Describes the message trinity.process.definition.v1.WaitForMessage.
+ * Use `create(WaitForMessageSchema)` to create a new message.
+ */
+export const WaitForMessageSchema: GenMessage<WaitForMessage> = /*@__PURE__*/
+  messageDesc(file_trinity_process_definition_v1_definition, 11);
+
+/**
  * Trigger is what starts an execution.
  *
  * @generated from message trinity.process.definition.v1.Trigger
@@ -646,7 +706,7 @@ export type Trigger = Message<"trinity.process.definition.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 11);
+  messageDesc(file_trinity_process_definition_v1_definition, 12);
 
 /**
  * ManualTrigger: started by TriggerProcess.
@@ -661,7 +721,7 @@ export type ManualTrigger = Message<"trinity.process.definition.v1.ManualTrigger
  * Use `create(ManualTriggerSchema)` to create a new message.
  */
 export const ManualTriggerSchema: GenMessage<ManualTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 12);
+  messageDesc(file_trinity_process_definition_v1_definition, 13);
 
 /**
  * ScheduleTrigger: started at each fire time of a cron expression.
@@ -696,7 +756,7 @@ export type ScheduleTrigger = Message<"trinity.process.definition.v1.ScheduleTri
  * Use `create(ScheduleTriggerSchema)` to create a new message.
  */
 export const ScheduleTriggerSchema: GenMessage<ScheduleTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 13);
+  messageDesc(file_trinity_process_definition_v1_definition, 14);
 
 /**
  * EventTrigger: started by a NATS message on a matching subject.
@@ -717,7 +777,7 @@ export type EventTrigger = Message<"trinity.process.definition.v1.EventTrigger">
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 14);
+  messageDesc(file_trinity_process_definition_v1_definition, 15);
 
 /**
  * Output is where an execution's result is delivered when it completes.
@@ -755,7 +815,7 @@ export type Output = Message<"trinity.process.definition.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 15);
+  messageDesc(file_trinity_process_definition_v1_definition, 16);
 
 /**
  * Budget limits the total cost of one execution.
@@ -779,7 +839,7 @@ export type Budget = Message<"trinity.process.definition.v1.Budget"> & {
  * Use `create(BudgetSchema)` to create a new message.
  */
 export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 16);
+  messageDesc(file_trinity_process_definition_v1_definition, 17);
 
 /**
  * RetryPolicy says how a failed step attempt is retried.
@@ -828,7 +888,7 @@ export type RetryPolicy = Message<"trinity.process.definition.v1.RetryPolicy"> &
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 17);
+  messageDesc(file_trinity_process_definition_v1_definition, 18);
 
 /**
  * Violation is one problem found by validation, with the path to the offending element.
@@ -854,7 +914,7 @@ export type Violation = Message<"trinity.process.definition.v1.Violation"> & {
  * Use `create(ViolationSchema)` to create a new message.
  */
 export const ViolationSchema: GenMessage<Violation> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 18);
+  messageDesc(file_trinity_process_definition_v1_definition, 19);
 
 /**
  * DefinitionStatus is the lifecycle of one version of a process definition.
@@ -1091,4 +1151,36 @@ export enum InputType {
  */
 export const InputTypeSchema: GenEnum<InputType> = /*@__PURE__*/
   enumDesc(file_trinity_process_definition_v1_definition, 5);
+
+/**
+ * MessageTimeoutAction is what a wait for a message does when its step times out.
+ *
+ * @generated from enum trinity.process.definition.v1.MessageTimeoutAction
+ */
+export enum MessageTimeoutAction {
+  /**
+   * @generated from enum value: MESSAGE_TIMEOUT_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The attempt fails with TIMEOUT (the default; the retry policy applies).
+   *
+   * @generated from enum value: MESSAGE_TIMEOUT_ACTION_FAIL = 1;
+   */
+  FAIL = 1,
+
+  /**
+   * The step completes without a message (output null, timed_out true).
+   *
+   * @generated from enum value: MESSAGE_TIMEOUT_ACTION_CONTINUE = 2;
+   */
+  CONTINUE = 2,
+}
+
+/**
+ * Describes the enum trinity.process.definition.v1.MessageTimeoutAction.
+ */
+export const MessageTimeoutActionSchema: GenEnum<MessageTimeoutAction> = /*@__PURE__*/
+  enumDesc(file_trinity_process_definition_v1_definition, 6);
 

@@ -4,8 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Any, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_any, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Any, Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_any, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_trinity_process_common_v1_options } from "../../common/v1/options_pb.js";
 import type { Execution, ExecutionStatus } from "./execution_pb.js";
 import { file_trinity_process_execution_v1_execution } from "./execution_pb.js";
@@ -15,7 +15,99 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/execution/v1/execution_service.proto.
  */
 export const file_trinity_process_execution_v1_execution_service: GenFile = /*@__PURE__*/
-  fileDesc("CjR0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbl9zZXJ2aWNlLnByb3RvEhx0cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxIpABChVUcmlnZ2VyUHJvY2Vzc1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgxwcm9jZXNzX25hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRImCgVpbnB1dBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAUgASgJIlQKFlRyaWdnZXJQcm9jZXNzUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iaAoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSFAoMY2FuY2VsbGVkX2J5GAQgASgJIlUKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlEKFVBhdXNlRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiVAoWUGF1c2VFeGVjdXRpb25SZXNwb25zZRI6CglleGVjdXRpb24YASABKAsyJy50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvbiJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMZXhlY3V0aW9uX2lkGAIgASgJIlUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlIKFVJldHJ5RXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIPCgdzdGVwX2lkGAMgASgJIlQKFlJldHJ5RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iKwoTR2V0RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkiUgoUR2V0RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24i+gEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIUCgxwcm9jZXNzX25hbWUYASABKAkSPQoGc3RhdHVzGAIgASgOMi0udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIm4KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USOwoKZXhlY3V0aW9ucxgBIAMoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJFChVXYXRjaEV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEIowBChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEgwKBHR5cGUYAiABKAkSIgoEZmFjdBgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyuwkKEEV4ZWN1dGlvblNlcnZpY2USkwEKDlRyaWdnZXJQcm9jZXNzEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5UcmlnZ2VyUHJvY2Vzc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlRyaWdnZXJQcm9jZXNzUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLnRyaWdnZXISlgEKD0NhbmNlbEV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlBhdXNlRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlBhdXNlRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSlgEKD1Jlc3VtZUV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlJldHJ5RXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5SZXRyeUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlJldHJ5RXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSigEKDEdldEV4ZWN1dGlvbhIxLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVxdWVzdBoyLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkAEKDkxpc3RFeGVjdXRpb25zEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkgEKDldhdGNoRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQwAWIGcHJvdG8z", [file_google_protobuf_any, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_execution_v1_execution]);
+  fileDesc("CjR0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbl9zZXJ2aWNlLnByb3RvEhx0cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxIswBChZTaWduYWxFeGVjdXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMbWVzc2FnZV9uYW1lGAIgASgJEhcKD2NvcnJlbGF0aW9uX2tleRgDIAEoCRIUCgxleGVjdXRpb25faWQYBCABKAkSKAoHcGF5bG9hZBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoMdGltZV90b19saXZlGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoQBChdTaWduYWxFeGVjdXRpb25SZXNwb25zZRIRCglkZWxpdmVyZWQYASABKAgSFAoMZXhlY3V0aW9uX2lkGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpABChVUcmlnZ2VyUHJvY2Vzc1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgxwcm9jZXNzX25hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRImCgVpbnB1dBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAUgASgJIlQKFlRyaWdnZXJQcm9jZXNzUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iaAoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSFAoMY2FuY2VsbGVkX2J5GAQgASgJIlUKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlEKFVBhdXNlRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiVAoWUGF1c2VFeGVjdXRpb25SZXNwb25zZRI6CglleGVjdXRpb24YASABKAsyJy50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvbiJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMZXhlY3V0aW9uX2lkGAIgASgJIlUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlIKFVJldHJ5RXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIPCgdzdGVwX2lkGAMgASgJIlQKFlJldHJ5RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iKwoTR2V0RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkiUgoUR2V0RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24i+gEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIUCgxwcm9jZXNzX25hbWUYASABKAkSPQoGc3RhdHVzGAIgASgOMi0udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIm4KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USOwoKZXhlY3V0aW9ucxgBIAMoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJFChVXYXRjaEV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEIowBChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEgwKBHR5cGUYAiABKAkSIgoEZmFjdBgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy0woKEEV4ZWN1dGlvblNlcnZpY2USkwEKDlRyaWdnZXJQcm9jZXNzEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5UcmlnZ2VyUHJvY2Vzc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlRyaWdnZXJQcm9jZXNzUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLnRyaWdnZXISlgEKD0NhbmNlbEV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlBhdXNlRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlBhdXNlRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSlgEKD1Jlc3VtZUV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlJldHJ5RXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5SZXRyeUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlJldHJ5RXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSigEKDEdldEV4ZWN1dGlvbhIxLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVxdWVzdBoyLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkAEKDkxpc3RFeGVjdXRpb25zEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkgEKDldhdGNoRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQwARKVAQoPU2lnbmFsRXhlY3V0aW9uEjQudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TaWduYWxFeGVjdXRpb25SZXF1ZXN0GjUudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TaWduYWxFeGVjdXRpb25SZXNwb25zZSIVirUYEWV4ZWN1dGlvbnMuc2lnbmFsYgZwcm90bzM", [file_google_protobuf_any, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_execution_v1_execution]);
+
+/**
+ * Request of SignalExecution.
+ *
+ * @generated from message trinity.process.execution.v1.SignalExecutionRequest
+ */
+export type SignalExecutionRequest = Message<"trinity.process.execution.v1.SignalExecutionRequest"> & {
+  /**
+   * Idempotency key and message id.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string message_name = 2;
+   */
+  messageName: string;
+
+  /**
+   * Which waiting step it is for (required unless execution_id is given).
+   *
+   * @generated from field: string correlation_key = 3;
+   */
+  correlationKey: string;
+
+  /**
+   * Optional: deliver to this execution's step waiting for message_name.
+   *
+   * @generated from field: string execution_id = 4;
+   */
+  executionId: string;
+
+  /**
+   * The message's content: the step's output.
+   *
+   * @generated from field: google.protobuf.Struct payload = 5;
+   */
+  payload?: JsonObject | undefined;
+
+  /**
+   * How long to keep the message when no step waits for it yet (0: refuse it; unset:
+   * the deployment's default).
+   *
+   * @generated from field: google.protobuf.Duration time_to_live = 6;
+   */
+  timeToLive?: Duration | undefined;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.SignalExecutionRequest.
+ * Use `create(SignalExecutionRequestSchema)` to create a new message.
+ */
+export const SignalExecutionRequestSchema: GenMessage<SignalExecutionRequest> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution_service, 0);
+
+/**
+ * Response of SignalExecution.
+ *
+ * @generated from message trinity.process.execution.v1.SignalExecutionResponse
+ */
+export type SignalExecutionResponse = Message<"trinity.process.execution.v1.SignalExecutionResponse"> & {
+  /**
+   * Delivered to a waiting step now (then execution_id and step_id say which),
+   * or kept until expire_time.
+   *
+   * @generated from field: bool delivered = 1;
+   */
+  delivered: boolean;
+
+  /**
+   * @generated from field: string execution_id = 2;
+   */
+  executionId: string;
+
+  /**
+   * @generated from field: string step_id = 3;
+   */
+  stepId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.SignalExecutionResponse.
+ * Use `create(SignalExecutionResponseSchema)` to create a new message.
+ */
+export const SignalExecutionResponseSchema: GenMessage<SignalExecutionResponse> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution_service, 1);
 
 /**
  * Request of TriggerProcess.
@@ -62,7 +154,7 @@ export type TriggerProcessRequest = Message<"trinity.process.execution.v1.Trigge
  * Use `create(TriggerProcessRequestSchema)` to create a new message.
  */
 export const TriggerProcessRequestSchema: GenMessage<TriggerProcessRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 0);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 2);
 
 /**
  * Response of TriggerProcess.
@@ -81,7 +173,7 @@ export type TriggerProcessResponse = Message<"trinity.process.execution.v1.Trigg
  * Use `create(TriggerProcessResponseSchema)` to create a new message.
  */
 export const TriggerProcessResponseSchema: GenMessage<TriggerProcessResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 1);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 3);
 
 /**
  * Request of CancelExecution.
@@ -117,7 +209,7 @@ export type CancelExecutionRequest = Message<"trinity.process.execution.v1.Cance
  * Use `create(CancelExecutionRequestSchema)` to create a new message.
  */
 export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 2);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 4);
 
 /**
  * Response of CancelExecution.
@@ -136,7 +228,7 @@ export type CancelExecutionResponse = Message<"trinity.process.execution.v1.Canc
  * Use `create(CancelExecutionResponseSchema)` to create a new message.
  */
 export const CancelExecutionResponseSchema: GenMessage<CancelExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 3);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 5);
 
 /**
  * Request of PauseExecution.
@@ -165,7 +257,7 @@ export type PauseExecutionRequest = Message<"trinity.process.execution.v1.PauseE
  * Use `create(PauseExecutionRequestSchema)` to create a new message.
  */
 export const PauseExecutionRequestSchema: GenMessage<PauseExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 4);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 6);
 
 /**
  * Response of PauseExecution.
@@ -184,7 +276,7 @@ export type PauseExecutionResponse = Message<"trinity.process.execution.v1.Pause
  * Use `create(PauseExecutionResponseSchema)` to create a new message.
  */
 export const PauseExecutionResponseSchema: GenMessage<PauseExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 5);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 7);
 
 /**
  * Request of ResumeExecution.
@@ -208,7 +300,7 @@ export type ResumeExecutionRequest = Message<"trinity.process.execution.v1.Resum
  * Use `create(ResumeExecutionRequestSchema)` to create a new message.
  */
 export const ResumeExecutionRequestSchema: GenMessage<ResumeExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 6);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 8);
 
 /**
  * Response of ResumeExecution.
@@ -227,7 +319,7 @@ export type ResumeExecutionResponse = Message<"trinity.process.execution.v1.Resu
  * Use `create(ResumeExecutionResponseSchema)` to create a new message.
  */
 export const ResumeExecutionResponseSchema: GenMessage<ResumeExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 7);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 9);
 
 /**
  * Request of RetryExecution.
@@ -258,7 +350,7 @@ export type RetryExecutionRequest = Message<"trinity.process.execution.v1.RetryE
  * Use `create(RetryExecutionRequestSchema)` to create a new message.
  */
 export const RetryExecutionRequestSchema: GenMessage<RetryExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 8);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 10);
 
 /**
  * Response of RetryExecution.
@@ -277,7 +369,7 @@ export type RetryExecutionResponse = Message<"trinity.process.execution.v1.Retry
  * Use `create(RetryExecutionResponseSchema)` to create a new message.
  */
 export const RetryExecutionResponseSchema: GenMessage<RetryExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 9);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 11);
 
 /**
  * Request of GetExecution.
@@ -296,7 +388,7 @@ export type GetExecutionRequest = Message<"trinity.process.execution.v1.GetExecu
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 10);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 12);
 
 /**
  * Response of GetExecution.
@@ -315,7 +407,7 @@ export type GetExecutionResponse = Message<"trinity.process.execution.v1.GetExec
  * Use `create(GetExecutionResponseSchema)` to create a new message.
  */
 export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 11);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 13);
 
 /**
  * Request of ListExecutions.
@@ -367,7 +459,7 @@ export type ListExecutionsRequest = Message<"trinity.process.execution.v1.ListEx
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 12);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 14);
 
 /**
  * Response of ListExecutions.
@@ -391,7 +483,7 @@ export type ListExecutionsResponse = Message<"trinity.process.execution.v1.ListE
  * Use `create(ListExecutionsResponseSchema)` to create a new message.
  */
 export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 13);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 15);
 
 /**
  * Request of WatchExecution.
@@ -417,7 +509,7 @@ export type WatchExecutionRequest = Message<"trinity.process.execution.v1.WatchE
  * Use `create(WatchExecutionRequestSchema)` to create a new message.
  */
 export const WatchExecutionRequestSchema: GenMessage<WatchExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 14);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 16);
 
 /**
  * Response of WatchExecution: one fact of the execution.
@@ -457,7 +549,7 @@ export type WatchExecutionResponse = Message<"trinity.process.execution.v1.Watch
  * Use `create(WatchExecutionResponseSchema)` to create a new message.
  */
 export const WatchExecutionResponseSchema: GenMessage<WatchExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 15);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 17);
 
 /**
  * ExecutionService runs executions of published process definitions.
@@ -555,6 +647,23 @@ export const ExecutionService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchExecutionRequestSchema;
     output: typeof WatchExecutionResponseSchema;
+  },
+  /**
+   * Delivers a message to the wait_for_message step waiting for it: the step of
+   * execution_id waiting for message_name, or, without execution_id, the step (of any
+   * execution) waiting for message_name with this correlation_key. When no step waits
+   * yet, the message is kept for time_to_live (bounded by the deployment's maximum) and
+   * delivered when such a step starts; a time_to_live of zero refuses it instead.
+   * Idempotent by request_id (also the message id: a message is delivered once).
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
+   * time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+   *
+   * @generated from rpc trinity.process.execution.v1.ExecutionService.SignalExecution
+   */
+  signalExecution: {
+    methodKind: "unary";
+    input: typeof SignalExecutionRequestSchema;
+    output: typeof SignalExecutionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trinity_process_execution_v1_execution_service, 0);
