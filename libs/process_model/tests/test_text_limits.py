@@ -102,3 +102,17 @@ def test_schedule_input_nests_as_deep_as_the_services_accept_and_no_deeper() -> 
     assert message_violations(spec_to_proto(spec)) == []
     with pytest.raises(AuthoringError, match=f"input nests deeper than {MAX_INPUT_DEPTH}"):
         parse_process(text(MAX_INPUT_DEPTH + 1))
+
+
+def test_a_process_with_more_steps_than_the_limit_is_refused_at_once() -> None:
+    """50,000 one-line steps fit in a 1.3 MB request; validating them took seconds."""
+    from trinity_process_model.model import AgentTaskConfig, ProcessSpec, Step
+    from trinity_process_model.validation import MAX_STEPS, validate
+
+    # Every id twice: had the per-step rules run, they would report duplicates.
+    steps = tuple(Step(id=f"s{i // 2}", config=AgentTaskConfig("a", "m")) for i in range(50_000))
+    violations = validate(ProcessSpec(name="many", steps=steps))
+    assert [v.field for v in violations] == ["steps"]
+    assert f"at most {MAX_STEPS} steps" in violations[0].description
+    unique = tuple(Step(id=f"s{i}", config=AgentTaskConfig("a", "m")) for i in range(MAX_STEPS))
+    assert validate(ProcessSpec(name="many", steps=unique)) == []

@@ -90,6 +90,9 @@ CONTEXT_NAMES = frozenset({"input", "steps", "execution", "process"})
 """What templates and conditions can read (the execution engine's expression context)."""
 MAX_UINT32 = 2**32 - 1
 MAX_JSON_INTEGER = 2**53
+MAX_STEPS = 2_000
+"""Most steps a process may have: validating (templates, graph) costs time per step, and
+a request of a few megabytes could otherwise hold a hundred thousand of them."""
 MAX_INPUT_DEPTH = 24
 """Deepest nesting of input data, the input mapping being level 1 (the services' edge
 refuses deeper Structs: protobuf cannot copy them into executions and facts)."""
@@ -130,6 +133,12 @@ def field_path(base: str, key: str | int) -> str:
 
 def validate(spec: ProcessSpec) -> list[Violation]:
     """Every problem of `spec`, in definition order; empty when it can be published."""
+    if len(spec.steps) > MAX_STEPS:  # before any per-step work: bounded time per call
+        return [
+            Violation(
+                "steps", f"a process has at most {MAX_STEPS} steps, this one has {len(spec.steps)}"
+            )
+        ]
     return _Validator(spec).run()
 
 
