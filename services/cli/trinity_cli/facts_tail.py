@@ -39,6 +39,7 @@ from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, money, one_line
 from trinity_platform.envelope import Envelope, EnvelopeError, decode, format_time
 from trinity_platform.json_values import message_to_dict, struct_to_dict
+from trinity_platform.logs import redact_url
 from trinity_platform.nats_connect import NatsConfigError, nats_security_from_env
 from trinity_platform.subjects import all_facts_subject
 
@@ -91,7 +92,7 @@ async def connect(nats_url: str) -> NATS:
     except (OSError, TimeoutError, nats.errors.Error) as error:
         why = errors[-1] if errors else error
         raise CliError(
-            f"NATS at {nats_url} is unreachable ({one_line(str(why) or type(why).__name__, 80)}); "
+            f"NATS at {redact_url(nats_url)} is unreachable ({one_line(redact_url(str(why)) or type(why).__name__, 80)}); "
             "is the suite running (`make run`)? Set TRINITY_NATS_URL or --nats-url "
             "to point elsewhere",
             ExitCode.UNREACHABLE,
@@ -234,7 +235,8 @@ def tail_facts(ctx: Context) -> int:
             services = await _with_stream(js, args.service or list(SERVICES))
             if not services:
                 raise CliError(
-                    f"no facts stream on NATS at {ctx.nats_url} yet (have the services started?)"
+                    f"no facts stream on NATS at {redact_url(ctx.nats_url)} yet "
+                    "(have the services started?)"
                 )
             printer = FactPrinter(ctx, asyncio.Event(), args.execution or "", args.count)
             await tail(js, services, printer, args.new)
