@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy libs/platform/trinity_platform libs/process_model/trinity_process_model services/*/trinity_*
 	find deploy -type f -name 'Dockerfile*' ! -name '*.dockerignore' -exec $(BIN)/hadolint --config deploy/docker/hadolint.yaml {} +
 	@if git rev-parse --verify --quiet refs/heads/main >/dev/null; then \
