@@ -60,7 +60,7 @@ test: $(STAMP) check-gen lint browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x
 
-## The fuzz suite of every RPC, long: TRINITY_FUZZ_EXAMPLES per RPC and attack (make test runs 12).
+## The fuzz suite of every RPC, long: TRINITY_FUZZ_EXAMPLES per RPC and attack (make test runs 10).
 fuzz: $(STAMP)
 	TRINITY_FUZZ_EXAMPLES=$${TRINITY_FUZZ_EXAMPLES:-400} $(BIN)/python -m pytest -q tests/fuzz --timeout=0
 

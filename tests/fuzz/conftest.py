@@ -59,6 +59,7 @@ steps:
   - id: hello
     agent_task: {agent: echo, message: "hello {{ input.who }}"}
 """
+SECOND_PROCESS = PROCESS.replace("fuzz-echo", "fuzz-second")
 
 
 @dataclass
@@ -113,6 +114,12 @@ def _seed(fuzz: FuzzSuite) -> None:
     spec = spec_to_proto(parse_process(PROCESS))
     draft = definitions.CreateDraft(
         definition_service_pb2.CreateDraftRequest(request_id=uuid.uuid4().hex, spec=spec),
+        metadata=ADMIN,
+    )
+    definitions.CreateDraft(  # a second definition: ListDefinitions has two pages of one
+        definition_service_pb2.CreateDraftRequest(
+            request_id=uuid.uuid4().hex, spec=spec_to_proto(parse_process(SECOND_PROCESS))
+        ),
         metadata=ADMIN,
     )
     definitions.PublishDefinition(
