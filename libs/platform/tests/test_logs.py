@@ -45,13 +45,15 @@ def test_the_environments_secrets_are_found() -> None:
         "TRINITY_NATS_URL_2": "nats://natstoken@h:4222",
         "TRINITY_PAGE_TOKEN_KEY": "key-new,key-old",
         "TRINITY_WORK_TOKEN": "svc-work-token",
-        "TRINITY_NATS_PASSWORD": "natspass2",
+        "TRINITY_NATS_PASSWORD": "nats,pass2",
         "TRINITY_NATS_KEY_FILE": "/etc/nats/client.key",
         "TRINITY_LOG_LEVEL": "INFO",
         "HOME": "/root",
     }
     assert sorted(secrets_of_environment(env)) == sorted(
         [
+            "tok-alice=alice:admin,tok-bob=bob",
+            "key-new,key-old",
             "tok-alice",
             "tok-bob",
             "natspw",
@@ -60,7 +62,7 @@ def test_the_environments_secrets_are_found() -> None:
             "key-new",
             "key-old",
             "svc-work-token",
-            "natspass2",
+            "nats,pass2",  # a password is one secret, commas and all
         ]
     )
 

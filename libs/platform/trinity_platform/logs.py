@@ -25,6 +25,7 @@ QUIET_LOGGERS = ("aiosqlite", "asyncio")
 REDACTED = "***"
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/@'\"]+)@")
 _SECRET_SETTING = re.compile(r"^TRINITY_\w*(TOKEN|TOKENS|PASSWORD|SECRET|SECRETS|KEY|KEYS)$")
+_LIST_SETTING = re.compile(r"(TOKENS|KEYS|_TOKEN_KEY)$")  # comma-separated lists of secrets
 _MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text
 _secrets: set[str] = set()
 
@@ -64,15 +65,18 @@ def secrets_of_environment(env: Mapping[str, str]) -> list[str]:
         if not name.startswith("TRINITY_") or not value:
             continue
         if _SECRET_SETTING.match(name):
-            # "token=principal,…" lists and comma-separated key rotations alike.
-            found += [item.partition("=")[0].strip() for item in value.split(",")]
+            # The whole value (a password may hold commas), and the items of
+            # "token=principal,…" lists and comma-separated key rotations.
+            found.append(value)
+            if _LIST_SETTING.search(name):
+                found += [item.partition("=")[0].strip() for item in value.split(",")]
         for match in _URL_USERINFO.finditer(value):
             user, colon, password = match["userinfo"].partition(":")
             if colon:
                 found.append(password)
             elif _is_token_scheme(match["scheme"]):  # nats://<token>@host
                 found.append(user)
-    return [s for s in found if s]
+    return list(dict.fromkeys(s for s in found if s))
 
 
 def _redact(value: Any) -> Any:
