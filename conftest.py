@@ -1,3 +1,3 @@
 """Repository-wide pytest setup: the shared fixtures of the platform library."""
 
-pytest_plugins = ["trinity_platform.testing.fixtures"]
+pytest_plugins = ["trinity_platform.testing.fixtures", "trinity_platform.testing.leaks"]
