@@ -7,6 +7,7 @@ spec violations are relative to the ProcessSpec (``steps[2].gateway.routes[0].ta
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from trinity.process.definition.v1 import definition_pb2
@@ -53,15 +54,19 @@ class DefinitionServicer(DefinitionServiceServicer):
         self._tx = transactions
         self._env = env
 
-    def _source(
+    async def _source(
         self, request: Any, spec_field: str = "spec", text_field: str = "yaml"
     ) -> SpecSource:
+        """The spec of a request, read in a worker thread: a text or spec of a few megabytes
+        takes seconds of CPU, which on the event loop would stall every other call of the
+        service, health checks included."""
         which = request.WhichOneof("source")
         if which == spec_field:
-            return spec_of(getattr(request, spec_field))
+            return await asyncio.to_thread(spec_of, getattr(request, spec_field))
         if which == text_field:
+            text = getattr(request, text_field)
             try:
-                return handlers.read_source(getattr(request, text_field), self._env)
+                return await asyncio.to_thread(handlers.read_source, text, self._env)
             except DefinitionUnparsable as error:
                 # Problems of the whole text (size, nesting, syntax) belong to its field.
                 raise DefinitionUnparsable(
@@ -82,7 +87,7 @@ class DefinitionServicer(DefinitionServiceServicer):
         self, request: pb.CreateDraftRequest, context: Any
     ) -> pb.CreateDraftResponse:
         command = CreateDraft(
-            self._source(request), acting_principal(request.created_by, "created_by")
+            await self._source(request), acting_principal(request.created_by, "created_by")
         )
 
         async def work(repo: SqlDefinitionRepository) -> pb.CreateDraftResponse:
@@ -98,7 +103,7 @@ class DefinitionServicer(DefinitionServiceServicer):
     ) -> pb.UpdateDraftResponse:
         handlers.require_id(request.definition_id)
         command = UpdateDraft(
-            request.definition_id, request.expected_revision, self._source(request)
+            request.definition_id, request.expected_revision, await self._source(request)
         )
 
         async def work(repo: SqlDefinitionRepository) -> pb.UpdateDraftResponse:
@@ -156,7 +161,7 @@ class DefinitionServicer(DefinitionServiceServicer):
         if which == "definition_id":
             source: SpecSource | None = None
         else:
-            source = self._source(request)
+            source = await self._source(request)
 
         async def work(repo: SqlDefinitionRepository) -> list[FieldViolation]:
             return await queries.validate(source, request.definition_id, repo, self._env)
