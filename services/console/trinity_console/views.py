@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from trinity.process.approval.v1 import approval_pb2
@@ -19,6 +18,7 @@ from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity_cli.render import duration, enum_name, money, timestamp
 from trinity_cli.watch import describe_fact
 from trinity_platform.envelope import EnvelopeError, message_class
+from trinity_platform.json_values import from_value, struct_to_dict
 
 FINISHED = ("completed", "failed", "cancelled")
 # Which execution actions make sense in which status (the services still decide).
@@ -119,11 +119,7 @@ def process_inputs(spec: definition_pb2.ProcessSpec) -> tuple[list[dict[str, Any
     start: dict[str, Any] = {}
     for item in spec.inputs:
         kind = enum_name(definition_pb2.InputType.Name(item.type), "INPUT_TYPE_")
-        default = (
-            json_format.MessageToDict(item.default_value)
-            if item.HasField("default_value")
-            else None
-        )
+        default = from_value(item.default_value) if item.HasField("default_value") else None
         declared.append(
             {
                 "name": item.name,
@@ -193,7 +189,7 @@ def execution_view(execution: pb.Execution) -> dict[str, Any]:
         "finished": status in FINISHED,
         "actions": list(ACTIONS.get(status, ())),
         "triggered_by": execution.triggered_by,
-        "input": json.dumps(json_format.MessageToDict(execution.input), indent=2),
+        "input": json.dumps(struct_to_dict(execution.input), indent=2),
         "created": timestamp(execution.create_time, execution.HasField("create_time")),
         "ended": timestamp(execution.end_time, execution.HasField("end_time")),
         "progress": f"{execution.progress.finished}/{execution.progress.total}",
