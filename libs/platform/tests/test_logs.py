@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+import structlog
 
 from trinity_platform import logs
 from trinity_platform.logs import (
@@ -84,6 +85,7 @@ def test_logged_lines_mask_urls_and_secrets_everywhere(
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     finally:
         logging.getLogger().handlers[:] = []
+        structlog.reset_defaults()  # later tests read structlog's default output
     text = json.dumps(lines)
     for secret in ("hunter22", "tok-very-secret", "dbpw9", "stdlibpw"):
         assert secret not in text
