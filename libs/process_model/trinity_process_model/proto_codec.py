@@ -27,6 +27,7 @@ from google.protobuf import duration_pb2, struct_pb2
 
 from trinity.process.common.v1 import enums_pb2, types_pb2
 from trinity.process.definition.v1 import definition_pb2 as pb
+from trinity_platform.enum_maps import enum_map
 from trinity_platform.json_values import from_value, struct_to_dict
 from trinity_process_model.authoring import AuthoringError
 from trinity_process_model.durations import MAX_DURATION
@@ -77,52 +78,17 @@ _E = TypeVar("_E", bound=StrEnum)
 
 # The enums of the definition language and their contract values (services translate with these).
 
-CHANNELS = {
-    Channel.WEBHOOK: enums_pb2.CHANNEL_WEBHOOK,
-    Channel.EMAIL: enums_pb2.CHANNEL_EMAIL,
-    Channel.SLACK: enums_pb2.CHANNEL_SLACK,
-    Channel.FILE: enums_pb2.CHANNEL_FILE,
-}
-ACTION_KINDS = {
-    ActionKind.SCAFFOLD: enums_pb2.ACTION_KIND_SCAFFOLD,
-    ActionKind.GENERATE: enums_pb2.ACTION_KIND_GENERATE,
-    ActionKind.VERIFY: enums_pb2.ACTION_KIND_VERIFY,
-    ActionKind.PUBLISH: enums_pb2.ACTION_KIND_PUBLISH,
-}
-TIMEOUT_ACTIONS = {
-    TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
-    TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
-    TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
-}
-REJECT_ACTIONS = {
-    RejectAction.FAIL: pb.REJECT_ACTION_FAIL,
-    RejectAction.CONTINUE: pb.REJECT_ACTION_CONTINUE,
-}
-GATEWAY_TYPES = {
-    GatewayType.EXCLUSIVE: pb.GATEWAY_TYPE_EXCLUSIVE,
-    GatewayType.PARALLEL: pb.GATEWAY_TYPE_PARALLEL,
-    GatewayType.INCLUSIVE: pb.GATEWAY_TYPE_INCLUSIVE,
-}
-_FAILURE_ACTIONS = {
-    FailureAction.FAIL: pb.FAILURE_ACTION_FAIL,
-    FailureAction.CONTINUE: pb.FAILURE_ACTION_CONTINUE,
-}
-INPUT_TYPES = {
-    InputType.STRING: pb.INPUT_TYPE_STRING,
-    InputType.INTEGER: pb.INPUT_TYPE_INTEGER,
-    InputType.NUMBER: pb.INPUT_TYPE_NUMBER,
-    InputType.BOOLEAN: pb.INPUT_TYPE_BOOLEAN,
-    InputType.OBJECT: pb.INPUT_TYPE_OBJECT,
-    InputType.ARRAY: pb.INPUT_TYPE_ARRAY,
-}
-MESSAGE_TIMEOUT_ACTIONS = {
-    MessageTimeoutAction.FAIL: pb.MESSAGE_TIMEOUT_ACTION_FAIL,
-    MessageTimeoutAction.CONTINUE: pb.MESSAGE_TIMEOUT_ACTION_CONTINUE,
-}
-BUDGET_ACTIONS = {
-    BudgetAction.FAIL: pb.BUDGET_ACTION_FAIL,
-    BudgetAction.PAUSE: pb.BUDGET_ACTION_PAUSE,
-}
+CHANNELS = enum_map(Channel, enums_pb2.Channel, "CHANNEL_")
+ACTION_KINDS = enum_map(ActionKind, enums_pb2.ActionKind, "ACTION_KIND_")
+TIMEOUT_ACTIONS = enum_map(TimeoutAction, enums_pb2.TimeoutAction, "TIMEOUT_ACTION_")
+REJECT_ACTIONS = enum_map(RejectAction, pb.RejectAction, "REJECT_ACTION_")
+GATEWAY_TYPES = enum_map(GatewayType, pb.GatewayType, "GATEWAY_TYPE_")
+_FAILURE_ACTIONS = enum_map(FailureAction, pb.FailureAction, "FAILURE_ACTION_")
+INPUT_TYPES = enum_map(InputType, pb.InputType, "INPUT_TYPE_")
+MESSAGE_TIMEOUT_ACTIONS = enum_map(
+    MessageTimeoutAction, pb.MessageTimeoutAction, "MESSAGE_TIMEOUT_ACTION_"
+)
+BUDGET_ACTIONS = enum_map(BudgetAction, pb.BudgetAction, "BUDGET_ACTION_")
 _DEFAULT_RETRY = RetryPolicy()
 _MAX_SECONDS = int(MAX_DURATION.total_seconds())
 

@@ -27,30 +27,16 @@ from trinity_approval.domain import (
     Decision,
     TimeoutAction,
 )
+from trinity_platform.enum_maps import enum_map, reverse
 
-STATUS_TO_PROTO: dict[ApprovalStatus, approval_pb2.ApprovalStatus.ValueType] = {
-    ApprovalStatus.PENDING: approval_pb2.APPROVAL_STATUS_PENDING,
-    ApprovalStatus.APPROVED: approval_pb2.APPROVAL_STATUS_APPROVED,
-    ApprovalStatus.REJECTED: approval_pb2.APPROVAL_STATUS_REJECTED,
-    ApprovalStatus.NEEDS_CHANGES: approval_pb2.APPROVAL_STATUS_NEEDS_CHANGES,
-    ApprovalStatus.TIMED_OUT: approval_pb2.APPROVAL_STATUS_TIMED_OUT,
-    ApprovalStatus.CANCELLED: approval_pb2.APPROVAL_STATUS_CANCELLED,
-}
-STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+STATUS_TO_PROTO = enum_map(ApprovalStatus, approval_pb2.ApprovalStatus, "APPROVAL_STATUS_")
+STATUS_FROM_PROTO = reverse(STATUS_TO_PROTO)
 
-DECISION_TO_PROTO: dict[Decision, approval_pb2.Decision.ValueType] = {
-    Decision.APPROVE: approval_pb2.DECISION_APPROVE,
-    Decision.REJECT: approval_pb2.DECISION_REJECT,
-    Decision.REQUEST_CHANGES: approval_pb2.DECISION_REQUEST_CHANGES,
-}
-DECISION_FROM_PROTO = {v: k for k, v in DECISION_TO_PROTO.items()}
+DECISION_TO_PROTO = enum_map(Decision, approval_pb2.Decision, "DECISION_")
+DECISION_FROM_PROTO = reverse(DECISION_TO_PROTO)
 
-TIMEOUT_ACTION_TO_PROTO: dict[TimeoutAction, enums_pb2.TimeoutAction.ValueType] = {
-    TimeoutAction.NOTIFY: enums_pb2.TIMEOUT_ACTION_NOTIFY,
-    TimeoutAction.REJECT: enums_pb2.TIMEOUT_ACTION_REJECT,
-    TimeoutAction.AUTO_APPROVE: enums_pb2.TIMEOUT_ACTION_AUTO_APPROVE,
-}
-TIMEOUT_ACTION_FROM_PROTO = {v: k for k, v in TIMEOUT_ACTION_TO_PROTO.items()}
+TIMEOUT_ACTION_TO_PROTO = enum_map(TimeoutAction, enums_pb2.TimeoutAction, "TIMEOUT_ACTION_")
+TIMEOUT_ACTION_FROM_PROTO = reverse(TIMEOUT_ACTION_TO_PROTO)
 
 
 def utc(value: datetime) -> datetime:

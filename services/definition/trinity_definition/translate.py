@@ -13,17 +13,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
 from trinity_definition.domain.definition import DefinitionStatus, DefinitionVersion, VersionBump
 from trinity_definition.domain.errors import DefinitionUnparsable
+from trinity_platform.enum_maps import enum_map, reverse
 from trinity_platform.errors import FieldViolation
 from trinity_process_model.authoring import AuthoringError
 from trinity_process_model.model import ProcessSpec
 from trinity_process_model.proto_codec import spec_from_proto, spec_to_proto
 
-_STATUS_TO_PROTO = {
-    DefinitionStatus.DRAFT: definition_pb2.DEFINITION_STATUS_DRAFT,
-    DefinitionStatus.PUBLISHED: definition_pb2.DEFINITION_STATUS_PUBLISHED,
-    DefinitionStatus.ARCHIVED: definition_pb2.DEFINITION_STATUS_ARCHIVED,
-}
-_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+_STATUS_TO_PROTO = enum_map(DefinitionStatus, definition_pb2.DefinitionStatus, "DEFINITION_STATUS_")
+_STATUS_FROM_PROTO = reverse(_STATUS_TO_PROTO)
 _BUMP_FROM_PROTO = {
     definition_service_pb2.VERSION_BUMP_UNSPECIFIED: VersionBump.MINOR,
     definition_service_pb2.VERSION_BUMP_MINOR: VersionBump.MINOR,

@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from trinity.process.common.v1 import enums_pb2, types_pb2
 from trinity.process.work.v1 import facts_pb2, intents_pb2, work_pb2
+from trinity_platform.enum_maps import enum_map, reverse
 from trinity_platform.json_values import struct_to_dict
 from trinity_process_model.proto_codec import ACTION_KINDS, CHANNELS
 from trinity_work.domain.model import (
@@ -36,37 +37,20 @@ from trinity_work.domain.work import WorkRequest
 
 _NANOS = Decimal(1_000_000_000)
 
-KIND_TO_PROTO: dict[WorkKind, work_pb2.WorkKind.ValueType] = {
-    WorkKind.AGENT_TASK: work_pb2.WORK_KIND_AGENT_TASK,
-    WorkKind.TOOL_RUN: work_pb2.WORK_KIND_TOOL_RUN,
-    WorkKind.NOTIFICATION: work_pb2.WORK_KIND_NOTIFICATION,
-}
-KIND_FROM_PROTO = {v: k for k, v in KIND_TO_PROTO.items()}
+KIND_TO_PROTO = enum_map(WorkKind, work_pb2.WorkKind, "WORK_KIND_")
+KIND_FROM_PROTO = reverse(KIND_TO_PROTO)
 
-STATUS_TO_PROTO: dict[WorkStatus, work_pb2.WorkStatus.ValueType] = {
-    WorkStatus.REQUESTED: work_pb2.WORK_STATUS_REQUESTED,
-    WorkStatus.STARTED: work_pb2.WORK_STATUS_STARTED,
-    WorkStatus.COMPLETED: work_pb2.WORK_STATUS_COMPLETED,
-    WorkStatus.FAILED: work_pb2.WORK_STATUS_FAILED,
-    WorkStatus.CANCELLED: work_pb2.WORK_STATUS_CANCELLED,
-    WorkStatus.TIMED_OUT: work_pb2.WORK_STATUS_TIMED_OUT,
-}
-STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+STATUS_TO_PROTO = enum_map(WorkStatus, work_pb2.WorkStatus, "WORK_STATUS_")
+STATUS_FROM_PROTO = reverse(STATUS_TO_PROTO)
 
 ACTION_TO_PROTO: dict[ActionKind, enums_pb2.ActionKind.ValueType] = ACTION_KINDS
-ACTION_FROM_PROTO = {v: k for k, v in ACTION_TO_PROTO.items()}
+ACTION_FROM_PROTO = reverse(ACTION_TO_PROTO)
 
 CHANNEL_TO_PROTO: dict[Channel, enums_pb2.Channel.ValueType] = CHANNELS
-CHANNEL_FROM_PROTO = {v: k for k, v in CHANNEL_TO_PROTO.items()}
+CHANNEL_FROM_PROTO = reverse(CHANNEL_TO_PROTO)
 
-EVIDENCE_TO_PROTO: dict[EvidenceKind, work_pb2.EvidenceKind.ValueType] = {
-    EvidenceKind.LINK: work_pb2.EVIDENCE_KIND_LINK,
-    EvidenceKind.PATCH: work_pb2.EVIDENCE_KIND_PATCH,
-    EvidenceKind.SUMMARY: work_pb2.EVIDENCE_KIND_SUMMARY,
-    EvidenceKind.LOG: work_pb2.EVIDENCE_KIND_LOG,
-    EvidenceKind.OUTPUT: work_pb2.EVIDENCE_KIND_OUTPUT,
-}
-EVIDENCE_FROM_PROTO = {v: k for k, v in EVIDENCE_TO_PROTO.items()}
+EVIDENCE_TO_PROTO = enum_map(EvidenceKind, work_pb2.EvidenceKind, "EVIDENCE_KIND_")
+EVIDENCE_FROM_PROTO = reverse(EVIDENCE_TO_PROTO)
 
 
 # --------------------------------------------------------------------------- scalars

@@ -21,6 +21,7 @@ from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_execution import domain as d
 from trinity_platform import json_values
+from trinity_platform.enum_maps import enum_map
 from trinity_process_model.model import StepKind, WaitForMessageConfig
 from trinity_process_model.proto_codec import (
     ACTION_KINDS,
@@ -70,38 +71,11 @@ def failure(value: d.Failure | None) -> types_pb2.Failure | None:
     return types_pb2.Failure(code=value.code, message=value.message, details=value.details)
 
 
-STEP_KINDS = {
-    StepKind.AGENT_TASK: execution_pb2.STEP_KIND_AGENT_TASK,
-    StepKind.HUMAN_APPROVAL: execution_pb2.STEP_KIND_HUMAN_APPROVAL,
-    StepKind.GATEWAY: execution_pb2.STEP_KIND_GATEWAY,
-    StepKind.TIMER: execution_pb2.STEP_KIND_TIMER,
-    StepKind.NOTIFICATION: execution_pb2.STEP_KIND_NOTIFICATION,
-    StepKind.TOOL_RUN: execution_pb2.STEP_KIND_TOOL_RUN,
-    StepKind.WAIT_FOR_MESSAGE: execution_pb2.STEP_KIND_WAIT_FOR_MESSAGE,
-}
-TRIGGER_KINDS = {
-    d.TriggerKind.MANUAL: execution_pb2.TRIGGER_KIND_MANUAL,
-    d.TriggerKind.SCHEDULE: execution_pb2.TRIGGER_KIND_SCHEDULE,
-    d.TriggerKind.EVENT: execution_pb2.TRIGGER_KIND_EVENT,
-}
-EXECUTION_STATUSES = {
-    d.ExecutionStatus.PENDING: execution_pb2.EXECUTION_STATUS_PENDING,
-    d.ExecutionStatus.RUNNING: execution_pb2.EXECUTION_STATUS_RUNNING,
-    d.ExecutionStatus.PAUSED: execution_pb2.EXECUTION_STATUS_PAUSED,
-    d.ExecutionStatus.COMPLETED: execution_pb2.EXECUTION_STATUS_COMPLETED,
-    d.ExecutionStatus.FAILED: execution_pb2.EXECUTION_STATUS_FAILED,
-    d.ExecutionStatus.CANCELLED: execution_pb2.EXECUTION_STATUS_CANCELLED,
-}
+STEP_KINDS = enum_map(StepKind, execution_pb2.StepKind, "STEP_KIND_")
+TRIGGER_KINDS = enum_map(d.TriggerKind, execution_pb2.TriggerKind, "TRIGGER_KIND_")
+EXECUTION_STATUSES = enum_map(d.ExecutionStatus, execution_pb2.ExecutionStatus, "EXECUTION_STATUS_")
 EXECUTION_STATUS_NAMES = {proto: str(status) for status, proto in EXECUTION_STATUSES.items()}
-STEP_STATUSES = {
-    d.StepStatus.PENDING: execution_pb2.STEP_STATUS_PENDING,
-    d.StepStatus.READY: execution_pb2.STEP_STATUS_READY,
-    d.StepStatus.RUNNING: execution_pb2.STEP_STATUS_RUNNING,
-    d.StepStatus.WAITING: execution_pb2.STEP_STATUS_WAITING,
-    d.StepStatus.COMPLETED: execution_pb2.STEP_STATUS_COMPLETED,
-    d.StepStatus.FAILED: execution_pb2.STEP_STATUS_FAILED,
-    d.StepStatus.SKIPPED: execution_pb2.STEP_STATUS_SKIPPED,
-}
+STEP_STATUSES = enum_map(d.StepStatus, execution_pb2.StepStatus, "STEP_STATUS_")
 DECISIONS = {
     approval_pb2.DECISION_APPROVE: "approved",
     approval_pb2.DECISION_REJECT: "rejected",
