@@ -3,6 +3,7 @@ message where the clone has no main branch. Run here in throw-away repositories.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -64,8 +65,17 @@ def test_a_breaking_change_fails(repo: Path) -> None:
     proto = repo / "proto/trinity/process/definition/v1/definition_service.proto"
     text = proto.read_text()
     assert "rpc ArchiveDefinition(" in text
-    kept = [line for line in text.splitlines() if "rpc ArchiveDefinition(" not in line]
-    proto.write_text("\n".join(kept) + "\n")
+    # The whole RPC, its options block included (a body of its own since RPCs declare
+    # their permission).
+    removed = re.sub(
+        r"rpc ArchiveDefinition\(.*?\)\s*returns\s*\(.*?\)\s*(\{.*?\n  \}|;)",
+        "",
+        text,
+        count=1,
+        flags=re.S,
+    )
+    assert "ArchiveDefinition(" not in removed
+    proto.write_text(removed)
     result = run(repo)
     assert result.returncode != 0
     assert "ArchiveDefinition" in result.stdout + result.stderr
