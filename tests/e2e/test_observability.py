@@ -426,3 +426,53 @@ async def test_logs_carry_the_ids_and_the_trace_but_never_a_token(
         text = path.read_text(errors="replace")
         for token in parse_auth_tokens(observed_suite.env()["TRINITY_AUTH_TOKENS"]):
             assert token not in text, f"{token} logged in {path.name}"
+
+
+TIMED = """
+name: observed-timed
+steps:
+  - id: research
+    agent_task: {agent: echo, message: "Research {{ input.topic }}"}
+  - id: pause
+    depends_on: [research]
+    timer: {duration: 200ms}
+  - id: summarize
+    depends_on: [pause]
+    agent_task: {agent: echo, message: "Summarize"}
+"""
+
+
+async def test_the_step_after_a_timer_continues_the_trace(
+    api: Client, collector: tuple[Collector, int]
+) -> None:
+    spans_of, _port = collector
+    await api.publish(TIMED)
+    trace_id = secrets.token_hex(16)
+    request = execution_service_pb2.TriggerProcessRequest(
+        request_id=api.key("timed"), process_name="observed-timed"
+    )
+    request.input.update({"topic": "timers"})
+    reply = await api.executions.TriggerProcess(
+        request, metadata=traced(api, f"00-{trace_id}-{secrets.token_hex(8)}-01")
+    )
+    done = await api.wait(reply.execution.id)
+    assert done.status == execution_pb2.EXECUTION_STATUS_COMPLETED
+
+    deadline = time.monotonic() + 30
+    while True:
+        spans = spans_of.of_trace(trace_id)
+        by_id = {s.span_id: s for s in spans}
+        fired = [s for s in spans if s.name == "timer fired"]
+        after = [
+            s
+            for s in spans
+            if s.name == "dispatch request_work"
+            and s.parent_id in by_id
+            and by_id[s.parent_id].name == "timer fired"
+        ]
+        if fired and after:
+            break
+        assert time.monotonic() < deadline, f"no dispatch after the timer in {spans}"
+        await asyncio.sleep(0.1)
+    # The timer was set by the decision on research's WorkCompleted.
+    assert by_id[fired[0].parent_id].name == "consume WorkCompleted"

@@ -7,7 +7,7 @@ tracer provider, no client interceptor, no traceparent in the outbox, and the fe
 
 The W3C ``traceparent`` travels in gRPC metadata, in outbox rows (then in the facts'
 and intents' ``ce-traceparent`` header, the CloudEvents distributed-tracing
-extension) and in the execution's dispatch rows, so one trace follows a step from
+extension) and in the execution's dispatch and timer rows, so one trace follows a step from
 TriggerProcess through the dispatcher, RequestWork, the intent, the executor and
 RecordWork* back to the fact consumer and the next step.
 """

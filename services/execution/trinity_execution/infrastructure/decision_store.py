@@ -124,6 +124,7 @@ async def write_decision(
                         fire_at=command.fire_at,
                         purpose=str(command.purpose),
                         status="pending",
+                        traceparent=current_traceparent(),
                     )
                 )
             case d.CancelTimer():

@@ -86,6 +86,8 @@ timers = Table(
     Column("fire_at", DateTime(timezone=True), nullable=False),
     Column("purpose", String(32), nullable=False),
     Column("status", String(16), nullable=False),  # pending, fired, cancelled
+    # W3C traceparent of the decision that started it (NULL with tracing off).
+    Column("traceparent", String(64), nullable=True),
     Index(
         "ix_timers_due",
         "fire_at",

@@ -21,6 +21,7 @@ from trinity_execution.infrastructure.tables import timers
 from trinity_platform import metrics
 from trinity_platform.db import read_only
 from trinity_platform.logs import get_logger
+from trinity_platform.telemetry import span
 
 _log = get_logger(__name__)
 
@@ -78,15 +79,18 @@ class TimerPoller:
         async with read_only(self._engine) as conn:
             due = (
                 await conn.execute(
-                    select(timers.c.id, timers.c.execution_id, timers.c.fire_at)
+                    select(
+                        timers.c.id, timers.c.execution_id, timers.c.fire_at, timers.c.traceparent
+                    )
                     .where(timers.c.status == "pending", timers.c.fire_at <= datetime.now(UTC))
                     .order_by(timers.c.fire_at)
                     .limit(self._batch_size)
                 )
             ).all()
-        for timer_id, execution_id, fire_at in due:
+        for timer_id, execution_id, fire_at, traceparent in due:
             try:
-                await self._fire(execution_id, timer_id)
+                with span("timer fired", traceparent):  # the trace of the decision that set it
+                    await self._fire(execution_id, timer_id)
                 metrics.TIMER_LATENESS.observe(_seconds_since(fire_at))
             except Exception:
                 _log.exception("timer failed to fire; will retry", timer_id=timer_id)
