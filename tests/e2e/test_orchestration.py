@@ -661,3 +661,157 @@ async def test_a_step_waits_for_a_message_by_signal_or_nats(  # type: ignore[no-
     done = await client.wait(third)
     assert done.status == S.EXECUTION_STATUS_COMPLETED
     assert by_step(done)["merge"].output == "done: merge on yellow"
+
+
+REVIEW_CHILD = """
+name: review-child
+inputs:
+  pr: {type: integer, required: true}
+steps:
+  - id: look
+    agent_task: {agent: worker, message: "look at {{ input.pr }}"}
+  - id: verdict
+    depends_on: [look]
+    agent_task: {agent: worker, message: "costly verdict on {{ input.pr }}"}
+"""
+
+CALLS_REVIEW = """
+name: calls-review
+steps:
+  - id: open_pr
+    agent_task: {agent: worker, message: "open-pr"}
+  - id: review
+    depends_on: [open_pr]
+    sub_process:
+      process: review-child
+      input: {pr: "{{ steps.open_pr.output.number }}"}
+  - id: merge
+    depends_on: [review]
+    agent_task: {agent: worker, message: "merge after {{ steps.review.output }}"}
+"""
+
+CALLS_BROKEN = """
+name: calls-broken
+steps:
+  - id: call
+    sub_process: {process: broken-child}
+    retry: {max_attempts: 2, initial_backoff: 100ms}
+"""
+
+BROKEN_CHILD = """
+name: broken-child
+steps:
+  - id: fail
+    agent_task: {agent: worker, message: "broken"}
+"""
+
+CALLS_SLOW = """
+name: calls-slow
+steps:
+  - id: call
+    sub_process: {process: slow-child}
+"""
+
+SLOW_CHILD = """
+name: slow-child
+steps:
+  - id: wait
+    agent_task: {agent: worker, message: "slow child"}
+"""
+
+PING = """
+name: ping
+steps:
+  - id: call
+    sub_process: {process: pong}
+"""
+
+PONG = """
+name: pong
+steps:
+  - id: call
+    sub_process: {process: ping}
+"""
+
+
+async def test_a_sub_process_step_runs_a_child_execution(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    for text in (REVIEW_CHILD, CALLS_REVIEW, BROKEN_CHILD, CALLS_BROKEN, SLOW_CHILD, CALLS_SLOW):
+        await client.publish(text)
+
+    async def get(execution_id: str) -> execution_pb2.Execution:
+        reply = await client.executions.GetExecution(
+            execution_service_pb2.GetExecutionRequest(execution_id=execution_id)
+        )
+        return reply.execution
+
+    # 1. The child runs with the rendered input (typed as it declares), its last step's
+    # output becomes the step's output, its cost counts in the parent's total.
+    parent_id = await client.trigger("calls-review")
+    done = await client.wait(parent_id)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED, done.error
+    review = by_step(done)["review"]
+    assert review.kind == S.STEP_KIND_SUB_PROCESS
+    assert review.output == "spent" and cost(review.cost) == Decimal("0.25")
+    assert by_step(done)["merge"].output == "done: merge after spent"
+    assert cost(done.total_cost) == Decimal("0.25")
+    child = await get(review.child_execution_id)
+    assert (child.parent_execution_id, child.parent_step_id, child.depth) == (
+        parent_id,
+        "review",
+        1,
+    )
+    assert dict(child.input) == {"pr": 42} and child.triggered_by == done.triggered_by
+    request = execution_service_pb2.WatchExecutionRequest(execution_id=child.id)
+    first = [reply async for reply in client.executions.WatchExecution(request)][0]  # noqa: RUF015
+    started = execution_facts.ProcessStarted()
+    assert first.fact.Unpack(started)
+    assert (started.parent_execution_id, started.parent_step_id) == (parent_id, "review")
+
+    # 2. A failing child fails the step; the retry policy starts a new child.
+    failing_id = await client.trigger("calls-broken")
+    failed = await client.wait(failing_id)
+    assert failed.status == S.EXECUTION_STATUS_FAILED
+    assert failed.error.code == "CHILD_EXECUTION_FAILED"
+    call = by_step(failed)["call"]
+    assert call.attempt == 2 and call.child_execution_id
+    assert (await get(call.child_execution_id)).status == S.EXECUTION_STATUS_FAILED
+
+    # 3. Cancelling the parent cancels the child.
+    slow_id = await client.trigger("calls-slow")
+    waiting = await client.wait(
+        slow_id, lambda e: by_step(e)["call"].status == S.STEP_STATUS_WAITING
+    )
+    child_id = by_step(waiting)["call"].child_execution_id
+    for _ in range(400):  # the dispatcher starts the child right after the parent's decision
+        try:
+            if (await get(child_id)).current_step_ids:
+                break
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+        await asyncio.sleep(0.05)
+    await client.executions.CancelExecution(
+        execution_service_pb2.CancelExecutionRequest(
+            request_id=client.key("cancel"), execution_id=slow_id, reason="stop"
+        )
+    )
+    cancelled = await client.wait(child_id)
+    assert cancelled.status == S.EXECUTION_STATUS_CANCELLED
+    assert cancelled.cancelled_by == f"execution:{slow_id}"
+
+
+async def test_sub_processes_stop_at_the_depth_limit(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(PING)
+    await client.publish(PONG)
+    top = await client.trigger("ping")
+    failed = await client.wait(top)
+    assert failed.status == S.EXECUTION_STATUS_FAILED
+    depth = 0
+    execution = failed
+    while by_step(execution)["call"].error.code == "CHILD_EXECUTION_FAILED":
+        depth += 1
+        execution = await client.wait(by_step(execution)["call"].child_execution_id)
+    assert depth == 5  # the default limit: children at depth 1..5, none at 6
+    assert execution.depth == 5
+    assert by_step(execution)["call"].error.code == "EXECUTION_DEPTH_EXCEEDED"

@@ -328,7 +328,7 @@ def test_unknown_step_kind() -> None:
     assert found == {
         "steps[0].agent_tsk": "unknown step kind 'agent_tsk' (did you mean 'agent_task'?); a step "
         "has exactly one of agent_task, human_approval, gateway, timer, notification, tool_run, "
-        "wait_for_message (line 4, column 5)"
+        "wait_for_message, sub_process (line 4, column 5)"
     }
 
 
@@ -671,3 +671,23 @@ def test_integral_input_numbers_are_written_as_integers() -> None:
     text = dump_process(spec)
     assert "a: 3\n" in text and "b: 0\n" in text and "c: 2.5\n" in text and "- 1000\n" in text
     assert parse_process(text) == spec
+
+
+def test_sub_process_round_trip_and_self_call_refused() -> None:
+    text = minimal(
+        "  - id: review\n"
+        "    sub_process:\n"
+        "      process: code-review\n"
+        '      version: "1.2"\n'
+        "      input: {pr: '{{ input.pr }}'}\n"
+    )
+    spec = parse_process(text)
+    assert validate(spec) == []
+    assert dump_process(spec).count("code-review") == 1
+    assert parse_process(dump_process(spec)) == spec
+    itself = minimal("  - id: again\n    sub_process: {process: p}\n")
+    found = {v.field: v.description for v in validate(parse_process(itself))}
+    assert "would start itself" in found["steps[0].sub_process.process"]
+    bad = minimal("  - id: v\n    sub_process: {process: x, version: latest}\n")
+    found = {v.field: v.description for v in validate(parse_process(bad))}
+    assert "bad version" in found["steps[0].sub_process.version"]

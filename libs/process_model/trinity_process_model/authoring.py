@@ -60,6 +60,7 @@ from trinity_process_model.model import (
     ScheduleTrigger,
     Step,
     StepConfig,
+    SubProcessConfig,
     TimeoutAction,
     TimerConfig,
     ToolRunConfig,
@@ -430,6 +431,7 @@ _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "notification": ("channel", "target", "subject", "message"),
     "tool_run": ("action", "arguments"),
     "wait_for_message": ("message", "correlation_key", "subject", "key_field", "on_timeout"),
+    "sub_process": ("process", "version", "input"),
 }
 _KIND_KEYS = tuple(_KIND_FIELDS)
 _INPUT_KEYS = ("type", "required", "default", "description")
@@ -1094,6 +1096,12 @@ class _Reader:
                 key_field=self.text(fields, "key_field", DEFAULT_KEY_FIELD),
                 on_timeout=on_message_timeout,
             )
+        if kind == "sub_process":
+            return SubProcessConfig(
+                process=self.text(fields, "process"),
+                version=self.text(fields, "version"),
+                input=self.text_map(fields, "input"),
+            )
         action = self.enum(fields, "action", ActionKind, None)
         arguments = self.text_map(fields, "arguments")
         return ToolRunConfig(action, arguments) if action is not None else None
@@ -1275,6 +1283,11 @@ def _config_data(config: StepConfig) -> dict[str, Any]:
             data["key_field"] = config.key_field
         if config.on_timeout != MessageTimeoutAction.FAIL:
             data["on_timeout"] = str(config.on_timeout)
+    elif isinstance(config, SubProcessConfig):
+        _put(data, "process", config.process)
+        _put(data, "version", config.version)
+        if config.input:
+            data["input"] = _sorted(config.input)
     else:
         data["action"] = str(config.action)
         if config.arguments:

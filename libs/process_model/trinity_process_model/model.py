@@ -22,6 +22,7 @@ class StepKind(StrEnum):
     NOTIFICATION = "notification"
     TOOL_RUN = "tool_run"
     WAIT_FOR_MESSAGE = "wait_for_message"
+    SUB_PROCESS = "sub_process"
 
 
 class GatewayType(StrEnum):
@@ -230,6 +231,18 @@ class WaitForMessageConfig:
     on_timeout: MessageTimeoutAction = MessageTimeoutAction.FAIL
 
 
+@dataclass(frozen=True)
+class SubProcessConfig:
+    """Run another published process (by name; its latest version unless ``version`` is
+    given) as a child execution, with an input built from templates (each renders to
+    text; an input the child declares with a non-string type is read as JSON). The
+    output of the child's last completed step becomes the step's output."""
+
+    process: str
+    version: str = ""
+    input: dict[str, str] = field(default_factory=dict)
+
+
 StepConfig = (
     AgentTaskConfig
     | HumanApprovalConfig
@@ -238,6 +251,7 @@ StepConfig = (
     | NotificationConfig
     | ToolRunConfig
     | WaitForMessageConfig
+    | SubProcessConfig
 )
 
 _KIND_OF_CONFIG: dict[type, StepKind] = {
@@ -248,6 +262,7 @@ _KIND_OF_CONFIG: dict[type, StepKind] = {
     NotificationConfig: StepKind.NOTIFICATION,
     ToolRunConfig: StepKind.TOOL_RUN,
     WaitForMessageConfig: StepKind.WAIT_FOR_MESSAGE,
+    SubProcessConfig: StepKind.SUB_PROCESS,
 }
 
 

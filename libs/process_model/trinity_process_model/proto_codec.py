@@ -57,6 +57,7 @@ from trinity_process_model.model import (
     ScheduleTrigger,
     Step,
     StepConfig,
+    SubProcessConfig,
     TimeoutAction,
     TimerConfig,
     ToolRunConfig,
@@ -263,6 +264,12 @@ class _Encoder:
             wait.on_timeout = self.enum(
                 f"{path}.wait_for_message.on_timeout", config.on_timeout, MESSAGE_TIMEOUT_ACTIONS
             )
+        elif isinstance(config, SubProcessConfig):
+            sub = message.sub_process
+            sub.SetInParent()
+            sub.process = config.process
+            sub.version = config.version
+            self.text_map(sub.input, f"{path}.sub_process.input", config.input)
         else:
             self.error(path, f"unknown step kind {type(config).__name__}")
 
@@ -525,10 +532,13 @@ class _Decoder:
                     MessageTimeoutAction.FAIL,
                 ),
             )
+        if kind == "sub_process":
+            sub = message.sub_process
+            return SubProcessConfig(sub.process, sub.version, dict(sub.input))
         self.error(
             path,
             "the step has no kind: set one of agent_task, human_approval, gateway, timer, "
-            "notification, tool_run, wait_for_message",
+            "notification, tool_run, wait_for_message, sub_process",
         )
         return None
 

@@ -56,6 +56,7 @@ from trinity_process_model.model import (
     ScheduleTrigger,
     Step,
     StepConfig,
+    SubProcessConfig,
     TimeoutAction,
     TimerConfig,
     ToolRunConfig,
@@ -227,6 +228,7 @@ _KINDS = st.sampled_from(
         "notification",
         "tool_run",
         "wait_for_message",
+        "sub_process",
     ]
 )
 
@@ -353,6 +355,12 @@ def _config(draw: st.DrawFn, kind: str, currency: str) -> StepConfig:
             key_field=draw(st.just(DEFAULT_KEY_FIELD) | _ARGUMENT_NAMES),
             on_timeout=draw(st.sampled_from(MessageTimeoutAction)),
         )
+    if kind == "sub_process":
+        return SubProcessConfig(
+            process=draw(st.sampled_from(["child", "review-loop", "summarise"])),
+            version=draw(st.sampled_from(["", "1.0", "2.3"])),
+            input=draw(st.dictionaries(_ARGUMENT_NAMES, _OPTIONAL_TEMPLATES, max_size=2)),
+        )
     return ToolRunConfig(
         action=draw(st.sampled_from(ActionKind)),
         arguments=draw(st.dictionaries(_ARGUMENT_NAMES, _OPTIONAL_TEMPLATES, max_size=3)),
@@ -419,6 +427,8 @@ def _resolve(value: Any, refs: _Refs) -> Any:
         return type(value)(**{k: _resolve(v, refs) for k, v in vars(value).items()})
     if isinstance(value, ToolRunConfig):
         return ToolRunConfig(value.action, _resolve(value.arguments, refs))
+    if isinstance(value, SubProcessConfig):
+        return replace(value, input=_resolve(value.input, refs))
     if isinstance(value, WaitForMessageConfig):
         return replace(value, correlation_key=refs(value.correlation_key))
     if isinstance(value, GatewayConfig):

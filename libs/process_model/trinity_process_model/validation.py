@@ -56,6 +56,7 @@ from trinity_process_model.model import (
     Route,
     ScheduleTrigger,
     Step,
+    SubProcessConfig,
     TimeoutAction,
     TimerConfig,
     ToolRunConfig,
@@ -85,6 +86,8 @@ STEP_ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 ARGUMENT_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MESSAGE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """A message name (what SignalExecution and wait_for_message steps correlate on)."""
+VERSION_PATTERN = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,2}")
+"""A published version, as the definition service numbers them (1, 1.2)."""
 FAILURE_CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
 CONTEXT_NAMES = frozenset({"input", "steps", "execution", "process"})
 """What templates and conditions can read (the execution engine's expression context)."""
@@ -428,11 +431,13 @@ class _Validator:
             self._tool_run(f"{path}.tool_run", config)
         elif isinstance(config, WaitForMessageConfig):
             self._wait_for_message(f"{path}.wait_for_message", config)
+        elif isinstance(config, SubProcessConfig):
+            self._sub_process(f"{path}.sub_process", config)
         else:
             self.add(
                 path,
                 f"unknown step kind {_describe(config)}: one of agent_task, human_approval, "
-                "gateway, timer, notification, tool_run, wait_for_message",
+                "gateway, timer, notification, tool_run, wait_for_message, sub_process",
             )
 
     def _agent_task(self, path: str, config: AgentTaskConfig) -> None:
@@ -578,6 +583,31 @@ class _Validator:
                 self.add(apath, f"argument values are templates (text), got {_describe(value)}")
             else:
                 self._template(apath, value)
+
+    def _sub_process(self, path: str, config: SubProcessConfig) -> None:
+        if not isinstance(config.process, str) or not PROCESS_NAME_PATTERN.fullmatch(
+            config.process
+        ):
+            self.add(
+                f"{path}.process",
+                f"bad process name {config.process!r}: lowercase letters, digits, '_' and '-' "
+                "(required)",
+            )
+        elif config.process == self.spec.name:
+            self.add(
+                f"{path}.process",
+                f"process {config.process!r} would start itself; a process cannot call itself",
+            )
+        if config.version and not VERSION_PATTERN.fullmatch(config.version):
+            self.add(f"{path}.version", f"bad version {config.version!r}: like 1.2")
+        for name, value in config.input.items():
+            ipath = field_path(f"{path}.input", str(name))
+            if not isinstance(name, str) or not ARGUMENT_NAME_PATTERN.fullmatch(name):
+                self.add(ipath, f"bad input name {name!r}: letters, digits and '_'")
+            if not isinstance(value, str):
+                self.add(ipath, f"input values are templates (text), got {_describe(value)}")
+            else:
+                self._template(ipath, value)
 
     def _wait_for_message(self, path: str, config: WaitForMessageConfig) -> None:
         if not MESSAGE_NAME_PATTERN.fullmatch(config.message):

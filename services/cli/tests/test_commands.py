@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from trinity.process.approval.v1 import approval_pb2
-from trinity.process.execution.v1 import execution_service_pb2
+from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity_cli import watch
 from trinity_cli.client import Clients
 from trinity_cli.context import Context
@@ -344,3 +344,20 @@ def test_show_source_prints_the_process_file(cli, fake, tmp_path: Path) -> None:
     assert result.code == 0, result.err
     assert result.out.startswith("name: it3\n")
     assert "agent_task:" in result.out and "agent: echo" in result.out
+
+
+def test_status_shows_the_parent_and_the_child_a_step_awaits(cli, fake) -> None:  # type: ignore[no-untyped-def]
+    assert cli("run", "forever").code == 0
+    execution = fake.executions.runs["exe-1"].execution
+    execution.status = execution_pb2.EXECUTION_STATUS_PAUSED  # the fake leaves it as it is
+    execution.parent_execution_id, execution.parent_step_id, execution.depth = "exe-0", "plan", 1
+    del execution.steps[:]
+    execution.steps.add(
+        step_id="review",
+        kind=execution_pb2.STEP_KIND_SUB_PROCESS,
+        status=execution_pb2.STEP_STATUS_WAITING,
+        child_execution_id="exe-2",
+    )
+    shown = cli("executions", "status", "exe-1").out
+    assert "parent     exe-0 (step plan, depth 1)" in shown
+    assert "awaits child exe-2" in shown

@@ -356,6 +356,7 @@ def describe_fact(fact: Message, kinds: dict[str, int]) -> str:
             pb.STEP_KIND_HUMAN_APPROVAL: "waiting for a decision",
             pb.STEP_KIND_TIMER: "waiting",
             pb.STEP_KIND_WAIT_FOR_MESSAGE: "waiting for a message",
+            pb.STEP_KIND_SUB_PROCESS: "waiting for its child execution",
         }
         verb = waits.get(fact.kind, "started")
         return f"{fact.step_id} {verb}{_suffix(fact.iteration, fact.attempt)}"

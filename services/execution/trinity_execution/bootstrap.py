@@ -10,12 +10,13 @@ from pathlib import Path
 from trinity.process.execution.v1 import execution_service_pb2_grpc
 from trinity_execution import domain as d
 from trinity_execution.api.servicer import ExecutionServicer
-from trinity_execution.application.commands import ExecutionCommands
+from trinity_execution.application.commands import DEFAULT_MAX_DEPTH, ExecutionCommands
 from trinity_execution.application.continuation import Continuation
 from trinity_execution.application.messages import MessageDelivery, MessageSettings
 from trinity_execution.application.queries import ExecutionQueries
 from trinity_execution.application.schedules import MissedFires, Scheduler
 from trinity_execution.application.wakeups import Wakeups
+from trinity_execution.infrastructure.children import child_senders
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
 from trinity_execution.infrastructure.definition_facts import definition_consumer
 from trinity_execution.infrastructure.dispatcher import Dispatcher
@@ -51,6 +52,18 @@ def max_in_progress(env: Mapping[str, str]) -> int:
     if bound < 0:
         raise ValueError("TRINITY_EXECUTION_MAX_IN_PROGRESS must be 0 (no bound) or positive")
     return bound
+
+
+def max_depth(env: Mapping[str, str]) -> int:
+    """``TRINITY_EXECUTION_MAX_DEPTH``: how deep sub-processes may nest (default 5)."""
+    raw = env.get("TRINITY_EXECUTION_MAX_DEPTH") or str(DEFAULT_MAX_DEPTH)
+    try:
+        depth = int(raw)
+    except ValueError:
+        raise ValueError(f"TRINITY_EXECUTION_MAX_DEPTH must be an integer, got {raw!r}") from None
+    if depth < 0:
+        raise ValueError("TRINITY_EXECUTION_MAX_DEPTH must be 0 (no sub-processes) or positive")
+    return depth
 
 
 def message_settings() -> MessageSettings:
@@ -94,9 +107,19 @@ def build() -> ServiceRuntime:
             lambda now: d.CommandRejected(now=now, key=key, code=code, message=message),
         )
 
+    admission = AdmissionLimit(
+        max_in_progress(os.environ), lambda: count_in_progress(engine), what="executions"
+    )
+    commands = ExecutionCommands(
+        engine, catalog, wakeups, admission, max_depth=max_depth(os.environ)
+    )
     dispatcher = Dispatcher(
         engine,
-        {**work_senders(channels["work"]), **approval_senders(channels["approval"])},
+        {
+            **work_senders(channels["work"]),
+            **approval_senders(channels["approval"]),
+            **child_senders(commands.start_child, commands.cancel_child, continuation.apply),
+        },
         on_rejected,
     )
     dispatcher_ref.append(dispatcher)
@@ -121,10 +144,6 @@ def build() -> ServiceRuntime:
         for channel in channels.values():
             await channel.close()
 
-    admission = AdmissionLimit(
-        max_in_progress(os.environ), lambda: count_in_progress(engine), what="executions"
-    )
-    commands = ExecutionCommands(engine, catalog, wakeups, admission)
     scheduler = Scheduler(
         engine, commands, missed=MissedFires(os.environ.get("TRINITY_SCHEDULE_MISSED", "once"))
     )

@@ -224,6 +224,10 @@ def _print_execution(ctx: Context, e: pb.Execution) -> None:
         rows.append(("error", f"{e.error.code}: {one_line(e.error.message, 100)}"))
     if e.cancel_reason:
         rows.append(("cancelled", f"{e.cancel_reason} (by {e.cancelled_by or '-'})"))
+    if e.parent_execution_id:
+        rows.append(
+            ("parent", f"{e.parent_execution_id} (step {e.parent_step_id}, depth {e.depth})")
+        )
     if e.input.fields:
         rows.append(("input", one_line(json.dumps(struct_to_dict(e.input)), 100)))
     width = max(len(key) for key, _ in rows)
@@ -257,6 +261,8 @@ def _result(step: pb.StepExecution) -> str:
     if step.HasField("awaited_message") and step.status == pb.STEP_STATUS_WAITING:
         awaited = step.awaited_message
         return f"awaits {awaited.message_name} (key {one_line(awaited.correlation_key, 30)})"
+    if step.child_execution_id and step.status == pb.STEP_STATUS_WAITING:
+        return f"awaits child {step.child_execution_id}"
     if step.HasField("error") and step.error.code:
         return f"{step.error.code}: {one_line(step.error.message, 50)}"
     if step.decision:

@@ -24,9 +24,11 @@ from hypothesis import strategies as st
 from trinity_execution.domain import (
     ApprovalDecided,
     CancelApproval,
+    CancelChildExecution,
     CancelExecution,
     CancelTimer,
     CancelWork,
+    ChildExecutionEnded,
     CloseMessageSubscription,
     CommandRejected,
     CompiledProcess,
@@ -34,12 +36,15 @@ from trinity_execution.domain import (
     ExecutionState,
     ExecutionStatus,
     MessageReceived,
+    NotifyParent,
     OpenMessageSubscription,
+    ParentLink,
     PauseExecution,
     RequestApproval,
     RequestWork,
     ResumeExecution,
     RetryFailedSteps,
+    StartChildExecution,
     StartExecution,
     StartTimer,
     StepCompleted,
@@ -67,12 +72,23 @@ from trinity_process_model.model import (
     RetryPolicy,
     Route,
     Step,
+    SubProcessConfig,
     TimerConfig,
     WaitForMessageConfig,
 )
 
 FLAGS = ("f0", "f1", "f2")
-KINDS = ("agent", "agent", "approval", "timer", "notification", "message", "gateway", "gateway")
+KINDS = (
+    "agent",
+    "agent",
+    "approval",
+    "timer",
+    "notification",
+    "message",
+    "child",
+    "gateway",
+    "gateway",
+)
 
 
 @st.composite
@@ -126,7 +142,7 @@ def definitions(draw: st.DrawFn) -> ProcessSpec:
             kw["retry"] = RetryPolicy(max_attempts=draw(st.integers(2, 3)))
         if draw(st.integers(0, 4)) == 0:
             kw["on_failure"] = FailureAction.CONTINUE
-        if kinds[i] in ("agent", "message") and draw(st.integers(0, 4)) == 0:
+        if kinds[i] in ("agent", "message", "child") and draw(st.integers(0, 4)) == 0:
             kw["timeout"] = timedelta(minutes=5)
         if draw(st.integers(0, 6)) == 0:
             kw["informed"] = ("ops@example.com",)
@@ -151,6 +167,8 @@ def _config(kind: str, routes: list[Route] | None, draw: st.DrawFn) -> Any:
             "pr-{{ input.f0 }}",
             on_timeout=draw(st.sampled_from(list(MessageTimeoutAction))),
         )
+    if kind == "child":
+        return SubProcessConfig("child", input={"topic": "{{ input.f0 }}"})
     if kind == "gateway":
         assert routes is not None
         return GatewayConfig(draw(st.sampled_from(list(GatewayType))), tuple(routes))
@@ -173,6 +191,9 @@ class World:
     skips: list[tuple[str, int, str]] = field(default_factory=list)
     subscriptions: set[str] = field(default_factory=set)
     """Message subscriptions open (not closed by a decision nor taken by a delivery)."""
+    children: dict[str, str] = field(default_factory=dict)
+    """Child executions started (request key → child id); never two for one key."""
+    told_parent: list[NotifyParent] = field(default_factory=list)
 
     def send(self, event: Event) -> None:
         before = None if self.state is None else self.state.to_dict()
@@ -195,6 +216,15 @@ class World:
                 self.outstanding[command.key] = command
             elif isinstance(command, StartTimer):
                 self.outstanding[command.timer_id] = command
+            elif isinstance(command, StartChildExecution):
+                assert command.key not in self.children, "a child started twice"
+                self.children[command.key] = command.child_execution_id
+                self.outstanding[command.key] = command
+            elif isinstance(command, CancelChildExecution):
+                assert command.key in self.children, "cancelled a child never started"
+                self.outstanding.pop(command.key, None)
+            elif isinstance(command, NotifyParent):
+                self.told_parent.append(command)
             elif isinstance(command, OpenMessageSubscription):
                 assert command.key not in self.subscriptions, "a subscription opened twice"
                 self.outstanding[command.key] = command
@@ -277,6 +307,24 @@ def check_ended(world: World) -> None:
         assert state.error is not None
 
 
+def check_parent_told(world: World, parent: ParentLink | None) -> None:
+    """A child tells its parent once per end (a redrive may end it again), with the
+    status it ended with; an execution without a parent tells nobody."""
+    state = world.state
+    assert state is not None
+    if parent is None:
+        assert not world.told_parent
+        return
+    ends = [f for _, f in world.outputs if "ProcessCompleted(" in f or "ProcessFailed(" in f]
+    ends += [f for _, f in world.outputs if "ProcessCancelled(" in f]
+    assert len(world.told_parent) == len(ends)
+    if state.status.is_ended:
+        last = world.told_parent[-1]
+        assert (last.parent_execution_id, last.request) == (parent.execution_id, parent.request)
+        assert last.status == str(state.status)
+        assert len({n.key for n in world.told_parent}) == len(world.told_parent)
+
+
 def respond(world: World, key: str, data: st.DataObject) -> None:
     command = world.outstanding.pop(key)
     world.clock += timedelta(seconds=1)
@@ -294,6 +342,19 @@ def respond(world: World, key: str, data: st.DataObject) -> None:
                 attempt=ref.attempt,
                 message_id=f"m-{len(world.events)}",
                 payload={"status": data.draw(st.sampled_from(["green", "red"]))},
+            )
+        )
+    elif isinstance(command, StartChildExecution):
+        status = data.draw(st.sampled_from(["completed", "completed", "failed", "cancelled"]))
+        world.send(
+            ChildExecutionEnded(
+                now=now,
+                request=command.key,
+                child_execution_id=command.child_execution_id,
+                status=status,
+                output="done" if status == "completed" else None,
+                cost=Money(Decimal(data.draw(st.integers(0, 2))), "USD"),
+                error_code="" if status == "completed" else "BAD",
             )
         )
     elif isinstance(command, RequestApproval):
@@ -335,9 +396,19 @@ MAX_EVENTS = 400
 MAX_INTERVENTIONS = 12
 
 
-def run_world(process: CompiledProcess, flags: dict[str, bool], data: st.DataObject) -> World:
+PARENT = ParentLink("parent", "call", "parent/call/1/1", depth=1)
+
+
+def run_world(
+    process: CompiledProcess,
+    flags: dict[str, bool],
+    data: st.DataObject,
+    parent: ParentLink | None = None,
+) -> World:
     world = World(process)
-    world.send(StartExecution(now=T0, execution_id="ex", input=flags, triggered_by="prop"))
+    world.send(
+        StartExecution(now=T0, execution_id="ex", input=flags, triggered_by="prop", parent=parent)
+    )
     redrives = 0
     interventions = 0
     for _ in range(MAX_EVENTS):
@@ -392,8 +463,10 @@ def test_random_executions_terminate_and_keep_their_invariants(
 ) -> None:
     process = CompiledProcess.compile("def", "1", spec)
     assert process.graph.find_cycles() == []
-    world = run_world(process, flags, data)
+    parent = PARENT if data.draw(st.booleans()) else None
+    world = run_world(process, flags, data, parent)
     check_ended(world)
+    check_parent_told(world, parent)
 
     assert len(world.starts) == len(set(world.starts)), "an attempt started twice"
     assert len(world.completions) == len(set(world.completions)), "completed twice in an iteration"

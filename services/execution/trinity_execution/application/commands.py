@@ -6,6 +6,7 @@ of its request_id, so a retry returns the first answer.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity.process.execution.v1 import execution_pb2
+from trinity.process.execution.v1 import execution_service_pb2 as pb
 from trinity_execution import domain as d
 from trinity_execution.application.wakeups import Wakeups
+from trinity_execution.domain.errors import EXECUTION_DEPTH_EXCEEDED
 from trinity_execution.infrastructure import translate
 from trinity_execution.infrastructure.decision_store import Written, write_decision
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
@@ -47,6 +50,14 @@ class Trigger:
     input: dict[str, Any]
     triggered_by: str
     trigger_kind: d.TriggerKind = d.TriggerKind.MANUAL
+    execution_id: str = ""
+    """The id to give the execution (a child's, derived from its parent's step attempt);
+    empty: a new random one."""
+    parent: d.ParentLink | None = None
+
+
+DEFAULT_MAX_DEPTH = 5
+"""How deep sub-processes may nest (a child of a top-level execution is at depth 1)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,22 @@ class Control:
     by: str = ""
     reason: str = ""
     step_id: str = ""
+
+
+def child_input(declared: dict[str, str], values: dict[str, str]) -> dict[str, Any]:
+    """A sub_process step's rendered input: each value read as JSON where the child declares
+    a non-string type (``declared``: name → type); text that is no JSON is left as text for
+    the input check to refuse."""
+    result: dict[str, Any] = {}
+    for name, text in values.items():
+        if declared.get(name, "string") != "string":
+            try:
+                result[name] = json.loads(text)
+                continue
+            except ValueError:
+                pass
+        result[name] = text
+    return result
 
 
 def require(field: str, value: str) -> None:
@@ -89,11 +116,13 @@ class ExecutionCommands:
         catalog: DefinitionCatalog,
         wakeups: Wakeups,
         admission: AdmissionLimit | None = None,
+        max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         self._engine = engine
         self._catalog = catalog
         self._wakeups = wakeups
         self._admission = admission
+        self._max_depth = max_depth
 
     async def trigger(self, command: Trigger, request: Message) -> execution_pb2.Execution:
         if command.request_id:
@@ -107,13 +136,19 @@ class ExecutionCommands:
         if self._admission is not None:  # RESOURCE_EXHAUSTED with RetryInfo at the bound
             await self._admission.admit()
         require("process_name", command.process_name)
+        if command.parent is not None and command.parent.depth > self._max_depth:
+            raise FailedPrecondition(
+                f"a sub-process at depth {command.parent.depth} is deeper than the limit "
+                f"of {self._max_depth} (TRINITY_EXECUTION_MAX_DEPTH)",
+                reason=EXECUTION_DEPTH_EXCEEDED,
+            )
         published = await self._catalog.by_name(command.process_name, command.version)
         start_input = checked_input(published.process.spec, command)
         written: list[Written] = []
 
         async def work(conn: AsyncConnection) -> execution_pb2.Execution:
             now = datetime.now(UTC)
-            execution_id = str(uuid.uuid4())
+            execution_id = command.execution_id or str(uuid.uuid4())
             decision = d.decide(
                 published.process,
                 None,
@@ -123,6 +158,7 @@ class ExecutionCommands:
                     input=start_input,
                     triggered_by=command.triggered_by,
                     trigger_kind=command.trigger_kind,
+                    parent=command.parent,
                 ),
             )
             state = decision.state
@@ -158,6 +194,34 @@ class ExecutionCommands:
         for each in written:
             self._wakeups.after_commit(each, published.process.steps)
         return execution
+
+    async def start_child(self, data: dict[str, Any], request: Message) -> str:
+        """Start the child execution a sub_process step asked for (the payload of its
+        start_child_execution dispatch); returns its id. Idempotent by the parent step
+        attempt's request key. The child runs as its parent's trigger principal."""
+        published = await self._catalog.by_name(data["process"], data["version"])
+        declared = {i.name: str(i.type) for i in published.process.spec.inputs}
+        execution = await self.trigger(
+            Trigger(
+                request_id=data["parent"]["request"],
+                process_name=data["process"],
+                version=data["version"],
+                input=child_input(declared, data["input"]),
+                triggered_by=data["triggered_by"],
+                trigger_kind=d.TriggerKind(data["trigger_kind"]),
+                execution_id=data["execution_id"],
+                parent=d.ParentLink.from_dict(data["parent"]),
+            ),
+            request,
+        )
+        return execution.id
+
+    async def cancel_child(
+        self, parent_id: str, child_id: str, reason: str, request: pb.CancelExecutionRequest
+    ) -> execution_pb2.Execution:
+        """Cancel a child because its parent step stopped (recorded as by the parent)."""
+        control = Control(request.request_id, child_id, f"execution:{parent_id}", reason)
+        return await self.cancel(control, request)
 
     async def cancel(self, command: Control, request: Message) -> execution_pb2.Execution:
         def precondition(state: d.ExecutionState) -> None:

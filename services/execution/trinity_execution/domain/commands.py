@@ -6,9 +6,11 @@ iteration and attempt, so sending it again is harmless.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from trinity_process_model.model import ActionKind, Channel, Money, TimeoutAction
 
@@ -129,6 +131,48 @@ class CloseMessageSubscription:
     key: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class StartChildExecution:
+    """Start ``process`` as a child execution for a sub_process step attempt. The child's
+    id and its TriggerProcess idempotency key both come from ``key``, so sending this
+    again (a redelivered decision, a crash before the dispatch was marked done) starts
+    one child, never two."""
+
+    key: str
+    correlation: StepRef
+    child_execution_id: str
+    process: str
+    version: str
+    input: dict[str, str]
+    triggered_by: str
+    trigger_kind: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class CancelChildExecution:
+    """Cancel the child started by the StartChildExecution with ``key``."""
+
+    key: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyParent:
+    """This child execution ended: continue the parent step attempt waiting for it."""
+
+    key: str
+    parent_execution_id: str
+    request: str
+    child_execution_id: str
+    status: str
+    output: str | None = None
+    structured: dict[str, Any] | None = None
+    cost: Money | None = None
+    error_code: str = ""
+    error_message: str = ""
+
+
 class TimerPurpose(StrEnum):
     STEP_TIMER = "step_timer"
     STEP_TIMEOUT = "step_timeout"
@@ -160,7 +204,19 @@ Command = (
     | CancelTimer
     | OpenMessageSubscription
     | CloseMessageSubscription
+    | StartChildExecution
+    | CancelChildExecution
+    | NotifyParent
 )
+
+
+_CHILD_NAMESPACE = uuid.UUID("5b0c8f52-6f0e-4d55-9a57-0c3c2a1e8d11")
+
+
+def child_execution_id(key: str) -> str:
+    """The id of the child execution a sub_process step attempt starts (derived from its
+    request key: the same attempt always names the same child)."""
+    return str(uuid.uuid5(_CHILD_NAMESPACE, key))
 
 
 def request_key(execution_id: str, step_id: str, iteration: int, attempt: int) -> str:

@@ -21,6 +21,7 @@ from trinity_execution.domain.events import (
     REJECTED,
     ApprovalDecided,
     CancelExecution,
+    ChildExecutionEnded,
     CommandRejected,
     Event,
     MessageReceived,
@@ -101,6 +102,7 @@ def _start(process: CompiledProcess, event: StartExecution) -> Decision:
     state.input = dict(event.input)
     state.triggered_by = event.triggered_by
     state.trigger_kind = event.trigger_kind
+    state.parent = event.parent
     state.started_at = event.now
     state.move(ExecutionStatus.RUNNING)
     run.facts.append(
@@ -110,6 +112,8 @@ def _start(process: CompiledProcess, event: StartExecution) -> Decision:
             trigger_kind=event.trigger_kind,
             input=dict(event.input),
             occur_time=event.now,
+            parent_execution_id=event.parent.execution_id if event.parent else "",
+            parent_step_id=event.parent.step_id if event.parent else "",
         )
     )
     run.consider(process.graph.entry_steps)
@@ -139,6 +143,7 @@ def _on_cancel(process: CompiledProcess, state: ExecutionState, event: CancelExe
             execution=run.ref, cancelled_by=event.by, reason=event.reason, occur_time=event.now
         )
     )
+    run.tell_parent()
     return _decision(run)
 
 
@@ -359,6 +364,40 @@ def _on_message(
     return _done(run)
 
 
+def _on_child_ended(
+    process: CompiledProcess, state: ExecutionState, event: ChildExecutionEnded
+) -> Decision:
+    """The child of a sub_process step ended. Completed: its answer becomes the step's
+    output and its total cost the step's cost (so it counts against this budget). Failed
+    or cancelled: the attempt fails with CHILD_EXECUTION_FAILED (the retry policy applies:
+    a retry starts a new child)."""
+    parsed = parse_request_key(state.execution_id, event.request)
+    if parsed is None or parsed[0] not in process.steps:
+        return _ignore(state, f"no step request has key {event.request!r}")
+    step_id = parsed[0]
+    st = state.step(step_id)
+    if process.step(step_id).kind is not StepKind.SUB_PROCESS or st.request != event.request:
+        return _ignore(state, f"request {event.request!r} is not outstanding")
+    run = Run(process, state, event.now)
+    if event.status != str(ExecutionStatus.COMPLETED):
+        why = f"child execution {event.child_execution_id} {event.status}"
+        detail = f": {event.error_code} {event.error_message}".rstrip() if event.error_code else ""
+        run.fail_attempt(step_id, Failure(errors.CHILD_EXECUTION_FAILED, why + detail))
+        return _done(run)
+    if event.cost is not None:
+        currency = run.currency_problem(event.cost)
+        if currency:
+            run.fail_attempt(step_id, Failure(errors.CURRENCY_MISMATCH, currency), retryable=False)
+            return _done(run)
+    run.complete(
+        step_id,
+        output=event.output or "",
+        structured=dict(event.structured) if event.structured is not None else None,
+        cost=event.cost,
+    )
+    return _done(run)
+
+
 def _on_rejected(
     process: CompiledProcess, state: ExecutionState, event: CommandRejected
 ) -> Decision:
@@ -388,6 +427,7 @@ _HANDLERS: dict[type, Callable[[CompiledProcess, ExecutionState, Any], Decision]
     ResumeExecution: _on_resume,
     RetryFailedSteps: _on_retry,
     MessageReceived: _on_message,
+    ChildExecutionEnded: _on_child_ended,
 }
 
 __all__ = ["BUDGET_PAUSER", "Decision", "ExecutionNotStarted", "decide"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from trinity_execution.domain.state import TriggerKind
+from trinity_execution.domain.state import ParentLink, TriggerKind
 from trinity_process_model.model import Money
 
 
@@ -17,6 +17,7 @@ class StartExecution:
     input: dict[str, Any] = field(default_factory=dict)
     triggered_by: str = ""
     trigger_kind: TriggerKind = TriggerKind.MANUAL
+    parent: ParentLink | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +118,22 @@ class MessageReceived:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ChildExecutionEnded:
+    """A child execution started by a sub_process step ended (completed, failed or
+    cancelled); ``request`` is the parent step attempt's request key."""
+
+    now: datetime
+    request: str
+    child_execution_id: str
+    status: str
+    output: str | None = None
+    structured: dict[str, Any] | None = None
+    cost: Money | None = None
+    error_code: str = ""
+    error_message: str = ""
+
+
 Event = (
     StartExecution
     | WorkCompleted
@@ -129,6 +146,7 @@ Event = (
     | ResumeExecution
     | RetryFailedSteps
     | MessageReceived
+    | ChildExecutionEnded
 )
 
 REJECTED = "rejected"

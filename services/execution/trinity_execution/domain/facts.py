@@ -27,6 +27,8 @@ class ProcessStarted:
     trigger_kind: TriggerKind
     input: dict[str, Any]
     occur_time: datetime
+    parent_execution_id: str = ""
+    parent_step_id: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ from trinity_process_model.model import (
     ProcessSpec,
     RetryPolicy,
     Step,
+    SubProcessConfig,
     ToolRunConfig,
     WaitForMessageConfig,
 )
@@ -141,6 +142,8 @@ def _templates_of(spec: ProcessSpec) -> Iterable[str]:
             yield from config.arguments.values()
         elif isinstance(config, WaitForMessageConfig):
             yield config.correlation_key
+        elif isinstance(config, SubProcessConfig):
+            yield from config.input.values()
     for output in spec.outputs:
         yield from (output.target, output.subject, output.message)
 

@@ -16,15 +16,19 @@ from trinity_execution.domain import errors
 from trinity_execution.domain.budget import check_budget
 from trinity_execution.domain.commands import (
     CancelApproval,
+    CancelChildExecution,
     CancelTimer,
     CancelWork,
     CloseMessageSubscription,
     Command,
+    NotifyParent,
     OpenMessageSubscription,
     RequestWork,
+    StartChildExecution,
     StartTimer,
     StepRef,
     TimerPurpose,
+    child_execution_id,
     request_key,
     timer_id,
 )
@@ -74,6 +78,7 @@ from trinity_process_model.model import (
     Money,
     Step,
     StepKind,
+    SubProcessConfig,
     TimerConfig,
     WaitForMessageConfig,
 )
@@ -280,6 +285,8 @@ class Run:
             self._request_approval(step, st, config)
         elif isinstance(config, WaitForMessageConfig):
             self._await_message(step, st, config)
+        elif isinstance(config, SubProcessConfig):
+            self._start_child(step, st, config)
         else:
             self._request_work(step, st)
 
@@ -318,6 +325,73 @@ class Run:
             )
         )
         self._start_step_timeout(step, st, ref)
+
+    def _start_child(self, step: Step, st: StepState, config: SubProcessConfig) -> None:
+        try:
+            context = self.context()
+            child_input = {k: self.process.render(v, context) for k, v in config.input.items()}
+        except ExpressionError as exc:
+            self._fail_to_start(step.id, st, Failure(errors.EXPRESSION_ERROR, str(exc)))
+            return
+        st.move(StepStatus.WAITING)
+        self.state.active[step.id] = None
+        st.request = self.key(step.id, st)
+        st.child = child_execution_id(st.request)
+        ref = self.step_ref(step.id, st)
+        parent = self.state.parent
+        self.commands.append(
+            StartChildExecution(
+                key=st.request,
+                correlation=ref,
+                child_execution_id=st.child,
+                process=config.process,
+                version=config.version,
+                input=child_input,
+                triggered_by=self.state.triggered_by,
+                trigger_kind=str(self.state.trigger_kind),
+                depth=(parent.depth if parent is not None else 0) + 1,
+            )
+        )
+        self._start_step_timeout(step, st, ref)
+
+    def tell_parent(self) -> None:
+        """This execution ended: if a sub_process step started it, continue that step.
+        A completed child answers with the output of its last completed step."""
+        parent = self.state.parent
+        if parent is None:
+            return
+        status = self.state.status
+        output: str | None = None
+        structured: dict[str, Any] | None = None
+        if status is ExecutionStatus.COMPLETED:
+            done = [
+                (st.ended_at or self.now, self.graph.position(sid), st)
+                for sid, st in self.state.steps.items()
+                if st.status is StepStatus.COMPLETED
+            ]
+            if done:
+                last = max(done, key=lambda item: (item[0], item[1]))[2]
+                output, structured = last.output, last.structured
+        error = self.state.error
+        if status is ExecutionStatus.CANCELLED:
+            code, message = errors.CANCELLED, self.state.cancel_reason or "cancelled"
+        else:
+            code = error.code if error is not None else ""
+            message = error.message if error is not None else ""
+        self.commands.append(
+            NotifyParent(
+                key=f"{self.state.execution_id}/parent/{status}/{self.now.isoformat()}",
+                parent_execution_id=parent.execution_id,
+                request=parent.request,
+                child_execution_id=self.state.execution_id,
+                status=str(status),
+                output=output,
+                structured=structured,
+                cost=self.state.total_cost,
+                error_code=code,
+                error_message=message,
+            )
+        )
 
     def _start_step_timeout(self, step: Step, st: StepState, ref: StepRef) -> None:
         if step.timeout is not None:
@@ -575,6 +649,8 @@ class Run:
                 self.commands.append(CancelApproval(st.request, reason))
             elif kind is StepKind.WAIT_FOR_MESSAGE:
                 self.commands.append(CloseMessageSubscription(st.request))
+            elif kind is StepKind.SUB_PROCESS:
+                self.commands.append(CancelChildExecution(st.request, reason))
             else:
                 self.commands.append(CancelWork(st.request, reason))
             st.request = ""
@@ -624,6 +700,7 @@ class Run:
                 occur_time=self.now,
             )
         )
+        self.tell_parent()
 
     # ------------------------------------------------------------ pause/finish
 
@@ -654,6 +731,7 @@ class Run:
                 occur_time=self.now,
             )
         )
+        self.tell_parent()
 
     # ------------------------------------------------------------------ loops
 

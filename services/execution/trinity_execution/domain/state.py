@@ -118,6 +118,8 @@ class StepState:
     timeout_timer: str = ""
     awaited_key: str = ""
     """For a waiting wait_for_message step: its rendered correlation key."""
+    child: str = ""
+    """For a sub_process step: the child execution of its latest attempt."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def move(self, to: StepStatus) -> None:
@@ -199,6 +201,8 @@ class StepState:
             data["timeout_timer"] = self.timeout_timer
         if self.awaited_key:
             data["awaited_key"] = self.awaited_key
+        if self.child:
+            data["child"] = self.child
         if self.error is not None:
             data["error"] = self.error.to_dict()
         if self.routes:
@@ -233,6 +237,7 @@ class StepState:
             timer=data.get("timer", ""),
             timeout_timer=data.get("timeout_timer", ""),
             awaited_key=data.get("awaited_key", ""),
+            child=data.get("child", ""),
             history=list(data.get("history", ())),
         )
 
@@ -243,6 +248,35 @@ _STEP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StepState))
 
 def _new_step() -> StepState:
     return object.__new__(StepState)
+
+
+@dataclass(frozen=True)
+class ParentLink:
+    """Where a child execution came from: the parent's sub_process step attempt."""
+
+    execution_id: str
+    step_id: str
+    request: str
+    """The parent step attempt's request key (the child's end answers it)."""
+    depth: int = 1
+    """How deep in sub-processes the child runs (a child of a top-level execution: 1)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "step_id": self.step_id,
+            "request": self.request,
+            "depth": self.depth,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParentLink:
+        return cls(
+            str(data["execution_id"]),
+            str(data["step_id"]),
+            str(data["request"]),
+            int(data.get("depth", 1)),
+        )
 
 
 @dataclass(slots=True)
@@ -280,6 +314,8 @@ class ExecutionState:
     cancel_reason: str = ""
     paused_by: str = ""
     pause_reason: str = ""
+    parent: ParentLink | None = None
+    """For a child execution: the sub_process step attempt that started it."""
 
     def step(self, step_id: str) -> StepState:
         """The step's state (a pristine pending one, not stored, when nothing happened yet)."""
@@ -367,6 +403,8 @@ class ExecutionState:
         ):
             if getattr(self, name):
                 data[name] = getattr(self, name)
+        if self.parent is not None:
+            data["parent"] = self.parent.to_dict()
         return data
 
     @classmethod
@@ -401,6 +439,7 @@ class ExecutionState:
             cancel_reason=data.get("cancel_reason", ""),
             paused_by=data.get("paused_by", ""),
             pause_reason=data.get("pause_reason", ""),
+            parent=ParentLink.from_dict(data["parent"]) if data.get("parent") else None,
         )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_execution import domain as d
 from trinity_execution.infrastructure import translate
+from trinity_execution.infrastructure.children import dispatch_of
 from trinity_execution.infrastructure.fact_log import append_facts
 from trinity_execution.infrastructure.message_store import close_subscription, open_subscription
 from trinity_execution.infrastructure.repository import ExecutionRow, save_execution
@@ -44,6 +45,10 @@ class Written:
 def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[str, object] | None:
     payload: Message
     target: str | None
+    local = dispatch_of(command)
+    if local is not None:
+        kind, key, data, target = local
+        return _row(kind, key, data, target, execution_id, now)
     match command:
         case d.RequestWork():
             kind, payload, target = REQUEST_WORK, translate.request_work(command), None
@@ -55,11 +60,18 @@ def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[
             kind, payload, target = CANCEL_APPROVAL, translate.cancel_approval(command), command.key
         case _:
             return None
+    data = payload.SerializeToString(deterministic=True)
+    return _row(kind, payload.request_id, data, target, execution_id, now)
+
+
+def _row(
+    kind: str, key: str, payload: bytes, target: str | None, execution_id: str, now: datetime
+) -> dict[str, object]:
     return {
-        "key": payload.request_id,
+        "key": key,
         "execution_id": execution_id,
         "kind": kind,
-        "payload": payload.SerializeToString(deterministic=True),
+        "payload": payload,
         "status": "pending",
         "attempts": 0,
         "next_attempt_at": now,

@@ -111,6 +111,8 @@ def fact_to_proto(fact: d.Fact) -> Message:
                 triggered_by=fact.triggered_by,
                 trigger_kind=TRIGGER_KINDS[fact.trigger_kind],
                 input=struct(fact.input),
+                parent_execution_id=fact.parent_execution_id,
+                parent_step_id=fact.parent_step_id,
             )
         case d.ProcessCompleted():
             return pb.ProcessCompleted(
@@ -359,6 +361,7 @@ def step_view(
     if step.awaited_key and isinstance(config, WaitForMessageConfig):
         view.awaited_message.message_name = config.message
         view.awaited_message.correlation_key = step.awaited_key
+    view.child_execution_id = step.child
     return view
 
 
@@ -396,6 +399,10 @@ def execution_view(
         cancel_reason=state.cancel_reason,
         cancelled_by=state.cancelled_by,
     )
+    if state.parent is not None:
+        view.parent_execution_id = state.parent.execution_id
+        view.parent_step_id = state.parent.step_id
+        view.depth = state.parent.depth
     if with_steps:
         view.steps.extend(step_view(process, s.id, state.step(s.id)) for s in spec.steps)
     return view

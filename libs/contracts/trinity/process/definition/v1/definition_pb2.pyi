@@ -420,6 +420,7 @@ class Step(_message.Message):
     NOTIFICATION_FIELD_NUMBER: _builtins.int
     TOOL_RUN_FIELD_NUMBER: _builtins.int
     WAIT_FOR_MESSAGE_FIELD_NUMBER: _builtins.int
+    SUB_PROCESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id within the process, referenced by depends_on and gateway routes."""
     name: _builtins.str
@@ -458,6 +459,8 @@ class Step(_message.Message):
     def tool_run(self) -> Global___ToolRun: ...
     @_builtins.property
     def wait_for_message(self) -> Global___WaitForMessage: ...
+    @_builtins.property
+    def sub_process(self) -> Global___SubProcess: ...
     def __init__(
         self,
         *,
@@ -476,16 +479,74 @@ class Step(_message.Message):
         notification: Global___Notification | None = ...,
         tool_run: Global___ToolRun | None = ...,
         wait_for_message: Global___WaitForMessage | None = ...,
+        sub_process: Global___SubProcess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "gateway", b"gateway", "human_approval", b"human_approval", "kind", b"kind", "notification", b"notification", "retry", b"retry", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "gateway", b"gateway", "human_approval", b"human_approval", "kind", b"kind", "notification", b"notification", "retry", b"retry", "sub_process", b"sub_process", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "condition", b"condition", "depends_on", b"depends_on", "gateway", b"gateway", "human_approval", b"human_approval", "id", b"id", "informed", b"informed", "kind", b"kind", "name", b"name", "notification", b"notification", "on_failure", b"on_failure", "retry", b"retry", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "condition", b"condition", "depends_on", b"depends_on", "gateway", b"gateway", "human_approval", b"human_approval", "id", b"id", "informed", b"informed", "kind", b"kind", "name", b"name", "notification", b"notification", "on_failure", b"on_failure", "retry", b"retry", "sub_process", b"sub_process", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_task", "human_approval", "gateway", "timer", "notification", "tool_run", "wait_for_message"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_task", "human_approval", "gateway", "timer", "notification", "tool_run", "wait_for_message", "sub_process"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Step: _TypeAlias = Step  # noqa: Y015
+
+@_typing.final
+class SubProcess(_message.Message):
+    """SubProcess runs another published process as a child execution and waits for its end.
+    The child's last completed step's output becomes this step's output; the child failing
+    or being cancelled fails this step's attempt (CHILD_EXECUTION_FAILED, retry policy applies).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class InputEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PROCESS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    process: _builtins.str
+    """The published process to run (not this process itself)."""
+    version: _builtins.str
+    """Its version (MAJOR.MINOR); empty runs the latest published version."""
+    @_builtins.property
+    def input(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The child's input: name → template. An input the child declares with a non-string
+        type is read as JSON.
+        """
+
+    def __init__(
+        self,
+        *,
+        process: _builtins.str = ...,
+        version: _builtins.str = ...,
+        input: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "process", b"process", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubProcess: _TypeAlias = SubProcess  # noqa: Y015
 
 @_typing.final
 class AgentTask(_message.Message):

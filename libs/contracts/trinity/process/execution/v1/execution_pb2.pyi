@@ -95,6 +95,7 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     STEP_KIND_NOTIFICATION: _StepKind.ValueType  # 5
     STEP_KIND_TOOL_RUN: _StepKind.ValueType  # 6
     STEP_KIND_WAIT_FOR_MESSAGE: _StepKind.ValueType  # 7
+    STEP_KIND_SUB_PROCESS: _StepKind.ValueType  # 8
 
 class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
     """StepKind is the kind of a step, as in the definition."""
@@ -107,6 +108,7 @@ STEP_KIND_TIMER: StepKind.ValueType  # 4
 STEP_KIND_NOTIFICATION: StepKind.ValueType  # 5
 STEP_KIND_TOOL_RUN: StepKind.ValueType  # 6
 STEP_KIND_WAIT_FOR_MESSAGE: StepKind.ValueType  # 7
+STEP_KIND_SUB_PROCESS: StepKind.ValueType  # 8
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 
 class _TriggerKind:
@@ -208,6 +210,9 @@ class Execution(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     CANCELLED_BY_FIELD_NUMBER: _builtins.int
+    PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_STEP_ID_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     process_id: _builtins.str
     """The definition version's id, name and version."""
@@ -218,6 +223,11 @@ class Execution(_message.Message):
     trigger_kind: Global___TriggerKind.ValueType
     cancel_reason: _builtins.str
     cancelled_by: _builtins.str
+    parent_execution_id: _builtins.str
+    """For a child execution (started by a sub_process step): its parent and that step."""
+    parent_step_id: _builtins.str
+    depth: _builtins.int
+    """How deep in sub-processes this execution runs (0 for one started otherwise)."""
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -268,10 +278,13 @@ class Execution(_message.Message):
         error: _types_pb2.Failure | None = ...,
         cancel_reason: _builtins.str = ...,
         cancelled_by: _builtins.str = ...,
+        parent_execution_id: _builtins.str = ...,
+        parent_step_id: _builtins.str = ...,
+        depth: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "progress", b"progress", "start_time", b"start_time", "total_cost", b"total_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cancel_reason", b"cancel_reason", "cancelled_by", b"cancelled_by", "create_time", b"create_time", "current_step_ids", b"current_step_ids", "end_time", b"end_time", "error", b"error", "id", b"id", "input", b"input", "process_id", b"process_id", "process_name", b"process_name", "process_version", b"process_version", "progress", b"progress", "start_time", b"start_time", "status", b"status", "steps", b"steps", "total_cost", b"total_cost", "trigger_kind", b"trigger_kind", "triggered_by", b"triggered_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cancel_reason", b"cancel_reason", "cancelled_by", b"cancelled_by", "create_time", b"create_time", "current_step_ids", b"current_step_ids", "depth", b"depth", "end_time", b"end_time", "error", b"error", "id", b"id", "input", b"input", "parent_execution_id", b"parent_execution_id", "parent_step_id", b"parent_step_id", "process_id", b"process_id", "process_name", b"process_name", "process_version", b"process_version", "progress", b"progress", "start_time", b"start_time", "status", b"status", "steps", b"steps", "total_cost", b"total_cost", "trigger_kind", b"trigger_kind", "triggered_by", b"triggered_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -302,6 +315,7 @@ class StepExecution(_message.Message):
     ITERATIONS_FIELD_NUMBER: _builtins.int
     ITERATIONS_OMITTED_FIELD_NUMBER: _builtins.int
     AWAITED_MESSAGE_FIELD_NUMBER: _builtins.int
+    CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     name: _builtins.str
     kind: Global___StepKind.ValueType
@@ -316,6 +330,8 @@ class StepExecution(_message.Message):
     """For approvals: approved, rejected or needs_changes."""
     iterations_omitted: _builtins.int
     """How many earlier iterations are no longer kept (they remain in the facts stream)."""
+    child_execution_id: _builtins.str
+    """For a sub_process step: the child execution of its latest attempt."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -366,10 +382,11 @@ class StepExecution(_message.Message):
         iterations: _abc.Iterable[Global___StepIteration] | None = ...,
         iterations_omitted: _builtins.int = ...,
         awaited_message: Global___AwaitedMessage | None = ...,
+        child_execution_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["awaited_message", b"awaited_message", "cost", b"cost", "duration", b"duration", "end_time", b"end_time", "error", b"error", "next_attempt_time", b"next_attempt_time", "start_time", b"start_time", "structured_output", b"structured_output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "awaited_message", b"awaited_message", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "iterations", b"iterations", "iterations_omitted", b"iterations_omitted", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "awaited_message", b"awaited_message", "child_execution_id", b"child_execution_id", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "iterations", b"iterations", "iterations_omitted", b"iterations_omitted", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,8 +35,13 @@ class ProcessStarted(_message.Message):
     TRIGGER_KIND_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PARENT_STEP_ID_FIELD_NUMBER: _builtins.int
     triggered_by: _builtins.str
     trigger_kind: _execution_pb2.TriggerKind.ValueType
+    parent_execution_id: _builtins.str
+    """For a child execution: the parent execution and its sub_process step."""
+    parent_step_id: _builtins.str
     @_builtins.property
     def execution(self) -> _execution_pb2.ExecutionRef: ...
     @_builtins.property
@@ -51,10 +56,12 @@ class ProcessStarted(_message.Message):
         trigger_kind: _execution_pb2.TriggerKind.ValueType = ...,
         input: _struct_pb2.Struct | None = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        parent_execution_id: _builtins.str = ...,
+        parent_step_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "input", b"input", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "input", b"input", "occur_time", b"occur_time", "trigger_kind", b"trigger_kind", "triggered_by", b"triggered_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "input", b"input", "occur_time", b"occur_time", "parent_execution_id", b"parent_execution_id", "parent_step_id", b"parent_step_id", "trigger_kind", b"trigger_kind", "triggered_by", b"triggered_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
