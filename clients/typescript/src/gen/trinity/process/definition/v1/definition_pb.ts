@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/definition/v1/definition.proto.
  */
 export const file_trinity_process_definition_v1_definition: GenFile = /*@__PURE__*/
-  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiAQKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkSPwoGaW5wdXRzGAkgAygLMi8udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSW5wdXREZWNsYXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4BChBJbnB1dERlY2xhcmF0aW9uEgwKBG5hbWUYASABKAkSNgoEdHlwZRgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgDIAEoCBItCg1kZWZhdWx0X3ZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAUgASgJItAFCgRTdGVwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKZGVwZW5kc19vbhgDIAMoCRIRCgljb25kaXRpb24YBCABKAkSOQoFcmV0cnkYBSABKAsyKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEkAKCm9uX2ZhaWx1cmUYByABKA4yLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5GYWlsdXJlQWN0aW9uEhAKCGluZm9ybWVkGAggAygJEj4KCmFnZW50X3Rhc2sYCiABKAsyKC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5BZ2VudFRhc2tIABJGCg5odW1hbl9hcHByb3ZhbBgLIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkh1bWFuQXBwcm92YWxIABI5CgdnYXRld2F5GAwgASgLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheUgAEjUKBXRpbWVyGA0gASgLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVGltZXJIABJDCgxub3RpZmljYXRpb24YDiABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ob3RpZmljYXRpb25IABI6Cgh0b29sX3J1bhgPIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW5IABJJChB3YWl0X2Zvcl9tZXNzYWdlGBAgASgLMi0udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuV2FpdEZvck1lc3NhZ2VIAEIGCgRraW5kIl8KCUFnZW50VGFzaxINCgVhZ2VudBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCG1heF9jb3N0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leSKPAgoNSHVtYW5BcHByb3ZhbBIRCglhcHByb3ZlcnMYASADKAkSPAoKb25fdGltZW91dBgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuVGltZW91dEFjdGlvbhIRCglhcnRpZmFjdHMYAyADKAkSDQoFdGl0bGUYBCABKAkSNAoRcmVtaW5kZXJfaW50ZXJ2YWwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNbWF4X3JlbWluZGVycxgGIAEoDRI+Cglvbl9yZWplY3QYByABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZWplY3RBY3Rpb24ieQoHR2F0ZXdheRI4CgR0eXBlGAEgASgOMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheVR5cGUSNAoGcm91dGVzGAIgAygLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUm91dGUiVgoFUm91dGUSDgoGdGFyZ2V0GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhYKDm1heF9pdGVyYXRpb25zGAQgASgNImEKBVRpbWVyEi0KCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uSAASDwoFdW50aWwYAiABKAlIABIQCgh0aW1lem9uZRgDIAEoCUIGCgR3YWl0InUKDE5vdGlmaWNhdGlvbhIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkivAEKB1Rvb2xSdW4SNQoGYWN0aW9uGAEgASgOMiUudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5BY3Rpb25LaW5kEkgKCWFyZ3VtZW50cxgCIAMoCzI1LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW4uQXJndW1lbnRzRW50cnkaMAoOQXJndW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoOV2FpdEZvck1lc3NhZ2USDwoHbWVzc2FnZRgBIAEoCRIXCg9jb3JyZWxhdGlvbl9rZXkYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIRCglrZXlfZmllbGQYBCABKAkSRwoKb25fdGltZW91dBgFIAEoDjIzLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1lc3NhZ2VUaW1lb3V0QWN0aW9uItMBCgdUcmlnZ2VyEj4KBm1hbnVhbBgBIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1hbnVhbFRyaWdnZXJIABJCCghzY2hlZHVsZRgCIAEoCzIuLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlNjaGVkdWxlVHJpZ2dlckgAEjwKBWV2ZW50GAMgASgLMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuRXZlbnRUcmlnZ2VySABCBgoEa2luZCIPCg1NYW51YWxUcmlnZ2VyIlkKD1NjaGVkdWxlVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJEiYKBWlucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIfCgxFdmVudFRyaWdnZXISDwoHc3ViamVjdBgBIAEoCSJvCgZPdXRwdXQSMwoHY2hhbm5lbBgBIAEoDjIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuQ2hhbm5lbBIOCgZ0YXJnZXQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJInsKBkJ1ZGdldBIvCgVsaW1pdBgBIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSQAoLb25fZXhjZWVkZWQYAiABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5CdWRnZXRBY3Rpb24iwAEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoDRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYmFja29mZl9tdWx0aXBsaWVyGAMgASgBEi4KC21heF9iYWNrb2ZmGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE25vbl9yZXRyeWFibGVfY29kZXMYBSADKAkiLwoJVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJKpMBChBEZWZpbml0aW9uU3RhdHVzEiEKHURFRklOSVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVGSU5JVElPTl9TVEFUVVNfRFJBRlQQARIfChtERUZJTklUSU9OX1NUQVRVU19QVUJMSVNIRUQQAhIeChpERUZJTklUSU9OX1NUQVRVU19BUkNISVZFRBADKn4KC0dhdGV3YXlUeXBlEhwKGEdBVEVXQVlfVFlQRV9VTlNQRUNJRklFRBAAEhoKFkdBVEVXQVlfVFlQRV9FWENMVVNJVkUQARIZChVHQVRFV0FZX1RZUEVfUEFSQUxMRUwQAhIaChZHQVRFV0FZX1RZUEVfSU5DTFVTSVZFEAMqZQoNRmFpbHVyZUFjdGlvbhIeChpGQUlMVVJFX0FDVElPTl9VTlNQRUNJRklFRBAAEhcKE0ZBSUxVUkVfQUNUSU9OX0ZBSUwQARIbChdGQUlMVVJFX0FDVElPTl9DT05USU5VRRACKmEKDFJlamVjdEFjdGlvbhIdChlSRUpFQ1RfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSUkVKRUNUX0FDVElPTl9GQUlMEAESGgoWUkVKRUNUX0FDVElPTl9DT05USU5VRRACKl4KDEJ1ZGdldEFjdGlvbhIdChlCVURHRVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSQlVER0VUX0FDVElPTl9GQUlMEAESFwoTQlVER0VUX0FDVElPTl9QQVVTRRACKrIBCglJbnB1dFR5cGUSGgoWSU5QVVRfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUlOUFVUX1RZUEVfU1RSSU5HEAESFgoSSU5QVVRfVFlQRV9JTlRFR0VSEAISFQoRSU5QVVRfVFlQRV9OVU1CRVIQAxIWChJJTlBVVF9UWVBFX0JPT0xFQU4QBBIVChFJTlBVVF9UWVBFX09CSkVDVBAFEhQKEElOUFVUX1RZUEVfQVJSQVkQBiqEAQoUTWVzc2FnZVRpbWVvdXRBY3Rpb24SJgoiTUVTU0FHRV9USU1FT1VUX0FDVElPTl9VTlNQRUNJRklFRBAAEh8KG01FU1NBR0VfVElNRU9VVF9BQ1RJT05fRkFJTBABEiMKH01FU1NBR0VfVElNRU9VVF9BQ1RJT05fQ09OVElOVUUQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
+  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiAQKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkSPwoGaW5wdXRzGAkgAygLMi8udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSW5wdXREZWNsYXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4BChBJbnB1dERlY2xhcmF0aW9uEgwKBG5hbWUYASABKAkSNgoEdHlwZRgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgDIAEoCBItCg1kZWZhdWx0X3ZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAUgASgJIpIGCgRTdGVwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKZGVwZW5kc19vbhgDIAMoCRIRCgljb25kaXRpb24YBCABKAkSOQoFcmV0cnkYBSABKAsyKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEkAKCm9uX2ZhaWx1cmUYByABKA4yLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5GYWlsdXJlQWN0aW9uEhAKCGluZm9ybWVkGAggAygJEj4KCmFnZW50X3Rhc2sYCiABKAsyKC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5BZ2VudFRhc2tIABJGCg5odW1hbl9hcHByb3ZhbBgLIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkh1bWFuQXBwcm92YWxIABI5CgdnYXRld2F5GAwgASgLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheUgAEjUKBXRpbWVyGA0gASgLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVGltZXJIABJDCgxub3RpZmljYXRpb24YDiABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ob3RpZmljYXRpb25IABI6Cgh0b29sX3J1bhgPIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW5IABJJChB3YWl0X2Zvcl9tZXNzYWdlGBAgASgLMi0udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuV2FpdEZvck1lc3NhZ2VIABJACgtzdWJfcHJvY2VzcxgRIAEoCzIpLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlN1YlByb2Nlc3NIAEIGCgRraW5kIqEBCgpTdWJQcm9jZXNzEg8KB3Byb2Nlc3MYASABKAkSDwoHdmVyc2lvbhgCIAEoCRJDCgVpbnB1dBgDIAMoCzI0LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlN1YlByb2Nlc3MuSW5wdXRFbnRyeRosCgpJbnB1dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXwoJQWdlbnRUYXNrEg0KBWFnZW50GAEgASgJEg8KB21lc3NhZ2UYAiABKAkSMgoIbWF4X2Nvc3QYAyABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5Io8CCg1IdW1hbkFwcHJvdmFsEhEKCWFwcHJvdmVycxgBIAMoCRI8Cgpvbl90aW1lb3V0GAIgASgOMigudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5UaW1lb3V0QWN0aW9uEhEKCWFydGlmYWN0cxgDIAMoCRINCgV0aXRsZRgEIAEoCRI0ChFyZW1pbmRlcl9pbnRlcnZhbBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIVCg1tYXhfcmVtaW5kZXJzGAYgASgNEj4KCW9uX3JlamVjdBgHIAEoDjIrLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlJlamVjdEFjdGlvbiJ5CgdHYXRld2F5EjgKBHR5cGUYASABKA4yKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5HYXRld2F5VHlwZRI0CgZyb3V0ZXMYAiADKAsyJC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Sb3V0ZSJWCgVSb3V0ZRIOCgZ0YXJnZXQYASABKAkSEQoJY29uZGl0aW9uGAIgASgJEhIKCmlzX2RlZmF1bHQYAyABKAgSFgoObWF4X2l0ZXJhdGlvbnMYBCABKA0iYQoFVGltZXISLQoIZHVyYXRpb24YASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IABIPCgV1bnRpbBgCIAEoCUgAEhAKCHRpbWV6b25lGAMgASgJQgYKBHdhaXQidQoMTm90aWZpY2F0aW9uEjMKB2NoYW5uZWwYASABKA4yIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLkNoYW5uZWwSDgoGdGFyZ2V0GAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDwoHc3ViamVjdBgEIAEoCSK8AQoHVG9vbFJ1bhI1CgZhY3Rpb24YASABKA4yJS50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLkFjdGlvbktpbmQSSAoJYXJndW1lbnRzGAIgAygLMjUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVG9vbFJ1bi5Bcmd1bWVudHNFbnRyeRowCg5Bcmd1bWVudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcBCg5XYWl0Rm9yTWVzc2FnZRIPCgdtZXNzYWdlGAEgASgJEhcKD2NvcnJlbGF0aW9uX2tleRgCIAEoCRIPCgdzdWJqZWN0GAMgASgJEhEKCWtleV9maWVsZBgEIAEoCRJHCgpvbl90aW1lb3V0GAUgASgOMjMudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuTWVzc2FnZVRpbWVvdXRBY3Rpb24i0wEKB1RyaWdnZXISPgoGbWFudWFsGAEgASgLMiwudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuTWFudWFsVHJpZ2dlckgAEkIKCHNjaGVkdWxlGAIgASgLMi4udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuU2NoZWR1bGVUcmlnZ2VySAASPAoFZXZlbnQYAyABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5FdmVudFRyaWdnZXJIAEIGCgRraW5kIg8KDU1hbnVhbFRyaWdnZXIiWQoPU2NoZWR1bGVUcmlnZ2VyEgwKBGNyb24YASABKAkSEAoIdGltZXpvbmUYAiABKAkSJgoFaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ih8KDEV2ZW50VHJpZ2dlchIPCgdzdWJqZWN0GAEgASgJIm8KBk91dHB1dBIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkiewoGQnVkZ2V0Ei8KBWxpbWl0GAEgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRJACgtvbl9leGNlZWRlZBgCIAEoDjIrLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldEFjdGlvbiLAAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgNEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYAyABKAESLgoLbWF4X2JhY2tvZmYYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTbm9uX3JldHJ5YWJsZV9jb2RlcxgFIAMoCSIvCglWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkqkwEKEERlZmluaXRpb25TdGF0dXMSIQodREVGSU5JVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdERUZJTklUSU9OX1NUQVRVU19EUkFGVBABEh8KG0RFRklOSVRJT05fU1RBVFVTX1BVQkxJU0hFRBACEh4KGkRFRklOSVRJT05fU1RBVFVTX0FSQ0hJVkVEEAMqfgoLR2F0ZXdheVR5cGUSHAoYR0FURVdBWV9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWR0FURVdBWV9UWVBFX0VYQ0xVU0lWRRABEhkKFUdBVEVXQVlfVFlQRV9QQVJBTExFTBACEhoKFkdBVEVXQVlfVFlQRV9JTkNMVVNJVkUQAyplCg1GYWlsdXJlQWN0aW9uEh4KGkZBSUxVUkVfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFwoTRkFJTFVSRV9BQ1RJT05fRkFJTBABEhsKF0ZBSUxVUkVfQUNUSU9OX0NPTlRJTlVFEAIqYQoMUmVqZWN0QWN0aW9uEh0KGVJFSkVDVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIWChJSRUpFQ1RfQUNUSU9OX0ZBSUwQARIaChZSRUpFQ1RfQUNUSU9OX0NPTlRJTlVFEAIqXgoMQnVkZ2V0QWN0aW9uEh0KGUJVREdFVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIWChJCVURHRVRfQUNUSU9OX0ZBSUwQARIXChNCVURHRVRfQUNUSU9OX1BBVVNFEAIqsgEKCUlucHV0VHlwZRIaChZJTlBVVF9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRSU5QVVRfVFlQRV9TVFJJTkcQARIWChJJTlBVVF9UWVBFX0lOVEVHRVIQAhIVChFJTlBVVF9UWVBFX05VTUJFUhADEhYKEklOUFVUX1RZUEVfQk9PTEVBThAEEhUKEUlOUFVUX1RZUEVfT0JKRUNUEAUSFAoQSU5QVVRfVFlQRV9BUlJBWRAGKoQBChRNZXNzYWdlVGltZW91dEFjdGlvbhImCiJNRVNTQUdFX1RJTUVPVVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASHwobTUVTU0FHRV9USU1FT1VUX0FDVElPTl9GQUlMEAESIwofTUVTU0FHRV9USU1FT1VUX0FDVElPTl9DT05USU5VRRACYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
 
 /**
  * ProcessDefinition is one version of a process: a draft, or a published
@@ -334,6 +334,12 @@ export type Step = Message<"trinity.process.definition.v1.Step"> & {
      */
     value: WaitForMessage;
     case: "waitForMessage";
+  } | {
+    /**
+     * @generated from field: trinity.process.definition.v1.SubProcess sub_process = 17;
+     */
+    value: SubProcess;
+    case: "subProcess";
   } | { case: undefined; value?: undefined };
 };
 
@@ -343,6 +349,44 @@ export type Step = Message<"trinity.process.definition.v1.Step"> & {
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
   messageDesc(file_trinity_process_definition_v1_definition, 3);
+
+/**
+ * SubProcess runs another published process as a child execution and waits for its end.
+ * The child's last completed step's output becomes this step's output; the child failing
+ * or being cancelled fails this step's attempt (CHILD_EXECUTION_FAILED, retry policy applies).
+ *
+ * @generated from message trinity.process.definition.v1.SubProcess
+ */
+export type SubProcess = Message<"trinity.process.definition.v1.SubProcess"> & {
+  /**
+   * The published process to run (not this process itself).
+   *
+   * @generated from field: string process = 1;
+   */
+  process: string;
+
+  /**
+   * Its version (MAJOR.MINOR); empty runs the latest published version.
+   *
+   * @generated from field: string version = 2;
+   */
+  version: string;
+
+  /**
+   * The child's input: name → template. An input the child declares with a non-string
+   * type is read as JSON.
+   *
+   * @generated from field: map<string, string> input = 3;
+   */
+  input: { [key: string]: string };
+};
+
+/**
+ * Describes the message trinity.process.definition.v1.SubProcess.
+ * Use `create(SubProcessSchema)` to create a new message.
+ */
+export const SubProcessSchema: GenMessage<SubProcess> = /*@__PURE__*/
+  messageDesc(file_trinity_process_definition_v1_definition, 4);
 
 /**
  * AgentTask asks a named agent to do a task.
@@ -377,7 +421,7 @@ export type AgentTask = Message<"trinity.process.definition.v1.AgentTask"> & {
  * Use `create(AgentTaskSchema)` to create a new message.
  */
 export const AgentTaskSchema: GenMessage<AgentTask> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 4);
+  messageDesc(file_trinity_process_definition_v1_definition, 5);
 
 /**
  * HumanApproval waits for a decision of one of the approvers.
@@ -439,7 +483,7 @@ export type HumanApproval = Message<"trinity.process.definition.v1.HumanApproval
  * Use `create(HumanApprovalSchema)` to create a new message.
  */
 export const HumanApprovalSchema: GenMessage<HumanApproval> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 5);
+  messageDesc(file_trinity_process_definition_v1_definition, 6);
 
 /**
  * Gateway routes the flow to one or more target steps.
@@ -465,7 +509,7 @@ export type Gateway = Message<"trinity.process.definition.v1.Gateway"> & {
  * Use `create(GatewaySchema)` to create a new message.
  */
 export const GatewaySchema: GenMessage<Gateway> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 6);
+  messageDesc(file_trinity_process_definition_v1_definition, 7);
 
 /**
  * Route is one way out of a gateway.
@@ -507,7 +551,7 @@ export type Route = Message<"trinity.process.definition.v1.Route"> & {
  * Use `create(RouteSchema)` to create a new message.
  */
 export const RouteSchema: GenMessage<Route> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 7);
+  messageDesc(file_trinity_process_definition_v1_definition, 8);
 
 /**
  * Timer waits for a duration, or until a wall-clock time in a timezone.
@@ -549,7 +593,7 @@ export type Timer = Message<"trinity.process.definition.v1.Timer"> & {
  * Use `create(TimerSchema)` to create a new message.
  */
 export const TimerSchema: GenMessage<Timer> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 8);
+  messageDesc(file_trinity_process_definition_v1_definition, 9);
 
 /**
  * Notification sends a message on a channel.
@@ -589,7 +633,7 @@ export type Notification = Message<"trinity.process.definition.v1.Notification">
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 9);
+  messageDesc(file_trinity_process_definition_v1_definition, 10);
 
 /**
  * ToolRun runs a tool of an allow-listed action kind on an executor.
@@ -615,7 +659,7 @@ export type ToolRun = Message<"trinity.process.definition.v1.ToolRun"> & {
  * Use `create(ToolRunSchema)` to create a new message.
  */
 export const ToolRunSchema: GenMessage<ToolRun> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 10);
+  messageDesc(file_trinity_process_definition_v1_definition, 11);
 
 /**
  * WaitForMessage waits until a message from outside arrives for this execution: sent
@@ -669,7 +713,7 @@ export type WaitForMessage = Message<"trinity.process.definition.v1.WaitForMessa
  * Use `create(WaitForMessageSchema)` to create a new message.
  */
 export const WaitForMessageSchema: GenMessage<WaitForMessage> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 11);
+  messageDesc(file_trinity_process_definition_v1_definition, 12);
 
 /**
  * Trigger is what starts an execution.
@@ -706,7 +750,7 @@ export type Trigger = Message<"trinity.process.definition.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 12);
+  messageDesc(file_trinity_process_definition_v1_definition, 13);
 
 /**
  * ManualTrigger: started by TriggerProcess.
@@ -721,7 +765,7 @@ export type ManualTrigger = Message<"trinity.process.definition.v1.ManualTrigger
  * Use `create(ManualTriggerSchema)` to create a new message.
  */
 export const ManualTriggerSchema: GenMessage<ManualTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 13);
+  messageDesc(file_trinity_process_definition_v1_definition, 14);
 
 /**
  * ScheduleTrigger: started at each fire time of a cron expression.
@@ -756,7 +800,7 @@ export type ScheduleTrigger = Message<"trinity.process.definition.v1.ScheduleTri
  * Use `create(ScheduleTriggerSchema)` to create a new message.
  */
 export const ScheduleTriggerSchema: GenMessage<ScheduleTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 14);
+  messageDesc(file_trinity_process_definition_v1_definition, 15);
 
 /**
  * EventTrigger: started by a NATS message on a matching subject.
@@ -777,7 +821,7 @@ export type EventTrigger = Message<"trinity.process.definition.v1.EventTrigger">
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 15);
+  messageDesc(file_trinity_process_definition_v1_definition, 16);
 
 /**
  * Output is where an execution's result is delivered when it completes.
@@ -815,7 +859,7 @@ export type Output = Message<"trinity.process.definition.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 16);
+  messageDesc(file_trinity_process_definition_v1_definition, 17);
 
 /**
  * Budget limits the total cost of one execution.
@@ -839,7 +883,7 @@ export type Budget = Message<"trinity.process.definition.v1.Budget"> & {
  * Use `create(BudgetSchema)` to create a new message.
  */
 export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 17);
+  messageDesc(file_trinity_process_definition_v1_definition, 18);
 
 /**
  * RetryPolicy says how a failed step attempt is retried.
@@ -888,7 +932,7 @@ export type RetryPolicy = Message<"trinity.process.definition.v1.RetryPolicy"> &
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 18);
+  messageDesc(file_trinity_process_definition_v1_definition, 19);
 
 /**
  * Violation is one problem found by validation, with the path to the offending element.
@@ -914,7 +958,7 @@ export type Violation = Message<"trinity.process.definition.v1.Violation"> & {
  * Use `create(ViolationSchema)` to create a new message.
  */
 export const ViolationSchema: GenMessage<Violation> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 19);
+  messageDesc(file_trinity_process_definition_v1_definition, 20);
 
 /**
  * DefinitionStatus is the lifecycle of one version of a process definition.
