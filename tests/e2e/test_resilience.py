@@ -7,6 +7,7 @@ timers pending and the replicas both poll them: each must fire exactly once.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from trinity.process.definition.v1 import definition_service_pb2
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
+from trinity.process.execution.v1 import facts_pb2 as execution_facts
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity_platform.envelope import decode
@@ -169,3 +171,81 @@ async def test_two_execution_replicas_on_postgres_run_100_executions_once(
         await wait_all_completed(stubs[1], ids, timeout=180)
     await asyncio.sleep(1.0)
     await assert_each_step_ran_once(stream_reader, ids)
+
+
+PARENT = """
+name: calls-child
+steps:
+  - id: call
+    sub_process: {process: child-once, input: {n: "{{ input.n }}"}}
+"""
+CHILD = """
+name: child-once
+steps:
+  - id: only
+    agent_task: {agent: worker, message: "child {{ input.n }}"}
+"""
+
+
+@pytest.mark.parametrize("suite_database", ["sqlite"], indirect=True)
+async def test_kill_9_with_child_starts_in_flight_starts_one_child_each(
+    make_suite, stream_reader, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The execution service is killed while parents start children; then every child
+    start is made to look unfinished (its dispatch pending again, as if the crash came
+    between starting the child and recording it), so each is sent again after the
+    restart. Every parent still gets exactly one child."""
+    suite = make_suite(executor_config=executor_config(tmp_path, "100ms"))
+    suite.start()
+    await asyncio.to_thread(suite.wait_healthy, 90)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{suite.ports['definition']}") as channel:
+        stub = DefinitionServiceStub(channel)
+        for index, text in enumerate((CHILD, PARENT)):
+            draft = await stub.CreateDraft(
+                definition_service_pb2.CreateDraftRequest(
+                    request_id=f"d{index}", spec=spec_to_proto(parse_process(text))
+                )
+            )
+            await stub.PublishDefinition(
+                definition_service_pb2.PublishDefinitionRequest(
+                    request_id=f"p{index}", definition_id=draft.definition.id
+                )
+            )
+    target = f"127.0.0.1:{suite.ports['execution']}"
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = ExecutionServiceStub(channel)
+        ids = []
+        for index in range(20):
+            request = execution_service_pb2.TriggerProcessRequest(
+                request_id=f"parent-{index}", process_name="calls-child"
+            )
+            request.input.update({"n": index})
+            ids.append((await stub.TriggerProcess(request)).execution.id)
+        deadline = time.monotonic() + 180
+        while (await statuses(stub, ids))[execution_pb2.EXECUTION_STATUS_COMPLETED] < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    suite.kill("execution")
+    with sqlite3.connect(suite.data_dir / "execution.db") as db:
+        resent = db.execute(
+            "UPDATE dispatches SET status = 'pending', next_attempt_at = created_at"
+            " WHERE kind = 'start_child_execution' AND status = 'done'"
+        ).rowcount
+    assert resent >= 3
+    suite.start_service("execution")
+    await asyncio.to_thread(suite.wait_serving, suite.ports["execution"], "execution")
+    async with grpc.aio.insecure_channel(target) as channel:
+        await wait_all_completed(ExecutionServiceStub(channel), ids, timeout=120)
+    with sqlite3.connect(suite.data_dir / "execution.db") as db:
+        sent_again = db.execute(
+            "SELECT count(*) FROM dispatches"
+            " WHERE kind = 'start_child_execution' AND status = 'done' AND attempts >= 2"
+        ).fetchone()[0]
+    assert sent_again >= resent  # each start was really sent a second time
+    await asyncio.sleep(1.0)  # let the relay publish the last facts
+    children: Counter[str] = Counter()
+    for envelope in await stream_reader("TRINITY_PROCESS_EXECUTION_FACTS"):
+        fact = decode(envelope)
+        if isinstance(fact, execution_facts.ProcessStarted) and fact.parent_execution_id:
+            children[fact.parent_execution_id] += 1
+    assert children == Counter(dict.fromkeys(ids, 1))
