@@ -17,6 +17,7 @@ from trinity_platform.metrics import Sample
 from trinity_process_model.model import Step
 
 _ACTIVE = ("pending", "running", "paused")
+_dispatch_kinds = {"request_work", "request_approval", "cancel_work", "cancel_approval"}
 
 
 def observe_facts(facts: Iterable[f.Fact], steps: Mapping[str, Step]) -> None:
@@ -81,7 +82,9 @@ def samples(engine: AsyncEngine) -> list[Sample]:
                 .group_by(dispatches.c.kind)
             )
             counts: dict[str, int] = dict(rows.tuples().all())
-        for kind in ("request_work", "request_approval", "cancel_work", "cancel_approval"):
+        # Every kind seen once keeps its series (back to 0 when drained).
+        _dispatch_kinds.update(counts)
+        for kind in _dispatch_kinds:
             metrics.DISPATCH_BACKLOG.labels(kind).set(counts.get(kind, 0))
 
     return [executions_by_status, timers_due, dispatch_backlog]
