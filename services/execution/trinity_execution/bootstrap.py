@@ -4,7 +4,7 @@ JetStream, the other services and the gRPC API. No I/O until the runtime starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
 from trinity.process.execution.v1 import execution_service_pb2_grpc
@@ -19,7 +19,7 @@ from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.infrastructure.children import child_senders
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
 from trinity_execution.infrastructure.definition_facts import definition_consumer
-from trinity_execution.infrastructure.dispatcher import Dispatcher
+from trinity_execution.infrastructure.dispatcher import DISPATCHES, execution_dispatcher
 from trinity_execution.infrastructure.event_triggers import EventTriggers
 from trinity_execution.infrastructure.fact_consumers import consumer_specs
 from trinity_execution.infrastructure.housekeeping import DEFAULT_RETENTION, Housekeeping
@@ -31,6 +31,7 @@ from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_tim
 from trinity_platform.admission import AdmissionLimit
 from trinity_platform.channels import open_channel
 from trinity_platform.config import service_target
+from trinity_platform.dispatch import CommandDispatcher, TargetState, command_state
 from trinity_platform.runtime import ServiceRuntime
 from trinity_process_model.durations import parse_duration
 
@@ -90,7 +91,7 @@ def build() -> ServiceRuntime:
         for name in ("definition", "work", "approval")
     }
     catalog = DefinitionCatalog(channels["definition"])
-    dispatcher_ref: list[Dispatcher] = []
+    dispatcher_ref: list[CommandDispatcher] = []
     messages_ref: list[MessageDelivery] = []
     wakeups = Wakeups(
         runtime.outbox_signal.notify,
@@ -113,12 +114,18 @@ def build() -> ServiceRuntime:
     commands = ExecutionCommands(
         engine, catalog, wakeups, admission, max_depth=max_depth(os.environ)
     )
-    dispatcher = Dispatcher(
+
+    def lookup(key: str) -> Awaitable[TargetState | None]:
+        return command_state(engine, DISPATCHES, key)
+
+    dispatcher = execution_dispatcher(
         engine,
         {
-            **work_senders(channels["work"]),
-            **approval_senders(channels["approval"]),
-            **child_senders(commands.start_child, commands.cancel_child, continuation.apply),
+            **work_senders(channels["work"], lookup),
+            **approval_senders(channels["approval"], lookup),
+            **child_senders(
+                commands.start_child, commands.cancel_child, continuation.apply, lookup
+            ),
         },
         on_rejected,
     )
@@ -135,12 +142,10 @@ def build() -> ServiceRuntime:
     timers = TimerPoller(engine, fire)
 
     async def start_loops() -> None:
-        dispatcher.start()
         timers.start()
 
     async def stop_loops() -> None:
         await timers.stop()
-        await dispatcher.stop()
         for channel in channels.values():
             await channel.close()
 
@@ -160,6 +165,7 @@ def build() -> ServiceRuntime:
     runtime.on_stop(stop_loops)
     for spec in [*consumer_specs(continuation, engine), definition_consumer(engine)]:
         runtime.add_consumer(spec)
+    runtime.add_background_task("dispatcher", dispatcher.run)
     runtime.add_background_task("scheduler", scheduler.run)
     runtime.add_background_task("event-triggers", event_triggers)
     runtime.add_background_task("message-subjects", message_subjects)

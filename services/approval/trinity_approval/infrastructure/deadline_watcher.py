@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 
 from trinity_approval.application.service import ApprovalApplication
-from trinity_approval.infrastructure.tasks import raise_if_cancelled
 from trinity_platform.logs import get_logger
+from trinity_platform.loops import raise_if_cancelled
 
 _log = get_logger(__name__)
 

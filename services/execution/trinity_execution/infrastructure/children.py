@@ -25,13 +25,8 @@ from typing import Any
 
 from trinity.process.execution.v1 import execution_service_pb2 as pb
 from trinity_execution import domain as d
-from trinity_execution.infrastructure.dispatcher import (
-    DispatchContext,
-    NotYet,
-    PermanentRefusal,
-    Sender,
-)
 from trinity_execution.infrastructure.translate import cancel_key, struct
+from trinity_platform.dispatch import Dispatch, NotYet, PermanentRefusal, Sender, TargetState
 from trinity_platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from trinity_process_model.model import Money
 
@@ -88,15 +83,16 @@ def child_senders(
     start: Callable[[dict[str, Any], pb.TriggerProcessRequest], Awaitable[str]],
     cancel: Callable[[str, str, str, pb.CancelExecutionRequest], Awaitable[object]],
     continue_parent: Callable[[str, Callable[[datetime], d.Event]], Awaitable[object]],
+    lookup: Callable[[str], Awaitable[TargetState | None]],
 ) -> dict[str, Sender]:
     """The senders; ``start`` triggers (idempotently) and returns the child's id, ``cancel``
     cancels a child (parent id, child id, reason), ``continue_parent`` applies an event to
-    an execution."""
+    an execution, ``lookup`` finds where another command stands."""
 
-    async def start_child(payload: bytes, context: DispatchContext) -> str:
-        data = json.loads(payload)
+    async def start_child(row: Dispatch) -> str:
+        data = json.loads(row.payload)
         request = pb.TriggerProcessRequest(
-            request_id=context.key,
+            request_id=row.key,
             process_name=data["process"],
             version=data["version"],
             input=struct(data["input"]),
@@ -106,24 +102,25 @@ def child_senders(
         except (InvalidArgument, NotFound, FailedPrecondition) as refused:
             raise PermanentRefusal(refused.reason, refused.message) from None
 
-    async def cancel_child(payload: bytes, context: DispatchContext) -> str:
-        if context.target_key is None:
+    async def cancel_child(row: Dispatch) -> str:
+        target_key = row.extra.get("target_key")
+        if target_key is None:
             raise PermanentRefusal("NO_TARGET", "cancel without a target command")
-        target = await context.lookup_target(context.target_key)
+        target = await lookup(target_key)
         if target is None or target.status == "rejected":
             return ""  # the child never started
         if target.status != "done" or not target.result_id:
-            raise NotYet(f"{context.target_key} not accepted yet")
-        reason = json.loads(payload).get("reason") or "the parent step stopped"
+            raise NotYet(f"{target_key} not accepted yet")
+        reason = json.loads(row.payload).get("reason") or "the parent step stopped"
         request = pb.CancelExecutionRequest(
-            request_id=context.key, execution_id=target.result_id, reason=reason
+            request_id=row.key, execution_id=target.result_id, reason=reason
         )
         with contextlib.suppress(FailedPrecondition, NotFound):  # it ended: nothing to cancel
-            await cancel(context.execution_id, target.result_id, reason, request)
+            await cancel(row.aggregate_id, target.result_id, reason, request)
         return target.result_id
 
-    async def notify_parent(payload: bytes, context: DispatchContext) -> str:
-        data = json.loads(payload)
+    async def notify_parent(row: Dispatch) -> str:
+        data = json.loads(row.payload)
         cost = data.get("cost")
 
         def event(now: datetime) -> d.Event:

@@ -7,18 +7,15 @@ they wait until that command was accepted, then cancel what it created.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 
 from trinity.process.approval.v1 import approval_service_pb2
 from trinity.process.approval.v1.approval_service_pb2_grpc import ApprovalServiceStub
 from trinity.process.work.v1 import work_service_pb2
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
-from trinity_execution.infrastructure.dispatcher import (
-    DispatchContext,
-    NotYet,
-    PermanentRefusal,
-    Sender,
-)
+from trinity_platform.dispatch import Dispatch, NotYet, PermanentRefusal, Sender, TargetState
 
 REQUEST_WORK = "request_work"
 REQUEST_APPROVAL = "request_approval"
@@ -28,31 +25,35 @@ CANCEL_APPROVAL = "cancel_approval"
 CALL_TIMEOUT = 10.0
 
 
-async def _target_id(context: DispatchContext) -> str | None:
+Lookup = Callable[[str], Awaitable[TargetState | None]]
+
+
+async def _target_id(row: Dispatch, lookup: Lookup) -> str | None:
     """The id created by the command being cancelled; None when there is nothing to cancel."""
-    if context.target_key is None:
+    target_key = row.extra.get("target_key")
+    if target_key is None:
         raise PermanentRefusal("NO_TARGET", "cancel without a target command")
-    target = await context.lookup_target(context.target_key)
+    target = await lookup(target_key)
     if target is None or target.status == "rejected":
         return None
     if target.status != "done" or not target.result_id:
-        raise NotYet(f"{context.target_key} not accepted yet")
+        raise NotYet(f"{target_key} not accepted yet")
     return target.result_id
 
 
-def work_senders(channel: grpc.aio.Channel) -> dict[str, Sender]:
+def work_senders(channel: grpc.aio.Channel, lookup: Lookup) -> dict[str, Sender]:
     stub = WorkServiceStub(channel)
 
-    async def request_work(payload: bytes, context: DispatchContext) -> str:
-        request = work_service_pb2.RequestWorkRequest.FromString(payload)
+    async def request_work(row: Dispatch) -> str:
+        request = work_service_pb2.RequestWorkRequest.FromString(row.payload)
         reply = await stub.RequestWork(request, timeout=CALL_TIMEOUT)
         return str(reply.work.id)
 
-    async def cancel_work(payload: bytes, context: DispatchContext) -> str:
-        work_id = await _target_id(context)
+    async def cancel_work(row: Dispatch) -> str:
+        work_id = await _target_id(row, lookup)
         if work_id is None:
             return ""
-        request = work_service_pb2.CancelWorkRequest.FromString(payload)
+        request = work_service_pb2.CancelWorkRequest.FromString(row.payload)
         request.work_id = work_id
         try:
             await stub.CancelWork(request, timeout=CALL_TIMEOUT)
@@ -65,19 +66,19 @@ def work_senders(channel: grpc.aio.Channel) -> dict[str, Sender]:
     return {REQUEST_WORK: request_work, CANCEL_WORK: cancel_work}
 
 
-def approval_senders(channel: grpc.aio.Channel) -> dict[str, Sender]:
+def approval_senders(channel: grpc.aio.Channel, lookup: Lookup) -> dict[str, Sender]:
     stub = ApprovalServiceStub(channel)
 
-    async def request_approval(payload: bytes, context: DispatchContext) -> str:
-        request = approval_service_pb2.RequestApprovalRequest.FromString(payload)
+    async def request_approval(row: Dispatch) -> str:
+        request = approval_service_pb2.RequestApprovalRequest.FromString(row.payload)
         reply = await stub.RequestApproval(request, timeout=CALL_TIMEOUT)
         return str(reply.approval.id)
 
-    async def cancel_approval(payload: bytes, context: DispatchContext) -> str:
-        approval_id = await _target_id(context)
+    async def cancel_approval(row: Dispatch) -> str:
+        approval_id = await _target_id(row, lookup)
         if approval_id is None:
             return ""
-        request = approval_service_pb2.CancelApprovalRequest.FromString(payload)
+        request = approval_service_pb2.CancelApprovalRequest.FromString(row.payload)
         request.approval_id = approval_id
         try:
             await stub.CancelApproval(request, timeout=CALL_TIMEOUT)

@@ -1,0 +1,323 @@
+"""The command outbox's sender: delivers commands to another service until it accepts.
+
+A service that must call another service as part of a state change (execution asking
+work for an agent task, approval asking work for a notification) writes the command as
+a row of its ``dispatches`` table in the same transaction as the change (invariant 1:
+nothing is lost between commit and call). :class:`CommandDispatcher` then:
+
+- claims due rows with a short lease (``next_attempt_at`` pushed forward; SKIP LOCKED
+  on PostgreSQL, so replicas share the load), after a read-only probe, since most
+  rounds find nothing;
+- sends each with its idempotency key (a row sent twice after a crash is harmless);
+- marks it done with the id the receiver assigned, or retries it with capped
+  exponential backoff, never sooner than the receiver's ``RetryInfo``;
+- marks refusals no retry can fix (:func:`~trinity_platform.grpc_errors.is_permanent`,
+  or a sender's :class:`PermanentRefusal`) refused and reports them to the service.
+
+One loop for every service (invariant 11); the services only say which table, which
+columns and how each kind of command is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import structlog
+from sqlalchemy import Table, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trinity_platform import metrics
+from trinity_platform.db import read_only
+from trinity_platform.grpc_errors import is_permanent, retry_delay
+from trinity_platform.logs import get_logger
+from trinity_platform.loops import raise_if_cancelled
+from trinity_platform.telemetry import span
+
+_log = get_logger(__name__)
+
+PENDING = "pending"
+DONE = "done"
+ONLY_KIND = "command"
+"""The kind of every row of a table without a kind column."""
+
+
+@dataclass(frozen=True)
+class DispatchTable:
+    """Where a service keeps its outgoing commands, and which columns say what."""
+
+    table: Table
+    aggregate_column: str
+    """The id of the aggregate whose change wrote the command (execution_id...)."""
+    result_column: str
+    """Where the id the receiver assigned is kept (result_id, work_id...)."""
+    kind_column: str | None = None
+    """Which sender delivers the row; None: one sender, under ``ONLY_KIND``."""
+    traceparent_column: str | None = None
+    extra_columns: tuple[str, ...] = ()
+    """More columns handed to senders (``Dispatch.extra``)."""
+    refused_status: str = "rejected"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One claimed command."""
+
+    id: int
+    key: str
+    aggregate_id: str
+    kind: str
+    payload: bytes
+    attempts: int
+    traceparent: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """Where another command stands (a cancel waits for the command it cancels)."""
+
+    status: str
+    result_id: str | None
+
+
+class NotYet(Exception):
+    """A sender's way to say: try again later (e.g. the command to cancel is in flight)."""
+
+
+class PermanentRefusal(Exception):
+    """A sender's way to say: never retry this (e.g. nothing left to cancel)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# Delivers one command; returns the id the receiver assigned ("" or None when none).
+Sender = Callable[[Dispatch], Awaitable[str | None]]
+# Told of a command refused for good: (the command, error code, message).
+RefusalHandler = Callable[[Dispatch, str, str], Awaitable[None]]
+
+
+async def command_state(engine: AsyncEngine, spec: DispatchTable, key: str) -> TargetState | None:
+    """Where the command with ``key`` stands (None: there is none)."""
+    c = spec.table.c
+    async with read_only(engine) as conn:
+        row = (
+            await conn.execute(select(c.status, c[spec.result_column]).where(c.key == key))
+        ).first()
+    return None if row is None else TargetState(row[0], row[1])
+
+
+def backoff_seconds(attempts: int, maximum: float) -> float:
+    return float(min(0.2 * 2 ** max(attempts - 1, 0), maximum))
+
+
+class CommandDispatcher:
+    """Sends a service's pending commands; ``run()`` is a runtime background task."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: DispatchTable,
+        senders: Mapping[str, Sender],
+        on_refused: RefusalHandler | None = None,
+        *,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+        concurrency: int = 64,
+        lease: timedelta = timedelta(seconds=30),
+        max_backoff: float = 30.0,
+        retention: timedelta = timedelta(days=7),
+        prune_interval: float = 3600.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._spec = table
+        self._rows = table.table
+        self._senders = dict(senders)
+        self._on_refused = on_refused
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._limit = asyncio.Semaphore(concurrency)
+        self._lease = lease
+        self._max_backoff = max_backoff
+        self._retention = retention
+        self._prune_interval = prune_interval
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send until cancelled; prune finished rows now and then."""
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + self._prune_interval
+        while True:
+            raise_if_cancelled()
+            try:
+                claimed = await self.dispatch_once()
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + self._prune_interval
+                    await self.prune()
+            except Exception:
+                _log.exception("dispatch round failed")
+                claimed = 0
+            if claimed >= self._batch_size:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+
+    async def dispatch_once(self) -> int:
+        """Claim due rows and send them; returns how many were claimed."""
+        rows = await self._claim()
+        if rows:
+            await asyncio.gather(*(self._send(row) for row in rows))
+        return len(rows)
+
+    async def lookup(self, key: str) -> TargetState | None:
+        """Where the command with ``key`` stands (None: there is none)."""
+        return await command_state(self._engine, self._spec, key)
+
+    async def prune(self, older_than: timedelta | None = None) -> int:
+        """Delete finished rows created before ``now - older_than`` (default: retention)."""
+        cutoff = self._clock() - (self._retention if older_than is None else older_than)
+        c = self._rows.c
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(self._rows).where(c.status != PENDING, c.created_at < cutoff)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _claim(self) -> list[Dispatch]:
+        now = self._clock()
+        c = self._rows.c
+        due = (c.status == PENDING, c.next_attempt_at <= now)
+        async with read_only(self._engine) as conn:  # most rounds find nothing to send
+            if await conn.scalar(select(c.id).where(*due).limit(1)) is None:
+                return []
+        async with self._engine.begin() as conn:
+            query = (
+                select(self._rows)
+                .where(*due)
+                .order_by(c.next_attempt_at, c.id)
+                .limit(self._batch_size)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = [self._dispatch(r) for r in (await conn.execute(query)).mappings()]
+            if rows:
+                await conn.execute(
+                    update(self._rows)
+                    .where(c.id.in_([row.id for row in rows]))
+                    .values(next_attempt_at=now + self._lease)
+                )
+        return rows
+
+    def _dispatch(self, row: Mapping[Any, Any]) -> Dispatch:
+        spec = self._spec
+        return Dispatch(
+            id=row["id"],
+            key=row["key"],
+            aggregate_id=row[spec.aggregate_column],
+            kind=row[spec.kind_column] if spec.kind_column else ONLY_KIND,
+            payload=bytes(row["payload"]),
+            attempts=row["attempts"],
+            traceparent=row[spec.traceparent_column] if spec.traceparent_column else None,
+            extra={name: row[name] for name in spec.extra_columns},
+        )
+
+    async def _send(self, row: Dispatch) -> None:
+        with (
+            structlog.contextvars.bound_contextvars(dispatch_key=row.key),
+            span(f"dispatch {row.kind}", row.traceparent),
+        ):
+            await self._deliver(row)
+
+    async def _deliver(self, row: Dispatch) -> None:
+        attempts = row.attempts + 1
+        sender = self._senders.get(row.kind)
+        async with self._limit:
+            try:
+                if sender is None:
+                    raise PermanentRefusal("UNKNOWN_COMMAND", f"no sender for {row.kind}")
+                result_id = await sender(row)
+            except NotYet as waiting:
+                await self._retry_later(row, attempts, str(waiting))
+                return
+            except PermanentRefusal as refusal:
+                await self._refuse(row, attempts, refusal.code, refusal.message)
+                return
+            except grpc.aio.AioRpcError as error:
+                if is_permanent(error.code()):
+                    await self._refuse(row, attempts, error.code().name, error.details() or "")
+                else:
+                    message = f"{error.code().name}: {error.details()}"
+                    await self._retry_later(row, attempts, message, retry_delay(error))
+                return
+            except Exception as error:  # a bug or a transport error: keep it, retry
+                _log.exception("dispatch failed", key=row.key)
+                await self._retry_later(row, attempts, repr(error))
+                return
+        await self._finish(row, DONE, attempts, result_id=result_id or None)
+        metrics.DISPATCH_SENT.labels(row.kind, "sent").inc()
+
+    async def _retry_later(
+        self, row: Dispatch, attempts: int, error: str, at_least: float | None = None
+    ) -> None:
+        delay = max(backoff_seconds(attempts, self._max_backoff), at_least or 0.0)
+        metrics.DISPATCH_SENT.labels(row.kind, "retry").inc()
+        log = _log.warning if attempts in (1, 10) or attempts % 100 == 0 else _log.debug
+        log("dispatch will be retried", key=row.key, attempts=attempts, error=error)
+        c = self._rows.c
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(self._rows)
+                .where(c.id == row.id, c.status == PENDING)
+                .values(
+                    attempts=attempts,
+                    last_error=error,
+                    next_attempt_at=self._clock() + timedelta(seconds=delay),
+                )
+            )
+
+    async def _refuse(self, row: Dispatch, attempts: int, code: str, message: str) -> None:
+        _log.warning("dispatch refused for good", key=row.key, code=code, error=message)
+        metrics.DISPATCH_SENT.labels(row.kind, "rejected").inc()
+        await self._finish(row, self._spec.refused_status, attempts, error=f"{code}: {message}")
+        if self._on_refused is not None:
+            await self._on_refused(row, code, message)
+
+    async def _finish(
+        self,
+        row: Dispatch,
+        status: str,
+        attempts: int,
+        *,
+        result_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        c = self._rows.c
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(self._rows)
+                .where(c.id == row.id, c.status == PENDING)
+                .values(
+                    {
+                        "status": status,
+                        "attempts": attempts,
+                        self._spec.result_column: result_id,
+                        "last_error": error,
+                    }
+                )
+            )
