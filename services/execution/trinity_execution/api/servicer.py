@@ -25,6 +25,10 @@ from trinity_process_model.validation import MESSAGE_NAME_PATTERN
 pb = execution_service_pb2
 
 
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""A message's payload becomes a step's output: bounded like one (kept messages too)."""
+
+
 def signal_of(request: pb.SignalExecutionRequest) -> Signal:
     """The message a SignalExecution request carries; INVALID_ARGUMENT listing each problem."""
     problems = []
@@ -50,6 +54,10 @@ def signal_of(request: pb.SignalExecutionRequest) -> Signal:
         ttl = request.time_to_live.ToTimedelta()
         if ttl < timedelta(0):
             problems.append(FieldViolation("time_to_live", "must not be negative"))
+    if request.payload.ByteSize() > MAX_PAYLOAD_BYTES:
+        problems.append(
+            FieldViolation("payload", f"is larger than {MAX_PAYLOAD_BYTES // 1024} KiB")
+        )
     if problems:
         raise InvalidArgument("the message is malformed", problems)
     return Signal(

@@ -28,6 +28,7 @@ from trinity_execution.infrastructure.message_store import (
     BufferedMessage,
     Subscription,
     buffer_message,
+    count_kept,
     deliverable,
     find_subscription,
     purge_expired,
@@ -35,7 +36,7 @@ from trinity_execution.infrastructure.message_store import (
     take_subscription,
 )
 from trinity_platform.db import read_only
-from trinity_platform.errors import NotFound
+from trinity_platform.errors import NotFound, ResourceExhausted
 from trinity_platform.idempotency import lookup, remember, request_fingerprint, run_idempotent
 from trinity_platform.logs import get_logger
 
@@ -52,6 +53,8 @@ class MessageSettings:
     max_ttl: timedelta = timedelta(days=7)
     """The longest a sender may ask a message to be kept."""
     poll_interval: float = 2.0
+    max_kept: int = 10_000
+    """Messages kept at once; past it, early messages are refused (RESOURCE_EXHAUSTED)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,14 @@ class MessageDelivery:
             )
         now = datetime.now(UTC)
         expires = now + ttl
+        async with read_only(self._engine) as conn:
+            kept = await count_kept(conn, now)
+        if kept >= self.settings.max_kept:
+            raise ResourceExhausted(
+                f"{kept} messages wait for their steps already (the most kept at once); "
+                "send it again when a step waits for it",
+                reason="TOO_MANY_KEPT_MESSAGES",
+            )
 
         async def keep(conn: AsyncConnection) -> api.SignalExecutionResponse:
             await buffer_message(

@@ -30,7 +30,7 @@ from trinity_platform.logs import get_logger
 _log = get_logger(__name__)
 
 QUEUE_GROUP = "trinity-execution-messages"
-MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 256 * 1024  # as SignalExecution's payload
 
 
 class MessageListener:

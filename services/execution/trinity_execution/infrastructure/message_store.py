@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_execution import domain as d
@@ -185,6 +185,15 @@ async def deliverable(
         taken.update((row.id, row.subscription_key))
         pairs.append((_buffered(row), subscriptions[row.subscription_key]))
     return pairs
+
+
+async def count_kept(conn: AsyncConnection, now: datetime) -> int:
+    found = await conn.scalar(
+        select(func.count())
+        .select_from(buffered_messages)
+        .where(buffered_messages.c.expires_at > now)
+    )
+    return int(found or 0)
 
 
 async def purge_expired(conn: AsyncConnection, now: datetime) -> int:
