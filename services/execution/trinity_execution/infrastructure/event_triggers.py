@@ -8,21 +8,18 @@ id cannot be deduplicated and starts an execution each time it arrives.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
-from collections import defaultdict
 from typing import Any
 
 from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.execution.v1 import execution_service_pb2
 from trinity_execution import domain as d
 from trinity_execution.application.commands import ExecutionCommands, Trigger
+from trinity_execution.infrastructure.subject_routes import SubjectRoutes
 from trinity_execution.infrastructure.trigger_store import TriggerRow, active_event_triggers
 from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
@@ -52,45 +49,25 @@ class EventTriggers:
         refresh_interval: float = 2.0,
     ) -> None:
         self._engine = engine
-        self._nats = nats
         self._commands = commands
-        self._refresh_interval = refresh_interval
-        self._routes: dict[str, list[TriggerRow]] = {}
-        self._subscriptions: dict[str, Subscription] = {}
+        self._routes = SubjectRoutes(
+            nats, QUEUE_GROUP, self._load, self._on_message, refresh_interval=refresh_interval
+        )
 
     async def run(self) -> None:
-        try:
-            while True:
-                await self.refresh()
-                await asyncio.sleep(self._refresh_interval)
-        finally:
-            for subscription in self._subscriptions.values():
-                await subscription.unsubscribe()
-            self._subscriptions.clear()
+        await self._routes.run()
 
     async def refresh(self) -> None:
         """Subscribe to the filters of the active triggers; drop the rest."""
+        await self._routes.refresh()
+
+    async def _load(self) -> list[tuple[str, TriggerRow]]:
         async with read_only(self._engine) as conn:
-            rows = await active_event_triggers(conn)
-        routes: dict[str, list[TriggerRow]] = defaultdict(list)
+            return [(row.subject, row) for row in await active_event_triggers(conn)]
+
+    async def _on_message(self, msg: Msg, rows: list[TriggerRow], message_id: str) -> None:
         for row in rows:
-            routes[row.subject].append(row)
-        self._routes = dict(routes)
-        for subject in set(self._subscriptions) - set(routes):
-            await self._subscriptions.pop(subject).unsubscribe()
-        for subject in set(routes) - set(self._subscriptions):
-            self._subscriptions[subject] = await self._nats.subscribe(
-                subject, queue=QUEUE_GROUP, cb=self._handler(subject)
-            )
-
-    def _handler(self, subject_filter: str):  # type: ignore[no-untyped-def]
-        async def on_message(msg: Msg) -> None:
-            headers = msg.headers or {}
-            message_id = headers.get("Nats-Msg-Id") or headers.get("ce-id") or str(uuid.uuid4())
-            for row in self._routes.get(subject_filter, []):
-                await self._start(row, msg, message_id)
-
-        return on_message
+            await self._start(row, msg, message_id)
 
     async def _start(self, row: TriggerRow, msg: Msg, message_id: str) -> None:
         key = f"event/{row.definition_id}/{row.position}/{message_id}"

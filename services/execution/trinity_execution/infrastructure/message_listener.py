@@ -9,20 +9,17 @@ correlation key; its id (Nats-Msg-Id, else ce-id) makes a republished message ha
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
-from collections import defaultdict
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity_execution.application.messages import MessageDelivery, Signal
 from trinity_execution.infrastructure.message_store import MessageRoute, active_routes
+from trinity_execution.infrastructure.subject_routes import SubjectRoutes
 from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
 from trinity_platform.logs import get_logger
@@ -43,51 +40,28 @@ class MessageListener:
         refresh_interval: float = 2.0,
     ) -> None:
         self._engine = engine
-        self._nats = nats
         self._delivery = delivery
-        self._refresh_interval = refresh_interval
-        self._routes: dict[str, list[MessageRoute]] = {}
-        self._subscriptions: dict[str, Subscription] = {}
+        self._routes = SubjectRoutes(
+            nats, QUEUE_GROUP, self._load, self.receive, refresh_interval=refresh_interval
+        )
 
     async def run(self) -> None:
-        try:
-            while True:
-                await self.refresh()
-                await asyncio.sleep(self._refresh_interval)
-        finally:
-            for subscription in self._subscriptions.values():
-                await subscription.unsubscribe()
-            self._subscriptions.clear()
+        await self._routes.run()
 
     async def refresh(self) -> None:
+        await self._routes.refresh()
+
+    async def _load(self) -> list[tuple[str, MessageRoute]]:
         async with read_only(self._engine) as conn:
-            routes = await active_routes(conn)
-        by_subject: dict[str, list[MessageRoute]] = defaultdict(list)
-        for route in routes:
-            by_subject[route.subject].append(route)
-        self._routes = dict(by_subject)
-        for subject in set(self._subscriptions) - set(by_subject):
-            await self._subscriptions.pop(subject).unsubscribe()
-        for subject in set(by_subject) - set(self._subscriptions):
-            self._subscriptions[subject] = await self._nats.subscribe(
-                subject, queue=QUEUE_GROUP, cb=self._handler(subject)
-            )
+            return [(route.subject, route) for route in await active_routes(conn)]
 
-    def _handler(self, subject: str):  # type: ignore[no-untyped-def]
-        async def on_message(msg: Msg) -> None:
-            await self.receive(subject, msg)
-
-        return on_message
-
-    async def receive(self, subject: str, msg: Msg) -> None:
-        headers = msg.headers or {}
-        message_id = headers.get("Nats-Msg-Id") or headers.get("ce-id") or str(uuid.uuid4())
+    async def receive(self, msg: Msg, routes: list[MessageRoute], message_id: str) -> None:
         payload = _payload(msg.data)
         if payload is None:
             _log.warning("message dropped: not a JSON object", subject=msg.subject)
             return
         seen: set[str] = set()
-        for route in self._routes.get(subject, []):
+        for route in routes:
             if route.message_name in seen:
                 continue
             seen.add(route.message_name)
