@@ -25,6 +25,7 @@ from .infra import REPO_ROOT
 
 MODULES: tuple[tuple[str, str], ...] = (
     ("execution_engine", "services/execution/tests/domain/bench_engine.py"),
+    ("for_each_items", "services/execution/tests/domain/bench_fanout.py"),
     ("process_validation", "libs/process_model/tests/bench_validation.py"),
     ("definition_publish", "services/definition/tests/bench_publish.py"),
 )

@@ -16,6 +16,7 @@ from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1 import facts_pb2 as execution_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
+from trinity_platform import json_values
 from trinity_platform.grpc_errors import error_details
 from trinity_process_model.proto_codec import money_from_proto
 
@@ -53,6 +54,8 @@ replies:
     output: "findings on {message}"
   - match: "open-pr"
     output: '{"number": 42}'
+  - match: "plan-files"
+    output: '{"files": ["a", "b", "c", "d", "e"]}'
 
   - output: "done: {message}"
 """
@@ -815,3 +818,54 @@ async def test_sub_processes_stop_at_the_depth_limit(api) -> None:  # type: igno
     assert depth == 5  # the default limit: children at depth 1..5, none at 6
     assert execution.depth == 5
     assert by_step(execution)["call"].error.code == "EXECUTION_DEPTH_EXCEEDED"
+
+
+PER_FILE = """
+name: per-file
+inputs:
+  file: {type: string, required: true}
+steps:
+  - id: handle
+    agent_task: {agent: worker, message: "costly {{ input.file }}"}
+  - id: name
+    depends_on: [handle]
+    agent_task: {agent: worker, message: "handled {{ input.file }}"}
+"""
+
+FANS_OUT = """
+name: fans-out
+budget: {limit: "10.00 USD"}
+steps:
+  - id: plan
+    agent_task: {agent: worker, message: "plan-files"}
+  - id: files
+    depends_on: [plan]
+    sub_process:
+      process: per-file
+      input: {file: "{{ item }}"}
+      for_each: "{{ steps.plan.output.files }}"
+      max_concurrency: 2
+  - id: report
+    depends_on: [files]
+    agent_task: {agent: worker, message: "report {{ steps.files.output['items'] | join(',') }}"}
+"""
+
+
+async def test_for_each_runs_one_child_per_item(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(PER_FILE)
+    await client.publish(FANS_OUT)
+    parent_id = await client.trigger("fans-out")
+    done = await client.wait(parent_id)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED, done.error
+    files = by_step(done)["files"]
+    names = [f"done: handled {f}" for f in "abcde"]
+    assert json_values.struct_to_dict(files.structured_output) == {"items": names, "failed": 0}
+    assert (files.items_total, files.items_done, files.items_failed) == (5, 5, 0)
+    assert cost(files.cost) == cost(done.total_cost) == Decimal("1.25")  # 5 x 0.25
+    assert by_step(done)["report"].output == "done: report " + ",".join(names)
+    listed = await client.executions.ListExecutions(
+        execution_service_pb2.ListExecutionsRequest(process_name="per-file", page_size=50)
+    )
+    children = [e for e in listed.executions if e.parent_execution_id == parent_id]
+    assert len(children) == 5 and {e.parent_step_id for e in children} == {"files"}

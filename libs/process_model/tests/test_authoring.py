@@ -38,6 +38,7 @@ from trinity_process_model.model import (
     TimeoutAction,
     TimerConfig,
 )
+from trinity_process_model.proto_codec import spec_from_proto, spec_to_proto
 from trinity_process_model.validation import validate
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -691,3 +692,31 @@ def test_sub_process_round_trip_and_self_call_refused() -> None:
     bad = minimal("  - id: v\n    sub_process: {process: x, version: latest}\n")
     found = {v.field: v.description for v in validate(parse_process(bad))}
     assert "bad version" in found["steps[0].sub_process.version"]
+
+
+def test_for_each_round_trips_and_its_input_reads_the_item() -> None:
+    text = minimal(
+        "  - id: plan\n"
+        "    agent_task: {agent: a, message: plan}\n"
+        "  - id: files\n"
+        "    depends_on: [plan]\n"
+        "    sub_process:\n"
+        "      process: per-file\n"
+        "      input: {file: '{{ item }}', at: '{{ item_index }}'}\n"
+        "      for_each: '{{ steps.plan.output.files }}'\n"
+        "      max_concurrency: 4\n"
+        "      max_items: 100\n"
+        "      tolerated_failures: 2\n"
+    )
+    spec = parse_process(text)
+    assert validate(spec) == []
+    assert parse_process(dump_process(spec)) == spec
+    assert spec_from_proto(spec_to_proto(spec)) == spec
+    plain = minimal("  - id: one\n    sub_process: {process: x, input: {f: '{{ item }}'}}\n")
+    found = {v.field: v.description for v in validate(parse_process(plain))}
+    assert "reads 'item'" in found["steps[0].sub_process.input.f"]
+    too_many = minimal(
+        "  - id: m\n    sub_process: {process: x, for_each: '{{ input.l }}', max_items: 5000}\n"
+    )
+    found = {v.field: v.description for v in validate(parse_process(too_many))}
+    assert "at most 1000" in found["steps[0].sub_process.max_items"]

@@ -431,7 +431,15 @@ _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "notification": ("channel", "target", "subject", "message"),
     "tool_run": ("action", "arguments"),
     "wait_for_message": ("message", "correlation_key", "subject", "key_field", "on_timeout"),
-    "sub_process": ("process", "version", "input"),
+    "sub_process": (
+        "process",
+        "version",
+        "input",
+        "for_each",
+        "max_concurrency",
+        "max_items",
+        "tolerated_failures",
+    ),
 }
 _KIND_KEYS = tuple(_KIND_FIELDS)
 _INPUT_KEYS = ("type", "required", "default", "description")
@@ -1101,6 +1109,10 @@ class _Reader:
                 process=self.text(fields, "process"),
                 version=self.text(fields, "version"),
                 input=self.text_map(fields, "input"),
+                for_each=self.text(fields, "for_each"),
+                max_concurrency=self.count(fields, "max_concurrency"),
+                max_items=self.count(fields, "max_items"),
+                tolerated_failures=self.count(fields, "tolerated_failures"),
             )
         action = self.enum(fields, "action", ActionKind, None)
         arguments = self.text_map(fields, "arguments")
@@ -1288,6 +1300,10 @@ def _config_data(config: StepConfig) -> dict[str, Any]:
         _put(data, "version", config.version)
         if config.input:
             data["input"] = _sorted(config.input)
+        _put(data, "for_each", config.for_each)
+        for name in ("max_concurrency", "max_items", "tolerated_failures"):
+            if getattr(config, name):
+                data[name] = getattr(config, name)
     else:
         data["action"] = str(config.action)
         if config.arguments:

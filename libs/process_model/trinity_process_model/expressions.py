@@ -375,6 +375,15 @@ class CompiledCondition:
             raise _translate(exc, self.text) from None
         return truth, self._seen(context, result)
 
+    def value(self, context: Mapping[str, Any]) -> Any:
+        """The expression's value itself (a for_each's list); undefined names raise."""
+        if self._expression is None:
+            return None
+        try:
+            return _ensure_defined(self._expression(context), self.text)
+        except Exception as exc:
+            raise _translate(exc, self.text) from None
+
     def _seen(self, context: Mapping[str, Any], result: Any) -> str:
         if not self._probes:
             return _show(result)

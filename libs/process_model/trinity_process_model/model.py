@@ -241,6 +241,19 @@ class SubProcessConfig:
     process: str
     version: str = ""
     input: dict[str, str] = field(default_factory=dict)
+    for_each: str = ""
+    """When set: an expression giving a list; one child runs per item (templates of
+    ``input`` read ``item`` and ``item_index``), outputs collected in order."""
+    max_concurrency: int = 0
+    """Children of a for_each running at once (0: DEFAULT_MAX_CONCURRENCY)."""
+    max_items: int = 0
+    """Most items a for_each takes (0: MAX_FOR_EACH_ITEMS); more fails the step."""
+    tolerated_failures: int = 0
+    """Failed items a for_each tolerates (0: fail fast, at the first failure)."""
+
+
+DEFAULT_MAX_CONCURRENCY = 10
+MAX_FOR_EACH_ITEMS = 1_000
 
 
 StepConfig = (

@@ -270,6 +270,10 @@ class _Encoder:
             sub.process = config.process
             sub.version = config.version
             self.text_map(sub.input, f"{path}.sub_process.input", config.input)
+            sub.for_each = config.for_each
+            for name in ("max_concurrency", "max_items", "tolerated_failures"):
+                value = self.uint32(f"{path}.sub_process.{name}", getattr(config, name))
+                setattr(sub, name, value)
         else:
             self.error(path, f"unknown step kind {type(config).__name__}")
 
@@ -534,7 +538,15 @@ class _Decoder:
             )
         if kind == "sub_process":
             sub = message.sub_process
-            return SubProcessConfig(sub.process, sub.version, dict(sub.input))
+            return SubProcessConfig(
+                sub.process,
+                sub.version,
+                dict(sub.input),
+                for_each=sub.for_each,
+                max_concurrency=sub.max_concurrency,
+                max_items=sub.max_items,
+                tolerated_failures=sub.tolerated_failures,
+            )
         self.error(
             path,
             "the step has no kind: set one of agent_task, human_approval, gateway, timer, "

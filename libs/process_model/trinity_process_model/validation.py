@@ -34,6 +34,7 @@ from trinity_process_model.expressions import (
 )
 from trinity_process_model.graph import ProcessGraph
 from trinity_process_model.model import (
+    MAX_FOR_EACH_ITEMS,
     ActionKind,
     AgentTaskConfig,
     BudgetAction,
@@ -91,6 +92,8 @@ VERSION_PATTERN = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,2}")
 FAILURE_CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
 CONTEXT_NAMES = frozenset({"input", "steps", "execution", "process"})
 """What templates and conditions can read (the execution engine's expression context)."""
+FOR_EACH_NAMES = frozenset({"item", "item_index"})
+"""What a for_each's input templates read besides the context: the item and its index."""
 MAX_UINT32 = 2**32 - 1
 MAX_JSON_INTEGER = 2**53
 MAX_STEPS = 2_000
@@ -600,6 +603,7 @@ class _Validator:
             )
         if config.version and not VERSION_PATTERN.fullmatch(config.version):
             self.add(f"{path}.version", f"bad version {config.version!r}: like 1.2")
+        item_names = FOR_EACH_NAMES if config.for_each else frozenset()
         for name, value in config.input.items():
             ipath = field_path(f"{path}.input", str(name))
             if not isinstance(name, str) or not ARGUMENT_NAME_PATTERN.fullmatch(name):
@@ -607,7 +611,17 @@ class _Validator:
             if not isinstance(value, str):
                 self.add(ipath, f"input values are templates (text), got {_describe(value)}")
             else:
-                self._template(ipath, value)
+                self._expression(ipath, value, check_template, item_names)
+        if config.for_each:
+            self._expression(f"{path}.for_each", config.for_each, check_condition)
+        for name in ("max_concurrency", "max_items", "tolerated_failures"):
+            self._uint32(f"{path}.{name}", getattr(config, name))
+        if isinstance(config.max_items, int) and config.max_items > MAX_FOR_EACH_ITEMS:
+            self.add(f"{path}.max_items", f"at most {MAX_FOR_EACH_ITEMS} items")
+        if not config.for_each:
+            for name in ("max_concurrency", "max_items", "tolerated_failures"):
+                if getattr(config, name):
+                    self.add(f"{path}.{name}", "only with for_each")
 
     def _wait_for_message(self, path: str, config: WaitForMessageConfig) -> None:
         if not MESSAGE_NAME_PATTERN.fullmatch(config.message):
@@ -736,13 +750,14 @@ class _Validator:
         path: str,
         text: str,
         compile_: Callable[[str], ExpressionCheck],
+        extra_names: frozenset[str] = frozenset(),
     ) -> None:
         try:
             compiled = compile_(text)
         except ExpressionError as exc:
             self.add(path, str(exc))
             return
-        for name in sorted(compiled.names - CONTEXT_NAMES):
+        for name in sorted(compiled.names - CONTEXT_NAMES - extra_names):
             self.add(
                 path,
                 f"reads {name!r}, which is not in the context: {', '.join(sorted(CONTEXT_NAMES))}",

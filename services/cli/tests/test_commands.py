@@ -358,6 +358,15 @@ def test_status_shows_the_parent_and_the_child_a_step_awaits(cli, fake) -> None:
         status=execution_pb2.STEP_STATUS_WAITING,
         child_execution_id="exe-2",
     )
+    execution.steps.add(
+        step_id="files",
+        kind=execution_pb2.STEP_KIND_SUB_PROCESS,
+        status=execution_pb2.STEP_STATUS_WAITING,
+        items_total=10,
+        items_done=4,
+        items_failed=1,
+    )
     shown = cli("executions", "status", "exe-1").out
     assert "parent     exe-0 (step plan, depth 1)" in shown
     assert "awaits child exe-2" in shown
+    assert "items 4/10 ended, 1 failed" in shown

@@ -261,6 +261,9 @@ def _result(step: pb.StepExecution) -> str:
     if step.HasField("awaited_message") and step.status == pb.STEP_STATUS_WAITING:
         awaited = step.awaited_message
         return f"awaits {awaited.message_name} (key {one_line(awaited.correlation_key, 30)})"
+    if step.items_total and step.status == pb.STEP_STATUS_WAITING:
+        failed = f", {step.items_failed} failed" if step.items_failed else ""
+        return f"items {step.items_done}/{step.items_total} ended{failed}"
     if step.child_execution_id and step.status == pb.STEP_STATUS_WAITING:
         return f"awaits child {step.child_execution_id}"
     if step.HasField("error") and step.error.code:

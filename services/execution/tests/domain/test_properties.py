@@ -86,6 +86,7 @@ KINDS = (
     "notification",
     "message",
     "child",
+    "map",
     "gateway",
     "gateway",
 )
@@ -142,7 +143,7 @@ def definitions(draw: st.DrawFn) -> ProcessSpec:
             kw["retry"] = RetryPolicy(max_attempts=draw(st.integers(2, 3)))
         if draw(st.integers(0, 4)) == 0:
             kw["on_failure"] = FailureAction.CONTINUE
-        if kinds[i] in ("agent", "message", "child") and draw(st.integers(0, 4)) == 0:
+        if kinds[i] in ("agent", "message", "child", "map") and draw(st.integers(0, 4)) == 0:
             kw["timeout"] = timedelta(minutes=5)
         if draw(st.integers(0, 6)) == 0:
             kw["informed"] = ("ops@example.com",)
@@ -169,6 +170,14 @@ def _config(kind: str, routes: list[Route] | None, draw: st.DrawFn) -> Any:
         )
     if kind == "child":
         return SubProcessConfig("child", input={"topic": "{{ input.f0 }}"})
+    if kind == "map":
+        return SubProcessConfig(
+            "child",
+            input={"x": "{{ item }} of {{ input.f0 }}"},
+            for_each=draw(st.sampled_from(["{{ [1, 2, 3] }}", "{{ [] }}", "{{ [7] }}"])),
+            max_concurrency=2,
+            tolerated_failures=draw(st.integers(0, 1)),
+        )
     if kind == "gateway":
         assert routes is not None
         return GatewayConfig(draw(st.sampled_from(list(GatewayType))), tuple(routes))
@@ -275,6 +284,15 @@ def check_state(process: CompiledProcess, state: ExecutionState) -> None:
         if s.status in (StepStatus.RUNNING, StepStatus.WAITING)
     }
     assert set(state.active) == active
+    for s in state.steps.values():
+        each = s.for_each
+        if each is not None:  # every item is pending, running or ended: never two of these
+            assert all(i < each.next for i in each.running)
+            assert not set(each.running) & set(each.outputs)
+            assert set(each.failed) <= set(each.outputs)
+            assert len(each.running) <= 2
+            if s.status is StepStatus.COMPLETED:
+                assert not each.running and len(each.outputs) == len(each.items)
     for sid, s in state.steps.items():
         if s.status in (
             StepStatus.RUNNING,

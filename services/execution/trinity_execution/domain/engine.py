@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trinity_execution.domain import errors
+from trinity_execution.domain import errors, fanout
 from trinity_execution.domain.commands import Command, parse_request_key, parse_timer_id
 from trinity_execution.domain.errors import ExecutionDomainError, Failure
 from trinity_execution.domain.events import (
@@ -164,6 +164,9 @@ def _on_resume(process: CompiledProcess, state: ExecutionState, event: ResumeExe
     run.state.pause_reason = ""
     run.facts.append(ProcessResumed(execution=run.ref, resumed_by=event.by, occur_time=event.now))
     run.start_ready()
+    for step_id in list(run.state.active):  # for_each items held while paused
+        if run.state.step(step_id).for_each is not None and run.is_running:
+            fanout.fill(run, step_id)
     return _done(run)
 
 
@@ -371,14 +374,23 @@ def _on_child_ended(
     output and its total cost the step's cost (so it counts against this budget). Failed
     or cancelled: the attempt fails with CHILD_EXECUTION_FAILED (the retry policy applies:
     a retry starts a new child)."""
-    parsed = parse_request_key(state.execution_id, event.request)
+    item = fanout.split_item_key(event.request)
+    request = event.request if item is None else item[0]
+    parsed = parse_request_key(state.execution_id, request)
     if parsed is None or parsed[0] not in process.steps:
         return _ignore(state, f"no step request has key {event.request!r}")
     step_id = parsed[0]
     st = state.step(step_id)
-    if process.step(step_id).kind is not StepKind.SUB_PROCESS or st.request != event.request:
+    if process.step(step_id).kind is not StepKind.SUB_PROCESS or st.request != request:
+        return _ignore(state, f"request {event.request!r} is not outstanding")
+    if (item is None) != (st.for_each is None) or (
+        item is not None and st.for_each is not None and item[1] not in st.for_each.running
+    ):
         return _ignore(state, f"request {event.request!r} is not outstanding")
     run = Run(process, state, event.now)
+    if item is not None:
+        fanout.item_ended(run, step_id, item[1], event)
+        return _done(run)
     if event.status != str(ExecutionStatus.COMPLETED):
         why = f"child execution {event.child_execution_id} {event.status}"
         detail = f": {event.error_code} {event.error_message}".rstrip() if event.error_code else ""

@@ -50,6 +50,8 @@ CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
 INVALID_TIMER = "INVALID_TIMER"
 CHILD_EXECUTION_FAILED = "CHILD_EXECUTION_FAILED"
 """The child execution of a sub_process step failed or was cancelled."""
+FOR_EACH_TOO_MANY_ITEMS = "FOR_EACH_TOO_MANY_ITEMS"
+"""A for_each's list is longer than its max_items."""
 EXECUTION_DEPTH_EXCEEDED = "EXECUTION_DEPTH_EXCEEDED"
 """A sub_process step would start a child deeper than the depth limit."""
 APPROVAL_REJECTED = "APPROVAL_REJECTED"
@@ -67,6 +69,7 @@ NON_RETRYABLE = frozenset(
         INVALID_TIMER,
         CREDENTIALS_MISSING,
         APPROVAL_REJECTED,
+        FOR_EACH_TOO_MANY_ITEMS,
     }
 )
 """Codes that never get another attempt, whatever the retry policy says."""

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from trinity_execution.domain import errors
+from trinity_execution.domain import errors, fanout
 from trinity_execution.domain.budget import check_budget
 from trinity_execution.domain.commands import (
     CancelApproval,
@@ -327,6 +327,9 @@ class Run:
         self._start_step_timeout(step, st, ref)
 
     def _start_child(self, step: Step, st: StepState, config: SubProcessConfig) -> None:
+        if config.for_each:
+            fanout.start(self, step, st, config)
+            return
         try:
             context = self.context()
             child_input = {k: self.process.render(v, context) for k, v in config.input.items()}
@@ -336,23 +339,37 @@ class Run:
         st.move(StepStatus.WAITING)
         self.state.active[step.id] = None
         st.request = self.key(step.id, st)
-        st.child = child_execution_id(st.request)
-        ref = self.step_ref(step.id, st)
+        st.for_each = None
+        command = self.child_command(step.id, st, config, st.request, child_input)
+        st.child = command.child_execution_id
+        self.commands.append(command)
+        self._start_step_timeout(step, st, command.correlation)
+
+    def child_command(
+        self,
+        step_id: str,
+        st: StepState,
+        config: SubProcessConfig,
+        key: str,
+        values: dict[str, str],
+    ) -> StartChildExecution:
+        """The start of one child (the step's, or one item's of a for_each)."""
         parent = self.state.parent
-        self.commands.append(
-            StartChildExecution(
-                key=st.request,
-                correlation=ref,
-                child_execution_id=st.child,
-                process=config.process,
-                version=config.version,
-                input=child_input,
-                triggered_by=self.state.triggered_by,
-                trigger_kind=str(self.state.trigger_kind),
-                depth=(parent.depth if parent is not None else 0) + 1,
-            )
+        return StartChildExecution(
+            key=key,
+            correlation=self.step_ref(step_id, st),
+            child_execution_id=child_execution_id(key),
+            process=config.process,
+            version=config.version,
+            input=values,
+            triggered_by=self.state.triggered_by,
+            trigger_kind=str(self.state.trigger_kind),
+            depth=(parent.depth if parent is not None else 0) + 1,
         )
-        self._start_step_timeout(step, st, ref)
+
+    @property
+    def is_running(self) -> bool:
+        return self.state.status is ExecutionStatus.RUNNING
 
     def tell_parent(self) -> None:
         """This execution ended: if a sub_process step started it, continue that step.
@@ -392,6 +409,15 @@ class Run:
                 error_message=message,
             )
         )
+
+    def start_step_timeout(self, step: Step, st: StepState, ref: StepRef) -> None:
+        self._start_step_timeout(step, st, ref)
+
+    def fail_to_start(self, step_id: str, st: StepState, failure: Failure) -> None:
+        self._fail_to_start(step_id, st, failure)
+
+    def add_cost(self, cost: Money) -> None:
+        self._add_cost(cost)
 
     def _start_step_timeout(self, step: Step, st: StepState, ref: StepRef) -> None:
         if step.timeout is not None:
@@ -528,6 +554,8 @@ class Run:
             st.timeout_timer = ""
         if cancel:
             self.abandon_request(step_id, reason)
+        elif st.for_each is not None:
+            fanout.cancel_running(self, st, reason or "the step ended")
         elif st.request and self.process.step(step_id).kind is StepKind.WAIT_FOR_MESSAGE:
             self.commands.append(CloseMessageSubscription(st.request))
         if cancel and st.timer:
@@ -649,6 +677,8 @@ class Run:
                 self.commands.append(CancelApproval(st.request, reason))
             elif kind is StepKind.WAIT_FOR_MESSAGE:
                 self.commands.append(CloseMessageSubscription(st.request))
+            elif kind is StepKind.SUB_PROCESS and st.for_each is not None:
+                fanout.cancel_running(self, st, reason)
             elif kind is StepKind.SUB_PROCESS:
                 self.commands.append(CancelChildExecution(st.request, reason))
             else:

@@ -88,6 +88,52 @@ ACTIVE = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
 
 
 @dataclass(slots=True)
+class ForEachState:
+    """A for_each step's items: started up to ``next``, those running, the outputs of the
+    ended ones (None for a failed one), the failed indexes, the cost so far."""
+
+    items: list[Any]
+    next: int = 0
+    running: list[int] = field(default_factory=list)
+    outputs: dict[int, Any] = field(default_factory=dict)
+    failed: list[int] = field(default_factory=list)
+    cost: Money | None = None
+
+    def clone(self) -> ForEachState:
+        return ForEachState(
+            self.items,
+            self.next,
+            list(self.running),
+            dict(self.outputs),
+            list(self.failed),
+            self.cost,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"items": self.items, "next": self.next}
+        if self.running:
+            data["running"] = list(self.running)
+        if self.outputs:
+            data["outputs"] = self.outputs  # int keys: JSON writes them as text
+        if self.failed:
+            data["failed"] = list(self.failed)
+        if self.cost is not None:
+            data["cost"] = _money_out(self.cost)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ForEachState:
+        return cls(
+            items=list(data["items"]),
+            next=int(data.get("next", 0)),
+            running=[int(i) for i in data.get("running", ())],
+            outputs={int(i): v for i, v in dict(data.get("outputs", {})).items()},
+            failed=[int(i) for i in data.get("failed", ())],
+            cost=_money_in(data.get("cost")),
+        )
+
+
+@dataclass(slots=True)
 class StepState:
     """One step in its current iteration (StepExecution)."""
 
@@ -120,6 +166,8 @@ class StepState:
     """For a waiting wait_for_message step: its rendered correlation key."""
     child: str = ""
     """For a sub_process step: the child execution of its latest attempt."""
+    for_each: ForEachState | None = None
+    """For a for_each step: its items and how far they went (latest attempt)."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def move(self, to: StepStatus) -> None:
@@ -145,6 +193,8 @@ class StepState:
         for name in _STEP_FIELDS:
             setattr(clone, name, getattr(self, name))
         clone.history = list(self.history)
+        if self.for_each is not None:
+            clone.for_each = self.for_each.clone()
         return clone
 
     def summary(self) -> dict[str, Any]:
@@ -203,6 +253,8 @@ class StepState:
             data["awaited_key"] = self.awaited_key
         if self.child:
             data["child"] = self.child
+        if self.for_each is not None:
+            data["for_each"] = self.for_each.to_dict()
         if self.error is not None:
             data["error"] = self.error.to_dict()
         if self.routes:
@@ -238,6 +290,7 @@ class StepState:
             timeout_timer=data.get("timeout_timer", ""),
             awaited_key=data.get("awaited_key", ""),
             child=data.get("child", ""),
+            for_each=ForEachState.from_dict(data["for_each"]) if data.get("for_each") else None,
             history=list(data.get("history", ())),
         )
 

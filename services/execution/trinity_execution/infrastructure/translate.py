@@ -362,6 +362,10 @@ def step_view(
         view.awaited_message.message_name = config.message
         view.awaited_message.correlation_key = step.awaited_key
     view.child_execution_id = step.child
+    if step.for_each is not None:
+        view.items_total = len(step.for_each.items)
+        view.items_done = len(step.for_each.outputs)
+        view.items_failed = len(step.for_each.failed)
     return view
 
 

@@ -523,10 +523,27 @@ class SubProcess(_message.Message):
     PROCESS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
+    FOR_EACH_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_ITEMS_FIELD_NUMBER: _builtins.int
+    TOLERATED_FAILURES_FIELD_NUMBER: _builtins.int
     process: _builtins.str
     """The published process to run (not this process itself)."""
     version: _builtins.str
     """Its version (MAJOR.MINOR); empty runs the latest published version."""
+    for_each: _builtins.str
+    """When set, an expression giving a list (`{{ steps.plan.output.files }}`): one child
+    runs per item, its input templates reading `item` and `item_index`; the step's
+    output is {"items": [each child's output, in item order], "failed": N}.
+    """
+    max_concurrency: _builtins.int
+    """Children of a for_each running at once (0: 10)."""
+    max_items: _builtins.int
+    """Most items a for_each takes (0 and at most: 1000); a longer list fails the step
+    with FOR_EACH_TOO_MANY_ITEMS.
+    """
+    tolerated_failures: _builtins.int
+    """Failed items tolerated before the step fails (0: fail fast at the first one)."""
     @_builtins.property
     def input(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The child's input: name → template. An input the child declares with a non-string
@@ -539,10 +556,14 @@ class SubProcess(_message.Message):
         process: _builtins.str = ...,
         version: _builtins.str = ...,
         input: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        for_each: _builtins.str = ...,
+        max_concurrency: _builtins.int = ...,
+        max_items: _builtins.int = ...,
+        tolerated_failures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "process", b"process", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["for_each", b"for_each", "input", b"input", "max_concurrency", b"max_concurrency", "max_items", b"max_items", "process", b"process", "tolerated_failures", b"tolerated_failures", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -316,6 +316,9 @@ class StepExecution(_message.Message):
     ITERATIONS_OMITTED_FIELD_NUMBER: _builtins.int
     AWAITED_MESSAGE_FIELD_NUMBER: _builtins.int
     CHILD_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_TOTAL_FIELD_NUMBER: _builtins.int
+    ITEMS_DONE_FIELD_NUMBER: _builtins.int
+    ITEMS_FAILED_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     name: _builtins.str
     kind: Global___StepKind.ValueType
@@ -332,6 +335,10 @@ class StepExecution(_message.Message):
     """How many earlier iterations are no longer kept (they remain in the facts stream)."""
     child_execution_id: _builtins.str
     """For a sub_process step: the child execution of its latest attempt."""
+    items_total: _builtins.int
+    """For a for_each step: its items, how many have ended and how many failed."""
+    items_done: _builtins.int
+    items_failed: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -383,10 +390,13 @@ class StepExecution(_message.Message):
         iterations_omitted: _builtins.int = ...,
         awaited_message: Global___AwaitedMessage | None = ...,
         child_execution_id: _builtins.str = ...,
+        items_total: _builtins.int = ...,
+        items_done: _builtins.int = ...,
+        items_failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["awaited_message", b"awaited_message", "cost", b"cost", "duration", b"duration", "end_time", b"end_time", "error", b"error", "next_attempt_time", b"next_attempt_time", "start_time", b"start_time", "structured_output", b"structured_output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "awaited_message", b"awaited_message", "child_execution_id", b"child_execution_id", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "iteration", b"iteration", "iterations", b"iterations", "iterations_omitted", b"iterations_omitted", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "awaited_message", b"awaited_message", "child_execution_id", b"child_execution_id", "cost", b"cost", "decision", b"decision", "duration", b"duration", "end_time", b"end_time", "error", b"error", "items_done", b"items_done", "items_failed", b"items_failed", "items_total", b"items_total", "iteration", b"iteration", "iterations", b"iterations", "iterations_omitted", b"iterations_omitted", "kind", b"kind", "name", b"name", "next_attempt_time", b"next_attempt_time", "output", b"output", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "structured_output", b"structured_output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
