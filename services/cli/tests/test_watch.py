@@ -65,6 +65,8 @@ def test_lines_for_facts() -> None:
     assert describe_fact(facts.StepCompleted(step_id="decide"), kinds) == ""
     waiting = facts.StepStarted(step_id="review", kind=pb.STEP_KIND_HUMAN_APPROVAL, iteration=2)
     assert describe_fact(waiting, kinds) == "review waiting for a decision · iteration 2"
+    child = facts.StepStarted(step_id="files", kind=pb.STEP_KIND_SUB_PROCESS)
+    assert describe_fact(child, kinds) == "files waiting for its child execution"
     failed = facts.StepFailed(step_id="code", attempt=2, will_retry=True)
     failed.error.code, failed.error.message = "TIMEOUT", "took too long"
     assert (
