@@ -91,7 +91,7 @@ def fact_handler(
         answer = _answer(execution_id, fact, event)
         matched = await match_request(engine, answer)
         if matched is Unmatched.NOT_YET:
-            return Nak(delay=0.5)  # the dispatcher is recording the request's answer
+            return Nak(delay=0.2)  # the dispatcher is recording the request's answer
         if matched is Unmatched.NONE:
             _log.warning(
                 "fact answers no request of this execution; dropped",
