@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from trinity_process_model.expressions import (
     ExpressionError,
+    ExpressionLimitExceeded,
     ExpressionSyntaxError,
     UndefinedValueError,
     UnsafeExpressionError,
@@ -150,7 +151,6 @@ INJECTIONS = [
     "{{ lipsum.__globals__['os'] }}",
     "{{ lipsum }}",
     "{{ cycler }}",
-    "{{ range(10) }}",
     "{{ self._TemplateReference__context }}",
     "{{ self }}",
     "{{ ''['__class__'] }}",
@@ -183,7 +183,7 @@ def test_injections_are_refused_before_running(text: str) -> None:
     ["{{ 'a' * 10000000 }}", "{{ [1] * 10000000 }}", "{{ 10 ** 100000 }}"],
 )
 def test_unbounded_computations_are_refused(text: str) -> None:
-    with pytest.raises(UnsafeExpressionError):
+    with pytest.raises(ExpressionLimitExceeded):
         compile_template(text).render({})
 
 

@@ -13,11 +13,12 @@ Safety (architecture invariant 8): expressions run in an
 ``ImmutableSandboxedEnvironment`` with no globals. Before anything runs, the parsed
 tree is checked: attribute or item access to a name starting with ``_``, the
 template internals (``self``, ``loop``, ``caller``...), Jinja's helper globals
-(``cycler``, ``joiner``, ``lipsum``, ``namespace``, ``range``, ``dict``) and
+(``cycler``, ``joiner``, ``lipsum``, ``namespace``, ``dict``) and
 template loading (``include``, ``import``, ``extends``) are refused with
 :class:`UnsafeExpressionError`. Whatever slips past the static check meets the
-sandbox at run time, whose refusal is reported the same way. Repetition operators
-are bounded so an expression cannot allocate unbounded memory.
+sandbox at run time, whose refusal is reported the same way. The sandbox also bounds
+work (operations, integer size, length, a deadline per render): see ``sandbox.py``;
+``range`` is its bounded version.
 
 Undefined names are an error naming the missing name (``StrictUndefined``), never
 silently empty. Compiled results are cached by text.
@@ -34,43 +35,38 @@ from typing import Any
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.runtime import StrictUndefined, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from trinity_process_model.expression_errors import (
+    ExpressionError,
+    ExpressionLimitExceeded,
+    ExpressionSyntaxError,
+    UndefinedValueError,
+    UnsafeExpressionError,
+)
+from trinity_process_model.sandbox import (
+    ExpressionLimits,
+    configure_limits,
+    count_loops,
+    make_environment,
+    metered,
+    static_problem,
+)
 
 __all__ = [
     "CompiledCondition",
     "CompiledTemplate",
     "ExpressionError",
+    "ExpressionLimitExceeded",
+    "ExpressionLimits",
     "ExpressionSyntaxError",
     "UndefinedValueError",
     "UnsafeExpressionError",
     "compile_condition",
     "compile_template",
     "condition_source",
+    "configure_limits",
     "is_template",
 ]
-
-MAX_SEQUENCE_LENGTH = 100_000
-"""Longest string or list a repetition (``*``) may build."""
-MAX_EXPONENT = 100
-"""Largest exponent ``**`` accepts."""
-MAX_RENDERED_LENGTH = 1_000_000
-"""Longest text a template may render."""
-
-
-class ExpressionError(Exception):
-    """A condition or template could not be compiled or evaluated."""
-
-
-class ExpressionSyntaxError(ExpressionError):
-    """The text is not a valid expression or template."""
-
-
-class UndefinedValueError(ExpressionError):
-    """The expression used a name or attribute that the context does not have."""
-
-
-class UnsafeExpressionError(ExpressionError):
-    """The expression tried to reach something the sandbox forbids."""
 
 
 _FORBIDDEN_NAMES = frozenset(
@@ -85,7 +81,6 @@ _FORBIDDEN_NAMES = frozenset(
         "joiner",
         "lipsum",
         "namespace",
-        "range",
         "dict",
         "config",
         "request",
@@ -109,46 +104,7 @@ _FORBIDDEN_NODES: tuple[type[nodes.Node], ...] = (
 _ATTRIBUTE_FILTERS = frozenset({"attr", "map", "selectattr", "rejectattr", "sort", "groupby"})
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, with item-first lookup on mappings and bounded repetition."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # A step output `{"items": 3}` must give 3 for `output.items`, not dict.items.
-        if isinstance(obj, Mapping):
-            try:
-                return obj[attribute]
-            except (KeyError, TypeError):
-                pass
-        return super().getattr(obj, attribute)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-                raise UnsafeExpressionError(f"exponent {right} is larger than {MAX_EXPONENT}")
-            return left**right
-        # operator == "*"
-        for seq, times in ((left, right), (right, left)):
-            if (
-                isinstance(seq, str | list | tuple)
-                and isinstance(times, int)
-                and len(seq) * times > MAX_SEQUENCE_LENGTH
-            ):
-                raise UnsafeExpressionError(
-                    f"repetition would build {len(seq) * times} items "
-                    f"(at most {MAX_SEQUENCE_LENGTH})"
-                )
-        return left * right
-
-
-def _make_environment() -> _Environment:
-    env = _Environment(undefined=StrictUndefined, autoescape=False)
-    env.globals.clear()
-    return env
-
-
-_ENV = _make_environment()
+_ENV = make_environment(undefined=StrictUndefined, autoescape=False)
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
@@ -170,6 +126,10 @@ def _check_safe(tree: nodes.Node, text: str) -> None:
         problem = _problem(node)
         if problem:
             raise UnsafeExpressionError(f"{problem} is not allowed in {text!r}")
+        over = static_problem(node)
+        if over:
+            limit, what = over
+            raise ExpressionLimitExceeded(limit, f"{what} is over a limit (in {text!r})")
 
 
 _DUNDER = re.compile(r"__\w+__")
@@ -294,6 +254,8 @@ def _root_names(tree: nodes.Node) -> frozenset[str]:
 def _translate(exc: Exception, text: str) -> ExpressionError:
     if isinstance(exc, ExpressionError):
         return exc
+    if isinstance(exc, RecursionError | MemoryError):
+        return ExpressionLimitExceeded("operations", f"{type(exc).__name__} (in {text!r})")
     if isinstance(exc, SecurityError):
         return UnsafeExpressionError(f"{exc} (in {text!r})")
     if isinstance(exc, UndefinedError):
@@ -330,15 +292,21 @@ class CompiledTemplate:
         """Render with `context`; an undefined name raises UndefinedValueError."""
         if self._template is None:
             return self.text
+        parts: list[str] = []
         try:
-            rendered: str = self._template.render(context)
+            with metered() as budget:
+                length = 0
+                limit = budget.limits.max_length
+                for part in self._template.generate(context):
+                    length += len(part)
+                    if length > limit:
+                        raise ExpressionLimitExceeded(
+                            "length", f"the rendered text is longer than {limit} characters"
+                        )
+                    parts.append(part)
         except Exception as exc:
             raise _translate(exc, self.text) from None
-        if len(rendered) > MAX_RENDERED_LENGTH:
-            raise UnsafeExpressionError(
-                f"rendered text is {len(rendered)} characters (at most {MAX_RENDERED_LENGTH})"
-            )
-        return rendered
+        return "".join(parts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -369,11 +337,13 @@ class CompiledCondition:
         if self._expression is None:
             return True, ""
         try:
-            result = _ensure_defined(self._expression(context), self.text)
-            truth = bool(result)
+            with metered():
+                result = _ensure_defined(self._expression(context), self.text)
+                truth = bool(result)
         except Exception as exc:
             raise _translate(exc, self.text) from None
-        return truth, self._seen(context, result)
+        with metered():
+            return truth, self._seen(context, result)
 
     def value(self, context: Mapping[str, Any]) -> Any:
         """The expression's value itself (a for_each's list); undefined names raise."""
@@ -509,7 +479,7 @@ def compile_template(text: str) -> CompiledTemplate:
         return CompiledTemplate(text, frozenset(), frozenset(), None)
     tree = _parsed(text, text)
     try:
-        template = _ENV.from_string(tree)
+        template = _ENV.from_string(count_loops(tree))
     except Exception as exc:
         raise _translate(exc, text) from None
     return CompiledTemplate(text, _step_refs(tree), _root_names(tree), template)

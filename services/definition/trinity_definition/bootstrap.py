@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from trinity_definition.application.ports import Environment
 from trinity_definition.infrastructure.transactions import Transactions
 from trinity_platform.config import ServiceSettings, load_settings
 from trinity_platform.runtime import RuntimeOptions, ServiceRuntime
+from trinity_process_model.expressions import ExpressionLimits, configure_limits
 
 SERVICE = "definition"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -37,6 +39,8 @@ def bootstrap(
 ) -> ServiceRuntime:
     """The service's runtime with the DefinitionService registered; call ``start()``."""
     settings = settings or load_settings(SERVICE)
+    # Validation refuses what is visibly over the deployment's expression limits.
+    configure_limits(ExpressionLimits.from_env(os.environ))
     runtime = ServiceRuntime(settings, migrations=MIGRATIONS, options=options)
     servicer = DefinitionServicer(
         Transactions(runtime.engine, runtime.outbox_signal), environment()

@@ -34,6 +34,7 @@ from trinity_platform.config import service_target
 from trinity_platform.dispatch import CommandDispatcher, TargetState, command_state
 from trinity_platform.runtime import ServiceRuntime
 from trinity_process_model.durations import parse_duration
+from trinity_process_model.expressions import ExpressionLimits, configure_limits
 
 SERVICE_NAME = "trinity.process.execution.v1.ExecutionService"
 DEFAULT_MAX_IN_PROGRESS = 10_000
@@ -80,6 +81,8 @@ def message_settings() -> MessageSettings:
 
 
 def build() -> ServiceRuntime:
+    # Every template and condition renders within the deployment's limits (invariant 8).
+    configure_limits(ExpressionLimits.from_env(os.environ))
     runtime = ServiceRuntime.for_service("execution", migrations=MIGRATIONS)
     engine = runtime.engine
     channels = {

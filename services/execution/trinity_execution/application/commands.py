@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from trinity.process.execution.v1 import execution_pb2
 from trinity.process.execution.v1 import execution_service_pb2 as pb
 from trinity_execution import domain as d
+from trinity_execution.application.deciding import decide_off_loop
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.domain.errors import EXECUTION_DEPTH_EXCEEDED
 from trinity_execution.infrastructure import translate
@@ -27,6 +28,7 @@ from trinity_execution.infrastructure.definition_catalog import DefinitionCatalo
 from trinity_execution.infrastructure.repository import (
     ConcurrentUpdate,
     ExecutionRow,
+    check_revision,
     insert_execution,
     load_execution,
 )
@@ -145,22 +147,22 @@ class ExecutionCommands:
         published = await self._catalog.by_name(command.process_name, command.version)
         start_input = checked_input(published.process.spec, command)
         written: list[Written] = []
+        now = datetime.now(UTC)
+        execution_id = command.execution_id or str(uuid.uuid4())
+        decision = await decide_off_loop(
+            published.process,
+            None,
+            d.StartExecution(
+                now=now,
+                execution_id=execution_id,
+                input=start_input,
+                triggered_by=command.triggered_by,
+                trigger_kind=command.trigger_kind,
+                parent=command.parent,
+            ),
+        )
 
         async def work(conn: AsyncConnection) -> execution_pb2.Execution:
-            now = datetime.now(UTC)
-            execution_id = command.execution_id or str(uuid.uuid4())
-            decision = d.decide(
-                published.process,
-                None,
-                d.StartExecution(
-                    now=now,
-                    execution_id=execution_id,
-                    input=start_input,
-                    triggered_by=command.triggered_by,
-                    trigger_kind=command.trigger_kind,
-                    parent=command.parent,
-                ),
-            )
             state = decision.state
             row = ExecutionRow(
                 id=execution_id,
@@ -305,6 +307,12 @@ class ExecutionCommands:
         event_for: Callable[[datetime], d.Event],
     ) -> execution_pb2.Execution:
         require("execution_id", command.execution_id)
+        if command.request_id:
+            # A retry is answered first: the execution may have moved on since.
+            async with read_only(self._engine) as conn:
+                cached = await lookup(conn, scope, command.request_id, request_fingerprint(request))
+            if cached is not None:
+                return execution_pb2.Execution.FromString(cached)
         async with read_only(self._engine) as conn:
             first = await load_execution(conn, command.execution_id)
         if first is None:
@@ -318,24 +326,34 @@ class ExecutionCommands:
                 reason="STEP_NOT_FOUND",
             )
         written: list[Written] = []
-
-        async def work(conn: AsyncConnection) -> execution_pb2.Execution:
-            row = await load_execution(conn, command.execution_id, for_update=True)
-            assert row is not None
+        for _ in range(MAX_CONFLICT_RETRIES):
+            async with read_only(self._engine) as conn:
+                row = await load_execution(conn, command.execution_id)
+            assert row is not None  # executions are never deleted
             state = d.ExecutionState.from_dict(row.state)
             precondition(state)
             now = datetime.now(UTC)
-            decision = d.decide(published.process, state, event_for(now))
-            if not decision.ignored:
-                written.append(await write_decision(conn, row, decision, now))
-            return translate.execution_view(
+            decision = await decide_off_loop(published.process, state, event_for(now))
+            view = translate.execution_view(
                 published.process,
                 decision.state,
                 process_name=row.process_name,
                 created_at=row.created_at,
             )
 
-        for _ in range(MAX_CONFLICT_RETRIES):
+            async def work(
+                conn: AsyncConnection,
+                row: ExecutionRow = row,
+                decision: d.Decision = decision,
+                now: datetime = now,
+                view: execution_pb2.Execution = view,
+            ) -> execution_pb2.Execution:
+                if decision.ignored:
+                    await check_revision(conn, row.id, row.revision)
+                else:
+                    written.append(await write_decision(conn, row, decision, now))
+                return view
+
             written.clear()
             try:
                 execution = await run_idempotent(

@@ -1,11 +1,13 @@
 """Applies one event to one execution: load, decide, write — in one transaction.
 
 Used for everything that continues an execution (work and approval facts,
-fired timers, refused commands). `guard` runs first in the same transaction
-(the inbox claim of a fact, the claim of a timer) so a redelivered message or a
-timer seen by two replicas is applied once. A concurrent save by another
-replica (optimistic concurrency) rolls everything back and the whole decision
-is made again on the fresh state.
+fired timers, refused commands). The decision is made in a worker thread on the
+state as read (see deciding.py); then, in one transaction, `guard` runs (the inbox
+claim of a fact, the claim of a timer) so a redelivered message or a timer seen by
+two replicas is applied once, and the decision is written if the execution is still
+at the revision it was made on. A concurrent save by another replica (optimistic
+concurrency) rolls everything back and the whole decision is made again on the
+fresh state.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution import domain as d
+from trinity_execution.application.deciding import decide_off_loop
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.infrastructure.decision_store import write_decision
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
-from trinity_execution.infrastructure.repository import ConcurrentUpdate, load_execution
+from trinity_execution.infrastructure.repository import (
+    ConcurrentUpdate,
+    check_revision,
+    load_execution,
+)
 from trinity_platform.db import read_only
 from trinity_platform.logs import get_logger
 
@@ -62,23 +69,27 @@ class Continuation:
         causation_id: str,
     ) -> d.Decision | None:
         async with read_only(self._engine) as conn:
-            first = await load_execution(conn, execution_id)
-        if first is None:
+            row = await load_execution(conn, execution_id)
+        if row is None:
             _log.info("event for an unknown execution ignored", execution_id=execution_id)
             return None
-        published = await self._catalog.by_id(first.process_id)
-        for _ in range(MAX_CONFLICT_RETRIES):
+        published = await self._catalog.by_id(row.process_id)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            if attempt:
+                async with read_only(self._engine) as conn:
+                    row = await load_execution(conn, execution_id)
+                assert row is not None  # executions are never deleted
+            now = datetime.now(UTC)
+            state = d.ExecutionState.from_dict(row.state)
+            decision = await decide_off_loop(published.process, state, event_for(now))
+            written = None
             try:
                 async with self._engine.begin() as conn:
                     if guard is not None and not await guard(conn):
                         raise _GuardRefused  # roll back whatever the guard did
-                    row = await load_execution(conn, execution_id, for_update=True)
-                    assert row is not None  # executions are never deleted
-                    now = datetime.now(UTC)
-                    state = d.ExecutionState.from_dict(row.state)
-                    decision = d.decide(published.process, state, event_for(now))
-                    written = None
-                    if not decision.ignored:
+                    if decision.ignored:
+                        await check_revision(conn, execution_id, row.revision)
+                    else:
                         written = await write_decision(
                             conn, row, decision, now, causation_id=causation_id
                         )

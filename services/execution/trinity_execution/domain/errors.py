@@ -41,6 +41,8 @@ class Failure:
 # Failure codes the engine itself produces (work and approval codes pass through).
 TIMEOUT = "TIMEOUT"
 EXPRESSION_ERROR = "EXPRESSION_ERROR"
+EXPRESSION_LIMIT_EXCEEDED = "EXPRESSION_LIMIT_EXCEEDED"
+"""A template or condition went past a limit on its work (invariant 8)."""
 NO_MATCHING_ROUTE = "NO_MATCHING_ROUTE"
 LOOP_LIMIT_REACHED = "LOOP_LIMIT_REACHED"
 BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
@@ -63,6 +65,7 @@ CREDENTIALS_MISSING = "CREDENTIALS_MISSING"
 NON_RETRYABLE = frozenset(
     {
         EXPRESSION_ERROR,
+        EXPRESSION_LIMIT_EXCEEDED,
         NO_MATCHING_ROUTE,
         LOOP_LIMIT_REACHED,
         CURRENCY_MISMATCH,
@@ -73,3 +76,29 @@ NON_RETRYABLE = frozenset(
     }
 )
 """Codes that never get another attempt, whatever the retry policy says."""
+
+
+def expression_failure(step_id: str, field: str, exc: Exception) -> Failure:
+    """A template or condition of `step_id`'s `field` failed: EXPRESSION_LIMIT_EXCEEDED
+    naming the limit when it ran out of its budget, else EXPRESSION_ERROR."""
+    details = {"step_id": step_id, "field": field}
+    limit = getattr(exc, "limit", "")
+    if limit:
+        return Failure(
+            EXPRESSION_LIMIT_EXCEEDED,
+            f"{field} of step {step_id!r} went past the {limit} limit: {exc}",
+            {**details, "limit": str(limit)},
+        )
+    return Failure(EXPRESSION_ERROR, f"{field} of step {step_id!r}: {exc}", details)
+
+
+class FieldExpressionError(Exception):
+    """A template of one field of a step failed to render (carries which field)."""
+
+    def __init__(self, field: str, cause: Exception) -> None:
+        super().__init__(f"{field}: {cause}")
+        self.field = field
+        self.cause = cause
+
+    def failure(self, step_id: str) -> Failure:
+        return expression_failure(step_id, self.field, self.cause)

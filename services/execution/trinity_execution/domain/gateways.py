@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trinity_execution.domain.errors import (
-    EXPRESSION_ERROR,
     LOOP_LIMIT_REACHED,
     NO_MATCHING_ROUTE,
     Failure,
+    expression_failure,
 )
 from trinity_execution.domain.facts import RouteEvaluation
 from trinity_execution.domain.process import CompiledProcess
@@ -60,7 +60,9 @@ def choose_routes(
             try:
                 matched, value = process.condition(route.condition).evaluate(context)
             except ExpressionError as exc:
-                failure = Failure(EXPRESSION_ERROR, f"route to {route.target!r}: {exc}")
+                failure = expression_failure(
+                    gateway_id, f"gateway.routes[{index}].condition (to {route.target!r})", exc
+                )
                 return RouteChoice((), _evaluations(config, seen, chosen), failure)
             seen[index] = (matched, value)
             if matched:

@@ -17,6 +17,7 @@ from trinity_execution.domain.commands import (
     ToolRunWork,
     WorkPayload,
 )
+from trinity_execution.domain.errors import FieldExpressionError
 from trinity_execution.domain.process import CompiledProcess
 from trinity_execution.domain.state import ExecutionState
 from trinity_process_model.expressions import ExpressionError
@@ -33,26 +34,37 @@ from trinity_process_model.model import (
 _SINGLE_REFERENCE = re.compile(r"^\{\{\s*([A-Za-z_][\w.\[\]'\"]*)\s*\}\}$")
 
 
+def _render(process: CompiledProcess, text: str, context: Mapping[str, Any], field: str) -> str:
+    try:
+        return process.render(text, context)
+    except ExpressionError as exc:
+        raise FieldExpressionError(field, exc) from None
+
+
 def work_payload(
     process: CompiledProcess, step: Step, context: Mapping[str, Any], state: ExecutionState
 ) -> WorkPayload:
     """The rendered payload of an agent task, tool run or notification step.
 
-    Raises ExpressionError when a template does not render.
+    Raises FieldExpressionError (naming the field) when a template does not render.
     """
     config = step.config
     if isinstance(config, AgentTaskConfig):
         max_cost = cap_max_cost(config.max_cost, process.spec.budget, state.total_cost)
-        return AgentTaskWork(config.agent, process.render(config.message, context), max_cost)
+        message = _render(process, config.message, context, "agent_task.message")
+        return AgentTaskWork(config.agent, message, max_cost)
     if isinstance(config, ToolRunConfig):
-        arguments = {k: process.render(v, context) for k, v in config.arguments.items()}
+        arguments = {
+            k: _render(process, v, context, f"tool_run.arguments.{k}")
+            for k, v in config.arguments.items()
+        }
         return ToolRunWork(config.action, arguments)
     if isinstance(config, NotificationConfig):
         return NotificationWork(
             config.channel,
-            process.render(config.target, context),
-            process.render(config.message, context),
-            process.render(config.subject, context),
+            _render(process, config.target, context, "notification.target"),
+            _render(process, config.message, context, "notification.message"),
+            _render(process, config.subject, context, "notification.subject"),
         )
     raise TypeError(f"step {step.id!r} is not work")  # pragma: no cover
 
@@ -65,14 +77,19 @@ def request_approval(
     key: str,
     ref: StepRef,
 ) -> RequestApproval:
+    """Raises FieldExpressionError (naming the field) when a template does not render."""
     artifacts = tuple(
-        ApprovalArtifact(_artifact_name(text, index), process.render(text, context))
+        ApprovalArtifact(
+            _artifact_name(text, index),
+            _render(process, text, context, f"human_approval.artifacts[{index}]"),
+        )
         for index, text in enumerate(config.artifacts)
     )
+    title = _render(process, config.title, context, "human_approval.title")
     return RequestApproval(
         key=key,
         correlation=ref,
-        title=process.render(config.title, context) or step.display_name,
+        title=title or step.display_name,
         approvers=config.approvers,
         artifacts=artifacts,
         timeout=step.timeout,

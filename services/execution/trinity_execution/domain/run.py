@@ -33,7 +33,7 @@ from trinity_execution.domain.commands import (
     timer_id,
 )
 from trinity_execution.domain.context import build_context
-from trinity_execution.domain.errors import Failure
+from trinity_execution.domain.errors import Failure, FieldExpressionError
 from trinity_execution.domain.facts import (
     SKIP_CONDITION_NOT_MET,
     SKIP_EXECUTION_FAILED,
@@ -154,7 +154,7 @@ class Run:
                 try:
                     holds, _ = self.process.condition(step.condition).evaluate(self.context())
                 except ExpressionError as exc:
-                    self.fail_attempt(step_id, Failure(errors.EXPRESSION_ERROR, str(exc)))
+                    self.fail_attempt(step_id, errors.expression_failure(step_id, "condition", exc))
                     continue
                 if not holds:
                     self.skip(step_id, SKIP_CONDITION_NOT_MET)
@@ -293,8 +293,8 @@ class Run:
     def _request_work(self, step: Step, st: StepState) -> None:
         try:
             payload = work_payload(self.process, step, self.context(), self.state)
-        except ExpressionError as exc:
-            self._fail_to_start(step.id, st, Failure(errors.EXPRESSION_ERROR, str(exc)))
+        except FieldExpressionError as exc:
+            self._fail_to_start(step.id, st, exc.failure(step.id))
             return
         st.move(StepStatus.RUNNING)
         self.state.active[step.id] = None
@@ -439,8 +439,8 @@ class Run:
             command = request_approval(
                 self.process, step, config, self.context(), key, self.step_ref(step.id, st)
             )
-        except ExpressionError as exc:
-            self._fail_to_start(step.id, st, Failure(errors.EXPRESSION_ERROR, str(exc)))
+        except FieldExpressionError as exc:
+            self._fail_to_start(step.id, st, exc.failure(step.id))
             return
         st.move(StepStatus.WAITING)
         self.state.active[step.id] = None

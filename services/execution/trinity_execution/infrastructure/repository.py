@@ -140,3 +140,14 @@ async def count_in_progress(engine: AsyncEngine) -> int:
             select(func.count()).select_from(executions).where(executions.c.status.in_(IN_PROGRESS))
         )
     return int(count or 0)
+
+
+async def check_revision(conn: AsyncConnection, execution_id: str, revision: int) -> None:
+    """Raise ConcurrentUpdate unless the execution is still at `revision` (a decision made
+    on that revision, changing nothing, still holds)."""
+    query = select(executions.c.revision).where(executions.c.id == execution_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    current = (await conn.execute(query)).scalar_one_or_none()
+    if current != revision:
+        raise ConcurrentUpdate(f"execution {execution_id} changed concurrently")
