@@ -289,11 +289,14 @@ steps:
     done = await client.wait(await client.trigger("spender"))
     assert done.status == S.EXECUTION_STATUS_FAILED
     assert done.error.code == "BUDGET_EXCEEDED"
-    # The second task may spend only what is left (0.15 USD): it is refused before
-    # it overspends, so the total stays within the budget and the third never starts.
-    assert cost(done.total_cost) == Decimal("0.25")
-    assert by_step(done)["two"].status == S.STEP_STATUS_FAILED
+    # The second task is never cut short to what is left: it spends 0.25 USD, which is
+    # counted (money spent is always counted), crosses the budget and fails the
+    # execution; the overspend shows, and the third never starts.
+    assert cost(done.total_cost) == Decimal("0.50")
+    assert cost(done.total_cost) > cost(done.budget)
+    assert by_step(done)["two"].status == S.STEP_STATUS_COMPLETED
     assert by_step(done)["three"].status == S.STEP_STATUS_SKIPPED
+    assert by_step(done)["three"].skip_reason == "execution_failed"
 
 
 async def test_cancel_cancels_outstanding_work_and_approval(api) -> None:  # type: ignore[no-untyped-def]

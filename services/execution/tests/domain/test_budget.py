@@ -12,8 +12,9 @@ from trinity_execution.domain import (
     ProcessPaused,
     ResumeExecution,
     StepFailed,
+    WorkFailed,
 )
-from trinity_process_model.model import Budget, BudgetAction, Money
+from trinity_process_model.model import Budget, BudgetAction, Money, RetryPolicy
 
 
 def budgeted(action: BudgetAction = BudgetAction.FAIL) -> Driver:
@@ -74,7 +75,7 @@ def test_pause_on_exceeded_holds_new_steps_until_resumed() -> None:
     assert d.status == "completed"
 
 
-def test_max_cost_is_passed_and_capped_by_the_remaining_budget() -> None:
+def test_max_cost_is_the_steps_own_never_lowered_to_what_is_left() -> None:
     d = Driver.of(
         spec(
             agent("a", max_cost=usd(3)),
@@ -85,7 +86,57 @@ def test_max_cost_is_passed_and_capped_by_the_remaining_budget() -> None:
     d.start()
     assert d.work("a").payload.max_cost == usd(3)  # type: ignore[union-attr]
     d.complete("a", cost=usd("2.5"))
-    assert d.work("b").payload.max_cost == usd("2.5")  # type: ignore[union-attr]
+    assert d.work("b").payload.max_cost == usd(3)  # type: ignore[union-attr]
+    # b spends past the budget: the cost counts, the budget is exceeded, the overspend shows
+    d.complete("b", cost=usd("3"))
+    assert d.state is not None and d.state.total_cost == usd("5.5")
+    assert d.facts_of(BudgetExceeded)[0].total_cost == usd("5.5")
+    assert d.facts_of(ProcessFailed)[0].total_cost == usd("5.5")
+
+
+def test_a_failed_attempt_that_spent_money_is_counted() -> None:
+    d = Driver.of(
+        spec(
+            agent("a", max_cost=usd(1), retry=RetryPolicy(max_attempts=2)),
+            agent("b"),
+            budget=Budget(usd("1.5"), BudgetAction.PAUSE),
+        )
+    )
+    d.start()
+    ref = d.work("a").correlation
+    assert ref is not None
+    d.send(
+        WorkFailed(
+            now=d.tick(),
+            step_id="a",
+            iteration=1,
+            attempt=1,
+            code="BUDGET_EXCEEDED",
+            message="the task cost 1.2 USD which exceeds its limit of 1 USD",
+            cost=usd("1.2"),
+        )
+    )
+    assert d.state is not None and d.state.total_cost == usd("1.2")
+    assert d.state.step("a").cost == usd("1.2")
+    assert d.facts_of(BudgetWarning)  # 80% of 1.5
+    d.complete("b", cost=usd("0.5"))
+    assert d.state.total_cost == usd("1.7")
+    assert d.facts_of(BudgetExceeded)[0].action is BudgetAction.PAUSE
+    assert d.status == "paused"
+
+
+def test_a_failure_spending_past_the_budget_fails_with_the_total() -> None:
+    d = Driver.of(spec(agent("a", max_cost=usd(1)), budget=Budget(usd("1"))))
+    d.start()
+    d.send(
+        WorkFailed(
+            now=d.tick(), step_id="a", iteration=1, attempt=1, code="BUDGET_EXCEEDED", cost=usd(2)
+        )
+    )
+    failed = d.facts_of(ProcessFailed)[0]
+    assert failed.total_cost == usd(2)
+    assert failed.error.code == "BUDGET_EXCEEDED"
+    assert len(d.facts_of(BudgetExceeded)) == 1
 
 
 def test_cost_without_budget_is_totalled() -> None:

@@ -26,7 +26,8 @@ def test_approved_path_runs_publish_timer_notification_and_outputs() -> None:
     d.start(topic="quantum")
     assert isinstance(d.facts[0], ProcessStarted)
     research = d.work("research")
-    assert research.payload == AgentTaskWork("writer", "Research quantum", usd(10))
+    # no max_cost of its own: the budget is checked on what it reports, never passed down
+    assert research.payload == AgentTaskWork("writer", "Research quantum", None)
     assert research.key == "ex-1/research/1/1"
 
     d.complete("research", "findings", cost=usd("1.25"))
@@ -47,7 +48,7 @@ def test_approved_path_runs_publish_timer_notification_and_outputs() -> None:
     publish = d.work("publish")
     assert isinstance(publish.payload, AgentTaskWork)
     assert publish.payload.message == "Publish findings"
-    assert publish.payload.max_cost == usd("8.75")  # capped to what is left of the budget
+    assert publish.payload.max_cost is None  # never lowered to what is left of the budget
 
     d.complete("publish", "https://blog/post", cost=usd("2.50"))
     wait = d.timer_of("wait", "step_timer")

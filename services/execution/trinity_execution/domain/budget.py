@@ -26,25 +26,3 @@ def check_budget(budget: Budget | None, total: Money, warned: bool, exceeded: bo
     warn = not warned and total.amount >= limit * WARNING_RATIO
     exceed = not exceeded and total.amount >= limit
     return BudgetCheck(warn, exceed)
-
-
-def remaining(budget: Budget | None, total: Money | None) -> Money | None:
-    """What is left of the budget (never negative), or None without a budget."""
-    if budget is None:
-        return None
-    spent = Decimal(0) if total is None or total.currency != budget.limit.currency else total.amount
-    return Money(max(budget.limit.amount - spent, Decimal(0)), budget.limit.currency)
-
-
-def cap_max_cost(
-    max_cost: Money | None, budget: Budget | None, total: Money | None
-) -> Money | None:
-    """A task's cost limit: its own max_cost, lowered to what is left of the budget."""
-    left = remaining(budget, total)
-    if left is None:
-        return max_cost
-    if max_cost is None:
-        return left
-    if max_cost.currency != left.currency:
-        return max_cost
-    return max_cost if max_cost.amount <= left.amount else left

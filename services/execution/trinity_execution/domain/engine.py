@@ -268,6 +268,13 @@ def _on_work_failed(process: CompiledProcess, state: ExecutionState, event: Work
     if problem:
         return _ignore(state, problem)
     run = Run(process, state, event.now)
+    if event.cost is not None and not run.currency_problem(event.cost):
+        # Money spent is always counted, even by an attempt that failed for it.
+        run.edit(event.step_id).cost = event.cost
+        exceeded = run.count_cost(event.cost)
+        run.fail_attempt(event.step_id, Failure(event.code, event.message))
+        run.apply_budget_action(exceeded)
+        return _done(run)
     run.fail_attempt(event.step_id, Failure(event.code, event.message))
     return _done(run)
 

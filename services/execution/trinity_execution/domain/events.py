@@ -45,6 +45,8 @@ class WorkFailed:
     message: str = ""
     request: str = ""
     """Key of the request this answers; when set it must be the step's outstanding one."""
+    cost: Money | None = None
+    """Money the failed attempt spent all the same (an agent over its max_cost)."""
 
 
 @dataclass(frozen=True, kw_only=True)

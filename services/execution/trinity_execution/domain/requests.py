@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from trinity_execution.domain.budget import cap_max_cost
 from trinity_execution.domain.commands import (
     AgentTaskWork,
     ApprovalArtifact,
@@ -50,9 +49,10 @@ def work_payload(
     """
     config = step.config
     if isinstance(config, AgentTaskConfig):
-        max_cost = cap_max_cost(config.max_cost, process.spec.budget, state.total_cost)
+        # The step's own limit only: the process budget is checked on the costs reported
+        # (a task is never cut short to what is left, so what it spends is always known).
         message = _render(process, config.message, context, "agent_task.message")
-        return AgentTaskWork(config.agent, message, max_cost)
+        return AgentTaskWork(config.agent, message, config.max_cost)
     if isinstance(config, ToolRunConfig):
         arguments = {
             k: _render(process, v, context, f"tool_run.arguments.{k}")

@@ -538,7 +538,7 @@ class Run:
             informed_requests(self.process, step, key, st.iteration, output, decision)
         )
         if cost is not None:
-            self._add_cost(cost)
+            self.apply_budget_action(self.count_cost(cost))
         loops = [t for t in routes if self.graph.is_loop_route(step_id, t)]
         if loops and self.is_live:
             for target in loops:
@@ -581,14 +581,17 @@ class Run:
             return f"cost in {cost.currency}, but the execution counts in {expected}"
         return ""
 
-    def _add_cost(self, cost: Money) -> None:
+    def count_cost(self, cost: Money) -> str:
+        """Add the cost to the total, whatever the limits (money spent is always counted),
+        and emit the budget facts it calls for. Returns why the budget is exceeded when
+        this cost crossed it ('' otherwise): the caller applies ``on_exceeded``."""
         total = self.state.total_cost or Money(Decimal(0), cost.currency)
         total = total + cost
         self.state.total_cost = total
         budget = self.process.spec.budget
         check = check_budget(budget, total, self.state.budget_warned, self.state.budget_exceeded)
         if budget is None:
-            return
+            return ""
         if check.warn:
             self.state.budget_warned = True
             self.facts.append(
@@ -596,22 +599,29 @@ class Run:
                     execution=self.ref, total_cost=total, budget=budget.limit, occur_time=self.now
                 )
             )
-        if check.exceed:
-            self.state.budget_exceeded = True
-            self.facts.append(
-                BudgetExceeded(
-                    execution=self.ref,
-                    total_cost=total,
-                    budget=budget.limit,
-                    action=budget.on_exceeded,
-                    occur_time=self.now,
-                )
+        if not check.exceed:
+            return ""
+        self.state.budget_exceeded = True
+        self.facts.append(
+            BudgetExceeded(
+                execution=self.ref,
+                total_cost=total,
+                budget=budget.limit,
+                action=budget.on_exceeded,
+                occur_time=self.now,
             )
-            message = f"cost {total} reached the budget of {budget.limit}"
-            if budget.on_exceeded is BudgetAction.PAUSE:
-                self.pause(BUDGET_PAUSER, message)
-            else:
-                self.fail_execution(Failure(errors.BUDGET_EXCEEDED, message), "")
+        )
+        return f"cost {total} reached the budget of {budget.limit}"
+
+    def apply_budget_action(self, exceeded: str) -> None:
+        """The budget's ``on_exceeded``, when `exceeded` says it was just crossed."""
+        budget = self.process.spec.budget
+        if not exceeded or budget is None:
+            return
+        if budget.on_exceeded is BudgetAction.PAUSE:
+            self.pause(BUDGET_PAUSER, exceeded)
+        else:
+            self.fail_execution(Failure(errors.BUDGET_EXCEEDED, exceeded), "")
 
     # ------------------------------------------------------------------- fail
 

@@ -6,7 +6,9 @@ work and approval services' facts enter it here as engine events.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
@@ -22,7 +24,7 @@ from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_execution import domain as d
 from trinity_platform import json_values
 from trinity_platform.enum_maps import enum_map
-from trinity_process_model.model import StepKind, WaitForMessageConfig
+from trinity_process_model.model import Money, StepKind, WaitForMessageConfig
 from trinity_process_model.proto_codec import (
     ACTION_KINDS,
     BUDGET_ACTIONS,
@@ -314,8 +316,24 @@ def work_fact_to_event(fact: Message, now: datetime) -> tuple[str, d.Event] | No
             **_correlation(fact.correlation),
             code=fact.error.code or "WORK_FAILED",
             message=fact.error.message,
+            cost=_spent(fact.error.details),
         )
     return None
+
+
+def _spent(details: Mapping[str, str]) -> Money | None:
+    """Money a failed attempt spent (``cost`` and ``cost_currency`` in the failure's
+    details, as executors report an agent over its max_cost), or None."""
+    amount, currency = details.get("cost", ""), details.get("cost_currency", "")
+    if not amount or not currency or len(amount) > 40:
+        return None
+    try:
+        value = Decimal(amount)
+    except ArithmeticError:
+        return None
+    if not value.is_finite() or value < 0 or len(currency) != 3 or not currency.isalpha():
+        return None
+    return Money(value, currency.upper())
 
 
 def approval_fact_to_event(fact: Message, now: datetime) -> tuple[str, d.Event] | None:

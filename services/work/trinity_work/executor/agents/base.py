@@ -44,12 +44,19 @@ def parse_cost(value: Any, default_currency: str) -> Money | None:
 
 
 def check_budget(task: AgentTask, cost: Money | None) -> None:
-    """An agent that spent more than the task's ``max_cost`` fails with BUDGET_EXCEEDED."""
+    """An agent that spent more than the task's ``max_cost`` fails with BUDGET_EXCEEDED.
+
+    The money was spent all the same: the failure's details carry it (``cost`` and
+    ``cost_currency``), and the execution counts it in its total."""
     if cost is None or task.max_cost is None:
         return
     if cost.currency == task.max_cost.currency and cost.amount > task.max_cost.amount:
         raise JobFailed(
             "BUDGET_EXCEEDED",
             f"the task cost {cost} which exceeds its limit of {task.max_cost}",
-            {"cost": str(cost.amount), "max_cost": str(task.max_cost.amount)},
+            {
+                "cost": str(cost.amount),
+                "cost_currency": cost.currency,
+                "max_cost": str(task.max_cost.amount),
+            },
         )
