@@ -147,3 +147,9 @@ def test_the_settings_table_shows_the_defaults() -> None:
     defaults = ExpressionLimits()
     for field, variable in ExpressionLimits.ENV.items():
         assert float(table[variable]) == float(getattr(defaults, field)), variable
+
+
+def test_range_is_no_context_name() -> None:
+    from trinity_process_model.expressions import check_template
+
+    assert check_template("{% for i in range(input.n) %}{% endfor %}").names == {"input"}

@@ -247,7 +247,10 @@ def _root_names(tree: nodes.Node) -> frozenset[str]:
     return frozenset(
         n.name
         for n in _walk(tree)
-        if isinstance(n, nodes.Name) and n.ctx == "load" and n.name not in assigned
+        if isinstance(n, nodes.Name)
+        and n.ctx == "load"
+        and n.name not in assigned
+        and n.name not in _ENV.globals  # the sandbox's own (the bounded range)
     )
 
 

@@ -299,8 +299,9 @@ def _metered_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return filter_
 
 
-def _bounded_range(*args: int) -> range:
-    numbers = range(*args)
+def _bounded_range(*args: Any) -> range:
+    # Numbers from JSON input may arrive as whole floats (2.0): take them as integers.
+    numbers = range(*(int(a) if isinstance(a, float) and a.is_integer() else a for a in args))
     if len(numbers) > _budget().left:
         raise ExpressionLimitExceeded(
             OPERATIONS, f"range of {len(numbers)} items (at most {_budget().limits.max_operations})"

@@ -28,6 +28,7 @@ from trinity_cli.context import Context
 from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, enum_name, money, one_line, since, to_dict
 from trinity_platform.envelope import EnvelopeError, message_class
+from trinity_process_model.proto_codec import money_from_proto
 
 FINISHED = {
     pb.EXECUTION_STATUS_COMPLETED: ExitCode.OK,
@@ -66,8 +67,18 @@ def progress(execution: pb.Execution) -> str:
 def cost(execution: pb.Execution) -> str:
     spent = money(execution.total_cost) if execution.HasField("total_cost") else "0.00 USD"
     if execution.HasField("budget"):
-        return f"{spent} of {money(execution.budget)}"
+        over = _overspend(execution)
+        return f"{spent} of {money(execution.budget)}" + (f", {over} over" if over else "")
     return spent
+
+
+def _overspend(execution: pb.Execution) -> str:
+    """How far the total is above the budget ('' within it): money spent always counts."""
+    total, budget = execution.total_cost, execution.budget
+    if total.currency_code != budget.currency_code:
+        return ""
+    spent, limit = money_from_proto(total).amount, money_from_proto(budget).amount
+    return f"{spent - limit} {total.currency_code}" if spent > limit else ""
 
 
 def elapsed(execution: pb.Execution) -> float:

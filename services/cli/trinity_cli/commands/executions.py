@@ -235,9 +235,15 @@ def _print_execution(ctx: Context, e: pb.Execution) -> None:
         ctx.print(f"{key.ljust(width)}  {value}")
     if e.steps:
         ctx.print()
-        table(
-            ["STEP", "KIND", "STATUS", "ITER", "COST", "TOOK", "RESULT"],
-            [
+        step_rows: list[list[str]] = []
+        for s in e.steps:
+            # A looping step: its earlier iterations first (bounded: say how many are not kept).
+            if s.iterations_omitted:
+                step_rows.append(
+                    [f"{s.step_id}#…", "", f"{s.iterations_omitted} earlier", "", "", "", ""]
+                )
+            step_rows.extend(_iteration_row(s, it) for it in s.iterations)
+            step_rows.append(
                 [
                     s.step_id,
                     kind_name(s),
@@ -247,10 +253,25 @@ def _print_execution(ctx: Context, e: pb.Execution) -> None:
                     duration(s.duration) if s.HasField("duration") else "-",
                     _result(s),
                 ]
-                for s in e.steps
-            ],
-            ctx.out,
-        )
+            )
+        table(["STEP", "KIND", "STATUS", "ITER", "COST", "TOOK", "RESULT"], step_rows, ctx.out)
+
+
+def _iteration_row(step: pb.StepExecution, it: pb.StepIteration) -> list[str]:
+    status = pb.StepStatus.Name(it.status).removeprefix("STEP_STATUS_").lower()
+    if it.HasField("error") and it.error.code:
+        result = f"{it.error.code}: {one_line(it.error.message, 50)}"
+    else:
+        result = it.decision or it.skip_reason or (one_line(it.output, 50) if it.output else "-")
+    return [
+        f"{step.step_id}#{it.iteration}",
+        kind_name(step),
+        status,
+        str(it.iteration),
+        money(it.cost) if it.HasField("cost") else "-",
+        duration(it.duration) if it.HasField("duration") else "-",
+        result,
+    ]
 
 
 def _started(e: pb.Execution) -> Timestamp:

@@ -62,15 +62,18 @@ def test_limit_exits_by_the_default_route() -> None:
 def test_history_stays_bounded() -> None:
     d = until_green(50, exit_default=False)
     d.start()
-    for _ in range(20):
+    for _ in range(HISTORY_LIMIT + 10):
         d.complete("build", "x" * 10_000)
         d.complete("verify", "red")
     assert d.state is not None
     build = d.state.step("build")
-    assert build.iteration == 21
+    assert build.iteration == HISTORY_LIMIT + 11
     assert len(build.history) == HISTORY_LIMIT
-    assert all(len(h["output"]) <= 2_000 for h in build.history)
-    assert len(str(d.state.to_dict())) < 60_000
+    # the oldest ten are counted, not kept; each kept one says its output was cut
+    assert build.history_dropped == 10 and build.history[0]["iteration"] == 11
+    assert all(len(h["output"]) <= 2_000 and h["output_truncated"] for h in build.history)
+    assert all(h["started_at"] and h["ended_at"] and h["attempt"] == 1 for h in build.history)
+    assert len(str(d.state.to_dict())) < 150_000
 
 
 def test_loop_cancels_outstanding_work_in_the_body() -> None:

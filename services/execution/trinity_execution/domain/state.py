@@ -17,8 +17,9 @@ from typing import Any
 from trinity_execution.domain.errors import Failure, InvalidTransition
 from trinity_process_model.model import Money
 
-HISTORY_LIMIT = 5
-"""Previous iterations kept per step (older ones live only in the facts stream)."""
+HISTORY_LIMIT = 20
+"""Previous iterations kept per step (older ones live only in the facts stream, and
+``history_dropped`` counts them): per-execution state stays bounded (invariant 9)."""
 HISTORY_OUTPUT_LIMIT = 2_000
 """Characters of a previous iteration's output kept in the history."""
 
@@ -169,6 +170,8 @@ class StepState:
     for_each: ForEachState | None = None
     """For a for_each step: its items and how far they went (latest attempt)."""
     history: list[dict[str, Any]] = field(default_factory=list)
+    history_dropped: int = 0
+    """Earlier iterations no longer in ``history``."""
 
     def move(self, to: StepStatus) -> None:
         """Change status, refusing what the lifecycle does not allow."""
@@ -200,8 +203,16 @@ class StepState:
     def summary(self) -> dict[str, Any]:
         """What the history keeps of this iteration."""
         data: dict[str, Any] = {"iteration": self.iteration, "status": str(self.status)}
+        if self.attempt:
+            data["attempt"] = self.attempt
+        for name in ("started_at", "ended_at"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value.isoformat()
         if self.output is not None:
             data["output"] = self.output[:HISTORY_OUTPUT_LIMIT]
+            if len(self.output) > HISTORY_OUTPUT_LIMIT:
+                data["output_truncated"] = True
         if self.decision:
             data["decision"] = self.decision
         if self.comment:
@@ -218,10 +229,14 @@ class StepState:
         """Start the next iteration: keep a bounded summary, clear the rest."""
         if self.status is not StepStatus.PENDING:
             self.history.append(self.summary())
-            del self.history[:-HISTORY_LIMIT]
+            dropped = max(0, len(self.history) - HISTORY_LIMIT)
+            del self.history[:dropped]
+            self.history_dropped += dropped
         history = self.history
         iteration = self.iteration + 1
-        fresh = StepState(iteration=iteration, history=history)
+        fresh = StepState(
+            iteration=iteration, history=history, history_dropped=self.history_dropped
+        )
         for name in _STEP_FIELDS:
             setattr(self, name, getattr(fresh, name))
 
@@ -263,6 +278,8 @@ class StepState:
             data["continued"] = True
         if self.history:
             data["history"] = self.history
+        if self.history_dropped:
+            data["history_dropped"] = self.history_dropped
         return data
 
     @classmethod
@@ -292,6 +309,7 @@ class StepState:
             child=data.get("child", ""),
             for_each=ForEachState.from_dict(data["for_each"]) if data.get("for_each") else None,
             history=list(data.get("history", ())),
+            history_dropped=int(data.get("history_dropped", 0)),
         )
 
 

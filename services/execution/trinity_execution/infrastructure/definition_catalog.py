@@ -35,16 +35,24 @@ class DefinitionCatalog:
         self._timeout = timeout
 
     async def by_name(self, name: str, version: str = "") -> PublishedDefinition:
-        """The named version, or the latest published one; refuses drafts and archived versions."""
-        request = definition_service_pb2.GetDefinitionRequest(
-            by_name=definition_service_pb2.NameSelector(name=name, version=version)
-        )
-        missing = (
-            f"process {name!r} has no version {version}"
-            if version
-            else f"no published process named {name!r}"
-        )
-        definition = await self._get(request, missing)
+        """The named version, or the latest one; refuses drafts and archived versions.
+
+        Without a version, the latest version must be published: when it is archived,
+        the trigger is refused (LATEST_VERSION_ARCHIVED) rather than silently starting an
+        older version; naming that version starts it."""
+        if not version:
+            definition = await self._latest(name)
+        else:
+            request = definition_service_pb2.GetDefinitionRequest(
+                by_name=definition_service_pb2.NameSelector(name=name, version=version)
+            )
+            definition = await self._get(request, f"process {name!r} has no version {version}")
+        if definition.status == definition_pb2.DEFINITION_STATUS_ARCHIVED and not version:
+            raise FailedPrecondition(
+                f"the latest version {definition.version} of process {name!r} is archived: "
+                "publish a new version, or name the version to run",
+                reason="LATEST_VERSION_ARCHIVED",
+            )
         if definition.status != definition_pb2.DEFINITION_STATUS_PUBLISHED:
             status = definition_pb2.DefinitionStatus.Name(definition.status)
             raise FailedPrecondition(
@@ -52,6 +60,18 @@ class DefinitionCatalog:
                 reason="DEFINITION_NOT_PUBLISHED",
             )
         return self._remember(definition)
+
+    async def _latest(self, name: str) -> definition_pb2.ProcessDefinition:
+        """The newest version of `name`, whatever its status (drafts have none)."""
+        request = definition_service_pb2.ListDefinitionVersionsRequest(name=name, page_size=1)
+        what = f"no published process named {name!r}"
+        try:
+            reply = await self._stub.ListDefinitionVersions(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error, what) from None
+        if not reply.definitions:
+            raise NotFound(f"no published process named {name!r}", reason="DEFINITION_NOT_FOUND")
+        return reply.definitions[0]
 
     async def by_id(self, definition_id: str) -> PublishedDefinition:
         """A version an execution already runs (archived ones included)."""
@@ -69,17 +89,19 @@ class DefinitionCatalog:
         try:
             reply = await self._stub.GetDefinition(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(missing, reason="DEFINITION_NOT_FOUND") from None
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise NotFound(
-                    f"{missing}: {error.details()}", reason="DEFINITION_NOT_FOUND"
-                ) from None
-            raise Unavailable(
-                f"definition service unavailable: {error.code().name}",
-                reason="DEFINITION_SERVICE_UNAVAILABLE",
-            ) from None
+            raise self._translate(error, missing) from None
         return reply.definition
+
+    @staticmethod
+    def _translate(error: grpc.aio.AioRpcError, what: str) -> Exception:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return NotFound(what, reason="DEFINITION_NOT_FOUND")
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return NotFound(f"{what}: {error.details()}", reason="DEFINITION_NOT_FOUND")
+        return Unavailable(
+            f"definition service unavailable: {error.code().name}",
+            reason="DEFINITION_SERVICE_UNAVAILABLE",
+        )
 
     def _remember(self, definition: definition_pb2.ProcessDefinition) -> PublishedDefinition:
         cached = self._cache.get(definition.id)

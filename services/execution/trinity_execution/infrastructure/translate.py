@@ -384,7 +384,37 @@ def step_view(
         view.items_total = len(step.for_each.items)
         view.items_done = len(step.for_each.outputs)
         view.items_failed = len(step.for_each.failed)
+    view.iterations.extend(_iteration(summary) for summary in step.history)
+    view.iterations_omitted = step.history_dropped
     return view
+
+
+def _iteration(summary: dict[str, Any]) -> execution_pb2.StepIteration:
+    """One earlier iteration, from the bounded summary the state keeps of it."""
+    started = _time(summary.get("started_at"))
+    ended = _time(summary.get("ended_at"))
+    cost = summary.get("cost")
+    error = summary.get("error")
+    view = execution_pb2.StepIteration(
+        iteration=int(summary.get("iteration", 0)),
+        status=STEP_STATUSES[d.StepStatus(summary.get("status", "pending"))],
+        attempt=int(summary.get("attempt", 0)),
+        start_time=timestamp(started),
+        end_time=timestamp(ended),
+        output=str(summary.get("output", "")),
+        output_truncated=bool(summary.get("output_truncated", False)),
+        cost=_money(Money(Decimal(cost["amount"]), cost["currency"]) if cost else None),
+        decision=str(summary.get("decision", "")),
+        error=failure(d.Failure.from_dict(error) if error else None),
+        skip_reason=str(summary.get("skip_reason", "")),
+    )
+    if started is not None and ended is not None:
+        view.duration.FromTimedelta(ended - started)
+    return view
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _progress(state: d.ExecutionState, total: int) -> execution_pb2.Progress:
