@@ -130,6 +130,9 @@ async def test_http_agent(
         task("h3", "researcher", "expensive", types_pb2.Money(currency_code="USD", units=1)),
     )
     assert over.status == work_pb2.WORK_STATUS_FAILED and over.error.code == "BUDGET_EXCEEDED"
+    # What the agent spent travels with the failure, so the execution still counts it.
+    assert over.error.details["cost_currency"] == "USD"
+    assert over.error.details["cost"] and "max_cost" in over.error.details
 
     for key, agent, code in [
         ("h4", "overloaded", "AGENT_UNAVAILABLE"),
