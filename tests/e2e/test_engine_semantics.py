@@ -304,7 +304,7 @@ steps:
     assert second in (refused.value.details() or "")
     # Naming the older version runs it.
     request = execution_service_pb2.TriggerProcessRequest(
-        request_id=client.key("run"), process_name="retired", version=first, triggered_by="e2e"
+        request_id=client.key("run"), process_name="retired", version=first
     )
     started = (await client.executions.TriggerProcess(request)).execution
     assert started.process_version == first

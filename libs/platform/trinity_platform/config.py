@@ -288,17 +288,6 @@ def settings_table() -> list[tuple[str, str, str]]:
             "secret signing page tokens (HMAC); comma-separated to rotate: the first signs, "
             "all are accepted",
         ),
-            "TRINITY_EXPRESSION_MAX_OPERATIONS",
-            "100000",
-            "operations one template or condition may run (loop items, calls, lookups)",
-        ),
-        ("TRINITY_EXPRESSION_MAX_INTEGER_BITS", "4096", "largest integer an expression builds"),
-        (
-            "TRINITY_EXPRESSION_MAX_LENGTH",
-            "1000000",
-            "longest string or collection an expression builds (the rendered text included)",
-        ),
-        ("TRINITY_EXPRESSION_DEADLINE_SECONDS", "2", "wall-clock limit of one render"),
     ]
 
 

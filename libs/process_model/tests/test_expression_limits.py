@@ -140,13 +140,15 @@ def test_limits_from_the_environment() -> None:
         ExpressionLimits.from_env({"TRINITY_EXPRESSION_MAX_OPERATIONS": "0"})
 
 
-def test_the_settings_table_shows_the_defaults() -> None:
-    from trinity_platform.config import settings_table
+def test_the_readme_shows_the_settings_and_their_defaults() -> None:
+    from pathlib import Path
 
-    table = {name: default for name, default, _ in settings_table()}
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
     defaults = ExpressionLimits()
     for field, variable in ExpressionLimits.ENV.items():
-        assert float(table[variable]) == float(getattr(defaults, field)), variable
+        value = getattr(defaults, field)
+        shown = str(int(value)) if value == int(value) else str(value)
+        assert f"| `{variable}` | `{shown}` |" in readme, variable
 
 
 def test_range_is_no_context_name() -> None:
