@@ -417,7 +417,8 @@ class Run:
         self._fail_to_start(step_id, st, failure)
 
     def add_cost(self, cost: Money) -> None:
-        self._add_cost(cost)
+        """Count the cost and apply ``on_exceeded`` when it crosses the budget."""
+        self.apply_budget_action(self.count_cost(cost))
 
     def _start_step_timeout(self, step: Step, st: StepState, ref: StepRef) -> None:
         if step.timeout is not None:
