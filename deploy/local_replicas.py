@@ -164,7 +164,19 @@ class Report:
 
 
 def example_files() -> dict[str, Path]:
-    return {path.parent.name: path for path in sorted(EXAMPLES.glob("*/process.yaml"))}
+    """The examples this run knows how to drive (SCENARIOS); the others are listed in
+    the report's notes (e.g. pull-request-ci waits for a message from a CI system)."""
+    return {
+        path.parent.name: path
+        for path in sorted(EXAMPLES.glob("*/process.yaml"))
+        if path.parent.name in SCENARIOS
+    }
+
+
+def undriven_examples() -> list[str]:
+    return sorted(
+        p.parent.name for p in EXAMPLES.glob("*/process.yaml") if p.parent.name not in SCENARIOS
+    )
 
 
 class Cluster:
@@ -391,6 +403,8 @@ def notes(streams: dict[str, list[Envelope]]) -> list[str]:
     )
     counts = {stream: len(envelopes) for stream, envelopes in streams.items()}
     lines = [f"facts stored: {counts}"]
+    if undriven_examples():
+        lines.append(f"examples not driven (no scenario here): {', '.join(undriven_examples())}")
     if emails:
         lines.append(
             f"{emails} approver e-mail(s) not sent: examples/executor.yaml has no email channel"

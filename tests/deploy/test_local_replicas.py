@@ -113,7 +113,8 @@ def test_two_replicas_of_every_service_run_the_examples(
         "work": 2,
         "executor": 2,
     }
-    examples = {p.parent.name for p in replicas.EXAMPLES.glob("*/process.yaml")}
+    examples = set(replicas.SCENARIOS)
+    assert examples <= {p.parent.name for p in replicas.EXAMPLES.glob("*/process.yaml")}
     outcomes = report["outcomes"]
     assert {o["example"] for o in outcomes} == examples
     assert len(outcomes) == 3 * len(examples)  # twice at once, then once after the failover
