@@ -239,7 +239,10 @@ class CommandDispatcher:
 
     async def _send(self, row: Dispatch) -> None:
         with (
-            structlog.contextvars.bound_contextvars(dispatch_key=row.key),
+            # Log lines name what they are about (execution_id=..., approval_id=...).
+            structlog.contextvars.bound_contextvars(
+                **{self._spec.aggregate_column: row.aggregate_id}, dispatch_key=row.key
+            ),
             span(f"dispatch {row.kind}", row.traceparent),
         ):
             await self._deliver(row)
