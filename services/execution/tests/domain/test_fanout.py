@@ -119,3 +119,28 @@ def test_state_stays_compact_with_1000_items() -> None:
     assert len(starts(driver)) == 1000
     stored = driver.state.to_dict()["steps"]["files"]["for_each"]
     assert "running" not in stored and len(stored["outputs"]) == 1000
+
+
+def test_a_refused_item_start_fails_that_item_instead_of_hanging() -> None:
+    """The property test found it: a child start refused for good (CommandRejected on the
+    item's key) was ignored, and the execution waited forever with nothing outstanding."""
+    from trinity_execution.domain.events import CommandRejected
+
+    driver = planned(3, max_concurrency=1, tolerated_failures=1)
+    first = starts(driver)[0]
+    driver.send(
+        CommandRejected(now=driver.tick(), key=first.key, code="INPUT_INVALID", message="no")
+    )
+    assert len(starts(driver)) == 2  # the next item started
+    end(driver, 1, output="one")
+    end(driver, 2, output="two")
+    assert driver.step_status("files") == "completed"
+    assert driver.state is not None
+    assert driver.state.step("files").structured == {"items": [None, "one", "two"], "failed": 1}
+
+    refused_for_good = planned(2, max_concurrency=1)
+    key = starts(refused_for_good)[0].key
+    refused_for_good.send(
+        CommandRejected(now=refused_for_good.tick(), key=key, code="INPUT_INVALID", message="no")
+    )
+    assert refused_for_good.status == "failed"

@@ -420,14 +420,23 @@ def _on_child_ended(
 def _on_rejected(
     process: CompiledProcess, state: ExecutionState, event: CommandRejected
 ) -> Decision:
-    """A permanent refusal of a request fails its attempt, without retries."""
-    parsed = parse_request_key(state.execution_id, event.key)
+    """A permanent refusal of a request fails its attempt, without retries; a refused
+    start of one for_each item fails that item (within the tolerated failures)."""
+    item = fanout.split_item_key(event.key)
+    request = event.key if item is None else item[0]
+    parsed = parse_request_key(state.execution_id, request)
     if parsed is None or parsed[0] not in process.steps:
         return _ignore(state, f"no step request has key {event.key!r}")
     step_id = parsed[0]
-    if state.step(step_id).request != event.key:
+    st = state.step(step_id)
+    if st.request != request:
         return _ignore(state, f"request {event.key!r} is not outstanding")
     run = Run(process, state, event.now)
+    if item is not None:
+        if st.for_each is None or item[1] not in st.for_each.running:
+            return _ignore(state, f"request {event.key!r} is not outstanding")
+        fanout.item_refused(run, step_id, item[1], f"{event.code}: {event.message}")
+        return _done(run)
     run.fail_attempt(
         step_id, Failure(event.code, event.message or "request refused"), retryable=False
     )

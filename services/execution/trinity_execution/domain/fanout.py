@@ -135,6 +135,16 @@ def item_ended(run: Run, step_id: str, index: int, event: ChildExecutionEnded) -
         fill(run, step_id)
 
 
+def item_refused(run: Run, step_id: str, index: int, why: str) -> None:
+    """An item's child could not start (refused for good): the item failed."""
+    st = run.edit(step_id)
+    state = st.for_each
+    assert state is not None
+    state.running.remove(index)
+    if not _item_failed(run, step_id, st, index, f"its start was refused: {why}") and run.is_live:
+        fill(run, step_id)
+
+
 def _item_failed(run: Run, step_id: str, st: StepState, index: int, why: str) -> bool:
     """Record a failed item; True when that fails the attempt (beyond the tolerated)."""
     state = st.for_each
