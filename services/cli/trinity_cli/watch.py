@@ -404,6 +404,11 @@ def describe_fact(fact: Message, kinds: dict[str, int]) -> str:
         )
     if isinstance(fact, facts.ProcessResumed):
         return f"resumed by {fact.resumed_by or UNKNOWN_CALLER}"
+    if isinstance(fact, facts.ExecutionMigrated):
+        return (
+            f"moved from version {fact.from_version} to {fact.execution.process_version} "
+            f"by {fact.migrated_by or UNKNOWN_CALLER}"
+        )
     return ""  # ProcessStarted / Completed / Failed / Cancelled: the header and footer
 
 

@@ -13,6 +13,7 @@ from trinity_execution.api.servicer import ExecutionServicer
 from trinity_execution.application.commands import DEFAULT_MAX_DEPTH, ExecutionCommands
 from trinity_execution.application.continuation import Continuation
 from trinity_execution.application.messages import MessageDelivery, MessageSettings
+from trinity_execution.application.migrations import ExecutionMigrations
 from trinity_execution.application.queries import ExecutionQueries
 from trinity_execution.application.schedules import MissedFires, Scheduler
 from trinity_execution.application.wakeups import Wakeups
@@ -183,6 +184,11 @@ def build() -> ServiceRuntime:
     runtime.add_grpc_service(
         SERVICE_NAME,
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,
-        ExecutionServicer(commands, ExecutionQueries(engine, catalog, wakeups), messages),
+        ExecutionServicer(
+            commands,
+            ExecutionQueries(engine, catalog, wakeups),
+            messages,
+            ExecutionMigrations(engine, catalog, wakeups),
+        ),
     )
     return runtime

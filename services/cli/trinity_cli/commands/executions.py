@@ -1,4 +1,5 @@
-"""`run` and `executions status | list | cancel | pause | resume | retry | watch`."""
+"""`run` and `executions status | list | cancel | pause | resume | retry | signal | watch`
+(`migrate` lives in migrate.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
+from trinity_cli.commands import migrate
 from trinity_cli.context import Context, all_pages
 from trinity_cli.errors import ExitCode, UsageError
 from trinity_cli.inputs import parse_inputs
@@ -134,6 +136,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--idempotency-key", metavar="KEY", help="the message id: sending again delivers once"
     )
     signal.set_defaults(func=signal_execution)
+    migrate.register(sub, common)
 
     watch_ = sub.add_parser(
         "watch", parents=[common], help="follow an execution live until it finishes"

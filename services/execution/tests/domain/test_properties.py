@@ -36,6 +36,7 @@ from trinity_execution.domain import (
     ExecutionState,
     ExecutionStatus,
     MessageReceived,
+    MigrateExecution,
     NotifyParent,
     OpenMessageSubscription,
     ParentLink,
@@ -55,6 +56,8 @@ from trinity_execution.domain import (
     WorkCompleted,
     WorkFailed,
     decide,
+    migration_problems,
+    step_mapping,
 )
 from trinity_process_model.model import (
     AgentTaskConfig,
@@ -255,6 +258,8 @@ class World:
                 self.completions.append((fact.step_id, fact.iteration))
             elif isinstance(fact, StepSkipped):
                 self.skips.append((fact.step_id, fact.iteration, fact.reason))
+        if isinstance(event, MigrateExecution) and not decision.ignored:
+            self.process = event.target
         check_state(self.process, self.state)
         if decision.ignored:
             assert not decision.facts and not decision.commands
@@ -422,6 +427,7 @@ def run_world(
     flags: dict[str, bool],
     data: st.DataObject,
     parent: ParentLink | None = None,
+    migrate_to: CompiledProcess | None = None,
 ) -> World:
     world = World(process)
     world.send(
@@ -442,6 +448,18 @@ def run_world(
                 world.send(RetryFailedSteps(now=world.clock, by="prop"))
                 continue
             return world
+        if (
+            migrate_to is not None
+            and world.process is not migrate_to
+            and data.draw(st.integers(0, 9)) == 0
+        ):
+            # A copy of the version: every live execution can move, and goes on there.
+            mapping = step_mapping(world.process, migrate_to, {})
+            assert migration_problems(world.process, migrate_to, state, mapping) == []
+            world.clock += timedelta(seconds=1)
+            world.send(MigrateExecution(now=world.clock, target=migrate_to, mapping=mapping))
+            assert world.process is migrate_to and world.state.version == "2"
+            continue
         # Interventions are bounded so that outcomes always come eventually.
         choice = data.draw(st.integers(0, 19)) if interventions < MAX_INTERVENTIONS else 19
         interventions += choice < 6
@@ -496,6 +514,32 @@ def test_random_executions_terminate_and_keep_their_invariants(
     assert replay.outputs == world.outputs
     assert replay.state is not None and world.state is not None
     assert replay.state.to_dict() == world.state.to_dict()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    spec=definitions(),
+    flags=st.fixed_dictionaries({f: st.booleans() for f in FLAGS}),
+    data=st.data(),
+)
+def test_executions_moved_to_another_version_midway_keep_their_invariants(
+    spec: ProcessSpec, flags: dict[str, bool], data: st.DataObject
+) -> None:
+    """A live execution moved (at a random point) to a copy of its version can always
+    move, ends, starts no attempt twice, and replays to the same decisions."""
+    process = CompiledProcess.compile("def", "1", spec)
+    world = run_world(process, flags, data, CompiledProcess.compile("def-2", "2", spec))
+    check_ended(world)
+    assert len(world.starts) == len(set(world.starts)), "an attempt started twice"
+    assert len(world.completions) == len(set(world.completions)), "completed twice in an iteration"
+    replay = World(process)
+    for event in world.events:
+        replay.send(event)
+    assert replay.outputs == world.outputs
 
 
 def test_definitions_from_the_validation_strategies_run_too() -> None:

@@ -15,6 +15,7 @@ from trinity.process.execution.v1 import execution_service_pb2
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceServicer
 from trinity_execution.application.commands import Control, ExecutionCommands, Trigger
 from trinity_execution.application.messages import MessageDelivery, Signal
+from trinity_execution.application.migrations import LIVE, ExecutionMigrations, Migration
 from trinity_execution.application.queries import ExecutionQueries, ListFilter
 from trinity_execution.infrastructure import translate
 from trinity_platform.authz import acting_principal
@@ -70,13 +71,72 @@ def signal_of(request: pb.SignalExecutionRequest) -> Signal:
     )
 
 
+MAX_MAPPING_ENTRIES = 1_000
+MAX_ID_LENGTH = 255
+
+
+def migration_of(request: pb.MigrateExecutionRequest, by: str) -> Migration:
+    """The migration a request asks for; INVALID_ARGUMENT listing each problem."""
+    problems = []
+    if not request.to_version.strip():
+        problems.append(FieldViolation("to_version", "is required"))
+    if not request.execution_id and not (request.process_name and request.from_version):
+        problems.append(
+            FieldViolation("execution_id", "give an execution_id, or process_name and from_version")
+        )
+    if request.execution_id and request.from_version:
+        problems.append(
+            FieldViolation("from_version", "give an execution_id or a version, not both")
+        )
+    for name in ("execution_id", "process_name", "from_version", "to_version"):
+        if len(getattr(request, name)) > MAX_ID_LENGTH:
+            problems.append(FieldViolation(name, f"is longer than {MAX_ID_LENGTH} characters"))
+    if len(request.step_mapping) > MAX_MAPPING_ENTRIES:
+        problems.append(
+            FieldViolation("step_mapping", f"has more than {MAX_MAPPING_ENTRIES} entries")
+        )
+    for old, new in request.step_mapping.items():
+        if not old.strip() or not new.strip():
+            problems.append(FieldViolation(f"step_mapping[{old}]", "step ids must not be empty"))
+    statuses: tuple[str, ...] = LIVE
+    if request.status:
+        name = translate.EXECUTION_STATUS_NAMES.get(request.status, "")
+        if name not in LIVE:
+            problems.append(FieldViolation("status", "only RUNNING or PAUSED executions move"))
+        statuses = (name,)
+    if problems:
+        raise InvalidArgument("the migration request is malformed", problems)
+    return Migration(
+        request_id=request.request_id,
+        to_version=request.to_version,
+        execution_id=request.execution_id,
+        process_name=request.process_name,
+        from_version=request.from_version,
+        statuses=statuses,
+        explicit=dict(request.step_mapping),
+        dry_run=request.dry_run,
+        by=by,
+    )
+
+
 class ExecutionServicer(ExecutionServiceServicer):
     def __init__(
-        self, commands: ExecutionCommands, queries: ExecutionQueries, messages: MessageDelivery
+        self,
+        commands: ExecutionCommands,
+        queries: ExecutionQueries,
+        messages: MessageDelivery,
+        migrations: ExecutionMigrations,
     ) -> None:
         self._commands = commands
         self._queries = queries
         self._messages = messages
+        self._migrations = migrations
+
+    async def MigrateExecution(
+        self, request: pb.MigrateExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MigrateExecutionResponse:
+        command = migration_of(request, acting_principal("", "migrated_by"))
+        return await self._migrations.migrate(command, request)
 
     async def SignalExecution(
         self, request: pb.SignalExecutionRequest, context: grpc.aio.ServicerContext

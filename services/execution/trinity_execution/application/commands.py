@@ -330,6 +330,8 @@ class ExecutionCommands:
             async with read_only(self._engine) as conn:
                 row = await load_execution(conn, command.execution_id)
             assert row is not None  # executions are never deleted
+            if row.process_id != published.id:  # moved to another version meanwhile
+                published = await self._catalog.by_id(row.process_id)
             state = d.ExecutionState.from_dict(row.state)
             precondition(state)
             now = datetime.now(UTC)

@@ -79,6 +79,8 @@ class Continuation:
                 async with read_only(self._engine) as conn:
                     row = await load_execution(conn, execution_id)
                 assert row is not None  # executions are never deleted
+                if row.process_id != published.id:  # moved to another version meanwhile
+                    published = await self._catalog.by_id(row.process_id)
             now = datetime.now(UTC)
             state = d.ExecutionState.from_dict(row.state)
             decision = await decide_off_loop(published.process, state, event_for(now))

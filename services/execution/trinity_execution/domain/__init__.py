@@ -90,6 +90,7 @@ from trinity_execution.domain.events import (
     CommandRejected,
     Event,
     MessageReceived,
+    MigrateExecution,
     PauseExecution,
     ResumeExecution,
     RetryFailedSteps,
@@ -101,6 +102,7 @@ from trinity_execution.domain.events import (
 from trinity_execution.domain.facts import (
     BudgetExceeded,
     BudgetWarning,
+    ExecutionMigrated,
     ExecutionRef,
     Fact,
     GatewayEvaluated,
@@ -115,6 +117,12 @@ from trinity_execution.domain.facts import (
     StepFailed,
     StepSkipped,
     StepStarted,
+)
+from trinity_execution.domain.migration import (
+    MigrationProblem,
+    mapping_violations,
+    migration_problems,
+    step_mapping,
 )
 from trinity_execution.domain.process import CompiledProcess
 from trinity_execution.domain.state import (
@@ -145,6 +153,7 @@ __all__ = [
     "Decision",
     "Event",
     "ExecutionDomainError",
+    "ExecutionMigrated",
     "ExecutionNotStarted",
     "ExecutionRef",
     "ExecutionState",
@@ -154,6 +163,8 @@ __all__ = [
     "GatewayEvaluated",
     "InvalidTransition",
     "MessageReceived",
+    "MigrateExecution",
+    "MigrationProblem",
     "NotificationWork",
     "NotifyParent",
     "OpenMessageSubscription",
@@ -191,8 +202,11 @@ __all__ = [
     "WorkPayload",
     "child_execution_id",
     "decide",
+    "mapping_violations",
+    "migration_problems",
     "parse_request_key",
     "parse_timer_id",
     "request_key",
+    "step_mapping",
     "timer_id",
 ]

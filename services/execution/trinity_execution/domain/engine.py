@@ -25,6 +25,7 @@ from trinity_execution.domain.events import (
     CommandRejected,
     Event,
     MessageReceived,
+    MigrateExecution,
     PauseExecution,
     ResumeExecution,
     RetryFailedSteps,
@@ -40,6 +41,7 @@ from trinity_execution.domain.facts import (
     ProcessResumed,
     ProcessStarted,
 )
+from trinity_execution.domain.migration import migration_problems, on_migrate
 from trinity_execution.domain.process import CompiledProcess
 from trinity_execution.domain.run import BUDGET_PAUSER, Run
 from trinity_execution.domain.state import ExecutionState, ExecutionStatus, StepStatus
@@ -443,6 +445,19 @@ def _on_rejected(
     return _done(run)
 
 
+def _on_migrate(
+    process: CompiledProcess, state: ExecutionState, event: MigrateExecution
+) -> Decision:
+    """Move onto another version (migration.py); refused moves change nothing."""
+    target = event.target
+    if (state.definition_id, state.version) == (target.definition_id, target.version):
+        return _ignore(state, f"the execution already runs version {target.version}")
+    problems = migration_problems(process, event.target, state, event.mapping)
+    if problems:
+        return _ignore(state, "; ".join(p.message for p in problems))
+    return _done(on_migrate(process, state, event))
+
+
 _HANDLERS: dict[type, Callable[[CompiledProcess, ExecutionState, Any], Decision]] = {
     StartExecution: _on_start_again,
     WorkCompleted: _on_work_completed,
@@ -456,6 +471,7 @@ _HANDLERS: dict[type, Callable[[CompiledProcess, ExecutionState, Any], Decision]
     RetryFailedSteps: _on_retry,
     MessageReceived: _on_message,
     ChildExecutionEnded: _on_child_ended,
+    MigrateExecution: _on_migrate,
 }
 
 __all__ = ["BUDGET_PAUSER", "Decision", "ExecutionNotStarted", "decide"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from trinity_execution.domain.process import CompiledProcess
 from trinity_execution.domain.state import ParentLink, TriggerKind
 from trinity_process_model.model import Money
 
@@ -136,6 +138,19 @@ class ChildExecutionEnded:
     error_message: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class MigrateExecution:
+    """Move the execution onto ``target``, another version of its process (migration.py).
+
+    ``mapping`` maps the ids of the current version's steps to the target's (see
+    ``step_mapping``); a step that is not mapped is left behind with its state."""
+
+    now: datetime
+    target: CompiledProcess
+    mapping: Mapping[str, str]
+    by: str = ""
+
+
 Event = (
     StartExecution
     | WorkCompleted
@@ -149,6 +164,7 @@ Event = (
     | RetryFailedSteps
     | MessageReceived
     | ChildExecutionEnded
+    | MigrateExecution
 )
 
 REJECTED = "rejected"

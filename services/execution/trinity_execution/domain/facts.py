@@ -156,6 +156,19 @@ class BudgetExceeded:
     occur_time: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExecutionMigrated:
+    """The execution moved to another version (``execution`` names the new one)."""
+
+    execution: ExecutionRef
+    from_process_id: str
+    from_version: str
+    step_mapping: dict[str, str]
+    """Old step id → new step id, for every step that had run or was running."""
+    migrated_by: str
+    occur_time: datetime
+
+
 Fact = (
     ProcessStarted
     | ProcessCompleted
@@ -170,6 +183,7 @@ Fact = (
     | GatewayEvaluated
     | BudgetWarning
     | BudgetExceeded
+    | ExecutionMigrated
 )
 
 SKIP_CONDITION_NOT_MET = "condition_not_met"

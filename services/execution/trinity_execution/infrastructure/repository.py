@@ -151,3 +151,31 @@ async def check_revision(conn: AsyncConnection, execution_id: str, revision: int
     current = (await conn.execute(query)).scalar_one_or_none()
     if current != revision:
         raise ConcurrentUpdate(f"execution {execution_id} changed concurrently")
+
+
+async def executions_of_version(
+    conn: AsyncConnection, process_name: str, version: str, statuses: tuple[str, ...], limit: int
+) -> list[str]:
+    """Ids of the executions of one process version in these statuses, oldest first."""
+    query = (
+        select(executions.c.id)
+        .where(
+            executions.c.process_name == process_name,
+            executions.c.process_version == version,
+            executions.c.status.in_(statuses),
+        )
+        .order_by(executions.c.created_at, executions.c.id)
+        .limit(limit)
+    )
+    return list((await conn.scalars(query)).all())
+
+
+async def repoint_execution(
+    conn: AsyncConnection, execution_id: str, *, process_id: str, process_version: str
+) -> None:
+    """Record the version a migrated execution now runs (in the migration's transaction)."""
+    await conn.execute(
+        update(executions)
+        .where(executions.c.id == execution_id)
+        .values(process_id=process_id, process_version=process_version)
+    )

@@ -135,6 +135,14 @@ def fact_to_proto(fact: d.Fact) -> Message:
             return pb.ProcessPaused(**common, paused_by=fact.paused_by, reason=fact.reason)
         case d.ProcessResumed():
             return pb.ProcessResumed(**common, resumed_by=fact.resumed_by)
+        case d.ExecutionMigrated():
+            return pb.ExecutionMigrated(
+                **common,
+                from_process_id=fact.from_process_id,
+                from_version=fact.from_version,
+                step_mapping=fact.step_mapping,
+                migrated_by=fact.migrated_by,
+            )
         case d.StepStarted():
             return pb.StepStarted(
                 **common,

@@ -30,13 +30,17 @@ from trinity.process.common.v1 import options_pb2 as trinity_dot_process_dot_com
 from trinity.process.execution.v1 import execution_pb2 as trinity_dot_process_dot_execution_dot_v1_dot_execution__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4trinity/process/execution/v1/execution_service.proto\x12\x1ctrinity.process.execution.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'trinity/process/common/v1/options.proto\x1a,trinity/process/execution/v1/execution.proto\"\xcc\x01\n\x16SignalExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cmessage_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63orrelation_key\x18\x03 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0ctime_to_live\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x01\n\x17SignalExecutionResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x15TriggerProcessRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cprocess_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctriggered_by\x18\x05 \x01(\t\"T\n\x16TriggerProcessResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"h\n\x16\x43\x61ncelExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x04 \x01(\t\"U\n\x17\x43\x61ncelExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"Q\n\x15PauseExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"T\n\x16PauseExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"B\n\x16ResumeExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\"U\n\x17ResumeExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"R\n\x15RetryExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\"T\n\x16RetryExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"R\n\x14GetExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"\xfa\x01\n\x15ListExecutionsRequest\x12\x14\n\x0cprocess_name\x18\x01 \x01(\t\x12=\n\x06status\x18\x02 \x01(\x0e\x32-.trinity.process.execution.v1.ExecutionStatus\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"n\n\x16ListExecutionsResponse\x12;\n\nexecutions\x18\x01 \x03(\x0b\x32\'.trinity.process.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\x8c\x01\n\x16WatchExecutionResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\"\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xd3\n\n\x10\x45xecutionService\x12\x93\x01\n\x0eTriggerProcess\x12\x33.trinity.process.execution.v1.TriggerProcessRequest\x1a\x34.trinity.process.execution.v1.TriggerProcessResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.trigger\x12\x96\x01\n\x0f\x43\x61ncelExecution\x12\x34.trinity.process.execution.v1.CancelExecutionRequest\x1a\x35.trinity.process.execution.v1.CancelExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0ePauseExecution\x12\x33.trinity.process.execution.v1.PauseExecutionRequest\x1a\x34.trinity.process.execution.v1.PauseExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x96\x01\n\x0fResumeExecution\x12\x34.trinity.process.execution.v1.ResumeExecutionRequest\x1a\x35.trinity.process.execution.v1.ResumeExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0eRetryExecution\x12\x33.trinity.process.execution.v1.RetryExecutionRequest\x1a\x34.trinity.process.execution.v1.RetryExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x8a\x01\n\x0cGetExecution\x12\x31.trinity.process.execution.v1.GetExecutionRequest\x1a\x32.trinity.process.execution.v1.GetExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x90\x01\n\x0eListExecutions\x12\x33.trinity.process.execution.v1.ListExecutionsRequest\x1a\x34.trinity.process.execution.v1.ListExecutionsResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x92\x01\n\x0eWatchExecution\x12\x33.trinity.process.execution.v1.WatchExecutionRequest\x1a\x34.trinity.process.execution.v1.WatchExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read0\x01\x12\x95\x01\n\x0fSignalExecution\x12\x34.trinity.process.execution.v1.SignalExecutionRequest\x1a\x35.trinity.process.execution.v1.SignalExecutionResponse\"\x15\x8a\xb5\x18\x11\x65xecutions.signalb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4trinity/process/execution/v1/execution_service.proto\x12\x1ctrinity.process.execution.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'trinity/process/common/v1/options.proto\x1a,trinity/process/execution/v1/execution.proto\"\xe5\x02\n\x17MigrateExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x14\n\x0cprocess_name\x18\x03 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x04 \x01(\t\x12\x12\n\nto_version\x18\x05 \x01(\t\x12\\\n\x0cstep_mapping\x18\x06 \x03(\x0b\x32\x46.trinity.process.execution.v1.MigrateExecutionRequest.StepMappingEntry\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\x12=\n\x06status\x18\x08 \x01(\x0e\x32-.trinity.process.execution.v1.ExecutionStatus\x1a\x32\n\x10StepMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x10MigrationProblem\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9c\x02\n\x10MigrationOutcome\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61n_migrate\x18\x02 \x01(\x08\x12\x10\n\x08migrated\x18\x03 \x01(\x08\x12@\n\x08problems\x18\x04 \x03(\x0b\x32..trinity.process.execution.v1.MigrationProblem\x12U\n\x0cstep_mapping\x18\x05 \x03(\x0b\x32?.trinity.process.execution.v1.MigrationOutcome.StepMappingEntry\x1a\x32\n\x10StepMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaa\x01\n\x18MigrateExecutionResponse\x12\x14\n\x0cprocess_name\x18\x01 \x01(\t\x12\x12\n\nto_version\x18\x02 \x01(\t\x12@\n\x08outcomes\x18\x03 \x03(\x0b\x32..trinity.process.execution.v1.MigrationOutcome\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xcc\x01\n\x16SignalExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cmessage_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63orrelation_key\x18\x03 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0ctime_to_live\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x01\n\x17SignalExecutionResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x15TriggerProcessRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cprocess_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctriggered_by\x18\x05 \x01(\t\"T\n\x16TriggerProcessResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"h\n\x16\x43\x61ncelExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x04 \x01(\t\"U\n\x17\x43\x61ncelExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"Q\n\x15PauseExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"T\n\x16PauseExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"B\n\x16ResumeExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\"U\n\x17ResumeExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"R\n\x15RetryExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\"T\n\x16RetryExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"R\n\x14GetExecutionResponse\x12:\n\texecution\x18\x01 \x01(\x0b\x32\'.trinity.process.execution.v1.Execution\"\xfa\x01\n\x15ListExecutionsRequest\x12\x14\n\x0cprocess_name\x18\x01 \x01(\t\x12=\n\x06status\x18\x02 \x01(\x0e\x32-.trinity.process.execution.v1.ExecutionStatus\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"n\n\x16ListExecutionsResponse\x12;\n\nexecutions\x18\x01 \x03(\x0b\x32\'.trinity.process.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\x8c\x01\n\x16WatchExecutionResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\"\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xef\x0b\n\x10\x45xecutionService\x12\x93\x01\n\x0eTriggerProcess\x12\x33.trinity.process.execution.v1.TriggerProcessRequest\x1a\x34.trinity.process.execution.v1.TriggerProcessResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.trigger\x12\x96\x01\n\x0f\x43\x61ncelExecution\x12\x34.trinity.process.execution.v1.CancelExecutionRequest\x1a\x35.trinity.process.execution.v1.CancelExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0ePauseExecution\x12\x33.trinity.process.execution.v1.PauseExecutionRequest\x1a\x34.trinity.process.execution.v1.PauseExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x96\x01\n\x0fResumeExecution\x12\x34.trinity.process.execution.v1.ResumeExecutionRequest\x1a\x35.trinity.process.execution.v1.ResumeExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x93\x01\n\x0eRetryExecution\x12\x33.trinity.process.execution.v1.RetryExecutionRequest\x1a\x34.trinity.process.execution.v1.RetryExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.control\x12\x8a\x01\n\x0cGetExecution\x12\x31.trinity.process.execution.v1.GetExecutionRequest\x1a\x32.trinity.process.execution.v1.GetExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x90\x01\n\x0eListExecutions\x12\x33.trinity.process.execution.v1.ListExecutionsRequest\x1a\x34.trinity.process.execution.v1.ListExecutionsResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read\x12\x92\x01\n\x0eWatchExecution\x12\x33.trinity.process.execution.v1.WatchExecutionRequest\x1a\x34.trinity.process.execution.v1.WatchExecutionResponse\"\x13\x8a\xb5\x18\x0f\x65xecutions.read0\x01\x12\x95\x01\n\x0fSignalExecution\x12\x34.trinity.process.execution.v1.SignalExecutionRequest\x1a\x35.trinity.process.execution.v1.SignalExecutionResponse\"\x15\x8a\xb5\x18\x11\x65xecutions.signal\x12\x99\x01\n\x10MigrateExecution\x12\x35.trinity.process.execution.v1.MigrateExecutionRequest\x1a\x36.trinity.process.execution.v1.MigrateExecutionResponse\"\x16\x8a\xb5\x18\x12\x65xecutions.migrateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trinity.process.execution.v1.execution_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MIGRATEEXECUTIONREQUEST_STEPMAPPINGENTRY']._loaded_options = None
+  _globals['_MIGRATEEXECUTIONREQUEST_STEPMAPPINGENTRY']._serialized_options = b'8\001'
+  _globals['_MIGRATIONOUTCOME_STEPMAPPINGENTRY']._loaded_options = None
+  _globals['_MIGRATIONOUTCOME_STEPMAPPINGENTRY']._serialized_options = b'8\001'
   _globals['_EXECUTIONSERVICE'].methods_by_name['TriggerProcess']._loaded_options = None
   _globals['_EXECUTIONSERVICE'].methods_by_name['TriggerProcess']._serialized_options = b'\212\265\030\022executions.trigger'
   _globals['_EXECUTIONSERVICE'].methods_by_name['CancelExecution']._loaded_options = None
@@ -55,42 +59,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTIONSERVICE'].methods_by_name['WatchExecution']._serialized_options = b'\212\265\030\017executions.read'
   _globals['_EXECUTIONSERVICE'].methods_by_name['SignalExecution']._loaded_options = None
   _globals['_EXECUTIONSERVICE'].methods_by_name['SignalExecution']._serialized_options = b'\212\265\030\021executions.signal'
-  _globals['_SIGNALEXECUTIONREQUEST']._serialized_start=296
-  _globals['_SIGNALEXECUTIONREQUEST']._serialized_end=500
-  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_start=503
-  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_end=635
-  _globals['_TRIGGERPROCESSREQUEST']._serialized_start=638
-  _globals['_TRIGGERPROCESSREQUEST']._serialized_end=782
-  _globals['_TRIGGERPROCESSRESPONSE']._serialized_start=784
-  _globals['_TRIGGERPROCESSRESPONSE']._serialized_end=868
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=870
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=974
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=976
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1061
-  _globals['_PAUSEEXECUTIONREQUEST']._serialized_start=1063
-  _globals['_PAUSEEXECUTIONREQUEST']._serialized_end=1144
-  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_start=1146
-  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_end=1230
-  _globals['_RESUMEEXECUTIONREQUEST']._serialized_start=1232
-  _globals['_RESUMEEXECUTIONREQUEST']._serialized_end=1298
-  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_start=1300
-  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_end=1385
-  _globals['_RETRYEXECUTIONREQUEST']._serialized_start=1387
-  _globals['_RETRYEXECUTIONREQUEST']._serialized_end=1469
-  _globals['_RETRYEXECUTIONRESPONSE']._serialized_start=1471
-  _globals['_RETRYEXECUTIONRESPONSE']._serialized_end=1555
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=1557
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=1600
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1602
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1684
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1687
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1937
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1939
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2049
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2051
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2120
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=2123
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=2263
-  _globals['_EXECUTIONSERVICE']._serialized_start=2266
-  _globals['_EXECUTIONSERVICE']._serialized_end=3629
+  _globals['_EXECUTIONSERVICE'].methods_by_name['MigrateExecution']._loaded_options = None
+  _globals['_EXECUTIONSERVICE'].methods_by_name['MigrateExecution']._serialized_options = b'\212\265\030\022executions.migrate'
+  _globals['_MIGRATEEXECUTIONREQUEST']._serialized_start=296
+  _globals['_MIGRATEEXECUTIONREQUEST']._serialized_end=653
+  _globals['_MIGRATEEXECUTIONREQUEST_STEPMAPPINGENTRY']._serialized_start=603
+  _globals['_MIGRATEEXECUTIONREQUEST_STEPMAPPINGENTRY']._serialized_end=653
+  _globals['_MIGRATIONPROBLEM']._serialized_start=655
+  _globals['_MIGRATIONPROBLEM']._serialized_end=721
+  _globals['_MIGRATIONOUTCOME']._serialized_start=724
+  _globals['_MIGRATIONOUTCOME']._serialized_end=1008
+  _globals['_MIGRATIONOUTCOME_STEPMAPPINGENTRY']._serialized_start=603
+  _globals['_MIGRATIONOUTCOME_STEPMAPPINGENTRY']._serialized_end=653
+  _globals['_MIGRATEEXECUTIONRESPONSE']._serialized_start=1011
+  _globals['_MIGRATEEXECUTIONRESPONSE']._serialized_end=1181
+  _globals['_SIGNALEXECUTIONREQUEST']._serialized_start=1184
+  _globals['_SIGNALEXECUTIONREQUEST']._serialized_end=1388
+  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_start=1391
+  _globals['_SIGNALEXECUTIONRESPONSE']._serialized_end=1523
+  _globals['_TRIGGERPROCESSREQUEST']._serialized_start=1526
+  _globals['_TRIGGERPROCESSREQUEST']._serialized_end=1670
+  _globals['_TRIGGERPROCESSRESPONSE']._serialized_start=1672
+  _globals['_TRIGGERPROCESSRESPONSE']._serialized_end=1756
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1758
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1862
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1864
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1949
+  _globals['_PAUSEEXECUTIONREQUEST']._serialized_start=1951
+  _globals['_PAUSEEXECUTIONREQUEST']._serialized_end=2032
+  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_start=2034
+  _globals['_PAUSEEXECUTIONRESPONSE']._serialized_end=2118
+  _globals['_RESUMEEXECUTIONREQUEST']._serialized_start=2120
+  _globals['_RESUMEEXECUTIONREQUEST']._serialized_end=2186
+  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_start=2188
+  _globals['_RESUMEEXECUTIONRESPONSE']._serialized_end=2273
+  _globals['_RETRYEXECUTIONREQUEST']._serialized_start=2275
+  _globals['_RETRYEXECUTIONREQUEST']._serialized_end=2357
+  _globals['_RETRYEXECUTIONRESPONSE']._serialized_start=2359
+  _globals['_RETRYEXECUTIONRESPONSE']._serialized_end=2443
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=2445
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=2488
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=2490
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=2572
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=2575
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=2825
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=2827
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2937
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2939
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=3008
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=3011
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=3151
+  _globals['_EXECUTIONSERVICE']._serialized_start=3154
+  _globals['_EXECUTIONSERVICE']._serialized_end=4673
 # @@protoc_insertion_point(module_scope)

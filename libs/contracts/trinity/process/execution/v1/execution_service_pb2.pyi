@@ -24,6 +24,198 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class MigrateExecutionRequest(_message.Message):
+    """Request of MigrateExecution: one execution, or the executions of one version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StepMappingEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    PROCESS_NAME_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    STEP_MAPPING_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    execution_id: _builtins.str
+    """The execution to move; or leave empty and give process_name and from_version."""
+    process_name: _builtins.str
+    from_version: _builtins.str
+    to_version: _builtins.str
+    """The published version to move to (required)."""
+    dry_run: _builtins.bool
+    """Report what would happen, move nothing."""
+    status: _execution_pb2.ExecutionStatus.ValueType
+    """With from_version: only executions in this status (RUNNING or PAUSED); both if unset."""
+    @_builtins.property
+    def step_mapping(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Explicit step mapping, old step id → new step id; other steps map by equal id."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        process_name: _builtins.str = ...,
+        from_version: _builtins.str = ...,
+        to_version: _builtins.str = ...,
+        step_mapping: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
+        status: _execution_pb2.ExecutionStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "execution_id", b"execution_id", "from_version", b"from_version", "process_name", b"process_name", "request_id", b"request_id", "status", b"status", "step_mapping", b"step_mapping", "to_version", b"to_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateExecutionRequest: _TypeAlias = MigrateExecutionRequest  # noqa: Y015
+
+@_typing.final
+class MigrationProblem(_message.Message):
+    """Why an execution cannot move."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """STEP_HAS_NO_COUNTERPART, ACTIVE_STEP_RENAMED, STEP_KIND_CHANGED, STEP_ORDER_CHANGED,
+    STEP_NEVER_RUNS, EXECUTION_ENDED, NOT_ON_VERSION.
+    """
+    step_id: _builtins.str
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationProblem: _TypeAlias = MigrationProblem  # noqa: Y015
+
+@_typing.final
+class MigrationOutcome(_message.Message):
+    """What happened (or, on a dry run, would happen) to one execution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StepMappingEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    CAN_MIGRATE_FIELD_NUMBER: _builtins.int
+    MIGRATED_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    STEP_MAPPING_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    can_migrate: _builtins.bool
+    """It can move (on a dry run) or it moved."""
+    migrated: _builtins.bool
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationProblem]: ...
+    @_builtins.property
+    def step_mapping(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Old step id → new step id for the steps the execution has run or runs."""
+
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        can_migrate: _builtins.bool = ...,
+        migrated: _builtins.bool = ...,
+        problems: _abc.Iterable[Global___MigrationProblem] | None = ...,
+        step_mapping: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_migrate", b"can_migrate", "execution_id", b"execution_id", "migrated", b"migrated", "problems", b"problems", "step_mapping", b"step_mapping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationOutcome: _TypeAlias = MigrationOutcome  # noqa: Y015
+
+@_typing.final
+class MigrateExecutionResponse(_message.Message):
+    """Response of MigrateExecution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_NAME_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    process_name: _builtins.str
+    to_version: _builtins.str
+    truncated: _builtins.bool
+    """More executions matched than one call moves: call again."""
+    dry_run: _builtins.bool
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationOutcome]: ...
+    def __init__(
+        self,
+        *,
+        process_name: _builtins.str = ...,
+        to_version: _builtins.str = ...,
+        outcomes: _abc.Iterable[Global___MigrationOutcome] | None = ...,
+        truncated: _builtins.bool = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "outcomes", b"outcomes", "process_name", b"process_name", "to_version", b"to_version", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateExecutionResponse: _TypeAlias = MigrateExecutionResponse  # noqa: Y015
+
+@_typing.final
 class SignalExecutionRequest(_message.Message):
     """Request of SignalExecution."""
 

@@ -80,6 +80,11 @@ class ExecutionServiceStub:
                 request_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionRequest.SerializeToString,
                 response_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionResponse.FromString,
                 _registered_method=True)
+        self.MigrateExecution = channel.unary_unary(
+                '/trinity.process.execution.v1.ExecutionService/MigrateExecution',
+                request_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.MigrateExecutionRequest.SerializeToString,
+                response_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.MigrateExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -167,6 +172,22 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateExecution(self, request, context):
+        """Moves running or paused executions to another published version of the same
+        process: the execution execution_id, or every running or paused execution of
+        process_name at from_version (at most 500 a call, the oldest first; `truncated`
+        says more matched). Steps map by equal ids unless step_mapping says otherwise.
+        Each move is one decision with its ExecutionMigrated fact; outstanding work,
+        approvals and timers carry over. An execution that cannot move is reported with its
+        problems and left as it is; dry_run reports without moving anything.
+        Idempotent by request_id (a retry returns the first answer).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (EXECUTION_NOT_FOUND, DEFINITION_NOT_FOUND),
+        FAILED_PRECONDITION (DEFINITION_NOT_PUBLISHED, SAME_VERSION, IDEMPOTENCY_KEY_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +235,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.SignalExecution,
                     request_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionRequest.FromString,
                     response_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionResponse.SerializeToString,
+            ),
+            'MigrateExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateExecution,
+                    request_deserializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.MigrateExecutionRequest.FromString,
+                    response_serializer=trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.MigrateExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -460,6 +486,33 @@ class ExecutionService:
             '/trinity.process.execution.v1.ExecutionService/SignalExecution',
             trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionRequest.SerializeToString,
             trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.SignalExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trinity.process.execution.v1.ExecutionService/MigrateExecution',
+            trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.MigrateExecutionRequest.SerializeToString,
+            trinity_dot_process_dot_execution_dot_v1_dot_execution__service__pb2.MigrateExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,6 +78,18 @@ class ExecutionServiceStub:
     Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
     time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
     """
+    MigrateExecution: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.MigrateExecutionRequest, _execution_service_pb2.MigrateExecutionResponse]
+    """Moves running or paused executions to another published version of the same
+    process: the execution execution_id, or every running or paused execution of
+    process_name at from_version (at most 500 a call, the oldest first; `truncated`
+    says more matched). Steps map by equal ids unless step_mapping says otherwise.
+    Each move is one decision with its ExecutionMigrated fact; outstanding work,
+    approvals and timers carry over. An execution that cannot move is reported with its
+    problems and left as it is; dry_run reports without moving anything.
+    Idempotent by request_id (a retry returns the first answer).
+    Errors: INVALID_ARGUMENT, NOT_FOUND (EXECUTION_NOT_FOUND, DEFINITION_NOT_FOUND),
+    FAILED_PRECONDITION (DEFINITION_NOT_PUBLISHED, SAME_VERSION, IDEMPOTENCY_KEY_REUSED).
+    """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
@@ -128,6 +140,18 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     Idempotent by request_id (also the message id: a message is delivered once).
     Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
     time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+    """
+    MigrateExecution: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.MigrateExecutionRequest, _execution_service_pb2.MigrateExecutionResponse]  # type: ignore[assignment]
+    """Moves running or paused executions to another published version of the same
+    process: the execution execution_id, or every running or paused execution of
+    process_name at from_version (at most 500 a call, the oldest first; `truncated`
+    says more matched). Steps map by equal ids unless step_mapping says otherwise.
+    Each move is one decision with its ExecutionMigrated fact; outstanding work,
+    approvals and timers carry over. An execution that cannot move is reported with its
+    problems and left as it is; dry_run reports without moving anything.
+    Idempotent by request_id (a retry returns the first answer).
+    Errors: INVALID_ARGUMENT, NOT_FOUND (EXECUTION_NOT_FOUND, DEFINITION_NOT_FOUND),
+    FAILED_PRECONDITION (DEFINITION_NOT_PUBLISHED, SAME_VERSION, IDEMPOTENCY_KEY_REUSED).
     """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -230,6 +254,24 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent by request_id (also the message id: a message is delivered once).
         Errors: INVALID_ARGUMENT, NOT_FOUND (NO_MESSAGE_SUBSCRIBER: nothing waits and
         time_to_live is zero), FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+        """
+
+    @_abc_1.abstractmethod
+    def MigrateExecution(
+        self,
+        request: _execution_service_pb2.MigrateExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_service_pb2.MigrateExecutionResponse, _abc.Awaitable[_execution_service_pb2.MigrateExecutionResponse]]:
+        """Moves running or paused executions to another published version of the same
+        process: the execution execution_id, or every running or paused execution of
+        process_name at from_version (at most 500 a call, the oldest first; `truncated`
+        says more matched). Steps map by equal ids unless step_mapping says otherwise.
+        Each move is one decision with its ExecutionMigrated fact; outstanding work,
+        approvals and timers carry over. An execution that cannot move is reported with its
+        problems and left as it is; dry_run reports without moving anything.
+        Idempotent by request_id (a retry returns the first answer).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (EXECUTION_NOT_FOUND, DEFINITION_NOT_FOUND),
+        FAILED_PRECONDITION (DEFINITION_NOT_PUBLISHED, SAME_VERSION, IDEMPOTENCY_KEY_REUSED).
         """
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

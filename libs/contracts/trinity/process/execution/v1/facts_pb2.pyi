@@ -556,3 +556,68 @@ class BudgetExceeded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BudgetExceeded: _TypeAlias = BudgetExceeded  # noqa: Y015
+
+@_typing.final
+class ExecutionMigrated(_message.Message):
+    """ExecutionMigrated: the execution moved to another published version of its process
+    (MigrateExecution). `execution` names the new version; outstanding work, approvals,
+    timers and message subscriptions carried over unchanged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StepMappingEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    FROM_PROCESS_ID_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    STEP_MAPPING_FIELD_NUMBER: _builtins.int
+    MIGRATED_BY_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    from_process_id: _builtins.str
+    """The definition id and version the execution ran before."""
+    from_version: _builtins.str
+    migrated_by: _builtins.str
+    @_builtins.property
+    def execution(self) -> _execution_pb2.ExecutionRef: ...
+    @_builtins.property
+    def step_mapping(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Old step id → new step id, for every step that had run or was running."""
+
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        execution: _execution_pb2.ExecutionRef | None = ...,
+        from_process_id: _builtins.str = ...,
+        from_version: _builtins.str = ...,
+        step_mapping: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        migrated_by: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "from_process_id", b"from_process_id", "from_version", b"from_version", "migrated_by", b"migrated_by", "occur_time", b"occur_time", "step_mapping", b"step_mapping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutionMigrated: _TypeAlias = ExecutionMigrated  # noqa: Y015
