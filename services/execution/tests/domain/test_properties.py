@@ -532,7 +532,7 @@ def test_executions_moved_to_another_version_midway_keep_their_invariants(
     """A live execution moved (at a random point) to a copy of its version can always
     move, ends, starts no attempt twice, and replays to the same decisions."""
     process = CompiledProcess.compile("def", "1", spec)
-    world = run_world(process, flags, data, CompiledProcess.compile("def-2", "2", spec))
+    world = run_world(process, flags, data, migrate_to=CompiledProcess.compile("def-2", "2", spec))
     check_ended(world)
     assert len(world.starts) == len(set(world.starts)), "an attempt started twice"
     assert len(world.completions) == len(set(world.completions)), "completed twice in an iteration"
