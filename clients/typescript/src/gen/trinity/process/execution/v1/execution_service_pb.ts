@@ -15,7 +15,187 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/execution/v1/execution_service.proto.
  */
 export const file_trinity_process_execution_v1_execution_service: GenFile = /*@__PURE__*/
-  fileDesc("CjR0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbl9zZXJ2aWNlLnByb3RvEhx0cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxIswBChZTaWduYWxFeGVjdXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMbWVzc2FnZV9uYW1lGAIgASgJEhcKD2NvcnJlbGF0aW9uX2tleRgDIAEoCRIUCgxleGVjdXRpb25faWQYBCABKAkSKAoHcGF5bG9hZBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoMdGltZV90b19saXZlGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoQBChdTaWduYWxFeGVjdXRpb25SZXNwb25zZRIRCglkZWxpdmVyZWQYASABKAgSFAoMZXhlY3V0aW9uX2lkGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpABChVUcmlnZ2VyUHJvY2Vzc1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgxwcm9jZXNzX25hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRImCgVpbnB1dBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAUgASgJIlQKFlRyaWdnZXJQcm9jZXNzUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iaAoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSFAoMY2FuY2VsbGVkX2J5GAQgASgJIlUKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlEKFVBhdXNlRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiVAoWUGF1c2VFeGVjdXRpb25SZXNwb25zZRI6CglleGVjdXRpb24YASABKAsyJy50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvbiJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMZXhlY3V0aW9uX2lkGAIgASgJIlUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlIKFVJldHJ5RXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIPCgdzdGVwX2lkGAMgASgJIlQKFlJldHJ5RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iKwoTR2V0RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkiUgoUR2V0RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24i+gEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIUCgxwcm9jZXNzX25hbWUYASABKAkSPQoGc3RhdHVzGAIgASgOMi0udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIm4KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USOwoKZXhlY3V0aW9ucxgBIAMoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJFChVXYXRjaEV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEIowBChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEgwKBHR5cGUYAiABKAkSIgoEZmFjdBgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy0woKEEV4ZWN1dGlvblNlcnZpY2USkwEKDlRyaWdnZXJQcm9jZXNzEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5UcmlnZ2VyUHJvY2Vzc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlRyaWdnZXJQcm9jZXNzUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLnRyaWdnZXISlgEKD0NhbmNlbEV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlBhdXNlRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlBhdXNlRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSlgEKD1Jlc3VtZUV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlJldHJ5RXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5SZXRyeUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlJldHJ5RXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSigEKDEdldEV4ZWN1dGlvbhIxLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVxdWVzdBoyLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkAEKDkxpc3RFeGVjdXRpb25zEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkgEKDldhdGNoRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQwARKVAQoPU2lnbmFsRXhlY3V0aW9uEjQudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TaWduYWxFeGVjdXRpb25SZXF1ZXN0GjUudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TaWduYWxFeGVjdXRpb25SZXNwb25zZSIVirUYEWV4ZWN1dGlvbnMuc2lnbmFsYgZwcm90bzM", [file_google_protobuf_any, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_execution_v1_execution]);
+  fileDesc("CjR0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbl9zZXJ2aWNlLnByb3RvEhx0cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxIuUCChdNaWdyYXRlRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIUCgxwcm9jZXNzX25hbWUYAyABKAkSFAoMZnJvbV92ZXJzaW9uGAQgASgJEhIKCnRvX3ZlcnNpb24YBSABKAkSXAoMc3RlcF9tYXBwaW5nGAYgAygLMkYudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5NaWdyYXRlRXhlY3V0aW9uUmVxdWVzdC5TdGVwTWFwcGluZ0VudHJ5Eg8KB2RyeV9ydW4YByABKAgSPQoGc3RhdHVzGAggASgOMi0udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25TdGF0dXMaMgoQU3RlcE1hcHBpbmdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkIKEE1pZ3JhdGlvblByb2JsZW0SDAoEY29kZRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEg8KB21lc3NhZ2UYAyABKAkinAIKEE1pZ3JhdGlvbk91dGNvbWUSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhMKC2Nhbl9taWdyYXRlGAIgASgIEhAKCG1pZ3JhdGVkGAMgASgIEkAKCHByb2JsZW1zGAQgAygLMi4udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5NaWdyYXRpb25Qcm9ibGVtElUKDHN0ZXBfbWFwcGluZxgFIAMoCzI/LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuTWlncmF0aW9uT3V0Y29tZS5TdGVwTWFwcGluZ0VudHJ5GjIKEFN0ZXBNYXBwaW5nRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKqAQoYTWlncmF0ZUV4ZWN1dGlvblJlc3BvbnNlEhQKDHByb2Nlc3NfbmFtZRgBIAEoCRISCgp0b192ZXJzaW9uGAIgASgJEkAKCG91dGNvbWVzGAMgAygLMi4udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5NaWdyYXRpb25PdXRjb21lEhEKCXRydW5jYXRlZBgEIAEoCBIPCgdkcnlfcnVuGAUgASgIIswBChZTaWduYWxFeGVjdXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMbWVzc2FnZV9uYW1lGAIgASgJEhcKD2NvcnJlbGF0aW9uX2tleRgDIAEoCRIUCgxleGVjdXRpb25faWQYBCABKAkSKAoHcGF5bG9hZBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoMdGltZV90b19saXZlGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoQBChdTaWduYWxFeGVjdXRpb25SZXNwb25zZRIRCglkZWxpdmVyZWQYASABKAgSFAoMZXhlY3V0aW9uX2lkGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpABChVUcmlnZ2VyUHJvY2Vzc1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgxwcm9jZXNzX25hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRImCgVpbnB1dBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAUgASgJIlQKFlRyaWdnZXJQcm9jZXNzUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iaAoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSFAoMY2FuY2VsbGVkX2J5GAQgASgJIlUKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlEKFVBhdXNlRXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiVAoWUGF1c2VFeGVjdXRpb25SZXNwb25zZRI6CglleGVjdXRpb24YASABKAsyJy50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvbiJCChZSZXN1bWVFeGVjdXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMZXhlY3V0aW9uX2lkGAIgASgJIlUKF1Jlc3VtZUV4ZWN1dGlvblJlc3BvbnNlEjoKCWV4ZWN1dGlvbhgBIAEoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uIlIKFVJldHJ5RXhlY3V0aW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCRIPCgdzdGVwX2lkGAMgASgJIlQKFlJldHJ5RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24iKwoTR2V0RXhlY3V0aW9uUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkiUgoUR2V0RXhlY3V0aW9uUmVzcG9uc2USOgoJZXhlY3V0aW9uGAEgASgLMicudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb24i+gEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBIUCgxwcm9jZXNzX25hbWUYASABKAkSPQoGc3RhdHVzGAIgASgOMi0udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIm4KFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USOwoKZXhlY3V0aW9ucxgBIAMoCzInLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJFChVXYXRjaEV4ZWN1dGlvblJlcXVlc3QSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEIowBChZXYXRjaEV4ZWN1dGlvblJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEgwKBHR5cGUYAiABKAkSIgoEZmFjdBgDIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy7wsKEEV4ZWN1dGlvblNlcnZpY2USkwEKDlRyaWdnZXJQcm9jZXNzEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5UcmlnZ2VyUHJvY2Vzc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlRyaWdnZXJQcm9jZXNzUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLnRyaWdnZXISlgEKD0NhbmNlbEV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlBhdXNlRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5QYXVzZUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlBhdXNlRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSlgEKD1Jlc3VtZUV4ZWN1dGlvbhI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVxdWVzdBo1LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuUmVzdW1lRXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSkwEKDlJldHJ5RXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5SZXRyeUV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlJldHJ5RXhlY3V0aW9uUmVzcG9uc2UiFoq1GBJleGVjdXRpb25zLmNvbnRyb2wSigEKDEdldEV4ZWN1dGlvbhIxLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVxdWVzdBoyLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuR2V0RXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkAEKDkxpc3RFeGVjdXRpb25zEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQSkgEKDldhdGNoRXhlY3V0aW9uEjMudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5XYXRjaEV4ZWN1dGlvblJlcXVlc3QaNC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLldhdGNoRXhlY3V0aW9uUmVzcG9uc2UiE4q1GA9leGVjdXRpb25zLnJlYWQwARKVAQoPU2lnbmFsRXhlY3V0aW9uEjQudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TaWduYWxFeGVjdXRpb25SZXF1ZXN0GjUudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TaWduYWxFeGVjdXRpb25SZXNwb25zZSIVirUYEWV4ZWN1dGlvbnMuc2lnbmFsEpkBChBNaWdyYXRlRXhlY3V0aW9uEjUudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5NaWdyYXRlRXhlY3V0aW9uUmVxdWVzdBo2LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuTWlncmF0ZUV4ZWN1dGlvblJlc3BvbnNlIhaKtRgSZXhlY3V0aW9ucy5taWdyYXRlYgZwcm90bzM", [file_google_protobuf_any, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_execution_v1_execution]);
+
+/**
+ * Request of MigrateExecution: one execution, or the executions of one version.
+ *
+ * @generated from message trinity.process.execution.v1.MigrateExecutionRequest
+ */
+export type MigrateExecutionRequest = Message<"trinity.process.execution.v1.MigrateExecutionRequest"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The execution to move; or leave empty and give process_name and from_version.
+   *
+   * @generated from field: string execution_id = 2;
+   */
+  executionId: string;
+
+  /**
+   * @generated from field: string process_name = 3;
+   */
+  processName: string;
+
+  /**
+   * @generated from field: string from_version = 4;
+   */
+  fromVersion: string;
+
+  /**
+   * The published version to move to (required).
+   *
+   * @generated from field: string to_version = 5;
+   */
+  toVersion: string;
+
+  /**
+   * Explicit step mapping, old step id → new step id; other steps map by equal id.
+   *
+   * @generated from field: map<string, string> step_mapping = 6;
+   */
+  stepMapping: { [key: string]: string };
+
+  /**
+   * Report what would happen, move nothing.
+   *
+   * @generated from field: bool dry_run = 7;
+   */
+  dryRun: boolean;
+
+  /**
+   * With from_version: only executions in this status (RUNNING or PAUSED); both if unset.
+   *
+   * @generated from field: trinity.process.execution.v1.ExecutionStatus status = 8;
+   */
+  status: ExecutionStatus;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.MigrateExecutionRequest.
+ * Use `create(MigrateExecutionRequestSchema)` to create a new message.
+ */
+export const MigrateExecutionRequestSchema: GenMessage<MigrateExecutionRequest> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution_service, 0);
+
+/**
+ * Why an execution cannot move.
+ *
+ * @generated from message trinity.process.execution.v1.MigrationProblem
+ */
+export type MigrationProblem = Message<"trinity.process.execution.v1.MigrationProblem"> & {
+  /**
+   * STEP_HAS_NO_COUNTERPART, ACTIVE_STEP_RENAMED, STEP_KIND_CHANGED, STEP_ORDER_CHANGED,
+   * STEP_NEVER_RUNS, EXECUTION_ENDED, NOT_ON_VERSION.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * @generated from field: string step_id = 2;
+   */
+  stepId: string;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.MigrationProblem.
+ * Use `create(MigrationProblemSchema)` to create a new message.
+ */
+export const MigrationProblemSchema: GenMessage<MigrationProblem> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution_service, 1);
+
+/**
+ * What happened (or, on a dry run, would happen) to one execution.
+ *
+ * @generated from message trinity.process.execution.v1.MigrationOutcome
+ */
+export type MigrationOutcome = Message<"trinity.process.execution.v1.MigrationOutcome"> & {
+  /**
+   * @generated from field: string execution_id = 1;
+   */
+  executionId: string;
+
+  /**
+   * It can move (on a dry run) or it moved.
+   *
+   * @generated from field: bool can_migrate = 2;
+   */
+  canMigrate: boolean;
+
+  /**
+   * @generated from field: bool migrated = 3;
+   */
+  migrated: boolean;
+
+  /**
+   * @generated from field: repeated trinity.process.execution.v1.MigrationProblem problems = 4;
+   */
+  problems: MigrationProblem[];
+
+  /**
+   * Old step id → new step id for the steps the execution has run or runs.
+   *
+   * @generated from field: map<string, string> step_mapping = 5;
+   */
+  stepMapping: { [key: string]: string };
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.MigrationOutcome.
+ * Use `create(MigrationOutcomeSchema)` to create a new message.
+ */
+export const MigrationOutcomeSchema: GenMessage<MigrationOutcome> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution_service, 2);
+
+/**
+ * Response of MigrateExecution.
+ *
+ * @generated from message trinity.process.execution.v1.MigrateExecutionResponse
+ */
+export type MigrateExecutionResponse = Message<"trinity.process.execution.v1.MigrateExecutionResponse"> & {
+  /**
+   * @generated from field: string process_name = 1;
+   */
+  processName: string;
+
+  /**
+   * @generated from field: string to_version = 2;
+   */
+  toVersion: string;
+
+  /**
+   * @generated from field: repeated trinity.process.execution.v1.MigrationOutcome outcomes = 3;
+   */
+  outcomes: MigrationOutcome[];
+
+  /**
+   * More executions matched than one call moves: call again.
+   *
+   * @generated from field: bool truncated = 4;
+   */
+  truncated: boolean;
+
+  /**
+   * @generated from field: bool dry_run = 5;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.MigrateExecutionResponse.
+ * Use `create(MigrateExecutionResponseSchema)` to create a new message.
+ */
+export const MigrateExecutionResponseSchema: GenMessage<MigrateExecutionResponse> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution_service, 3);
 
 /**
  * Request of SignalExecution.
@@ -70,7 +250,7 @@ export type SignalExecutionRequest = Message<"trinity.process.execution.v1.Signa
  * Use `create(SignalExecutionRequestSchema)` to create a new message.
  */
 export const SignalExecutionRequestSchema: GenMessage<SignalExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 0);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 4);
 
 /**
  * Response of SignalExecution.
@@ -107,7 +287,7 @@ export type SignalExecutionResponse = Message<"trinity.process.execution.v1.Sign
  * Use `create(SignalExecutionResponseSchema)` to create a new message.
  */
 export const SignalExecutionResponseSchema: GenMessage<SignalExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 1);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 5);
 
 /**
  * Request of TriggerProcess.
@@ -154,7 +334,7 @@ export type TriggerProcessRequest = Message<"trinity.process.execution.v1.Trigge
  * Use `create(TriggerProcessRequestSchema)` to create a new message.
  */
 export const TriggerProcessRequestSchema: GenMessage<TriggerProcessRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 2);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 6);
 
 /**
  * Response of TriggerProcess.
@@ -173,7 +353,7 @@ export type TriggerProcessResponse = Message<"trinity.process.execution.v1.Trigg
  * Use `create(TriggerProcessResponseSchema)` to create a new message.
  */
 export const TriggerProcessResponseSchema: GenMessage<TriggerProcessResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 3);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 7);
 
 /**
  * Request of CancelExecution.
@@ -209,7 +389,7 @@ export type CancelExecutionRequest = Message<"trinity.process.execution.v1.Cance
  * Use `create(CancelExecutionRequestSchema)` to create a new message.
  */
 export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 4);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 8);
 
 /**
  * Response of CancelExecution.
@@ -228,7 +408,7 @@ export type CancelExecutionResponse = Message<"trinity.process.execution.v1.Canc
  * Use `create(CancelExecutionResponseSchema)` to create a new message.
  */
 export const CancelExecutionResponseSchema: GenMessage<CancelExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 5);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 9);
 
 /**
  * Request of PauseExecution.
@@ -257,7 +437,7 @@ export type PauseExecutionRequest = Message<"trinity.process.execution.v1.PauseE
  * Use `create(PauseExecutionRequestSchema)` to create a new message.
  */
 export const PauseExecutionRequestSchema: GenMessage<PauseExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 6);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 10);
 
 /**
  * Response of PauseExecution.
@@ -276,7 +456,7 @@ export type PauseExecutionResponse = Message<"trinity.process.execution.v1.Pause
  * Use `create(PauseExecutionResponseSchema)` to create a new message.
  */
 export const PauseExecutionResponseSchema: GenMessage<PauseExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 7);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 11);
 
 /**
  * Request of ResumeExecution.
@@ -300,7 +480,7 @@ export type ResumeExecutionRequest = Message<"trinity.process.execution.v1.Resum
  * Use `create(ResumeExecutionRequestSchema)` to create a new message.
  */
 export const ResumeExecutionRequestSchema: GenMessage<ResumeExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 8);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 12);
 
 /**
  * Response of ResumeExecution.
@@ -319,7 +499,7 @@ export type ResumeExecutionResponse = Message<"trinity.process.execution.v1.Resu
  * Use `create(ResumeExecutionResponseSchema)` to create a new message.
  */
 export const ResumeExecutionResponseSchema: GenMessage<ResumeExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 9);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 13);
 
 /**
  * Request of RetryExecution.
@@ -350,7 +530,7 @@ export type RetryExecutionRequest = Message<"trinity.process.execution.v1.RetryE
  * Use `create(RetryExecutionRequestSchema)` to create a new message.
  */
 export const RetryExecutionRequestSchema: GenMessage<RetryExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 10);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 14);
 
 /**
  * Response of RetryExecution.
@@ -369,7 +549,7 @@ export type RetryExecutionResponse = Message<"trinity.process.execution.v1.Retry
  * Use `create(RetryExecutionResponseSchema)` to create a new message.
  */
 export const RetryExecutionResponseSchema: GenMessage<RetryExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 11);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 15);
 
 /**
  * Request of GetExecution.
@@ -388,7 +568,7 @@ export type GetExecutionRequest = Message<"trinity.process.execution.v1.GetExecu
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 12);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 16);
 
 /**
  * Response of GetExecution.
@@ -407,7 +587,7 @@ export type GetExecutionResponse = Message<"trinity.process.execution.v1.GetExec
  * Use `create(GetExecutionResponseSchema)` to create a new message.
  */
 export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 13);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 17);
 
 /**
  * Request of ListExecutions.
@@ -459,7 +639,7 @@ export type ListExecutionsRequest = Message<"trinity.process.execution.v1.ListEx
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 14);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 18);
 
 /**
  * Response of ListExecutions.
@@ -483,7 +663,7 @@ export type ListExecutionsResponse = Message<"trinity.process.execution.v1.ListE
  * Use `create(ListExecutionsResponseSchema)` to create a new message.
  */
 export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 15);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 19);
 
 /**
  * Request of WatchExecution.
@@ -509,7 +689,7 @@ export type WatchExecutionRequest = Message<"trinity.process.execution.v1.WatchE
  * Use `create(WatchExecutionRequestSchema)` to create a new message.
  */
 export const WatchExecutionRequestSchema: GenMessage<WatchExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 16);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 20);
 
 /**
  * Response of WatchExecution: one fact of the execution.
@@ -549,7 +729,7 @@ export type WatchExecutionResponse = Message<"trinity.process.execution.v1.Watch
  * Use `create(WatchExecutionResponseSchema)` to create a new message.
  */
 export const WatchExecutionResponseSchema: GenMessage<WatchExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution_service, 17);
+  messageDesc(file_trinity_process_execution_v1_execution_service, 21);
 
 /**
  * ExecutionService runs executions of published process definitions.
@@ -664,6 +844,25 @@ export const ExecutionService: GenService<{
     methodKind: "unary";
     input: typeof SignalExecutionRequestSchema;
     output: typeof SignalExecutionResponseSchema;
+  },
+  /**
+   * Moves running or paused executions to another published version of the same
+   * process: the execution execution_id, or every running or paused execution of
+   * process_name at from_version (at most 500 a call, the oldest first; `truncated`
+   * says more matched). Steps map by equal ids unless step_mapping says otherwise.
+   * Each move is one decision with its ExecutionMigrated fact; outstanding work,
+   * approvals and timers carry over. An execution that cannot move is reported with its
+   * problems and left as it is; dry_run reports without moving anything.
+   * Idempotent by request_id (a retry returns the first answer).
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (EXECUTION_NOT_FOUND, DEFINITION_NOT_FOUND),
+   * FAILED_PRECONDITION (DEFINITION_NOT_PUBLISHED, SAME_VERSION, IDEMPOTENCY_KEY_REUSED).
+   *
+   * @generated from rpc trinity.process.execution.v1.ExecutionService.MigrateExecution
+   */
+  migrateExecution: {
+    methodKind: "unary";
+    input: typeof MigrateExecutionRequestSchema;
+    output: typeof MigrateExecutionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trinity_process_execution_v1_execution_service, 0);
