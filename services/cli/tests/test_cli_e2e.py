@@ -36,6 +36,7 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 TOKENS = (
     DEMO_TOKENS
     + ",cli-token=cli@example.com:author+operator+viewer,viewer-token=vera@example.com:viewer"
+    + ",admin-token=ada@example.com:admin"
 )
 DEADLINE = 90.0
 
@@ -491,3 +492,85 @@ def test_pull_request_ci_waits_for_ci_results_sent_with_signal(running: Running)
         "executions", "signal", "ci-result", "--key", "101", "--ttl", "0", "--field", "x=1", check=1
     )
     assert "NOT_FOUND NO_MESSAGE_SUBSCRIBER" in late.stderr
+
+
+MIGRATING = """
+name: cli-migrating
+steps:
+  - id: hold
+    wait_for_message: {message: go, correlation_key: "cli-migrating-{{ input.n }}"}
+  - id: tell
+    depends_on: [hold]
+    notification: {channel: file, target: migrated.jsonl, message: "v1 {{ input.n }}"}
+"""
+
+
+def test_executions_migrate_moves_a_waiting_execution_to_a_new_version(
+    running: Running, tmp_path: Path
+) -> None:
+    cli = running.cli
+    v1 = tmp_path / "v1.yaml"
+    v1.write_text(MIGRATING)
+    cli("definitions", "apply", str(v1), "--publish")
+    execution_id = cli("run", "cli-migrating", "--input", "n:=7").stdout.strip()
+    wait_for(
+        "the wait",
+        lambda: (
+            steps_by_id(cli.json("executions", "status", execution_id)["execution"])["hold"][
+                "status"
+            ]
+            == "STEP_STATUS_WAITING"
+        ),
+    )
+    v2 = tmp_path / "v2.yaml"
+    v2.write_text(
+        MIGRATING.replace('"v1 {{ input.n }}"', '"v2 {{ input.n }} {{ steps.hold.output.word }}"')
+    )
+    cli("definitions", "apply", str(v2), "--publish")
+    version = cli.json("executions", "status", execution_id)["execution"]["process_version"]
+    # v3 renames the waiting step: refused, named, exit 1
+    v3 = tmp_path / "v3.yaml"
+    v3.write_text(MIGRATING.replace("id: hold", "id: pause").replace("[hold]", "[pause]"))
+    cli("definitions", "apply", str(v3), "--publish")
+    # an operator may not migrate; an admin may
+    denied = cli("executions", "migrate", "--execution", execution_id, "--to", "1.1", check=1)
+    assert "executions.migrate" in denied.stderr
+    admin = "admin-token"
+    refused = cli(
+        "executions",
+        "migrate",
+        "--execution",
+        execution_id,
+        "--to",
+        "1.2",
+        "--dry-run",
+        check=1,
+        token=admin,
+    )
+    assert "cannot move" in refused.stdout and "STEP_HAS_NO_COUNTERPART (hold)" in refused.stdout
+    dry = cli(
+        "executions",
+        "migrate",
+        "--process",
+        "cli-migrating",
+        "--from",
+        version,
+        "--to",
+        "1.1",
+        "--dry-run",
+        token=admin,
+    )
+    assert dry.stdout.strip() == f"{execution_id}: can move to 1.1"
+    moved = cli("executions", "migrate", "--execution", execution_id, "--to", "1.1", token=admin)
+    assert moved.stdout.strip() == f"{execution_id}: moved to 1.1"
+    cli("executions", "signal", "go", "--key", "cli-migrating-7", "--field", "word=yes")
+    wait_for(
+        "the completion",
+        lambda: (
+            cli.json("executions", "status", execution_id)["execution"]["status"]
+            == "EXECUTION_STATUS_COMPLETED"
+        ),
+    )
+    assert notifications(running.data_dir, "migrated.jsonl")[-1]["message"] == "v2 7 yes"
+    watched = cli("executions", "watch", execution_id).stdout
+    assert f"moved from version {version} to 1.1 by" in watched
