@@ -239,6 +239,16 @@ async def test_hostile_migration_requests_get_clear_answers(api) -> None:  # typ
             pb.MigrateExecutionRequest(execution_id="x" * 300, to_version="1.1"),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
+        (
+            pb.MigrateExecutionRequest(
+                execution_id="x", to_version="1.1", step_mapping={"a": "b" * 300}
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            pb.MigrateExecutionRequest(execution_id="x", to_version="1.1", step_mapping={"a": ""}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ]
     for request, code in cases:
         with pytest.raises(grpc.aio.AioRpcError) as refused:

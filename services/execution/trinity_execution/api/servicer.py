@@ -98,6 +98,12 @@ def migration_of(request: pb.MigrateExecutionRequest, by: str) -> Migration:
     for old, new in request.step_mapping.items():
         if not old.strip() or not new.strip():
             problems.append(FieldViolation(f"step_mapping[{old}]", "step ids must not be empty"))
+        elif len(old) > MAX_ID_LENGTH or len(new) > MAX_ID_LENGTH:
+            problems.append(
+                FieldViolation(
+                    f"step_mapping[{old[:40]}]", f"step ids are at most {MAX_ID_LENGTH} characters"
+                )
+            )
     statuses: tuple[str, ...] = LIVE
     if request.status:
         name = translate.EXECUTION_STATUS_NAMES.get(request.status, "")
