@@ -54,6 +54,13 @@ GROUPS: tuple[Group, ...] = (
     Group("e2e", "tests.bench.e2e", "5-step agent process end to end", (28, 220), (1, 3)),
     Group("scaling", "tests.bench.scaling", "per-step cost vs size and load", (22, 330), (1, 3)),
     Group(
+        "replicas",
+        "tests.bench.replicas",
+        "one execution replica, then two, on PostgreSQL",
+        (60, 150),
+        (1, 3),
+    ),
+    Group(
         "admission",
         "tests.bench.admission",
         "50 clients against a bounded admission",

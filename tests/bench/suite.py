@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -156,6 +157,7 @@ class RunningSuite:
     tracker: Tracker
     log_tail: Callable[..., str]
     pids: dict[str, int] = field(default_factory=dict)  # process name -> pid (profiling, CPU)
+    local: Any = None  # the LocalSuite (to start replicas)
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by every process of the suite (services, executor, NATS)."""
@@ -349,6 +351,7 @@ async def start_suite(
                 **{name: proc.pid for name, proc in getattr(suite, "_procs", {}).items()},
                 **({"nats": server.pid} if server.pid else {}),
             },
+            local=suite,
         )
         stack.push_async_exit(local.pop_all())  # started: the caller's stack owns it now
         return running
