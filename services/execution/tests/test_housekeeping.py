@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from trinity_execution.infrastructure.housekeeping import prune_ended
 from trinity_execution.infrastructure.tables import dispatches, execution_facts, executions, timers
+from trinity_execution.loops.housekeeping import prune_ended
 from trinity_platform.db import create_engine, run_migrations
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "trinity_execution" / "migrations"

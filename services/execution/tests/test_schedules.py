@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from trinity_execution.application.schedules import (
+from trinity_execution.infrastructure.trigger_store import SCHEDULE, TriggerRow
+from trinity_execution.loops.event_triggers import event_input
+from trinity_execution.loops.schedules import (
     MissedFires,
     fire_times,
     next_fire_time,
 )
-from trinity_execution.infrastructure.event_triggers import event_input
-from trinity_execution.infrastructure.trigger_store import SCHEDULE, TriggerRow
 
 GRACE = timedelta(minutes=1)
 

@@ -15,20 +15,20 @@ from trinity_execution.application.continuation import Continuation
 from trinity_execution.application.messages import MessageDelivery, MessageSettings
 from trinity_execution.application.migrations import ExecutionMigrations
 from trinity_execution.application.queries import ExecutionQueries
-from trinity_execution.application.schedules import MissedFires, Scheduler
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.infrastructure.children import child_senders
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
-from trinity_execution.infrastructure.definition_facts import definition_consumer
-from trinity_execution.infrastructure.dispatcher import DISPATCHES, execution_dispatcher
-from trinity_execution.infrastructure.event_triggers import EventTriggers
-from trinity_execution.infrastructure.fact_consumers import consumer_specs
-from trinity_execution.infrastructure.housekeeping import DEFAULT_RETENTION, Housekeeping
-from trinity_execution.infrastructure.message_listener import MessageListener
 from trinity_execution.infrastructure.observed import samples
 from trinity_execution.infrastructure.repository import count_in_progress
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
-from trinity_execution.infrastructure.timer_poller import TimerPoller, claim_timer
+from trinity_execution.loops.definition_facts import definition_consumer
+from trinity_execution.loops.dispatcher import DISPATCHES, execution_dispatcher
+from trinity_execution.loops.event_triggers import EventTriggers
+from trinity_execution.loops.fact_consumers import consumer_specs
+from trinity_execution.loops.housekeeping import DEFAULT_RETENTION, Housekeeping
+from trinity_execution.loops.message_listener import MessageListener
+from trinity_execution.loops.schedules import MissedFires, Scheduler
+from trinity_execution.loops.timer_poller import TimerPoller, claim_timer
 from trinity_platform.admission import AdmissionLimit
 from trinity_platform.channels import open_channel
 from trinity_platform.config import service_target

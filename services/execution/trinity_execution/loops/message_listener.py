@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity_execution.application.messages import MessageDelivery, Signal
 from trinity_execution.infrastructure.message_store import MessageRoute, active_routes
-from trinity_execution.infrastructure.subject_routes import SubjectRoutes
+from trinity_execution.loops.subject_routes import SubjectRoutes
 from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
 from trinity_platform.logs import get_logger

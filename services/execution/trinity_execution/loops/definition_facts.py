@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.definition.v1 import definition_pb2
 from trinity.process.definition.v1 import facts_pb2 as definition_facts
-from trinity_execution.application.schedules import next_fire_time
 from trinity_execution.infrastructure.message_store import (
     MessageRoute,
     deactivate_routes,
@@ -24,6 +23,7 @@ from trinity_execution.infrastructure.trigger_store import (
     deactivate_definition,
     replace_triggers,
 )
+from trinity_execution.loops.schedules import next_fire_time
 from trinity_platform.consumer import Ack, Outcome
 from trinity_platform.envelope import Envelope, EnvelopeError, decode
 from trinity_platform.inbox import claim_message

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trinity.process.execution.v1 import execution_service_pb2
 from trinity_execution import domain as d
 from trinity_execution.application.commands import ExecutionCommands, Trigger
-from trinity_execution.infrastructure.subject_routes import SubjectRoutes
 from trinity_execution.infrastructure.trigger_store import TriggerRow, active_event_triggers
+from trinity_execution.loops.subject_routes import SubjectRoutes
 from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
 from trinity_platform.logs import get_logger
