@@ -9,8 +9,9 @@ never INTERNAL. :func:`transient_database_error` turns them into the error famil
 * :class:`~trinity_platform.errors.Unavailable` (``DATABASE_UNAVAILABLE``): the
   database cannot serve now (connection refused, exhausted or lost, starting up,
   shutting down, SQLite locked or busy, the connection pool empty for too long);
-* :class:`~trinity_platform.errors.Aborted` (``DATABASE_CONFLICT``): the transaction
-  lost a race (serialization failure, deadlock, lock not available).
+* :class:`~trinity_platform.errors.Conflict` (an ``Aborted``, ``DATABASE_CONFLICT``):
+  the transaction lost a race (serialization failure, deadlock, lock not available);
+  the unit of work runs it again.
 
 Both carry a retry delay that the gRPC edge sends as ``google.rpc.RetryInfo``.
 The error-mapping interceptor applies it to every RPC; a unit of work may apply it
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import exc as sa_exc
 
-from trinity_platform.errors import Aborted, TrinityError, Unavailable
+from trinity_platform.errors import Aborted, Conflict, TrinityError, Unavailable
 
 UNAVAILABLE_RETRY_AFTER = 1.0
 CONFLICT_RETRY_AFTER = 0.1
@@ -112,7 +113,7 @@ def transient_database_error(error: BaseException) -> TrinityError | None:
     """The retryable answer for a transient database failure; None for anything else."""
     family = classify(error)
     if family is Aborted:
-        return Aborted(
+        return Conflict(
             "the transaction conflicted with a concurrent one; retry",
             reason="DATABASE_CONFLICT",
             metadata={"error": type(error).__name__},

@@ -89,6 +89,14 @@ class Aborted(TrinityError):
     default_reason = "CONCURRENT_MODIFICATION"
 
 
+class Conflict(Aborted):
+    """The transaction lost a race with a concurrent one (a version moved, a unique
+    key was taken meanwhile): the unit of work runs the command again on fresh state,
+    and answers ``ABORTED`` only when every attempt lost."""
+
+    default_reason = "CONCURRENT_MODIFICATION"
+
+
 class Unavailable(TrinityError):
     """A dependency is temporarily unreachable; the caller may retry."""
 
@@ -104,6 +112,7 @@ class ResourceExhausted(TrinityError):
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "Conflict",
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",

@@ -1,13 +1,14 @@
 """Idempotent commands: a retried request returns the first result (invariant 2).
 
-``run_idempotent`` is the whole pattern; ``lookup`` and ``remember`` are its parts
-for handlers that manage their own transaction. Only successful results are
+``lookup`` and ``remember`` are the storage of the pattern, used by the unit of work
+(:mod:`trinity_platform.sql_unit_of_work`), which remembers a reference to the result.
+``run_idempotent`` (remembering the serialized response) is the older whole pattern,
+kept for the execution service until it moves to the unit of work. Only successful results are
 remembered: a request that failed may be retried and run again.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform.db import IDEMPOTENCY
 from trinity_platform.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument
+from trinity_platform.unit_of_work import fingerprint
 
 R = TypeVar("R", bound=Message)
 
@@ -27,15 +29,8 @@ MAX_KEY_LENGTH = 255  # the idempotency.key column
 
 
 def request_fingerprint(request: Message, key_field: str = "request_id") -> str:
-    """sha256 (hex) of the request's type and deterministic encoding, key field cleared."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    if key_field and key_field in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField(key_field)
-    digest = hashlib.sha256(copy.DESCRIPTOR.full_name.encode())
-    digest.update(b"\0")
-    digest.update(copy.SerializeToString(deterministic=True))
-    return digest.hexdigest()
+    """The one :func:`~trinity_platform.unit_of_work.fingerprint`, of a request message."""
+    return fingerprint(request, without=(key_field,) if key_field else ())
 
 
 async def lookup(conn: AsyncConnection, scope: str, key: str, fingerprint: str) -> bytes | None:

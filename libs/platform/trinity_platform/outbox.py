@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_platform.db import OUTBOX
 from trinity_platform.telemetry import current_traceparent
+from trinity_platform.unit_of_work import NewEvents, event_message_id
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,23 @@ class OutboxMessage:
 
 
 def new_message_id() -> str:
+    """The id of a message that no aggregate change names (see :func:`event_outbox_messages`)."""
     return str(uuid.uuid4())
+
+
+def event_outbox_messages(change: NewEvents) -> list[OutboxMessage]:
+    """The outbox rows of one aggregate's change, ids by :func:`event_message_id`."""
+    return [
+        OutboxMessage(
+            message=item.message,
+            subject=item.subject,
+            aggregate_id=change.aggregate_id,
+            correlation_id=item.correlation_id,
+            causation_id=item.causation_id,
+            message_id=event_message_id(change.kind, change.aggregate_id, change.version, index),
+        )
+        for index, item in enumerate(change.messages)
+    ]
 
 
 def _row(item: OutboxMessage, now: datetime, traceparent: str | None) -> dict[str, object]:
