@@ -10,10 +10,11 @@ from pathlib import Path
 from trinity.process.work.v1 import work_service_pb2_grpc
 from trinity_platform.config import ServiceSettings, load_settings
 from trinity_platform.runtime import RuntimeOptions, ServiceRuntime
+from trinity_platform.sql_unit_of_work import SqlUnitOfWork
 from trinity_work.api.servicer import SERVICE_NAME, WorkServicer
 from trinity_work.application.handlers import WorkHandlers
 from trinity_work.infrastructure.lease_watcher import watch_leases
-from trinity_work.infrastructure.unit_of_work import SqlUnitOfWork
+from trinity_work.infrastructure.transaction import SqlWorkTransaction
 
 SERVICE = "work"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -55,12 +56,11 @@ def bootstrap(
     settings = settings or load_settings(SERVICE)
     options = options or WorkOptions.from_env()
     runtime = ServiceRuntime(settings, migrations=MIGRATIONS, options=runtime_options)
-    engine, signal = runtime.engine, runtime.outbox_signal
-
-    def unit_of_work(*, read_only: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine, signal, read_only=read_only)
-
-    handlers = WorkHandlers(unit_of_work)
+    handlers = WorkHandlers(
+        SqlUnitOfWork(
+            runtime.engine, SqlWorkTransaction, signal=runtime.outbox_signal, name=SERVICE
+        )
+    )
     runtime.add_grpc_service(
         SERVICE_NAME,
         work_service_pb2_grpc.add_WorkServiceServicer_to_server,

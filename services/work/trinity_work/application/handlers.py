@@ -4,39 +4,26 @@ answers with the work the first request produced (invariant 2)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import hashlib
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
-from trinity_platform.errors import Aborted
+from trinity_platform.unit_of_work import Idempotency, fingerprint
 from trinity_work.application import commands as c
-from trinity_work.application.ports import UnitOfWork, UnitOfWorkFactory, WorkPage
+from trinity_work.application.ports import WorkPage, WorkTransaction, WorkUnitOfWork
 from trinity_work.domain.lease import DEFAULT_MAX_DELIVERIES, DEFAULT_TIMEOUT
 from trinity_work.domain.work import WorkRequest
 
 Clock = Callable[[], datetime]
-T = TypeVar("T")
-_CONFLICT_RETRIES = 5
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def fingerprint(command: object) -> str:
-    """sha256 of the command without its idempotency key (same key, other request → refused)."""
-    assert dataclasses.is_dataclass(command) and not isinstance(command, type)
-    data = dataclasses.asdict(command)
-    data.pop("request_id", None)
-    encoded = json.dumps(
-        {"type": type(command).__name__, "data": data}, sort_keys=True, default=str
-    )
-    return hashlib.sha256(encoded.encode()).hexdigest()
+async def _load(tx: WorkTransaction, work_id: str) -> WorkRequest:
+    return await tx.works.get(work_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +35,7 @@ class Heartbeat:
 class WorkHandlers:
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: WorkUnitOfWork,
         *,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
@@ -64,7 +51,7 @@ class WorkHandlers:
     # ------------------------------------------------------------------ commands
 
     async def request_work(self, cmd: c.RequestWork) -> WorkRequest:
-        async def body(uow: UnitOfWork) -> WorkRequest:
+        async def body(uow: WorkTransaction) -> WorkRequest:
             work = WorkRequest.request(
                 work_id=self._new_id(),
                 request_id=cmd.request_id,
@@ -80,7 +67,7 @@ class WorkHandlers:
         return await self._idempotent("work.RequestWork", cmd.request_id, cmd, body)
 
     async def record_started(self, cmd: c.RecordWorkStarted) -> WorkRequest:
-        async def body(uow: UnitOfWork) -> WorkRequest:
+        async def body(uow: WorkTransaction) -> WorkRequest:
             work = await uow.works.get(cmd.work_id, for_update=True)
             work.start(cmd.executor_id, cmd.delivery, cmd.lease, self._clock())
             await uow.works.save(work)
@@ -89,7 +76,7 @@ class WorkHandlers:
         return await self._idempotent("work.RecordWorkStarted", cmd.request_id, cmd, body)
 
     async def heartbeat(self, cmd: c.HeartbeatWork) -> Heartbeat:
-        async def body(uow: UnitOfWork) -> Heartbeat:
+        async def body(uow: WorkTransaction) -> Heartbeat:
             work = await uow.works.get(cmd.work_id, for_update=True)
             now = self._clock()
             if cmd.release:
@@ -101,10 +88,10 @@ class WorkHandlers:
                 await uow.works.save(work)
             return Heartbeat(work.lease_expires_at, stop)
 
-        return await self._retrying(body)
+        return await self._uow.write(body)
 
     async def record_completed(self, cmd: c.RecordWorkCompleted) -> WorkRequest:
-        async def body(uow: UnitOfWork) -> WorkRequest:
+        async def body(uow: WorkTransaction) -> WorkRequest:
             work = await uow.works.get(cmd.work_id, for_update=True)
             work.complete(cmd.executor_id, cmd.result, self._clock())
             await uow.works.save(work)
@@ -113,7 +100,7 @@ class WorkHandlers:
         return await self._idempotent("work.RecordWorkCompleted", cmd.request_id, cmd, body)
 
     async def record_failed(self, cmd: c.RecordWorkFailed) -> WorkRequest:
-        async def body(uow: UnitOfWork) -> WorkRequest:
+        async def body(uow: WorkTransaction) -> WorkRequest:
             work = await uow.works.get(cmd.work_id, for_update=True)
             work.fail(cmd.executor_id, cmd.failure, self._clock())
             await uow.works.save(work)
@@ -122,7 +109,7 @@ class WorkHandlers:
         return await self._idempotent("work.RecordWorkFailed", cmd.request_id, cmd, body)
 
     async def cancel(self, cmd: c.CancelWork) -> WorkRequest:
-        async def body(uow: UnitOfWork) -> WorkRequest:
+        async def body(uow: WorkTransaction) -> WorkRequest:
             work = await uow.works.get(cmd.work_id, for_update=True)
             if work.cancel(cmd.reason, self._clock()):
                 await uow.works.save(work)
@@ -134,11 +121,14 @@ class WorkHandlers:
         """Re-offer (or time out) work whose lease ran out; returns how many changed."""
 
         now = self._clock()
-        async with self._uow(read_only=True) as uow:  # the common case: nothing expired
-            if not await uow.works.lease_expired(now, 1):
-                return 0
 
-        async def body(uow: UnitOfWork) -> int:
+        async def any_expired(uow: WorkTransaction) -> bool:
+            return bool(await uow.works.lease_expired(now, 1))
+
+        if not await self._uow.read(any_expired):  # the common case: nothing expired
+            return 0
+
+        async def body(uow: WorkTransaction) -> int:
             now = self._clock()
             changed = 0
             for work_id in await uow.works.lease_expired(now, limit):
@@ -148,17 +138,15 @@ class WorkHandlers:
                     changed += 1
             return changed
 
-        return await self._retrying(body)
+        return await self._uow.write(body)
 
     # ------------------------------------------------------------------ queries
 
     async def get(self, work_id: str) -> WorkRequest:
-        async with self._uow(read_only=True) as uow:
-            return await uow.works.get(work_id)
+        return await self._uow.read(lambda uow: _load(uow, work_id))
 
     async def list(self, query: c.ListWork) -> WorkPage:
-        async with self._uow(read_only=True) as uow:
-            return await uow.works.list(query)
+        return await self._uow.read(lambda uow: uow.works.list(query))
 
     # ------------------------------------------------------------------ internals
 
@@ -167,32 +155,16 @@ class WorkHandlers:
         scope: str,
         key: str,
         cmd: object,
-        body: Callable[[UnitOfWork], Awaitable[WorkRequest]],
+        body: Callable[[WorkTransaction], Awaitable[WorkRequest]],
     ) -> WorkRequest:
-        print_ = fingerprint(cmd) if key else ""
-
-        async def once(uow: UnitOfWork) -> WorkRequest:
-            if key:
-                done = await uow.remembered(scope, key, print_)
-                if done is not None:
-                    return await uow.works.get(done)
-            work = await body(uow)
-            if key:
-                await uow.remember(scope, key, print_, work.id)
-            return work
-
-        return await self._retrying(once)
-
-    async def _retrying(self, body: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-        """Run ``body`` in a unit of work; on a write conflict (a concurrent request for
-        the same aggregate or key) run it again on fresh state."""
-        for attempt in range(_CONFLICT_RETRIES):
-            try:
-                async with self._uow() as uow:
-                    outcome = await body(uow)
-                return outcome
-            except Aborted:
-                if attempt == _CONFLICT_RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+        """``body`` once per key: a repeated key answers the work it produced."""
+        return await self._uow.write(
+            body,
+            idempotency=Idempotency(
+                scope,
+                key,
+                fingerprint(cmd) if key else "",
+                reference=lambda work: work.id,
+                replay=_load,
+            ),
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Protocol
 
+from trinity_platform.unit_of_work import Transaction, UnitOfWork
 from trinity_work.application.commands import ListWork
 from trinity_work.domain.work import WorkRequest
 
@@ -36,34 +36,14 @@ class WorkRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
-    """One transaction. On a clean exit it writes the events of every aggregate it
-    saw to the outbox, then commits; on an exception it rolls back."""
+class WorkTransaction(Transaction, Protocol):
+    """One transaction. At its commit the events of every aggregate the repository
+    added or saved become outbox rows (the platform's unit of work writes them)."""
 
     @property
     def works(self) -> WorkRepository: ...
 
-    async def __aenter__(self) -> UnitOfWork: ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    async def remembered(self, scope: str, key: str, fingerprint: str) -> str | None:
-        """The work id a command with this idempotency key produced, or None.
-
-        Raises ``FailedPrecondition(IDEMPOTENCY_KEY_REUSED)`` for a different request.
-        """
-        ...
-
-    async def remember(self, scope: str, key: str, fingerprint: str, work_id: str) -> None: ...
-
-
-class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
-        """``read_only``: a transaction that writes nothing (on SQLite it never takes the
-        write lock, so queries do not queue behind commands)."""
-        ...
+# The platform's unit of work over the work service's transactions: ``read`` for
+# queries, ``write`` for commands (idempotent by key, retried on a lost race).
+WorkUnitOfWork = UnitOfWork[WorkTransaction]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trinity_platform.outbox import OutboxMessage
 from trinity_platform.subjects import fact_subject, work_queue_subject
+from trinity_platform.unit_of_work import EventMessage, NewEvents
 from trinity_work import contracts as pb
 from trinity_work.domain import events as ev
 from trinity_work.domain.work import WorkRequest
@@ -11,16 +11,15 @@ from trinity_work.domain.work import WorkRequest
 SERVICE = "work"
 
 
-def outbox_messages(work: WorkRequest, events: list[ev.WorkEvent]) -> list[OutboxMessage]:
+def new_events(work: WorkRequest, events: list[ev.WorkEvent]) -> NewEvents:
     correlation = work.correlation.execution_id
     messages = []
     for event in events:
         if isinstance(event, ev.ExecutionRequested):
             messages.append(
-                OutboxMessage(
+                EventMessage(
                     message=pb.execution_requested(work, event.delivery, event.at),
                     subject=work_queue_subject(work.kind.value),
-                    aggregate_id=work.id,
                     correlation_id=correlation,
                 )
             )
@@ -36,11 +35,10 @@ def outbox_messages(work: WorkRequest, events: list[ev.WorkEvent]) -> list[Outbo
         else:
             fact = pb.work_cancelled(work, event.reason, event.at)  # type: ignore[assignment]
         messages.append(
-            OutboxMessage(
+            EventMessage(
                 message=fact,
                 subject=fact_subject(SERVICE, type(fact).__name__),
-                aggregate_id=work.id,
                 correlation_id=correlation,
             )
         )
-    return messages
+    return NewEvents(SERVICE, work.id, work.version, messages)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_platform import metrics
-from trinity_platform.errors import Aborted, FieldViolation, InvalidArgument
+from trinity_platform.errors import Conflict, FieldViolation, InvalidArgument
 from trinity_work.application.commands import ListWork
 from trinity_work.application.ports import WorkPage
 from trinity_work.domain.errors import WorkNotFound
@@ -86,9 +86,13 @@ def _after(key: tuple[str, str]) -> tuple[datetime, str]:
 
 
 class SqlWorkRepository:
-    def __init__(self, conn: AsyncConnection, seen: dict[str, WorkRequest]) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        self._seen = seen  # aggregates whose events the unit of work writes to the outbox
+        self._seen: dict[str, WorkRequest] = {}  # added or saved: their events go out
+
+    def changed(self) -> list[WorkRequest]:
+        """The work requests this transaction added or saved."""
+        return list(self._seen.values())
 
     async def add(self, work: WorkRequest) -> None:
         values = _row_values(work)
@@ -109,7 +113,7 @@ class SqlWorkRepository:
         try:
             await self._conn.execute(insert(t).values(values))
         except IntegrityError as exc:
-            raise Aborted(f"work request {work.request_id!r} was created concurrently") from exc
+            raise Conflict(f"work request {work.request_id!r} was created concurrently") from exc
         work.version = 1
         self._seen[work.id] = work
 
@@ -130,7 +134,7 @@ class SqlWorkRepository:
         )
         if result.rowcount != 1:
             metrics.DB_CONFLICTS.labels("work").inc()
-            raise Aborted(
+            raise Conflict(
                 f"work {work.id} was modified concurrently", metadata={"work_id": work.id}
             )
         work.version += 1
