@@ -184,3 +184,84 @@ async def test_forged_work_and_approval_facts_do_not_move_a_step(
         assert pending.approval.status == approval_pb2.APPROVAL_STATUS_PENDING
     finally:
         await api.close()
+
+
+EACH = """
+name: forged-items
+steps:
+  - id: files
+    agent_task:
+      agent: echo
+      message: "file {{ item }}"
+      for_each: "{{ ['a', 'b', 'c'] }}"
+"""
+
+
+def item_answer(
+    work_id: str, execution_id: str, step_id: str, output: str
+) -> work_facts.WorkCompleted:
+    fact = work_completed(work_id, execution_id, step_id)
+    fact.result.output = output
+    return fact
+
+
+async def test_a_forged_fact_does_not_move_a_for_each_item(
+    suite: LocalSuite, js: JetStreamContext
+) -> None:
+    """Each item's work has its own id: a fact moves only the item whose request that id
+    answers, and only from the work service; an id no item's request got moves nothing."""
+    api = Client(suite, {})
+    try:
+        await api.publish(EACH)
+        execution_id = await api.trigger("forged-items")
+
+        async def work_by_item() -> dict[str, str]:
+            listed = await api.work.ListWork(
+                work_service_pb2.ListWorkRequest(execution_id=execution_id)
+            )
+            return {w.payload.agent_task.message[-1]: w.id for w in listed.work}
+
+        deadline = time.monotonic() + 30
+        while len(work := await work_by_item()) < 3:
+            assert time.monotonic() < deadline, api.suite.log_tail("execution")
+            await asyncio.sleep(0.05)
+        assert set(work) == {"a", "b", "c"}
+
+        def items(execution: execution_pb2.Execution) -> tuple[int, int, int]:
+            (step,) = execution.steps
+            return step.status, step.items_total, step.items_done
+
+        # 1. An id that no item's request was given, claimed for the step.
+        seq = await publish(
+            js, "work", item_answer(str(uuid.uuid4()), execution_id, "files", "forged"), "x"
+        )
+        # 2. Item b's real id, from someone other than the work service.
+        seq = await publish(
+            js,
+            "work",
+            item_answer(work["b"], execution_id, "files", "forged b"),
+            work["b"],
+            source="trinity.process/executor",
+        )
+        # 3. Item b's real id for another step attempt.
+        stale = item_answer(work["b"], execution_id, "files", "forged b")
+        stale.correlation.attempt = 2
+        seq = await publish(js, "work", stale, work["b"])
+        await wait_consumed(api, js, "work", "execution-work-facts", seq)
+        assert items(await api.get(execution_id)) == (WAITING, 3, 0)
+
+        # Item b's id from the work service answers item b, and only item b.
+        seq = await publish(js, "work", item_answer(work["b"], execution_id, "files", "B"), "x")
+        await api.wait(execution_id, lambda e: items(e) == (WAITING, 3, 1))
+        seq = await publish(js, "work", item_answer(work["b"], execution_id, "files", "B2"), "y")
+        await wait_consumed(api, js, "work", "execution-work-facts", seq)
+        assert items(await api.get(execution_id)) == (WAITING, 3, 1)  # b has ended already
+        for name in ("c", "a"):
+            await publish(
+                js, "work", item_answer(work[name], execution_id, "files", name.upper()), name
+            )
+        done = await api.wait(execution_id)
+        assert done.status == execution_pb2.EXECUTION_STATUS_COMPLETED
+        assert done.steps[0].output == '["A","B","C"]'
+    finally:
+        await api.close()

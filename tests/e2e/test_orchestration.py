@@ -27,9 +27,23 @@ agents:
   worker:
     backend: script
     file: replies.yaml
+tools:
+  verify:
+    command: [python3, check.py, "{name}"]
+    arguments:
+      name: {pattern: "^[a-z0-9-]{1,40}$"}
+    cwd: .
+    timeout: 30s
 """
 
 EXECUTOR_FILES = {
+    "check.py": """
+import json, sys
+name = sys.argv[1]
+if name.startswith("bad"):
+    sys.exit(f"{name} does not check out")
+print(json.dumps({"checked": name}))
+""",
     "replies.yaml": """
 replies:
   - match: "flaky"
@@ -56,9 +70,18 @@ replies:
     output: '{"number": 42}'
   - match: "plan-files"
     output: '{"files": ["a", "b", "c", "d", "e"]}'
+  - match: "each-once c "
+    times: 1
+    fail: {code: AGENT_UNAVAILABLE, message: "busy once"}
+  - match: "each-hold"
+    delay: 30s
+    output: "too late"
+  - match: "each-review"
+    cost: "0.10"
+    output: '{"reviewed": "{message}"}'
 
   - output: "done: {message}"
-"""
+""",
 }
 
 TOKENS = {"reviewer-token": "reviewer@example.com", "stranger-token": "mallory@example.com"}
@@ -872,3 +895,110 @@ async def test_for_each_runs_one_child_per_item(api) -> None:  # type: ignore[no
     )
     children = [e for e in listed.executions if e.parent_execution_id == parent_id]
     assert len(children) == 5 and {e.parent_step_id for e in children} == {"files"}
+
+
+EACH_BODY = """
+name: each-body
+budget: {limit: "10.00 USD"}
+steps:
+  - id: plan
+    agent_task: {agent: worker, message: "plan-files"}
+  - id: reviews
+    depends_on: [plan]
+    agent_task:
+      agent: worker
+      message: "each-once {{ item }} each-review {{ item }} at {{ item_index }}"
+      for_each: "{{ steps.plan.output.files }}"
+      max_concurrency: 2
+    retry: {max_attempts: 2, initial_backoff: 100ms}
+  - id: checks
+    depends_on: [plan]
+    tool_run:
+      action: verify
+      arguments: {name: "{{ item }}"}
+      for_each: "{{ steps.plan.output.files + ['bad-one'] }}"
+      tolerated_failures: 1
+  - id: report
+    depends_on: [reviews, checks]
+    agent_task: {agent: worker, message: "report {{ steps.checks.output['failed'] }} failed"}
+"""
+
+
+async def test_for_each_runs_one_agent_task_or_tool_run_per_item(api) -> None:  # type: ignore[no-untyped-def]
+    """One work request per item; item c's first attempt fails and is retried alone;
+    the tool run's bad item is a tolerated failure; outputs in item order; each review's
+    cost counts."""
+    client = api
+    await client.publish(EACH_BODY)
+    execution_id = await client.trigger("each-body")
+    done = await client.wait(execution_id)
+    assert done.status == S.EXECUTION_STATUS_COMPLETED, done.error
+    reviews, checks = by_step(done)["reviews"], by_step(done)["checks"]
+    assert json_values.struct_to_dict(reviews.structured_output) == {
+        "items": [
+            {"reviewed": f"each-once {f} each-review {f} at {i}"} for i, f in enumerate("abcde")
+        ],
+        "failed": 0,
+    }
+    assert (reviews.items_total, reviews.items_done, reviews.items_failed) == (5, 5, 0)
+    assert reviews.attempt == 1  # the retry was item c's own
+    assert cost(reviews.cost) == cost(done.total_cost) == Decimal("0.50")  # 5 x 0.10
+    assert json_values.struct_to_dict(checks.structured_output) == {
+        "items": [{"checked": f} for f in "abcde"] + [None],
+        "failed": 1,
+    }
+    assert (checks.items_total, checks.items_done, checks.items_failed) == (6, 6, 1)
+    assert by_step(done)["report"].output == "done: report 1 failed"
+    listed = await client.work.ListWork(
+        work_service_pb2.ListWorkRequest(execution_id=execution_id, page_size=50)
+    )
+    review_work = [w for w in listed.work if w.correlation.step_id == "reviews"]
+    assert len(review_work) == 6  # five items, item c twice
+    failed = [w for w in review_work if w.status == work_pb2.WORK_STATUS_FAILED]
+    assert len(failed) == 1 and "each-once c " in failed[0].payload.agent_task.message
+    assert len([w for w in listed.work if w.correlation.step_id == "checks"]) == 6
+
+
+async def test_cancel_stops_the_outstanding_for_each_items_work(api) -> None:  # type: ignore[no-untyped-def]
+    client = api
+    await client.publish(
+        """
+name: each-cancel
+steps:
+  - id: many
+    agent_task:
+      agent: worker
+      message: "each-hold {{ item }}"
+      for_each: "{{ [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }}"
+      max_concurrency: 3
+"""
+    )
+    execution_id = await client.trigger("each-cancel")
+
+    async def work() -> list[work_pb2.Work]:
+        listed = await client.work.ListWork(
+            work_service_pb2.ListWorkRequest(execution_id=execution_id, page_size=50)
+        )
+        return list(listed.work)
+
+    for _ in range(300):
+        if len(await work()) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert len(await work()) == 3
+    await client.executions.CancelExecution(
+        execution_service_pb2.CancelExecutionRequest(
+            request_id=client.key("cancel"), execution_id=execution_id, reason="enough"
+        )
+    )
+    for _ in range(300):
+        statuses = {w.status for w in await work()}
+        if statuses == {work_pb2.WORK_STATUS_CANCELLED}:
+            break
+        await asyncio.sleep(0.1)
+    assert statuses == {work_pb2.WORK_STATUS_CANCELLED}
+    assert len(await work()) == 3  # no item started after the cancel
+    done = await client.get(execution_id)
+    assert done.status == S.EXECUTION_STATUS_CANCELLED
+    many = by_step(done)["many"]
+    assert (many.items_total, many.items_done) == (10, 0)

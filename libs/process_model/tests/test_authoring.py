@@ -720,3 +720,41 @@ def test_for_each_round_trips_and_its_input_reads_the_item() -> None:
     )
     found = {v.field: v.description for v in validate(parse_process(too_many))}
     assert "at most 1000" in found["steps[0].sub_process.max_items"]
+
+
+def test_agent_tasks_and_tool_runs_take_for_each_and_their_templates_read_the_item() -> None:
+    text = minimal(
+        "  - id: plan\n"
+        "    agent_task: {agent: a, message: plan}\n"
+        "  - id: review\n"
+        "    depends_on: [plan]\n"
+        "    agent_task:\n"
+        "      agent: reviewer\n"
+        "      message: 'review {{ item }} ({{ item_index }})'\n"
+        "      for_each: '{{ steps.plan.output.files }}'\n"
+        "      max_concurrency: 3\n"
+        "      tolerated_failures: 1\n"
+        "  - id: check\n"
+        "    depends_on: [plan]\n"
+        "    tool_run:\n"
+        "      action: verify\n"
+        "      arguments: {path: '{{ item }}'}\n"
+        "      for_each: '{{ steps.plan.output.files }}'\n"
+        "      max_items: 50\n"
+    )
+    spec = parse_process(text)
+    assert validate(spec) == []
+    assert parse_process(dump_process(spec)) == spec
+    assert spec_from_proto(spec_to_proto(spec)) == spec
+    plain = minimal(
+        "  - id: one\n    agent_task: {agent: a, message: '{{ item }}', max_concurrency: 2}\n"
+        "  - id: two\n    tool_run: {action: verify, arguments: {p: '{{ item_index }}'}}\n"
+        "  - id: three\n    tool_run: {action: verify, for_each: '{{ [1] }}', max_items: 1001}\n"
+        "  - id: four\n    agent_task: {agent: a, message: m, for_each: '{{ 1 +'}\n"
+    )
+    found = {v.field: v.description for v in validate(parse_process(plain))}
+    assert "reads 'item'" in found["steps[0].agent_task.message"]
+    assert found["steps[0].agent_task.max_concurrency"] == "only with for_each"
+    assert "reads 'item_index'" in found["steps[1].tool_run.arguments.p"]
+    assert "at most 1000" in found["steps[2].tool_run.max_items"]
+    assert "steps[3].agent_task.for_each" in found

@@ -415,8 +415,9 @@ _STEP_KEYS = (
     "on_failure",
     "informed",
 )
+_FOR_EACH_FIELDS = ("for_each", "max_concurrency", "max_items", "tolerated_failures")
 _KIND_FIELDS: dict[str, tuple[str, ...]] = {
-    "agent_task": ("agent", "message", "max_cost"),
+    "agent_task": ("agent", "message", "max_cost", *_FOR_EACH_FIELDS),
     "human_approval": (
         "approvers",
         "on_timeout",
@@ -429,17 +430,9 @@ _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "gateway": ("type", "routes"),
     "timer": ("duration", "until", "timezone"),
     "notification": ("channel", "target", "subject", "message"),
-    "tool_run": ("action", "arguments"),
+    "tool_run": ("action", "arguments", *_FOR_EACH_FIELDS),
     "wait_for_message": ("message", "correlation_key", "subject", "key_field", "on_timeout"),
-    "sub_process": (
-        "process",
-        "version",
-        "input",
-        "for_each",
-        "max_concurrency",
-        "max_items",
-        "tolerated_failures",
-    ),
+    "sub_process": ("process", "version", "input", *_FOR_EACH_FIELDS),
 }
 _KIND_KEYS = tuple(_KIND_FIELDS)
 _INPUT_KEYS = ("type", "required", "default", "description")
@@ -1055,6 +1048,7 @@ class _Reader:
                 agent=self.text(fields, "agent"),
                 message=self.text(fields, "message"),
                 max_cost=max_cost,
+                **self.for_each(fields),
             )
         if kind == "human_approval":
             on_timeout = self.enum(fields, "on_timeout", TimeoutAction, TimeoutAction.REJECT)
@@ -1109,14 +1103,22 @@ class _Reader:
                 process=self.text(fields, "process"),
                 version=self.text(fields, "version"),
                 input=self.text_map(fields, "input"),
-                for_each=self.text(fields, "for_each"),
-                max_concurrency=self.count(fields, "max_concurrency"),
-                max_items=self.count(fields, "max_items"),
-                tolerated_failures=self.count(fields, "tolerated_failures"),
+                **self.for_each(fields),
             )
         action = self.enum(fields, "action", ActionKind, None)
         arguments = self.text_map(fields, "arguments")
-        return ToolRunConfig(action, arguments) if action is not None else None
+        if action is None:
+            return None
+        return ToolRunConfig(action, arguments, **self.for_each(fields))
+
+    def for_each(self, fields: _Fields) -> dict[str, Any]:
+        """The for_each keys an agent task, tool run or sub-process may have."""
+        return {
+            "for_each": self.text(fields, "for_each"),
+            "max_concurrency": self.count(fields, "max_concurrency"),
+            "max_items": self.count(fields, "max_items"),
+            "tolerated_failures": self.count(fields, "tolerated_failures"),
+        }
 
     def route(self, value: Any, path: str, mark: Mark | None) -> Route | None:
         keys = ("condition", "is_default", "target", "max_iterations")
@@ -1262,6 +1264,7 @@ def _config_data(config: StepConfig) -> dict[str, Any]:
         _put(data, "message", config.message)
         if config.max_cost is not None:
             data["max_cost"] = format_money(config.max_cost)
+        _for_each_data(data, config)
     elif isinstance(config, HumanApprovalConfig):
         if config.approvers:
             data["approvers"] = _FlowList(config.approvers)
@@ -1300,15 +1303,22 @@ def _config_data(config: StepConfig) -> dict[str, Any]:
         _put(data, "version", config.version)
         if config.input:
             data["input"] = _sorted(config.input)
-        _put(data, "for_each", config.for_each)
-        for name in ("max_concurrency", "max_items", "tolerated_failures"):
-            if getattr(config, name):
-                data[name] = getattr(config, name)
+        _for_each_data(data, config)
     else:
         data["action"] = str(config.action)
         if config.arguments:
             data["arguments"] = _sorted(config.arguments)
+        _for_each_data(data, config)
     return data
+
+
+def _for_each_data(
+    data: dict[str, Any], config: AgentTaskConfig | ToolRunConfig | SubProcessConfig
+) -> None:
+    _put(data, "for_each", config.for_each)
+    for name in _FOR_EACH_FIELDS[1:]:
+        if getattr(config, name):
+            data[name] = getattr(config, name)
 
 
 def _route_data(route: Route) -> dict[str, Any]:

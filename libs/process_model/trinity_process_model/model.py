@@ -159,6 +159,12 @@ class AgentTaskConfig:
     agent: str
     message: str
     max_cost: Money | None = None
+    for_each: str = ""
+    """When set: one task per item of this list (see SubProcessConfig.for_each); the
+    message reads ``item`` and ``item_index``."""
+    max_concurrency: int = 0
+    max_items: int = 0
+    tolerated_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,12 @@ class NotificationConfig:
 class ToolRunConfig:
     action: ActionKind
     arguments: dict[str, str] = field(default_factory=dict)
+    for_each: str = ""
+    """When set: one run per item of this list (see SubProcessConfig.for_each); the
+    arguments read ``item`` and ``item_index``."""
+    max_concurrency: int = 0
+    max_items: int = 0
+    tolerated_failures: int = 0
 
 
 DEFAULT_KEY_FIELD = "correlation_key"

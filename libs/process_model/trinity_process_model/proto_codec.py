@@ -195,6 +195,7 @@ class _Encoder:
             agent.message = config.message
             if config.max_cost is not None:
                 self.money(agent.max_cost, f"{path}.agent_task.max_cost", config.max_cost)
+            self.for_each(agent, f"{path}.agent_task", config)
         elif isinstance(config, HumanApprovalConfig):
             base = f"{path}.human_approval"
             approval = message.human_approval
@@ -254,6 +255,7 @@ class _Encoder:
             tool.SetInParent()
             tool.action = self.enum(f"{path}.tool_run.action", config.action, ACTION_KINDS)
             self.text_map(tool.arguments, f"{path}.tool_run.arguments", config.arguments)
+            self.for_each(tool, f"{path}.tool_run", config)
         elif isinstance(config, WaitForMessageConfig):
             wait = message.wait_for_message
             wait.SetInParent()
@@ -270,12 +272,19 @@ class _Encoder:
             sub.process = config.process
             sub.version = config.version
             self.text_map(sub.input, f"{path}.sub_process.input", config.input)
-            sub.for_each = config.for_each
-            for name in ("max_concurrency", "max_items", "tolerated_failures"):
-                value = self.uint32(f"{path}.sub_process.{name}", getattr(config, name))
-                setattr(sub, name, value)
+            self.for_each(sub, f"{path}.sub_process", config)
         else:
             self.error(path, f"unknown step kind {type(config).__name__}")
+
+    def for_each(
+        self,
+        message: pb.AgentTask | pb.ToolRun | pb.SubProcess,
+        path: str,
+        config: AgentTaskConfig | ToolRunConfig | SubProcessConfig,
+    ) -> None:
+        message.for_each = config.for_each
+        for name in _FOR_EACH_COUNTS:
+            setattr(message, name, self.uint32(f"{path}.{name}", getattr(config, name)))
 
     def trigger(self, path: str, trigger: Trigger) -> pb.Trigger:
         message = pb.Trigger()
@@ -470,7 +479,7 @@ class _Decoder:
                 max_cost = self.money(f"{path}.agent_task.max_cost", agent.max_cost)
                 if max_cost is None:
                     return None
-            return AgentTaskConfig(agent.agent, agent.message, max_cost)
+            return AgentTaskConfig(agent.agent, agent.message, max_cost, **_for_each_of(agent))
         if kind == "human_approval":
             approval = message.human_approval
             base = f"{path}.human_approval"
@@ -521,7 +530,7 @@ class _Decoder:
             action = self.required_enum(f"{path}.tool_run.action", tool.action, ACTION_KINDS)
             if action is None:
                 return None
-            return ToolRunConfig(action, dict(tool.arguments))
+            return ToolRunConfig(action, dict(tool.arguments), **_for_each_of(tool))
         if kind == "wait_for_message":
             wait = message.wait_for_message
             return WaitForMessageConfig(
@@ -538,15 +547,7 @@ class _Decoder:
             )
         if kind == "sub_process":
             sub = message.sub_process
-            return SubProcessConfig(
-                sub.process,
-                sub.version,
-                dict(sub.input),
-                for_each=sub.for_each,
-                max_concurrency=sub.max_concurrency,
-                max_items=sub.max_items,
-                tolerated_failures=sub.tolerated_failures,
-            )
+            return SubProcessConfig(sub.process, sub.version, dict(sub.input), **_for_each_of(sub))
         self.error(
             path,
             "the step has no kind: set one of agent_task, human_approval, gateway, timer, "
@@ -627,3 +628,14 @@ class _Decoder:
 def value_from_proto(value: struct_pb2.Value) -> Any:
     """A JSON value of the contract as plain Python (integral numbers as ``int``)."""
     return from_value(value)
+
+
+_FOR_EACH_COUNTS = ("max_concurrency", "max_items", "tolerated_failures")
+
+
+def _for_each_of(message: pb.AgentTask | pb.ToolRun | pb.SubProcess) -> dict[str, Any]:
+    """The for_each fields of a step kind that can run once per item."""
+    return {
+        "for_each": message.for_each,
+        **{name: getattr(message, name) for name in _FOR_EACH_COUNTS},
+    }

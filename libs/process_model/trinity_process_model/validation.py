@@ -190,6 +190,11 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _item_names(config: AgentTaskConfig | ToolRunConfig | SubProcessConfig) -> frozenset[str]:
+    """What the step's templates read besides the context: the item, with for_each."""
+    return FOR_EACH_NAMES if isinstance(config.for_each, str) and config.for_each else frozenset()
+
+
 class _Validator:
     """One pass over a spec, collecting violations in definition order."""
 
@@ -446,7 +451,11 @@ class _Validator:
     def _agent_task(self, path: str, config: AgentTaskConfig) -> None:
         if not config.agent.strip():
             self.add(f"{path}.agent", "the agent name is required")
-        self._required_template(f"{path}.message", config.message, "the message")
+        if not isinstance(config.message, str) or not config.message.strip():
+            self.add(f"{path}.message", "the message is required")
+        else:
+            self._expression(f"{path}.message", config.message, check_template, _item_names(config))
+        self._for_each(path, config)
         if config.max_cost is not None:
             self._money(f"{path}.max_cost", config.max_cost)
             self._same_currency(f"{path}.max_cost.currency", config.max_cost)
@@ -585,7 +594,8 @@ class _Validator:
             if not isinstance(value, str):
                 self.add(apath, f"argument values are templates (text), got {_describe(value)}")
             else:
-                self._template(apath, value)
+                self._expression(apath, value, check_template, _item_names(config))
+        self._for_each(path, config)
 
     def _sub_process(self, path: str, config: SubProcessConfig) -> None:
         if not isinstance(config.process, str) or not PROCESS_NAME_PATTERN.fullmatch(
@@ -603,7 +613,7 @@ class _Validator:
             )
         if config.version and not VERSION_PATTERN.fullmatch(config.version):
             self.add(f"{path}.version", f"bad version {config.version!r}: like 1.2")
-        item_names = FOR_EACH_NAMES if config.for_each else frozenset()
+        item_names = _item_names(config)
         for name, value in config.input.items():
             ipath = field_path(f"{path}.input", str(name))
             if not isinstance(name, str) or not ARGUMENT_NAME_PATTERN.fullmatch(name):
@@ -612,6 +622,15 @@ class _Validator:
                 self.add(ipath, f"input values are templates (text), got {_describe(value)}")
             else:
                 self._expression(ipath, value, check_template, item_names)
+        self._for_each(path, config)
+
+    def _for_each(
+        self, path: str, config: AgentTaskConfig | ToolRunConfig | SubProcessConfig
+    ) -> None:
+        """The keys of a step that can run once per item (the same for every body)."""
+        if not isinstance(config.for_each, str):
+            self.add(f"{path}.for_each", f"an expression (text), got {_describe(config.for_each)}")
+            return
         if config.for_each:
             self._expression(f"{path}.for_each", config.for_each, check_condition)
         for name in ("max_concurrency", "max_items", "tolerated_failures"):

@@ -90,6 +90,7 @@ KINDS = (
     "message",
     "child",
     "map",
+    "agent_map",
     "gateway",
     "gateway",
 )
@@ -146,7 +147,10 @@ def definitions(draw: st.DrawFn) -> ProcessSpec:
             kw["retry"] = RetryPolicy(max_attempts=draw(st.integers(2, 3)))
         if draw(st.integers(0, 4)) == 0:
             kw["on_failure"] = FailureAction.CONTINUE
-        if kinds[i] in ("agent", "message", "child", "map") and draw(st.integers(0, 4)) == 0:
+        if (
+            kinds[i] in ("agent", "message", "child", "map", "agent_map")
+            and draw(st.integers(0, 4)) == 0
+        ):
             kw["timeout"] = timedelta(minutes=5)
         if draw(st.integers(0, 6)) == 0:
             kw["informed"] = ("ops@example.com",)
@@ -177,6 +181,14 @@ def _config(kind: str, routes: list[Route] | None, draw: st.DrawFn) -> Any:
         return SubProcessConfig(
             "child",
             input={"x": "{{ item }} of {{ input.f0 }}"},
+            for_each=draw(st.sampled_from(["{{ [1, 2, 3] }}", "{{ [] }}", "{{ [7] }}"])),
+            max_concurrency=2,
+            tolerated_failures=draw(st.integers(0, 1)),
+        )
+    if kind == "agent_map":
+        return AgentTaskConfig(
+            "agent",
+            "do {{ item }} of {{ input.f0 }}",
             for_each=draw(st.sampled_from(["{{ [1, 2, 3] }}", "{{ [] }}", "{{ [7] }}"])),
             max_concurrency=2,
             tolerated_failures=draw(st.integers(0, 1)),
@@ -399,6 +411,7 @@ def respond(world: World, key: str, data: st.DataObject) -> None:
                     iteration=ref.iteration,
                     attempt=ref.attempt,
                     code=code,
+                    request=command.key,
                 )
             )
         else:
@@ -411,6 +424,7 @@ def respond(world: World, key: str, data: st.DataObject) -> None:
                     attempt=ref.attempt,
                     output=data.draw(st.sampled_from(["ok", '{"n": 1}', "7"])),
                     cost=cost,
+                    request=command.key,
                 )
             )
 

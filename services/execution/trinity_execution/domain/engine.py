@@ -15,6 +15,7 @@ from typing import Any
 
 from trinity_execution.domain import errors, fanout
 from trinity_execution.domain.commands import Command, parse_request_key, parse_timer_id
+from trinity_execution.domain.context import parse_output
 from trinity_execution.domain.errors import ExecutionDomainError, Failure
 from trinity_execution.domain.events import (
     APPROVAL_DECISIONS,
@@ -168,7 +169,7 @@ def _on_resume(process: CompiledProcess, state: ExecutionState, event: ResumeExe
     run.start_ready()
     for step_id in list(run.state.active):  # for_each items held while paused
         if run.state.step(step_id).for_each is not None and run.is_running:
-            fanout.fill(run, step_id)
+            fanout.resume(run, step_id)
     return _done(run)
 
 
@@ -235,10 +236,42 @@ def _attempt_problem(
     return ""
 
 
+def _item_answered(
+    process: CompiledProcess, state: ExecutionState, event: WorkCompleted | WorkFailed
+) -> tuple[int | None, str]:
+    """(item index, '') when the event answers an outstanding for_each item's work;
+    (None, '') when it is no item's answer and the step waits for no items; else why
+    it is ignored (an item's answer must name that item attempt's request)."""
+    if event.step_id not in process.steps:
+        return None, ""
+    st = state.step(event.step_id)
+    is_item = fanout.split_item_key(event.request) is not None
+    if st.for_each is None:
+        return None, f"request {event.request!r} is not outstanding" if is_item else ""
+    index = fanout.outstanding(st, event.request)
+    if (
+        index is None
+        or process.step(event.step_id).kind not in _WORK_KINDS
+        or (st.iteration, st.attempt) != (event.iteration, event.attempt)
+    ):
+        return None, f"request {event.request!r} is not an outstanding item of the step"
+    return index, ""
+
+
 def _on_work_completed(
     process: CompiledProcess, state: ExecutionState, event: WorkCompleted
 ) -> Decision:
-    problem = _attempt_problem(process, state, event.step_id, event.iteration, event.request)
+    index, problem = _item_answered(process, state, event)
+    if index is not None:
+        run = Run(process, state, event.now)
+        output = event.structured if event.structured is not None else parse_output(event.output)
+        fanout.item_ended(
+            run, event.step_id, index, fanout.ItemOutcome(output=output, cost=event.cost)
+        )
+        return _done(run)
+    problem = problem or _attempt_problem(
+        process, state, event.step_id, event.iteration, event.request
+    )
     st = state.step(event.step_id)
     if not problem and (
         process.step(event.step_id).kind not in _WORK_KINDS or st.attempt != event.attempt
@@ -264,7 +297,16 @@ def _on_work_completed(
 
 
 def _on_work_failed(process: CompiledProcess, state: ExecutionState, event: WorkFailed) -> Decision:
-    problem = _attempt_problem(process, state, event.step_id, event.iteration, event.request)
+    index, problem = _item_answered(process, state, event)
+    if index is not None:
+        run = Run(process, state, event.now)
+        failure = Failure(event.code, event.message)
+        outcome = fanout.ItemOutcome(failure=failure, cost=event.cost)
+        fanout.item_ended(run, event.step_id, index, outcome)
+        return _done(run)
+    problem = problem or _attempt_problem(
+        process, state, event.step_id, event.iteration, event.request
+    )
     if not problem and state.step(event.step_id).attempt != event.attempt:
         problem = f"step {event.step_id!r} does not wait for attempt {event.attempt}"
     if problem:
@@ -325,6 +367,14 @@ def _on_approval(
 
 
 def _on_timer(process: CompiledProcess, state: ExecutionState, event: TimerFired) -> Decision:
+    retried = fanout.split_retry_timer(event.timer_id)
+    if retried is not None:
+        owner = parse_request_key(state.execution_id, retried[0])
+        if owner is not None and owner[0] in process.steps:
+            run = Run(process, state, event.now)
+            if fanout.retry_due(run, owner[0], event.timer_id):
+                return _done(run)
+        return _ignore(state, f"timer {event.timer_id!r} is not outstanding")
     parsed = parse_timer_id(state.execution_id, event.timer_id)
     if parsed is None or parsed[0] not in process.steps:
         return _ignore(state, f"unknown timer {event.timer_id!r}")
@@ -392,13 +442,12 @@ def _on_child_ended(
     st = state.step(step_id)
     if process.step(step_id).kind is not StepKind.SUB_PROCESS or st.request != request:
         return _ignore(state, f"request {event.request!r} is not outstanding")
-    if (item is None) != (st.for_each is None) or (
-        item is not None and st.for_each is not None and item[1] not in st.for_each.running
-    ):
+    index = fanout.outstanding(st, event.request)
+    if (item is None) != (st.for_each is None) or (item is not None and index is None):
         return _ignore(state, f"request {event.request!r} is not outstanding")
     run = Run(process, state, event.now)
-    if item is not None:
-        fanout.item_ended(run, step_id, item[1], event)
+    if index is not None:
+        fanout.item_ended(run, step_id, index, _child_outcome(event))
         return _done(run)
     if event.status != str(ExecutionStatus.COMPLETED):
         why = f"child execution {event.child_execution_id} {event.status}"
@@ -419,6 +468,17 @@ def _on_child_ended(
     return _done(run)
 
 
+def _child_outcome(event: ChildExecutionEnded) -> fanout.ItemOutcome:
+    """One for_each item's child ended: its answer, or why it failed (CHILD_EXECUTION_FAILED)."""
+    if event.status != str(ExecutionStatus.COMPLETED):
+        detail = f": {event.error_code} {event.error_message}".rstrip() if event.error_code else ""
+        failure = Failure(errors.CHILD_EXECUTION_FAILED, f"child {event.status}{detail}")
+        return fanout.ItemOutcome(failure=failure)
+    structured = event.structured
+    output = dict(structured) if structured is not None else parse_output(event.output)
+    return fanout.ItemOutcome(output=output, cost=event.cost)
+
+
 def _on_rejected(
     process: CompiledProcess, state: ExecutionState, event: CommandRejected
 ) -> Decision:
@@ -433,11 +493,13 @@ def _on_rejected(
     st = state.step(step_id)
     if st.request != request:
         return _ignore(state, f"request {event.key!r} is not outstanding")
+    index = fanout.outstanding(st, event.key)
+    if item is not None and index is None:
+        return _ignore(state, f"request {event.key!r} is not outstanding")
     run = Run(process, state, event.now)
-    if item is not None:
-        if st.for_each is None or item[1] not in st.for_each.running:
-            return _ignore(state, f"request {event.key!r} is not outstanding")
-        fanout.item_refused(run, step_id, item[1], f"{event.code}: {event.message}")
+    if index is not None:
+        failure = Failure(event.code, f"its start was refused: {event.message}")
+        fanout.item_ended(run, step_id, index, fanout.ItemOutcome(failure=failure, retryable=False))
         return _done(run)
     run.fail_attempt(
         step_id, Failure(event.code, event.message or "request refused"), retryable=False

@@ -291,6 +291,11 @@ class Run:
             self._request_work(step, st)
 
     def _request_work(self, step: Step, st: StepState) -> None:
+        body = fanout.body_of(step)
+        if body is not None:
+            fanout.start(self, step, st, body)
+            return
+        st.for_each = None
         try:
             payload = work_payload(self.process, step, self.context(), self.state)
         except FieldExpressionError as exc:
@@ -556,7 +561,7 @@ class Run:
         if cancel:
             self.abandon_request(step_id, reason)
         elif st.for_each is not None:
-            fanout.cancel_running(self, st, reason or "the step ended")
+            fanout.cancel_running(self, step_id, st, reason or "the step ended")
         elif st.request and self.process.step(step_id).kind is StepKind.WAIT_FOR_MESSAGE:
             self.commands.append(CloseMessageSubscription(st.request))
         if cancel and st.timer:
@@ -684,12 +689,12 @@ class Run:
         st = self.edit(step_id)
         if st.request:
             kind = self.process.step(step_id).kind
-            if kind is StepKind.HUMAN_APPROVAL:
+            if st.for_each is not None:
+                fanout.cancel_running(self, step_id, st, reason)
+            elif kind is StepKind.HUMAN_APPROVAL:
                 self.commands.append(CancelApproval(st.request, reason))
             elif kind is StepKind.WAIT_FOR_MESSAGE:
                 self.commands.append(CloseMessageSubscription(st.request))
-            elif kind is StepKind.SUB_PROCESS and st.for_each is not None:
-                fanout.cancel_running(self, st, reason)
             elif kind is StepKind.SUB_PROCESS:
                 self.commands.append(CancelChildExecution(st.request, reason))
             else:

@@ -90,8 +90,11 @@ ACTIVE = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
 
 @dataclass(slots=True)
 class ForEachState:
-    """A for_each step's items: started up to ``next``, those running, the outputs of the
-    ended ones (None for a failed one), the failed indexes, the cost so far."""
+    """A for_each step's items: started up to ``next``, those running (an outstanding
+    request, or waiting for a retry), the outputs of the ended ones (None for a failed
+    one), the failed indexes, the cost so far; for items retried, their current attempt
+    (``attempts``), those waiting for their backoff timer (``backoff``) and those whose
+    retry is held while the execution is paused (``held``)."""
 
     items: list[Any]
     next: int = 0
@@ -99,6 +102,9 @@ class ForEachState:
     outputs: dict[int, Any] = field(default_factory=dict)
     failed: list[int] = field(default_factory=list)
     cost: Money | None = None
+    attempts: dict[int, int] = field(default_factory=dict)
+    backoff: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
 
     def clone(self) -> ForEachState:
         return ForEachState(
@@ -108,6 +114,9 @@ class ForEachState:
             dict(self.outputs),
             list(self.failed),
             self.cost,
+            dict(self.attempts),
+            list(self.backoff),
+            list(self.held),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +129,11 @@ class ForEachState:
             data["failed"] = list(self.failed)
         if self.cost is not None:
             data["cost"] = _money_out(self.cost)
+        if self.attempts:
+            data["attempts"] = [[i, n] for i, n in self.attempts.items()]
+        for name in ("backoff", "held"):
+            if getattr(self, name):
+                data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -131,6 +145,9 @@ class ForEachState:
             outputs={int(i): v for i, v in dict(data.get("outputs", {})).items()},
             failed=[int(i) for i in data.get("failed", ())],
             cost=_money_in(data.get("cost")),
+            attempts={int(i): int(n) for i, n in data.get("attempts", ())},
+            backoff=[int(i) for i in data.get("backoff", ())],
+            held=[int(i) for i in data.get("held", ())],
         )
 
 

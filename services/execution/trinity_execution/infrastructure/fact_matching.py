@@ -7,7 +7,10 @@ work or approval fact continues a step only when:
   approval facts from the approval service), and
 - the work id or approval id it reports is the one the owning service gave to this
   execution's request for that very step, iteration (and, for work, attempt): the
-  ``dispatches`` row the dispatcher recorded when the request was accepted.
+  ``dispatches`` row the dispatcher recorded when the request was accepted. A for_each
+  item's request has its own key (``…/item/<index>``) and its own work id, so a fact
+  is matched to one item attempt only, and the engine continues that item only while
+  that very request is the item's outstanding one.
 
 The matched request's key goes into the engine event, and the engine checks it is
 the step's outstanding request. A fact that arrives before the dispatcher recorded
@@ -23,6 +26,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_execution.domain.commands import parse_request_key
+from trinity_execution.domain.fanout import split_item_key
 from trinity_execution.infrastructure.tables import dispatches
 from trinity_platform.db import read_only
 
@@ -45,7 +49,8 @@ class Claim:
 
 
 def _same_step(claim: Claim, key: str) -> bool:
-    parsed = parse_request_key(claim.execution_id, key)
+    item = split_item_key(key)  # a for_each item's request: its step's key, then the item
+    parsed = parse_request_key(claim.execution_id, key if item is None else item[0])
     if parsed is None:
         return False
     step_id, iteration, attempt = parsed

@@ -578,10 +578,22 @@ class AgentTask(_message.Message):
     AGENT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     MAX_COST_FIELD_NUMBER: _builtins.int
+    FOR_EACH_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_ITEMS_FIELD_NUMBER: _builtins.int
+    TOLERATED_FAILURES_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """The agent's name, resolved by the executors' configuration."""
     message: _builtins.str
     """Message template, for example "Analyze: {{ steps.research.output }}"."""
+    for_each: _builtins.str
+    """When set, an expression giving a list: one task per item, the message reading
+    `item` and `item_index`; the output is {"items": [...], "failed": N} in item order.
+    The other three as in SubProcess.
+    """
+    max_concurrency: _builtins.int
+    max_items: _builtins.int
+    tolerated_failures: _builtins.int
     @_builtins.property
     def max_cost(self) -> _types_pb2.Money:
         """Optional cost limit of one attempt."""
@@ -592,10 +604,14 @@ class AgentTask(_message.Message):
         agent: _builtins.str = ...,
         message: _builtins.str = ...,
         max_cost: _types_pb2.Money | None = ...,
+        for_each: _builtins.str = ...,
+        max_concurrency: _builtins.int = ...,
+        max_items: _builtins.int = ...,
+        tolerated_failures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_cost", b"max_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "max_cost", b"max_cost", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "for_each", b"for_each", "max_concurrency", b"max_concurrency", "max_cost", b"max_cost", "max_items", b"max_items", "message", b"message", "tolerated_failures", b"tolerated_failures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -810,7 +826,18 @@ class ToolRun(_message.Message):
 
     ACTION_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    FOR_EACH_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_ITEMS_FIELD_NUMBER: _builtins.int
+    TOLERATED_FAILURES_FIELD_NUMBER: _builtins.int
     action: _enums_pb2.ActionKind.ValueType
+    for_each: _builtins.str
+    """When set, an expression giving a list: one run per item, the arguments reading
+    `item` and `item_index` (as in AgentTask).
+    """
+    max_concurrency: _builtins.int
+    max_items: _builtins.int
+    tolerated_failures: _builtins.int
     @_builtins.property
     def arguments(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Argument templates handed to the executor's command template."""
@@ -820,10 +847,14 @@ class ToolRun(_message.Message):
         *,
         action: _enums_pb2.ActionKind.ValueType = ...,
         arguments: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        for_each: _builtins.str = ...,
+        max_concurrency: _builtins.int = ...,
+        max_items: _builtins.int = ...,
+        tolerated_failures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arguments", b"arguments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arguments", b"arguments", "for_each", b"for_each", "max_concurrency", b"max_concurrency", "max_items", b"max_items", "tolerated_failures", b"tolerated_failures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
