@@ -3,18 +3,18 @@ and the application retries a command that lost a race."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncTransaction
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_approval.application.commands import RequestApproval, SubmitDecision
 from trinity_approval.application.service import ApprovalApplication
 from trinity_approval.bootstrap import MIGRATIONS
 from trinity_approval.domain import (
+    Approval,
     ApprovalAlreadyDecided,
     ApprovalStatus,
     Decision,
@@ -22,9 +22,15 @@ from trinity_approval.domain import (
 )
 from trinity_approval.infrastructure.notifications import NotificationPlanner, NotificationPolicy
 from trinity_approval.infrastructure.tables import OUTBOX, dispatches
-from trinity_approval.infrastructure.unit_of_work import SqlUnitOfWork
+from trinity_approval.infrastructure.transaction import (
+    SqlApprovalTransaction,
+    Wakes,
+    approval_unit_of_work,
+)
 from trinity_platform.db import create_engine, run_migrations
 from trinity_platform.errors import Aborted
+from trinity_platform.sql_unit_of_work import SqlUnitOfWork
+from trinity_platform.unit_of_work import RetryPolicy
 
 
 @pytest.fixture
@@ -35,9 +41,16 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def unit_of_work(engine: AsyncEngine, readonly: bool = False) -> SqlUnitOfWork:
+def application(engine: AsyncEngine) -> ApprovalApplication:
     planner = NotificationPlanner(NotificationPolicy())
-    return SqlUnitOfWork(engine, planner, clock=lambda: datetime.now(UTC), readonly=readonly)
+    return ApprovalApplication(approval_unit_of_work(engine, planner, lambda: datetime.now(UTC)))
+
+
+def transaction(conn: AsyncConnection) -> SqlApprovalTransaction:
+    planner = NotificationPlanner(NotificationPolicy())
+    return SqlApprovalTransaction(
+        conn, planner=planner, clock=lambda: datetime.now(UTC), wakes=Wakes()
+    )
 
 
 REQUEST = RequestApproval(
@@ -53,7 +66,7 @@ REQUEST = RequestApproval(
 
 
 async def test_a_stale_write_is_refused_and_changes_nothing(engine: AsyncEngine) -> None:
-    app = ApprovalApplication(lambda readonly: unit_of_work(engine, readonly))
+    app = application(engine)
     created = await app.request_approval(REQUEST)
     stale = await app.get_approval(created.id)  # version 1
 
@@ -62,9 +75,9 @@ async def test_a_stale_write_is_refused_and_changes_nothing(engine: AsyncEngine)
     stale.decide(
         principal="bob@example.com", decision=Decision.REJECT, comment="", now=stale.created_at
     )
-    async with unit_of_work(engine) as uow:
-        with pytest.raises(Aborted):
-            await uow.approvals.save(stale)
+    once = SqlUnitOfWork(engine, transaction, retry=RetryPolicy(attempts=1))
+    with pytest.raises(Aborted):
+        await once.write(lambda tx: tx.approvals.save(stale))
     current = await app.get_approval(created.id)
     assert (current.status, current.decided_by, current.version) == (
         ApprovalStatus.APPROVED,
@@ -80,65 +93,43 @@ async def test_a_stale_write_is_refused_and_changes_nothing(engine: AsyncEngine)
 
 
 async def test_a_command_that_lost_a_race_is_retried_on_fresh_state(engine: AsyncEngine) -> None:
-    """The first attempt of bob's decision loads the approval, then alice decides
-    before bob's write: bob's attempt is refused by the version check, retried, and
-    then answered with the final state's refusal."""
-    app = ApprovalApplication(lambda readonly: unit_of_work(engine, readonly))
+    """Bob's first attempt works on the approval as he read it before alice decided:
+    its write is refused by the version check, the command runs again on fresh state,
+    and is answered with the final state's refusal."""
+    app = application(engine)
     created = await app.request_approval(REQUEST)
+    before_alice = await app.get_approval(created.id)
+    await app.submit_decision(SubmitDecision("a-1", created.id, "alice", Decision.APPROVE))
     attempts = 0
 
-    class RacingUnitOfWork(SqlUnitOfWork):
-        async def commit(self) -> None:
+    def racing_transaction(conn: AsyncConnection) -> SqlApprovalTransaction:
+        tx = transaction(conn)
+        fresh = tx.approvals.get_for_update
+
+        async def first_read_is_stale(
+            approval_id: str, *, skip_locked: bool = False
+        ) -> Approval | None:
             nonlocal attempts
             attempts += 1
             if attempts == 1:
-                # alice decides in between (another transaction, after bob loaded);
-                # bob's connection is released first (SQLite lets one writer in at a time).
-                await self.__aexit__(None, None, None)
-                await app.submit_decision(
-                    SubmitDecision("a-1", created.id, "alice", Decision.APPROVE)
-                )
-                raise Aborted("version moved")
-            await super().commit()
+                return before_alice
+            return await fresh(approval_id, skip_locked=skip_locked)
 
-    planner = NotificationPlanner(NotificationPolicy())
-    racing = ApprovalApplication(
-        lambda readonly: RacingUnitOfWork(engine, planner, clock=lambda: datetime.now(UTC))
-    )
+        tx.approvals.get_for_update = first_read_is_stale  # type: ignore[method-assign]
+        return tx
+
+    racing = ApprovalApplication(SqlUnitOfWork(engine, racing_transaction))
     with pytest.raises(ApprovalAlreadyDecided):
         await racing.submit_decision(
             SubmitDecision("b-1", created.id, "bob@example.com", Decision.REJECT)
         )
-    assert attempts == 1  # the retry found the approval decided before committing
+    assert attempts == 2  # refused once, then answered from the decided approval
     final = await app.get_approval(created.id)
     assert (final.status, final.decided_by) == (ApprovalStatus.APPROVED, "alice")
+    async with engine.connect() as conn:
+        facts = await conn.scalar(select(func.count()).select_from(OUTBOX))
+    assert facts == 2  # ApprovalRequested, alice's ApprovalDecided: nothing of bob's
 
 
-@pytest.mark.parametrize("readonly", [False, True])
-async def test_a_unit_of_work_cancelled_while_it_begins_closes_its_connection(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, readonly: bool
-) -> None:
-    """Background tasks are cancelled at stop. A unit of work cancelled after it got
-    its connection but before its transaction began must still return the connection
-    (on SQLite it would otherwise hold the writers' gate, and every later write would
-    wait for it)."""
-    beginning = asyncio.Event()
-
-    async def begin_forever(self: AsyncTransaction, is_ctxmanager: bool = False) -> None:
-        beginning.set()
-        await asyncio.Event().wait()
-
-    with monkeypatch.context() as patch:
-        patch.setattr(AsyncTransaction, "start", begin_forever)
-        uow = unit_of_work(engine, readonly)
-        task = asyncio.ensure_future(uow.__aenter__())
-        await asyncio.wait_for(beginning.wait(), 10)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    assert engine.sync_engine.pool.checkedout() == 0
-    gate = getattr(engine, "gate", None)
-    assert gate is None or not gate.locked()
-    app = ApprovalApplication(lambda readonly: unit_of_work(engine, readonly))
-    created = await asyncio.wait_for(app.request_approval(REQUEST), 10)  # writes still go
-    assert created.status is ApprovalStatus.PENDING
+# A unit of work cancelled while it begins returns its connection: the platform's
+# test_unit_of_work.py shows it for every service.

@@ -21,7 +21,7 @@ from trinity_approval.bootstrap import MIGRATIONS
 from trinity_approval.domain import TimeoutAction
 from trinity_approval.infrastructure.deadline_watcher import DeadlineWatcher
 from trinity_approval.infrastructure.notifications import NotificationPlanner, NotificationPolicy
-from trinity_approval.infrastructure.unit_of_work import SqlUnitOfWork
+from trinity_approval.infrastructure.transaction import approval_unit_of_work
 from trinity_approval.infrastructure.work_sender import WorkNotificationSender
 from trinity_platform.db import create_engine, run_migrations
 
@@ -38,10 +38,7 @@ async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
 
 def application(engine: AsyncEngine, clock: Callable[[], datetime]) -> ApprovalApplication:
     planner = NotificationPlanner(NotificationPolicy())
-    return ApprovalApplication(
-        lambda readonly: SqlUnitOfWork(engine, planner, clock=clock, readonly=readonly),
-        clock=clock,
-    )
+    return ApprovalApplication(approval_unit_of_work(engine, planner, clock), clock=clock)
 
 
 async def request_one(engine: AsyncEngine) -> None:

@@ -15,7 +15,7 @@ from trinity_approval.config import ApprovalSettings, load_approval_settings
 from trinity_approval.infrastructure.deadline_watcher import DeadlineWatcher
 from trinity_approval.infrastructure.notifications import NotificationPlanner, NotificationPolicy
 from trinity_approval.infrastructure.repository import sample_pending
-from trinity_approval.infrastructure.unit_of_work import CommitSummary, SqlUnitOfWork
+from trinity_approval.infrastructure.transaction import Wakes, approval_unit_of_work
 from trinity_approval.infrastructure.work_sender import WorkNotificationSender
 from trinity_platform.channels import open_channel
 from trinity_platform.config import ServiceSettings, load_settings
@@ -64,24 +64,15 @@ def bootstrap(
         max_backoff=config.dispatch_max_backoff,
         clock=clock,
     )
-    watcher_box: list[DeadlineWatcher] = []
-
-    def after_commit(summary: CommitSummary) -> None:
-        if summary.facts:
-            runtime.outbox_signal.notify()
-        if summary.dispatches:
-            sender.wake()
-        if summary.new_approvals and watcher_box:
-            watcher_box[0].wake()
-
+    wakes = Wakes(dispatches=sender.wake)
     app = ApprovalApplication(
-        lambda readonly: SqlUnitOfWork(
-            runtime.engine, planner, clock=clock, readonly=readonly, after_commit=after_commit
+        approval_unit_of_work(
+            runtime.engine, planner, clock, signal=runtime.outbox_signal, wakes=wakes
         ),
         clock=clock,
     )
     watcher = DeadlineWatcher(app, poll_interval=config.deadline_poll_interval)
-    watcher_box.append(watcher)
+    wakes.new_approvals = watcher.wake
     channel_box: list[grpc.aio.Channel] = []
 
     async def open_work_channel() -> None:

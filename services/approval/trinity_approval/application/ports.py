@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Protocol
 
 from trinity_approval.application.commands import Cursor
 from trinity_approval.domain import Approval, ApprovalStatus
+from trinity_platform.unit_of_work import Transaction, UnitOfWork
 
 
 class ApprovalRepository(Protocol):
@@ -24,7 +24,7 @@ class ApprovalRepository(Protocol):
         ...
 
     async def save(self, approval: Approval) -> None:
-        """Write a changed approval; raises ``Aborted`` when its version moved meanwhile."""
+        """Write a changed approval; raises ``Conflict`` when its version moved meanwhile."""
         ...
 
     async def list_pending(
@@ -42,32 +42,14 @@ class ApprovalRepository(Protocol):
     async def next_deadline(self) -> datetime | None: ...
 
 
-class IdempotencyStore(Protocol):
-    async def lookup(self, scope: str, key: str, fingerprint: str) -> str | None:
-        """The remembered approval id; ``FailedPrecondition`` when the key was used
-        with a different request."""
-        ...
-
-    async def remember(self, scope: str, key: str, fingerprint: str, approval_id: str) -> None: ...
-
-
-class UnitOfWork(Protocol):
-    """One transaction. ``commit()`` also writes the events of every approval the
-    repository saw as facts to the outbox (and the notifications they call for)."""
+class ApprovalTransaction(Transaction, Protocol):
+    """One transaction. At its commit the events of every approval the repository
+    added or saved become facts in the outbox (and the notifications they call for)."""
 
     @property
     def approvals(self) -> ApprovalRepository: ...
 
-    @property
-    def idempotency(self) -> IdempotencyStore: ...
 
-    async def __aenter__(self) -> UnitOfWork: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    async def commit(self) -> None: ...
+# The platform's unit of work over the approval service's transactions: ``read`` for
+# queries, ``write`` for commands (idempotent by key, retried on a lost race).
+ApprovalUnitOfWork = UnitOfWork[ApprovalTransaction]

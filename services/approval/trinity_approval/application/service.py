@@ -1,13 +1,13 @@
-"""The application facade: runs each handler in a fresh unit of work, with the
-service's clock, and retries on an optimistic-concurrency conflict (another
-replica, or the deadline watcher, changed the approval first)."""
+"""The application facade: runs each handler in a transaction of the unit of work,
+with the service's clock. Commands are idempotent by key (the approval id is
+remembered; a retry answers that approval) and run again when they lose a race
+(another replica, or the deadline watcher, changed the approval first)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from trinity_approval.application import handlers
 from trinity_approval.application.commands import (
@@ -18,17 +18,15 @@ from trinity_approval.application.commands import (
     SubmitDecision,
 )
 from trinity_approval.application.handlers import Page
-from trinity_approval.application.ports import UnitOfWork
+from trinity_approval.application.ports import ApprovalTransaction, ApprovalUnitOfWork
 from trinity_approval.domain import Approval
-from trinity_platform.errors import Aborted
+from trinity_platform.unit_of_work import Idempotency, fingerprint
 
-T = TypeVar("T")
-
-# (readonly) -> a new unit of work
-UnitOfWorkFactory = Callable[[bool], UnitOfWork]
 Clock = Callable[[], datetime]
 
-CONFLICT_ATTEMPTS = 5
+REQUEST_SCOPE = "approval.RequestApproval"
+DECISION_SCOPE = "approval.SubmitDecision"
+CANCEL_SCOPE = "approval.CancelApproval"
 
 
 def utc_now() -> datetime:
@@ -39,10 +37,21 @@ def new_approval_id() -> str:
     return str(uuid.uuid4())
 
 
+def _by_id(scope: str, key: str, fp: str) -> Idempotency[ApprovalTransaction, Approval]:
+    """A command answered, on a repeated key, with the approval it produced."""
+    return Idempotency(
+        scope,
+        key,
+        fp,
+        reference=lambda approval: approval.id,
+        replay=lambda tx, approval_id: handlers.get_approval(approval_id, tx),
+    )
+
+
 class ApprovalApplication:
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        uow: ApprovalUnitOfWork,
         *,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = new_approval_id,
@@ -51,55 +60,53 @@ class ApprovalApplication:
         self._clock = clock
         self._new_id = new_id
 
-    async def _retrying(self, run: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-        for attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                return await run(self._uow(False))
-            except Aborted:
-                if attempt == CONFLICT_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
     async def request_approval(self, command: RequestApproval) -> Approval:
-        return await self._retrying(
-            lambda uow: handlers.request_approval(
-                command, uow, now=self._clock(), new_id=self._new_id()
-            )
+        return await self._uow.write(
+            lambda tx: handlers.request_approval(
+                command, tx, now=self._clock(), new_id=self._new_id()
+            ),
+            idempotency=_by_id(REQUEST_SCOPE, command.request_id, fingerprint(command)),
         )
 
     async def submit_decision(self, command: SubmitDecision) -> Approval:
-        return await self._retrying(
-            lambda uow: handlers.submit_decision(command, uow, now=self._clock())
+        key = handlers.decision_key(command.principal, command.request_id)
+        return await self._uow.write(
+            lambda tx: handlers.submit_decision(command, tx, now=self._clock()),
+            idempotency=_by_id(
+                DECISION_SCOPE,
+                key if command.request_id else "",
+                fingerprint(command, without=("request_id", "principal")),
+            ),
         )
 
     async def cancel_approval(self, command: CancelApproval) -> Approval:
-        return await self._retrying(
-            lambda uow: handlers.cancel_approval(command, uow, now=self._clock())
+        return await self._uow.write(
+            lambda tx: handlers.cancel_approval(command, tx, now=self._clock()),
+            idempotency=_by_id(CANCEL_SCOPE, command.request_id, fingerprint(command)),
         )
 
     async def fire_deadline(self, approval_id: str) -> Approval | None:
-        return await self._retrying(
-            lambda uow: handlers.fire_deadline(approval_id, uow, now=self._clock())
+        return await self._uow.write(
+            lambda tx: handlers.fire_deadline(approval_id, tx, now=self._clock())
         )
 
     async def get_approval(self, approval_id: str) -> Approval:
-        return await handlers.get_approval(approval_id, self._uow(True))
+        return await self._uow.read(lambda tx: handlers.get_approval(approval_id, tx))
 
     async def list_pending_approvals(self, query: ListPendingApprovals) -> Page:
-        return await handlers.list_pending_approvals(query, self._uow(True))
+        return await self._uow.read(lambda tx: handlers.list_pending_approvals(query, tx))
 
     async def list_approvals(self, query: ListApprovals) -> Page:
-        return await handlers.list_approvals(query, self._uow(True))
+        return await self._uow.read(lambda tx: handlers.list_approvals(query, tx))
 
     async def due_approvals(self, limit: int) -> list[str]:
-        uow = self._uow(True)
-        async with uow:
-            return list(await uow.approvals.due(self._clock(), limit))
+        async def due(tx: ApprovalTransaction) -> list[str]:
+            return list(await tx.approvals.due(self._clock(), limit))
+
+        return await self._uow.read(due)
 
     async def next_deadline(self) -> datetime | None:
-        uow = self._uow(True)
-        async with uow:
-            return await uow.approvals.next_deadline()
+        return await self._uow.read(lambda tx: tx.approvals.next_deadline())
 
     def now(self) -> datetime:
         return self._clock()

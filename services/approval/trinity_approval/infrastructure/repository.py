@@ -16,7 +16,7 @@ from trinity_approval.domain import Approval, ApprovalStatus, Artifact, Decision
 from trinity_approval.infrastructure.tables import approval_approvers, approvals
 from trinity_platform import metrics
 from trinity_platform.db import read_only
-from trinity_platform.errors import Aborted
+from trinity_platform.errors import Conflict
 
 PENDING = ApprovalStatus.PENDING.value
 
@@ -91,7 +91,7 @@ def _after(time_column: Any, after: Cursor | None) -> Any:
 
 class SqlApprovalRepository:
     """Works inside the caller's transaction; remembers what it loaded or added
-    (``seen``) so the unit of work can collect their events."""
+    (``seen``) so the transaction can collect their events."""
 
     def __init__(self, conn: AsyncConnection, clock: Callable[[], datetime]) -> None:
         self._conn = conn
@@ -142,7 +142,7 @@ class SqlApprovalRepository:
         )
         if result.rowcount != 1:
             metrics.DB_CONFLICTS.labels("approval").inc()
-            raise Aborted(
+            raise Conflict(
                 f"approval {approval.id!r} was changed concurrently",
                 metadata={"approval_id": approval.id},
             )
