@@ -128,12 +128,12 @@ def create(
         await tx.add(item)
         return item
 
-    key = Idempotency[ItemTransaction, Item](
-        scope="test.SetItem",
-        key=command.request_id,
-        fingerprint=fingerprint(command),
+    key = Idempotency[ItemTransaction, Item].by_reference(
+        "test.SetItem",
+        command.request_id,
+        fingerprint(command),
         reference=lambda item: item.id,
-        replay=lambda tx, item_id: tx.get(item_id),
+        load=lambda tx, item_id: tx.get(item_id),
     )
     return body, key
 
@@ -157,6 +157,32 @@ async def test_a_repeated_key_answers_the_first_result_rebuilt_from_a_reference(
         remembered = await conn.scalar(select(IDEMPOTENCY.c.response))
     assert bytes(remembered or b"") == b"i-1"  # a reference, not a serialized view
     assert await count(items, OUTBOX) == 1
+
+
+async def test_an_answer_that_cannot_be_rebuilt_is_remembered_as_given(
+    items: AsyncEngine,
+) -> None:
+    """Where the service keeps no past states, it remembers the answer of then."""
+    uow = unit_of_work(items)
+    key = Idempotency[ItemTransaction, StringValue](
+        "test.Answer",
+        "k-1",
+        fingerprint(SetItem("k-1", "i-1", "v")),
+        remember=lambda answer: answer.SerializeToString(deterministic=True),
+        replay=lambda tx, remembered: _answer(StringValue.FromString(remembered)),
+    )
+
+    async def change(tx: ItemTransaction) -> StringValue:
+        await tx.add(Item("i-1", "v"))
+        return StringValue(value="as of then")
+
+    assert (await uow.write(change, idempotency=key)).value == "as of then"
+    assert (await uow.write(change, idempotency=key)).value == "as of then"
+    assert await count(items, ITEMS) == 1
+
+
+async def _answer(value: StringValue) -> StringValue:
+    return value
 
 
 async def test_a_key_reused_for_another_request_is_refused_and_writes_nothing(
@@ -206,7 +232,7 @@ async def test_concurrent_first_requests_with_one_key_run_the_command_once(
             "test.SetItem",
             "race",
             fingerprint(SetItem("race", "", "same")),
-            key.reference,
+            key.remember,
             key.replay,
         )
         return uow.write(body, idempotency=key)

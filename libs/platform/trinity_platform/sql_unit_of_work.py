@@ -15,7 +15,7 @@ A service subclasses :class:`SqlTransaction` with its repositories (built on
 
     uow = SqlUnitOfWork(runtime.engine, WorkTransaction, signal=runtime.outbox_signal,
                         name="work")
-    work = await uow.write(body, idempotency=Idempotency(...))
+    work = await uow.write(body, idempotency=Idempotency.by_reference(...))
 """
 
 from __future__ import annotations
@@ -149,15 +149,15 @@ class SqlUnitOfWork(Generic[S]):
             async with self.engine.begin() as conn:
                 transaction = self._transaction(conn)
                 if key is not None:
-                    reference = await idempotency_store.lookup(
+                    remembered = await idempotency_store.lookup(
                         conn, key.scope, key.key, key.fingerprint
                     )
-                    if reference is not None:
-                        return await key.replay(transaction, reference.decode())
+                    if remembered is not None:
+                        return await key.replay(transaction, remembered)
                 result = await body(transaction)
                 if key is not None:
                     await idempotency_store.remember(
-                        conn, key.scope, key.key, key.fingerprint, key.reference(result).encode()
+                        conn, key.scope, key.key, key.fingerprint, key.remember(result)
                     )
                 written = await transaction._flush()
         except IntegrityError as error:

@@ -81,16 +81,36 @@ def fingerprint(command: object, *, without: Sequence[str] = ("request_id",)) ->
 class Idempotency(Generic[S, T]):
     """How a command is made idempotent by its key.
 
-    ``reference(result)`` is what is remembered (e.g. the aggregate's id);
-    ``replay(transaction, reference)`` rebuilds the result for a retry, in the
-    retry's transaction. An empty ``key`` means the command is not idempotent.
+    ``remember(result)`` is what is stored with the key; ``replay(transaction,
+    remembered)`` answers a retry from it, in the retry's transaction. Build it with
+    :meth:`by_reference` (remember the aggregate's id, rebuild the result from it);
+    remember the answer itself only where the service cannot rebuild the answer of
+    then (a definition keeps no past revisions). An empty ``key`` means the command
+    is not idempotent.
     """
 
     scope: str
     key: str
     fingerprint: str
-    reference: Callable[[T], str]
-    replay: Callable[[S, str], Awaitable[T]]
+    remember: Callable[[T], bytes]
+    replay: Callable[[S, bytes], Awaitable[T]]
+
+    @classmethod
+    def by_reference(
+        cls,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        *,
+        reference: Callable[[T], str],
+        load: Callable[[S, str], Awaitable[T]],
+    ) -> Idempotency[S, T]:
+        """Remember ``reference(result)`` (e.g. its id); a retry answers ``load`` of it."""
+
+        def replay(transaction: S, remembered: bytes) -> Awaitable[T]:
+            return load(transaction, remembered.decode())
+
+        return cls(scope, key, fingerprint, lambda result: reference(result).encode(), replay)
 
 
 # --------------------------------------------------------------------------- outbox

@@ -18,8 +18,9 @@ from typing import Any
 from trinity_definition.application.commands import CreateDraft, PublishDefinition
 from trinity_definition.application.handlers import create_draft, publish_definition
 from trinity_definition.bootstrap import MIGRATIONS, environment
-from trinity_definition.infrastructure.repository import SqlDefinitionRepository
+from trinity_definition.infrastructure.transaction import SqlDefinitionTransaction
 from trinity_platform.db import create_engine, run_migrations
+from trinity_platform.sql_unit_of_work import SqlUnitOfWork
 from trinity_process_model.model import (
     AgentTaskConfig,
     GatewayConfig,
@@ -66,17 +67,18 @@ async def run(quick: bool, *, steps: int = STEPS) -> dict[str, Any]:
         engine = create_engine(f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}")
         try:
             await run_migrations(engine, MIGRATIONS)
+            uow = SqlUnitOfWork(engine, SqlDefinitionTransaction)
             for _ in range(iterations + 1):  # the first round warms caches up
                 t0 = time.perf_counter()
-                async with engine.begin() as conn:
-                    draft = await create_draft(
-                        CreateDraft(spec, "bench"), SqlDefinitionRepository(conn), env
-                    )
+                draft = await uow.write(
+                    lambda tx: create_draft(CreateDraft(spec, "bench"), tx.definitions, env)
+                )
                 t1 = time.perf_counter()
-                async with engine.begin() as conn:
-                    published = await publish_definition(
-                        PublishDefinition(draft.id), SqlDefinitionRepository(conn), env
+                published = await uow.write(
+                    lambda tx, draft=draft: publish_definition(  # type: ignore[misc]
+                        PublishDefinition(draft.id), tx.definitions, env
                     )
+                )
                 t2 = time.perf_counter()
                 violations = env.validate(spec)
                 t3 = time.perf_counter()

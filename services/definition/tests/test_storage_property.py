@@ -13,9 +13,10 @@ from trinity.process.definition.v1 import facts_pb2
 from trinity_definition.application.commands import CreateDraft, PublishDefinition
 from trinity_definition.application.handlers import create_draft, publish_definition
 from trinity_definition.bootstrap import MIGRATIONS, environment
-from trinity_definition.infrastructure.repository import SqlDefinitionRepository
+from trinity_definition.infrastructure.transaction import SqlDefinitionTransaction
 from trinity_definition.translate import spec_message, spec_of
 from trinity_platform.db import OUTBOX, create_engine, run_migrations
+from trinity_platform.sql_unit_of_work import SqlUnitOfWork
 from trinity_process_model.model import ProcessSpec
 
 strategies = pytest.importorskip("trinity_process_model.testing_strategies")
@@ -27,15 +28,15 @@ def test_valid_specs_round_trip_through_storage(tmp_path: Path) -> None:
         engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
         runner.run(run_migrations(engine, MIGRATIONS))
 
+        uow = SqlUnitOfWork(engine, SqlDefinitionTransaction)
+
         async def round_trip(spec: ProcessSpec) -> None:
+            draft = await uow.write(lambda tx: create_draft(CreateDraft(spec), tx.definitions, env))
+            await uow.write(
+                lambda tx: publish_definition(PublishDefinition(draft.id), tx.definitions, env)
+            )
+            stored = await uow.read(lambda tx: tx.definitions.get(draft.id))
             async with engine.begin() as conn:
-                draft = await create_draft(CreateDraft(spec), SqlDefinitionRepository(conn), env)
-            async with engine.begin() as conn:
-                await publish_definition(
-                    PublishDefinition(draft.id), SqlDefinitionRepository(conn), env
-                )
-            async with engine.begin() as conn:
-                stored = await SqlDefinitionRepository(conn).get(draft.id)
                 payload = (
                     await conn.execute(
                         select(OUTBOX.c.payload).where(OUTBOX.c.ce_subject == draft.id)

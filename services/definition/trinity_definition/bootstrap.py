@@ -13,9 +13,10 @@ from trinity.process.definition.v1.definition_service_pb2_grpc import (
 from trinity_definition.api.servicer import SERVICE_NAME, DefinitionServicer
 from trinity_definition.application.language import parse_text, validate_spec
 from trinity_definition.application.ports import Environment
-from trinity_definition.infrastructure.transactions import Transactions
+from trinity_definition.infrastructure.transaction import SqlDefinitionTransaction
 from trinity_platform.config import ServiceSettings, load_settings
 from trinity_platform.runtime import RuntimeOptions, ServiceRuntime
+from trinity_platform.sql_unit_of_work import SqlUnitOfWork
 from trinity_process_model.expressions import ExpressionLimits, configure_limits
 
 SERVICE = "definition"
@@ -42,8 +43,9 @@ def bootstrap(
     # Validation refuses what is visibly over the deployment's expression limits.
     configure_limits(ExpressionLimits.from_env(os.environ))
     runtime = ServiceRuntime(settings, migrations=MIGRATIONS, options=options)
-    servicer = DefinitionServicer(
-        Transactions(runtime.engine, runtime.outbox_signal), environment()
+    uow = SqlUnitOfWork(
+        runtime.engine, SqlDefinitionTransaction, signal=runtime.outbox_signal, name=SERVICE
     )
+    servicer = DefinitionServicer(uow, environment())
     runtime.add_grpc_service(SERVICE_NAME, add_DefinitionServiceServicer_to_server, servicer)
     return runtime

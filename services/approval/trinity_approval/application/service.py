@@ -39,12 +39,12 @@ def new_approval_id() -> str:
 
 def _by_id(scope: str, key: str, fp: str) -> Idempotency[ApprovalTransaction, Approval]:
     """A command answered, on a repeated key, with the approval it produced."""
-    return Idempotency(
+    return Idempotency.by_reference(
         scope,
         key,
         fp,
         reference=lambda approval: approval.id,
-        replay=lambda tx, approval_id: handlers.get_approval(approval_id, tx),
+        load=lambda tx, approval_id: handlers.get_approval(approval_id, tx),
     )
 
 

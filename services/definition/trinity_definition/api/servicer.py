@@ -8,7 +8,10 @@ spec violations are relative to the ProcessSpec (``steps[2].gateway.routes[0].ta
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from trinity.process.definition.v1 import definition_pb2
 from trinity.process.definition.v1 import definition_service_pb2 as pb
@@ -21,11 +24,11 @@ from trinity_definition.application.commands import (
     SpecSource,
     UpdateDraft,
 )
-from trinity_definition.application.ports import Environment
+from trinity_definition.application.ports import DefinitionRepository, Environment
 from trinity_definition.domain.definition import DefinitionVersion
 from trinity_definition.domain.errors import DefinitionUnparsable
 from trinity_definition.infrastructure.repository import SqlDefinitionRepository
-from trinity_definition.infrastructure.transactions import Transactions
+from trinity_definition.infrastructure.transaction import SqlDefinitionTransaction
 from trinity_definition.translate import (
     bump_from_proto,
     definition_message,
@@ -34,6 +37,7 @@ from trinity_definition.translate import (
 )
 from trinity_platform.authz import acting_principal
 from trinity_platform.errors import FieldViolation, InvalidArgument
+from trinity_platform.unit_of_work import Idempotency, UnitOfWork, fingerprint
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DefinitionService"].full_name
 
@@ -49,10 +53,45 @@ def _enum_violation(field: str, value: int) -> InvalidArgument:
     )
 
 
+R = TypeVar("R")
+M = TypeVar("M", bound=Message)
+Command = Callable[[DefinitionRepository], Awaitable[DefinitionVersion]]
+
+
 class DefinitionServicer(DefinitionServiceServicer):
-    def __init__(self, transactions: Transactions, env: Environment) -> None:
-        self._tx = transactions
+    def __init__(self, uow: UnitOfWork[SqlDefinitionTransaction], env: Environment) -> None:
+        self._uow = uow
         self._env = env
+
+    async def _command(self, scope: str, request: Any, response_type: type[M], run: Command) -> M:
+        """``run`` in a write transaction, idempotent by the request's key.
+
+        A repeated key answers the response of then: a definition keeps no past
+        revisions to rebuild it from, so the response itself is remembered.
+        """
+
+        async def body(tx: SqlDefinitionTransaction) -> M:
+            definition = await run(tx.definitions)
+            # Every command's response is {definition}.
+            return response_type(definition=_message(definition, tx.definitions))
+
+        async def replay(tx: SqlDefinitionTransaction, remembered: bytes) -> M:
+            return response_type.FromString(remembered)
+
+        key = request.request_id
+        return await self._uow.write(
+            body,
+            idempotency=Idempotency(
+                scope,
+                key,
+                fingerprint(request) if key else "",
+                remember=lambda response: response.SerializeToString(deterministic=True),
+                replay=replay,
+            ),
+        )
+
+    async def _query(self, run: Callable[[SqlDefinitionRepository], Awaitable[R]]) -> R:
+        return await self._uow.read(lambda tx: run(tx.definitions))
 
     async def _source(
         self, request: Any, spec_field: str = "spec", text_field: str = "yaml"
@@ -90,12 +129,11 @@ class DefinitionServicer(DefinitionServiceServicer):
             await self._source(request), acting_principal(request.created_by, "created_by")
         )
 
-        async def work(repo: SqlDefinitionRepository) -> pb.CreateDraftResponse:
-            draft = await handlers.create_draft(command, repo, self._env)
-            return pb.CreateDraftResponse(definition=_message(draft, repo))
-
-        return await self._tx.command(
-            "definition.CreateDraft", request, pb.CreateDraftResponse, work, key=request.request_id
+        return await self._command(
+            "definition.CreateDraft",
+            request,
+            pb.CreateDraftResponse,
+            lambda repo: handlers.create_draft(command, repo, self._env),
         )
 
     async def UpdateDraft(
@@ -106,12 +144,11 @@ class DefinitionServicer(DefinitionServiceServicer):
             request.definition_id, request.expected_revision, await self._source(request)
         )
 
-        async def work(repo: SqlDefinitionRepository) -> pb.UpdateDraftResponse:
-            draft = await handlers.update_draft(command, repo, self._env)
-            return pb.UpdateDraftResponse(definition=_message(draft, repo))
-
-        return await self._tx.command(
-            "definition.UpdateDraft", request, pb.UpdateDraftResponse, work, key=request.request_id
+        return await self._command(
+            "definition.UpdateDraft",
+            request,
+            pb.UpdateDraftResponse,
+            lambda repo: handlers.update_draft(command, repo, self._env),
         )
 
     async def PublishDefinition(
@@ -123,16 +160,11 @@ class DefinitionServicer(DefinitionServiceServicer):
             raise _enum_violation("bump", request.bump) from None
         command = PublishDefinition(request.definition_id, bump, request.expected_revision)
 
-        async def work(repo: SqlDefinitionRepository) -> pb.PublishDefinitionResponse:
-            published = await handlers.publish_definition(command, repo, self._env)
-            return pb.PublishDefinitionResponse(definition=_message(published, repo))
-
-        return await self._tx.command(
+        return await self._command(
             "definition.PublishDefinition",
             request,
             pb.PublishDefinitionResponse,
-            work,
-            key=request.request_id,
+            lambda repo: handlers.publish_definition(command, repo, self._env),
         )
 
     async def ArchiveDefinition(
@@ -140,16 +172,11 @@ class DefinitionServicer(DefinitionServiceServicer):
     ) -> pb.ArchiveDefinitionResponse:
         command = ArchiveDefinition(request.definition_id)
 
-        async def work(repo: SqlDefinitionRepository) -> pb.ArchiveDefinitionResponse:
-            archived = await handlers.archive_definition(command, repo, self._env)
-            return pb.ArchiveDefinitionResponse(definition=_message(archived, repo))
-
-        return await self._tx.command(
+        return await self._command(
             "definition.ArchiveDefinition",
             request,
             pb.ArchiveDefinitionResponse,
-            work,
-            key=request.request_id,
+            lambda repo: handlers.archive_definition(command, repo, self._env),
         )
 
     # ------------------------------------------------------------------ queries
@@ -166,7 +193,7 @@ class DefinitionServicer(DefinitionServiceServicer):
         async def work(repo: SqlDefinitionRepository) -> list[FieldViolation]:
             return await queries.validate(source, request.definition_id, repo, self._env)
 
-        violations = await self._tx.query(work)
+        violations = await self._query(work)
         return pb.ValidateDefinitionResponse(
             valid=not violations,
             violations=[
@@ -194,7 +221,7 @@ class DefinitionServicer(DefinitionServiceServicer):
                 )
             return pb.GetDefinitionResponse(definition=_message(found, repo))
 
-        return await self._tx.query(work)
+        return await self._query(work)
 
     async def ListDefinitions(
         self, request: pb.ListDefinitionsRequest, context: Any
@@ -213,7 +240,7 @@ class DefinitionServicer(DefinitionServiceServicer):
                 next_page_token=page.next_page_token,
             )
 
-        return await self._tx.query(work)
+        return await self._query(work)
 
     async def ListDefinitionVersions(
         self, request: pb.ListDefinitionVersionsRequest, context: Any
@@ -227,4 +254,4 @@ class DefinitionServicer(DefinitionServiceServicer):
                 next_page_token=page.next_page_token,
             )
 
-        return await self._tx.query(work)
+        return await self._query(work)

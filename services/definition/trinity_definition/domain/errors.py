@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from trinity_platform.errors import (
     Aborted,
+    Conflict,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -44,10 +45,10 @@ class StaleRevision(Aborted):
     default_reason = STALE_REVISION
 
 
-class ConcurrentModification(Aborted):
+class ConcurrentModification(Conflict):
     """Another transaction changed the definition (or took the version) first.
 
-    Raised by the storage; the application retries the command on a fresh read.
+    Raised by the storage; the unit of work runs the command again on a fresh read.
     """
 
     default_reason = CONCURRENT_MODIFICATION

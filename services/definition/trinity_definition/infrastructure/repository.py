@@ -1,13 +1,12 @@
 """The DefinitionRepository on SQLAlchemy Core, inside the caller's transaction.
 
 ``save`` is a conditional UPDATE on the revision the aggregate was loaded with
-(optimistic concurrency), and writes the aggregate's new facts to the outbox in
-the same transaction (invariant 1).
+(optimistic concurrency); the aggregate's new facts go to the outbox at the commit
+of the same transaction (invariant 1, :meth:`SqlDefinitionRepository.new_events`).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,15 +28,10 @@ from trinity_definition.domain.definition import (
 from trinity_definition.domain.errors import ConcurrentModification, DefinitionNotFound
 from trinity_definition.infrastructure.tables import definitions as t
 from trinity_definition.translate import definition_message, spec_message, spec_of, timestamp
-from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
 from trinity_platform.subjects import fact_subject
+from trinity_platform.unit_of_work import EventMessage, NewEvents
 
-_MESSAGE_IDS = uuid.UUID("8b0e8f43-2d3c-4c8e-9a55-5d2b7a1f3e10")
-
-
-def fact_message_id(definition_id: str, fact: str) -> str:
-    """Deterministic, so a repeated write of one fact collides instead of duplicating."""
-    return str(uuid.uuid5(_MESSAGE_IDS, f"{definition_id}/{fact}"))
+SERVICE = "definition"
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -51,6 +45,7 @@ class SqlDefinitionRepository(DefinitionRepository):
         self._conn = conn
         self._loaded_revision: dict[str, int] = {}
         self._encoded: dict[str, Callable[[], definition_pb2.ProcessSpec]] = {}
+        self._changed: dict[str, DefinitionVersion] = {}
 
     # ------------------------------------------------------------------ mapping
 
@@ -119,7 +114,7 @@ class SqlDefinitionRepository(DefinitionRepository):
         )
         definition.spec_changed = False
         self._loaded_revision[definition.id] = definition.revision
-        await self._write_facts(definition)
+        self._changed[definition.id] = definition
 
     async def get(self, definition_id: str) -> DefinitionVersion:
         row = (await self._conn.execute(select(t).where(t.c.id == definition_id))).first()
@@ -152,14 +147,20 @@ class SqlDefinitionRepository(DefinitionRepository):
             )
         definition.spec_changed = False
         self._loaded_revision[definition.id] = definition.revision
-        await self._write_facts(definition)
+        self._changed[definition.id] = definition
 
-    async def _write_facts(self, definition: DefinitionVersion) -> None:
-        events, definition.events = definition.events, []
-        if events:
-            await add_many_to_outbox(self._conn, [self._fact(definition, e) for e in events])
+    def new_events(self) -> list[NewEvents]:
+        """The facts of every definition this transaction saved (taken from them)."""
+        changes = []
+        for definition in self._changed.values():
+            events, definition.events = definition.events, []
+            if events:
+                facts = [self._fact(definition, event) for event in events]
+                changes.append(NewEvents(SERVICE, definition.id, definition.revision, facts))
+        self._changed = {}
+        return changes
 
-    def _fact(self, definition: DefinitionVersion, event: DomainEvent) -> OutboxMessage:
+    def _fact(self, definition: DefinitionVersion, event: DomainEvent) -> EventMessage:
         if isinstance(event, DefinitionPublished):
             message: Any = facts_pb2.DefinitionPublished(
                 definition=definition_message(definition, self.spec_message_of(definition)),
@@ -175,12 +176,7 @@ class SqlDefinitionRepository(DefinitionRepository):
                 occur_time=timestamp(event.occurred_at),
             )
             name = "DefinitionArchived"
-        return OutboxMessage(
-            message=message,
-            subject=fact_subject("definition", name),
-            aggregate_id=definition.id,
-            message_id=fact_message_id(definition.id, name),
-        )
+        return EventMessage(message, fact_subject(SERVICE, name))
 
     # ------------------------------------------------------------------ queries
 

@@ -160,11 +160,11 @@ class WorkHandlers:
         """``body`` once per key: a repeated key answers the work it produced."""
         return await self._uow.write(
             body,
-            idempotency=Idempotency(
+            idempotency=Idempotency.by_reference(
                 scope,
                 key,
                 fingerprint(cmd) if key else "",
                 reference=lambda work: work.id,
-                replay=_load,
+                load=_load,
             ),
         )
