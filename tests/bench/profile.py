@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .core import Bench
 from .infra import REPO_ROOT, postgres_admin_url
-from .suite import ClosedLoop, agent_chain, running_suite
+from .suite import ClosedLoop, agent_chain, process_cpu_seconds, running_suite
 
 PROCESSES = ("execution", "work", "executor-0", "definition")
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
@@ -126,6 +126,7 @@ async def profile(seconds: float, clients: int, kind: str, py_spy: str | None, g
                 await asyncio.sleep(3)
                 pids = {p: suite.pids[p] for p in PROCESSES if p in suite.pids}
                 steps_before = suite.tracker.steps_completed
+                cpu_before = {name: process_cpu_seconds(pid) for name, pid in suite.pids.items()}
                 recorders = {
                     process: await asyncio.create_subprocess_exec(
                         py_spy,
@@ -149,11 +150,20 @@ async def profile(seconds: float, clients: int, kind: str, py_spy: str | None, g
                 }
                 await asyncio.gather(*(r.wait() for r in recorders.values()))
                 steps = suite.tracker.steps_completed - steps_before
+                cpu_used = {
+                    name: process_cpu_seconds(pid) - cpu_before[name]
+                    for name, pid in suite.pids.items()
+                }
             finally:
                 await load.stop()
     what = "threads holding the GIL (Python CPU)" if gil else "all threads (wall clock)"
     print(f"{kind}, {clients} executions in flight: {steps / seconds:.1f} steps/s while sampled")
     print(f"samples: {what}, 50 per second")
+    # py-spy's own sampling is not counted: it runs in its own processes.
+    per_step = {name: 1000 * cpu / max(steps, 1) for name, cpu in cpu_used.items()}
+    print(f"CPU ms per step (all threads, /proc): {sum(per_step.values()):.1f} in all")
+    for name, ms in sorted(per_step.items(), key=lambda item: -item[1]):
+        print(f"  {ms:6.2f}  {name}")
     for process in recorders:
         path = out_dir / f"profile-{process}.txt"
         print(f"\n[{process}] {path}")

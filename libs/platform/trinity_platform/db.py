@@ -1,6 +1,7 @@
 """Database engine, the tables every service has, and Alembic migrations at start.
 
-SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``: a
+SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``, its
+statements on the event loop's thread (:mod:`trinity_platform.sqlite_inline`): a
 commit is durable against a killed *process* (the WAL lives in the file system
 cache, which survives the process), only a power loss or OS crash can drop the
 last commits. Every transaction opens with ``BEGIN IMMEDIATE`` so writers queue
@@ -43,6 +44,7 @@ from trinity_platform.config import (
 )
 from trinity_platform.db_errors import DatabaseBusy
 from trinity_platform.logs import get_logger
+from trinity_platform.sqlite_inline import InlineSqliteDbapi
 
 _log = get_logger(__name__)
 
@@ -81,6 +83,7 @@ def create_engine(
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("module", InlineSqliteDbapi(SQLITE_BUSY_TIMEOUT_MS / 1000))
         engine = SqliteEngine(create_async_engine(url, **kwargs).sync_engine)
         _tune_sqlite(engine)
         return engine
@@ -175,7 +178,9 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            # 0: statements run on the event loop, which must never block on a lock;
+            # sqlite_inline waits for it between retries instead (SQLITE_BUSY_TIMEOUT_MS).
+            cursor.execute("PRAGMA busy_timeout = 0")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
