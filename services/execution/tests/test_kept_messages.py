@@ -10,12 +10,15 @@ from google.protobuf import duration_pb2
 from sqlalchemy import func, select
 
 from trinity.process.execution.v1 import execution_service_pb2 as api
+from trinity_execution.api.answers import ProtoPresenter
 from trinity_execution.api.servicer import signal_of
 from trinity_execution.application.messages import MessageDelivery, MessageSettings
 from trinity_execution.infrastructure.message_store import purge_expired
 from trinity_execution.infrastructure.tables import buffered_messages
+from trinity_execution.infrastructure.transactions import SqlTransactions
 from trinity_platform.db import create_engine, run_migrations
 from trinity_platform.errors import InvalidArgument, NotFound, ResourceExhausted
+from trinity_platform.idempotency import request_fingerprint
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "trinity_execution" / "migrations"
 
@@ -36,23 +39,31 @@ async def test_kept_messages_are_bounded_refusable_and_expire(database_url: str)
     engine = create_engine(database_url)
     await run_migrations(engine, MIGRATIONS)
     # No continuation is needed: nothing waits, so nothing is delivered.
-    delivery = MessageDelivery(engine, None, MessageSettings(max_kept=2))  # type: ignore[arg-type]
+    delivery = MessageDelivery(
+        SqlTransactions(engine),
+        None,  # type: ignore[arg-type]
+        ProtoPresenter(),
+        MessageSettings(max_kept=2),
+    )
     try:
         for key in ("m1", "m2"):
             kept = await delivery.signal(
-                signal_of(request(key, status="green")), request(key, status="green")
+                signal_of(request(key, status="green")),
+                request_fingerprint(request(key, status="green")),
             )
             assert not kept.delivered
         again = await delivery.signal(
-            signal_of(request("m1", status="green")), request("m1", status="green")
+            signal_of(request("m1", status="green")),
+            request_fingerprint(request("m1", status="green")),
         )
         assert not again.delivered  # the same message: answered from its first answer
         with pytest.raises(ResourceExhausted) as full:
-            await delivery.signal(signal_of(request("m3")), request("m3"))
+            await delivery.signal(signal_of(request("m3")), request_fingerprint(request("m3")))
         assert full.value.reason == "TOO_MANY_KEPT_MESSAGES"
         with pytest.raises(NotFound) as refused:
             await delivery.signal(
-                signal_of(request("m4", ttl_seconds=0)), request("m4", ttl_seconds=0)
+                signal_of(request("m4", ttl_seconds=0)),
+                request_fingerprint(request("m4", ttl_seconds=0)),
             )
         assert refused.value.reason == "NO_MESSAGE_SUBSCRIBER"
         async with engine.begin() as conn:

@@ -6,21 +6,25 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
+from typing import Any
 
-from trinity.process.execution.v1 import execution_service_pb2_grpc
+from trinity.process.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
 from trinity_execution import domain as d
+from trinity_execution.api.answers import ProtoPresenter
 from trinity_execution.api.servicer import ExecutionServicer
 from trinity_execution.application.commands import DEFAULT_MAX_DEPTH, ExecutionCommands
 from trinity_execution.application.continuation import Continuation
 from trinity_execution.application.messages import MessageDelivery, MessageSettings
 from trinity_execution.application.migrations import ExecutionMigrations
+from trinity_execution.application.ports import ExecutionTransaction
 from trinity_execution.application.queries import ExecutionQueries
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.infrastructure.children import child_senders
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
-from trinity_execution.infrastructure.observed import samples
+from trinity_execution.infrastructure.observed import observe_facts, samples
 from trinity_execution.infrastructure.repository import count_in_progress
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
+from trinity_execution.infrastructure.transactions import SqlTransactions
 from trinity_execution.loops.definition_facts import definition_consumer
 from trinity_execution.loops.dispatcher import DISPATCHES, execution_dispatcher
 from trinity_execution.loops.event_triggers import EventTriggers
@@ -28,11 +32,12 @@ from trinity_execution.loops.fact_consumers import consumer_specs
 from trinity_execution.loops.housekeeping import DEFAULT_RETENTION, Housekeeping
 from trinity_execution.loops.message_listener import MessageListener
 from trinity_execution.loops.schedules import MissedFires, Scheduler
-from trinity_execution.loops.timer_poller import TimerPoller, claim_timer
+from trinity_execution.loops.timer_poller import TimerPoller
 from trinity_platform.admission import AdmissionLimit
 from trinity_platform.channels import open_channel
 from trinity_platform.config import service_target
 from trinity_platform.dispatch import CommandDispatcher, TargetState, command_state
+from trinity_platform.idempotency import request_fingerprint
 from trinity_platform.runtime import ServiceRuntime
 from trinity_process_model.durations import parse_duration
 from trinity_process_model.expressions import ExpressionLimits, configure_limits
@@ -95,15 +100,18 @@ def build() -> ServiceRuntime:
         for name in ("definition", "work", "approval")
     }
     catalog = DefinitionCatalog(channels["definition"])
+    transactions = SqlTransactions(engine)
+    presenter = ProtoPresenter()
     dispatcher_ref: list[CommandDispatcher] = []
     messages_ref: list[MessageDelivery] = []
     wakeups = Wakeups(
         runtime.outbox_signal.notify,
         lambda: dispatcher_ref[0].wake(),
         lambda: messages_ref[0].wake(),
+        observe=observe_facts,
     )
-    continuation = Continuation(engine, catalog, wakeups)
-    messages = MessageDelivery(engine, continuation, message_settings())
+    continuation = Continuation(transactions, catalog, wakeups)
+    messages = MessageDelivery(transactions, continuation, presenter, message_settings())
     messages_ref.append(messages)
 
     async def on_rejected(execution_id: str, key: str, code: str, message: str) -> None:
@@ -116,8 +124,22 @@ def build() -> ServiceRuntime:
         max_in_progress(os.environ), lambda: count_in_progress(engine), what="executions"
     )
     commands = ExecutionCommands(
-        engine, catalog, wakeups, admission, max_depth=max_depth(os.environ)
+        transactions, catalog, wakeups, presenter, admission, max_depth=max_depth(os.environ)
     )
+
+    async def start_child(data: dict[str, Any], request: Any) -> str:
+        return (await commands.start_child(data, request_fingerprint(request))).id
+
+    async def cancel_child(
+        parent_id: str,
+        child_id: str,
+        reason: str,
+        request: execution_service_pb2.CancelExecutionRequest,
+    ) -> object:
+        fingerprint = request_fingerprint(request)
+        return await commands.cancel_child(
+            parent_id, child_id, reason, request.request_id, fingerprint
+        )
 
     def lookup(key: str) -> Awaitable[TargetState | None]:
         return command_state(engine, DISPATCHES, key)
@@ -127,17 +149,15 @@ def build() -> ServiceRuntime:
         {
             **work_senders(channels["work"], lookup),
             **approval_senders(channels["approval"], lookup),
-            **child_senders(
-                commands.start_child, commands.cancel_child, continuation.apply, lookup
-            ),
+            **child_senders(start_child, cancel_child, continuation.apply, lookup),
         },
         on_rejected,
     )
     dispatcher_ref.append(dispatcher)
 
     async def fire(execution_id: str, timer_id: str) -> None:
-        async def claim(conn):  # type: ignore[no-untyped-def]
-            return await claim_timer(conn, timer_id)
+        async def claim(tx: ExecutionTransaction) -> bool:
+            return await tx.timers.claim(timer_id)
 
         await continuation.apply(
             execution_id, lambda now: d.TimerFired(now=now, timer_id=timer_id), guard=claim
@@ -186,9 +206,9 @@ def build() -> ServiceRuntime:
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,
         ExecutionServicer(
             commands,
-            ExecutionQueries(engine, catalog, wakeups),
+            ExecutionQueries(transactions, catalog, wakeups, presenter),
             messages,
-            ExecutionMigrations(engine, catalog, wakeups),
+            ExecutionMigrations(transactions, catalog, wakeups, presenter),
         ),
     )
     return runtime

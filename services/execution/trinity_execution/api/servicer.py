@@ -11,8 +11,9 @@ from datetime import UTC, timedelta
 import grpc
 from google.protobuf import any_pb2
 
-from trinity.process.execution.v1 import execution_service_pb2
+from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceServicer
+from trinity_execution.api.answers import migration_response, signal_response
 from trinity_execution.application.commands import Control, ExecutionCommands, Trigger
 from trinity_execution.application.messages import MessageDelivery, Signal
 from trinity_execution.application.migrations import LIVE, ExecutionMigrations, Migration
@@ -21,6 +22,7 @@ from trinity_execution.infrastructure import translate
 from trinity_platform.authz import acting_principal
 from trinity_platform.envelope import message_class
 from trinity_platform.errors import FieldViolation, InvalidArgument
+from trinity_platform.idempotency import request_fingerprint
 from trinity_process_model.validation import MESSAGE_NAME_PATTERN
 
 pb = execution_service_pb2
@@ -128,8 +130,8 @@ def migration_of(request: pb.MigrateExecutionRequest, by: str) -> Migration:
 class ExecutionServicer(ExecutionServiceServicer):
     def __init__(
         self,
-        commands: ExecutionCommands,
-        queries: ExecutionQueries,
+        commands: ExecutionCommands[execution_pb2.Execution],
+        queries: ExecutionQueries[execution_pb2.Execution],
         messages: MessageDelivery,
         migrations: ExecutionMigrations,
     ) -> None:
@@ -142,12 +144,15 @@ class ExecutionServicer(ExecutionServiceServicer):
         self, request: pb.MigrateExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.MigrateExecutionResponse:
         command = migration_of(request, acting_principal("", "migrated_by"))
-        return await self._migrations.migrate(command, request)
+        return migration_response(
+            await self._migrations.migrate(command, request_fingerprint(request))
+        )
 
     async def SignalExecution(
         self, request: pb.SignalExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.SignalExecutionResponse:
-        return await self._messages.signal(signal_of(request), request)
+        answer = await self._messages.signal(signal_of(request), request_fingerprint(request))
+        return signal_response(answer)
 
     async def TriggerProcess(
         self, request: pb.TriggerProcessRequest, context: grpc.aio.ServicerContext
@@ -160,7 +165,7 @@ class ExecutionServicer(ExecutionServiceServicer):
                 input=translate.struct_to_dict(request.input),
                 triggered_by=acting_principal(request.triggered_by, "triggered_by"),
             ),
-            request,
+            request_fingerprint(request),
         )
         return pb.TriggerProcessResponse(execution=execution)
 
@@ -173,7 +178,9 @@ class ExecutionServicer(ExecutionServiceServicer):
             acting_principal(request.cancelled_by, "cancelled_by"),
             request.reason,
         )
-        return pb.CancelExecutionResponse(execution=await self._commands.cancel(control, request))
+        return pb.CancelExecutionResponse(
+            execution=await self._commands.cancel(control, request_fingerprint(request))
+        )
 
     async def PauseExecution(
         self, request: pb.PauseExecutionRequest, context: grpc.aio.ServicerContext
@@ -184,7 +191,9 @@ class ExecutionServicer(ExecutionServiceServicer):
             acting_principal("", "paused_by"),
             request.reason,
         )
-        return pb.PauseExecutionResponse(execution=await self._commands.pause(control, request))
+        return pb.PauseExecutionResponse(
+            execution=await self._commands.pause(control, request_fingerprint(request))
+        )
 
     async def ResumeExecution(
         self, request: pb.ResumeExecutionRequest, context: grpc.aio.ServicerContext
@@ -192,7 +201,9 @@ class ExecutionServicer(ExecutionServiceServicer):
         control = Control(
             request.request_id, request.execution_id, acting_principal("", "resumed_by")
         )
-        return pb.ResumeExecutionResponse(execution=await self._commands.resume(control, request))
+        return pb.ResumeExecutionResponse(
+            execution=await self._commands.resume(control, request_fingerprint(request))
+        )
 
     async def RetryExecution(
         self, request: pb.RetryExecutionRequest, context: grpc.aio.ServicerContext
@@ -203,7 +214,9 @@ class ExecutionServicer(ExecutionServiceServicer):
             acting_principal("", "retried_by"),
             step_id=request.step_id,
         )
-        return pb.RetryExecutionResponse(execution=await self._commands.retry(control, request))
+        return pb.RetryExecutionResponse(
+            execution=await self._commands.retry(control, request_fingerprint(request))
+        )
 
     async def GetExecution(
         self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext

@@ -11,35 +11,28 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from trinity.process.execution.v1 import execution_pb2
-from trinity.process.execution.v1 import execution_service_pb2 as pb
 from trinity_execution import domain as d
 from trinity_execution.application.deciding import decide_off_loop
+from trinity_execution.application.ports import (
+    ConcurrentUpdate,
+    DefinitionCatalog,
+    ExecutionRow,
+    ExecutionTransaction,
+    Presenter,
+    Remembered,
+    Transactions,
+    Written,
+)
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.domain.errors import EXECUTION_DEPTH_EXCEEDED
-from trinity_execution.infrastructure import translate
-from trinity_execution.infrastructure.decision_store import Written, write_decision
-from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
-from trinity_execution.infrastructure.repository import (
-    ConcurrentUpdate,
-    ExecutionRow,
-    check_revision,
-    insert_execution,
-    load_execution,
-)
 from trinity_platform.admission import AdmissionLimit
-from trinity_platform.db import read_only
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from trinity_platform.idempotency import lookup, request_fingerprint, run_idempotent
 from trinity_process_model.inputs import check_input
 from trinity_process_model.model import ProcessSpec
 
-R = TypeVar("R", bound=Message)
+V = TypeVar("V")
 MAX_CONFLICT_RETRIES = 20
 TRIGGER_SCOPE = "execution.TriggerProcess"
 
@@ -111,30 +104,45 @@ def checked_input(spec: ProcessSpec, command: Trigger) -> dict[str, Any]:
     return values
 
 
-class ExecutionCommands:
+class ExecutionCommands(Generic[V]):
+    """Each command answers the execution as ``presenter`` shows it (``V``); ``fingerprint``
+    is what the request asks, without its key (a retry must ask the same)."""
+
     def __init__(
         self,
-        engine: AsyncEngine,
+        transactions: Transactions,
         catalog: DefinitionCatalog,
         wakeups: Wakeups,
+        presenter: Presenter[V],
         admission: AdmissionLimit | None = None,
         max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
-        self._engine = engine
+        self._transactions = transactions
+        self._presenter = presenter
         self._catalog = catalog
         self._wakeups = wakeups
         self._admission = admission
         self._max_depth = max_depth
 
-    async def trigger(self, command: Trigger, request: Message) -> execution_pb2.Execution:
+    def _remembered(self, scope: str, key: str, fingerprint: str) -> Remembered[V]:
+        presenter = self._presenter
+        return Remembered(
+            scope, key, fingerprint, presenter.encode_execution, presenter.decode_execution
+        )
+
+    async def _answered(self, scope: str, key: str, fingerprint: str) -> V | None:
+        """The answer remembered for a retry of this request, if it is one."""
+        cached = await self._transactions.read(
+            lambda tx: tx.idempotency.lookup(scope, key, fingerprint)
+        )
+        return None if cached is None else self._presenter.decode_execution(cached)
+
+    async def trigger(self, command: Trigger, fingerprint: str) -> V:
         if command.request_id:
             # A retry is answered before anything else: the definition may be archived by now.
-            async with read_only(self._engine) as conn:
-                cached = await lookup(
-                    conn, TRIGGER_SCOPE, command.request_id, request_fingerprint(request)
-                )
+            cached = await self._answered(TRIGGER_SCOPE, command.request_id, fingerprint)
             if cached is not None:
-                return execution_pb2.Execution.FromString(cached)
+                return cached
         if self._admission is not None:  # RESOURCE_EXHAUSTED with RetryInfo at the bound
             await self._admission.admit()
         require("process_name", command.process_name)
@@ -162,7 +170,7 @@ class ExecutionCommands:
             ),
         )
 
-        async def work(conn: AsyncConnection) -> execution_pb2.Execution:
+        async def work(tx: ExecutionTransaction) -> V:
             state = decision.state
             row = ExecutionRow(
                 id=execution_id,
@@ -179,31 +187,26 @@ class ExecutionCommands:
                 updated_at=now,
                 ended_at=state.ended_at,
             )
-            await insert_execution(conn, row, fact_count=len(decision.facts))
-            written.append(await write_decision(conn, row, decision, now, new=True))
-            return translate.execution_view(
+            await tx.executions.insert(row, fact_count=len(decision.facts))
+            written.append(await tx.write_decision(row, decision, now, new=True))
+            return self._presenter.execution(
                 published.process, state, process_name=published.name, created_at=now
             )
 
-        execution = await run_idempotent(
-            self._engine,
-            TRIGGER_SCOPE,
-            command.request_id,
-            request,
-            work,
-            execution_pb2.Execution,
+        execution = await self._transactions.write(
+            work, remembered=self._remembered(TRIGGER_SCOPE, command.request_id, fingerprint)
         )
         for each in written:
             self._wakeups.after_commit(each, published.process.steps)
         return execution
 
-    async def start_child(self, data: dict[str, Any], request: Message) -> str:
+    async def start_child(self, data: dict[str, Any], fingerprint: str) -> V:
         """Start the child execution a sub_process step asked for (the payload of its
-        start_child_execution dispatch); returns its id. Idempotent by the parent step
-        attempt's request key. The child runs as its parent's trigger principal."""
+        start_child_execution dispatch). Idempotent by the parent step attempt's request
+        key. The child runs as its parent's trigger principal."""
         published = await self._catalog.by_name(data["process"], data["version"])
         declared = {i.name: str(i.type) for i in published.process.spec.inputs}
-        execution = await self.trigger(
+        return await self.trigger(
             Trigger(
                 request_id=data["parent"]["request"],
                 process_name=data["process"],
@@ -214,18 +217,17 @@ class ExecutionCommands:
                 execution_id=data["execution_id"],
                 parent=d.ParentLink.from_dict(data["parent"]),
             ),
-            request,
+            fingerprint,
         )
-        return execution.id
 
     async def cancel_child(
-        self, parent_id: str, child_id: str, reason: str, request: pb.CancelExecutionRequest
-    ) -> execution_pb2.Execution:
+        self, parent_id: str, child_id: str, reason: str, request_id: str, fingerprint: str
+    ) -> V:
         """Cancel a child because its parent step stopped (recorded as by the parent)."""
-        control = Control(request.request_id, child_id, f"execution:{parent_id}", reason)
-        return await self.cancel(control, request)
+        control = Control(request_id, child_id, f"execution:{parent_id}", reason)
+        return await self.cancel(control, fingerprint)
 
-    async def cancel(self, command: Control, request: Message) -> execution_pb2.Execution:
+    async def cancel(self, command: Control, fingerprint: str) -> V:
         def precondition(state: d.ExecutionState) -> None:
             if state.status in (d.ExecutionStatus.COMPLETED, d.ExecutionStatus.CANCELLED):
                 raise FailedPrecondition(
@@ -236,12 +238,12 @@ class ExecutionCommands:
         return await self._control(
             "execution.CancelExecution",
             command,
-            request,
+            fingerprint,
             precondition,
             lambda now: d.CancelExecution(now=now, by=command.by, reason=command.reason),
         )
 
-    async def pause(self, command: Control, request: Message) -> execution_pb2.Execution:
+    async def pause(self, command: Control, fingerprint: str) -> V:
         def precondition(state: d.ExecutionState) -> None:
             if state.status is not d.ExecutionStatus.RUNNING:
                 raise FailedPrecondition(
@@ -252,12 +254,12 @@ class ExecutionCommands:
         return await self._control(
             "execution.PauseExecution",
             command,
-            request,
+            fingerprint,
             precondition,
             lambda now: d.PauseExecution(now=now, by=command.by, reason=command.reason),
         )
 
-    async def resume(self, command: Control, request: Message) -> execution_pb2.Execution:
+    async def resume(self, command: Control, fingerprint: str) -> V:
         def precondition(state: d.ExecutionState) -> None:
             if state.status is not d.ExecutionStatus.PAUSED:
                 raise FailedPrecondition(
@@ -268,12 +270,12 @@ class ExecutionCommands:
         return await self._control(
             "execution.ResumeExecution",
             command,
-            request,
+            fingerprint,
             precondition,
             lambda now: d.ResumeExecution(now=now, by=command.by),
         )
 
-    async def retry(self, command: Control, request: Message) -> execution_pb2.Execution:
+    async def retry(self, command: Control, fingerprint: str) -> V:
         def precondition(state: d.ExecutionState) -> None:
             if state.status is not d.ExecutionStatus.FAILED:
                 raise FailedPrecondition(
@@ -293,7 +295,7 @@ class ExecutionCommands:
         return await self._control(
             "execution.RetryExecution",
             command,
-            request,
+            fingerprint,
             precondition,
             lambda now: d.RetryFailedSteps(now=now, step_id=command.step_id or None, by=command.by),
         )
@@ -302,19 +304,17 @@ class ExecutionCommands:
         self,
         scope: str,
         command: Control,
-        request: Message,
+        fingerprint: str,
         precondition: Callable[[d.ExecutionState], None],
         event_for: Callable[[datetime], d.Event],
-    ) -> execution_pb2.Execution:
+    ) -> V:
         require("execution_id", command.execution_id)
         if command.request_id:
             # A retry is answered first: the execution may have moved on since.
-            async with read_only(self._engine) as conn:
-                cached = await lookup(conn, scope, command.request_id, request_fingerprint(request))
+            cached = await self._answered(scope, command.request_id, fingerprint)
             if cached is not None:
-                return execution_pb2.Execution.FromString(cached)
-        async with read_only(self._engine) as conn:
-            first = await load_execution(conn, command.execution_id)
+                return cached
+        first = await self._load(command.execution_id)
         if first is None:
             raise NotFound(
                 f"execution {command.execution_id} not found", reason="EXECUTION_NOT_FOUND"
@@ -327,8 +327,7 @@ class ExecutionCommands:
             )
         written: list[Written] = []
         for _ in range(MAX_CONFLICT_RETRIES):
-            async with read_only(self._engine) as conn:
-                row = await load_execution(conn, command.execution_id)
+            row = await self._load(command.execution_id)
             assert row is not None  # executions are never deleted
             if row.process_id != published.id:  # moved to another version meanwhile
                 published = await self._catalog.by_id(row.process_id)
@@ -336,7 +335,7 @@ class ExecutionCommands:
             precondition(state)
             now = datetime.now(UTC)
             decision = await decide_off_loop(published.process, state, event_for(now))
-            view = translate.execution_view(
+            view = self._presenter.execution(
                 published.process,
                 decision.state,
                 process_name=row.process_name,
@@ -344,22 +343,22 @@ class ExecutionCommands:
             )
 
             async def work(
-                conn: AsyncConnection,
+                tx: ExecutionTransaction,
                 row: ExecutionRow = row,
                 decision: d.Decision = decision,
                 now: datetime = now,
-                view: execution_pb2.Execution = view,
-            ) -> execution_pb2.Execution:
+                view: V = view,
+            ) -> V:
                 if decision.ignored:
-                    await check_revision(conn, row.id, row.revision)
+                    await tx.executions.check_revision(row.id, row.revision)
                 else:
-                    written.append(await write_decision(conn, row, decision, now))
+                    written.append(await tx.write_decision(row, decision, now))
                 return view
 
             written.clear()
             try:
-                execution = await run_idempotent(
-                    self._engine, scope, command.request_id, request, work, execution_pb2.Execution
+                execution = await self._transactions.write(
+                    work, remembered=self._remembered(scope, command.request_id, fingerprint)
                 )
             except ConcurrentUpdate:
                 continue
@@ -367,3 +366,6 @@ class ExecutionCommands:
                 self._wakeups.after_commit(each, published.process.steps)
             return execution
         raise ConcurrentUpdate(f"execution {command.execution_id} kept changing; try again")
+
+    async def _load(self, execution_id: str) -> ExecutionRow | None:
+        return await self._transactions.read(lambda tx: tx.executions.load(execution_id))

@@ -16,24 +16,23 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution import domain as d
 from trinity_execution.application.deciding import decide_off_loop
-from trinity_execution.application.wakeups import Wakeups
-from trinity_execution.infrastructure.decision_store import write_decision
-from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
-from trinity_execution.infrastructure.repository import (
+from trinity_execution.application.ports import (
     ConcurrentUpdate,
-    check_revision,
-    load_execution,
+    DefinitionCatalog,
+    ExecutionRow,
+    ExecutionTransaction,
+    Transactions,
+    Written,
 )
-from trinity_platform.db import read_only
+from trinity_execution.application.wakeups import Wakeups
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
 
-Guard = Callable[[AsyncConnection], Awaitable[bool]]
+Guard = Callable[[ExecutionTransaction], Awaitable[bool]]
 EventFactory = Callable[[datetime], d.Event]
 
 MAX_CONFLICT_RETRIES = 20
@@ -44,8 +43,10 @@ class _GuardRefused(Exception):
 
 
 class Continuation:
-    def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
-        self._engine = engine
+    def __init__(
+        self, transactions: Transactions, catalog: DefinitionCatalog, wakeups: Wakeups
+    ) -> None:
+        self._transactions = transactions
         self._catalog = catalog
         self._wakeups = wakeups
 
@@ -68,33 +69,36 @@ class Continuation:
         guard: Guard | None,
         causation_id: str,
     ) -> d.Decision | None:
-        async with read_only(self._engine) as conn:
-            row = await load_execution(conn, execution_id)
+        row = await self._load(execution_id)
         if row is None:
             _log.info("event for an unknown execution ignored", execution_id=execution_id)
             return None
         published = await self._catalog.by_id(row.process_id)
         for attempt in range(MAX_CONFLICT_RETRIES):
             if attempt:
-                async with read_only(self._engine) as conn:
-                    row = await load_execution(conn, execution_id)
+                row = await self._load(execution_id)
                 assert row is not None  # executions are never deleted
                 if row.process_id != published.id:  # moved to another version meanwhile
                     published = await self._catalog.by_id(row.process_id)
             now = datetime.now(UTC)
             state = d.ExecutionState.from_dict(row.state)
             decision = await decide_off_loop(published.process, state, event_for(now))
-            written = None
+
+            async def write(
+                tx: ExecutionTransaction,
+                row: ExecutionRow = row,
+                decision: d.Decision = decision,
+                now: datetime = now,
+            ) -> Written | None:
+                if guard is not None and not await guard(tx):
+                    raise _GuardRefused  # roll back whatever the guard did
+                if decision.ignored:
+                    await tx.executions.check_revision(execution_id, row.revision)
+                    return None
+                return await tx.write_decision(row, decision, now, causation_id=causation_id)
+
             try:
-                async with self._engine.begin() as conn:
-                    if guard is not None and not await guard(conn):
-                        raise _GuardRefused  # roll back whatever the guard did
-                    if decision.ignored:
-                        await check_revision(conn, execution_id, row.revision)
-                    else:
-                        written = await write_decision(
-                            conn, row, decision, now, causation_id=causation_id
-                        )
+                written = await self._transactions.write(write)
             except ConcurrentUpdate:
                 continue
             except _GuardRefused:
@@ -105,3 +109,6 @@ class Continuation:
                 self._wakeups.after_commit(written, published.process.steps)
             return decision
         raise ConcurrentUpdate(f"execution {execution_id} kept changing; giving up for now")
+
+    async def _load(self, execution_id: str) -> ExecutionRow | None:
+        return await self._transactions.read(lambda tx: tx.executions.load(execution_id))

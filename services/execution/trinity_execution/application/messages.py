@@ -17,27 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf.message import Message
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity_execution import domain as d
+from trinity_execution.application.answers import SignalAnswer
 from trinity_execution.application.continuation import Continuation
-from trinity_execution.infrastructure.message_store import (
+from trinity_execution.application.ports import (
+    AnswerRemembered,
     BufferedMessage,
+    ExecutionTransaction,
+    Presenter,
+    Remembered,
     Subscription,
-    buffer_message,
-    count_kept,
-    deliverable,
-    find_subscription,
-    purge_expired,
-    take_buffered,
-    take_subscription,
+    Transactions,
 )
-from trinity_platform.db import read_only
 from trinity_platform.errors import NotFound, ResourceExhausted
-from trinity_platform.idempotency import lookup, remember, request_fingerprint, run_idempotent
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -70,11 +62,13 @@ class Signal:
 class MessageDelivery:
     def __init__(
         self,
-        engine: AsyncEngine,
+        transactions: Transactions,
         continuation: Continuation,
+        presenter: Presenter[Any],
         settings: MessageSettings | None = None,
     ) -> None:
-        self._engine = engine
+        self._transactions = transactions
+        self._presenter = presenter
         self._continuation = continuation
         self.settings = settings or MessageSettings()
         self._wake = asyncio.Event()
@@ -87,40 +81,46 @@ class MessageDelivery:
             return self.settings.default_ttl
         return min(max(asked, timedelta(0)), self.settings.max_ttl)
 
-    async def signal(self, signal: Signal, request: Message) -> api.SignalExecutionResponse:
+    async def signal(self, signal: Signal, fingerprint: str) -> SignalAnswer:
         """Deliver now, or keep for its time to live; the same message id answers the same."""
-        fingerprint = request_fingerprint(request)
+
+        async def waiting_or_answered(
+            tx: ExecutionTransaction,
+        ) -> tuple[bytes | None, Subscription | None]:
+            cached = await tx.idempotency.lookup(SIGNAL_SCOPE, signal.message_id, fingerprint)
+            if cached is not None:
+                return cached, None
+            waiting = await tx.messages.find_subscription(
+                signal.message_name, signal.correlation_key, signal.execution_id
+            )
+            return None, waiting
+
         for _ in range(5):
-            async with read_only(self._engine) as conn:
-                cached = await lookup(conn, SIGNAL_SCOPE, signal.message_id, fingerprint)
-                if cached is not None:
-                    return api.SignalExecutionResponse.FromString(cached)
-                waiting = await find_subscription(
-                    conn, signal.message_name, signal.correlation_key, signal.execution_id
-                )
+            cached, waiting = await self._transactions.read(waiting_or_answered)
+            if cached is not None:
+                return self._presenter.decode_signal(cached)
             if waiting is None:
-                return await self._keep(signal, request)
+                return await self._keep(signal, fingerprint)
             delivered = await self._deliver(waiting, signal, fingerprint)
             if delivered is not None:
                 return delivered
-        return await self._keep(signal, request)  # the waiters kept changing: keep it
+        return await self._keep(signal, fingerprint)  # the waiters kept changing: keep it
 
     async def _deliver(
         self, waiting: Subscription, signal: Signal, fingerprint: str
-    ) -> api.SignalExecutionResponse | None:
-        response = api.SignalExecutionResponse(
+    ) -> SignalAnswer | None:
+        response = SignalAnswer(
             delivered=True, execution_id=waiting.execution_id, step_id=waiting.step_id
         )
 
-        async def take(conn: AsyncConnection) -> bool:
-            if not await take_subscription(conn, waiting.key):
+        async def take(tx: ExecutionTransaction) -> bool:
+            if not await tx.messages.take_subscription(waiting.key):
                 return False
-            await remember(
-                conn,
+            await tx.idempotency.remember(
                 SIGNAL_SCOPE,
                 signal.message_id,
                 fingerprint,
-                response.SerializeToString(deterministic=True),
+                self._presenter.encode_signal(response),
             )
             return True
 
@@ -131,13 +131,13 @@ class MessageDelivery:
                 guard=take,
                 causation_id=signal.message_id,
             )
-        except IntegrityError:
+        except AnswerRemembered:
             return None  # the same message delivered concurrently: its answer is remembered
         if decision is None:
             return None  # the step stopped waiting meanwhile
         return response
 
-    async def _keep(self, signal: Signal, request: Message) -> api.SignalExecutionResponse:
+    async def _keep(self, signal: Signal, fingerprint: str) -> SignalAnswer:
         ttl = self.time_to_live(signal.time_to_live)
         if ttl <= timedelta(0):
             raise NotFound(
@@ -151,8 +151,7 @@ class MessageDelivery:
             )
         now = datetime.now(UTC)
         expires = now + ttl
-        async with read_only(self._engine) as conn:
-            kept = await count_kept(conn, now)
+        kept = await self._transactions.read(lambda tx: tx.messages.count_kept(now))
         if kept >= self.settings.max_kept:
             raise ResourceExhausted(
                 f"{kept} messages wait for their steps already (the most kept at once); "
@@ -160,9 +159,8 @@ class MessageDelivery:
                 reason="TOO_MANY_KEPT_MESSAGES",
             )
 
-        async def keep(conn: AsyncConnection) -> api.SignalExecutionResponse:
-            await buffer_message(
-                conn,
+        async def keep(tx: ExecutionTransaction) -> SignalAnswer:
+            await tx.messages.keep(
                 BufferedMessage(
                     id=signal.message_id,
                     message_name=signal.message_name,
@@ -173,19 +171,20 @@ class MessageDelivery:
                 ),
                 now,
             )
-            response = api.SignalExecutionResponse(delivered=False)
-            response.expire_time.FromDatetime(expires)
-            return response
+            return SignalAnswer(delivered=False, expires_at=expires)
 
-        response = await run_idempotent(
-            self._engine,
-            SIGNAL_SCOPE,
-            signal.message_id,
-            request,
+        presenter = self._presenter
+        response = await self._transactions.write(
             keep,
-            api.SignalExecutionResponse,
-            after_commit=self.wake,  # a step may have started waiting meanwhile
+            remembered=Remembered(
+                SIGNAL_SCOPE,
+                signal.message_id,
+                fingerprint,
+                presenter.encode_signal,
+                presenter.decode_signal,
+            ),
         )
+        self.wake()  # a step may have started waiting meanwhile
         return response
 
     # ------------------------------------------------------------------ kept ones
@@ -193,19 +192,19 @@ class MessageDelivery:
     async def deliver_kept(self) -> int:
         """Deliver the kept messages for which a step now waits; drop the expired."""
         now = datetime.now(UTC)
-        async with read_only(self._engine) as conn:
-            pairs = await deliverable(conn, now)
+        pairs = await self._transactions.read(lambda tx: tx.messages.deliverable(now))
         delivered = 0
         for kept, waiting in pairs:
             delivered += await self._deliver_kept(kept, waiting)
-        async with self._engine.begin() as conn:
-            await purge_expired(conn, now)
+        await self._transactions.write(lambda tx: tx.messages.purge_expired(now))
         return delivered
 
     async def _deliver_kept(self, kept: BufferedMessage, waiting: Subscription) -> bool:
-        async def take(conn: AsyncConnection) -> bool:
+        async def take(tx: ExecutionTransaction) -> bool:
             # Both or neither: another replica may be delivering either of them.
-            return await take_buffered(conn, kept.id) and await take_subscription(conn, waiting.key)
+            return await tx.messages.take_kept(kept.id) and await tx.messages.take_subscription(
+                waiting.key
+            )
 
         decision = await self._continuation.apply(
             waiting.execution_id,

@@ -9,28 +9,24 @@ calling again (the executions that moved are no longer on the old version).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from trinity.process.execution.v1 import execution_service_pb2 as pb
 from trinity_execution import domain as d
-from trinity_execution.application.wakeups import Wakeups
-from trinity_execution.infrastructure.decision_store import Written, write_decision
-from trinity_execution.infrastructure.definition_catalog import (
-    DefinitionCatalog,
-    PublishedDefinition,
-)
-from trinity_execution.infrastructure.repository import (
+from trinity_execution.application.answers import MigrationOutcome, MigrationReport
+from trinity_execution.application.ports import (
     ConcurrentUpdate,
-    executions_of_version,
-    load_execution,
-    repoint_execution,
+    DefinitionCatalog,
+    ExecutionTransaction,
+    Presenter,
+    PublishedDefinition,
+    Remembered,
+    Transactions,
+    Written,
 )
-from trinity_platform.db import read_only
+from trinity_execution.application.wakeups import Wakeups
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from trinity_platform.idempotency import lookup, remember, request_fingerprint, run_idempotent
 
 SCOPE = "execution.MigrateExecution"
 MAX_PER_CALL = 500
@@ -53,23 +49,29 @@ class Migration:
 
 
 class ExecutionMigrations:
-    def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
-        self._engine = engine
+    def __init__(
+        self,
+        transactions: Transactions,
+        catalog: DefinitionCatalog,
+        wakeups: Wakeups,
+        presenter: Presenter[Any],
+    ) -> None:
+        self._transactions = transactions
         self._catalog = catalog
         self._wakeups = wakeups
+        self._presenter = presenter
 
-    async def migrate(
-        self, command: Migration, request: pb.MigrateExecutionRequest
-    ) -> pb.MigrateExecutionResponse:
+    async def migrate(self, command: Migration, fingerprint: str) -> MigrationReport:
+        """``fingerprint``: what the request asks, without its key."""
         remembered = bool(command.request_id) and not command.dry_run
-        fingerprint = request_fingerprint(request)
         if remembered:
-            async with read_only(self._engine) as conn:
-                cached = await lookup(conn, SCOPE, command.request_id, fingerprint)
+            cached = await self._transactions.read(
+                lambda tx: tx.idempotency.lookup(SCOPE, command.request_id, fingerprint)
+            )
             if cached is not None:
-                return pb.MigrateExecutionResponse.FromString(cached)
+                return self._presenter.decode_migration(cached)
         ids, name, from_version, truncated = await self._selection(command)
-        response = pb.MigrateExecutionResponse(
+        response = MigrationReport(
             process_name=name,
             to_version=command.to_version,
             truncated=truncated,
@@ -85,30 +87,38 @@ class ExecutionMigrations:
         if command.execution_id:
             # One execution: its move and the remembered answer commit together.
             key = command.request_id if remembered else ""
-            return await self._one(command, ids[0], from_version, target, response, request, key)
+            return await self._one(
+                command, ids[0], from_version, target, response, fingerprint, key
+            )
+        outcomes: list[MigrationOutcome] = []
         for execution_id in ids:
-            blank = pb.MigrateExecutionResponse()
-            each = await self._one(command, execution_id, from_version, target, blank, request, "")
-            response.outcomes.extend(each.outcomes)
+            blank = MigrationReport()
+            each = await self._one(
+                command, execution_id, from_version, target, blank, fingerprint, ""
+            )
+            outcomes.extend(each.outcomes)
+        response = replace(response, outcomes=tuple(outcomes))
         if remembered:
-            async with self._engine.begin() as conn:
-                cached = await lookup(conn, SCOPE, command.request_id, fingerprint)
+            presenter = self._presenter
+
+            async def answer(tx: ExecutionTransaction) -> MigrationReport:
+                cached = await tx.idempotency.lookup(SCOPE, command.request_id, fingerprint)
                 if cached is not None:  # a concurrent twin answered first
-                    return pb.MigrateExecutionResponse.FromString(cached)
-                await remember(
-                    conn,
-                    SCOPE,
-                    command.request_id,
-                    fingerprint,
-                    response.SerializeToString(deterministic=True),
+                    return presenter.decode_migration(cached)
+                await tx.idempotency.remember(
+                    SCOPE, command.request_id, fingerprint, presenter.encode_migration(response)
                 )
+                return response
+
+            return await self._transactions.write(answer)
         return response
 
     async def _selection(self, command: Migration) -> tuple[list[str], str, str, bool]:
         """(execution ids, process name, version they must be on, truncated)."""
-        async with read_only(self._engine) as conn:
+
+        async def select(tx: ExecutionTransaction) -> tuple[list[str], str, str, bool]:
             if command.execution_id:
-                row = await load_execution(conn, command.execution_id)
+                row = await tx.executions.load(command.execution_id)
                 if row is None:
                     raise NotFound(
                         f"execution {command.execution_id} not found",
@@ -120,19 +130,20 @@ class ExecutionMigrations:
                         [FieldViolation("process_name", f"execution runs {row.process_name!r}")],
                     )
                 return [row.id], row.process_name, row.process_version, False
-            ids = await executions_of_version(
-                conn,
+            ids = await tx.executions.of_version(
                 command.process_name,
                 command.from_version,
                 command.statuses,
                 MAX_PER_CALL + 1,
             )
-        return (
-            ids[:MAX_PER_CALL],
-            command.process_name,
-            command.from_version,
-            len(ids) > MAX_PER_CALL,
-        )
+            return (
+                ids[:MAX_PER_CALL],
+                command.process_name,
+                command.from_version,
+                len(ids) > MAX_PER_CALL,
+            )
+
+        return await self._transactions.read(select)
 
     async def _one(
         self,
@@ -140,14 +151,13 @@ class ExecutionMigrations:
         execution_id: str,
         from_version: str,
         target: PublishedDefinition,
-        response: pb.MigrateExecutionResponse,
-        request: pb.MigrateExecutionRequest,
+        response: MigrationReport,
+        fingerprint: str,
         key: str,
-    ) -> pb.MigrateExecutionResponse:
+    ) -> MigrationReport:
         """``response`` with this execution's outcome added (remembered under ``key``)."""
         for _ in range(MAX_CONFLICT_RETRIES):
-            async with read_only(self._engine) as conn:
-                first = await load_execution(conn, execution_id)
+            first = await self._transactions.read(lambda tx: tx.executions.load(execution_id))
             assert first is not None  # executions are never deleted
             if first.process_version != from_version:
                 problem = d.MigrationProblem(
@@ -155,8 +165,7 @@ class ExecutionMigrations:
                     "",
                     f"the execution runs version {first.process_version}, not {from_version}",
                 )
-                response.outcomes.append(_refused(execution_id, {}, [problem]))
-                return response
+                return _with(response, _refused(execution_id, {}, [problem]))
             source = await self._catalog.by_id(first.process_id)
             wrong = d.mapping_violations(source.process, target.process, command.explicit)
             if wrong:
@@ -166,8 +175,16 @@ class ExecutionMigrations:
                 )
             move = _Move(command, execution_id, source, target, response)
             try:
-                answer = await run_idempotent(
-                    self._engine, SCOPE, key, request, move.work, pb.MigrateExecutionResponse
+                presenter = self._presenter
+                answer = await self._transactions.write(
+                    move.work,
+                    remembered=Remembered(
+                        SCOPE,
+                        key,
+                        fingerprint,
+                        presenter.encode_migration,
+                        presenter.decode_migration,
+                    ),
                 )
             except ConcurrentUpdate:
                 continue
@@ -185,18 +202,15 @@ class _Move:
     execution_id: str
     source: PublishedDefinition
     target: PublishedDefinition
-    response: pb.MigrateExecutionResponse
+    response: MigrationReport
     written: list[Written] = field(default_factory=list)
 
-    async def work(self, conn: AsyncConnection) -> pb.MigrateExecutionResponse:
-        answer = pb.MigrateExecutionResponse()
-        answer.CopyFrom(self.response)
-        answer.outcomes.append(await self._move(conn))
-        return answer
+    async def work(self, tx: ExecutionTransaction) -> MigrationReport:
+        return _with(self.response, await self._move(tx))
 
-    async def _move(self, conn: AsyncConnection) -> pb.MigrationOutcome:
+    async def _move(self, tx: ExecutionTransaction) -> MigrationOutcome:
         source, target = self.source.process, self.target.process
-        row = await load_execution(conn, self.execution_id, for_update=True)
+        row = await tx.executions.load(self.execution_id, for_update=True)
         assert row is not None
         if row.process_id != self.source.id:
             raise ConcurrentUpdate(f"execution {self.execution_id} moved meanwhile")
@@ -210,24 +224,27 @@ class _Move:
         event = d.MigrateExecution(now=now, target=target, mapping=mapping, by=self.command.by)
         decision = d.decide(source, state, event)
         assert not decision.ignored, decision.ignored
-        self.written.append(await write_decision(conn, row, decision, now))
-        await repoint_execution(
-            conn, self.execution_id, process_id=self.target.id, process_version=target.version
+        self.written.append(await tx.write_decision(row, decision, now))
+        await tx.executions.repoint(
+            self.execution_id, process_id=self.target.id, process_version=target.version
         )
-        return pb.MigrationOutcome(
+        return MigrationOutcome(
             execution_id=self.execution_id, can_migrate=True, migrated=True, step_mapping=carried
         )
 
 
 def _refused(
     execution_id: str, carried: dict[str, str], problems: list[d.MigrationProblem]
-) -> pb.MigrationOutcome:
-    return pb.MigrationOutcome(
+) -> MigrationOutcome:
+    return MigrationOutcome(
         execution_id=execution_id,
         can_migrate=not problems,
         migrated=False,
         step_mapping=carried,
-        problems=[
-            pb.MigrationProblem(code=p.code, step_id=p.step_id, message=p.message) for p in problems
-        ],
+        problems=tuple(problems),
     )
+
+
+def _with(report: MigrationReport, outcome: MigrationOutcome) -> MigrationReport:
+    """``report`` with ``outcome`` added."""
+    return replace(report, outcomes=(*report.outcomes, outcome))

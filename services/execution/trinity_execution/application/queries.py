@@ -3,56 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from trinity.process.execution.v1 import execution_pb2
 from trinity_execution import domain as d
 from trinity_execution.application.commands import require
+from trinity_execution.application.ports import (
+    DefinitionCatalog,
+    ExecutionRow,
+    ExecutionTransaction,
+    ListFilter,
+    LoggedFact,
+    Presenter,
+    Transactions,
+)
 from trinity_execution.application.wakeups import Wakeups
-from trinity_execution.infrastructure import translate
-from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
-from trinity_execution.infrastructure.fact_log import LoggedFact, facts_after
-from trinity_execution.infrastructure.repository import ExecutionRow, load_execution, row_of
-from trinity_execution.infrastructure.tables import executions
-from trinity_platform.db import read_only
 from trinity_platform.errors import NotFound
 from trinity_platform.pagination import encode_page_token, page_request
 
+__all__ = ["ExecutionQueries", "ListFilter"]
+
+V = TypeVar("V")
+
 WATCH_POLL_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class ListFilter:
-    process_name: str = ""
-    status: str = ""
-    created_after: datetime | None = None
-    created_before: datetime | None = None
 
 
 MAX_SEQUENCE = 2**63 - 1
 
 
-class ExecutionQueries:
-    def __init__(self, engine: AsyncEngine, catalog: DefinitionCatalog, wakeups: Wakeups) -> None:
-        self._engine = engine
+class ExecutionQueries(Generic[V]):
+    def __init__(
+        self,
+        transactions: Transactions,
+        catalog: DefinitionCatalog,
+        wakeups: Wakeups,
+        presenter: Presenter[V],
+    ) -> None:
+        self._transactions = transactions
         self._catalog = catalog
         self._wakeups = wakeups
+        self._presenter = presenter
 
     async def _row(self, execution_id: str) -> ExecutionRow:
         require("execution_id", execution_id)
-        async with read_only(self._engine) as conn:
-            row = await load_execution(conn, execution_id)
+        row = await self._transactions.read(lambda tx: tx.executions.load(execution_id))
         if row is None:
             raise NotFound(f"execution {execution_id} not found", reason="EXECUTION_NOT_FOUND")
         return row
 
-    async def _view(self, row: ExecutionRow, *, with_steps: bool) -> execution_pb2.Execution:
+    async def _view(self, row: ExecutionRow, *, with_steps: bool) -> V:
         published = await self._catalog.by_id(row.process_id)
-        return translate.execution_view(
+        return self._presenter.execution(
             published.process,
             d.ExecutionState.from_dict(row.state),
             process_name=row.process_name,
@@ -60,12 +61,10 @@ class ExecutionQueries:
             with_steps=with_steps,
         )
 
-    async def get(self, execution_id: str) -> execution_pb2.Execution:
+    async def get(self, execution_id: str) -> V:
         return await self._view(await self._row(execution_id), with_steps=True)
 
-    async def list(
-        self, where: ListFilter, page_size: int, page_token: str
-    ) -> tuple[list[execution_pb2.Execution], str]:
+    async def list(self, where: ListFilter, page_size: int, page_token: str) -> tuple[list[V], str]:
         filters = [
             where.process_name,
             where.status,
@@ -73,26 +72,12 @@ class ExecutionQueries:
             where.created_before.isoformat() if where.created_before else "",
         ]
         page = page_request(page_size, page_token, filters)
-        query = select(executions)
-        if where.process_name:
-            query = query.where(executions.c.process_name == where.process_name)
-        if where.status:
-            query = query.where(executions.c.status == where.status)
-        if where.created_after:
-            query = query.where(executions.c.created_at >= where.created_after)
-        if where.created_before:
-            query = query.where(executions.c.created_at < where.created_before)
+        after = None
         if page.after is not None:
-            after_time, after_id = datetime.fromisoformat(page.after[0]), page.after[1]
-            query = query.where(
-                or_(
-                    executions.c.created_at < after_time,
-                    and_(executions.c.created_at == after_time, executions.c.id < after_id),
-                )
-            )
-        query = query.order_by(executions.c.created_at.desc(), executions.c.id.desc())
-        async with read_only(self._engine) as conn:
-            rows = [row_of(r) for r in (await conn.execute(query.limit(page.size + 1))).mappings()]
+            after = (datetime.fromisoformat(page.after[0]), page.after[1])
+        rows = await self._transactions.read(
+            lambda tx: tx.executions.page(where, after, page.size + 1)
+        )
         more = len(rows) > page.size
         rows = rows[: page.size]
         views = [await self._view(row, with_steps=False) for row in rows]
@@ -108,9 +93,14 @@ class ExecutionQueries:
         # The contract's uint64 goes past the databases' BIGINT; no sequence gets there.
         position = min(after_sequence, MAX_SEQUENCE)
         while True:
-            async with read_only(self._engine) as conn:
-                batch = await facts_after(conn, execution_id, position)
-                row = await load_execution(conn, execution_id) if not batch else None
+
+            async def read(
+                tx: ExecutionTransaction, position: int = position
+            ) -> tuple[list[LoggedFact], ExecutionRow | None]:
+                batch = await tx.facts.after(execution_id, position)
+                return batch, await tx.executions.load(execution_id) if not batch else None
+
+            batch, row = await self._transactions.read(read)
             for fact in batch:
                 position = fact.sequence
                 yield fact

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from trinity_execution.infrastructure.decision_store import Written
-from trinity_execution.infrastructure.observed import observe_facts
+from trinity_execution import domain as d
+from trinity_execution.application.ports import Written
 from trinity_process_model.model import Step
+
+# Counts what committed facts report (the service's metrics).
+FactObserver = Callable[[Iterable[d.Fact], Mapping[str, Step]], None]
+
+
+def _unobserved(_facts: Iterable[d.Fact], _steps: Mapping[str, Step]) -> None:
+    pass
 
 
 class Wakeups:
@@ -21,14 +28,16 @@ class Wakeups:
         outbox: Callable[[], None],
         dispatcher: Callable[[], None],
         messages: Callable[[], None] = lambda: None,
+        observe: FactObserver = _unobserved,
     ) -> None:
+        self._observe = observe
         self._outbox = outbox
         self._dispatcher = dispatcher
         self._messages = messages
         self._facts_changed = asyncio.Event()
 
     def after_commit(self, written: Written, steps: Mapping[str, Step]) -> None:
-        observe_facts(written.reported, steps)
+        self._observe(written.reported, steps)
         if written.facts:
             self._outbox()
             # Wake every watcher once; each re-reads its execution's fact log.

@@ -6,7 +6,6 @@ commands (dispatches) and the timers all commit together or not at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from google.protobuf.message import Message
@@ -14,6 +13,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_execution import domain as d
+from trinity_execution.application.ports import Written
 from trinity_execution.infrastructure import translate
 from trinity_execution.infrastructure.children import dispatch_of
 from trinity_execution.infrastructure.fact_log import append_facts
@@ -29,17 +29,6 @@ from trinity_execution.infrastructure.tables import dispatches, timers
 from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
 from trinity_platform.subjects import fact_subject
 from trinity_platform.telemetry import current_traceparent
-
-
-@dataclass(frozen=True)
-class Written:
-    """What a decision wrote, so the caller knows whom to wake after the commit."""
-
-    facts: int
-    dispatches: int
-    reported: tuple[d.Fact, ...] = ()
-    subscriptions: int = 0
-    """Message subscriptions opened: a message kept earlier may now be delivered."""
 
 
 def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[str, object] | None:

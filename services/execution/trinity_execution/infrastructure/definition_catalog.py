@@ -8,23 +8,15 @@ name always ask the definition service: a newer version may have been published.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import grpc
 
 from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
+from trinity_execution.application.ports import PublishedDefinition
 from trinity_execution.domain.process import CompiledProcess
 from trinity_platform.errors import FailedPrecondition, NotFound, Unavailable
 from trinity_process_model.proto_codec import spec_from_proto
-
-
-@dataclass(frozen=True)
-class PublishedDefinition:
-    id: str
-    name: str
-    version: str
-    process: CompiledProcess
 
 
 class DefinitionCatalog:

@@ -7,22 +7,14 @@ same facts, numbered from 1 per execution (the execution row's fact_count).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from google.protobuf.message import Message
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from trinity_execution.application.ports import LoggedFact
 from trinity_execution.infrastructure.tables import execution_facts
-
-
-@dataclass(frozen=True)
-class LoggedFact:
-    sequence: int
-    ce_type: str
-    payload: bytes
-    occur_time: datetime
 
 
 async def append_facts(

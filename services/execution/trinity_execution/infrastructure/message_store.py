@@ -17,32 +17,12 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_execution import domain as d
+from trinity_execution.application.ports import BufferedMessage, Subscription
 from trinity_execution.infrastructure.tables import (
     buffered_messages,
     message_routes,
     message_subscriptions,
 )
-
-
-@dataclass(frozen=True)
-class Subscription:
-    key: str
-    execution_id: str
-    step_id: str
-    iteration: int
-    attempt: int
-    message_name: str
-    correlation_key: str
-
-
-@dataclass(frozen=True)
-class BufferedMessage:
-    id: str
-    message_name: str
-    correlation_key: str
-    execution_id: str
-    payload: dict[str, Any]
-    expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -8,40 +8,16 @@ caller retries its whole decision.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy import RowMapping, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from trinity_execution.application.ports import ConcurrentUpdate, ExecutionRow, ListFilter
 from trinity_execution.infrastructure.tables import executions
 from trinity_platform import metrics
 from trinity_platform.db import read_only
-from trinity_platform.errors import Aborted
-
-
-class ConcurrentUpdate(Aborted):
-    """Another writer saved the execution first; reload and decide again."""
-
-    default_reason = "CONCURRENT_UPDATE"
-
-
-@dataclass(frozen=True)
-class ExecutionRow:
-    id: str
-    process_id: str
-    process_name: str
-    process_version: str
-    status: str
-    trigger_kind: str
-    triggered_by: str
-    state: dict[str, Any]
-    revision: int
-    fact_count: int
-    created_at: datetime
-    updated_at: datetime
-    ended_at: datetime | None
 
 
 def _encode(state: dict[str, Any]) -> str:
@@ -179,3 +155,28 @@ async def repoint_execution(
         .where(executions.c.id == execution_id)
         .values(process_id=process_id, process_version=process_version)
     )
+
+
+async def list_page(
+    conn: AsyncConnection, where: ListFilter, after: tuple[datetime, str] | None, limit: int
+) -> list[ExecutionRow]:
+    """Executions matching ``where``, newest first (created_at, id), after ``after``."""
+    query = select(executions)
+    if where.process_name:
+        query = query.where(executions.c.process_name == where.process_name)
+    if where.status:
+        query = query.where(executions.c.status == where.status)
+    if where.created_after:
+        query = query.where(executions.c.created_at >= where.created_after)
+    if where.created_before:
+        query = query.where(executions.c.created_at < where.created_before)
+    if after is not None:
+        after_time, after_id = after
+        query = query.where(
+            or_(
+                executions.c.created_at < after_time,
+                and_(executions.c.created_at == after_time, executions.c.id < after_id),
+            )
+        )
+    query = query.order_by(executions.c.created_at.desc(), executions.c.id.desc())
+    return [row_of(r) for r in (await conn.execute(query.limit(limit))).mappings()]

@@ -23,6 +23,7 @@ from trinity_execution.infrastructure.trigger_store import TriggerRow, active_ev
 from trinity_execution.loops.subject_routes import SubjectRoutes
 from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
+from trinity_platform.idempotency import request_fingerprint
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -44,7 +45,7 @@ class EventTriggers:
         self,
         engine: AsyncEngine,
         nats: NATS,
-        commands: ExecutionCommands,
+        commands: ExecutionCommands[Any],
         *,
         refresh_interval: float = 2.0,
     ) -> None:
@@ -90,7 +91,7 @@ class EventTriggers:
                     triggered_by=request.triggered_by,
                     trigger_kind=d.TriggerKind.EVENT,
                 ),
-                request,
+                request_fingerprint(request),
             )
         except TrinityError as error:
             _log.warning("event trigger refused", subject=msg.subject, error=error.message)

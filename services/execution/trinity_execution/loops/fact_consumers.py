@@ -16,19 +16,19 @@ from datetime import datetime
 
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.approval.v1 import facts_pb2 as approval_facts
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity_execution import domain as d
 from trinity_execution.application.continuation import Continuation
+from trinity_execution.application.ports import ExecutionTransaction
 from trinity_execution.infrastructure import translate
 from trinity_execution.infrastructure.fact_matching import Claim, Unmatched, match_request
 from trinity_execution.infrastructure.senders import REQUEST_APPROVAL, REQUEST_WORK
 from trinity_platform.consumer import Ack, Handler, Nak, Outcome
 from trinity_platform.envelope import Envelope, EnvelopeError, decode
 from trinity_platform.errors import Unavailable
-from trinity_platform.inbox import claim_message
 from trinity_platform.logs import get_logger
 from trinity_platform.runtime import ConsumerSpec
 from trinity_platform.subjects import event_source, fact_subject, facts_stream
@@ -104,8 +104,8 @@ def fact_handler(
             return Ack()
         event = replace(event, request=matched)
 
-        async def claim(conn: AsyncConnection) -> bool:
-            return await claim_message(conn, consumer, envelope.id)
+        async def claim(tx: ExecutionTransaction) -> bool:
+            return await tx.claim_message(consumer, envelope.id)
 
         try:
             await continuation.apply(

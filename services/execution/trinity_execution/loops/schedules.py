@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -27,6 +28,7 @@ from trinity_execution.infrastructure.trigger_store import (
 )
 from trinity_platform.db import read_only
 from trinity_platform.errors import ResourceExhausted, TrinityError, Unavailable
+from trinity_platform.idempotency import request_fingerprint
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -74,7 +76,7 @@ class Scheduler:
     def __init__(
         self,
         engine: AsyncEngine,
-        commands: ExecutionCommands,
+        commands: ExecutionCommands[Any],
         *,
         missed: MissedFires = MissedFires.ONCE,
         poll_interval: float = 1.0,
@@ -130,7 +132,7 @@ class Scheduler:
                     triggered_by=request.triggered_by,
                     trigger_kind=d.TriggerKind.SCHEDULE,
                 ),
-                request,
+                request_fingerprint(request),
             )
         except (Unavailable, ResourceExhausted):
             raise

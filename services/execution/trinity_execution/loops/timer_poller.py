@@ -14,8 +14,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_execution.infrastructure.tables import timers
 from trinity_platform import metrics
@@ -25,18 +25,9 @@ from trinity_platform.telemetry import span
 
 _log = get_logger(__name__)
 
-# Fires one timer: (execution_id, timer_id) -> None. It must call `claim_timer` in its transaction.
+# Fires one timer: (execution_id, timer_id) -> None. It must claim the timer in its
+# transaction (infrastructure.timer_store.claim_timer), so it fires once.
 FireTimer = Callable[[str, str], Awaitable[None]]
-
-
-async def claim_timer(conn: AsyncConnection, timer_id: str) -> bool:
-    """Mark a pending timer fired in the caller's transaction; False if it already fired or was cancelled."""
-    result = await conn.execute(
-        update(timers)
-        .where(timers.c.id == timer_id, timers.c.status == "pending")
-        .values(status="fired")
-    )
-    return result.rowcount == 1
 
 
 class TimerPoller:
