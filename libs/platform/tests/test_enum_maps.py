@@ -17,6 +17,8 @@ class Status(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"
+    COMPENSATION_FAILED = "compensation_failed"
 
 
 def test_members_map_by_name_both_ways() -> None:
@@ -41,7 +43,7 @@ def test_a_contract_member_without_a_domain_member_is_refused_unless_declared() 
 
     with pytest.raises(EnumMapError, match="Fewer has no member for EXECUTION_STATUS_CANCELLED"):
         enum_map(Fewer, execution_pb2.ExecutionStatus, "EXECUTION_STATUS_")
-    rest = ("PAUSED", "COMPLETED", "FAILED", "CANCELLED")
+    rest = ("PAUSED", "COMPLETED", "FAILED", "CANCELLED", "COMPENSATING", "COMPENSATION_FAILED")
     table = enum_map(
         Fewer,
         execution_pb2.ExecutionStatus,
@@ -59,6 +61,8 @@ def test_renames_bridge_different_names() -> None:
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        COMPENSATING = "compensating"
+        COMPENSATION_FAILED = "compensation_failed"
 
     table = enum_map(
         Spelled,

@@ -41,6 +41,7 @@ from trinity_process_model.model import (
     Budget,
     BudgetAction,
     Channel,
+    Compensation,
     EventTrigger,
     FailureAction,
     GatewayConfig,
@@ -414,8 +415,10 @@ _STEP_KEYS = (
     "retry",
     "on_failure",
     "informed",
+    "compensate",
 )
 _FOR_EACH_FIELDS = ("for_each", "max_concurrency", "max_items", "tolerated_failures")
+_COMPENSATION_KINDS = ("agent_task", "tool_run", "notification")
 _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "agent_task": ("agent", "message", "max_cost", *_FOR_EACH_FIELDS),
     "human_approval": (
@@ -1021,8 +1024,15 @@ class _Reader:
             retry = self.retry(fields.get("retry"), fields.path_of("retry"), fields.at("retry"))
         on_failure = self.enum(fields, "on_failure", FailureAction, FailureAction.FAIL)
         informed = self.texts(fields, "informed")
+        compensate = None
+        if fields.has("compensate"):
+            compensate = self.compensation(
+                fields.get("compensate"), fields.path_of("compensate"), fields.at("compensate")
+            )
         config = self.config(fields, kinds[0]) if len(kinds) == 1 else None
         if config is None or on_failure is None:
+            return None
+        if fields.has("compensate") and compensate is None:
             return None
         return Step(
             id=step_id,
@@ -1034,7 +1044,32 @@ class _Reader:
             timeout=timeout,
             on_failure=on_failure,
             informed=informed,
+            compensate=compensate,
         )
+
+    def compensation(self, value: Any, path: str, mark: Mark | None) -> Compensation | None:
+        """``compensate:``: exactly one of agent_task, tool_run, notification, and retry."""
+        allowed = (*_COMPENSATION_KINDS, "retry")
+        fields = self.mapping(value, path, mark, allowed, "a compensation")
+        if fields is None:
+            return None
+        kinds = [k for k in _COMPENSATION_KINDS if fields.has(k)]
+        if len(kinds) != 1:
+            found = f", found {' and '.join(kinds)}" if kinds else ""
+            self.error(
+                path,
+                f"a compensation has exactly one of {', '.join(_COMPENSATION_KINDS)}{found}",
+                mark,
+            )
+            return None
+        retry = None
+        if fields.has("retry"):
+            retry = self.retry(fields.get("retry"), fields.path_of("retry"), fields.at("retry"))
+        config = self.config(fields, kinds[0])
+        if config is None:
+            return None
+        assert isinstance(config, AgentTaskConfig | ToolRunConfig | NotificationConfig)
+        return Compensation(config, retry)
 
     def config(self, step: _Fields, kind: str) -> StepConfig | None:
         path = step.path_of(kind)
@@ -1254,6 +1289,13 @@ def _step_data(step: Step) -> dict[str, Any]:
         data["on_failure"] = str(step.on_failure)
     if step.informed:
         data["informed"] = _FlowList(step.informed)
+    if step.compensate is not None:
+        compensation: dict[str, Any] = {
+            str(step.compensate.kind): _config_data(step.compensate.config)
+        }
+        if step.compensate.retry is not None:
+            compensation["retry"] = _retry_data(step.compensate.retry)
+        data["compensate"] = compensation
     return data
 
 

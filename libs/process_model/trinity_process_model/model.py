@@ -291,6 +291,32 @@ _KIND_OF_CONFIG: dict[type, StepKind] = {
 }
 
 
+COMPENSATION_KINDS = frozenset({StepKind.AGENT_TASK, StepKind.TOOL_RUN, StepKind.NOTIFICATION})
+"""What a compensation can be: work, never a wait."""
+COMPENSABLE_KINDS = frozenset(
+    {StepKind.AGENT_TASK, StepKind.TOOL_RUN, StepKind.NOTIFICATION, StepKind.SUB_PROCESS}
+)
+"""Steps whose completion may have changed the world, so they may declare ``compensate``
+(gateways, timers, approvals and waits change nothing outside the execution)."""
+
+CompensationConfig = AgentTaskConfig | ToolRunConfig | NotificationConfig
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """What undoes a completed step when the execution fails or is cancelled with
+    compensation: an agent task, a tool run or a notification, with its own retry policy
+    (None: the process's ``default_retry``). Its templates also read ``step``: the
+    compensated step as it completed (that iteration)."""
+
+    config: CompensationConfig
+    retry: RetryPolicy | None = None
+
+    @property
+    def kind(self) -> StepKind:
+        return _KIND_OF_CONFIG[type(self.config)]
+
+
 @dataclass(frozen=True)
 class Step:
     id: str
@@ -302,6 +328,7 @@ class Step:
     timeout: timedelta | None = None
     on_failure: FailureAction = FailureAction.FAIL
     informed: tuple[str, ...] = ()
+    compensate: Compensation | None = None
 
     @property
     def kind(self) -> StepKind:
@@ -383,3 +410,6 @@ class ProcessSpec:
 
     def retry_policy_of(self, step: Step) -> RetryPolicy:
         return step.retry or self.default_retry or RetryPolicy()
+
+    def compensation_retry_policy(self, compensation: Compensation) -> RetryPolicy:
+        return compensation.retry or self.default_retry or RetryPolicy()

@@ -38,6 +38,7 @@ from trinity_process_model.model import (
     Budget,
     BudgetAction,
     Channel,
+    Compensation,
     EventTrigger,
     FailureAction,
     GatewayConfig,
@@ -185,6 +186,14 @@ class _Encoder:
         if step.timeout is not None:
             self.duration(message.timeout, f"{path}.timeout", step.timeout)
         self.config(message, path, step.config)
+        if step.compensate is not None:
+            base = f"{path}.compensate"
+            compensation = message.compensate
+            compensation.SetInParent()
+            if step.compensate.retry is not None:
+                self.retry(compensation.retry, f"{base}.retry", step.compensate.retry)
+            # Compensation's oneof has the same field names as Step's for these kinds.
+            self.config(compensation, base, step.compensate.config)  # type: ignore[arg-type]
         return message
 
     def config(self, message: pb.Step, path: str, config: StepConfig) -> None:
@@ -456,6 +465,11 @@ class _Decoder:
             f"{path}.on_failure", message.on_failure, _FAILURE_ACTIONS, FailureAction.FAIL
         )
         config = self.config(path, message)
+        compensate = None
+        if message.HasField("compensate"):
+            compensate = self.compensation(f"{path}.compensate", message.compensate)
+            if compensate is None:
+                return None
         if config is None:
             return None
         return Step(
@@ -468,7 +482,22 @@ class _Decoder:
             timeout=timeout,
             on_failure=on_failure,
             informed=tuple(message.informed),
+            compensate=compensate,
         )
+
+    def compensation(self, path: str, message: pb.Compensation) -> Compensation | None:
+        if message.WhichOneof("kind") is None:
+            self.error(
+                path, "the compensation has no kind: set agent_task, tool_run or notification"
+            )
+            return None
+        retry = self.retry(f"{path}.retry", message.retry) if message.HasField("retry") else None
+        # Compensation's oneof has the same field names as Step's for these kinds.
+        config = self.config(path, message)  # type: ignore[arg-type]
+        if config is None:
+            return None
+        assert isinstance(config, AgentTaskConfig | ToolRunConfig | NotificationConfig)
+        return Compensation(config, retry)
 
     def config(self, path: str, message: pb.Step) -> StepConfig | None:
         kind = message.WhichOneof("kind")

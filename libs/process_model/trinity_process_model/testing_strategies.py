@@ -37,6 +37,7 @@ from trinity_process_model.model import (
     Budget,
     BudgetAction,
     Channel,
+    Compensation,
     EventTrigger,
     FailureAction,
     GatewayConfig,
@@ -367,6 +368,26 @@ def _config(draw: st.DrawFn, kind: str, currency: str) -> StepConfig:
     )
 
 
+def _compensation(draw: st.DrawFn, config: StepConfig, currency: str) -> Compensation | None:
+    """Sometimes a compensation, on the kinds that may declare one."""
+    kind = _KIND_NAMES.get(type(config))
+    if kind is None or not draw(st.booleans()):
+        return None
+    body = _config(
+        draw, draw(st.sampled_from(["agent_task", "tool_run", "notification"])), currency
+    )
+    assert isinstance(body, AgentTaskConfig | ToolRunConfig | NotificationConfig)
+    return Compensation(body, draw(_OPTIONAL_RETRIES))
+
+
+_KIND_NAMES: dict[type, str] = {
+    AgentTaskConfig: "agent_task",
+    ToolRunConfig: "tool_run",
+    NotificationConfig: "notification",
+    SubProcessConfig: "sub_process",
+}
+
+
 def _gateway(
     draw: st.DrawFn, ids: list[str], targets: list[int], ancestors: list[int]
 ) -> GatewayConfig | None:
@@ -433,6 +454,8 @@ def _resolve(value: Any, refs: _Refs) -> Any:
         return replace(value, correlation_key=refs(value.correlation_key))
     if isinstance(value, GatewayConfig):
         return GatewayConfig(value.type, _resolve(value.routes, refs))
+    if isinstance(value, Compensation):
+        return Compensation(_resolve(value.config, refs), value.retry)
     if isinstance(value, Route):
         return Route(value.target, refs(value.condition), value.is_default, value.max_iterations)
     return value
@@ -483,6 +506,7 @@ def process_specs(draw: st.DrawFn, min_steps: int = 1, max_steps: int = 8) -> Pr
                 ),
                 on_failure=draw(st.sampled_from(FailureAction)),
                 informed=tuple(draw(st.lists(_VISIBLE, max_size=2))),
+                compensate=_resolve(_compensation(draw, config, currency), refs),
             )
         )
     outputs = tuple(

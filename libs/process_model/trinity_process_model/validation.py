@@ -12,6 +12,7 @@ the step graph (references, cycles and loops) comes from
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from trinity_process_model.expressions import (
 )
 from trinity_process_model.graph import ProcessGraph
 from trinity_process_model.model import (
+    COMPENSABLE_KINDS,
     MAX_FOR_EACH_ITEMS,
     ActionKind,
     AgentTaskConfig,
@@ -92,6 +94,8 @@ VERSION_PATTERN = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,2}")
 FAILURE_CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]*")
 CONTEXT_NAMES = frozenset({"input", "steps", "execution", "process"})
 """What templates and conditions can read (the execution engine's expression context)."""
+COMPENSATION_NAMES = frozenset({"step"})
+"""What a compensation's templates read besides the context: the compensated step."""
 FOR_EACH_NAMES = frozenset({"item", "item_index"})
 """What a for_each's input templates read besides the context: the item and its index."""
 MAX_UINT32 = 2**32 - 1
@@ -206,6 +210,8 @@ class _Validator:
         self.currency_source = ""
         # Names of the declared inputs; None when the process declares none (unchecked).
         self.declared_inputs: frozenset[str] | None = None
+        # Names templates may read besides the context, while a compensation is checked.
+        self._extra_names: frozenset[str] = frozenset()
 
     def add(self, path: str, description: str) -> None:
         self.out.append(Violation(path, description))
@@ -447,6 +453,51 @@ class _Validator:
                 f"unknown step kind {_describe(config)}: one of agent_task, human_approval, "
                 "gateway, timer, notification, tool_run, wait_for_message, sub_process",
             )
+        if step.compensate is not None:
+            self._compensation(f"{path}.compensate", step)
+
+    def _compensation(self, path: str, step: Step) -> None:
+        compensation = step.compensate
+        assert compensation is not None
+        compensable = isinstance(
+            step.config, AgentTaskConfig | ToolRunConfig | NotificationConfig | SubProcessConfig
+        )
+        if not compensable:
+            kind = type(step.config).__name__
+            with contextlib.suppress(KeyError):
+                kind = str(step.kind)
+            self.add(
+                path,
+                f"a {kind} step changes nothing a compensation could undo; only "
+                f"{', '.join(sorted(COMPENSABLE_KINDS))} steps can declare one",
+            )
+            return
+        if compensation.retry is not None:
+            self._retry(f"{path}.retry", compensation.retry)
+        config = compensation.config
+        if isinstance(config, AgentTaskConfig | ToolRunConfig) and config.for_each:
+            kind = "agent_task" if isinstance(config, AgentTaskConfig) else "tool_run"
+            self.add(
+                f"{path}.{kind}.for_each",
+                "a compensation undoes one completion: it runs once, without for_each",
+            )
+            return
+        self._extra_names = COMPENSATION_NAMES
+        try:
+            if isinstance(config, AgentTaskConfig):
+                self._agent_task(f"{path}.agent_task", config)
+            elif isinstance(config, ToolRunConfig):
+                self._tool_run(f"{path}.tool_run", config)
+            elif isinstance(config, NotificationConfig):
+                self._delivery(f"{path}.notification", config)
+            else:
+                self.add(
+                    path,
+                    f"a compensation is an agent_task, a tool_run or a notification, "
+                    f"not {_describe(config)}",
+                )
+        finally:
+            self._extra_names = frozenset()
 
     def _agent_task(self, path: str, config: AgentTaskConfig) -> None:
         if not config.agent.strip():
@@ -776,6 +827,7 @@ class _Validator:
         except ExpressionError as exc:
             self.add(path, str(exc))
             return
+        extra_names = extra_names | self._extra_names
         for name in sorted(compiled.names - CONTEXT_NAMES - extra_names):
             self.add(
                 path,

@@ -64,6 +64,7 @@ from trinity_process_model.model import (
     Budget,
     BudgetAction,
     Channel,
+    Compensation,
     FailureAction,
     GatewayConfig,
     GatewayType,
@@ -154,6 +155,11 @@ def definitions(draw: st.DrawFn) -> ProcessSpec:
             kw["timeout"] = timedelta(minutes=5)
         if draw(st.integers(0, 6)) == 0:
             kw["informed"] = ("ops@example.com",)
+        if kinds[i] in ("agent", "notification", "child", "map") and draw(st.booleans()):
+            retry = RetryPolicy(max_attempts=2) if draw(st.booleans()) else None
+            kw["compensate"] = Compensation(
+                AgentTaskConfig("undoer", "undo {{ step.output }} of {{ step.iteration }}"), retry
+            )
         steps.append(Step(f"s{i}", _config(kinds[i], routes_of.get(i), draw), **kw))
     budget = None
     if draw(st.integers(0, 3)) == 0:
@@ -218,6 +224,7 @@ class World:
     children: dict[str, str] = field(default_factory=dict)
     """Child executions started (request key → child id); never two for one key."""
     told_parent: list[NotifyParent] = field(default_factory=list)
+    facts: list[Any] = field(default_factory=list)
 
     def send(self, event: Event) -> None:
         before = None if self.state is None else self.state.to_dict()
@@ -263,6 +270,7 @@ class World:
         if isinstance(event, MessageReceived):
             # The delivery took the subscription (the store deletes it with the decision).
             self.subscriptions.discard(f"ex/{event.step_id}/{event.iteration}/{event.attempt}")
+        self.facts.extend(decision.facts)
         for fact in decision.facts:
             if isinstance(fact, StepStarted):
                 self.starts.append((fact.step_id, fact.iteration, fact.attempt))
@@ -352,6 +360,7 @@ def check_parent_told(world: World, parent: ParentLink | None) -> None:
         return
     ends = [f for _, f in world.outputs if "ProcessCompleted(" in f or "ProcessFailed(" in f]
     ends += [f for _, f in world.outputs if "ProcessCancelled(" in f]
+    ends += [f for _, f in world.outputs if "CompensationFailed(" in f]
     assert len(world.told_parent) == len(ends)
     if state.status.is_ended:
         last = world.told_parent[-1]
@@ -442,7 +451,9 @@ def run_world(
     data: st.DataObject,
     parent: ParentLink | None = None,
     migrate_to: CompiledProcess | None = None,
+    cancel_odds: int = 10,
 ) -> World:
+    """Drive an execution to its end; one in `cancel_odds` cancel interventions applies."""
     world = World(process)
     world.send(
         StartExecution(now=T0, execution_id="ex", input=flags, triggered_by="prop", parent=parent)
@@ -453,7 +464,7 @@ def run_world(
         state = world.state
         assert state is not None
         status = str(state.status)
-        if status in ("completed", "cancelled"):
+        if status in ("completed", "cancelled", "compensation_failed"):
             return world
         if status == "failed":
             if redrives < 2 and data.draw(st.booleans()):
@@ -464,6 +475,7 @@ def run_world(
             return world
         if (
             migrate_to is not None
+            and status in ("running", "paused")
             and world.process is not migrate_to
             and data.draw(st.integers(0, 9)) == 0
         ):
@@ -482,8 +494,12 @@ def run_world(
             world.send(PauseExecution(now=world.clock, by="prop"))
         elif status == "paused" and (choice <= 2 or choice == 19 or not world.outstanding):
             world.send(ResumeExecution(now=world.clock, by="prop"))
-        elif choice == 3 and data.draw(st.integers(0, 9)) == 0:
-            world.send(CancelExecution(now=world.clock, by="prop", reason="random"))
+        elif choice == 3 and data.draw(st.integers(0, cancel_odds - 1)) == 0:
+            world.send(
+                CancelExecution(
+                    now=world.clock, by="prop", reason="random", compensate=data.draw(st.booleans())
+                )
+            )
         elif choice == 4 and world.events:
             world.duplicate_last()
         elif choice == 5 and world.outstanding:

@@ -177,6 +177,7 @@ class ExecutionServicer(ExecutionServiceServicer):
             request.execution_id,
             acting_principal(request.cancelled_by, "cancelled_by"),
             request.reason,
+            compensate=request.compensate,
         )
         return pb.CancelExecutionResponse(
             execution=await self._commands.cancel(control, request_fingerprint(request))

@@ -64,6 +64,8 @@ class Control:
     by: str = ""
     reason: str = ""
     step_id: str = ""
+    compensate: bool = False
+    """Cancel only: undo the completed steps first (their compensations)."""
 
 
 def child_input(declared: dict[str, str], values: dict[str, str]) -> dict[str, Any]:
@@ -229,10 +231,19 @@ class ExecutionCommands(Generic[V]):
 
     async def cancel(self, command: Control, fingerprint: str) -> V:
         def precondition(state: d.ExecutionState) -> None:
-            if state.status in (d.ExecutionStatus.COMPLETED, d.ExecutionStatus.CANCELLED):
+            if state.status in (
+                d.ExecutionStatus.COMPLETED,
+                d.ExecutionStatus.CANCELLED,
+                d.ExecutionStatus.COMPENSATION_FAILED,
+            ):
                 raise FailedPrecondition(
                     f"execution {state.execution_id} is {state.status}",
                     reason="EXECUTION_FINISHED",
+                )
+            if state.status is d.ExecutionStatus.COMPENSATING:
+                raise FailedPrecondition(
+                    f"execution {state.execution_id} is compensating; it ends by itself",
+                    reason="EXECUTION_COMPENSATING",
                 )
 
         return await self._control(
@@ -240,7 +251,9 @@ class ExecutionCommands(Generic[V]):
             command,
             fingerprint,
             precondition,
-            lambda now: d.CancelExecution(now=now, by=command.by, reason=command.reason),
+            lambda now: d.CancelExecution(
+                now=now, by=command.by, reason=command.reason, compensate=command.compensate
+            ),
         )
 
     async def pause(self, command: Control, fingerprint: str) -> V:
@@ -281,6 +294,11 @@ class ExecutionCommands(Generic[V]):
                 raise FailedPrecondition(
                     f"execution {state.execution_id} is {state.status}, not failed",
                     reason="EXECUTION_NOT_FAILED",
+                )
+            if state.compensation is not None:
+                raise FailedPrecondition(
+                    f"execution {state.execution_id} was compensated: what it did is undone",
+                    reason="EXECUTION_COMPENSATED",
                 )
             if command.step_id:
                 step = state.steps.get(command.step_id)

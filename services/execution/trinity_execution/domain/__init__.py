@@ -43,6 +43,10 @@ Semantics in brief (each module says more):
 * Idempotency: commands carry keys ``<execution>/<step>/<iteration>/<attempt>``;
   an event that does not match the outstanding attempt is ignored, so duplicates
   and late answers change nothing.
+* Compensation (compensation.py): when the execution fails, or is cancelled with
+  ``compensate``, the compensations of completed steps run one at a time, latest
+  completion first (status COMPENSATING); then it ends FAILED / CANCELLED, or
+  COMPENSATION_FAILED naming the step whose compensation failed for good.
 * Cost: each decision touches the steps it changes and their direct dependents
   (indexed graph, sparse state); the state is copied on write, never mutated.
 """
@@ -76,6 +80,13 @@ from trinity_execution.domain.commands import (
     request_key,
     timer_id,
 )
+from trinity_execution.domain.compensation import COMPENSATION_MARK, compensated_step
+from trinity_execution.domain.compensation_state import (
+    CompensationReason,
+    CompensationState,
+    StepCompensation,
+    StepCompensationStatus,
+)
 from trinity_execution.domain.engine import Decision, ExecutionNotStarted, decide
 from trinity_execution.domain.errors import (
     ExecutionDomainError,
@@ -102,6 +113,9 @@ from trinity_execution.domain.events import (
 from trinity_execution.domain.facts import (
     BudgetExceeded,
     BudgetWarning,
+    CompensationCompleted,
+    CompensationFailed,
+    CompensationStarted,
     ExecutionMigrated,
     ExecutionRef,
     Fact,
@@ -113,6 +127,7 @@ from trinity_execution.domain.facts import (
     ProcessResumed,
     ProcessStarted,
     RouteEvaluation,
+    StepCompensated,
     StepCompleted,
     StepFailed,
     StepSkipped,
@@ -135,6 +150,7 @@ from trinity_execution.domain.state import (
 )
 
 __all__ = [
+    "COMPENSATION_MARK",
     "AgentTaskWork",
     "ApprovalArtifact",
     "ApprovalDecided",
@@ -149,6 +165,11 @@ __all__ = [
     "CloseMessageSubscription",
     "Command",
     "CommandRejected",
+    "CompensationCompleted",
+    "CompensationFailed",
+    "CompensationReason",
+    "CompensationStarted",
+    "CompensationState",
     "CompiledProcess",
     "Decision",
     "Event",
@@ -184,6 +205,9 @@ __all__ = [
     "StartChildExecution",
     "StartExecution",
     "StartTimer",
+    "StepCompensated",
+    "StepCompensation",
+    "StepCompensationStatus",
     "StepCompleted",
     "StepFailed",
     "StepRef",
@@ -201,6 +225,7 @@ __all__ = [
     "WorkKind",
     "WorkPayload",
     "child_execution_id",
+    "compensated_step",
     "decide",
     "mapping_violations",
     "migration_problems",

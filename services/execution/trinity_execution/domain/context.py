@@ -80,6 +80,35 @@ class StepsView(Mapping[str, Any]):
         return self._parsed[key]
 
 
+def completion_view(
+    process: CompiledProcess, state: ExecutionState, step_id: str, iteration: int
+) -> dict[str, Any]:
+    """``step`` in a compensation's templates: the step as it completed in `iteration`.
+
+    The current iteration reads the live state; an earlier one its history summary
+    (output cut to 2,000 characters); one no longer kept only its id and iteration."""
+    st = state.step(step_id)
+    if st.iteration == iteration:
+        return StepsView(process, state)[step_id]
+    kept = next((h for h in st.history if h.get("iteration") == iteration), None)
+    if kept is None:
+        return {"id": step_id, "iteration": iteration, "status": "completed", "output": None}
+    cost = kept.get("cost")
+    error = kept.get("error")
+    return {
+        "id": step_id,
+        "status": kept.get("status", "completed"),
+        "output": parse_output(kept.get("output")),
+        "text": kept.get("output"),
+        "decision": kept.get("decision"),
+        "comment": kept.get("comment"),
+        "cost": None if cost is None else cost["amount"],
+        "iteration": iteration,
+        "attempt": kept.get("attempt", 0),
+        "error": None if error is None else {"code": error["code"], "message": error["message"]},
+    }
+
+
 def build_context(process: CompiledProcess, state: ExecutionState) -> dict[str, Any]:
     """The expression context of the execution as it is now (views read the live state)."""
     total = state.total_cost

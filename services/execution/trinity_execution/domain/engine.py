@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trinity_execution.domain import errors, fanout
+from trinity_execution.domain import compensation, errors, fanout
 from trinity_execution.domain.commands import Command, parse_request_key, parse_timer_id
+from trinity_execution.domain.compensation_state import CompensationReason
 from trinity_execution.domain.context import parse_output
 from trinity_execution.domain.errors import ExecutionDomainError, Failure
 from trinity_execution.domain.events import (
@@ -129,16 +130,32 @@ def _on_start_again(
     return _ignore(state, "the execution has already started")
 
 
+_UNCANCELLABLE = frozenset(
+    {
+        ExecutionStatus.COMPLETED,
+        ExecutionStatus.CANCELLED,
+        ExecutionStatus.COMPENSATING,
+        ExecutionStatus.COMPENSATION_FAILED,
+    }
+)
+
+
 def _on_cancel(process: CompiledProcess, state: ExecutionState, event: CancelExecution) -> Decision:
-    if state.status in (ExecutionStatus.COMPLETED, ExecutionStatus.CANCELLED):
+    """Cancel: stop what runs; with ``compensate``, undo the completed steps first
+    (compensation.py) and end cancelled once that is done."""
+    if state.status in _UNCANCELLABLE:
         return _ignore(state, f"the execution is {state.status}")
     run = Run(process, state, event.now)
     reason = event.reason or "cancelled"
     run.abandon_all(errors.CANCELLED, reason)
-    run.state.move(ExecutionStatus.CANCELLED)
-    run.state.unsettled.clear()
     run.state.cancelled_by = event.by
     run.state.cancel_reason = event.reason
+    if event.compensate and compensation.begin(
+        run, CompensationReason.CANCELLATION, SKIP_EXECUTION_CANCELLED
+    ):
+        return _decision(run)
+    run.state.move(ExecutionStatus.CANCELLED)
+    run.state.unsettled.clear()
     run.state.ended_at = event.now
     run.skip_unreachable(SKIP_EXECUTION_CANCELLED)
     run.facts.append(
@@ -168,7 +185,9 @@ def _on_resume(process: CompiledProcess, state: ExecutionState, event: ResumeExe
     run.facts.append(ProcessResumed(execution=run.ref, resumed_by=event.by, occur_time=event.now))
     run.start_ready()
     for step_id in list(run.state.active):  # for_each items held while paused
-        if run.state.step(step_id).for_each is not None and run.is_running:
+        st = run.state.step(step_id)
+        # (not one waiting for a retry backoff: its next attempt starts the items anew)
+        if st.for_each is not None and st.request and run.is_running:
             fanout.resume(run, step_id)
     return _done(run)
 
@@ -178,6 +197,8 @@ def _on_retry(process: CompiledProcess, state: ExecutionState, event: RetryFaile
     get a new attempt series; completed steps are kept."""
     if state.status is not ExecutionStatus.FAILED:
         return _ignore(state, f"the execution is {state.status}")
+    if state.compensation is not None:
+        return _ignore(state, "the execution was compensated: what it did is undone")
     if event.step_id is not None and (
         state.step(event.step_id).status is not StepStatus.FAILED
         or state.step(event.step_id).continued
@@ -258,9 +279,21 @@ def _item_answered(
     return index, ""
 
 
+def _on_compensation(
+    process: CompiledProcess,
+    state: ExecutionState,
+    event: WorkCompleted | WorkFailed | TimerFired | CommandRejected,
+) -> Decision:
+    run = Run(process, state, event.now)
+    problem = compensation.answer(process, state, event, run)
+    return _ignore(state, problem) if problem else _decision(run)
+
+
 def _on_work_completed(
     process: CompiledProcess, state: ExecutionState, event: WorkCompleted
 ) -> Decision:
+    if compensation.is_compensation(event, state.execution_id):
+        return _on_compensation(process, state, event)
     index, problem = _item_answered(process, state, event)
     if index is not None:
         run = Run(process, state, event.now)
@@ -297,6 +330,8 @@ def _on_work_completed(
 
 
 def _on_work_failed(process: CompiledProcess, state: ExecutionState, event: WorkFailed) -> Decision:
+    if compensation.is_compensation(event, state.execution_id):
+        return _on_compensation(process, state, event)
     index, problem = _item_answered(process, state, event)
     if index is not None:
         run = Run(process, state, event.now)
@@ -367,6 +402,8 @@ def _on_approval(
 
 
 def _on_timer(process: CompiledProcess, state: ExecutionState, event: TimerFired) -> Decision:
+    if compensation.is_compensation(event, state.execution_id):
+        return _on_compensation(process, state, event)
     retried = fanout.split_retry_timer(event.timer_id)
     if retried is not None:
         owner = parse_request_key(state.execution_id, retried[0])
@@ -484,6 +521,8 @@ def _on_rejected(
 ) -> Decision:
     """A permanent refusal of a request fails its attempt, without retries; a refused
     start of one for_each item fails that item (within the tolerated failures)."""
+    if compensation.is_compensation(event, state.execution_id):
+        return _on_compensation(process, state, event)
     item = fanout.split_item_key(event.key)
     request = event.key if item is None else item[0]
     parsed = parse_request_key(state.execution_id, request)

@@ -58,6 +58,8 @@ FOR_EACH_TOO_MANY_ITEMS = "FOR_EACH_TOO_MANY_ITEMS"
 """A for_each's list is longer than its max_items."""
 EXECUTION_DEPTH_EXCEEDED = "EXECUTION_DEPTH_EXCEEDED"
 """A sub_process step would start a child deeper than the depth limit."""
+COMPENSATION_FAILED = "COMPENSATION_FAILED"
+"""A compensation failed for good (what a parent's sub_process step sees)."""
 APPROVAL_REJECTED = "APPROVAL_REJECTED"
 """An approver (or on_timeout: reject) rejected a step without on_reject: continue."""
 

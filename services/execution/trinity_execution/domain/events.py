@@ -86,6 +86,8 @@ class CancelExecution:
     now: datetime
     by: str = ""
     reason: str = ""
+    compensate: bool = False
+    """Undo the completed steps first (their compensations), then end cancelled."""
 
 
 @dataclass(frozen=True, kw_only=True)

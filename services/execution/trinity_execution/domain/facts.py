@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from trinity_execution.domain.compensation_state import CompensationReason
 from trinity_execution.domain.errors import Failure
 from trinity_execution.domain.state import TriggerKind
 from trinity_process_model.model import BudgetAction, GatewayType, Money, StepKind
@@ -169,6 +170,47 @@ class ExecutionMigrated:
     occur_time: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class CompensationStarted:
+    """The execution failed or was cancelled with compensation: ``targets`` (step id,
+    iteration) are undone in this order."""
+
+    execution: ExecutionRef
+    reason: CompensationReason
+    targets: tuple[tuple[str, int], ...]
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepCompensated:
+    execution: ExecutionRef
+    step_id: str
+    iteration: int
+    attempt: int
+    output: str
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompensationFailed:
+    """A compensation failed for good: the execution ends COMPENSATION_FAILED."""
+
+    execution: ExecutionRef
+    step_id: str
+    iteration: int
+    attempt: int
+    error: Failure
+    not_compensated: int
+    occur_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompensationCompleted:
+    execution: ExecutionRef
+    compensated: int
+    occur_time: datetime
+
+
 Fact = (
     ProcessStarted
     | ProcessCompleted
@@ -184,6 +226,10 @@ Fact = (
     | BudgetWarning
     | BudgetExceeded
     | ExecutionMigrated
+    | CompensationStarted
+    | StepCompensated
+    | CompensationFailed
+    | CompensationCompleted
 )
 
 SKIP_CONDITION_NOT_MET = "condition_not_met"

@@ -107,6 +107,8 @@ def migrated_state(
         if g in mapping and t in mapping and (mapping[g], mapping[t]) in target.graph.loop_routes
     }
     moved.finished = sum(1 for st in steps.values() if st.is_finished)
+    # What a later compensation undoes follows the steps (unmapped ones are left behind).
+    moved.completions = [(mapping[s], i) for s, i in state.completions if s in mapping]
     return moved
 
 

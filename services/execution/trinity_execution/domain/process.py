@@ -130,6 +130,8 @@ def _try(compile_: Any, text: str) -> Any:
 
 def _templates_of(spec: ProcessSpec) -> Iterable[str]:
     for step in spec.steps:
+        if step.compensate is not None:
+            yield from _work_templates(step.compensate.config)
         config = step.config
         if isinstance(config, AgentTaskConfig):
             yield config.message
@@ -146,6 +148,15 @@ def _templates_of(spec: ProcessSpec) -> Iterable[str]:
             yield from config.input.values()
     for output in spec.outputs:
         yield from (output.target, output.subject, output.message)
+
+
+def _work_templates(config: Any) -> Iterable[str]:
+    if isinstance(config, AgentTaskConfig):
+        yield config.message
+    elif isinstance(config, NotificationConfig):
+        yield from (config.target, config.subject, config.message)
+    elif isinstance(config, ToolRunConfig):
+        yield from config.arguments.values()
 
 
 def _conditions_of(spec: ProcessSpec) -> Iterable[str]:

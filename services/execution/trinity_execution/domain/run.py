@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from trinity_execution.domain import errors, fanout
+from trinity_execution.domain import compensation, errors, fanout
 from trinity_execution.domain.budget import check_budget
 from trinity_execution.domain.commands import (
     CancelApproval,
@@ -32,6 +32,7 @@ from trinity_execution.domain.commands import (
     request_key,
     timer_id,
 )
+from trinity_execution.domain.compensation_state import CompensationReason
 from trinity_execution.domain.context import build_context
 from trinity_execution.domain.errors import Failure, FieldExpressionError
 from trinity_execution.domain.facts import (
@@ -395,8 +396,12 @@ class Run:
                 last = max(done, key=lambda item: (item[0], item[1]))[2]
                 output, structured = last.output, last.structured
         error = self.state.error
+        comp = self.state.compensation
         if status is ExecutionStatus.CANCELLED:
             code, message = errors.CANCELLED, self.state.cancel_reason or "cancelled"
+        elif status is ExecutionStatus.COMPENSATION_FAILED and comp is not None:
+            code = errors.COMPENSATION_FAILED
+            message = f"the compensation of step {comp.failed_step_id!r} failed"
         else:
             code = error.code if error is not None else ""
             message = error.message if error is not None else ""
@@ -525,6 +530,8 @@ class Run:
         st.comment = comment
         st.routes = routes
         self.state.finished += 1
+        if step.compensate is not None:  # replaced, never changed in place (see state)
+            self.state.completions = [*self.state.completions, (step_id, st.iteration)]
         started = st.started_at or self.now
         self.facts.append(
             StepCompleted(
@@ -729,19 +736,26 @@ class Run:
             self.abandon(step_id, Failure(code, reason), reason)
 
     def fail_execution(self, failure: Failure, step_id: str) -> None:
+        """Fail the execution: compensating first when completed steps declare it."""
         if not self.is_live:
             return
         self.abandon_all(errors.CANCELLED, f"execution failed: {failure.code}")
-        self.state.move(ExecutionStatus.FAILED)
         self.state.error = failure
         self.state.failed_step_id = step_id
+        if compensation.begin(self, CompensationReason.FAILURE, SKIP_EXECUTION_FAILED):
+            return
+        self.state.move(ExecutionStatus.FAILED)
         self.state.ended_at = self.now
         self.skip_unreachable(SKIP_EXECUTION_FAILED)
+        self.report_failed()
+
+    def report_failed(self) -> None:
+        """The execution has failed (compensated or not): say so, tell the parent."""
         self.facts.append(
             ProcessFailed(
                 execution=self.ref,
-                failed_step_id=step_id,
-                error=failure,
+                failed_step_id=self.state.failed_step_id,
+                error=self.state.error or Failure(errors.CANCELLED, "failed"),
                 total_cost=self.state.total_cost,
                 occur_time=self.now,
             )

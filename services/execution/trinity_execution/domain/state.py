@@ -14,6 +14,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from trinity_execution.domain.compensation_state import CompensationState
 from trinity_execution.domain.errors import Failure, InvalidTransition
 from trinity_process_model.model import Money
 
@@ -31,14 +32,19 @@ class ExecutionStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"
+    """Failed or cancelled with compensation: completed steps are being undone."""
+    COMPENSATION_FAILED = "compensation_failed"
 
     @property
     def is_ended(self) -> bool:
-        """Completed, failed or cancelled (only a failed one can be redriven)."""
+        """Completed, failed, cancelled or compensation failed (only a failed one can be
+        redriven)."""
         return self in (
             ExecutionStatus.COMPLETED,
             ExecutionStatus.FAILED,
             ExecutionStatus.CANCELLED,
+            ExecutionStatus.COMPENSATION_FAILED,
         )
 
 
@@ -63,12 +69,15 @@ _S = StepStatus
 
 EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
     _E.PENDING: frozenset({_E.RUNNING, _E.FAILED, _E.CANCELLED}),
-    _E.RUNNING: frozenset({_E.PAUSED, _E.COMPLETED, _E.FAILED, _E.CANCELLED}),
-    _E.PAUSED: frozenset({_E.RUNNING, _E.COMPLETED, _E.FAILED, _E.CANCELLED}),
-    # A failed execution can be redriven (RetryFailedSteps) or cancelled.
-    _E.FAILED: frozenset({_E.RUNNING, _E.CANCELLED}),
+    _E.RUNNING: frozenset({_E.PAUSED, _E.COMPLETED, _E.FAILED, _E.CANCELLED, _E.COMPENSATING}),
+    _E.PAUSED: frozenset({_E.RUNNING, _E.COMPLETED, _E.FAILED, _E.CANCELLED, _E.COMPENSATING}),
+    # A failed execution can be redriven (RetryFailedSteps) or cancelled (compensating
+    # first when it failed before anything compensated it).
+    _E.FAILED: frozenset({_E.RUNNING, _E.CANCELLED, _E.COMPENSATING}),
+    _E.COMPENSATING: frozenset({_E.FAILED, _E.CANCELLED, _E.COMPENSATION_FAILED}),
     _E.COMPLETED: frozenset(),
     _E.CANCELLED: frozenset(),
+    _E.COMPENSATION_FAILED: frozenset(),
 }
 
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
@@ -404,6 +413,12 @@ class ExecutionState:
     pause_reason: str = ""
     parent: ParentLink | None = None
     """For a child execution: the sub_process step attempt that started it."""
+    completions: list[tuple[str, int]] = field(default_factory=list)
+    """(step id, iteration) of each completion of a step that declares ``compensate``,
+    in order: what a compensation undoes, latest first. Never changed in place (a
+    decision replaces the list), so a clone shares it."""
+    compensation: CompensationState | None = None
+    """Once the execution compensates (or did)."""
 
     def step(self, step_id: str) -> StepState:
         """The step's state (a pristine pending one, not stored, when nothing happened yet)."""
@@ -493,6 +508,10 @@ class ExecutionState:
                 data[name] = getattr(self, name)
         if self.parent is not None:
             data["parent"] = self.parent.to_dict()
+        if self.completions:
+            data["completions"] = [[sid, iteration] for sid, iteration in self.completions]
+        if self.compensation is not None:
+            data["compensation"] = self.compensation.to_dict()
         return data
 
     @classmethod
@@ -528,6 +547,12 @@ class ExecutionState:
             paused_by=data.get("paused_by", ""),
             pause_reason=data.get("pause_reason", ""),
             parent=ParentLink.from_dict(data["parent"]) if data.get("parent") else None,
+            completions=[(str(s), int(i)) for s, i in data.get("completions", ())],
+            compensation=(
+                CompensationState.from_dict(data["compensation"])
+                if data.get("compensation")
+                else None
+            ),
         )
 
 

@@ -16,7 +16,7 @@ from trinity_platform.db import read_only
 from trinity_platform.metrics import Sample
 from trinity_process_model.model import Step
 
-_ACTIVE = ("pending", "running", "paused")
+_ACTIVE = ("pending", "running", "paused", "compensating")
 _dispatch_kinds = {"request_work", "request_approval", "cancel_work", "cancel_approval"}
 
 
@@ -40,6 +40,8 @@ def observe_facts(facts: Iterable[f.Fact], steps: Mapping[str, Step]) -> None:
                 metrics.EXECUTIONS_FINISHED.labels("failed").inc()
             case f.ProcessCancelled():
                 metrics.EXECUTIONS_FINISHED.labels("cancelled").inc()
+            case f.CompensationFailed():
+                metrics.EXECUTIONS_FINISHED.labels("compensation_failed").inc()
             case f.BudgetWarning():
                 metrics.BUDGET_WARNINGS.inc()
             case f.BudgetExceeded():

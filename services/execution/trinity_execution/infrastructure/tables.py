@@ -33,7 +33,7 @@ executions = Table(
     Column("process_id", String(64), nullable=False),
     Column("process_name", String(255), nullable=False),
     Column("process_version", String(32), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
     Column("trigger_kind", String(16), nullable=False),
     Column("triggered_by", String(255), nullable=False, server_default=""),
     Column("state", Text, nullable=False),

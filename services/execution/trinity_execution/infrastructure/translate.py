@@ -22,6 +22,10 @@ from trinity.process.execution.v1 import facts_pb2 as pb
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_execution import domain as d
+from trinity_execution.infrastructure.compensation_translate import (
+    compensation_fact,
+    compensation_view,
+)
 from trinity_platform import json_values
 from trinity_platform.enum_maps import enum_map
 from trinity_process_model.model import Money, StepKind, WaitForMessageConfig
@@ -207,6 +211,9 @@ def fact_to_proto(fact: d.Fact) -> Message:
                 budget=_money(fact.budget),
                 action=BUDGET_ACTIONS[fact.action],
             )
+    compensation = compensation_fact(fact, common)
+    if compensation is not None:
+        return compensation
     raise TypeError(f"not a fact: {fact!r}")
 
 
@@ -463,6 +470,8 @@ def execution_view(
         view.parent_execution_id = state.parent.execution_id
         view.parent_step_id = state.parent.step_id
         view.depth = state.parent.depth
+    if state.compensation is not None:
+        view.compensation.CopyFrom(compensation_view(state.compensation))
     if with_steps:
         view.steps.extend(step_view(process, s.id, state.step(s.id)) for s in spec.steps)
     return view

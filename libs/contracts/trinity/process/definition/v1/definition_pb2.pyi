@@ -413,6 +413,7 @@ class Step(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     ON_FAILURE_FIELD_NUMBER: _builtins.int
     INFORMED_FIELD_NUMBER: _builtins.int
+    COMPENSATE_FIELD_NUMBER: _builtins.int
     AGENT_TASK_FIELD_NUMBER: _builtins.int
     HUMAN_APPROVAL_FIELD_NUMBER: _builtins.int
     GATEWAY_FIELD_NUMBER: _builtins.int
@@ -446,6 +447,12 @@ class Step(_message.Message):
         """Agents or people informed (by a notification) when this step completes."""
 
     @_builtins.property
+    def compensate(self) -> Global___Compensation:
+        """What undoes this step once it completed, when the execution later fails or is
+        cancelled with compensate (agent_task, tool_run, notification and sub_process steps).
+        """
+
+    @_builtins.property
     def agent_task(self) -> Global___AgentTask: ...
     @_builtins.property
     def human_approval(self) -> Global___HumanApproval: ...
@@ -472,6 +479,7 @@ class Step(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         on_failure: Global___FailureAction.ValueType = ...,
         informed: _abc.Iterable[_builtins.str] | None = ...,
+        compensate: Global___Compensation | None = ...,
         agent_task: Global___AgentTask | None = ...,
         human_approval: Global___HumanApproval | None = ...,
         gateway: Global___Gateway | None = ...,
@@ -481,15 +489,55 @@ class Step(_message.Message):
         wait_for_message: Global___WaitForMessage | None = ...,
         sub_process: Global___SubProcess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "gateway", b"gateway", "human_approval", b"human_approval", "kind", b"kind", "notification", b"notification", "retry", b"retry", "sub_process", b"sub_process", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "compensate", b"compensate", "gateway", b"gateway", "human_approval", b"human_approval", "kind", b"kind", "notification", b"notification", "retry", b"retry", "sub_process", b"sub_process", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "condition", b"condition", "depends_on", b"depends_on", "gateway", b"gateway", "human_approval", b"human_approval", "id", b"id", "informed", b"informed", "kind", b"kind", "name", b"name", "notification", b"notification", "on_failure", b"on_failure", "retry", b"retry", "sub_process", b"sub_process", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "compensate", b"compensate", "condition", b"condition", "depends_on", b"depends_on", "gateway", b"gateway", "human_approval", b"human_approval", "id", b"id", "informed", b"informed", "kind", b"kind", "name", b"name", "notification", b"notification", "on_failure", b"on_failure", "retry", b"retry", "sub_process", b"sub_process", "timeout", b"timeout", "timer", b"timer", "tool_run", b"tool_run", "wait_for_message", b"wait_for_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_task", "human_approval", "gateway", "timer", "notification", "tool_run", "wait_for_message", "sub_process"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Step: _TypeAlias = Step  # noqa: Y015
+
+@_typing.final
+class Compensation(_message.Message):
+    """Compensation is the action that undoes a completed step. Its templates read the
+    context and `step`: the compensated step as it completed (that iteration).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRY_FIELD_NUMBER: _builtins.int
+    AGENT_TASK_FIELD_NUMBER: _builtins.int
+    TOOL_RUN_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def retry(self) -> Global___RetryPolicy:
+        """Overrides the process's default retry policy for the compensation's attempts."""
+
+    @_builtins.property
+    def agent_task(self) -> Global___AgentTask: ...
+    @_builtins.property
+    def tool_run(self) -> Global___ToolRun: ...
+    @_builtins.property
+    def notification(self) -> Global___Notification: ...
+    def __init__(
+        self,
+        *,
+        retry: Global___RetryPolicy | None = ...,
+        agent_task: Global___AgentTask | None = ...,
+        tool_run: Global___ToolRun | None = ...,
+        notification: Global___Notification | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "kind", b"kind", "notification", b"notification", "retry", b"retry", "tool_run", b"tool_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "kind", b"kind", "notification", b"notification", "retry", b"retry", "tool_run", b"tool_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_task", "tool_run", "notification"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___Compensation: _TypeAlias = Compensation  # noqa: Y015
 
 @_typing.final
 class SubProcess(_message.Message):

@@ -37,6 +37,14 @@ class _ExecutionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Execu
     EXECUTION_STATUS_COMPLETED: _ExecutionStatus.ValueType  # 4
     EXECUTION_STATUS_FAILED: _ExecutionStatus.ValueType  # 5
     EXECUTION_STATUS_CANCELLED: _ExecutionStatus.ValueType  # 6
+    EXECUTION_STATUS_COMPENSATING: _ExecutionStatus.ValueType  # 7
+    """Failed or cancelled with compensate: the compensations of completed steps run, one at
+    a time, in reverse order of completion. Ends FAILED or CANCELLED when all succeeded.
+    """
+    EXECUTION_STATUS_COMPENSATION_FAILED: _ExecutionStatus.ValueType  # 8
+    """A compensation failed for good (compensation.failed_step_id names its step); the
+    ones after it did not run. Final.
+    """
 
 class ExecutionStatus(_ExecutionStatus, metaclass=_ExecutionStatusEnumTypeWrapper):
     """ExecutionStatus is the lifecycle of an execution."""
@@ -49,7 +57,63 @@ EXECUTION_STATUS_PAUSED: ExecutionStatus.ValueType  # 3
 EXECUTION_STATUS_COMPLETED: ExecutionStatus.ValueType  # 4
 EXECUTION_STATUS_FAILED: ExecutionStatus.ValueType  # 5
 EXECUTION_STATUS_CANCELLED: ExecutionStatus.ValueType  # 6
+EXECUTION_STATUS_COMPENSATING: ExecutionStatus.ValueType  # 7
+"""Failed or cancelled with compensate: the compensations of completed steps run, one at
+a time, in reverse order of completion. Ends FAILED or CANCELLED when all succeeded.
+"""
+EXECUTION_STATUS_COMPENSATION_FAILED: ExecutionStatus.ValueType  # 8
+"""A compensation failed for good (compensation.failed_step_id names its step); the
+ones after it did not run. Final.
+"""
 Global___ExecutionStatus: _TypeAlias = ExecutionStatus  # noqa: Y015
+
+class _CompensationReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CompensationReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CompensationReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPENSATION_REASON_UNSPECIFIED: _CompensationReason.ValueType  # 0
+    COMPENSATION_REASON_FAILURE: _CompensationReason.ValueType  # 1
+    """A step failed for good and the execution failed."""
+    COMPENSATION_REASON_CANCELLATION: _CompensationReason.ValueType  # 2
+    """CancelExecution with compensate."""
+
+class CompensationReason(_CompensationReason, metaclass=_CompensationReasonEnumTypeWrapper):
+    """CompensationReason is why an execution compensates."""
+
+COMPENSATION_REASON_UNSPECIFIED: CompensationReason.ValueType  # 0
+COMPENSATION_REASON_FAILURE: CompensationReason.ValueType  # 1
+"""A step failed for good and the execution failed."""
+COMPENSATION_REASON_CANCELLATION: CompensationReason.ValueType  # 2
+"""CancelExecution with compensate."""
+Global___CompensationReason: _TypeAlias = CompensationReason  # noqa: Y015
+
+class _StepCompensationStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepCompensationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepCompensationStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_COMPENSATION_STATUS_UNSPECIFIED: _StepCompensationStatus.ValueType  # 0
+    STEP_COMPENSATION_STATUS_PENDING: _StepCompensationStatus.ValueType  # 1
+    STEP_COMPENSATION_STATUS_RUNNING: _StepCompensationStatus.ValueType  # 2
+    STEP_COMPENSATION_STATUS_WAITING: _StepCompensationStatus.ValueType  # 3
+    """Waiting for a retry backoff."""
+    STEP_COMPENSATION_STATUS_COMPENSATED: _StepCompensationStatus.ValueType  # 4
+    STEP_COMPENSATION_STATUS_FAILED: _StepCompensationStatus.ValueType  # 5
+
+class StepCompensationStatus(_StepCompensationStatus, metaclass=_StepCompensationStatusEnumTypeWrapper):
+    """StepCompensationStatus is how far the compensation of one step completion is."""
+
+STEP_COMPENSATION_STATUS_UNSPECIFIED: StepCompensationStatus.ValueType  # 0
+STEP_COMPENSATION_STATUS_PENDING: StepCompensationStatus.ValueType  # 1
+STEP_COMPENSATION_STATUS_RUNNING: StepCompensationStatus.ValueType  # 2
+STEP_COMPENSATION_STATUS_WAITING: StepCompensationStatus.ValueType  # 3
+"""Waiting for a retry backoff."""
+STEP_COMPENSATION_STATUS_COMPENSATED: StepCompensationStatus.ValueType  # 4
+STEP_COMPENSATION_STATUS_FAILED: StepCompensationStatus.ValueType  # 5
+Global___StepCompensationStatus: _TypeAlias = StepCompensationStatus  # noqa: Y015
 
 class _StepStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -213,6 +277,7 @@ class Execution(_message.Message):
     PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     PARENT_STEP_ID_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    COMPENSATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     process_id: _builtins.str
     """The definition version's id, name and version."""
@@ -256,6 +321,10 @@ class Execution(_message.Message):
     def error(self) -> _types_pb2.Failure:
         """Why it failed, when it failed."""
 
+    @_builtins.property
+    def compensation(self) -> Global___CompensationProgress:
+        """Once the execution compensates (or did): why, and each completion's compensation."""
+
     def __init__(
         self,
         *,
@@ -281,14 +350,103 @@ class Execution(_message.Message):
         parent_execution_id: _builtins.str = ...,
         parent_step_id: _builtins.str = ...,
         depth: _builtins.int = ...,
+        compensation: Global___CompensationProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "progress", b"progress", "start_time", b"start_time", "total_cost", b"total_cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "compensation", b"compensation", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "input", b"input", "progress", b"progress", "start_time", b"start_time", "total_cost", b"total_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cancel_reason", b"cancel_reason", "cancelled_by", b"cancelled_by", "create_time", b"create_time", "current_step_ids", b"current_step_ids", "depth", b"depth", "end_time", b"end_time", "error", b"error", "id", b"id", "input", b"input", "parent_execution_id", b"parent_execution_id", "parent_step_id", b"parent_step_id", "process_id", b"process_id", "process_name", b"process_name", "process_version", b"process_version", "progress", b"progress", "start_time", b"start_time", "status", b"status", "steps", b"steps", "total_cost", b"total_cost", "trigger_kind", b"trigger_kind", "triggered_by", b"triggered_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "cancel_reason", b"cancel_reason", "cancelled_by", b"cancelled_by", "compensation", b"compensation", "create_time", b"create_time", "current_step_ids", b"current_step_ids", "depth", b"depth", "end_time", b"end_time", "error", b"error", "id", b"id", "input", b"input", "parent_execution_id", b"parent_execution_id", "parent_step_id", b"parent_step_id", "process_id", b"process_id", "process_name", b"process_name", "process_version", b"process_version", "progress", b"progress", "start_time", b"start_time", "status", b"status", "steps", b"steps", "total_cost", b"total_cost", "trigger_kind", b"trigger_kind", "triggered_by", b"triggered_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Execution: _TypeAlias = Execution  # noqa: Y015
+
+@_typing.final
+class CompensationProgress(_message.Message):
+    """CompensationProgress is the compensation of an execution's completed steps."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    FAILED_STEP_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    reason: Global___CompensationReason.ValueType
+    failed_step_id: _builtins.str
+    """The step whose compensation failed for good (status COMPENSATION_FAILED)."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepCompensation]:
+        """One per completion to undo (a loop's iterations apart), in the order they run:
+        the reverse order of completion.
+        """
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        reason: Global___CompensationReason.ValueType = ...,
+        steps: _abc.Iterable[Global___StepCompensation] | None = ...,
+        failed_step_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "failed_step_id", b"failed_step_id", "reason", b"reason", "start_time", b"start_time", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompensationProgress: _TypeAlias = CompensationProgress  # noqa: Y015
+
+@_typing.final
+class StepCompensation(_message.Message):
+    """StepCompensation is the compensation of one completion (step and iteration)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    iteration: _builtins.int
+    status: Global___StepCompensationStatus.ValueType
+    attempt: _builtins.int
+    """Attempts made so far."""
+    output: _builtins.str
+    """The compensation's output, once compensated."""
+    @_builtins.property
+    def error(self) -> _types_pb2.Failure:
+        """The last attempt's failure."""
+
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When a retry is scheduled: when the next attempt starts."""
+
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        iteration: _builtins.int = ...,
+        status: Global___StepCompensationStatus.ValueType = ...,
+        attempt: _builtins.int = ...,
+        error: _types_pb2.Failure | None = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        output: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "next_attempt_time", b"next_attempt_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "iteration", b"iteration", "next_attempt_time", b"next_attempt_time", "output", b"output", "status", b"status", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepCompensation: _TypeAlias = StepCompensation  # noqa: Y015
 
 @_typing.final
 class StepExecution(_message.Message):

@@ -367,11 +367,16 @@ class CancelExecutionRequest(_message.Message):
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CANCELLED_BY_FIELD_NUMBER: _builtins.int
+    COMPENSATE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     execution_id: _builtins.str
     reason: _builtins.str
     cancelled_by: _builtins.str
     """Who cancels (used when the call carries no authenticated identity)."""
+    compensate: _builtins.bool
+    """Undo first: the compensations of the completed steps run (status COMPENSATING) and
+    the execution ends CANCELLED once they all succeeded.
+    """
     def __init__(
         self,
         *,
@@ -379,10 +384,11 @@ class CancelExecutionRequest(_message.Message):
         execution_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         cancelled_by: _builtins.str = ...,
+        compensate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_by", b"cancelled_by", "execution_id", b"execution_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_by", b"cancelled_by", "compensate", b"compensate", "execution_id", b"execution_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -621,3 +621,178 @@ class ExecutionMigrated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecutionMigrated: _TypeAlias = ExecutionMigrated  # noqa: Y015
+
+@_typing.final
+class CompensationStarted(_message.Message):
+    """CompensationStarted: the execution failed, or was cancelled with compensate, and the
+    compensations of its completed steps start (status COMPENSATING).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    reason: _execution_pb2.CompensationReason.ValueType
+    @_builtins.property
+    def execution(self) -> _execution_pb2.ExecutionRef: ...
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompensationTarget]:
+        """The completions to undo, in the order they will be (reverse order of completion)."""
+
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        execution: _execution_pb2.ExecutionRef | None = ...,
+        reason: _execution_pb2.CompensationReason.ValueType = ...,
+        targets: _abc.Iterable[Global___CompensationTarget] | None = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "occur_time", b"occur_time", "reason", b"reason", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompensationStarted: _TypeAlias = CompensationStarted  # noqa: Y015
+
+@_typing.final
+class CompensationTarget(_message.Message):
+    """CompensationTarget is one completion to undo: a step in one iteration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    iteration: _builtins.int
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        iteration: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["iteration", b"iteration", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompensationTarget: _TypeAlias = CompensationTarget  # noqa: Y015
+
+@_typing.final
+class StepCompensated(_message.Message):
+    """StepCompensated: the compensation of one completion succeeded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    iteration: _builtins.int
+    attempt: _builtins.int
+    output: _builtins.str
+    @_builtins.property
+    def execution(self) -> _execution_pb2.ExecutionRef: ...
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        execution: _execution_pb2.ExecutionRef | None = ...,
+        step_id: _builtins.str = ...,
+        iteration: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        output: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution", b"execution", "iteration", b"iteration", "occur_time", b"occur_time", "output", b"output", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepCompensated: _TypeAlias = StepCompensated  # noqa: Y015
+
+@_typing.final
+class CompensationFailed(_message.Message):
+    """CompensationFailed: the compensation of a step failed for good; the execution ends
+    COMPENSATION_FAILED (final: no ProcessFailed or ProcessCancelled follows).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    NOT_COMPENSATED_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    iteration: _builtins.int
+    attempt: _builtins.int
+    not_compensated: _builtins.int
+    """Completions whose compensation did not run because of it."""
+    @_builtins.property
+    def execution(self) -> _execution_pb2.ExecutionRef: ...
+    @_builtins.property
+    def error(self) -> _types_pb2.Failure: ...
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        execution: _execution_pb2.ExecutionRef | None = ...,
+        step_id: _builtins.str = ...,
+        iteration: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        error: _types_pb2.Failure | None = ...,
+        not_compensated: _builtins.int = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution", b"execution", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "execution", b"execution", "iteration", b"iteration", "not_compensated", b"not_compensated", "occur_time", b"occur_time", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompensationFailed: _TypeAlias = CompensationFailed  # noqa: Y015
+
+@_typing.final
+class CompensationCompleted(_message.Message):
+    """CompensationCompleted: every compensation succeeded; ProcessFailed (a failure) or
+    ProcessCancelled (a cancellation) follows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    COMPENSATED_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    compensated: _builtins.int
+    @_builtins.property
+    def execution(self) -> _execution_pb2.ExecutionRef: ...
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        execution: _execution_pb2.ExecutionRef | None = ...,
+        compensated: _builtins.int = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensated", b"compensated", "execution", b"execution", "occur_time", b"occur_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompensationCompleted: _TypeAlias = CompensationCompleted  # noqa: Y015

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/definition/v1/definition.proto.
  */
 export const file_trinity_process_definition_v1_definition: GenFile = /*@__PURE__*/
-  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiAQKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkSPwoGaW5wdXRzGAkgAygLMi8udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSW5wdXREZWNsYXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4BChBJbnB1dERlY2xhcmF0aW9uEgwKBG5hbWUYASABKAkSNgoEdHlwZRgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgDIAEoCBItCg1kZWZhdWx0X3ZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAUgASgJIpIGCgRTdGVwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKZGVwZW5kc19vbhgDIAMoCRIRCgljb25kaXRpb24YBCABKAkSOQoFcmV0cnkYBSABKAsyKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEkAKCm9uX2ZhaWx1cmUYByABKA4yLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5GYWlsdXJlQWN0aW9uEhAKCGluZm9ybWVkGAggAygJEj4KCmFnZW50X3Rhc2sYCiABKAsyKC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5BZ2VudFRhc2tIABJGCg5odW1hbl9hcHByb3ZhbBgLIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkh1bWFuQXBwcm92YWxIABI5CgdnYXRld2F5GAwgASgLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheUgAEjUKBXRpbWVyGA0gASgLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVGltZXJIABJDCgxub3RpZmljYXRpb24YDiABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ob3RpZmljYXRpb25IABI6Cgh0b29sX3J1bhgPIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW5IABJJChB3YWl0X2Zvcl9tZXNzYWdlGBAgASgLMi0udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuV2FpdEZvck1lc3NhZ2VIABJACgtzdWJfcHJvY2VzcxgRIAEoCzIpLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlN1YlByb2Nlc3NIAEIGCgRraW5kIvsBCgpTdWJQcm9jZXNzEg8KB3Byb2Nlc3MYASABKAkSDwoHdmVyc2lvbhgCIAEoCRJDCgVpbnB1dBgDIAMoCzI0LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlN1YlByb2Nlc3MuSW5wdXRFbnRyeRIQCghmb3JfZWFjaBgEIAEoCRIXCg9tYXhfY29uY3VycmVuY3kYBSABKA0SEQoJbWF4X2l0ZW1zGAYgASgNEhoKEnRvbGVyYXRlZF9mYWlsdXJlcxgHIAEoDRosCgpJbnB1dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuQEKCUFnZW50VGFzaxINCgVhZ2VudBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCG1heF9jb3N0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIQCghmb3JfZWFjaBgEIAEoCRIXCg9tYXhfY29uY3VycmVuY3kYBSABKA0SEQoJbWF4X2l0ZW1zGAYgASgNEhoKEnRvbGVyYXRlZF9mYWlsdXJlcxgHIAEoDSKPAgoNSHVtYW5BcHByb3ZhbBIRCglhcHByb3ZlcnMYASADKAkSPAoKb25fdGltZW91dBgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuVGltZW91dEFjdGlvbhIRCglhcnRpZmFjdHMYAyADKAkSDQoFdGl0bGUYBCABKAkSNAoRcmVtaW5kZXJfaW50ZXJ2YWwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNbWF4X3JlbWluZGVycxgGIAEoDRI+Cglvbl9yZWplY3QYByABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZWplY3RBY3Rpb24ieQoHR2F0ZXdheRI4CgR0eXBlGAEgASgOMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheVR5cGUSNAoGcm91dGVzGAIgAygLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUm91dGUiVgoFUm91dGUSDgoGdGFyZ2V0GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhYKDm1heF9pdGVyYXRpb25zGAQgASgNImEKBVRpbWVyEi0KCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uSAASDwoFdW50aWwYAiABKAlIABIQCgh0aW1lem9uZRgDIAEoCUIGCgR3YWl0InUKDE5vdGlmaWNhdGlvbhIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkilgIKB1Rvb2xSdW4SNQoGYWN0aW9uGAEgASgOMiUudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5BY3Rpb25LaW5kEkgKCWFyZ3VtZW50cxgCIAMoCzI1LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW4uQXJndW1lbnRzRW50cnkSEAoIZm9yX2VhY2gYAyABKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAQgASgNEhEKCW1heF9pdGVtcxgFIAEoDRIaChJ0b2xlcmF0ZWRfZmFpbHVyZXMYBiABKA0aMAoOQXJndW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoOV2FpdEZvck1lc3NhZ2USDwoHbWVzc2FnZRgBIAEoCRIXCg9jb3JyZWxhdGlvbl9rZXkYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIRCglrZXlfZmllbGQYBCABKAkSRwoKb25fdGltZW91dBgFIAEoDjIzLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1lc3NhZ2VUaW1lb3V0QWN0aW9uItMBCgdUcmlnZ2VyEj4KBm1hbnVhbBgBIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1hbnVhbFRyaWdnZXJIABJCCghzY2hlZHVsZRgCIAEoCzIuLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlNjaGVkdWxlVHJpZ2dlckgAEjwKBWV2ZW50GAMgASgLMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuRXZlbnRUcmlnZ2VySABCBgoEa2luZCIPCg1NYW51YWxUcmlnZ2VyIlkKD1NjaGVkdWxlVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJEiYKBWlucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIfCgxFdmVudFRyaWdnZXISDwoHc3ViamVjdBgBIAEoCSJvCgZPdXRwdXQSMwoHY2hhbm5lbBgBIAEoDjIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuQ2hhbm5lbBIOCgZ0YXJnZXQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJInsKBkJ1ZGdldBIvCgVsaW1pdBgBIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSQAoLb25fZXhjZWVkZWQYAiABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5CdWRnZXRBY3Rpb24iwAEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoDRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYmFja29mZl9tdWx0aXBsaWVyGAMgASgBEi4KC21heF9iYWNrb2ZmGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE25vbl9yZXRyeWFibGVfY29kZXMYBSADKAkiLwoJVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJKpMBChBEZWZpbml0aW9uU3RhdHVzEiEKHURFRklOSVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVGSU5JVElPTl9TVEFUVVNfRFJBRlQQARIfChtERUZJTklUSU9OX1NUQVRVU19QVUJMSVNIRUQQAhIeChpERUZJTklUSU9OX1NUQVRVU19BUkNISVZFRBADKn4KC0dhdGV3YXlUeXBlEhwKGEdBVEVXQVlfVFlQRV9VTlNQRUNJRklFRBAAEhoKFkdBVEVXQVlfVFlQRV9FWENMVVNJVkUQARIZChVHQVRFV0FZX1RZUEVfUEFSQUxMRUwQAhIaChZHQVRFV0FZX1RZUEVfSU5DTFVTSVZFEAMqZQoNRmFpbHVyZUFjdGlvbhIeChpGQUlMVVJFX0FDVElPTl9VTlNQRUNJRklFRBAAEhcKE0ZBSUxVUkVfQUNUSU9OX0ZBSUwQARIbChdGQUlMVVJFX0FDVElPTl9DT05USU5VRRACKmEKDFJlamVjdEFjdGlvbhIdChlSRUpFQ1RfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSUkVKRUNUX0FDVElPTl9GQUlMEAESGgoWUkVKRUNUX0FDVElPTl9DT05USU5VRRACKl4KDEJ1ZGdldEFjdGlvbhIdChlCVURHRVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSQlVER0VUX0FDVElPTl9GQUlMEAESFwoTQlVER0VUX0FDVElPTl9QQVVTRRACKrIBCglJbnB1dFR5cGUSGgoWSU5QVVRfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUlOUFVUX1RZUEVfU1RSSU5HEAESFgoSSU5QVVRfVFlQRV9JTlRFR0VSEAISFQoRSU5QVVRfVFlQRV9OVU1CRVIQAxIWChJJTlBVVF9UWVBFX0JPT0xFQU4QBBIVChFJTlBVVF9UWVBFX09CSkVDVBAFEhQKEElOUFVUX1RZUEVfQVJSQVkQBiqEAQoUTWVzc2FnZVRpbWVvdXRBY3Rpb24SJgoiTUVTU0FHRV9USU1FT1VUX0FDVElPTl9VTlNQRUNJRklFRBAAEh8KG01FU1NBR0VfVElNRU9VVF9BQ1RJT05fRkFJTBABEiMKH01FU1NBR0VfVElNRU9VVF9BQ1RJT05fQ09OVElOVUUQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
+  fileDesc("Ci50cmluaXR5L3Byb2Nlc3MvZGVmaW5pdGlvbi92MS9kZWZpbml0aW9uLnByb3RvEh10cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MSKlAwoRUHJvY2Vzc0RlZmluaXRpb24SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEj8KBnN0YXR1cxgEIAEoDjIvLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkRlZmluaXRpb25TdGF0dXMSOAoEc3BlYxgFIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlByb2Nlc3NTcGVjEhAKCHJldmlzaW9uGAYgASgDEhIKCmNyZWF0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxwdWJsaXNoX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGFyY2hpdmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiAQKC1Byb2Nlc3NTcGVjEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSMgoFc3RlcHMYAyADKAsyIy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5TdGVwEjgKCHRyaWdnZXJzGAQgAygLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVHJpZ2dlchI2CgdvdXRwdXRzGAUgAygLMiUudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuT3V0cHV0EjUKBmJ1ZGdldBgGIAEoCzIlLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkJ1ZGdldBJBCg1kZWZhdWx0X3JldHJ5GAcgASgLMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUmV0cnlQb2xpY3kSRgoGbGFiZWxzGAggAygLMjYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUHJvY2Vzc1NwZWMuTGFiZWxzRW50cnkSPwoGaW5wdXRzGAkgAygLMi8udHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSW5wdXREZWNsYXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4BChBJbnB1dERlY2xhcmF0aW9uEgwKBG5hbWUYASABKAkSNgoEdHlwZRgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLklucHV0VHlwZRIQCghyZXF1aXJlZBgDIAEoCBItCg1kZWZhdWx0X3ZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhMKC2Rlc2NyaXB0aW9uGAUgASgJItMGCgRTdGVwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKZGVwZW5kc19vbhgDIAMoCRIRCgljb25kaXRpb24YBCABKAkSOQoFcmV0cnkYBSABKAsyKi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEkAKCm9uX2ZhaWx1cmUYByABKA4yLC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5GYWlsdXJlQWN0aW9uEhAKCGluZm9ybWVkGAggAygJEj8KCmNvbXBlbnNhdGUYEiABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Db21wZW5zYXRpb24SPgoKYWdlbnRfdGFzaxgKIAEoCzIoLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkFnZW50VGFza0gAEkYKDmh1bWFuX2FwcHJvdmFsGAsgASgLMiwudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuSHVtYW5BcHByb3ZhbEgAEjkKB2dhdGV3YXkYDCABKAsyJi50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5HYXRld2F5SAASNQoFdGltZXIYDSABKAsyJC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5UaW1lckgAEkMKDG5vdGlmaWNhdGlvbhgOIAEoCzIrLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk5vdGlmaWNhdGlvbkgAEjoKCHRvb2xfcnVuGA8gASgLMiYudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuVG9vbFJ1bkgAEkkKEHdhaXRfZm9yX21lc3NhZ2UYECABKAsyLS50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5XYWl0Rm9yTWVzc2FnZUgAEkAKC3N1Yl9wcm9jZXNzGBEgASgLMikudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuU3ViUHJvY2Vzc0gAQgYKBGtpbmQikgIKDENvbXBlbnNhdGlvbhI5CgVyZXRyeRgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlJldHJ5UG9saWN5Ej4KCmFnZW50X3Rhc2sYAiABKAsyKC50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5BZ2VudFRhc2tIABI6Cgh0b29sX3J1bhgDIAEoCzImLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW5IABJDCgxub3RpZmljYXRpb24YBCABKAsyKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5Ob3RpZmljYXRpb25IAEIGCgRraW5kIvsBCgpTdWJQcm9jZXNzEg8KB3Byb2Nlc3MYASABKAkSDwoHdmVyc2lvbhgCIAEoCRJDCgVpbnB1dBgDIAMoCzI0LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlN1YlByb2Nlc3MuSW5wdXRFbnRyeRIQCghmb3JfZWFjaBgEIAEoCRIXCg9tYXhfY29uY3VycmVuY3kYBSABKA0SEQoJbWF4X2l0ZW1zGAYgASgNEhoKEnRvbGVyYXRlZF9mYWlsdXJlcxgHIAEoDRosCgpJbnB1dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuQEKCUFnZW50VGFzaxINCgVhZ2VudBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCG1heF9jb3N0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIQCghmb3JfZWFjaBgEIAEoCRIXCg9tYXhfY29uY3VycmVuY3kYBSABKA0SEQoJbWF4X2l0ZW1zGAYgASgNEhoKEnRvbGVyYXRlZF9mYWlsdXJlcxgHIAEoDSKPAgoNSHVtYW5BcHByb3ZhbBIRCglhcHByb3ZlcnMYASADKAkSPAoKb25fdGltZW91dBgCIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuVGltZW91dEFjdGlvbhIRCglhcnRpZmFjdHMYAyADKAkSDQoFdGl0bGUYBCABKAkSNAoRcmVtaW5kZXJfaW50ZXJ2YWwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNbWF4X3JlbWluZGVycxgGIAEoDRI+Cglvbl9yZWplY3QYByABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5SZWplY3RBY3Rpb24ieQoHR2F0ZXdheRI4CgR0eXBlGAEgASgOMioudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuR2F0ZXdheVR5cGUSNAoGcm91dGVzGAIgAygLMiQudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuUm91dGUiVgoFUm91dGUSDgoGdGFyZ2V0GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhYKDm1heF9pdGVyYXRpb25zGAQgASgNImEKBVRpbWVyEi0KCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uSAASDwoFdW50aWwYAiABKAlIABIQCgh0aW1lem9uZRgDIAEoCUIGCgR3YWl0InUKDE5vdGlmaWNhdGlvbhIzCgdjaGFubmVsGAEgASgOMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5DaGFubmVsEg4KBnRhcmdldBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg8KB3N1YmplY3QYBCABKAkilgIKB1Rvb2xSdW4SNQoGYWN0aW9uGAEgASgOMiUudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5BY3Rpb25LaW5kEkgKCWFyZ3VtZW50cxgCIAMoCzI1LnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlRvb2xSdW4uQXJndW1lbnRzRW50cnkSEAoIZm9yX2VhY2gYAyABKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAQgASgNEhEKCW1heF9pdGVtcxgFIAEoDRIaChJ0b2xlcmF0ZWRfZmFpbHVyZXMYBiABKA0aMAoOQXJndW1lbnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoOV2FpdEZvck1lc3NhZ2USDwoHbWVzc2FnZRgBIAEoCRIXCg9jb3JyZWxhdGlvbl9rZXkYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIRCglrZXlfZmllbGQYBCABKAkSRwoKb25fdGltZW91dBgFIAEoDjIzLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1lc3NhZ2VUaW1lb3V0QWN0aW9uItMBCgdUcmlnZ2VyEj4KBm1hbnVhbBgBIAEoCzIsLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLk1hbnVhbFRyaWdnZXJIABJCCghzY2hlZHVsZRgCIAEoCzIuLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLlNjaGVkdWxlVHJpZ2dlckgAEjwKBWV2ZW50GAMgASgLMisudHJpbml0eS5wcm9jZXNzLmRlZmluaXRpb24udjEuRXZlbnRUcmlnZ2VySABCBgoEa2luZCIPCg1NYW51YWxUcmlnZ2VyIlkKD1NjaGVkdWxlVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJEiYKBWlucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIfCgxFdmVudFRyaWdnZXISDwoHc3ViamVjdBgBIAEoCSJvCgZPdXRwdXQSMwoHY2hhbm5lbBgBIAEoDjIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuQ2hhbm5lbBIOCgZ0YXJnZXQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJInsKBkJ1ZGdldBIvCgVsaW1pdBgBIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSQAoLb25fZXhjZWVkZWQYAiABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5CdWRnZXRBY3Rpb24iwAEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoDRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYmFja29mZl9tdWx0aXBsaWVyGAMgASgBEi4KC21heF9iYWNrb2ZmGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE25vbl9yZXRyeWFibGVfY29kZXMYBSADKAkiLwoJVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJKpMBChBEZWZpbml0aW9uU3RhdHVzEiEKHURFRklOSVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVGSU5JVElPTl9TVEFUVVNfRFJBRlQQARIfChtERUZJTklUSU9OX1NUQVRVU19QVUJMSVNIRUQQAhIeChpERUZJTklUSU9OX1NUQVRVU19BUkNISVZFRBADKn4KC0dhdGV3YXlUeXBlEhwKGEdBVEVXQVlfVFlQRV9VTlNQRUNJRklFRBAAEhoKFkdBVEVXQVlfVFlQRV9FWENMVVNJVkUQARIZChVHQVRFV0FZX1RZUEVfUEFSQUxMRUwQAhIaChZHQVRFV0FZX1RZUEVfSU5DTFVTSVZFEAMqZQoNRmFpbHVyZUFjdGlvbhIeChpGQUlMVVJFX0FDVElPTl9VTlNQRUNJRklFRBAAEhcKE0ZBSUxVUkVfQUNUSU9OX0ZBSUwQARIbChdGQUlMVVJFX0FDVElPTl9DT05USU5VRRACKmEKDFJlamVjdEFjdGlvbhIdChlSRUpFQ1RfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSUkVKRUNUX0FDVElPTl9GQUlMEAESGgoWUkVKRUNUX0FDVElPTl9DT05USU5VRRACKl4KDEJ1ZGdldEFjdGlvbhIdChlCVURHRVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASFgoSQlVER0VUX0FDVElPTl9GQUlMEAESFwoTQlVER0VUX0FDVElPTl9QQVVTRRACKrIBCglJbnB1dFR5cGUSGgoWSU5QVVRfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUlOUFVUX1RZUEVfU1RSSU5HEAESFgoSSU5QVVRfVFlQRV9JTlRFR0VSEAISFQoRSU5QVVRfVFlQRV9OVU1CRVIQAxIWChJJTlBVVF9UWVBFX0JPT0xFQU4QBBIVChFJTlBVVF9UWVBFX09CSkVDVBAFEhQKEElOUFVUX1RZUEVfQVJSQVkQBiqEAQoUTWVzc2FnZVRpbWVvdXRBY3Rpb24SJgoiTUVTU0FHRV9USU1FT1VUX0FDVElPTl9VTlNQRUNJRklFRBAAEh8KG01FU1NBR0VfVElNRU9VVF9BQ1RJT05fRkFJTBABEiMKH01FU1NBR0VfVElNRU9VVF9BQ1RJT05fQ09OVElOVUUQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_enums, file_trinity_process_common_v1_types]);
 
 /**
  * ProcessDefinition is one version of a process: a draft, or a published
@@ -288,6 +288,14 @@ export type Step = Message<"trinity.process.definition.v1.Step"> & {
   informed: string[];
 
   /**
+   * What undoes this step once it completed, when the execution later fails or is
+   * cancelled with compensate (agent_task, tool_run, notification and sub_process steps).
+   *
+   * @generated from field: trinity.process.definition.v1.Compensation compensate = 18;
+   */
+  compensate?: Compensation | undefined;
+
+  /**
    * What kind of step this is and its configuration.
    *
    * @generated from oneof trinity.process.definition.v1.Step.kind
@@ -349,6 +357,53 @@ export type Step = Message<"trinity.process.definition.v1.Step"> & {
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
   messageDesc(file_trinity_process_definition_v1_definition, 3);
+
+/**
+ * Compensation is the action that undoes a completed step. Its templates read the
+ * context and `step`: the compensated step as it completed (that iteration).
+ *
+ * @generated from message trinity.process.definition.v1.Compensation
+ */
+export type Compensation = Message<"trinity.process.definition.v1.Compensation"> & {
+  /**
+   * Overrides the process's default retry policy for the compensation's attempts.
+   *
+   * @generated from field: trinity.process.definition.v1.RetryPolicy retry = 1;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * The action.
+   *
+   * @generated from oneof trinity.process.definition.v1.Compensation.kind
+   */
+  kind: {
+    /**
+     * @generated from field: trinity.process.definition.v1.AgentTask agent_task = 2;
+     */
+    value: AgentTask;
+    case: "agentTask";
+  } | {
+    /**
+     * @generated from field: trinity.process.definition.v1.ToolRun tool_run = 3;
+     */
+    value: ToolRun;
+    case: "toolRun";
+  } | {
+    /**
+     * @generated from field: trinity.process.definition.v1.Notification notification = 4;
+     */
+    value: Notification;
+    case: "notification";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message trinity.process.definition.v1.Compensation.
+ * Use `create(CompensationSchema)` to create a new message.
+ */
+export const CompensationSchema: GenMessage<Compensation> = /*@__PURE__*/
+  messageDesc(file_trinity_process_definition_v1_definition, 4);
 
 /**
  * SubProcess runs another published process as a child execution and waits for its end.
@@ -417,7 +472,7 @@ export type SubProcess = Message<"trinity.process.definition.v1.SubProcess"> & {
  * Use `create(SubProcessSchema)` to create a new message.
  */
 export const SubProcessSchema: GenMessage<SubProcess> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 4);
+  messageDesc(file_trinity_process_definition_v1_definition, 5);
 
 /**
  * AgentTask asks a named agent to do a task.
@@ -476,7 +531,7 @@ export type AgentTask = Message<"trinity.process.definition.v1.AgentTask"> & {
  * Use `create(AgentTaskSchema)` to create a new message.
  */
 export const AgentTaskSchema: GenMessage<AgentTask> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 5);
+  messageDesc(file_trinity_process_definition_v1_definition, 6);
 
 /**
  * HumanApproval waits for a decision of one of the approvers.
@@ -538,7 +593,7 @@ export type HumanApproval = Message<"trinity.process.definition.v1.HumanApproval
  * Use `create(HumanApprovalSchema)` to create a new message.
  */
 export const HumanApprovalSchema: GenMessage<HumanApproval> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 6);
+  messageDesc(file_trinity_process_definition_v1_definition, 7);
 
 /**
  * Gateway routes the flow to one or more target steps.
@@ -564,7 +619,7 @@ export type Gateway = Message<"trinity.process.definition.v1.Gateway"> & {
  * Use `create(GatewaySchema)` to create a new message.
  */
 export const GatewaySchema: GenMessage<Gateway> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 7);
+  messageDesc(file_trinity_process_definition_v1_definition, 8);
 
 /**
  * Route is one way out of a gateway.
@@ -606,7 +661,7 @@ export type Route = Message<"trinity.process.definition.v1.Route"> & {
  * Use `create(RouteSchema)` to create a new message.
  */
 export const RouteSchema: GenMessage<Route> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 8);
+  messageDesc(file_trinity_process_definition_v1_definition, 9);
 
 /**
  * Timer waits for a duration, or until a wall-clock time in a timezone.
@@ -648,7 +703,7 @@ export type Timer = Message<"trinity.process.definition.v1.Timer"> & {
  * Use `create(TimerSchema)` to create a new message.
  */
 export const TimerSchema: GenMessage<Timer> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 9);
+  messageDesc(file_trinity_process_definition_v1_definition, 10);
 
 /**
  * Notification sends a message on a channel.
@@ -688,7 +743,7 @@ export type Notification = Message<"trinity.process.definition.v1.Notification">
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 10);
+  messageDesc(file_trinity_process_definition_v1_definition, 11);
 
 /**
  * ToolRun runs a tool of an allow-listed action kind on an executor.
@@ -737,7 +792,7 @@ export type ToolRun = Message<"trinity.process.definition.v1.ToolRun"> & {
  * Use `create(ToolRunSchema)` to create a new message.
  */
 export const ToolRunSchema: GenMessage<ToolRun> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 11);
+  messageDesc(file_trinity_process_definition_v1_definition, 12);
 
 /**
  * WaitForMessage waits until a message from outside arrives for this execution: sent
@@ -791,7 +846,7 @@ export type WaitForMessage = Message<"trinity.process.definition.v1.WaitForMessa
  * Use `create(WaitForMessageSchema)` to create a new message.
  */
 export const WaitForMessageSchema: GenMessage<WaitForMessage> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 12);
+  messageDesc(file_trinity_process_definition_v1_definition, 13);
 
 /**
  * Trigger is what starts an execution.
@@ -828,7 +883,7 @@ export type Trigger = Message<"trinity.process.definition.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 13);
+  messageDesc(file_trinity_process_definition_v1_definition, 14);
 
 /**
  * ManualTrigger: started by TriggerProcess.
@@ -843,7 +898,7 @@ export type ManualTrigger = Message<"trinity.process.definition.v1.ManualTrigger
  * Use `create(ManualTriggerSchema)` to create a new message.
  */
 export const ManualTriggerSchema: GenMessage<ManualTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 14);
+  messageDesc(file_trinity_process_definition_v1_definition, 15);
 
 /**
  * ScheduleTrigger: started at each fire time of a cron expression.
@@ -878,7 +933,7 @@ export type ScheduleTrigger = Message<"trinity.process.definition.v1.ScheduleTri
  * Use `create(ScheduleTriggerSchema)` to create a new message.
  */
 export const ScheduleTriggerSchema: GenMessage<ScheduleTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 15);
+  messageDesc(file_trinity_process_definition_v1_definition, 16);
 
 /**
  * EventTrigger: started by a NATS message on a matching subject.
@@ -899,7 +954,7 @@ export type EventTrigger = Message<"trinity.process.definition.v1.EventTrigger">
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 16);
+  messageDesc(file_trinity_process_definition_v1_definition, 17);
 
 /**
  * Output is where an execution's result is delivered when it completes.
@@ -937,7 +992,7 @@ export type Output = Message<"trinity.process.definition.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 17);
+  messageDesc(file_trinity_process_definition_v1_definition, 18);
 
 /**
  * Budget limits the total cost of one execution.
@@ -961,7 +1016,7 @@ export type Budget = Message<"trinity.process.definition.v1.Budget"> & {
  * Use `create(BudgetSchema)` to create a new message.
  */
 export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 18);
+  messageDesc(file_trinity_process_definition_v1_definition, 19);
 
 /**
  * RetryPolicy says how a failed step attempt is retried.
@@ -1010,7 +1065,7 @@ export type RetryPolicy = Message<"trinity.process.definition.v1.RetryPolicy"> &
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 19);
+  messageDesc(file_trinity_process_definition_v1_definition, 20);
 
 /**
  * Violation is one problem found by validation, with the path to the offending element.
@@ -1036,7 +1091,7 @@ export type Violation = Message<"trinity.process.definition.v1.Violation"> & {
  * Use `create(ViolationSchema)` to create a new message.
  */
 export const ViolationSchema: GenMessage<Violation> = /*@__PURE__*/
-  messageDesc(file_trinity_process_definition_v1_definition, 20);
+  messageDesc(file_trinity_process_definition_v1_definition, 21);
 
 /**
  * DefinitionStatus is the lifecycle of one version of a process definition.

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/execution/v1/execution.proto.
  */
 export const file_trinity_process_execution_v1_execution: GenFile = /*@__PURE__*/
-  fileDesc("Cix0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbi5wcm90bxIcdHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MSJnCgxFeGVjdXRpb25SZWYSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCSIrCghQcm9ncmVzcxIQCghmaW5pc2hlZBgBIAEoDRINCgV0b3RhbBgCIAEoDSLDBgoJRXhlY3V0aW9uEgoKAmlkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCRI9CgZzdGF0dXMYBSABKA4yLS50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblN0YXR1cxImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAcgASgJEj8KDHRyaWdnZXJfa2luZBgIIAEoDjIpLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuVHJpZ2dlcktpbmQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cgp0b3RhbF9jb3N0GAwgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIwCgZidWRnZXQYDSABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EjgKCHByb2dyZXNzGA4gASgLMiYudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Qcm9ncmVzcxIYChBjdXJyZW50X3N0ZXBfaWRzGA8gAygJEjoKBXN0ZXBzGBAgAygLMisudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwRXhlY3V0aW9uEjEKBWVycm9yGBEgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhUKDWNhbmNlbF9yZWFzb24YEiABKAkSFAoMY2FuY2VsbGVkX2J5GBMgASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYFCABKAkSFgoOcGFyZW50X3N0ZXBfaWQYFSABKAkSDQoFZGVwdGgYFiABKA0i0QYKDVN0ZXBFeGVjdXRpb24SDwoHc3RlcF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEjQKBGtpbmQYAyABKA4yJi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBLaW5kEjgKBnN0YXR1cxgEIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuU3RlcFN0YXR1cxIPCgdhdHRlbXB0GAUgASgNEhEKCWl0ZXJhdGlvbhgGIAEoDRIuCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGb3V0cHV0GAogASgJEjIKEXN0cnVjdHVyZWRfb3V0cHV0GAsgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgRjb3N0GAwgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIxCgVlcnJvchgNIAEoCzIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuRmFpbHVyZRITCgtza2lwX3JlYXNvbhgOIAEoCRIQCghkZWNpc2lvbhgPIAEoCRI1ChFuZXh0X2F0dGVtcHRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASPwoKaXRlcmF0aW9ucxgRIAMoCzIrLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuU3RlcEl0ZXJhdGlvbhIaChJpdGVyYXRpb25zX29taXR0ZWQYEiABKA0SRQoPYXdhaXRlZF9tZXNzYWdlGBMgASgLMiwudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Bd2FpdGVkTWVzc2FnZRIaChJjaGlsZF9leGVjdXRpb25faWQYFCABKAkSEwoLaXRlbXNfdG90YWwYFSABKA0SEgoKaXRlbXNfZG9uZRgWIAEoDRIUCgxpdGVtc19mYWlsZWQYFyABKA0iPwoOQXdhaXRlZE1lc3NhZ2USFAoMbWVzc2FnZV9uYW1lGAEgASgJEhcKD2NvcnJlbGF0aW9uX2tleRgCIAEoCSKsAwoNU3RlcEl0ZXJhdGlvbhIRCglpdGVyYXRpb24YASABKA0SOAoGc3RhdHVzGAIgASgOMigudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwU3RhdHVzEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBm91dHB1dBgHIAEoCRIYChBvdXRwdXRfdHJ1bmNhdGVkGAggASgIEi4KBGNvc3QYCSABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EhAKCGRlY2lzaW9uGAogASgJEjEKBWVycm9yGAsgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhMKC3NraXBfcmVhc29uGAwgASgJKukBCg9FeGVjdXRpb25TdGF0dXMSIAocRVhFQ1VUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGEVYRUNVVElPTl9TVEFUVVNfUEVORElORxABEhwKGEVYRUNVVElPTl9TVEFUVVNfUlVOTklORxACEhsKF0VYRUNVVElPTl9TVEFUVVNfUEFVU0VEEAMSHgoaRVhFQ1VUSU9OX1NUQVRVU19DT01QTEVURUQQBBIbChdFWEVDVVRJT05fU1RBVFVTX0ZBSUxFRBAFEh4KGkVYRUNVVElPTl9TVEFUVVNfQ0FOQ0VMTEVEEAYq1wEKClN0ZXBTdGF0dXMSGwoXU1RFUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNTVEVQX1NUQVRVU19QRU5ESU5HEAESFQoRU1RFUF9TVEFUVVNfUkVBRFkQAhIXChNTVEVQX1NUQVRVU19SVU5OSU5HEAMSFwoTU1RFUF9TVEFUVVNfV0FJVElORxAEEhkKFVNURVBfU1RBVFVTX0NPTVBMRVRFRBAFEhYKElNURVBfU1RBVFVTX0ZBSUxFRBAGEhcKE1NURVBfU1RBVFVTX1NLSVBQRUQQByr4AQoIU3RlcEtpbmQSGQoVU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUU1RFUF9LSU5EX0FHRU5UX1RBU0sQARIcChhTVEVQX0tJTkRfSFVNQU5fQVBQUk9WQUwQAhIVChFTVEVQX0tJTkRfR0FURVdBWRADEhMKD1NURVBfS0lORF9USU1FUhAEEhoKFlNURVBfS0lORF9OT1RJRklDQVRJT04QBRIWChJTVEVQX0tJTkRfVE9PTF9SVU4QBhIeChpTVEVQX0tJTkRfV0FJVF9GT1JfTUVTU0FHRRAHEhkKFVNURVBfS0lORF9TVUJfUFJPQ0VTUxAIKncKC1RyaWdnZXJLaW5kEhwKGFRSSUdHRVJfS0lORF9VTlNQRUNJRklFRBAAEhcKE1RSSUdHRVJfS0lORF9NQU5VQUwQARIZChVUUklHR0VSX0tJTkRfU0NIRURVTEUQAhIWChJUUklHR0VSX0tJTkRfRVZFTlQQA2IGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_types]);
+  fileDesc("Cix0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2V4ZWN1dGlvbi5wcm90bxIcdHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MSJnCgxFeGVjdXRpb25SZWYSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCSIrCghQcm9ncmVzcxIQCghmaW5pc2hlZBgBIAEoDRINCgV0b3RhbBgCIAEoDSKNBwoJRXhlY3V0aW9uEgoKAmlkGAEgASgJEhIKCnByb2Nlc3NfaWQYAiABKAkSFAoMcHJvY2Vzc19uYW1lGAMgASgJEhcKD3Byb2Nlc3NfdmVyc2lvbhgEIAEoCRI9CgZzdGF0dXMYBSABKA4yLS50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblN0YXR1cxImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFAoMdHJpZ2dlcmVkX2J5GAcgASgJEj8KDHRyaWdnZXJfa2luZBgIIAEoDjIpLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuVHJpZ2dlcktpbmQSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cgp0b3RhbF9jb3N0GAwgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIwCgZidWRnZXQYDSABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EjgKCHByb2dyZXNzGA4gASgLMiYudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Qcm9ncmVzcxIYChBjdXJyZW50X3N0ZXBfaWRzGA8gAygJEjoKBXN0ZXBzGBAgAygLMisudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwRXhlY3V0aW9uEjEKBWVycm9yGBEgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhUKDWNhbmNlbF9yZWFzb24YEiABKAkSFAoMY2FuY2VsbGVkX2J5GBMgASgJEhsKE3BhcmVudF9leGVjdXRpb25faWQYFCABKAkSFgoOcGFyZW50X3N0ZXBfaWQYFSABKAkSDQoFZGVwdGgYFiABKA0SSAoMY29tcGVuc2F0aW9uGBcgASgLMjIudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Db21wZW5zYXRpb25Qcm9ncmVzcyKNAgoUQ29tcGVuc2F0aW9uUHJvZ3Jlc3MSQAoGcmVhc29uGAEgASgOMjAudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Db21wZW5zYXRpb25SZWFzb24SPQoFc3RlcHMYAiADKAsyLi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBDb21wZW5zYXRpb24SFgoOZmFpbGVkX3N0ZXBfaWQYAyABKAkSLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIocCChBTdGVwQ29tcGVuc2F0aW9uEg8KB3N0ZXBfaWQYASABKAkSEQoJaXRlcmF0aW9uGAIgASgNEkQKBnN0YXR1cxgDIAEoDjI0LnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuU3RlcENvbXBlbnNhdGlvblN0YXR1cxIPCgdhdHRlbXB0GAQgASgNEjEKBWVycm9yGAUgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEjUKEW5leHRfYXR0ZW1wdF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZvdXRwdXQYByABKAki0QYKDVN0ZXBFeGVjdXRpb24SDwoHc3RlcF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEjQKBGtpbmQYAyABKA4yJi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBLaW5kEjgKBnN0YXR1cxgEIAEoDjIoLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuU3RlcFN0YXR1cxIPCgdhdHRlbXB0GAUgASgNEhEKCWl0ZXJhdGlvbhgGIAEoDRIuCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGb3V0cHV0GAogASgJEjIKEXN0cnVjdHVyZWRfb3V0cHV0GAsgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgRjb3N0GAwgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIxCgVlcnJvchgNIAEoCzIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuRmFpbHVyZRITCgtza2lwX3JlYXNvbhgOIAEoCRIQCghkZWNpc2lvbhgPIAEoCRI1ChFuZXh0X2F0dGVtcHRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASPwoKaXRlcmF0aW9ucxgRIAMoCzIrLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuU3RlcEl0ZXJhdGlvbhIaChJpdGVyYXRpb25zX29taXR0ZWQYEiABKA0SRQoPYXdhaXRlZF9tZXNzYWdlGBMgASgLMiwudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Bd2FpdGVkTWVzc2FnZRIaChJjaGlsZF9leGVjdXRpb25faWQYFCABKAkSEwoLaXRlbXNfdG90YWwYFSABKA0SEgoKaXRlbXNfZG9uZRgWIAEoDRIUCgxpdGVtc19mYWlsZWQYFyABKA0iPwoOQXdhaXRlZE1lc3NhZ2USFAoMbWVzc2FnZV9uYW1lGAEgASgJEhcKD2NvcnJlbGF0aW9uX2tleRgCIAEoCSKsAwoNU3RlcEl0ZXJhdGlvbhIRCglpdGVyYXRpb24YASABKA0SOAoGc3RhdHVzGAIgASgOMigudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5TdGVwU3RhdHVzEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBm91dHB1dBgHIAEoCRIYChBvdXRwdXRfdHJ1bmNhdGVkGAggASgIEi4KBGNvc3QYCSABKAsyIC50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLk1vbmV5EhAKCGRlY2lzaW9uGAogASgJEjEKBWVycm9yGAsgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhMKC3NraXBfcmVhc29uGAwgASgJKrYCCg9FeGVjdXRpb25TdGF0dXMSIAocRVhFQ1VUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGEVYRUNVVElPTl9TVEFUVVNfUEVORElORxABEhwKGEVYRUNVVElPTl9TVEFUVVNfUlVOTklORxACEhsKF0VYRUNVVElPTl9TVEFUVVNfUEFVU0VEEAMSHgoaRVhFQ1VUSU9OX1NUQVRVU19DT01QTEVURUQQBBIbChdFWEVDVVRJT05fU1RBVFVTX0ZBSUxFRBAFEh4KGkVYRUNVVElPTl9TVEFUVVNfQ0FOQ0VMTEVEEAYSIQodRVhFQ1VUSU9OX1NUQVRVU19DT01QRU5TQVRJTkcQBxIoCiRFWEVDVVRJT05fU1RBVFVTX0NPTVBFTlNBVElPTl9GQUlMRUQQCCqAAQoSQ29tcGVuc2F0aW9uUmVhc29uEiMKH0NPTVBFTlNBVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIfChtDT01QRU5TQVRJT05fUkVBU09OX0ZBSUxVUkUQARIkCiBDT01QRU5TQVRJT05fUkVBU09OX0NBTkNFTExBVElPThACKoMCChZTdGVwQ29tcGVuc2F0aW9uU3RhdHVzEigKJFNURVBfQ09NUEVOU0FUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEiQKIFNURVBfQ09NUEVOU0FUSU9OX1NUQVRVU19QRU5ESU5HEAESJAogU1RFUF9DT01QRU5TQVRJT05fU1RBVFVTX1JVTk5JTkcQAhIkCiBTVEVQX0NPTVBFTlNBVElPTl9TVEFUVVNfV0FJVElORxADEigKJFNURVBfQ09NUEVOU0FUSU9OX1NUQVRVU19DT01QRU5TQVRFRBAEEiMKH1NURVBfQ09NUEVOU0FUSU9OX1NUQVRVU19GQUlMRUQQBSrXAQoKU3RlcFN0YXR1cxIbChdTVEVQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1NURVBfU1RBVFVTX1BFTkRJTkcQARIVChFTVEVQX1NUQVRVU19SRUFEWRACEhcKE1NURVBfU1RBVFVTX1JVTk5JTkcQAxIXChNTVEVQX1NUQVRVU19XQUlUSU5HEAQSGQoVU1RFUF9TVEFUVVNfQ09NUExFVEVEEAUSFgoSU1RFUF9TVEFUVVNfRkFJTEVEEAYSFwoTU1RFUF9TVEFUVVNfU0tJUFBFRBAHKvgBCghTdGVwS2luZBIZChVTVEVQX0tJTkRfVU5TUEVDSUZJRUQQABIYChRTVEVQX0tJTkRfQUdFTlRfVEFTSxABEhwKGFNURVBfS0lORF9IVU1BTl9BUFBST1ZBTBACEhUKEVNURVBfS0lORF9HQVRFV0FZEAMSEwoPU1RFUF9LSU5EX1RJTUVSEAQSGgoWU1RFUF9LSU5EX05PVElGSUNBVElPThAFEhYKElNURVBfS0lORF9UT09MX1JVThAGEh4KGlNURVBfS0lORF9XQUlUX0ZPUl9NRVNTQUdFEAcSGQoVU1RFUF9LSU5EX1NVQl9QUk9DRVNTEAgqdwoLVHJpZ2dlcktpbmQSHAoYVFJJR0dFUl9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTVFJJR0dFUl9LSU5EX01BTlVBTBABEhkKFVRSSUdHRVJfS0lORF9TQ0hFRFVMRRACEhYKElRSSUdHRVJfS0lORF9FVkVOVBADYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_types]);
 
 /**
  * ExecutionRef identifies an execution and the definition version it runs; every fact carries it.
@@ -203,6 +203,13 @@ export type Execution = Message<"trinity.process.execution.v1.Execution"> & {
    * @generated from field: uint32 depth = 22;
    */
   depth: number;
+
+  /**
+   * Once the execution compensates (or did): why, and each completion's compensation.
+   *
+   * @generated from field: trinity.process.execution.v1.CompensationProgress compensation = 23;
+   */
+  compensation?: CompensationProgress | undefined;
 };
 
 /**
@@ -211,6 +218,107 @@ export type Execution = Message<"trinity.process.execution.v1.Execution"> & {
  */
 export const ExecutionSchema: GenMessage<Execution> = /*@__PURE__*/
   messageDesc(file_trinity_process_execution_v1_execution, 2);
+
+/**
+ * CompensationProgress is the compensation of an execution's completed steps.
+ *
+ * @generated from message trinity.process.execution.v1.CompensationProgress
+ */
+export type CompensationProgress = Message<"trinity.process.execution.v1.CompensationProgress"> & {
+  /**
+   * @generated from field: trinity.process.execution.v1.CompensationReason reason = 1;
+   */
+  reason: CompensationReason;
+
+  /**
+   * One per completion to undo (a loop's iterations apart), in the order they run:
+   * the reverse order of completion.
+   *
+   * @generated from field: repeated trinity.process.execution.v1.StepCompensation steps = 2;
+   */
+  steps: StepCompensation[];
+
+  /**
+   * The step whose compensation failed for good (status COMPENSATION_FAILED).
+   *
+   * @generated from field: string failed_step_id = 3;
+   */
+  failedStepId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 4;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.CompensationProgress.
+ * Use `create(CompensationProgressSchema)` to create a new message.
+ */
+export const CompensationProgressSchema: GenMessage<CompensationProgress> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution, 3);
+
+/**
+ * StepCompensation is the compensation of one completion (step and iteration).
+ *
+ * @generated from message trinity.process.execution.v1.StepCompensation
+ */
+export type StepCompensation = Message<"trinity.process.execution.v1.StepCompensation"> & {
+  /**
+   * @generated from field: string step_id = 1;
+   */
+  stepId: string;
+
+  /**
+   * @generated from field: uint32 iteration = 2;
+   */
+  iteration: number;
+
+  /**
+   * @generated from field: trinity.process.execution.v1.StepCompensationStatus status = 3;
+   */
+  status: StepCompensationStatus;
+
+  /**
+   * Attempts made so far.
+   *
+   * @generated from field: uint32 attempt = 4;
+   */
+  attempt: number;
+
+  /**
+   * The last attempt's failure.
+   *
+   * @generated from field: trinity.process.common.v1.Failure error = 5;
+   */
+  error?: Failure | undefined;
+
+  /**
+   * When a retry is scheduled: when the next attempt starts.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 6;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * The compensation's output, once compensated.
+   *
+   * @generated from field: string output = 7;
+   */
+  output: string;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.StepCompensation.
+ * Use `create(StepCompensationSchema)` to create a new message.
+ */
+export const StepCompensationSchema: GenMessage<StepCompensation> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_execution, 4);
 
 /**
  * StepExecution is the state of one step (its latest iteration).
@@ -360,7 +468,7 @@ export type StepExecution = Message<"trinity.process.execution.v1.StepExecution"
  * Use `create(StepExecutionSchema)` to create a new message.
  */
 export const StepExecutionSchema: GenMessage<StepExecution> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution, 3);
+  messageDesc(file_trinity_process_execution_v1_execution, 5);
 
 /**
  * AwaitedMessage is the message a waiting wait_for_message step correlates on.
@@ -386,7 +494,7 @@ export type AwaitedMessage = Message<"trinity.process.execution.v1.AwaitedMessag
  * Use `create(AwaitedMessageSchema)` to create a new message.
  */
 export const AwaitedMessageSchema: GenMessage<AwaitedMessage> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution, 4);
+  messageDesc(file_trinity_process_execution_v1_execution, 6);
 
 /**
  * StepIteration is what one finished iteration of a looping step did.
@@ -462,7 +570,7 @@ export type StepIteration = Message<"trinity.process.execution.v1.StepIteration"
  * Use `create(StepIterationSchema)` to create a new message.
  */
 export const StepIterationSchema: GenMessage<StepIteration> = /*@__PURE__*/
-  messageDesc(file_trinity_process_execution_v1_execution, 5);
+  messageDesc(file_trinity_process_execution_v1_execution, 7);
 
 /**
  * ExecutionStatus is the lifecycle of an execution.
@@ -506,6 +614,22 @@ export enum ExecutionStatus {
    * @generated from enum value: EXECUTION_STATUS_CANCELLED = 6;
    */
   CANCELLED = 6,
+
+  /**
+   * Failed or cancelled with compensate: the compensations of completed steps run, one at
+   * a time, in reverse order of completion. Ends FAILED or CANCELLED when all succeeded.
+   *
+   * @generated from enum value: EXECUTION_STATUS_COMPENSATING = 7;
+   */
+  COMPENSATING = 7,
+
+  /**
+   * A compensation failed for good (compensation.failed_step_id names its step); the
+   * ones after it did not run. Final.
+   *
+   * @generated from enum value: EXECUTION_STATUS_COMPENSATION_FAILED = 8;
+   */
+  COMPENSATION_FAILED = 8,
 }
 
 /**
@@ -513,6 +637,83 @@ export enum ExecutionStatus {
  */
 export const ExecutionStatusSchema: GenEnum<ExecutionStatus> = /*@__PURE__*/
   enumDesc(file_trinity_process_execution_v1_execution, 0);
+
+/**
+ * CompensationReason is why an execution compensates.
+ *
+ * @generated from enum trinity.process.execution.v1.CompensationReason
+ */
+export enum CompensationReason {
+  /**
+   * @generated from enum value: COMPENSATION_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A step failed for good and the execution failed.
+   *
+   * @generated from enum value: COMPENSATION_REASON_FAILURE = 1;
+   */
+  FAILURE = 1,
+
+  /**
+   * CancelExecution with compensate.
+   *
+   * @generated from enum value: COMPENSATION_REASON_CANCELLATION = 2;
+   */
+  CANCELLATION = 2,
+}
+
+/**
+ * Describes the enum trinity.process.execution.v1.CompensationReason.
+ */
+export const CompensationReasonSchema: GenEnum<CompensationReason> = /*@__PURE__*/
+  enumDesc(file_trinity_process_execution_v1_execution, 1);
+
+/**
+ * StepCompensationStatus is how far the compensation of one step completion is.
+ *
+ * @generated from enum trinity.process.execution.v1.StepCompensationStatus
+ */
+export enum StepCompensationStatus {
+  /**
+   * @generated from enum value: STEP_COMPENSATION_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: STEP_COMPENSATION_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * @generated from enum value: STEP_COMPENSATION_STATUS_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * Waiting for a retry backoff.
+   *
+   * @generated from enum value: STEP_COMPENSATION_STATUS_WAITING = 3;
+   */
+  WAITING = 3,
+
+  /**
+   * @generated from enum value: STEP_COMPENSATION_STATUS_COMPENSATED = 4;
+   */
+  COMPENSATED = 4,
+
+  /**
+   * @generated from enum value: STEP_COMPENSATION_STATUS_FAILED = 5;
+   */
+  FAILED = 5,
+}
+
+/**
+ * Describes the enum trinity.process.execution.v1.StepCompensationStatus.
+ */
+export const StepCompensationStatusSchema: GenEnum<StepCompensationStatus> = /*@__PURE__*/
+  enumDesc(file_trinity_process_execution_v1_execution, 2);
 
 /**
  * StepStatus is the lifecycle of one step in one iteration.
@@ -567,7 +768,7 @@ export enum StepStatus {
  * Describes the enum trinity.process.execution.v1.StepStatus.
  */
 export const StepStatusSchema: GenEnum<StepStatus> = /*@__PURE__*/
-  enumDesc(file_trinity_process_execution_v1_execution, 1);
+  enumDesc(file_trinity_process_execution_v1_execution, 3);
 
 /**
  * StepKind is the kind of a step, as in the definition.
@@ -625,7 +826,7 @@ export enum StepKind {
  * Describes the enum trinity.process.execution.v1.StepKind.
  */
 export const StepKindSchema: GenEnum<StepKind> = /*@__PURE__*/
-  enumDesc(file_trinity_process_execution_v1_execution, 2);
+  enumDesc(file_trinity_process_execution_v1_execution, 4);
 
 /**
  * TriggerKind is what started an execution.
@@ -658,5 +859,5 @@ export enum TriggerKind {
  * Describes the enum trinity.process.execution.v1.TriggerKind.
  */
 export const TriggerKindSchema: GenEnum<TriggerKind> = /*@__PURE__*/
-  enumDesc(file_trinity_process_execution_v1_execution, 3);
+  enumDesc(file_trinity_process_execution_v1_execution, 5);
 

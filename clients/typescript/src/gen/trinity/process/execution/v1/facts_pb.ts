@@ -10,7 +10,7 @@ import type { Failure, Money } from "../../common/v1/types_pb.js";
 import { file_trinity_process_common_v1_types } from "../../common/v1/types_pb.js";
 import type { BudgetAction, GatewayType } from "../../definition/v1/definition_pb.js";
 import { file_trinity_process_definition_v1_definition } from "../../definition/v1/definition_pb.js";
-import type { ExecutionRef, StepKind, TriggerKind } from "./execution_pb.js";
+import type { CompensationReason, ExecutionRef, StepKind, TriggerKind } from "./execution_pb.js";
 import { file_trinity_process_execution_v1_execution } from "./execution_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/execution/v1/facts.proto.
  */
 export const file_trinity_process_execution_v1_facts: GenFile = /*@__PURE__*/
-  fileDesc("Cih0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2ZhY3RzLnByb3RvEhx0cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxIrMCCg5Qcm9jZXNzU3RhcnRlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIUCgx0cmlnZ2VyZWRfYnkYAiABKAkSPwoMdHJpZ2dlcl9raW5kGAMgASgOMikudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5UcmlnZ2VyS2luZBImCgVpbnB1dBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcGFyZW50X2V4ZWN1dGlvbl9pZBgGIAEoCRIWCg5wYXJlbnRfc3RlcF9pZBgHIAEoCSLqAQoQUHJvY2Vzc0NvbXBsZXRlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhI0Cgp0b3RhbF9jb3N0GAIgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIxCg50b3RhbF9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgpvY2N1cl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL/AQoNUHJvY2Vzc0ZhaWxlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIWCg5mYWlsZWRfc3RlcF9pZBgCIAEoCRIxCgVlcnJvchgDIAEoCzIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuRmFpbHVyZRI0Cgp0b3RhbF9jb3N0GAQgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIuCgpvY2N1cl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKnAQoQUHJvY2Vzc0NhbmNlbGxlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIUCgxjYW5jZWxsZWRfYnkYAiABKAkSDgoGcmVhc29uGAMgASgJEi4KCm9jY3VyX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqEBCg1Qcm9jZXNzUGF1c2VkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEhEKCXBhdXNlZF9ieRgCIAEoCRIOCgZyZWFzb24YAyABKAkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikwEKDlByb2Nlc3NSZXN1bWVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEhIKCnJlc3VtZWRfYnkYAiABKAkSLgoKb2NjdXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+gEKC1N0ZXBTdGFydGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEg8KB3N0ZXBfaWQYAiABKAkSEQoJc3RlcF9uYW1lGAMgASgJEjQKBGtpbmQYBCABKA4yJi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBLaW5kEhEKCWl0ZXJhdGlvbhgFIAEoDRIPCgdhdHRlbXB0GAYgASgNEi4KCm9jY3VyX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuYCCg1TdGVwQ29tcGxldGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEg8KB3N0ZXBfaWQYAiABKAkSEQoJaXRlcmF0aW9uGAMgASgNEg8KB2F0dGVtcHQYBCABKA0SDgoGb3V0cHV0GAUgASgJEjIKEXN0cnVjdHVyZWRfb3V0cHV0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgRjb3N0GAcgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIrCghkdXJhdGlvbhgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghkZWNpc2lvbhgJIAEoCRIuCgpvY2N1cl90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKuAgoKU3RlcEZhaWxlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIPCgdzdGVwX2lkGAIgASgJEhEKCWl0ZXJhdGlvbhgDIAEoDRIPCgdhdHRlbXB0GAQgASgNEjEKBWVycm9yGAUgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhIKCndpbGxfcmV0cnkYBiABKAgSNQoRbmV4dF9hdHRlbXB0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCm9jY3VyX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrABCgtTdGVwU2tpcHBlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIPCgdzdGVwX2lkGAIgASgJEhEKCWl0ZXJhdGlvbhgDIAEoDRIOCgZyZWFzb24YBCABKAkSLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiaAoPUm91dGVFdmFsdWF0aW9uEg4KBnRhcmdldBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSDwoHbWF0Y2hlZBgDIAEoCBINCgV2YWx1ZRgEIAEoCRISCgppc19kZWZhdWx0GAUgASgIIsACChBHYXRld2F5RXZhbHVhdGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEg8KB3N0ZXBfaWQYAiABKAkSEQoJaXRlcmF0aW9uGAMgASgNEkAKDGdhdGV3YXlfdHlwZRgEIAEoDjIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkdhdGV3YXlUeXBlEhgKEHNlbGVjdGVkX3RhcmdldHMYBSADKAkSPQoGcm91dGVzGAYgAygLMi0udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Sb3V0ZUV2YWx1YXRpb24SLgoKb2NjdXJfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi5gEKDUJ1ZGdldFdhcm5pbmcSPQoJZXhlY3V0aW9uGAEgASgLMioudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25SZWYSNAoKdG90YWxfY29zdBgCIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSMAoGYnVkZ2V0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIuCgpvY2N1cl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKkAgoOQnVkZ2V0RXhjZWVkZWQSPQoJZXhlY3V0aW9uGAEgASgLMioudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25SZWYSNAoKdG90YWxfY29zdBgCIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSMAoGYnVkZ2V0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRI7CgZhY3Rpb24YBCABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5CdWRnZXRBY3Rpb24SLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKEUV4ZWN1dGlvbk1pZ3JhdGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEhcKD2Zyb21fcHJvY2Vzc19pZBgCIAEoCRIUCgxmcm9tX3ZlcnNpb24YAyABKAkSVgoMc3RlcF9tYXBwaW5nGAQgAygLMkAudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25NaWdyYXRlZC5TdGVwTWFwcGluZ0VudHJ5EhMKC21pZ3JhdGVkX2J5GAUgASgJEi4KCm9jY3VyX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGjIKEFN0ZXBNYXBwaW5nRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_types, file_trinity_process_definition_v1_definition, file_trinity_process_execution_v1_execution]);
+  fileDesc("Cih0cmluaXR5L3Byb2Nlc3MvZXhlY3V0aW9uL3YxL2ZhY3RzLnByb3RvEhx0cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxIrMCCg5Qcm9jZXNzU3RhcnRlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIUCgx0cmlnZ2VyZWRfYnkYAiABKAkSPwoMdHJpZ2dlcl9raW5kGAMgASgOMikudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5UcmlnZ2VyS2luZBImCgVpbnB1dBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcGFyZW50X2V4ZWN1dGlvbl9pZBgGIAEoCRIWCg5wYXJlbnRfc3RlcF9pZBgHIAEoCSLqAQoQUHJvY2Vzc0NvbXBsZXRlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhI0Cgp0b3RhbF9jb3N0GAIgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIxCg50b3RhbF9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgpvY2N1cl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL/AQoNUHJvY2Vzc0ZhaWxlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIWCg5mYWlsZWRfc3RlcF9pZBgCIAEoCRIxCgVlcnJvchgDIAEoCzIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuRmFpbHVyZRI0Cgp0b3RhbF9jb3N0GAQgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIuCgpvY2N1cl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKnAQoQUHJvY2Vzc0NhbmNlbGxlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIUCgxjYW5jZWxsZWRfYnkYAiABKAkSDgoGcmVhc29uGAMgASgJEi4KCm9jY3VyX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqEBCg1Qcm9jZXNzUGF1c2VkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEhEKCXBhdXNlZF9ieRgCIAEoCRIOCgZyZWFzb24YAyABKAkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikwEKDlByb2Nlc3NSZXN1bWVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEhIKCnJlc3VtZWRfYnkYAiABKAkSLgoKb2NjdXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+gEKC1N0ZXBTdGFydGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEg8KB3N0ZXBfaWQYAiABKAkSEQoJc3RlcF9uYW1lGAMgASgJEjQKBGtpbmQYBCABKA4yJi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLlN0ZXBLaW5kEhEKCWl0ZXJhdGlvbhgFIAEoDRIPCgdhdHRlbXB0GAYgASgNEi4KCm9jY3VyX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuYCCg1TdGVwQ29tcGxldGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEg8KB3N0ZXBfaWQYAiABKAkSEQoJaXRlcmF0aW9uGAMgASgNEg8KB2F0dGVtcHQYBCABKA0SDgoGb3V0cHV0GAUgASgJEjIKEXN0cnVjdHVyZWRfb3V0cHV0GAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgRjb3N0GAcgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIrCghkdXJhdGlvbhgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghkZWNpc2lvbhgJIAEoCRIuCgpvY2N1cl90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKuAgoKU3RlcEZhaWxlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIPCgdzdGVwX2lkGAIgASgJEhEKCWl0ZXJhdGlvbhgDIAEoDRIPCgdhdHRlbXB0GAQgASgNEjEKBWVycm9yGAUgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhIKCndpbGxfcmV0cnkYBiABKAgSNQoRbmV4dF9hdHRlbXB0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCm9jY3VyX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrABCgtTdGVwU2tpcHBlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIPCgdzdGVwX2lkGAIgASgJEhEKCWl0ZXJhdGlvbhgDIAEoDRIOCgZyZWFzb24YBCABKAkSLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiaAoPUm91dGVFdmFsdWF0aW9uEg4KBnRhcmdldBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSDwoHbWF0Y2hlZBgDIAEoCBINCgV2YWx1ZRgEIAEoCRISCgppc19kZWZhdWx0GAUgASgIIsACChBHYXRld2F5RXZhbHVhdGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEg8KB3N0ZXBfaWQYAiABKAkSEQoJaXRlcmF0aW9uGAMgASgNEkAKDGdhdGV3YXlfdHlwZRgEIAEoDjIqLnRyaW5pdHkucHJvY2Vzcy5kZWZpbml0aW9uLnYxLkdhdGV3YXlUeXBlEhgKEHNlbGVjdGVkX3RhcmdldHMYBSADKAkSPQoGcm91dGVzGAYgAygLMi0udHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Sb3V0ZUV2YWx1YXRpb24SLgoKb2NjdXJfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi5gEKDUJ1ZGdldFdhcm5pbmcSPQoJZXhlY3V0aW9uGAEgASgLMioudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25SZWYSNAoKdG90YWxfY29zdBgCIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSMAoGYnVkZ2V0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRIuCgpvY2N1cl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKkAgoOQnVkZ2V0RXhjZWVkZWQSPQoJZXhlY3V0aW9uGAEgASgLMioudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25SZWYSNAoKdG90YWxfY29zdBgCIAEoCzIgLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuTW9uZXkSMAoGYnVkZ2V0GAMgASgLMiAudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5Nb25leRI7CgZhY3Rpb24YBCABKA4yKy50cmluaXR5LnByb2Nlc3MuZGVmaW5pdGlvbi52MS5CdWRnZXRBY3Rpb24SLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0gIKEUV4ZWN1dGlvbk1pZ3JhdGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEhcKD2Zyb21fcHJvY2Vzc19pZBgCIAEoCRIUCgxmcm9tX3ZlcnNpb24YAyABKAkSVgoMc3RlcF9tYXBwaW5nGAQgAygLMkAudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25NaWdyYXRlZC5TdGVwTWFwcGluZ0VudHJ5EhMKC21pZ3JhdGVkX2J5GAUgASgJEi4KCm9jY3VyX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGjIKEFN0ZXBNYXBwaW5nRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKJAgoTQ29tcGVuc2F0aW9uU3RhcnRlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhJACgZyZWFzb24YAiABKA4yMC50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkNvbXBlbnNhdGlvblJlYXNvbhJBCgd0YXJnZXRzGAMgAygLMjAudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5Db21wZW5zYXRpb25UYXJnZXQSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOAoSQ29tcGVuc2F0aW9uVGFyZ2V0Eg8KB3N0ZXBfaWQYASABKAkSEQoJaXRlcmF0aW9uGAIgASgNIsUBCg9TdGVwQ29tcGVuc2F0ZWQSPQoJZXhlY3V0aW9uGAEgASgLMioudHJpbml0eS5wcm9jZXNzLmV4ZWN1dGlvbi52MS5FeGVjdXRpb25SZWYSDwoHc3RlcF9pZBgCIAEoCRIRCglpdGVyYXRpb24YAyABKA0SDwoHYXR0ZW1wdBgEIAEoDRIOCgZvdXRwdXQYBSABKAkSLgoKb2NjdXJfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihAIKEkNvbXBlbnNhdGlvbkZhaWxlZBI9CglleGVjdXRpb24YASABKAsyKi50cmluaXR5LnByb2Nlc3MuZXhlY3V0aW9uLnYxLkV4ZWN1dGlvblJlZhIPCgdzdGVwX2lkGAIgASgJEhEKCWl0ZXJhdGlvbhgDIAEoDRIPCgdhdHRlbXB0GAQgASgNEjEKBWVycm9yGAUgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlEhcKD25vdF9jb21wZW5zYXRlZBgGIAEoDRIuCgpvY2N1cl90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKbAQoVQ29tcGVuc2F0aW9uQ29tcGxldGVkEj0KCWV4ZWN1dGlvbhgBIAEoCzIqLnRyaW5pdHkucHJvY2Vzcy5leGVjdXRpb24udjEuRXhlY3V0aW9uUmVmEhMKC2NvbXBlbnNhdGVkGAIgASgNEi4KCm9jY3VyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_trinity_process_common_v1_types, file_trinity_process_definition_v1_definition, file_trinity_process_execution_v1_execution]);
 
 /**
  * ProcessStarted: an execution started.
@@ -665,4 +665,191 @@ export type ExecutionMigrated = Message<"trinity.process.execution.v1.ExecutionM
  */
 export const ExecutionMigratedSchema: GenMessage<ExecutionMigrated> = /*@__PURE__*/
   messageDesc(file_trinity_process_execution_v1_facts, 14);
+
+/**
+ * CompensationStarted: the execution failed, or was cancelled with compensate, and the
+ * compensations of its completed steps start (status COMPENSATING).
+ *
+ * @generated from message trinity.process.execution.v1.CompensationStarted
+ */
+export type CompensationStarted = Message<"trinity.process.execution.v1.CompensationStarted"> & {
+  /**
+   * @generated from field: trinity.process.execution.v1.ExecutionRef execution = 1;
+   */
+  execution?: ExecutionRef | undefined;
+
+  /**
+   * @generated from field: trinity.process.execution.v1.CompensationReason reason = 2;
+   */
+  reason: CompensationReason;
+
+  /**
+   * The completions to undo, in the order they will be (reverse order of completion).
+   *
+   * @generated from field: repeated trinity.process.execution.v1.CompensationTarget targets = 3;
+   */
+  targets: CompensationTarget[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 4;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.CompensationStarted.
+ * Use `create(CompensationStartedSchema)` to create a new message.
+ */
+export const CompensationStartedSchema: GenMessage<CompensationStarted> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_facts, 15);
+
+/**
+ * CompensationTarget is one completion to undo: a step in one iteration.
+ *
+ * @generated from message trinity.process.execution.v1.CompensationTarget
+ */
+export type CompensationTarget = Message<"trinity.process.execution.v1.CompensationTarget"> & {
+  /**
+   * @generated from field: string step_id = 1;
+   */
+  stepId: string;
+
+  /**
+   * @generated from field: uint32 iteration = 2;
+   */
+  iteration: number;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.CompensationTarget.
+ * Use `create(CompensationTargetSchema)` to create a new message.
+ */
+export const CompensationTargetSchema: GenMessage<CompensationTarget> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_facts, 16);
+
+/**
+ * StepCompensated: the compensation of one completion succeeded.
+ *
+ * @generated from message trinity.process.execution.v1.StepCompensated
+ */
+export type StepCompensated = Message<"trinity.process.execution.v1.StepCompensated"> & {
+  /**
+   * @generated from field: trinity.process.execution.v1.ExecutionRef execution = 1;
+   */
+  execution?: ExecutionRef | undefined;
+
+  /**
+   * @generated from field: string step_id = 2;
+   */
+  stepId: string;
+
+  /**
+   * @generated from field: uint32 iteration = 3;
+   */
+  iteration: number;
+
+  /**
+   * @generated from field: uint32 attempt = 4;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: string output = 5;
+   */
+  output: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 6;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.StepCompensated.
+ * Use `create(StepCompensatedSchema)` to create a new message.
+ */
+export const StepCompensatedSchema: GenMessage<StepCompensated> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_facts, 17);
+
+/**
+ * CompensationFailed: the compensation of a step failed for good; the execution ends
+ * COMPENSATION_FAILED (final: no ProcessFailed or ProcessCancelled follows).
+ *
+ * @generated from message trinity.process.execution.v1.CompensationFailed
+ */
+export type CompensationFailed = Message<"trinity.process.execution.v1.CompensationFailed"> & {
+  /**
+   * @generated from field: trinity.process.execution.v1.ExecutionRef execution = 1;
+   */
+  execution?: ExecutionRef | undefined;
+
+  /**
+   * @generated from field: string step_id = 2;
+   */
+  stepId: string;
+
+  /**
+   * @generated from field: uint32 iteration = 3;
+   */
+  iteration: number;
+
+  /**
+   * @generated from field: uint32 attempt = 4;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: trinity.process.common.v1.Failure error = 5;
+   */
+  error?: Failure | undefined;
+
+  /**
+   * Completions whose compensation did not run because of it.
+   *
+   * @generated from field: uint32 not_compensated = 6;
+   */
+  notCompensated: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 7;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.CompensationFailed.
+ * Use `create(CompensationFailedSchema)` to create a new message.
+ */
+export const CompensationFailedSchema: GenMessage<CompensationFailed> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_facts, 18);
+
+/**
+ * CompensationCompleted: every compensation succeeded; ProcessFailed (a failure) or
+ * ProcessCancelled (a cancellation) follows.
+ *
+ * @generated from message trinity.process.execution.v1.CompensationCompleted
+ */
+export type CompensationCompleted = Message<"trinity.process.execution.v1.CompensationCompleted"> & {
+  /**
+   * @generated from field: trinity.process.execution.v1.ExecutionRef execution = 1;
+   */
+  execution?: ExecutionRef | undefined;
+
+  /**
+   * @generated from field: uint32 compensated = 2;
+   */
+  compensated: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 3;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trinity.process.execution.v1.CompensationCompleted.
+ * Use `create(CompensationCompletedSchema)` to create a new message.
+ */
+export const CompensationCompletedSchema: GenMessage<CompensationCompleted> = /*@__PURE__*/
+  messageDesc(file_trinity_process_execution_v1_facts, 19);
 
