@@ -13,8 +13,8 @@ from trinity.process.definition.v1 import facts_pb2
 from trinity_definition.application.commands import CreateDraft, PublishDefinition
 from trinity_definition.application.handlers import create_draft, publish_definition
 from trinity_definition.bootstrap import MIGRATIONS, environment
+from trinity_definition.codec import spec_message, spec_of
 from trinity_definition.infrastructure.transaction import SqlDefinitionTransaction
-from trinity_definition.translate import spec_message, spec_of
 from trinity_platform.db import OUTBOX, create_engine, run_migrations
 from trinity_platform.sql_unit_of_work import SqlUnitOfWork
 from trinity_process_model.model import ProcessSpec

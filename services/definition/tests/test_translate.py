@@ -8,15 +8,10 @@ import pytest
 
 from trinity.process.definition.v1 import definition_pb2 as d
 from trinity.process.definition.v1 import definition_service_pb2 as pb
+from trinity_definition.api.translate import bump_from_proto, status_from_proto
+from trinity_definition.codec import definition_message, spec_message, spec_of
 from trinity_definition.domain.definition import DefinitionStatus, DefinitionVersion, VersionBump
 from trinity_definition.domain.errors import DefinitionUnparsable
-from trinity_definition.translate import (
-    bump_from_proto,
-    definition_message,
-    spec_message,
-    spec_of,
-    status_from_proto,
-)
 from trinity_process_model.model import AgentTaskConfig, ProcessSpec, RetryPolicy, Step
 
 

@@ -20,7 +20,7 @@ from trinity.process.common.v1 import enums_pb2
 from trinity.process.definition.v1 import definition_pb2 as d
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
 from trinity_definition.bootstrap import bootstrap
-from trinity_definition.translate import spec_of
+from trinity_definition.codec import spec_of
 from trinity_platform.config import ServiceSettings
 from trinity_platform.envelope import Envelope
 from trinity_platform.runtime import RuntimeOptions, ServiceRuntime

@@ -10,9 +10,9 @@ from typing import Any
 
 from trinity.process.approval.v1 import approval_service_pb2 as api
 from trinity.process.approval.v1.approval_service_pb2_grpc import ApprovalServiceServicer
-from trinity_approval.api import requests
+from trinity_approval.api import translate
 from trinity_approval.application.service import ApprovalApplication
-from trinity_approval.contracts import approval_to_proto
+from trinity_approval.codec import approval_to_proto
 from trinity_platform.errors import PermissionDenied, Unauthenticated
 from trinity_platform.interceptors import current_principal
 
@@ -57,43 +57,43 @@ class ApprovalServicer(ApprovalServiceServicer):
         self, request: api.RequestApprovalRequest, context: Any
     ) -> api.RequestApprovalResponse:
         self._check_requester()
-        approval = await self._app.request_approval(requests.request_approval(request))
+        approval = await self._app.request_approval(translate.request_approval(request))
         return api.RequestApprovalResponse(approval=approval_to_proto(approval))
 
     async def SubmitDecision(
         self, request: api.SubmitDecisionRequest, context: Any
     ) -> api.SubmitDecisionResponse:
         principal = authenticated_principal()
-        approval = await self._app.submit_decision(requests.submit_decision(request, principal))
+        approval = await self._app.submit_decision(translate.submit_decision(request, principal))
         return api.SubmitDecisionResponse(approval=approval_to_proto(approval))
 
     async def GetApproval(
         self, request: api.GetApprovalRequest, context: Any
     ) -> api.GetApprovalResponse:
-        approval = await self._app.get_approval(requests.approval_id(request))
+        approval = await self._app.get_approval(translate.approval_id(request))
         return api.GetApprovalResponse(approval=approval_to_proto(approval))
 
     async def ListPendingApprovals(
         self, request: api.ListPendingApprovalsRequest, context: Any
     ) -> api.ListPendingApprovalsResponse:
-        query = requests.list_pending(request)
+        query = translate.list_pending(request)
         page = await self._app.list_pending_approvals(query)
         return api.ListPendingApprovalsResponse(
             approvals=[approval_to_proto(a) for a in page.items],
-            next_page_token=requests.page_token(
-                page.next_after, requests.pending_filters(request.approver)
+            next_page_token=translate.page_token(
+                page.next_after, translate.pending_filters(request.approver)
             ),
         )
 
     async def ListApprovals(
         self, request: api.ListApprovalsRequest, context: Any
     ) -> api.ListApprovalsResponse:
-        query = requests.list_approvals(request)
+        query = translate.list_approvals(request)
         page = await self._app.list_approvals(query)
         return api.ListApprovalsResponse(
             approvals=[approval_to_proto(a) for a in page.items],
-            next_page_token=requests.page_token(
-                page.next_after, requests.execution_filters(request.execution_id, request.status)
+            next_page_token=translate.page_token(
+                page.next_after, translate.execution_filters(request.execution_id, request.status)
             ),
         )
 
@@ -101,5 +101,5 @@ class ApprovalServicer(ApprovalServiceServicer):
         self, request: api.CancelApprovalRequest, context: Any
     ) -> api.CancelApprovalResponse:
         self._check_requester()
-        approval = await self._app.cancel_approval(requests.cancel_approval(request))
+        approval = await self._app.cancel_approval(translate.cancel_approval(request))
         return api.CancelApprovalResponse(approval=approval_to_proto(approval))

@@ -11,7 +11,7 @@ from sqlalchemy import RowMapping, Select, and_, func, insert, or_, select, upda
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_approval.application.commands import Cursor
-from trinity_approval.contracts import utc
+from trinity_approval.codec import utc
 from trinity_approval.domain import Approval, ApprovalStatus, Artifact, Decision, TimeoutAction
 from trinity_approval.infrastructure.tables import approval_approvers, approvals
 from trinity_platform import metrics

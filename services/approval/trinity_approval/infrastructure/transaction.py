@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from trinity_approval.contracts import event_to_fact
+from trinity_approval.codec import event_to_fact
 from trinity_approval.domain import ApprovalRequested
 from trinity_approval.infrastructure.notifications import NotificationPlanner
 from trinity_approval.infrastructure.repository import SqlApprovalRepository

@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from trinity.process.definition.v1 import definition_pb2
 from trinity.process.definition.v1 import definition_service_pb2 as pb
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceServicer
+from trinity_definition.api.translate import bump_from_proto, status_from_proto
 from trinity_definition.application import handlers, queries
 from trinity_definition.application.commands import (
     ArchiveDefinition,
@@ -25,16 +26,11 @@ from trinity_definition.application.commands import (
     UpdateDraft,
 )
 from trinity_definition.application.ports import DefinitionRepository, Environment
+from trinity_definition.codec import definition_message, spec_of
 from trinity_definition.domain.definition import DefinitionVersion
 from trinity_definition.domain.errors import DefinitionUnparsable
 from trinity_definition.infrastructure.repository import SqlDefinitionRepository
 from trinity_definition.infrastructure.transaction import SqlDefinitionTransaction
-from trinity_definition.translate import (
-    bump_from_proto,
-    definition_message,
-    spec_of,
-    status_from_proto,
-)
 from trinity_platform.authz import acting_principal
 from trinity_platform.errors import FieldViolation, InvalidArgument
 from trinity_platform.unit_of_work import Idempotency, UnitOfWork, fingerprint

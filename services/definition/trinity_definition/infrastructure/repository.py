@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity.process.definition.v1 import definition_pb2, facts_pb2
 from trinity_definition.application.ports import DefinitionRepository, ListCursor
+from trinity_definition.codec import definition_message, spec_message, spec_of, timestamp
 from trinity_definition.domain.definition import (
     DefinitionArchived,
     DefinitionPublished,
@@ -27,7 +28,6 @@ from trinity_definition.domain.definition import (
 )
 from trinity_definition.domain.errors import ConcurrentModification, DefinitionNotFound
 from trinity_definition.infrastructure.tables import definitions as t
-from trinity_definition.translate import definition_message, spec_message, spec_of, timestamp
 from trinity_platform.subjects import fact_subject
 from trinity_platform.unit_of_work import EventMessage, NewEvents
 

@@ -14,8 +14,8 @@ from trinity.process.work.v1 import work_service_pb2 as api
 from trinity.process.work.v1 import work_service_pb2_grpc
 from trinity_platform.authz import bound_executor
 from trinity_platform.pagination import encode_page_token
-from trinity_work import contracts as pb
-from trinity_work.api import validate
+from trinity_work import codec as pb
+from trinity_work.api import translate
 from trinity_work.application import commands as c
 from trinity_work.application.handlers import WorkHandlers
 
@@ -29,7 +29,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def RequestWork(
         self, request: api.RequestWorkRequest, context: Any
     ) -> api.RequestWorkResponse:
-        (timeout,) = validate.request_work(request)
+        (timeout,) = translate.request_work(request)
         work = await self._handlers.request_work(
             c.RequestWork(
                 request_id=request.request_id,
@@ -44,7 +44,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def RecordWorkStarted(
         self, request: api.RecordWorkStartedRequest, context: Any
     ) -> api.RecordWorkStartedResponse:
-        lease = validate.record_started(request)
+        lease = translate.record_started(request)
         work = await self._handlers.record_started(
             c.RecordWorkStarted(
                 request_id=request.request_id,
@@ -59,7 +59,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def HeartbeatWork(
         self, request: api.HeartbeatWorkRequest, context: Any
     ) -> api.HeartbeatWorkResponse:
-        lease = validate.heartbeat(request)
+        lease = translate.heartbeat(request)
         beat = await self._handlers.heartbeat(
             c.HeartbeatWork(
                 work_id=request.work_id,
@@ -77,7 +77,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def RecordWorkCompleted(
         self, request: api.RecordWorkCompletedRequest, context: Any
     ) -> api.RecordWorkCompletedResponse:
-        validate.record_completed(request)
+        translate.record_completed(request)
         work = await self._handlers.record_completed(
             c.RecordWorkCompleted(
                 request_id=request.request_id,
@@ -91,7 +91,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def RecordWorkFailed(
         self, request: api.RecordWorkFailedRequest, context: Any
     ) -> api.RecordWorkFailedResponse:
-        validate.record_failed(request)
+        translate.record_failed(request)
         work = await self._handlers.record_failed(
             c.RecordWorkFailed(
                 request_id=request.request_id,
@@ -105,7 +105,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def CancelWork(
         self, request: api.CancelWorkRequest, context: Any
     ) -> api.CancelWorkResponse:
-        validate.cancel(request)
+        translate.cancel(request)
         work = await self._handlers.cancel(
             c.CancelWork(
                 request_id=request.request_id, work_id=request.work_id, reason=request.reason
@@ -114,12 +114,12 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
         return api.CancelWorkResponse(work=pb.work_request(work))
 
     async def GetWork(self, request: api.GetWorkRequest, context: Any) -> api.GetWorkResponse:
-        validate.get(request)
+        translate.get(request)
         work = await self._handlers.get(request.work_id)
         return api.GetWorkResponse(work=pb.work_request(work))
 
     async def ListWork(self, request: api.ListWorkRequest, context: Any) -> api.ListWorkResponse:
-        page_request = validate.list_work(request)
+        page_request = translate.list_work(request)
         after = page_request.after
         page = await self._handlers.list(
             c.ListWork(
@@ -134,7 +134,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
         if page.has_more and page.items:
             last = page.items[-1]
             token = encode_page_token(
-                (last.created_at.isoformat(), last.id), validate.list_filters(request)
+                (last.created_at.isoformat(), last.id), translate.list_filters(request)
             )
         return api.ListWorkResponse(
             work=[pb.work_request(w) for w in page.items], next_page_token=token

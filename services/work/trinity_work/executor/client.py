@@ -24,7 +24,7 @@ import grpc
 from trinity.process.work.v1 import work_pb2, work_service_pb2, work_service_pb2_grpc
 from trinity_platform.grpc_errors import is_permanent, retry_delay, to_trinity_error
 from trinity_platform.logs import get_logger
-from trinity_work import contracts as pb
+from trinity_work import codec as pb
 from trinity_work.domain.model import Failure, WorkResult
 
 _log = get_logger(__name__)

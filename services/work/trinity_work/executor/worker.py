@@ -43,7 +43,7 @@ from trinity_platform.startup import StartupPhases
 from trinity_platform.subjects import WORK_QUEUE_STREAM, work_queue_subject
 from trinity_platform.telemetry import span
 from trinity_platform.tls import ClientTls
-from trinity_work import contracts as pb
+from trinity_work import codec as pb
 from trinity_work.domain.model import (
     AgentTask,
     Failure,

@@ -1,9 +1,12 @@
-"""The WorkRequest repository on SQLAlchemy Core (SQLite and PostgreSQL)."""
+"""The WorkRequest repository on SQLAlchemy Core (SQLite and PostgreSQL); rows and
+their JSON columns (payload, result, failure) <-> the aggregate."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, and_, insert, or_, select, update
@@ -15,10 +18,126 @@ from trinity_platform.errors import Conflict, FieldViolation, InvalidArgument
 from trinity_work.application.commands import ListWork
 from trinity_work.application.ports import WorkPage
 from trinity_work.domain.errors import WorkNotFound
-from trinity_work.domain.model import StepRef, WorkStatus
+from trinity_work.domain.model import (
+    ActionKind,
+    AgentTask,
+    Channel,
+    Evidence,
+    EvidenceKind,
+    Failure,
+    Money,
+    Notification,
+    Payload,
+    StepRef,
+    ToolRun,
+    WorkResult,
+    WorkStatus,
+)
 from trinity_work.domain.work import WorkRequest
-from trinity_work.infrastructure import codec
 from trinity_work.infrastructure.tables import work_requests as t
+
+# ------------------------------------------------------------------ JSON columns
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def money_to_dict(money: Money | None) -> dict[str, str] | None:
+    if money is None:
+        return None
+    return {"amount": str(money.amount), "currency": money.currency}
+
+
+def money_from_dict(data: dict[str, str] | None) -> Money | None:
+    if not data:
+        return None
+    return Money(Decimal(data["amount"]), data["currency"])
+
+
+def payload_to_json(payload: Payload) -> str:
+    if isinstance(payload, AgentTask):
+        data: dict[str, Any] = {
+            "agent_task": {
+                "agent": payload.agent,
+                "message": payload.message,
+                "max_cost": money_to_dict(payload.max_cost),
+            }
+        }
+    elif isinstance(payload, ToolRun):
+        data = {"tool_run": {"action": payload.action.value, "arguments": dict(payload.arguments)}}
+    else:
+        data = {
+            "notification": {
+                "channel": payload.channel.value,
+                "target": payload.target,
+                "subject": payload.subject,
+                "message": payload.message,
+            }
+        }
+    return _dumps(data)
+
+
+def payload_from_json(raw: str) -> Payload:
+    data = json.loads(raw)
+    if "agent_task" in data:
+        item = data["agent_task"]
+        return AgentTask(item["agent"], item["message"], money_from_dict(item.get("max_cost")))
+    if "tool_run" in data:
+        item = data["tool_run"]
+        return ToolRun(ActionKind(item["action"]), dict(item.get("arguments") or {}))
+    item = data["notification"]
+    return Notification(Channel(item["channel"]), item["target"], item["subject"], item["message"])
+
+
+def result_to_json(result: WorkResult | None) -> str | None:
+    if result is None:
+        return None
+    return _dumps(
+        {
+            "output": result.output,
+            "structured_output": (
+                dict(result.structured_output) if result.structured_output is not None else None
+            ),
+            "cost": money_to_dict(result.cost),
+            "context_used": result.context_used,
+            "evidence": [
+                {"kind": e.kind.value, "name": e.name, "uri": e.uri, "text": e.text}
+                for e in result.evidence
+            ],
+        }
+    )
+
+
+def result_from_json(raw: str | None) -> WorkResult | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return WorkResult(
+        output=data["output"],
+        structured_output=data.get("structured_output"),
+        cost=money_from_dict(data.get("cost")),
+        context_used=int(data.get("context_used") or 0),
+        evidence=tuple(
+            Evidence(EvidenceKind(e["kind"]), e["name"], e["uri"], e["text"])
+            for e in data.get("evidence") or ()
+        ),
+    )
+
+
+def failure_to_json(failure: Failure | None) -> str | None:
+    if failure is None:
+        return None
+    return _dumps(
+        {"code": failure.code, "message": failure.message, "details": dict(failure.details)}
+    )
+
+
+def failure_from_json(raw: str | None) -> Failure | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return Failure(data["code"], data["message"], dict(data.get("details") or {}))
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -37,8 +156,8 @@ def _row_values(work: WorkRequest) -> dict[str, Any]:
         "lease_expires_at": work.lease_expires_at,
         "started_at": work.started_at,
         "ended_at": work.ended_at,
-        "result": codec.result_to_json(work.result),
-        "error": codec.failure_to_json(work.error),
+        "result": result_to_json(work.result),
+        "error": failure_to_json(work.error),
         "cancel_requested": work.cancel_requested,
         "cancel_reason": work.cancel_reason,
         "progress": work.progress,
@@ -52,7 +171,7 @@ def _from_row(row: Row[Any]) -> WorkRequest:
     return WorkRequest(
         id=row.id,
         request_id=row.request_id,
-        payload=codec.payload_from_json(row.payload),
+        payload=payload_from_json(row.payload),
         correlation=StepRef(row.execution_id, row.step_id, row.iteration, row.attempt),
         timeout=timedelta(milliseconds=row.timeout_ms),
         max_deliveries=row.max_deliveries,
@@ -64,8 +183,8 @@ def _from_row(row: Row[Any]) -> WorkRequest:
         lease_expires_at=aware(row.lease_expires_at),
         started_at=aware(row.started_at),
         ended_at=aware(row.ended_at),
-        result=codec.result_from_json(row.result),
-        error=codec.failure_from_json(row.error),
+        result=result_from_json(row.result),
+        error=failure_from_json(row.error),
         cancel_requested=bool(row.cancel_requested),
         cancel_reason=row.cancel_reason,
         progress=row.progress,
@@ -100,7 +219,7 @@ class SqlWorkRepository:
             id=work.id,
             request_id=work.request_id,
             kind=work.kind.value,
-            payload=codec.payload_to_json(work.payload),
+            payload=payload_to_json(work.payload),
             execution_id=work.correlation.execution_id,
             step_id=work.correlation.step_id,
             iteration=work.correlation.iteration,

@@ -1,7 +1,9 @@
-"""The anti-corruption layer between the domain and the protobuf contracts.
+"""Messages at rest and on the wire: the domain <-> the protobuf contracts (the stored
+spec, the resource message of responses and facts).
 
 Specs go through the shared codec of the process-model library, so the CLI, the
-execution engine and this service read and write one and the same format.
+execution engine and this service read and write one and the same format. Requests
+are read by :mod:`trinity_definition.api.translate`.
 """
 
 from __future__ import annotations
@@ -10,43 +12,20 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
-from trinity_definition.domain.definition import DefinitionStatus, DefinitionVersion, VersionBump
+from trinity.process.definition.v1 import definition_pb2
+from trinity_definition.domain.definition import DefinitionStatus, DefinitionVersion
 from trinity_definition.domain.errors import DefinitionUnparsable
-from trinity_platform.enum_maps import enum_map, reverse
+from trinity_platform.enum_maps import enum_map
 from trinity_platform.errors import FieldViolation
 from trinity_process_model.authoring import AuthoringError
 from trinity_process_model.model import ProcessSpec
 from trinity_process_model.proto_codec import spec_from_proto, spec_to_proto
 
-_STATUS_TO_PROTO = enum_map(DefinitionStatus, definition_pb2.DefinitionStatus, "DEFINITION_STATUS_")
-_STATUS_FROM_PROTO = reverse(_STATUS_TO_PROTO)
-_BUMP_FROM_PROTO = {
-    definition_service_pb2.VERSION_BUMP_UNSPECIFIED: VersionBump.MINOR,
-    definition_service_pb2.VERSION_BUMP_MINOR: VersionBump.MINOR,
-    definition_service_pb2.VERSION_BUMP_MAJOR: VersionBump.MAJOR,
-}
+STATUS_TO_PROTO = enum_map(DefinitionStatus, definition_pb2.DefinitionStatus, "DEFINITION_STATUS_")
 
 
 def status_to_proto(status: DefinitionStatus) -> int:
-    return _STATUS_TO_PROTO[status]
-
-
-def status_from_proto(status: int) -> DefinitionStatus | None:
-    """None for UNSPECIFIED (no filter); ValueError for an unknown value."""
-    if status == definition_pb2.DEFINITION_STATUS_UNSPECIFIED:
-        return None
-    try:
-        return _STATUS_FROM_PROTO[status]  # type: ignore[index]
-    except KeyError:
-        raise ValueError(f"unknown status {status}") from None
-
-
-def bump_from_proto(bump: int) -> VersionBump:
-    try:
-        return _BUMP_FROM_PROTO[bump]  # type: ignore[index]
-    except KeyError:
-        raise ValueError(f"unknown version bump {bump}") from None
+    return STATUS_TO_PROTO[status]
 
 
 def violations_of(error: AuthoringError) -> list[FieldViolation]:

@@ -1,7 +1,7 @@
-"""Translation between the domain and the protobuf contracts (the anti-corruption layer).
+"""Messages on the wire: the domain <-> the protobuf contracts (resources, facts, intents).
 
-Used by the gRPC servicer (requests and responses) and by the outbox writer (facts
-and intents). Validation of untrusted requests lives in :mod:`trinity_work.api.validate`.
+Used by the API's translation (:mod:`trinity_work.api.translate`, which also checks
+untrusted requests), by the outbox (facts and intents) and by the executor.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def payload(value: Payload) -> work_pb2.WorkPayload:
 
 
 def from_payload(value: work_pb2.WorkPayload) -> Payload:
-    """A validated proto payload → the domain (see ``api.validate`` for the checks)."""
+    """A validated proto payload → the domain (see ``api.translate`` for the checks)."""
     case = value.WhichOneof("kind")
     if case == "agent_task":
         task = value.agent_task

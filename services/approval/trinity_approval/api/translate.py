@@ -1,5 +1,6 @@
-"""Validation at the edge: protobuf requests → commands, or INVALID_ARGUMENT with
-one field violation per problem (never INTERNAL for bad input)."""
+"""The API boundary: protobuf requests → commands, or INVALID_ARGUMENT with one field
+violation per problem (never INTERNAL for bad input); page tokens. The messages
+themselves are built by :mod:`trinity_approval.codec`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from trinity_approval.application.commands import (
     RequestApproval,
     SubmitDecision,
 )
-from trinity_approval.contracts import (
+from trinity_approval.codec import (
     DECISION_FROM_PROTO,
     STATUS_FROM_PROTO,
     TIMEOUT_ACTION_FROM_PROTO,

@@ -1,7 +1,8 @@
-"""Translation between the domain and the protobuf contracts (the anti-corruption layer).
+"""Messages on the wire: the domain <-> the protobuf contracts (the anti-corruption layer).
 
-Enums, times and the Approval resource for the API; events to facts for the outbox.
-Proto types stop here: neither the domain nor the handlers see them.
+Enums, times and the Approval resource (for the API's responses); events to facts for
+the outbox. Proto types stop here and in :mod:`trinity_approval.api.translate`:
+neither the domain nor the handlers see them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Validation of untrusted requests at the edge: every problem becomes a field violation
-(INVALID_ARGUMENT with BadRequest details), never an INTERNAL error."""
+"""The API boundary: untrusted requests checked and turned into domain values; every
+problem becomes a field violation (INVALID_ARGUMENT with BadRequest details), never an
+INTERNAL error. The messages themselves are built by :mod:`trinity_work.codec`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from trinity.process.common.v1 import types_pb2
 from trinity.process.work.v1 import work_pb2, work_service_pb2
 from trinity_platform.errors import FieldViolation, InvalidArgument
 from trinity_platform.pagination import PageRequest, page_request
-from trinity_work import contracts as pb
+from trinity_work import codec as pb
 from trinity_work.domain.lease import MAX_DELIVERIES, MAX_LEASE, MAX_TIMEOUT
 
 MAX_ID = 255
