@@ -574,3 +574,46 @@ def test_executions_migrate_moves_a_waiting_execution_to_a_new_version(
     assert notifications(running.data_dir, "migrated.jsonl")[-1]["message"] == "v2 7 yes"
     watched = cli("executions", "watch", execution_id).stdout
     assert f"moved from version {version} to 1.1 by" in watched
+
+
+COMPENSATING = """
+name: cli-compensating
+steps:
+  - id: reserve
+    notification: {channel: file, target: reserved.jsonl, message: "reserve {{ input.n }}"}
+    compensate:
+      notification: {channel: file, target: released.jsonl, message: "release {{ input.n }}"}
+  - id: hold
+    depends_on: [reserve]
+    wait_for_message: {message: go, correlation_key: "cli-compensating-{{ input.n }}"}
+"""
+
+
+def test_executions_cancel_compensate_undoes_and_status_and_watch_show_it(
+    running: Running, tmp_path: Path
+) -> None:
+    cli = running.cli
+    definition = tmp_path / "compensating.yaml"
+    definition.write_text(COMPENSATING)
+    cli("definitions", "apply", str(definition), "--publish")
+    execution_id = cli("run", "cli-compensating", "--input", "n:=3").stdout.strip()
+    wait_for(
+        "the wait",
+        lambda: (
+            steps_by_id(cli.json("executions", "status", execution_id)["execution"])["hold"][
+                "status"
+            ]
+            == "STEP_STATUS_WAITING"
+        ),
+    )
+    cancelled = cli("executions", "cancel", execution_id, "--reason", "undo", "--compensate")
+    assert cancelled.stdout.startswith(f"cancelled {execution_id}: now compensating")
+    watched = cli("executions", "watch", execution_id, check=5).stdout
+    assert "compensating (cancellation): undoing reserve" in watched
+    assert "reserve compensated" in watched
+    assert "compensation completed · 1 undone" in watched
+    assert "compensation cancellation: 1/1 undone" in watched.splitlines()[-1]
+    shown = cli("executions", "status", execution_id).stdout
+    assert "compensation  cancellation: 1/1 undone" in shown
+    assert "UNDO" in shown and "compensated" in shown
+    assert notifications(running.data_dir, "released.jsonl")[-1]["message"] == "release 3"

@@ -85,3 +85,35 @@ def test_who_paused_and_resumed() -> None:
     assert describe_fact(facts.ProcessPaused(paused_by="budget"), {}) == "paused by budget"
     resumed = facts.ProcessResumed()  # no principal: the services run without authentication
     assert describe_fact(resumed, {}) == "resumed by an unauthenticated caller"
+
+
+def test_lines_for_compensation() -> None:
+    from trinity.process.common.v1 import types_pb2
+    from trinity_cli.errors import ExitCode
+    from trinity_cli.watch import exit_code_of
+
+    started = facts.CompensationStarted(
+        reason=pb.COMPENSATION_REASON_FAILURE,
+        targets=[
+            facts.CompensationTarget(step_id="draft", iteration=2),
+            facts.CompensationTarget(step_id="reserve", iteration=1),
+        ],
+    )
+    assert describe_fact(started, {}) == "compensating (failure): undoing draft#2, reserve"
+    done = facts.StepCompensated(step_id="draft", iteration=2, attempt=2, output="gone")
+    assert describe_fact(done, {}) == "draft · iteration 2 · attempt 2 compensated · 'gone'"
+    failed = facts.CompensationFailed(
+        step_id="reserve",
+        iteration=1,
+        attempt=1,
+        error=types_pb2.Failure(code="AGENT_ERROR", message="exit 3"),
+        not_compensated=1,
+    )
+    assert describe_fact(failed, {}) == (
+        "compensation of reserve failed · AGENT_ERROR: exit 3 · 1 not compensated"
+    )
+    assert describe_fact(facts.CompensationCompleted(compensated=2), {}) == (
+        "compensation completed · 2 undone"
+    )
+    ended = pb.Execution(status=pb.EXECUTION_STATUS_COMPENSATION_FAILED)
+    assert exit_code_of(ended) is ExitCode.EXECUTION_FAILED

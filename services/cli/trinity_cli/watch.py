@@ -24,6 +24,7 @@ from trinity.process.definition.v1 import definition_pb2
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity.process.execution.v1 import facts_pb2 as facts
+from trinity_cli.compensation import compensation_summary, describe_compensation_fact
 from trinity_cli.context import Context
 from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, enum_name, money, one_line, since, to_dict
@@ -34,6 +35,7 @@ FINISHED = {
     pb.EXECUTION_STATUS_COMPLETED: ExitCode.OK,
     pb.EXECUTION_STATUS_FAILED: ExitCode.EXECUTION_FAILED,
     pb.EXECUTION_STATUS_CANCELLED: ExitCode.EXECUTION_CANCELLED,
+    pb.EXECUTION_STATUS_COMPENSATION_FAILED: ExitCode.EXECUTION_FAILED,
 }
 POLL_INTERVAL = 0.5
 HINT_ATTEMPTS = 10
@@ -295,6 +297,8 @@ class Watcher:
                 line += f" · {execution.error.code}: {one_line(execution.error.message, 100)}"
             if execution.cancel_reason:
                 line += f" · cancelled: {execution.cancel_reason}"
+            if execution.HasField("compensation"):
+                line += f" · compensation {compensation_summary(execution)}"
             print(line, file=self.out, flush=True)
         return execution
 
@@ -409,6 +413,9 @@ def describe_fact(fact: Message, kinds: dict[str, int]) -> str:
             f"moved from version {fact.from_version} to {fact.execution.process_version} "
             f"by {fact.migrated_by or UNKNOWN_CALLER}"
         )
+    compensation = describe_compensation_fact(fact)
+    if compensation is not None:
+        return compensation
     return ""  # ProcessStarted / Completed / Failed / Cancelled: the header and footer
 
 

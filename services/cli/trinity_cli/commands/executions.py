@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity_cli.commands import migrate
+from trinity_cli.compensation import compensation_rows, compensation_summary
 from trinity_cli.context import Context, all_pages
 from trinity_cli.errors import ExitCode, UsageError
 from trinity_cli.inputs import parse_inputs
@@ -89,6 +90,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     cancel = sub.add_parser("cancel", parents=[common], help="cancel an execution")
     cancel.add_argument("id", help="execution id")
     cancel.add_argument("--reason", required=True, help="why (kept with the execution)")
+    cancel.add_argument(
+        "--compensate",
+        action="store_true",
+        help="undo the completed steps first (their compensations, latest first)",
+    )
     cancel.set_defaults(func=cancel_execution)
 
     pause = sub.add_parser("pause", parents=[common], help="start no new step until resumed")
@@ -227,6 +233,8 @@ def _print_execution(ctx: Context, e: pb.Execution) -> None:
         rows.append(("error", f"{e.error.code}: {one_line(e.error.message, 100)}"))
     if e.cancel_reason:
         rows.append(("cancelled", f"{e.cancel_reason} (by {e.cancelled_by or '-'})"))
+    if e.HasField("compensation"):
+        rows.append(("compensation", compensation_summary(e)))
     if e.parent_execution_id:
         rows.append(
             ("parent", f"{e.parent_execution_id} (step {e.parent_step_id}, depth {e.depth})")
@@ -258,6 +266,9 @@ def _print_execution(ctx: Context, e: pb.Execution) -> None:
                 ]
             )
         table(["STEP", "KIND", "STATUS", "ITER", "COST", "TOOK", "RESULT"], step_rows, ctx.out)
+    if e.compensation.steps:
+        ctx.print()
+        table(["UNDO", "ITER", "STATUS", "ATTEMPT", "RESULT"], compensation_rows(e), ctx.out)
 
 
 def _iteration_row(step: pb.StepExecution, it: pb.StepIteration) -> list[str]:
@@ -362,7 +373,9 @@ def cancel_execution(ctx: Context) -> int:
         execution_id=ctx.args.id,
         reason=ctx.args.reason,
         cancelled_by=ctx.clients.claimed_by(),
+        compensate=ctx.args.compensate,
     )
+    # With --compensate it is "now compensating" until the undo is done.
     return _changed(ctx, "cancelled", ctx.clients.call("execution", "CancelExecution", request))
 
 
