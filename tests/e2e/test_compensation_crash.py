@@ -1,0 +1,212 @@
+"""kill -9 of the execution service during compensation: each compensation runs once.
+
+Every execution completes three compensable steps and then fails, so their undos run
+c, b, a. The undo of ``b`` waits for a gate file: the service is killed when every
+execution has undone ``c`` and waits on ``b`` (a condition, whatever the timing). While
+it is down the gate opens (the work service reports those undos meanwhile), and every
+compensation request already sent is made to look unsent (its dispatch pending again,
+as if the crash came between sending it and recording that), so the restarted service
+sends each again. The work service's idempotency and the fact matching must still make
+each undo run, and be recorded, exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import pytest
+
+from trinity.process.definition.v1 import definition_service_pb2
+from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
+from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
+from trinity.process.execution.v1 import facts_pb2 as execution_facts
+from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
+from trinity.process.work.v1 import facts_pb2 as work_facts
+from trinity_platform.envelope import decode
+from trinity_process_model.authoring import parse_process
+from trinity_process_model.proto_codec import spec_to_proto
+
+pytestmark = pytest.mark.e2e
+
+EXECUTIONS = 8
+PROCESS = """
+name: undo-after-crash
+steps:
+  - id: a
+    agent_task: {agent: worker, message: "a"}
+    compensate:
+      agent_task: {agent: undoer, message: "{{ execution.id }} a"}
+  - id: b
+    depends_on: [a]
+    agent_task: {agent: worker, message: "b"}
+    compensate:
+      agent_task: {agent: gated_undoer, message: "{{ execution.id }} b"}
+  - id: c
+    depends_on: [b]
+    agent_task: {agent: worker, message: "c"}
+    compensate:
+      agent_task: {agent: undoer, message: "{{ execution.id }} c"}
+  - id: ship
+    depends_on: [c]
+    agent_task: {agent: broken, message: "ship"}
+"""
+EXECUTOR = """
+concurrency: 32
+agents:
+  worker:
+    backend: script
+    file: replies.yaml
+  broken:
+    backend: command
+    command: [sh, -c, 'exit 3']
+  undoer:
+    backend: command
+    command: [sh, -c, 'echo "$1" >> undo.log; echo undone', undo, "{message}"]
+    cwd: .
+  gated_undoer:
+    backend: command
+    command:
+      - sh
+      - -c
+      - 'while [ ! -e gate ]; do sleep 0.05; done; echo "$1" >> undo.log; echo undone'
+      - undo
+      - "{message}"
+    cwd: .
+"""
+S = execution_pb2
+STEP_COMPENSATED = S.STEP_COMPENSATION_STATUS_COMPENSATED
+
+
+def undo_waits_on_b(execution: execution_pb2.Execution) -> bool:
+    steps = {s.step_id: s.status for s in execution.compensation.steps}
+    return (
+        execution.status == S.EXECUTION_STATUS_COMPENSATING
+        and steps.get("c") == STEP_COMPENSATED
+        and steps.get("b") == S.STEP_COMPENSATION_STATUS_RUNNING
+    )
+
+
+async def executions_of(stub: ExecutionServiceStub, ids: list[str]) -> list[S.Execution]:
+    replies = await asyncio.gather(
+        *(stub.GetExecution(execution_service_pb2.GetExecutionRequest(execution_id=i)) for i in ids)
+    )
+    return [r.execution for r in replies]
+
+
+async def wait_until(stub, ids, check, what: str, timeout: float = 180) -> list[S.Execution]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout  # generous: the machine may be busy
+    while True:
+        executions = await executions_of(stub, ids)
+        if all(check(e) for e in executions):
+            return executions
+        assert time.monotonic() < deadline, f"not all {what}: {[e.status for e in executions]}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("suite_database", ["sqlite"], indirect=True)
+async def test_kill_9_during_compensation_runs_each_compensation_once(
+    make_suite, stream_reader, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "replies.yaml").write_text('replies:\n  - output: "ok"\n')
+    config = tmp_path / "executor.yaml"
+    config.write_text(EXECUTOR)
+    suite = make_suite(executor_config=config)
+    suite.start()
+    await asyncio.to_thread(suite.wait_healthy, 90)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{suite.ports['definition']}") as channel:
+        definitions = DefinitionServiceStub(channel)
+        draft = await definitions.CreateDraft(
+            definition_service_pb2.CreateDraftRequest(
+                request_id="d", spec=spec_to_proto(parse_process(PROCESS))
+            )
+        )
+        await definitions.PublishDefinition(
+            definition_service_pb2.PublishDefinitionRequest(
+                request_id="p", definition_id=draft.definition.id
+            )
+        )
+    target = f"127.0.0.1:{suite.ports['execution']}"
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = ExecutionServiceStub(channel)
+        ids = [
+            (
+                await stub.TriggerProcess(
+                    execution_service_pb2.TriggerProcessRequest(
+                        request_id=f"run-{n}", process_name="undo-after-crash"
+                    )
+                )
+            ).execution.id
+            for n in range(EXECUTIONS)
+        ]
+        await wait_until(stub, ids, undo_waits_on_b, "waiting on b's undo")
+
+    suite.kill("execution")  # SIGKILL in the middle of every compensation
+    (tmp_path / "gate").write_text("open")  # b's undos finish while it is down
+    with sqlite3.connect(suite.data_dir / "execution.db") as db:
+        resent = db.execute(
+            "UPDATE dispatches SET status = 'pending', next_attempt_at = created_at"
+            " WHERE kind = 'request_work' AND key LIKE '%/compensate/%' AND status = 'done'"
+        ).rowcount
+    assert resent >= 2 * EXECUTIONS  # c's and b's undo requests of every execution
+    suite.start_service("execution")
+    await asyncio.to_thread(suite.wait_serving, suite.ports["execution"], "execution")
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        done = await wait_until(
+            ExecutionServiceStub(channel),
+            ids,
+            lambda e: (
+                e.status in (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_COMPENSATION_FAILED)
+            ),
+            "ended",
+        )
+    for execution in done:
+        assert execution.status == S.EXECUTION_STATUS_FAILED, execution
+        assert [(s.step_id, s.status, s.attempt) for s in execution.compensation.steps] == [
+            ("c", STEP_COMPENSATED, 1),
+            ("b", STEP_COMPENSATED, 1),
+            ("a", STEP_COMPENSATED, 1),
+        ]
+
+    # Each undo ran once, in reverse order of completion.
+    lines = (tmp_path / "undo.log").read_text().splitlines()
+    assert Counter(lines) == Counter({f"{e} {s}": 1 for e in ids for s in "abc"})
+    for execution_id in ids:
+        mine = [line.split()[1] for line in lines if line.startswith(execution_id)]
+        assert mine == ["c", "b", "a"], (execution_id, mine)
+
+    with sqlite3.connect(suite.data_dir / "execution.db") as db:
+        sent_again = db.execute(
+            "SELECT count(*) FROM dispatches WHERE key LIKE '%/compensate/%' AND attempts >= 2"
+        ).fetchone()[0]
+    assert sent_again >= resent  # each request really was sent a second time
+
+    await asyncio.sleep(1.0)  # let the relays publish the last facts
+    requested: Counter[tuple[str, str]] = Counter()
+    for envelope in await stream_reader("TRINITY_PROCESS_WORK_FACTS"):
+        fact = decode(envelope)
+        if isinstance(fact, work_facts.WorkRequested):
+            ref = fact.correlation
+            requested[(ref.execution_id, ref.step_id)] += 1
+    for execution_id in ids:
+        for step in "abc":
+            assert requested[(execution_id, f"{step}/compensate")] == 1, (execution_id, step)
+    envelopes = await stream_reader("TRINITY_PROCESS_EXECUTION_FACTS")
+    assert max(Counter(e.id for e in envelopes).values()) == 1
+    compensated: Counter[tuple[str, str]] = Counter()
+    ends: Counter[str] = Counter()
+    for envelope in envelopes:
+        fact = decode(envelope)
+        if isinstance(fact, execution_facts.StepCompensated):
+            compensated[(fact.execution.execution_id, fact.step_id)] += 1
+        elif isinstance(
+            fact, execution_facts.CompensationCompleted | execution_facts.ProcessFailed
+        ):
+            ends[fact.execution.execution_id] += 1
+    assert compensated == Counter({(e, s): 1 for e in ids for s in "abc"})
+    assert ends == Counter(dict.fromkeys(ids, 2))
