@@ -7,7 +7,13 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from trinity_execution.infrastructure.tables import dispatches, execution_facts, executions, timers
+from trinity_execution.infrastructure.tables import (
+    dispatches,
+    execution_facts,
+    executions,
+    for_each_items,
+    timers,
+)
 from trinity_execution.loops.housekeeping import prune_ended
 from trinity_platform.db import create_engine, run_migrations
 
@@ -56,6 +62,11 @@ async def test_only_long_ended_executions_lose_their_working_records(database_ur
                     occur_time=NOW,
                 )
             )
+            await conn.execute(
+                insert(for_each_items).values(
+                    execution_id=execution_id, request=f"{execution_id}/s/1/1", position=0, item="1"
+                )
+            )
             for status in ("done", "pending"):
                 await conn.execute(
                     insert(dispatches).values(
@@ -81,11 +92,13 @@ async def test_only_long_ended_executions_lose_their_working_records(database_ur
 
     removed = await prune_ended(engine, timedelta(days=7), now=NOW)
 
-    assert removed == 3  # the old execution's fact, done dispatch and fired timer
+    assert removed == 4  # the old execution's fact, done dispatch, fired timer, for_each item
     async with engine.connect() as conn:
         facts = (await conn.execute(select(execution_facts.c.execution_id))).scalars().all()
         kept_dispatches = (await conn.execute(select(dispatches.c.key))).scalars().all()
         history = await conn.scalar(select(func.count()).select_from(executions))
+        items = (await conn.execute(select(for_each_items.c.execution_id))).scalars().all()
+    assert sorted(items) == [recent, running]
     assert sorted(facts) == [recent, running]
     assert f"{old}/done" not in kept_dispatches and f"{old}/pending" in kept_dispatches
     assert history == 3  # the process history itself is kept

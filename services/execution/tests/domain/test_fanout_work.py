@@ -25,6 +25,8 @@ from trinity_execution.domain.events import (
     PauseExecution,
     ResumeExecution,
 )
+from trinity_execution.domain.items import ForEachState
+from trinity_execution.domain.state import ExecutionState
 from trinity_process_model.model import (
     ActionKind,
     AgentTaskConfig,
@@ -125,9 +127,9 @@ def test_an_answer_moves_only_the_item_whose_outstanding_request_it_names() -> N
     assert driver.state.to_dict() == before
     assert answer(driver, key_of(driver, 1), "one")
     step = driver.state.step("files")
-    assert step.for_each is not None and step.for_each.outputs == {1: "one"}
+    assert step.for_each is not None and list(step.for_each.results) == [(1, "one", False)]
     assert not answer(driver, key_of(driver, 1), "again")  # a redelivery changes nothing
-    assert driver.state.step("files").for_each.outputs == {1: "one"}  # type: ignore[union-attr]
+    assert list(driver.state.step("files").for_each.results) == [(1, "one", False)]  # type: ignore[union-attr]
 
 
 def test_a_failed_item_is_retried_by_the_policy_and_a_stale_answer_is_ignored() -> None:
@@ -304,3 +306,60 @@ def test_items_are_answered_only_by_their_own_request_and_outputs_keep_item_orde
         assert len(outputs) == count
         for index, output in enumerate(outputs):
             assert output == answered.get(index)
+
+
+# ---------------------------------------------------- what a decision is given
+
+
+class ColdStore:
+    """What the execution service's item store does around each decision: it keeps the
+    items and results apart and gives a decision only what ``wanted_items`` and
+    ``wants_results`` ask for (infrastructure/item_store.py against the database)."""
+
+    def __init__(self) -> None:
+        self.items: dict[int, Any] = {}
+        self.results: list[tuple[int, Any, bool]] = []
+
+    def save(self, state: ExecutionState) -> None:
+        each = state.step("files").for_each
+        assert each is not None
+        if not each.saved_items:
+            self.items = {i: each.items[i] for i in range(each.total)}
+        self.results.extend(each.unsaved_results())
+
+    def load(self, state: ExecutionState) -> ExecutionState:
+        data = state.to_dict()
+        hot = data["steps"]["files"]["for_each"]
+        each = ForEachState.from_dict(hot)
+        wanted = range(each.total) if each.wants_all else each.wanted_items()
+        hot["loaded_items"] = [[i, self.items[i]] for i in wanted]
+        if each.wants_results():
+            hot["loaded_results"] = [list(r) for r in self.results]
+        return ExecutionState.from_dict(data)
+
+
+def test_a_decision_lacking_items_or_results_asks_for_a_full_load() -> None:
+    config = ToolRunConfig(
+        ActionKind.VERIFY,
+        {"path": "{{ item.path }}"},
+        for_each="{{ input.files }}",
+        max_concurrency=1,
+        tolerated_failures=2,
+    )
+    driver = Driver.of(spec(Step("files", config)))
+    driver.start(files=[{"path": "a"}, {"bad": 1}, {"bad": 2}])
+    store = ColdStore()
+    assert driver.state is not None
+    store.save(driver.state)
+    driver.state = store.load(driver.state)
+    (first,) = requests(driver)
+    assert answer(driver, first.key, "A")  # item 1 fails to render; item 2 is not loaded
+    load = driver.commands_of(StartTimer)[-1]
+    assert load.purpose == "for_each_load" and load.fire_at == driver.clock
+    assert driver.step_status("files") == "waiting"
+    store.save(driver.state)
+    driver.state = store.load(driver.state)
+    assert not driver.send(TimerFired(now=driver.tick(), timer_id=load.timer_id)).ignored
+    assert driver.state.step("files").structured == {"items": ["A", None, None], "failed": 2}
+    assert driver.status == "completed"
+    assert driver.send(TimerFired(now=driver.tick(), timer_id=load.timer_id)).ignored

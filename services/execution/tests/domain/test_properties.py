@@ -313,11 +313,14 @@ def check_state(process: CompiledProcess, state: ExecutionState) -> None:
         each = s.for_each
         if each is not None:  # every item is pending, running or ended: never two of these
             assert all(i < each.next for i in each.running)
-            assert not set(each.running) & set(each.outputs)
-            assert set(each.failed) <= set(each.outputs)
+            ended = {index for index, _, _ in each.results}
+            assert not set(each.running) & ended and len(ended) == each.ended
+            if s.request:  # an attempt going on: each item started is running or ended
+                assert each.ended + len(each.running) == each.next
+            assert sum(failed for _, _, failed in each.results) == each.failed
             assert len(each.running) <= 2
             if s.status is StepStatus.COMPLETED:
-                assert not each.running and len(each.outputs) == len(each.items)
+                assert not each.running and each.ended == each.total
     for sid, s in state.steps.items():
         if s.status in (
             StepStatus.RUNNING,

@@ -177,6 +177,8 @@ class TimerPurpose(StrEnum):
     STEP_TIMER = "step_timer"
     STEP_TIMEOUT = "step_timeout"
     RETRY_BACKOFF = "retry_backoff"
+    FOR_EACH_LOAD = "for_each_load"
+    """Decide again on a for_each with all its items and results loaded (items.py)."""
 
 
 _PURPOSES = frozenset(p.value for p in TimerPurpose)

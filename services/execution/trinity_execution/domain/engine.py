@@ -188,7 +188,7 @@ def _on_resume(process: CompiledProcess, state: ExecutionState, event: ResumeExe
         st = run.state.step(step_id)
         # (not one waiting for a retry backoff: its next attempt starts the items anew)
         if st.for_each is not None and st.request and run.is_running:
-            fanout.resume(run, step_id)
+            fanout.fill(run, step_id)
     return _done(run)
 
 
@@ -404,12 +404,14 @@ def _on_approval(
 def _on_timer(process: CompiledProcess, state: ExecutionState, event: TimerFired) -> Decision:
     if compensation.is_compensation(event, state.execution_id):
         return _on_compensation(process, state, event)
-    retried = fanout.split_retry_timer(event.timer_id)
+    retried = fanout.split_retry_timer(event.timer_id) or fanout.split_load_timer(event.timer_id)
     if retried is not None:
         owner = parse_request_key(state.execution_id, retried[0])
         if owner is not None and owner[0] in process.steps:
             run = Run(process, state, event.now)
-            if fanout.retry_due(run, owner[0], event.timer_id):
+            if fanout.retry_due(run, owner[0], event.timer_id) or fanout.load_due(
+                run, owner[0], event.timer_id
+            ):
                 return _done(run)
         return _ignore(state, f"timer {event.timer_id!r} is not outstanding")
     parsed = parse_timer_id(state.execution_id, event.timer_id)

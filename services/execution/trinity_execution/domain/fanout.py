@@ -28,9 +28,10 @@ from trinity_execution.domain.commands import (
     TimerPurpose,
 )
 from trinity_execution.domain.errors import Failure, FieldExpressionError
+from trinity_execution.domain.items import ForEachState
 from trinity_execution.domain.requests import work_payload
 from trinity_execution.domain.retries import plan_retry
-from trinity_execution.domain.state import ForEachState, StepState, StepStatus
+from trinity_execution.domain.state import StepState, StepStatus
 from trinity_process_model.expressions import ExpressionError
 from trinity_process_model.model import (
     DEFAULT_MAX_CONCURRENCY,
@@ -49,6 +50,7 @@ Body = AgentTaskConfig | ToolRunConfig | SubProcessConfig
 
 ITEM_MARK = "/item/"
 _RETRY = f"/{TimerPurpose.RETRY_BACKOFF}"
+_LOAD = "/load/"
 
 
 def item_key(request: str, index: int, attempt: int = 1) -> str:
@@ -113,34 +115,93 @@ def start(run: Run, step: Step, st: StepState, config: Body) -> None:
     run.state.active[step.id] = None
     st.request = run.key(step.id, st)
     st.child = ""
-    st.for_each = ForEachState(items=list(items))
+    window = config.max_concurrency or DEFAULT_MAX_CONCURRENCY
+    st.for_each = ForEachState.started(st.request, list(items), window)
     run.start_step_timeout(step, st, run.step_ref(step.id, st))
     fill(run, step.id)
 
 
 def fill(run: Run, step_id: str) -> None:
-    """Start items until ``max_concurrency`` run; complete the step when all ended."""
+    """Send the retries held, start items until ``max_concurrency`` run; complete the
+    step when all ended."""
     st = run.edit(step_id)
     state = st.for_each
     assert state is not None
     config = body_of(run.process.step(step_id))
     assert config is not None
+    while state.held and run.is_running:
+        if state.held[0] not in state.items:
+            load(run, step_id, st)
+            return
+        if not _send(run, step_id, st, config, state.held.pop(0)):
+            return
     concurrency = config.max_concurrency or DEFAULT_MAX_CONCURRENCY
-    while run.is_running and len(state.running) < concurrency and state.next < len(state.items):
+    while run.is_running and len(state.running) < concurrency and state.next < state.total:
         index = state.next
+        if index not in state.items:
+            load(run, step_id, st)
+            return
         state.next += 1
         state.running.append(index)
         if not _send(run, step_id, st, config, index):
             return
-    if not state.running and state.next >= len(state.items) and run.is_live:
-        outputs = [state.outputs.get(i) for i in range(len(state.items))]
+    if not state.running and state.next >= state.total and run.is_live:
+        outputs = state.outputs()
+        if outputs is None:
+            load(run, step_id, st)
+            return
         cost = state.cost
         run.complete(
             step_id,
             output=json.dumps(outputs, ensure_ascii=False, separators=(",", ":")),
-            structured={"items": outputs, "failed": len(state.failed)},
+            structured={"items": outputs, "failed": state.failed},
         )
         run.edit(step_id).cost = cost  # already counted item by item
+
+
+def load(run: Run, step_id: str, st: StepState) -> None:
+    """This decision lacks items or results it was not given (items.py): decide again,
+    at once, with everything loaded."""
+    state = st.for_each
+    assert state is not None
+    if state.wants_all:
+        return  # asked already: its timer is on the way
+    state.wants_all = True
+    state.loads += 1
+    run.commands.append(
+        StartTimer(
+            timer_id=f"{state.request}{_LOAD}{state.loads}",
+            fire_at=run.now,
+            purpose=TimerPurpose.FOR_EACH_LOAD,
+            correlation=run.step_ref(step_id, st),
+        )
+    )
+
+
+def split_load_timer(timer: str) -> tuple[str, int] | None:
+    """(step request key, load number) of a for_each's load timer, else None."""
+    request, mark, number = timer.rpartition(_LOAD)
+    return (request, int(number)) if mark and number.isdigit() else None
+
+
+def load_due(run: Run, step_id: str, timer: str) -> bool:
+    """The full load asked for is here: go on. False when no load of the step waits."""
+    st = run.state.step(step_id)
+    state = st.for_each
+    parsed = split_load_timer(timer)
+    if (
+        state is None
+        or parsed is None
+        or parsed[0] != st.request
+        or not state.wants_all
+        or parsed[1] != state.loads
+    ):
+        return False
+    st = run.edit(step_id)
+    assert st.for_each is not None
+    st.for_each.wants_all = False
+    fill(run, step_id)
+    return True
 
 
 def _send(run: Run, step_id: str, st: StepState, config: Body, index: int) -> bool:
@@ -148,7 +209,7 @@ def _send(run: Run, step_id: str, st: StepState, config: Body, index: int) -> bo
     that failed the step attempt (its templates did not render, beyond the tolerated)."""
     state = st.for_each
     assert state is not None
-    key = item_key(st.request, index, state.attempts.get(index, 1))
+    key = item_key(state.request, index, state.attempts.get(index, 1))
     context = {**run.context(), "item": state.items[index], "item_index": index}
     command: Command
     try:
@@ -202,7 +263,7 @@ def _ended(run: Run, step_id: str, st: StepState, index: int, outcome: ItemOutco
     if outcome.failure is None:
         state.running.remove(index)
         state.attempts.pop(index, None)
-        state.outputs[index] = outcome.output
+        state.end(index, outcome.output, failed=False)
         stopped = False
     else:
         stopped = _failed(run, step_id, st, index, outcome)
@@ -224,7 +285,7 @@ def _failed(run: Run, step_id: str, st: StepState, index: int, outcome: ItemOutc
         state.backoff.append(index)
         run.commands.append(
             StartTimer(
-                timer_id=item_key(st.request, index, attempt) + _RETRY,
+                timer_id=item_key(state.request, index, attempt) + _RETRY,
                 fire_at=plan.next_attempt_time,
                 purpose=TimerPurpose.RETRY_BACKOFF,
                 correlation=run.step_ref(step_id, st),
@@ -233,11 +294,10 @@ def _failed(run: Run, step_id: str, st: StepState, index: int, outcome: ItemOutc
         return False
     state.running.remove(index)
     state.attempts.pop(index, None)
-    state.failed.append(index)
-    state.outputs[index] = None
+    state.end(index, None, failed=True)
     config = body_of(run.process.step(step_id))
     assert config is not None
-    if len(state.failed) <= config.tolerated_failures:
+    if state.failed <= config.tolerated_failures:
         return False
     code = (
         errors.CHILD_EXECUTION_FAILED
@@ -245,7 +305,7 @@ def _failed(run: Run, step_id: str, st: StepState, index: int, outcome: ItemOutc
         else errors.FOR_EACH_ITEM_FAILED
     )
     why = f"{outcome.failure.code}: {outcome.failure.message}".rstrip(": ")
-    message = f"item {index} failed ({why}); {len(state.failed)} failed"
+    message = f"item {index} failed ({why}); {state.failed} failed"
     # Each item had its retries: the step attempt is not retried as a whole.
     run.fail_attempt(step_id, Failure(code, message), retryable=False)
     return True
@@ -265,28 +325,10 @@ def retry_due(run: Run, step_id: str, timer: str) -> bool:
     st = run.edit(step_id)
     assert st.for_each is not None
     st.for_each.backoff.remove(index)
-    if not run.is_running:  # paused: the item is sent when the execution resumes
-        st.for_each.held.append(index)
-        return True
-    config = body_of(run.process.step(step_id))
-    assert config is not None
-    if _send(run, step_id, st, config, index) and run.is_live:
-        fill(run, step_id)
-    return True
-
-
-def resume(run: Run, step_id: str) -> None:
-    """The execution runs again: send the retries held while paused, then fill."""
-    st = run.edit(step_id)
-    state = st.for_each
-    assert state is not None
-    config = body_of(run.process.step(step_id))
-    assert config is not None
-    while state.held and run.is_running:
-        if not _send(run, step_id, st, config, state.held.pop(0)):
-            return
+    st.for_each.held.append(index)  # sent now, or when the execution runs again
     if run.is_running:
         fill(run, step_id)
+    return True
 
 
 def cancel_running(run: Run, step_id: str, st: StepState, reason: str) -> None:
@@ -298,9 +340,9 @@ def cancel_running(run: Run, step_id: str, st: StepState, reason: str) -> None:
     for index in state.running:
         attempt = state.attempts.get(index, 1)
         if index in state.backoff:
-            run.commands.append(CancelTimer(item_key(st.request, index, attempt - 1) + _RETRY))
+            run.commands.append(CancelTimer(item_key(state.request, index, attempt - 1) + _RETRY))
         elif index not in state.held:
-            key = item_key(st.request, index, attempt)
+            key = item_key(state.request, index, attempt)
             run.commands.append(
                 CancelChildExecution(key, reason) if child else CancelWork(key, reason)
             )
@@ -308,3 +350,6 @@ def cancel_running(run: Run, step_id: str, st: StepState, reason: str) -> None:
     state.backoff.clear()
     state.held.clear()
     state.attempts.clear()
+    if state.wants_all:
+        run.commands.append(CancelTimer(f"{state.request}{_LOAD}{state.loads}"))
+        state.wants_all = False

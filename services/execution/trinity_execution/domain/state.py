@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from trinity_execution.domain.compensation_state import CompensationState
 from trinity_execution.domain.errors import Failure, InvalidTransition
+from trinity_execution.domain.items import ForEachState, money_in, money_out
 from trinity_process_model.model import Money
 
 HISTORY_LIMIT = 20
@@ -95,69 +95,6 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 FINISHED = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
 """Statuses that let dependents go on (plus FAILED with on_failure: continue)."""
 ACTIVE = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
-
-
-@dataclass(slots=True)
-class ForEachState:
-    """A for_each step's items: started up to ``next``, those running (an outstanding
-    request, or waiting for a retry), the outputs of the ended ones (None for a failed
-    one), the failed indexes, the cost so far; for items retried, their current attempt
-    (``attempts``), those waiting for their backoff timer (``backoff``) and those whose
-    retry is held while the execution is paused (``held``)."""
-
-    items: list[Any]
-    next: int = 0
-    running: list[int] = field(default_factory=list)
-    outputs: dict[int, Any] = field(default_factory=dict)
-    failed: list[int] = field(default_factory=list)
-    cost: Money | None = None
-    attempts: dict[int, int] = field(default_factory=dict)
-    backoff: list[int] = field(default_factory=list)
-    held: list[int] = field(default_factory=list)
-
-    def clone(self) -> ForEachState:
-        return ForEachState(
-            self.items,
-            self.next,
-            list(self.running),
-            dict(self.outputs),
-            list(self.failed),
-            self.cost,
-            dict(self.attempts),
-            list(self.backoff),
-            list(self.held),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"items": self.items, "next": self.next}
-        if self.running:
-            data["running"] = list(self.running)
-        if self.outputs:
-            data["outputs"] = self.outputs  # int keys: JSON writes them as text
-        if self.failed:
-            data["failed"] = list(self.failed)
-        if self.cost is not None:
-            data["cost"] = _money_out(self.cost)
-        if self.attempts:
-            data["attempts"] = [[i, n] for i, n in self.attempts.items()]
-        for name in ("backoff", "held"):
-            if getattr(self, name):
-                data[name] = list(getattr(self, name))
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ForEachState:
-        return cls(
-            items=list(data["items"]),
-            next=int(data.get("next", 0)),
-            running=[int(i) for i in data.get("running", ())],
-            outputs={int(i): v for i, v in dict(data.get("outputs", {})).items()},
-            failed=[int(i) for i in data.get("failed", ())],
-            cost=_money_in(data.get("cost")),
-            attempts={int(i): int(n) for i, n in data.get("attempts", ())},
-            backoff=[int(i) for i in data.get("backoff", ())],
-            held=[int(i) for i in data.get("held", ())],
-        )
 
 
 @dataclass(slots=True)
@@ -333,7 +270,11 @@ class StepState:
             timeout_timer=data.get("timeout_timer", ""),
             awaited_key=data.get("awaited_key", ""),
             child=data.get("child", ""),
-            for_each=ForEachState.from_dict(data["for_each"]) if data.get("for_each") else None,
+            for_each=(
+                ForEachState.from_dict(data["for_each"], data.get("request", ""))
+                if data.get("for_each")
+                else None
+            ),
             history=list(data.get("history", ())),
             history_dropped=int(data.get("history_dropped", 0)),
         )
@@ -563,14 +504,8 @@ def _new_execution() -> ExecutionState:
     return object.__new__(ExecutionState)
 
 
-def _money_out(money: Money) -> dict[str, str]:
-    return {"amount": str(money.amount), "currency": money.currency}
-
-
-def _money_in(data: dict[str, str] | None) -> Money | None:
-    if not data:
-        return None
-    return Money(Decimal(data["amount"]), data.get("currency", "USD"))
+_money_out = money_out
+_money_in = money_in
 
 
 def _time_in(value: str | None) -> datetime | None:

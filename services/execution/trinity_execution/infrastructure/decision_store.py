@@ -17,6 +17,7 @@ from trinity_execution.application.ports import Written
 from trinity_execution.infrastructure import translate
 from trinity_execution.infrastructure.children import dispatch_of
 from trinity_execution.infrastructure.fact_log import append_facts
+from trinity_execution.infrastructure.item_store import save_items
 from trinity_execution.infrastructure.message_store import close_subscription, open_subscription
 from trinity_execution.infrastructure.repository import ExecutionRow, save_execution
 from trinity_execution.infrastructure.senders import (
@@ -92,6 +93,7 @@ async def write_decision(
             ended_at=state.ended_at,
             fact_count=row.fact_count + len(decision.facts),
         )
+    await save_items(conn, execution_id, state)
     messages = [translate.fact_to_proto(fact) for fact in decision.facts]
     if messages:
         await add_many_to_outbox(

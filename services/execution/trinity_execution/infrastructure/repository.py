@@ -15,6 +15,7 @@ from sqlalchemy import RowMapping, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.application.ports import ConcurrentUpdate, ExecutionRow, ListFilter
+from trinity_execution.infrastructure.item_store import attach_items
 from trinity_execution.infrastructure.tables import executions
 from trinity_platform import metrics
 from trinity_platform.db import read_only
@@ -52,7 +53,11 @@ async def load_execution(
     if for_update and conn.dialect.name == "postgresql":
         query = query.with_for_update()
     found = (await conn.execute(query)).mappings().first()
-    return None if found is None else row_of(found)
+    if found is None:
+        return None
+    row = row_of(found)
+    await attach_items(conn, execution_id, row.state)
+    return row
 
 
 def row_of(found: RowMapping) -> ExecutionRow:

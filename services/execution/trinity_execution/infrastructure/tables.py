@@ -175,3 +175,19 @@ buffered_messages = Table(
     Index("ix_buffered_messages_match", "message_name", "correlation_key"),
     Index("ix_buffered_messages_expiry", "expires_at"),
 )
+
+# The cold part of for_each steps (domain/items.py): one row per item of a step attempt
+# (``request``), written when the step starts; its result written when the item ends.
+# A decision loads only the rows it may need, so an item costs the same with 1,000.
+for_each_items = Table(
+    "for_each_items",
+    metadata,
+    Column("execution_id", String(64), nullable=False),
+    Column("request", String(512), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("item", Text, nullable=False),
+    Column("ended", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("output", Text, nullable=True),
+    PrimaryKeyConstraint("execution_id", "request", "position", name="pk_for_each_items"),
+)

@@ -396,9 +396,9 @@ def step_view(
         view.awaited_message.correlation_key = step.awaited_key
     view.child_execution_id = step.child
     if step.for_each is not None:
-        view.items_total = len(step.for_each.items)
-        view.items_done = len(step.for_each.outputs)
-        view.items_failed = len(step.for_each.failed)
+        view.items_total = step.for_each.total
+        view.items_done = step.for_each.ended
+        view.items_failed = step.for_each.failed
     view.iterations.extend(_iteration(summary) for summary in step.history)
     view.iterations_omitted = step.history_dropped
     return view

@@ -14,7 +14,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trinity_execution.infrastructure.tables import dispatches, execution_facts, executions, timers
+from trinity_execution.infrastructure.tables import (
+    dispatches,
+    execution_facts,
+    executions,
+    for_each_items,
+    timers,
+)
 from trinity_platform.logs import get_logger
 
 _log = get_logger(__name__)
@@ -36,6 +42,7 @@ async def prune_ended(
                 dispatches.c.execution_id.in_(ended), dispatches.c.status != "pending"
             ),
             delete(timers).where(timers.c.execution_id.in_(ended), timers.c.status != "pending"),
+            delete(for_each_items).where(for_each_items.c.execution_id.in_(ended)),
         ):
             result = await conn.execute(statement)
             removed += int(result.rowcount or 0)

@@ -1,0 +1,160 @@
+"""for_each items and results in their own table (infrastructure/item_store.py), against
+the real database: a decision is given the items it may send and, only when the step may
+complete, the results; a step stored inline before the split is moved apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from trinity_execution import domain as d
+from trinity_execution.infrastructure.decision_store import write_decision
+from trinity_execution.infrastructure.repository import (
+    ExecutionRow,
+    insert_execution,
+    load_execution,
+    save_execution,
+)
+from trinity_execution.infrastructure.tables import for_each_items
+from trinity_platform.db import create_engine, read_only, run_migrations
+from trinity_process_model.model import AgentTaskConfig, ProcessSpec, Step
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "trinity_execution" / "migrations"
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SPEC = ProcessSpec(
+    name="items",
+    steps=(
+        Step(
+            "files",
+            AgentTaskConfig(
+                "a", "review {{ item }}", for_each="{{ input.files }}", max_concurrency=2
+            ),
+        ),
+    ),
+)
+PROCESS = d.CompiledProcess.compile("def", "1.0", SPEC)
+
+
+def row_of(execution_id: str, state: d.ExecutionState) -> ExecutionRow:
+    return ExecutionRow(
+        id=execution_id,
+        process_id="def",
+        process_name="items",
+        process_version="1.0",
+        status=str(state.status),
+        trigger_kind="manual",
+        triggered_by="",
+        state=state.to_dict(),
+        revision=1,
+        fact_count=0,
+        created_at=NOW,
+        updated_at=NOW,
+        ended_at=None,
+    )
+
+
+async def answer_one(engine: Any, execution_id: str, now: datetime) -> dict[str, Any]:
+    """Load the execution as a decision does, answer its lowest outstanding item, write
+    the decision; returns the for_each part the decision was given."""
+    async with read_only(engine) as conn:
+        row = await load_execution(conn, execution_id)
+    assert row is not None
+    given = dict(row.state["steps"]["files"]["for_each"])
+    state = d.ExecutionState.from_dict(row.state)
+    each = state.step("files").for_each
+    assert each is not None
+    index = min(set(each.running) - set(each.backoff))
+    attempt = state.step("files").attempt
+    decision = d.decide(
+        PROCESS,
+        state,
+        d.WorkCompleted(
+            now=now,
+            step_id="files",
+            iteration=1,
+            attempt=attempt,
+            output=f'{{"file": {index}}}',
+            request=f"{each.request}/item/{index}",
+        ),
+    )
+    assert not decision.ignored, decision.ignored
+    async with engine.begin() as conn:
+        await write_decision(conn, row, decision, now)
+    return given
+
+
+async def test_a_decision_gets_the_items_it_may_send_and_the_results_only_at_the_end(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    await run_migrations(engine, MIGRATIONS)
+    files = [f"f{i}" for i in range(12)]
+    start = d.decide(
+        PROCESS, None, d.StartExecution(now=NOW, execution_id="ex", input={"files": files})
+    )
+    row = row_of("ex", start.state)
+    async with engine.begin() as conn:
+        await insert_execution(conn, row, fact_count=len(start.facts))
+        await write_decision(conn, row, start, NOW, new=True)
+        stored = await conn.scalar(select(func.count()).select_from(for_each_items))
+    assert stored == 12
+    now = NOW
+    for ended in range(12):
+        now += timedelta(seconds=1)
+        given = await answer_one(engine, "ex", now)
+        assert len(given["loaded_items"]) <= 2  # the window: max_concurrency ahead
+        assert ("loaded_results" in given) == (ended == 11)  # only when it may complete
+        assert "items" not in given and "outputs" not in given
+    async with read_only(engine) as conn:
+        row = await load_execution(conn, "ex")
+        results = await conn.scalar(
+            select(func.count()).select_from(for_each_items).where(for_each_items.c.ended == 1)
+        )
+    assert row is not None and results == 12
+    step = d.ExecutionState.from_dict(row.state).step("files")
+    assert step.status == "completed"
+    assert step.structured == {"items": [{"file": i} for i in range(12)], "failed": 0}
+
+
+async def test_a_step_stored_inline_before_the_split_moves_apart(database_url: str) -> None:
+    engine = create_engine(database_url)
+    await run_migrations(engine, MIGRATIONS)
+    start = d.decide(
+        PROCESS,
+        None,
+        d.StartExecution(now=NOW, execution_id="old", input={"files": ["a", "b", "c"]}),
+    )
+    data = start.state.to_dict()
+    hot = data["steps"]["files"]["for_each"]
+    # As the service stored it before: items and outputs inline, no request of its own.
+    data["steps"]["files"]["for_each"] = {"items": ["a", "b", "c"], "next": 2, "running": [0, 1]}
+    assert hot["request"] == data["steps"]["files"]["request"]
+    row = row_of("old", start.state)
+    async with engine.begin() as conn:
+        await insert_execution(conn, row, fact_count=0)
+        await save_execution(
+            conn,
+            "old",
+            expected_revision=1,
+            status="running",
+            state=data,
+            now=NOW,
+            ended_at=None,
+            fact_count=0,
+        )
+    await answer_one(engine, "old", NOW + timedelta(seconds=1))  # item 0; item 2 starts
+    given = await answer_one(engine, "old", NOW + timedelta(seconds=2))
+    # Now apart: every item started, item 0's result in its row, nothing more to load.
+    assert given["total"] == 3 and given["ended"] == 1 and given["loaded_items"] == []
+    async with read_only(engine) as conn:
+        rows = (await conn.execute(select(for_each_items.c.position, for_each_items.c.ended))).all()
+    assert sorted(rows) == [(0, 1), (1, 1), (2, 0)]
+    await answer_one(engine, "old", NOW + timedelta(seconds=3))
+    async with read_only(engine) as conn:
+        row = await load_execution(conn, "old")
+    assert row is not None
+    step = d.ExecutionState.from_dict(row.state).step("files")
+    assert step.structured == {"items": [{"file": 0}, {"file": 1}, {"file": 2}], "failed": 0}
