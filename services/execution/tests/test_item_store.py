@@ -158,3 +158,67 @@ async def test_a_step_stored_inline_before_the_split_moves_apart(database_url: s
     assert row is not None
     step = d.ExecutionState.from_dict(row.state).step("files")
     assert step.structured == {"items": [{"file": 0}, {"file": 1}, {"file": 2}], "failed": 0}
+
+
+async def test_a_decision_that_ran_out_of_items_gets_them_all_on_its_load_timer(
+    database_url: str,
+) -> None:
+    """Items whose templates fail run past the window: the decision asks for a full load
+    (a for_each_load timer due now); the next decision is given every item and result."""
+    spec = ProcessSpec(
+        name="items",
+        steps=(
+            Step(
+                "files",
+                AgentTaskConfig(
+                    "a",
+                    "review {{ item.x }}",
+                    for_each="{{ input.files }}",
+                    max_concurrency=1,
+                    tolerated_failures=3,
+                ),
+            ),
+        ),
+    )
+    process = d.CompiledProcess.compile("def", "1.0", spec)
+    engine = create_engine(database_url)
+    await run_migrations(engine, MIGRATIONS)
+    files: list[dict[str, int]] = [{"x": 0}, {}, {}, {}, {"x": 4}]
+    start = d.decide(
+        process, None, d.StartExecution(now=NOW, execution_id="ex", input={"files": files})
+    )
+    row = row_of("ex", start.state)
+    async with engine.begin() as conn:
+        await insert_execution(conn, row, fact_count=len(start.facts))
+        await write_decision(conn, row, start, NOW, new=True)
+
+    async def step(event: d.Event) -> d.Decision:
+        async with read_only(engine) as conn:
+            row = await load_execution(conn, "ex")
+        assert row is not None
+        decision = d.decide(process, d.ExecutionState.from_dict(row.state), event)
+        assert not decision.ignored, decision.ignored
+        async with engine.begin() as conn:
+            await write_decision(conn, row, decision, event.now)
+        return decision
+
+    def done(index: int, at: int) -> d.WorkCompleted:
+        return d.WorkCompleted(
+            now=NOW + timedelta(seconds=at),
+            step_id="files",
+            iteration=1,
+            attempt=1,
+            output=f"{index}",
+            request=f"ex/files/1/1/item/{index}",
+        )
+
+    first = await step(done(0, 1))  # item 1 fails to render; item 2 is not loaded
+    (load,) = [c for c in first.commands if isinstance(c, d.StartTimer)]
+    assert load.purpose == "for_each_load"
+    loaded = await step(d.TimerFired(now=NOW + timedelta(seconds=2), timer_id=load.timer_id))
+    (sent,) = [c for c in loaded.commands if isinstance(c, d.RequestWork)]
+    assert sent.key == "ex/files/1/1/item/4" and sent.payload.message == "review 4"  # type: ignore[union-attr]
+    last = await step(done(4, 3))
+    step_state = last.state.step("files")
+    assert step_state.status == "completed"
+    assert step_state.structured == {"items": [0, None, None, None, 4], "failed": 3}
