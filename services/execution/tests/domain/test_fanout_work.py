@@ -42,19 +42,23 @@ ITEMS = "{{ steps.plan.output.files }}"
 
 
 def each(retry: RetryPolicy | None = None, **kw: Any) -> Step:
-    config = AgentTaskConfig(
-        "worker", "review {{ item }} at {{ item_index }}", for_each=ITEMS, **kw
-    )
+    # An item named "bad" does not render (it has no attribute "nope").
+    message = "review {{ item }} at {{ item_index }}{{ '' if item != 'bad' else item.nope }}"
+    config = AgentTaskConfig("worker", message, for_each=ITEMS, **kw)
     return Step("files", config, depends_on=("plan",), retry=retry)
 
 
 def planned(
-    count: int, budget: Budget | None = None, retry: RetryPolicy | None = None, **kw: Any
+    count: int,
+    budget: Budget | None = None,
+    retry: RetryPolicy | None = None,
+    bad: frozenset[int] = frozenset(),
+    **kw: Any,
 ) -> Driver:
     extra = {"budget": budget} if budget else {}
     driver = Driver.of(spec(agent("plan"), each(retry, **kw), agent("after", "files"), **extra))
     driver.start()
-    files = ", ".join(f'"f{i}"' for i in range(count))
+    files = ", ".join('"bad"' if i in bad else f'"f{i}"' for i in range(count))
     driver.complete("plan", output='{"files": [' + files + "]}")
     return driver
 
@@ -231,8 +235,11 @@ def test_a_tool_run_body_renders_its_arguments_per_item_and_a_bad_item_fails_alo
 
 
 @st.composite
-def scripts(draw: st.DrawFn) -> tuple[int, int, int, int, list[tuple[str, int]]]:
+def scripts(
+    draw: st.DrawFn,
+) -> tuple[int, frozenset[int], int, int, int, bool, list[tuple[str, int]]]:
     count = draw(st.integers(0, 12))
+    bad = frozenset(draw(st.sets(st.integers(0, max(count - 1, 0)), max_size=4)) if count else ())
     concurrency = draw(st.integers(1, 4))
     tolerated = draw(st.integers(0, 3))
     attempts = draw(st.integers(1, 3))
@@ -245,35 +252,44 @@ def scripts(draw: st.DrawFn) -> tuple[int, int, int, int, list[tuple[str, int]]]
             max_size=80,
         )
     )
-    return count, concurrency, tolerated, attempts, moves
+    return count, bad, concurrency, tolerated, attempts, draw(st.booleans()), moves
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(script=scripts())
 def test_items_are_answered_only_by_their_own_request_and_outputs_keep_item_order(
-    script: tuple[int, int, int, int, list[tuple[str, int]]],
+    script: tuple[int, frozenset[int], int, int, int, bool, list[tuple[str, int]]],
 ) -> None:
     """Whatever the order of answers, failures, retries and forged or stale answers: at
     most max_concurrency items are outstanding, every request key is used once, an
-    answer naming no outstanding item attempt changes nothing, and the output lists each
-    item's own answer at its own index."""
-    count, concurrency, tolerated, attempts, moves = script
+    answer naming no outstanding item attempt changes nothing, the step never waits
+    with nothing outstanding, and the output lists each item's own answer at its own
+    index. ``cold``: each decision is given only what the store would load."""
+    count, bad, concurrency, tolerated, attempts, cold, moves = script
     policy = RetryPolicy(max_attempts=attempts, initial_backoff=timedelta(seconds=1))
-    driver = planned(count, retry=policy, max_concurrency=concurrency, tolerated_failures=tolerated)
+    driver = planned(
+        count, retry=policy, bad=bad, max_concurrency=concurrency, tolerated_failures=tolerated
+    )
+    store = ColdStore()
     answered: dict[int, str] = {}
     for move, pick in moves:
         assert driver.state is not None
         step = driver.state.step("files")
+        if cold and step.for_each is not None:
+            store.save(driver.state)
+            driver.state = store.load(driver.state)
+            step = driver.state.step("files")
         each_ = step.for_each
         if driver.status != "running" or each_ is None or step.status != "waiting":
             break
+        assert each_.running or each_.wants_all  # never waits with nothing outstanding
         outstanding = sorted(set(each_.running) - set(each_.backoff))
         assert len(each_.running) <= concurrency
         keys = [c.key for c in requests(driver)]
         assert len(keys) == len(set(keys))
         before = driver.state.to_dict()
         if move == "fire":
-            timers = [c for c in driver.commands_of(StartTimer) if "/item/" in c.timer_id]
+            timers = [c for c in driver.commands_of(StartTimer) if c.correlation.step_id == "files"]
             if timers:
                 timer = timers[pick % len(timers)]
                 driver.send(
