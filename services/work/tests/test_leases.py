@@ -145,6 +145,53 @@ async def _has(facts: Facts, work_id: str, name: str) -> bool:
     return name in names(await facts(), work_id)
 
 
+async def test_a_completion_with_its_start_records_both_in_one_call(
+    stub: WorkServiceStub, facts: Facts, wait_for: Any
+) -> None:
+    work = (await stub.RequestWork(task("at-once"))).work
+    result = work_pb2.WorkResult(output="done")
+
+    def completed(work_id: str, delivery: int, key: str = "") -> api.RecordWorkCompletedRequest:
+        return api.RecordWorkCompletedRequest(
+            request_id=key,
+            work_id=work_id,
+            executor_id="a",
+            result=result,
+            start=api.WorkStart(delivery=delivery),
+        )
+
+    # Refused as a start would be, and nothing recorded.
+    assert await reason_of(stub.RecordWorkCompleted(completed(work.id, 2))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "STALE_DELIVERY",
+    )
+    assert (await get(stub, work.id)).status == work_pb2.WORK_STATUS_REQUESTED
+
+    done = (await stub.RecordWorkCompleted(completed(work.id, 1, "a-done"))).work
+    assert done.status == work_pb2.WORK_STATUS_COMPLETED
+    assert (done.executor_id, done.delivery, done.result.output) == ("a", 1, "done")
+    assert done.start_time.seconds > 0 and done.end_time.seconds > 0
+    retried = (await stub.RecordWorkCompleted(completed(work.id, 1, "a-done"))).work
+    assert retried == done  # the same key answers the first outcome
+
+    await wait_for(lambda: _has(facts, work.id, "WorkCompleted"))
+    mine = [e for e in await facts() if e.subject == work.id]
+    assert names(mine, work.id) == ["WorkRequested", "WorkStarted", "WorkCompleted"]
+    started = decode(mine[1])
+    assert isinstance(started, facts_pb2.WorkStarted)
+    assert (started.executor_id, started.delivery) == ("a", 1)
+
+    leased = (await stub.RequestWork(task("leased"))).work
+    await stub.RecordWorkStarted(
+        api.RecordWorkStartedRequest(work_id=leased.id, executor_id="b", delivery=1)
+    )
+    assert await reason_of(stub.RecordWorkCompleted(completed(leased.id, 1))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "WORK_LEASED_ELSEWHERE",
+    )
+    assert (await get(stub, leased.id)).status == work_pb2.WORK_STATUS_STARTED
+
+
 async def test_heartbeats_keep_the_lease(stub: WorkServiceStub) -> None:
     work = (await stub.RequestWork(task("beats"))).work
     await stub.RecordWorkStarted(

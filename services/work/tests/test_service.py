@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from trinity.process.common.v1 import types_pb2
 from trinity.process.work.v1 import facts_pb2, intents_pb2, work_pb2, work_service_pb2
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
+from trinity_platform import metrics
 from trinity_platform.envelope import Envelope, decode
 from trinity_platform.grpc_errors import error_details
 
@@ -71,6 +72,16 @@ async def test_request_work_twice_with_one_key_makes_one_request_and_one_intent(
     assert (raw.headers or {})["ce-type"] == "trinity.process.work.v1.WorkExecutionRequested"
 
 
+def _handled(method: str) -> float:
+    """Calls of ``method`` this process's gRPC servers answered so far."""
+    return sum(
+        sample.value
+        for metric in metrics.GRPC_HANDLED.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["method"].endswith("/" + method)
+    )
+
+
 async def _count(facts: Facts, name: str, n: int) -> bool:
     return len([e for e in await facts() if e.type.endswith("." + name)]) >= n
 
@@ -87,6 +98,7 @@ async def test_executor_happy_path_emits_the_facts_in_order(
     service: Any, stub: WorkServiceStub, start_executor: Any, facts: Facts, wait_for: Any
 ) -> None:
     await start_executor(service)
+    starts = _handled("RecordWorkStarted")
     reply = await stub.RequestWork(agent_request("exec-1/research/1/1", "the answer"))
     work_id = reply.work.id
 
@@ -108,6 +120,9 @@ async def test_executor_happy_path_emits_the_facts_in_order(
         "WorkCompleted",
     ]
     assert {e.source for e in mine} == {"trinity.process/work"}
+    # The echo agent answers within the first heartbeat interval: the executor recorded
+    # the start with the result, in one call (both facts above all the same).
+    assert _handled("RecordWorkStarted") == starts
     done = decode(mine[-1])
     assert isinstance(done, facts_pb2.WorkCompleted)
     assert done.result.output == "the answer"

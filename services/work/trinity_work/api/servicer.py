@@ -84,6 +84,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
                 work_id=request.work_id,
                 executor_id=bound_executor(request.executor_id),
                 result=pb.from_result(request.result),
+                started_delivery=request.start.delivery if request.HasField("start") else None,
             )
         )
         return api.RecordWorkCompletedResponse(work=pb.work_request(work))

@@ -41,6 +41,8 @@ class RecordWorkCompleted:
     work_id: str
     executor_id: str
     result: WorkResult
+    # The delivery whose start is recorded with the result (None: recorded before).
+    started_delivery: int | None = None
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,10 @@ class WorkHandlers:
     async def record_completed(self, cmd: c.RecordWorkCompleted) -> WorkRequest:
         async def body(uow: WorkTransaction) -> WorkRequest:
             work = await uow.works.get(cmd.work_id, for_update=True)
-            work.complete(cmd.executor_id, cmd.result, self._clock())
+            now = self._clock()
+            if cmd.started_delivery is not None:  # ran within its first heartbeat interval
+                work.start(cmd.executor_id, cmd.started_delivery, None, now)
+            work.complete(cmd.executor_id, cmd.result, now)
             await uow.works.save(work)
             return work
 

@@ -111,18 +111,28 @@ class WorkClient:
         )
 
     async def completed(
-        self, work_id: str, delivery: int, result: WorkResult
+        self,
+        work_id: str,
+        delivery: int,
+        result: WorkResult,
+        *,
+        start: bool = False,
+        retry_for: float = math.inf,  # the result is kept until recorded or the lease is lost
     ) -> work_pb2.WorkRequest:
+        """Records the result; with ``start``, the start of ``delivery`` in the same call
+        (the work ran without a recorded start)."""
         request = work_service_pb2.RecordWorkCompletedRequest(
             request_id=self._key(work_id, delivery, "completed"),
             work_id=work_id,
             executor_id=self.executor_id,
             result=pb.result(result),
         )
+        if start:
+            request.start.delivery = delivery
         reply = await self._call(
             "RecordWorkCompleted",
             lambda: self._stub.RecordWorkCompleted(request, timeout=self._call_timeout),
-            retry_for=math.inf,  # the result is kept until recorded or the lease is lost
+            retry_for=retry_for,
         )
         return reply.work
 

@@ -1,9 +1,12 @@
 """The executor process: takes intents from the work queue, runs them, reports through gRPC.
 
-Per intent (up to ``concurrency`` fetched per kind): take a slot (bounded concurrency) → ``RecordWorkStarted`` (the lease) →
-ack the intent → run the job, heartbeating → ``RecordWorkCompleted`` /
-``RecordWorkFailed``, retried with the same request id until recorded or the lease
-is certainly lost (a finished agent run is never thrown away for a transient error:
+Per intent (up to ``concurrency`` fetched per kind): take a slot (bounded concurrency) →
+run the job. A job that completes within the first heartbeat interval is reported in
+one call, ``RecordWorkCompleted`` with its start; otherwise, then, ``RecordWorkStarted``
+(the lease) → heartbeats → ``RecordWorkCompleted`` / ``RecordWorkFailed``. The intent
+is acknowledged once the work service knows the work is taken (its start or its result
+recorded): a crash before leaves it to be redelivered. Reports are retried with the
+same request id until recorded or the lease is certainly lost (a finished agent run is never thrown away for a transient error:
 that would run the agent again once the lease expired). The heartbeat answer tells
 a job to stop (cancelled, or the lease was lost); heartbeats go on while a result
 is being reported. Graceful stop: fetch nothing new, let running jobs finish for
@@ -79,6 +82,14 @@ class RunningJob:
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    # What becomes of the intent: Ack once the work service knows the work is taken.
+    taken: asyncio.Future[Outcome] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def settle(self, outcome: Outcome) -> None:
+        if not self.taken.done():
+            self.taken.set_result(outcome)
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -250,37 +261,6 @@ class Executor:
     async def _take(self, intent: intents_pb2.WorkExecutionRequested, payload: Payload) -> Outcome:
         if not await self._acquire_slot():
             return Nak()
-        try:
-            work = await self.client.started(intent.work_id, intent.delivery, self.config.lease)
-        except TrinityError as exc:
-            self._slots.release()
-            if exc.reason in _OBSOLETE or isinstance(exc, NotFound):
-                _log.info("dropping obsolete intent", work_id=intent.work_id, reason=exc.reason)
-                return Ack()
-            if isinstance(exc, PermissionDenied | Unauthenticated):
-                # Misconfigured identity: the work stays for an executor the service accepts.
-                _log.error(
-                    "the work service refuses this executor's identity: its token "
-                    "(TRINITY_EXECUTOR_TOKEN) must hold the executor role and its id "
-                    "(TRINITY_EXECUTOR_ID) must be the token's principal or <principal>/<name>",
-                    work_id=intent.work_id,
-                    executor_id=self.config.executor_id,
-                    reason=exc.reason,
-                )
-                return Nak(delay=5.0)
-            _log.warning("could not take work", work_id=intent.work_id, error=repr(exc))
-            return Nak(delay=1.0)
-        except BaseException:
-            self._slots.release()
-            raise
-        if (work.status, work.executor_id, work.delivery) != (
-            work_pb2.WORK_STATUS_STARTED,
-            self.config.executor_id,
-            intent.delivery,
-        ):  # a retried start answered from its key after the work moved on
-            self._slots.release()
-            _log.info("work moved on; dropping intent", work_id=intent.work_id)
-            return Ack()
         timeout = intent.timeout.ToTimedelta().total_seconds() or 600.0
         if self.config.max_timeout is not None:
             timeout = min(timeout, self.config.max_timeout)
@@ -297,7 +277,72 @@ class Executor:
         running.task = asyncio.get_running_loop().create_task(
             self._run_traced(running), name=f"job-{job.work_id}"
         )
-        return Ack()
+        # Unacknowledged (the consumer keeps it in progress) until the work is taken.
+        return await running.taken
+
+    def _refused(self, running: RunningJob, exc: TrinityError, what: str) -> None:
+        """Settles the intent after the work service refused to record ``what``."""
+        work_id = running.job.work_id
+        if exc.reason in _OBSOLETE or isinstance(exc, NotFound):
+            _log.info("dropping obsolete intent", work_id=work_id, reason=exc.reason)
+            running.settle(Ack())
+        elif isinstance(exc, PermissionDenied | Unauthenticated):
+            # Misconfigured identity: the work stays for an executor the service accepts.
+            _log.error(
+                "the work service refuses this executor's identity: its token "
+                "(TRINITY_EXECUTOR_TOKEN) must hold the executor role and its id "
+                "(TRINITY_EXECUTOR_ID) must be the token's principal or <principal>/<name>",
+                work_id=work_id,
+                executor_id=self.config.executor_id,
+                reason=exc.reason,
+            )
+            running.settle(Nak(delay=5.0))
+        else:
+            _log.warning(f"could not record {what}", work_id=work_id, error=repr(exc))
+            running.settle(Nak(delay=1.0))
+
+    async def _record_start(self, running: RunningJob) -> bool:
+        """``RecordWorkStarted`` (the lease) and the intent settled; False: drop the job."""
+        job = running.job
+        try:
+            work = await self.client.started(job.work_id, job.delivery, self.config.lease)
+        except TrinityError as exc:
+            self._refused(running, exc, "the start")
+            return False
+        running.settle(Ack())
+        if (work.status, work.executor_id, work.delivery) != (
+            work_pb2.WORK_STATUS_STARTED,
+            self.config.executor_id,
+            job.delivery,
+        ):  # a retried start answered from its key after the work moved on
+            _log.info("work moved on; dropping intent", work_id=job.work_id)
+            return False
+        return True
+
+    async def _report_at_once(self, running: RunningJob, work: asyncio.Future[WorkResult]) -> bool:
+        """A result that came within the first heartbeat interval, recorded with its start
+        in one call. False when it must go the long way, start first, then ``_report``: the
+        job raised, the result is refused as it is, or the call did not get through within
+        a lease (then the result waits for the work service as any other)."""
+        if work.cancelled() or work.exception() is not None:
+            return False
+        job = running.job
+        try:
+            await self.client.completed(
+                job.work_id, job.delivery, work.result(), start=True, retry_for=self.config.lease
+            )
+        except TrinityError as exc:
+            refused = exc.reason in _OBSOLETE or isinstance(
+                exc, NotFound | PermissionDenied | Unauthenticated
+            )
+            if not refused:
+                return False
+            self._refused(running, exc, "the result")
+            return True
+        running.settle(Ack())
+        self.completed += 1
+        metrics.EXECUTOR_JOBS.labels(job.kind.value, "completed").inc()
+        return True
 
     # ------------------------------------------------------------------ running
 
@@ -310,14 +355,28 @@ class Executor:
         job = running.job
         log = _log.bind(work_id=job.work_id, delivery=job.delivery)
         work = asyncio.ensure_future(self._execute(job))
-        beats = asyncio.ensure_future(self._heartbeats(running))
         stopped = asyncio.ensure_future(running.stopped.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        beats: asyncio.Future[None] | None = None
         began = time.perf_counter()
         metrics.EXECUTOR_RUNNING.inc()
         try:
+            # Most work ends within the first heartbeat interval: one call records it.
             done, _ = await asyncio.wait(
-                {work, stopped}, timeout=job.timeout, return_when=asyncio.FIRST_COMPLETED
+                {work, stopped, stopping},
+                timeout=min(self.config.heartbeat_interval, job.timeout),
+                return_when=asyncio.FIRST_COMPLETED,
             )
+            if work in done and await self._report_at_once(running, work):
+                return
+            if not await self._record_start(running):
+                return
+            beats = asyncio.ensure_future(self._heartbeats(running))
+            if work not in done:
+                left = job.timeout - (time.perf_counter() - began)
+                done, _ = await asyncio.wait(
+                    {work, stopped}, timeout=max(left, 0.0), return_when=asyncio.FIRST_COMPLETED
+                )
             if work in done:
                 await self._report(job, work)
                 return
@@ -341,9 +400,11 @@ class Executor:
         except Exception:
             log.exception("job runner failed")
         finally:
-            for task in (beats, stopped, work):
+            running.settle(Nak())  # nothing recorded: the intent is offered again
+            waiting = [t for t in (beats, stopped, stopping) if t is not None]
+            for task in (*waiting, work):
                 task.cancel()
-            await asyncio.gather(beats, stopped, return_exceptions=True)
+            await asyncio.gather(*waiting, return_exceptions=True)
             self.jobs.pop(job.work_id, None)
             self._slots.release()
             metrics.EXECUTOR_RUNNING.dec()

@@ -217,11 +217,20 @@ class RecordWorkCompletedRequest(_message.Message):
     WORK_ID_FIELD_NUMBER: _builtins.int
     EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     work_id: _builtins.str
     executor_id: _builtins.str
     @_builtins.property
     def result(self) -> _work_pb2.WorkResult: ...
+    @_builtins.property
+    def start(self) -> Global___WorkStart:
+        """Set when the executor ran the work without recording its start first (it finished
+        within the first heartbeat interval): the start is recorded in the same call, as
+        RecordWorkStarted would (its WorkStarted fact too, before WorkCompleted), and
+        refused like it (a stale delivery, work leased elsewhere or finished).
+        """
+
     def __init__(
         self,
         *,
@@ -229,14 +238,37 @@ class RecordWorkCompletedRequest(_message.Message):
         work_id: _builtins.str = ...,
         executor_id: _builtins.str = ...,
         result: _work_pb2.WorkResult | None = ...,
+        start: Global___WorkStart | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "request_id", b"request_id", "result", b"result", "work_id", b"work_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "request_id", b"request_id", "result", b"result", "start", b"start", "work_id", b"work_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordWorkCompletedRequest: _TypeAlias = RecordWorkCompletedRequest  # noqa: Y015
+
+@_typing.final
+class WorkStart(_message.Message):
+    """The start a RecordWorkCompleted records with the result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    delivery: _builtins.int
+    """The delivery the executor received (from the intent); an older one is refused."""
+    def __init__(
+        self,
+        *,
+        delivery: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkStart: _TypeAlias = WorkStart  # noqa: Y015
 
 @_typing.final
 class RecordWorkCompletedResponse(_message.Message):

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/work/v1/work_service.proto.
  */
 export const file_trinity_process_work_v1_work_service: GenFile = /*@__PURE__*/
-  fileDesc("Cip0cmluaXR5L3Byb2Nlc3Mvd29yay92MS93b3JrX3NlcnZpY2UucHJvdG8SF3RyaW5pdHkucHJvY2Vzcy53b3JrLnYxItwBChJSZXF1ZXN0V29ya1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRI1CgdwYXlsb2FkGAIgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1BheWxvYWQSNwoLY29ycmVsYXRpb24YAyABKAsyIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLlN0ZXBSZWYSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5tYXhfZGVsaXZlcmllcxgFIAEoDSJJChNSZXF1ZXN0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKZAQoYUmVjb3JkV29ya1N0YXJ0ZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRITCgtleGVjdXRvcl9pZBgDIAEoCRIQCghkZWxpdmVyeRgEIAEoDRIxCg5sZWFzZV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJPChlSZWNvcmRXb3JrU3RhcnRlZFJlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKSAQoUSGVhcnRiZWF0V29ya1JlcXVlc3QSDwoHd29ya19pZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm9ncmVzcxgEIAEoCRIPCgdyZWxlYXNlGAUgASgIImgKFUhlYXJ0YmVhdFdvcmtSZXNwb25zZRI1ChFsZWFzZV9leHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2FuY2VsX3JlcXVlc3RlZBgCIAEoCCKLAQoaUmVjb3JkV29ya0NvbXBsZXRlZFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIPCgd3b3JrX2lkGAIgASgJEhMKC2V4ZWN1dG9yX2lkGAMgASgJEjMKBnJlc3VsdBgEIAEoCzIjLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXN1bHQiUQobUmVjb3JkV29ya0NvbXBsZXRlZFJlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKGAQoXUmVjb3JkV29ya0ZhaWxlZFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIPCgd3b3JrX2lkGAIgASgJEhMKC2V4ZWN1dG9yX2lkGAMgASgJEjEKBWVycm9yGAQgASgLMiIudHJpbml0eS5wcm9jZXNzLmNvbW1vbi52MS5GYWlsdXJlIk4KGFJlY29yZFdvcmtGYWlsZWRSZXNwb25zZRIyCgR3b3JrGAEgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QiSAoRQ2FuY2VsV29ya1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIPCgd3b3JrX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSJIChJDYW5jZWxXb3JrUmVzcG9uc2USMgoEd29yaxgBIAEoCzIkLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXF1ZXN0IiEKDkdldFdvcmtSZXF1ZXN0Eg8KB3dvcmtfaWQYASABKAkiRQoPR2V0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCK0AQoPTGlzdFdvcmtSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIzCgZzdGF0dXMYAiABKA4yIy50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrU3RhdHVzEi8KBGtpbmQYAyABKA4yIS50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrS2luZBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJfChBMaXN0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASADKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkyiwgKC1dvcmtTZXJ2aWNlEnkKC1JlcXVlc3RXb3JrEisudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVxdWVzdFdvcmtSZXF1ZXN0GiwudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVxdWVzdFdvcmtSZXNwb25zZSIPirUYC3dvcmsubWFuYWdlEosBChFSZWNvcmRXb3JrU3RhcnRlZBIxLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlY29yZFdvcmtTdGFydGVkUmVxdWVzdBoyLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlY29yZFdvcmtTdGFydGVkUmVzcG9uc2UiD4q1GAt3b3JrLnJlcG9ydBJ/Cg1IZWFydGJlYXRXb3JrEi0udHJpbml0eS5wcm9jZXNzLndvcmsudjEuSGVhcnRiZWF0V29ya1JlcXVlc3QaLi50cmluaXR5LnByb2Nlc3Mud29yay52MS5IZWFydGJlYXRXb3JrUmVzcG9uc2UiD4q1GAt3b3JrLnJlcG9ydBKRAQoTUmVjb3JkV29ya0NvbXBsZXRlZBIzLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlY29yZFdvcmtDb21wbGV0ZWRSZXF1ZXN0GjQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVjb3JkV29ya0NvbXBsZXRlZFJlc3BvbnNlIg+KtRgLd29yay5yZXBvcnQSiAEKEFJlY29yZFdvcmtGYWlsZWQSMC50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrRmFpbGVkUmVxdWVzdBoxLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlY29yZFdvcmtGYWlsZWRSZXNwb25zZSIPirUYC3dvcmsucmVwb3J0EnYKCkNhbmNlbFdvcmsSKi50cmluaXR5LnByb2Nlc3Mud29yay52MS5DYW5jZWxXb3JrUmVxdWVzdBorLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkNhbmNlbFdvcmtSZXNwb25zZSIPirUYC3dvcmsubWFuYWdlEmsKB0dldFdvcmsSJy50cmluaXR5LnByb2Nlc3Mud29yay52MS5HZXRXb3JrUmVxdWVzdBooLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkdldFdvcmtSZXNwb25zZSINirUYCXdvcmsucmVhZBJuCghMaXN0V29yaxIoLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkxpc3RXb3JrUmVxdWVzdBopLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkxpc3RXb3JrUmVzcG9uc2UiDYq1GAl3b3JrLnJlYWRiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_common_v1_types, file_trinity_process_work_v1_work]);
+  fileDesc("Cip0cmluaXR5L3Byb2Nlc3Mvd29yay92MS93b3JrX3NlcnZpY2UucHJvdG8SF3RyaW5pdHkucHJvY2Vzcy53b3JrLnYxItwBChJSZXF1ZXN0V29ya1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRI1CgdwYXlsb2FkGAIgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1BheWxvYWQSNwoLY29ycmVsYXRpb24YAyABKAsyIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLlN0ZXBSZWYSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5tYXhfZGVsaXZlcmllcxgFIAEoDSJJChNSZXF1ZXN0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKZAQoYUmVjb3JkV29ya1N0YXJ0ZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRITCgtleGVjdXRvcl9pZBgDIAEoCRIQCghkZWxpdmVyeRgEIAEoDRIxCg5sZWFzZV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJPChlSZWNvcmRXb3JrU3RhcnRlZFJlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKSAQoUSGVhcnRiZWF0V29ya1JlcXVlc3QSDwoHd29ya19pZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm9ncmVzcxgEIAEoCRIPCgdyZWxlYXNlGAUgASgIImgKFUhlYXJ0YmVhdFdvcmtSZXNwb25zZRI1ChFsZWFzZV9leHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2FuY2VsX3JlcXVlc3RlZBgCIAEoCCK+AQoaUmVjb3JkV29ya0NvbXBsZXRlZFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIPCgd3b3JrX2lkGAIgASgJEhMKC2V4ZWN1dG9yX2lkGAMgASgJEjMKBnJlc3VsdBgEIAEoCzIjLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXN1bHQSMQoFc3RhcnQYBSABKAsyIi50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrU3RhcnQiHQoJV29ya1N0YXJ0EhAKCGRlbGl2ZXJ5GAEgASgNIlEKG1JlY29yZFdvcmtDb21wbGV0ZWRSZXNwb25zZRIyCgR3b3JrGAEgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QihgEKF1JlY29yZFdvcmtGYWlsZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRITCgtleGVjdXRvcl9pZBgDIAEoCRIxCgVlcnJvchgEIAEoCzIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuRmFpbHVyZSJOChhSZWNvcmRXb3JrRmFpbGVkUmVzcG9uc2USMgoEd29yaxgBIAEoCzIkLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXF1ZXN0IkgKEUNhbmNlbFdvcmtSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiSAoSQ2FuY2VsV29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCIhCg5HZXRXb3JrUmVxdWVzdBIPCgd3b3JrX2lkGAEgASgJIkUKD0dldFdvcmtSZXNwb25zZRIyCgR3b3JrGAEgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QitAEKD0xpc3RXb3JrUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSMwoGc3RhdHVzGAIgASgOMiMudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1N0YXR1cxIvCgRraW5kGAMgASgOMiEudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya0tpbmQSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiXwoQTGlzdFdvcmtSZXNwb25zZRIyCgR3b3JrGAEgAygLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMosICgtXb3JrU2VydmljZRJ5CgtSZXF1ZXN0V29yaxIrLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlcXVlc3RXb3JrUmVxdWVzdBosLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlcXVlc3RXb3JrUmVzcG9uc2UiD4q1GAt3b3JrLm1hbmFnZRKLAQoRUmVjb3JkV29ya1N0YXJ0ZWQSMS50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrU3RhcnRlZFJlcXVlc3QaMi50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrU3RhcnRlZFJlc3BvbnNlIg+KtRgLd29yay5yZXBvcnQSfwoNSGVhcnRiZWF0V29yaxItLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkhlYXJ0YmVhdFdvcmtSZXF1ZXN0Gi4udHJpbml0eS5wcm9jZXNzLndvcmsudjEuSGVhcnRiZWF0V29ya1Jlc3BvbnNlIg+KtRgLd29yay5yZXBvcnQSkQEKE1JlY29yZFdvcmtDb21wbGV0ZWQSMy50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrQ29tcGxldGVkUmVxdWVzdBo0LnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlY29yZFdvcmtDb21wbGV0ZWRSZXNwb25zZSIPirUYC3dvcmsucmVwb3J0EogBChBSZWNvcmRXb3JrRmFpbGVkEjAudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVjb3JkV29ya0ZhaWxlZFJlcXVlc3QaMS50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrRmFpbGVkUmVzcG9uc2UiD4q1GAt3b3JrLnJlcG9ydBJ2CgpDYW5jZWxXb3JrEioudHJpbml0eS5wcm9jZXNzLndvcmsudjEuQ2FuY2VsV29ya1JlcXVlc3QaKy50cmluaXR5LnByb2Nlc3Mud29yay52MS5DYW5jZWxXb3JrUmVzcG9uc2UiD4q1GAt3b3JrLm1hbmFnZRJrCgdHZXRXb3JrEicudHJpbml0eS5wcm9jZXNzLndvcmsudjEuR2V0V29ya1JlcXVlc3QaKC50cmluaXR5LnByb2Nlc3Mud29yay52MS5HZXRXb3JrUmVzcG9uc2UiDYq1GAl3b3JrLnJlYWQSbgoITGlzdFdvcmsSKC50cmluaXR5LnByb2Nlc3Mud29yay52MS5MaXN0V29ya1JlcXVlc3QaKS50cmluaXR5LnByb2Nlc3Mud29yay52MS5MaXN0V29ya1Jlc3BvbnNlIg2KtRgJd29yay5yZWFkYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_common_v1_types, file_trinity_process_work_v1_work]);
 
 /**
  * Request of RequestWork.
@@ -240,6 +240,16 @@ export type RecordWorkCompletedRequest = Message<"trinity.process.work.v1.Record
    * @generated from field: trinity.process.work.v1.WorkResult result = 4;
    */
   result?: WorkResult | undefined;
+
+  /**
+   * Set when the executor ran the work without recording its start first (it finished
+   * within the first heartbeat interval): the start is recorded in the same call, as
+   * RecordWorkStarted would (its WorkStarted fact too, before WorkCompleted), and
+   * refused like it (a stale delivery, work leased elsewhere or finished).
+   *
+   * @generated from field: trinity.process.work.v1.WorkStart start = 5;
+   */
+  start?: WorkStart | undefined;
 };
 
 /**
@@ -248,6 +258,27 @@ export type RecordWorkCompletedRequest = Message<"trinity.process.work.v1.Record
  */
 export const RecordWorkCompletedRequestSchema: GenMessage<RecordWorkCompletedRequest> = /*@__PURE__*/
   messageDesc(file_trinity_process_work_v1_work_service, 6);
+
+/**
+ * The start a RecordWorkCompleted records with the result.
+ *
+ * @generated from message trinity.process.work.v1.WorkStart
+ */
+export type WorkStart = Message<"trinity.process.work.v1.WorkStart"> & {
+  /**
+   * The delivery the executor received (from the intent); an older one is refused.
+   *
+   * @generated from field: uint32 delivery = 1;
+   */
+  delivery: number;
+};
+
+/**
+ * Describes the message trinity.process.work.v1.WorkStart.
+ * Use `create(WorkStartSchema)` to create a new message.
+ */
+export const WorkStartSchema: GenMessage<WorkStart> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 7);
 
 /**
  * Response of RecordWorkCompleted.
@@ -266,7 +297,7 @@ export type RecordWorkCompletedResponse = Message<"trinity.process.work.v1.Recor
  * Use `create(RecordWorkCompletedResponseSchema)` to create a new message.
  */
 export const RecordWorkCompletedResponseSchema: GenMessage<RecordWorkCompletedResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 7);
+  messageDesc(file_trinity_process_work_v1_work_service, 8);
 
 /**
  * Request of RecordWorkFailed.
@@ -300,7 +331,7 @@ export type RecordWorkFailedRequest = Message<"trinity.process.work.v1.RecordWor
  * Use `create(RecordWorkFailedRequestSchema)` to create a new message.
  */
 export const RecordWorkFailedRequestSchema: GenMessage<RecordWorkFailedRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 8);
+  messageDesc(file_trinity_process_work_v1_work_service, 9);
 
 /**
  * Response of RecordWorkFailed.
@@ -319,7 +350,7 @@ export type RecordWorkFailedResponse = Message<"trinity.process.work.v1.RecordWo
  * Use `create(RecordWorkFailedResponseSchema)` to create a new message.
  */
 export const RecordWorkFailedResponseSchema: GenMessage<RecordWorkFailedResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 9);
+  messageDesc(file_trinity_process_work_v1_work_service, 10);
 
 /**
  * Request of CancelWork.
@@ -348,7 +379,7 @@ export type CancelWorkRequest = Message<"trinity.process.work.v1.CancelWorkReque
  * Use `create(CancelWorkRequestSchema)` to create a new message.
  */
 export const CancelWorkRequestSchema: GenMessage<CancelWorkRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 10);
+  messageDesc(file_trinity_process_work_v1_work_service, 11);
 
 /**
  * Response of CancelWork.
@@ -367,7 +398,7 @@ export type CancelWorkResponse = Message<"trinity.process.work.v1.CancelWorkResp
  * Use `create(CancelWorkResponseSchema)` to create a new message.
  */
 export const CancelWorkResponseSchema: GenMessage<CancelWorkResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 11);
+  messageDesc(file_trinity_process_work_v1_work_service, 12);
 
 /**
  * Request of GetWork.
@@ -386,7 +417,7 @@ export type GetWorkRequest = Message<"trinity.process.work.v1.GetWorkRequest"> &
  * Use `create(GetWorkRequestSchema)` to create a new message.
  */
 export const GetWorkRequestSchema: GenMessage<GetWorkRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 12);
+  messageDesc(file_trinity_process_work_v1_work_service, 13);
 
 /**
  * Response of GetWork.
@@ -405,7 +436,7 @@ export type GetWorkResponse = Message<"trinity.process.work.v1.GetWorkResponse">
  * Use `create(GetWorkResponseSchema)` to create a new message.
  */
 export const GetWorkResponseSchema: GenMessage<GetWorkResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 13);
+  messageDesc(file_trinity_process_work_v1_work_service, 14);
 
 /**
  * Request of ListWork.
@@ -444,7 +475,7 @@ export type ListWorkRequest = Message<"trinity.process.work.v1.ListWorkRequest">
  * Use `create(ListWorkRequestSchema)` to create a new message.
  */
 export const ListWorkRequestSchema: GenMessage<ListWorkRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 14);
+  messageDesc(file_trinity_process_work_v1_work_service, 15);
 
 /**
  * Response of ListWork.
@@ -468,7 +499,7 @@ export type ListWorkResponse = Message<"trinity.process.work.v1.ListWorkResponse
  * Use `create(ListWorkResponseSchema)` to create a new message.
  */
 export const ListWorkResponseSchema: GenMessage<ListWorkResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 15);
+  messageDesc(file_trinity_process_work_v1_work_service, 16);
 
 /**
  * WorkService owns work requests. Executors report through it; it alone emits work facts.
