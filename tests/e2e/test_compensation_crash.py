@@ -1,8 +1,10 @@
-"""kill -9 of the execution service during compensation: each compensation runs once.
+"""kill -9 of the execution service during compensation: each compensation runs once
+(SQLite and PostgreSQL).
 
 Every execution completes three compensable steps and then fails, so their undos run
 c, b, a. The undo of ``b`` waits for a gate file: the service is killed when every
-execution has undone ``c`` and waits on ``b`` (a condition, whatever the timing). While
+execution has undone ``c`` and waits on ``b``, every undo request accepted by the work
+service (conditions, whatever the timing). While
 it is down the gate opens (the work service reports those undos meanwhile), and every
 compensation request already sent is made to look unsent (its dispatch pending again,
 as if the crash came between sending it and recording that), so the restarted service
@@ -13,13 +15,16 @@ each undo run, and be recorded, exactly once, in order.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity.process.definition.v1 import definition_service_pb2
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
@@ -27,6 +32,9 @@ from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1 import facts_pb2 as execution_facts
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
 from trinity.process.work.v1 import facts_pb2 as work_facts
+from trinity_execution.infrastructure.tables import dispatches
+from trinity_platform.config import normalize_database_url
+from trinity_platform.db import create_engine
 from trinity_platform.envelope import decode
 from trinity_process_model.authoring import parse_process
 from trinity_process_model.proto_codec import spec_to_proto
@@ -108,7 +116,53 @@ async def wait_until(stub, ids, check, what: str, timeout: float = 180) -> list[
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("suite_database", ["sqlite"], indirect=True)
+async def resend_compensations(suite) -> int:  # type: ignore[no-untyped-def]
+    """Make every compensation request sent look unsent (the service is down)."""
+    async with _execution_db(suite) as conn:
+        changed = await conn.execute(
+            update(dispatches)
+            .where(
+                dispatches.c.kind == "request_work",
+                dispatches.c.key.like("%/compensate/%"),
+                dispatches.c.status == "done",
+            )
+            .values(status="pending", next_attempt_at=dispatches.c.created_at)
+        )
+        return int(changed.rowcount)
+
+
+async def undo_requests_accepted(suite) -> int:  # type: ignore[no-untyped-def]
+    async with _execution_db(suite) as conn:
+        found = await conn.scalar(
+            select(func.count())
+            .select_from(dispatches)
+            .where(dispatches.c.key.like("%/compensate/%"), dispatches.c.status == "done")
+        )
+        return int(found or 0)
+
+
+async def sent_more_than_once(suite) -> int:  # type: ignore[no-untyped-def]
+    async with _execution_db(suite) as conn:
+        found = await conn.scalar(
+            select(func.count())
+            .select_from(dispatches)
+            .where(dispatches.c.key.like("%/compensate/%"), dispatches.c.attempts >= 2)
+        )
+        return int(found or 0)
+
+
+@asynccontextmanager
+async def _execution_db(suite) -> AsyncIterator[AsyncConnection]:  # type: ignore[no-untyped-def]
+    """A transaction on the execution service's database (SQLite or PostgreSQL)."""
+    url = suite.database_urls.get("execution") or f"sqlite:///{suite.data_dir}/execution.db"
+    engine = create_engine(normalize_database_url(url))
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    finally:
+        await engine.dispose()
+
+
 async def test_kill_9_during_compensation_runs_each_compensation_once(
     make_suite, stream_reader, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -144,15 +198,15 @@ async def test_kill_9_during_compensation_runs_each_compensation_once(
             for n in range(EXECUTIONS)
         ]
         await wait_until(stub, ids, undo_waits_on_b, "waiting on b's undo")
+    deadline = time.monotonic() + 60
+    while await undo_requests_accepted(suite) < 2 * EXECUTIONS:  # c's and b's, every one
+        assert time.monotonic() < deadline, "the undo requests were not all accepted"
+        await asyncio.sleep(0.1)
 
     suite.kill("execution")  # SIGKILL in the middle of every compensation
     (tmp_path / "gate").write_text("open")  # b's undos finish while it is down
-    with sqlite3.connect(suite.data_dir / "execution.db") as db:
-        resent = db.execute(
-            "UPDATE dispatches SET status = 'pending', next_attempt_at = created_at"
-            " WHERE kind = 'request_work' AND key LIKE '%/compensate/%' AND status = 'done'"
-        ).rowcount
-    assert resent >= 2 * EXECUTIONS  # c's and b's undo requests of every execution
+    resent = await resend_compensations(suite)
+    assert resent == 2 * EXECUTIONS  # c's and b's undo requests of every execution
     suite.start_service("execution")
     await asyncio.to_thread(suite.wait_serving, suite.ports["execution"], "execution")
 
@@ -180,11 +234,7 @@ async def test_kill_9_during_compensation_runs_each_compensation_once(
         mine = [line.split()[1] for line in lines if line.startswith(execution_id)]
         assert mine == ["c", "b", "a"], (execution_id, mine)
 
-    with sqlite3.connect(suite.data_dir / "execution.db") as db:
-        sent_again = db.execute(
-            "SELECT count(*) FROM dispatches WHERE key LIKE '%/compensate/%' AND attempts >= 2"
-        ).fetchone()[0]
-    assert sent_again >= resent  # each request really was sent a second time
+    assert await sent_more_than_once(suite) >= resent  # each request really was sent a second time
 
     await asyncio.sleep(1.0)  # let the relays publish the last facts
     requested: Counter[tuple[str, str]] = Counter()
