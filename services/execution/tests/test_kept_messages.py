@@ -15,10 +15,10 @@ from trinity_execution.api.servicer import signal_of
 from trinity_execution.application.messages import MessageDelivery, MessageSettings
 from trinity_execution.infrastructure.message_store import purge_expired
 from trinity_execution.infrastructure.tables import buffered_messages
-from trinity_execution.infrastructure.transactions import SqlTransactions
+from trinity_execution.infrastructure.transactions import execution_unit_of_work
 from trinity_platform.db import create_engine, run_migrations
 from trinity_platform.errors import InvalidArgument, NotFound, ResourceExhausted
-from trinity_platform.idempotency import request_fingerprint
+from trinity_platform.unit_of_work import fingerprint
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "trinity_execution" / "migrations"
 
@@ -40,7 +40,7 @@ async def test_kept_messages_are_bounded_refusable_and_expire(database_url: str)
     await run_migrations(engine, MIGRATIONS)
     # No continuation is needed: nothing waits, so nothing is delivered.
     delivery = MessageDelivery(
-        SqlTransactions(engine),
+        execution_unit_of_work(engine),
         None,  # type: ignore[arg-type]
         ProtoPresenter(),
         MessageSettings(max_kept=2),
@@ -49,21 +49,21 @@ async def test_kept_messages_are_bounded_refusable_and_expire(database_url: str)
         for key in ("m1", "m2"):
             kept = await delivery.signal(
                 signal_of(request(key, status="green")),
-                request_fingerprint(request(key, status="green")),
+                fingerprint(request(key, status="green")),
             )
             assert not kept.delivered
         again = await delivery.signal(
             signal_of(request("m1", status="green")),
-            request_fingerprint(request("m1", status="green")),
+            fingerprint(request("m1", status="green")),
         )
         assert not again.delivered  # the same message: answered from its first answer
         with pytest.raises(ResourceExhausted) as full:
-            await delivery.signal(signal_of(request("m3")), request_fingerprint(request("m3")))
+            await delivery.signal(signal_of(request("m3")), fingerprint(request("m3")))
         assert full.value.reason == "TOO_MANY_KEPT_MESSAGES"
         with pytest.raises(NotFound) as refused:
             await delivery.signal(
                 signal_of(request("m4", ttl_seconds=0)),
-                request_fingerprint(request("m4", ttl_seconds=0)),
+                fingerprint(request("m4", ttl_seconds=0)),
             )
         assert refused.value.reason == "NO_MESSAGE_SUBSCRIBER"
         async with engine.begin() as conn:

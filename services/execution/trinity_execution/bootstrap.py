@@ -24,7 +24,7 @@ from trinity_execution.infrastructure.definition_catalog import DefinitionCatalo
 from trinity_execution.infrastructure.observed import observe_facts, samples
 from trinity_execution.infrastructure.repository import count_in_progress
 from trinity_execution.infrastructure.senders import approval_senders, work_senders
-from trinity_execution.infrastructure.transactions import SqlTransactions
+from trinity_execution.infrastructure.transactions import execution_unit_of_work
 from trinity_execution.loops.definition_facts import definition_consumer
 from trinity_execution.loops.dispatcher import DISPATCHES, execution_dispatcher
 from trinity_execution.loops.event_triggers import EventTriggers
@@ -37,8 +37,8 @@ from trinity_platform.admission import AdmissionLimit
 from trinity_platform.channels import open_channel
 from trinity_platform.config import service_target
 from trinity_platform.dispatch import CommandDispatcher, TargetState, command_state
-from trinity_platform.idempotency import request_fingerprint
 from trinity_platform.runtime import ServiceRuntime
+from trinity_platform.unit_of_work import fingerprint
 from trinity_process_model.durations import parse_duration
 from trinity_process_model.expressions import ExpressionLimits, configure_limits
 
@@ -100,7 +100,7 @@ def build() -> ServiceRuntime:
         for name in ("definition", "work", "approval")
     }
     catalog = DefinitionCatalog(channels["definition"])
-    transactions = SqlTransactions(engine)
+    uow = execution_unit_of_work(engine, runtime.outbox_signal)
     presenter = ProtoPresenter()
     dispatcher_ref: list[CommandDispatcher] = []
     messages_ref: list[MessageDelivery] = []
@@ -110,8 +110,8 @@ def build() -> ServiceRuntime:
         lambda: messages_ref[0].wake(),
         observe=observe_facts,
     )
-    continuation = Continuation(transactions, catalog, wakeups)
-    messages = MessageDelivery(transactions, continuation, presenter, message_settings())
+    continuation = Continuation(uow, catalog, wakeups)
+    messages = MessageDelivery(uow, continuation, presenter, message_settings())
     messages_ref.append(messages)
 
     async def on_rejected(execution_id: str, key: str, code: str, message: str) -> None:
@@ -124,11 +124,11 @@ def build() -> ServiceRuntime:
         max_in_progress(os.environ), lambda: count_in_progress(engine), what="executions"
     )
     commands = ExecutionCommands(
-        transactions, catalog, wakeups, presenter, admission, max_depth=max_depth(os.environ)
+        uow, catalog, wakeups, presenter, admission, max_depth=max_depth(os.environ)
     )
 
     async def start_child(data: dict[str, Any], request: Any) -> str:
-        return (await commands.start_child(data, request_fingerprint(request))).id
+        return (await commands.start_child(data, fingerprint(request))).id
 
     async def cancel_child(
         parent_id: str,
@@ -136,10 +136,8 @@ def build() -> ServiceRuntime:
         reason: str,
         request: execution_service_pb2.CancelExecutionRequest,
     ) -> object:
-        fingerprint = request_fingerprint(request)
-        return await commands.cancel_child(
-            parent_id, child_id, reason, request.request_id, fingerprint
-        )
+        asked = fingerprint(request)
+        return await commands.cancel_child(parent_id, child_id, reason, request.request_id, asked)
 
     def lookup(key: str) -> Awaitable[TargetState | None]:
         return command_state(engine, DISPATCHES, key)
@@ -206,9 +204,9 @@ def build() -> ServiceRuntime:
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server,
         ExecutionServicer(
             commands,
-            ExecutionQueries(transactions, catalog, wakeups, presenter),
+            ExecutionQueries(uow, catalog, wakeups, presenter),
             messages,
-            ExecutionMigrations(transactions, catalog, wakeups, presenter),
+            ExecutionMigrations(uow, catalog, wakeups, presenter),
         ),
     )
     return runtime

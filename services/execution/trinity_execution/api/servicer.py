@@ -22,7 +22,7 @@ from trinity_execution.infrastructure import translate
 from trinity_platform.authz import acting_principal
 from trinity_platform.envelope import message_class
 from trinity_platform.errors import FieldViolation, InvalidArgument
-from trinity_platform.idempotency import request_fingerprint
+from trinity_platform.unit_of_work import fingerprint
 from trinity_process_model.validation import MESSAGE_NAME_PATTERN
 
 pb = execution_service_pb2
@@ -144,14 +144,12 @@ class ExecutionServicer(ExecutionServiceServicer):
         self, request: pb.MigrateExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.MigrateExecutionResponse:
         command = migration_of(request, acting_principal("", "migrated_by"))
-        return migration_response(
-            await self._migrations.migrate(command, request_fingerprint(request))
-        )
+        return migration_response(await self._migrations.migrate(command, fingerprint(request)))
 
     async def SignalExecution(
         self, request: pb.SignalExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb.SignalExecutionResponse:
-        answer = await self._messages.signal(signal_of(request), request_fingerprint(request))
+        answer = await self._messages.signal(signal_of(request), fingerprint(request))
         return signal_response(answer)
 
     async def TriggerProcess(
@@ -165,7 +163,7 @@ class ExecutionServicer(ExecutionServiceServicer):
                 input=translate.struct_to_dict(request.input),
                 triggered_by=acting_principal(request.triggered_by, "triggered_by"),
             ),
-            request_fingerprint(request),
+            fingerprint(request),
         )
         return pb.TriggerProcessResponse(execution=execution)
 
@@ -180,7 +178,7 @@ class ExecutionServicer(ExecutionServiceServicer):
             compensate=request.compensate,
         )
         return pb.CancelExecutionResponse(
-            execution=await self._commands.cancel(control, request_fingerprint(request))
+            execution=await self._commands.cancel(control, fingerprint(request))
         )
 
     async def PauseExecution(
@@ -193,7 +191,7 @@ class ExecutionServicer(ExecutionServiceServicer):
             request.reason,
         )
         return pb.PauseExecutionResponse(
-            execution=await self._commands.pause(control, request_fingerprint(request))
+            execution=await self._commands.pause(control, fingerprint(request))
         )
 
     async def ResumeExecution(
@@ -203,7 +201,7 @@ class ExecutionServicer(ExecutionServiceServicer):
             request.request_id, request.execution_id, acting_principal("", "resumed_by")
         )
         return pb.ResumeExecutionResponse(
-            execution=await self._commands.resume(control, request_fingerprint(request))
+            execution=await self._commands.resume(control, fingerprint(request))
         )
 
     async def RetryExecution(
@@ -216,7 +214,7 @@ class ExecutionServicer(ExecutionServiceServicer):
             step_id=request.step_id,
         )
         return pb.RetryExecutionResponse(
-            execution=await self._commands.retry(control, request_fingerprint(request))
+            execution=await self._commands.retry(control, fingerprint(request))
         )
 
     async def GetExecution(

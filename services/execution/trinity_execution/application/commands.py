@@ -8,32 +8,31 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from trinity_execution import domain as d
-from trinity_execution.application.deciding import decide_off_loop
+from trinity_execution.application.deciding import decide_off_loop, decision_attempts
 from trinity_execution.application.ports import (
     ConcurrentUpdate,
     DefinitionCatalog,
     ExecutionRow,
     ExecutionTransaction,
+    ExecutionUnitOfWork,
     Presenter,
-    Remembered,
-    Transactions,
-    Written,
+    remembered_answer,
 )
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.domain.errors import EXECUTION_DEPTH_EXCEEDED
 from trinity_platform.admission import AdmissionLimit
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from trinity_platform.unit_of_work import Idempotency
 from trinity_process_model.inputs import check_input
-from trinity_process_model.model import ProcessSpec
+from trinity_process_model.model import ProcessSpec, Step
 
 V = TypeVar("V")
-MAX_CONFLICT_RETRIES = 20
 TRIGGER_SCOPE = "execution.TriggerProcess"
 
 
@@ -112,31 +111,31 @@ class ExecutionCommands(Generic[V]):
 
     def __init__(
         self,
-        transactions: Transactions,
+        uow: ExecutionUnitOfWork,
         catalog: DefinitionCatalog,
         wakeups: Wakeups,
         presenter: Presenter[V],
         admission: AdmissionLimit | None = None,
         max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
-        self._transactions = transactions
+        self._uow = uow
         self._presenter = presenter
         self._catalog = catalog
         self._wakeups = wakeups
         self._admission = admission
         self._max_depth = max_depth
 
-    def _remembered(self, scope: str, key: str, fingerprint: str) -> Remembered[V]:
+    def _remembered(
+        self, scope: str, key: str, fingerprint: str
+    ) -> Idempotency[ExecutionTransaction, V]:
         presenter = self._presenter
-        return Remembered(
+        return remembered_answer(
             scope, key, fingerprint, presenter.encode_execution, presenter.decode_execution
         )
 
     async def _answered(self, scope: str, key: str, fingerprint: str) -> V | None:
         """The answer remembered for a retry of this request, if it is one."""
-        cached = await self._transactions.read(
-            lambda tx: tx.idempotency.lookup(scope, key, fingerprint)
-        )
+        cached = await self._uow.read(lambda tx: tx.idempotency.lookup(scope, key, fingerprint))
         return None if cached is None else self._presenter.decode_execution(cached)
 
     async def trigger(self, command: Trigger, fingerprint: str) -> V:
@@ -156,7 +155,6 @@ class ExecutionCommands(Generic[V]):
             )
         published = await self._catalog.by_name(command.process_name, command.version)
         start_input = checked_input(published.process.spec, command)
-        written: list[Written] = []
         now = datetime.now(UTC)
         execution_id = command.execution_id or str(uuid.uuid4())
         decision = await decide_off_loop(
@@ -190,16 +188,15 @@ class ExecutionCommands(Generic[V]):
                 ended_at=state.ended_at,
             )
             await tx.executions.insert(row, fact_count=len(decision.facts))
-            written.append(await tx.write_decision(row, decision, now, new=True))
+            written = await tx.write_decision(row, decision, now, new=True)
+            self._wakeups.on_commit(tx, written, published.process.steps)
             return self._presenter.execution(
                 published.process, state, process_name=published.name, created_at=now
             )
 
-        execution = await self._transactions.write(
-            work, remembered=self._remembered(TRIGGER_SCOPE, command.request_id, fingerprint)
+        execution = await self._uow.write(
+            work, idempotency=self._remembered(TRIGGER_SCOPE, command.request_id, fingerprint)
         )
-        for each in written:
-            self._wakeups.after_commit(each, published.process.steps)
         return execution
 
     async def start_child(self, data: dict[str, Any], fingerprint: str) -> V:
@@ -343,8 +340,7 @@ class ExecutionCommands(Generic[V]):
                 f"process {published.name} {published.version} has no step {command.step_id!r}",
                 reason="STEP_NOT_FOUND",
             )
-        written: list[Written] = []
-        for _ in range(MAX_CONFLICT_RETRIES):
+        async for _ in decision_attempts():
             row = await self._load(command.execution_id)
             assert row is not None  # executions are never deleted
             if row.process_id != published.id:  # moved to another version meanwhile
@@ -366,24 +362,23 @@ class ExecutionCommands(Generic[V]):
                 decision: d.Decision = decision,
                 now: datetime = now,
                 view: V = view,
+                steps: Mapping[str, Step] = published.process.steps,
             ) -> V:
                 if decision.ignored:
                     await tx.executions.check_revision(row.id, row.revision)
                 else:
-                    written.append(await tx.write_decision(row, decision, now))
+                    written = await tx.write_decision(row, decision, now)
+                    self._wakeups.on_commit(tx, written, steps)
                 return view
 
-            written.clear()
             try:
-                execution = await self._transactions.write(
-                    work, remembered=self._remembered(scope, command.request_id, fingerprint)
+                execution = await self._uow.write(
+                    work, idempotency=self._remembered(scope, command.request_id, fingerprint)
                 )
             except ConcurrentUpdate:
                 continue
-            for each in written:
-                self._wakeups.after_commit(each, published.process.steps)
             return execution
         raise ConcurrentUpdate(f"execution {command.execution_id} kept changing; try again")
 
     async def _load(self, execution_id: str) -> ExecutionRow | None:
-        return await self._transactions.read(lambda tx: tx.executions.load(execution_id))
+        return await self._uow.read(lambda tx: tx.executions.load(execution_id))

@@ -12,30 +12,28 @@ fresh state.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import structlog
 
 from trinity_execution import domain as d
-from trinity_execution.application.deciding import decide_off_loop
+from trinity_execution.application.deciding import decide_off_loop, decision_attempts
 from trinity_execution.application.ports import (
     ConcurrentUpdate,
     DefinitionCatalog,
     ExecutionRow,
     ExecutionTransaction,
-    Transactions,
-    Written,
+    ExecutionUnitOfWork,
 )
 from trinity_execution.application.wakeups import Wakeups
 from trinity_platform.logs import get_logger
+from trinity_process_model.model import Step
 
 _log = get_logger(__name__)
 
 Guard = Callable[[ExecutionTransaction], Awaitable[bool]]
 EventFactory = Callable[[datetime], d.Event]
-
-MAX_CONFLICT_RETRIES = 20
 
 
 class _GuardRefused(Exception):
@@ -44,9 +42,9 @@ class _GuardRefused(Exception):
 
 class Continuation:
     def __init__(
-        self, transactions: Transactions, catalog: DefinitionCatalog, wakeups: Wakeups
+        self, uow: ExecutionUnitOfWork, catalog: DefinitionCatalog, wakeups: Wakeups
     ) -> None:
-        self._transactions = transactions
+        self._uow = uow
         self._catalog = catalog
         self._wakeups = wakeups
 
@@ -74,7 +72,7 @@ class Continuation:
             _log.info("event for an unknown execution ignored", execution_id=execution_id)
             return None
         published = await self._catalog.by_id(row.process_id)
-        for attempt in range(MAX_CONFLICT_RETRIES):
+        async for attempt in decision_attempts():
             if attempt:
                 row = await self._load(execution_id)
                 assert row is not None  # executions are never deleted
@@ -89,26 +87,26 @@ class Continuation:
                 row: ExecutionRow = row,
                 decision: d.Decision = decision,
                 now: datetime = now,
-            ) -> Written | None:
+                steps: Mapping[str, Step] = published.process.steps,
+            ) -> None:
                 if guard is not None and not await guard(tx):
                     raise _GuardRefused  # roll back whatever the guard did
                 if decision.ignored:
                     await tx.executions.check_revision(execution_id, row.revision)
-                    return None
-                return await tx.write_decision(row, decision, now, causation_id=causation_id)
+                    return
+                written = await tx.write_decision(row, decision, now, causation_id=causation_id)
+                self._wakeups.on_commit(tx, written, steps)
 
             try:
-                written = await self._transactions.write(write)
+                await self._uow.write(write)
             except ConcurrentUpdate:
                 continue
             except _GuardRefused:
                 return None
             if decision.ignored:
                 _log.debug("event ignored", execution_id=execution_id, why=decision.ignored)
-            elif written is not None:
-                self._wakeups.after_commit(written, published.process.steps)
             return decision
         raise ConcurrentUpdate(f"execution {execution_id} kept changing; giving up for now")
 
     async def _load(self, execution_id: str) -> ExecutionRow | None:
-        return await self._transactions.read(lambda tx: tx.executions.load(execution_id))
+        return await self._uow.read(lambda tx: tx.executions.load(execution_id))

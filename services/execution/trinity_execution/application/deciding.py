@@ -6,17 +6,29 @@ it in a worker thread keeps the service's event loop, its health answers, timers
 and other executions, responsive meanwhile. The decision is made on a state read
 before the write transaction opens, so no transaction (nor SQLite's single writer)
 waits for a render; the write then checks the revision it decided on
-(optimistic concurrency) and the caller decides again when another writer won.
+(optimistic concurrency) and the caller decides again when another writer won, as
+often and with the pauses of the platform's one conflict-retry policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from trinity_execution import domain as d
+from trinity_platform.unit_of_work import CONFLICT_RETRY
 
 
 async def decide_off_loop(
     process: d.CompiledProcess, state: d.ExecutionState | None, event: d.Event
 ) -> d.Decision:
     return await asyncio.to_thread(d.decide, process, state, event)
+
+
+async def decision_attempts() -> AsyncIterator[int]:
+    """The attempts at a decision that may lose to another writer (ConcurrentUpdate):
+    the platform's conflict-retry policy, with its jittered pause before each retry."""
+    for attempt in range(CONFLICT_RETRY.attempts):
+        if attempt:
+            await asyncio.sleep(CONFLICT_RETRY.delay(attempt - 1))
+        yield attempt

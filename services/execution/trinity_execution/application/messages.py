@@ -24,10 +24,10 @@ from trinity_execution.application.ports import (
     AnswerRemembered,
     BufferedMessage,
     ExecutionTransaction,
+    ExecutionUnitOfWork,
     Presenter,
-    Remembered,
     Subscription,
-    Transactions,
+    remembered_answer,
 )
 from trinity_platform.errors import NotFound, ResourceExhausted
 from trinity_platform.logs import get_logger
@@ -62,12 +62,12 @@ class Signal:
 class MessageDelivery:
     def __init__(
         self,
-        transactions: Transactions,
+        uow: ExecutionUnitOfWork,
         continuation: Continuation,
         presenter: Presenter[Any],
         settings: MessageSettings | None = None,
     ) -> None:
-        self._transactions = transactions
+        self._uow = uow
         self._presenter = presenter
         self._continuation = continuation
         self.settings = settings or MessageSettings()
@@ -96,7 +96,7 @@ class MessageDelivery:
             return None, waiting
 
         for _ in range(5):
-            cached, waiting = await self._transactions.read(waiting_or_answered)
+            cached, waiting = await self._uow.read(waiting_or_answered)
             if cached is not None:
                 return self._presenter.decode_signal(cached)
             if waiting is None:
@@ -151,7 +151,7 @@ class MessageDelivery:
             )
         now = datetime.now(UTC)
         expires = now + ttl
-        kept = await self._transactions.read(lambda tx: tx.messages.count_kept(now))
+        kept = await self._uow.read(lambda tx: tx.messages.count_kept(now))
         if kept >= self.settings.max_kept:
             raise ResourceExhausted(
                 f"{kept} messages wait for their steps already (the most kept at once); "
@@ -171,12 +171,13 @@ class MessageDelivery:
                 ),
                 now,
             )
+            tx.after_commit(self.wake)  # a step may have started waiting meanwhile
             return SignalAnswer(delivered=False, expires_at=expires)
 
         presenter = self._presenter
-        response = await self._transactions.write(
+        response = await self._uow.write(
             keep,
-            remembered=Remembered(
+            idempotency=remembered_answer(
                 SIGNAL_SCOPE,
                 signal.message_id,
                 fingerprint,
@@ -184,7 +185,6 @@ class MessageDelivery:
                 presenter.decode_signal,
             ),
         )
-        self.wake()  # a step may have started waiting meanwhile
         return response
 
     # ------------------------------------------------------------------ kept ones
@@ -192,11 +192,11 @@ class MessageDelivery:
     async def deliver_kept(self) -> int:
         """Deliver the kept messages for which a step now waits; drop the expired."""
         now = datetime.now(UTC)
-        pairs = await self._transactions.read(lambda tx: tx.messages.deliverable(now))
+        pairs = await self._uow.read(lambda tx: tx.messages.deliverable(now))
         delivered = 0
         for kept, waiting in pairs:
             delivered += await self._deliver_kept(kept, waiting)
-        await self._transactions.write(lambda tx: tx.messages.purge_expired(now))
+        await self._uow.write(lambda tx: tx.messages.purge_expired(now))
         return delivered
 
     async def _deliver_kept(self, kept: BufferedMessage, waiting: Subscription) -> bool:

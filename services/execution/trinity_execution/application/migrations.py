@@ -15,22 +15,21 @@ from typing import Any
 
 from trinity_execution import domain as d
 from trinity_execution.application.answers import MigrationOutcome, MigrationReport
+from trinity_execution.application.deciding import decision_attempts
 from trinity_execution.application.ports import (
     ConcurrentUpdate,
     DefinitionCatalog,
     ExecutionTransaction,
+    ExecutionUnitOfWork,
     Presenter,
     PublishedDefinition,
-    Remembered,
-    Transactions,
-    Written,
+    remembered_answer,
 )
 from trinity_execution.application.wakeups import Wakeups
 from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 SCOPE = "execution.MigrateExecution"
 MAX_PER_CALL = 500
-MAX_CONFLICT_RETRIES = 20
 LIVE = ("running", "paused")
 NOT_ON_VERSION = "NOT_ON_VERSION"
 
@@ -51,12 +50,12 @@ class Migration:
 class ExecutionMigrations:
     def __init__(
         self,
-        transactions: Transactions,
+        uow: ExecutionUnitOfWork,
         catalog: DefinitionCatalog,
         wakeups: Wakeups,
         presenter: Presenter[Any],
     ) -> None:
-        self._transactions = transactions
+        self._uow = uow
         self._catalog = catalog
         self._wakeups = wakeups
         self._presenter = presenter
@@ -65,7 +64,7 @@ class ExecutionMigrations:
         """``fingerprint``: what the request asks, without its key."""
         remembered = bool(command.request_id) and not command.dry_run
         if remembered:
-            cached = await self._transactions.read(
+            cached = await self._uow.read(
                 lambda tx: tx.idempotency.lookup(SCOPE, command.request_id, fingerprint)
             )
             if cached is not None:
@@ -110,7 +109,7 @@ class ExecutionMigrations:
                 )
                 return response
 
-            return await self._transactions.write(answer)
+            return await self._uow.write(answer)
         return response
 
     async def _selection(self, command: Migration) -> tuple[list[str], str, str, bool]:
@@ -143,7 +142,7 @@ class ExecutionMigrations:
                 len(ids) > MAX_PER_CALL,
             )
 
-        return await self._transactions.read(select)
+        return await self._uow.read(select)
 
     async def _one(
         self,
@@ -156,8 +155,8 @@ class ExecutionMigrations:
         key: str,
     ) -> MigrationReport:
         """``response`` with this execution's outcome added (remembered under ``key``)."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            first = await self._transactions.read(lambda tx: tx.executions.load(execution_id))
+        async for _ in decision_attempts():
+            first = await self._uow.read(lambda tx: tx.executions.load(execution_id))
             assert first is not None  # executions are never deleted
             if first.process_version != from_version:
                 problem = d.MigrationProblem(
@@ -173,12 +172,12 @@ class ExecutionMigrations:
                     "the step mapping does not fit the versions",
                     [FieldViolation(f"step_mapping[{old}]", why) for old, why in wrong],
                 )
-            move = _Move(command, execution_id, source, target, response)
+            move = _Move(command, execution_id, source, target, response, self._wakeups)
             try:
                 presenter = self._presenter
-                answer = await self._transactions.write(
+                answer = await self._uow.write(
                     move.work,
-                    remembered=Remembered(
+                    idempotency=remembered_answer(
                         SCOPE,
                         key,
                         fingerprint,
@@ -188,8 +187,6 @@ class ExecutionMigrations:
                 )
             except ConcurrentUpdate:
                 continue
-            for each in move.written:
-                self._wakeups.after_commit(each, target.process.steps)
             return answer
         raise ConcurrentUpdate(f"execution {execution_id} kept changing; try again")
 
@@ -203,7 +200,7 @@ class _Move:
     source: PublishedDefinition
     target: PublishedDefinition
     response: MigrationReport
-    written: list[Written] = field(default_factory=list)
+    wakeups: Wakeups
 
     async def work(self, tx: ExecutionTransaction) -> MigrationReport:
         return _with(self.response, await self._move(tx))
@@ -224,7 +221,8 @@ class _Move:
         event = d.MigrateExecution(now=now, target=target, mapping=mapping, by=self.command.by)
         decision = d.decide(source, state, event)
         assert not decision.ignored, decision.ignored
-        self.written.append(await tx.write_decision(row, decision, now))
+        written = await tx.write_decision(row, decision, now)
+        self.wakeups.on_commit(tx, written, target.steps)
         await tx.executions.repoint(
             self.execution_id, process_id=self.target.id, process_version=target.version
         )

@@ -7,14 +7,15 @@ generated message.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from trinity_execution import domain as d
 from trinity_execution.application.answers import MigrationReport, SignalAnswer
 from trinity_platform.errors import Aborted
+from trinity_platform.unit_of_work import Idempotency, Transaction, UnitOfWork
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -201,8 +202,9 @@ class IdempotencyStore(Protocol):
         ...
 
 
-class ExecutionTransaction(Protocol):
-    """One open transaction and everything the application reads and writes in it."""
+class ExecutionTransaction(Transaction, Protocol):
+    """One open transaction and everything the application reads and writes in it (the
+    platform's inbox claim and wake-ups after the commit included)."""
 
     @property
     def executions(self) -> ExecutionRepository: ...
@@ -232,37 +234,26 @@ class ExecutionTransaction(Protocol):
         ConcurrentUpdate), facts (outbox and fact log), commands and timers."""
         ...
 
-    async def claim_message(self, consumer: str, message_id: str) -> bool:
-        """Record ``message_id`` as handled by ``consumer``; False when it already was."""
-        ...
+
+ExecutionUnitOfWork = UnitOfWork[ExecutionTransaction]
+"""The platform's unit of work over the execution service's transactions."""
 
 
-@dataclass(frozen=True)
-class Remembered(Generic[T]):
-    """A write made idempotent by ``key`` (empty: not idempotent): its answer is
-    remembered (``encode``) in the write's transaction and a retry gets it back
-    (``decode``); ``fingerprint`` tells a retry from another request with the key."""
+def remembered_answer(
+    scope: str,
+    key: str,
+    fingerprint: str,
+    encode: Callable[[T], bytes],
+    decode: Callable[[bytes], T],
+) -> Idempotency[ExecutionTransaction, T]:
+    """A write made idempotent by ``key`` (empty: not idempotent) that remembers its
+    answer itself: an execution keeps no past states to rebuild the answer of then from
+    (as definitions keep no past revisions), so a retry gets the first answer back."""
 
-    scope: str
-    key: str
-    fingerprint: str
-    encode: Callable[[T], bytes]
-    decode: Callable[[bytes], T]
+    async def replay(_tx: ExecutionTransaction, remembered: bytes) -> T:
+        return decode(remembered)
 
-
-Body = Callable[[ExecutionTransaction], Awaitable[T]]
-
-
-class Transactions(Protocol):
-    async def read(self, body: Body[T]) -> T:
-        """``body`` in a transaction that writes nothing."""
-        ...
-
-    async def write(self, body: Body[T], *, remembered: Remembered[T] | None = None) -> T:
-        """``body`` in one write transaction. With ``remembered`` (and a key): a key seen
-        before answers the remembered answer and ``body`` does not run; a concurrent first
-        request with the same key is answered with the winner's answer."""
-        ...
+    return Idempotency(scope, key, fingerprint, remember=encode, replay=replay)
 
 
 class Presenter(Protocol[V]):

@@ -12,10 +12,10 @@ from trinity_execution.application.ports import (
     DefinitionCatalog,
     ExecutionRow,
     ExecutionTransaction,
+    ExecutionUnitOfWork,
     ListFilter,
     LoggedFact,
     Presenter,
-    Transactions,
 )
 from trinity_execution.application.wakeups import Wakeups
 from trinity_platform.errors import NotFound
@@ -34,19 +34,19 @@ MAX_SEQUENCE = 2**63 - 1
 class ExecutionQueries(Generic[V]):
     def __init__(
         self,
-        transactions: Transactions,
+        uow: ExecutionUnitOfWork,
         catalog: DefinitionCatalog,
         wakeups: Wakeups,
         presenter: Presenter[V],
     ) -> None:
-        self._transactions = transactions
+        self._uow = uow
         self._catalog = catalog
         self._wakeups = wakeups
         self._presenter = presenter
 
     async def _row(self, execution_id: str) -> ExecutionRow:
         require("execution_id", execution_id)
-        row = await self._transactions.read(lambda tx: tx.executions.load(execution_id))
+        row = await self._uow.read(lambda tx: tx.executions.load(execution_id))
         if row is None:
             raise NotFound(f"execution {execution_id} not found", reason="EXECUTION_NOT_FOUND")
         return row
@@ -75,9 +75,7 @@ class ExecutionQueries(Generic[V]):
         after = None
         if page.after is not None:
             after = (datetime.fromisoformat(page.after[0]), page.after[1])
-        rows = await self._transactions.read(
-            lambda tx: tx.executions.page(where, after, page.size + 1)
-        )
+        rows = await self._uow.read(lambda tx: tx.executions.page(where, after, page.size + 1))
         more = len(rows) > page.size
         rows = rows[: page.size]
         views = [await self._view(row, with_steps=False) for row in rows]
@@ -100,7 +98,7 @@ class ExecutionQueries(Generic[V]):
                 batch = await tx.facts.after(execution_id, position)
                 return batch, await tx.executions.load(execution_id) if not batch else None
 
-            batch, row = await self._transactions.read(read)
+            batch, row = await self._uow.read(read)
             for fact in batch:
                 position = fact.sequence
                 yield fact

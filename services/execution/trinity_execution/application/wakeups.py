@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from trinity_execution import domain as d
 from trinity_execution.application.ports import Written
+from trinity_platform.unit_of_work import Transaction
 from trinity_process_model.model import Step
 
 # Counts what committed facts report (the service's metrics).
@@ -35,6 +36,10 @@ class Wakeups:
         self._dispatcher = dispatcher
         self._messages = messages
         self._facts_changed = asyncio.Event()
+
+    def on_commit(self, tx: Transaction, written: Written, steps: Mapping[str, Step]) -> None:
+        """Wake whom ``written`` concerns once ``tx`` has committed (never if it rolls back)."""
+        tx.after_commit(lambda: self.after_commit(written, steps))
 
     def after_commit(self, written: Written, steps: Mapping[str, Step]) -> None:
         self._observe(written.reported, steps)

@@ -27,9 +27,10 @@ from trinity_execution.infrastructure.senders import (
     REQUEST_WORK,
 )
 from trinity_execution.infrastructure.tables import dispatches, timers
-from trinity_platform.outbox import OutboxMessage, add_many_to_outbox
+from trinity_platform.outbox import add_many_to_outbox, event_outbox_messages
 from trinity_platform.subjects import fact_subject
 from trinity_platform.telemetry import current_traceparent
+from trinity_platform.unit_of_work import EventMessage, NewEvents
 
 
 def _dispatch_row(command: d.Command, execution_id: str, now: datetime) -> dict[str, object] | None:
@@ -96,19 +97,22 @@ async def write_decision(
     await save_items(conn, execution_id, state)
     messages = [translate.fact_to_proto(fact) for fact in decision.facts]
     if messages:
-        await add_many_to_outbox(
-            conn,
-            [
-                OutboxMessage(
+        # The one message-id scheme: (execution, its revision after this decision, position).
+        change = NewEvents(
+            kind="execution",
+            aggregate_id=execution_id,
+            version=row.revision if new else row.revision + 1,
+            messages=[
+                EventMessage(
                     message=message,
                     subject=fact_subject("execution", message.DESCRIPTOR.name),
-                    aggregate_id=execution_id,
                     correlation_id=execution_id,
                     causation_id=causation_id,
                 )
                 for message in messages
             ],
         )
+        await add_many_to_outbox(conn, event_outbox_messages(change))
         await append_facts(
             conn,
             execution_id,

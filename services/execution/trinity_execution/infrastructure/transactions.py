@@ -1,10 +1,11 @@
-"""The application's transactions on SQLAlchemy (SQLite and PostgreSQL): the adapters of
-:mod:`trinity_execution.application.ports` over one connection each."""
+"""The execution service's transaction on the platform's unit of work (SQLite and
+PostgreSQL): the adapters of :mod:`trinity_execution.application.ports` over its
+connection. A decision's facts reach the outbox in ``write_decision`` (decision_store),
+with the platform's one message-id scheme."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -12,12 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from trinity_execution import domain as d
 from trinity_execution.application.ports import (
     AnswerRemembered,
-    Body,
     BufferedMessage,
     ExecutionRow,
     ListFilter,
     LoggedFact,
-    Remembered,
     Subscription,
     Written,
 )
@@ -25,11 +24,8 @@ from trinity_execution.infrastructure import fact_log, message_store, repository
 from trinity_execution.infrastructure.decision_store import write_decision
 from trinity_execution.infrastructure.timer_store import claim_timer
 from trinity_platform import idempotency
-from trinity_platform.db import read_only
-from trinity_platform.errors import Aborted
-from trinity_platform.inbox import claim_message
-
-T = TypeVar("T")
+from trinity_platform.outbox import OutboxSignal
+from trinity_platform.sql_unit_of_work import SqlTransaction, SqlUnitOfWork
 
 
 class SqlExecutions:
@@ -125,9 +121,11 @@ class SqlIdempotency:
             raise AnswerRemembered(f"an answer for {key!r} was remembered meanwhile") from error
 
 
-class SqlExecutionTransaction:
+class SqlExecutionTransaction(SqlTransaction):
+    """The platform's transaction with the execution service's repositories."""
+
     def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.executions = SqlExecutions(conn)
         self.facts = SqlFactLog(conn)
         self.messages = SqlMessages(conn)
@@ -147,42 +145,9 @@ class SqlExecutionTransaction:
             self.conn, row, decision, now, causation_id=causation_id, new=new
         )
 
-    async def claim_message(self, consumer: str, message_id: str) -> bool:
-        return await claim_message(self.conn, consumer, message_id)
 
-
-class SqlTransactions:
-    """Read and write transactions on ``engine`` (a read takes no write lock on SQLite)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    async def read(self, body: Body[T]) -> T:
-        async with read_only(self.engine) as conn:
-            return await body(SqlExecutionTransaction(conn))
-
-    async def write(self, body: Body[T], *, remembered: Remembered[T] | None = None) -> T:
-        if remembered is None or not remembered.key:
-            async with self.engine.begin() as conn:
-                return await body(SqlExecutionTransaction(conn))
-        scope, key, fingerprint = remembered.scope, remembered.key, remembered.fingerprint
-        for attempt in range(2):
-            try:
-                async with self.engine.begin() as conn:
-                    cached = await idempotency.lookup(conn, scope, key, fingerprint)
-                    if cached is not None:
-                        return remembered.decode(cached)
-                    answer = await body(SqlExecutionTransaction(conn))
-                    await idempotency.remember(
-                        conn, scope, key, fingerprint, remembered.encode(answer)
-                    )
-                return answer
-            except (IntegrityError, Aborted) as error:
-                # A concurrent first request with this key won: answer with its answer.
-                async with read_only(self.engine) as conn:
-                    cached = await idempotency.lookup(conn, scope, key, fingerprint)
-                if cached is not None:
-                    return remembered.decode(cached)
-                if attempt == 1 or isinstance(error, Aborted):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+def execution_unit_of_work(
+    engine: AsyncEngine, signal: OutboxSignal | None = None
+) -> SqlUnitOfWork[SqlExecutionTransaction]:
+    """The platform's unit of work over the execution service's transactions."""
+    return SqlUnitOfWork(engine, SqlExecutionTransaction, signal=signal, name="execution")

@@ -23,8 +23,8 @@ from trinity_execution.infrastructure.trigger_store import TriggerRow, active_ev
 from trinity_execution.loops.subject_routes import SubjectRoutes
 from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
-from trinity_platform.idempotency import request_fingerprint
 from trinity_platform.logs import get_logger
+from trinity_platform.unit_of_work import fingerprint
 
 _log = get_logger(__name__)
 
@@ -91,7 +91,7 @@ class EventTriggers:
                     triggered_by=request.triggered_by,
                     trigger_kind=d.TriggerKind.EVENT,
                 ),
-                request_fingerprint(request),
+                fingerprint(request),
             )
         except TrinityError as error:
             _log.warning("event trigger refused", subject=msg.subject, error=error.message)

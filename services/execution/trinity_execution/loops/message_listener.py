@@ -22,8 +22,8 @@ from trinity_execution.infrastructure.message_store import MessageRoute, active_
 from trinity_execution.loops.subject_routes import SubjectRoutes
 from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
-from trinity_platform.idempotency import request_fingerprint
 from trinity_platform.logs import get_logger
+from trinity_platform.unit_of_work import fingerprint
 
 _log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ class MessageListener:
                         correlation_key=correlation_key,
                         payload=payload,
                     ),
-                    request_fingerprint(request),
+                    fingerprint(request),
                 )
             except TrinityError as error:
                 _log.warning("message refused", subject=msg.subject, error=error.message)

@@ -28,8 +28,8 @@ from trinity_execution.infrastructure.trigger_store import (
 )
 from trinity_platform.db import read_only
 from trinity_platform.errors import ResourceExhausted, TrinityError, Unavailable
-from trinity_platform.idempotency import request_fingerprint
 from trinity_platform.logs import get_logger
+from trinity_platform.unit_of_work import fingerprint
 
 _log = get_logger(__name__)
 
@@ -132,7 +132,7 @@ class Scheduler:
                     triggered_by=request.triggered_by,
                     trigger_kind=d.TriggerKind.SCHEDULE,
                 ),
-                request_fingerprint(request),
+                fingerprint(request),
             )
         except (Unavailable, ResourceExhausted):
             raise
