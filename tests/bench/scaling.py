@@ -62,6 +62,7 @@ async def process_size(bench: Bench, suite: RunningSuite, size: int, smallest: i
         return
 
     async def once() -> Values:
+        cpu_before = suite.cpu_seconds()
         started = time.perf_counter()
         execution_id = await suite.trigger(name)
         done = suite.tracker.expect(execution_id)
@@ -74,10 +75,17 @@ async def process_size(bench: Bench, suite: RunningSuite, size: int, smallest: i
             if not steps:
                 raise
             bench.note(f"steps_{size}: only {steps} of {size} steps done after {timeout:.0f}s")
-            return {"per_step_ms": timeout / steps * 1000}
+            return {
+                "per_step_ms": timeout / steps * 1000,
+                "step_cpu_ms": (suite.cpu_seconds() - cpu_before) / steps * 1000,
+            }
         if fact != "ProcessCompleted":
             raise RuntimeError(f"execution ended with {fact}")
-        return {"per_step_ms": (finished - started) / size * 1000}
+        return {
+            "per_step_ms": (finished - started) / size * 1000,
+            # CPU of every process of the suite while the execution ran, per step
+            "step_cpu_ms": (suite.cpu_seconds() - cpu_before) / size * 1000,
+        }
 
     repeats = bench.repeats if size == smallest else min(2, bench.repeats) if size <= 100 else 1
     await bench.measure(
@@ -86,7 +94,7 @@ async def process_size(bench: Bench, suite: RunningSuite, size: int, smallest: i
         repeats=repeats,
         references=None
         if size == smallest
-        else {"per_step_ms": f"scaling.steps_{smallest}.per_step_ms"},
+        else {key: f"scaling.steps_{smallest}.{key}" for key in ("per_step_ms", "step_cpu_ms")},
     )
 
 
@@ -137,7 +145,7 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
             if level == levels[0]
             else {
                 key: f"scaling.active_{levels[0]}.{key}"
-                for key in ("per_step_ms", "latency_p50_ms")
+                for key in ("per_step_ms", "step_cpu_ms", "latency_p50_ms")
             }
         )
         load = ClosedLoop(suite, probe, PROBE_CLIENTS)
@@ -155,6 +163,7 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
                         "steps_per_s": steps_per_s,
                         "step_cpu_ms": values["step_cpu_ms"],
                         "latency_p50_ms": values["latency_p50_ms"],
+                        "fact_lag_p99_ms": values.get("fact_lag_p99_ms", float("nan")),
                     },
                     references,
                 )

@@ -37,6 +37,7 @@ from trinity_platform.testing import free_port
 
 from .core import Bench, Skip, percentile
 from .infra import connect_nats, postgres_unreachable, private_nats, temporary_postgres
+from .lag import Buckets, difference, lag_values, scrape_lag
 
 TERMINAL_FACTS = ("ProcessCompleted", "ProcessFailed", "ProcessCancelled")
 RETRYABLE = (
@@ -158,6 +159,11 @@ class RunningSuite:
     log_tail: Callable[..., str]
     pids: dict[str, int] = field(default_factory=dict)  # process name -> pid (profiling, CPU)
     local: Any = None  # the LocalSuite (to start replicas)
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # service -> /metrics port
+
+    async def fact_lag(self) -> Buckets:
+        """The outbox relays' lag histogram (commit → JetStream ack), summed over services."""
+        return await scrape_lag(self.metrics_ports)
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by every process of the suite (services, executor, NATS)."""
@@ -311,6 +317,8 @@ async def start_suite(
             ports={service: free_port() for service in services},
             database_urls=urls,
             extra_env=extra_env,
+            # /metrics of each service: the fact lag is read from the relays' histogram
+            metrics_ports={service: free_port() for service in services},
         )
 
         async def stop() -> None:
@@ -352,6 +360,7 @@ async def start_suite(
                 **({"nats": server.pid} if server.pid else {}),
             },
             local=suite,
+            metrics_ports=dict(suite.metrics_ports),
         )
         stack.push_async_exit(local.pop_all())  # started: the caller's stack owns it now
         return running
@@ -387,15 +396,19 @@ class Window:
     steps: int
     latencies: list[float]
     cpu_seconds: float  # summed over the suite's processes during the window
+    fact_lag: Buckets = field(default_factory=dict)  # facts published during the window
 
     def values(self) -> dict[str, float]:
-        return {
+        values = {
             "executions_per_s": self.completed / self.seconds,
             "steps_per_s": self.steps / self.seconds,
             "step_cpu_ms": self.cpu_seconds * 1000 / self.steps if self.steps else 0.0,
             "latency_p50_ms": percentile(self.latencies, 50) * 1000,
             "latency_p99_ms": percentile(self.latencies, 99) * 1000,
         }
+        if self.fact_lag:
+            values.update(lag_values(self.fact_lag))
+        return values
 
 
 class ClosedLoop:
@@ -443,12 +456,14 @@ class ClosedLoop:
             await asyncio.sleep(0.05)
 
     async def window(self, seconds: float) -> Window:
+        lag_before = await self._suite.fact_lag()
         steps_before = self._suite.tracker.steps_completed
         cpu_before = self._suite.cpu_seconds()
         started = time.perf_counter()
         await asyncio.sleep(seconds)
         ended = time.perf_counter()
         cpu_used = self._suite.cpu_seconds() - cpu_before
+        lag = difference(await self._suite.fact_lag(), lag_before)
         inside = [f for f in self.finished if started <= f[0] < ended]
         return Window(
             seconds=ended - started,
@@ -457,6 +472,7 @@ class ClosedLoop:
             steps=self._suite.tracker.steps_completed - steps_before,
             latencies=[f[1] for f in inside if f[2] == "ProcessCompleted"],
             cpu_seconds=cpu_used,
+            fact_lag=lag,
         )
 
     async def stop(self, grace: float = 2.0) -> None:
