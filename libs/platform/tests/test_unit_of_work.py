@@ -431,6 +431,23 @@ async def test_wake_ups_run_only_after_the_commit(items: AsyncEngine) -> None:
     assert woken == ["committed"] and not signal.is_set()
 
 
+async def test_a_failing_wake_up_does_not_fail_the_committed_command(items: AsyncEngine) -> None:
+    woken: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("the sender is gone")
+
+    async def change(tx: ItemTransaction) -> str:
+        tx.after_commit(broken)
+        tx.after_commit(lambda: woken.append("next"))
+        await tx.add(Item("i-1", "v"))
+        return "done"
+
+    assert await unit_of_work(items).write(change) == "done"
+    assert woken == ["next"]
+    assert await count(items, ITEMS) == 1
+
+
 async def test_a_transaction_refused_by_a_unique_key_wakes_nobody(items: AsyncEngine) -> None:
     signal = OutboxSignal()
     uow = unit_of_work(items, signal, RetryPolicy(attempts=1))

@@ -33,10 +33,12 @@ from trinity_platform.db import read_only
 from trinity_platform.db_errors import transient_database_error
 from trinity_platform.errors import Conflict, TrinityError
 from trinity_platform.inbox import claim_message
+from trinity_platform.logs import get_logger
 from trinity_platform.outbox import OutboxSignal, add_many_to_outbox, event_outbox_messages
 from trinity_platform.unit_of_work import CONFLICT_RETRY, Idempotency, NewEvents, RetryPolicy
 
 T = TypeVar("T")
+_log = get_logger(__name__)
 
 
 class SqlTransaction:
@@ -78,7 +80,12 @@ class SqlTransaction:
     def _wake(self) -> None:
         wakes, self._wakes = self._wakes, []
         for wake in wakes:
-            wake()
+            try:
+                wake()
+            except Exception as error:
+                # The change is committed: a failed wake-up delays a loop (each also
+                # polls), it must not turn the command's answer into an error.
+                _log.warning("wake-up after commit failed", wake=repr(wake), error=repr(error))
 
 
 S = TypeVar("S", bound=SqlTransaction)
