@@ -6,23 +6,20 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from google.protobuf.wrappers_pb2 import StringValue
 from google.rpc.error_details_pb2 import RequestInfo
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trinity_platform.db import INBOX, OUTBOX
-from trinity_platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from trinity_platform.db import INBOX
+from trinity_platform.errors import FailedPrecondition, InvalidArgument
 from trinity_platform.idempotency import (
     MAX_KEY_LENGTH,
     lookup,
     prune_idempotency,
     remember,
-    request_fingerprint,
-    run_idempotent,
 )
 from trinity_platform.inbox import claim_message, prune_inbox
-from trinity_platform.outbox import add_to_outbox
+from trinity_platform.unit_of_work import fingerprint
 
 
 async def count(engine: AsyncEngine, table) -> int:
@@ -74,95 +71,11 @@ async def test_inbox_prune(engine: AsyncEngine) -> None:
 
 
 def test_fingerprint_ignores_the_key_and_sees_the_rest() -> None:
-    a = request_fingerprint(RequestInfo(request_id="k1", serving_data="x"))
-    assert a == request_fingerprint(RequestInfo(request_id="k2", serving_data="x"))
-    assert a != request_fingerprint(RequestInfo(request_id="k1", serving_data="y"))
-    assert a != request_fingerprint(RequestInfo(request_id="k1", serving_data="x"), key_field="")
+    a = fingerprint(RequestInfo(request_id="k1", serving_data="x"))
+    assert a == fingerprint(RequestInfo(request_id="k2", serving_data="x"))
+    assert a != fingerprint(RequestInfo(request_id="k1", serving_data="y"))
+    assert a != fingerprint(RequestInfo(request_id="k1", serving_data="x"), without=())
     assert len(a) == 64
-
-
-class Work:
-    """A command handler: one outbox row (its effect) and a numbered response."""
-
-    def __init__(self, delay: float = 0.0, fail: Exception | None = None) -> None:
-        self.calls = 0
-        self.delay = delay
-        self.fail = fail
-
-    async def __call__(self, conn: AsyncConnection) -> StringValue:
-        self.calls += 1
-        call = self.calls
-        if self.fail is not None:
-            raise self.fail
-        await add_to_outbox(
-            conn, message=StringValue(value="done"), subject="s.x", aggregate_id="agg"
-        )
-        await asyncio.sleep(self.delay)
-        return StringValue(value=f"response-{call}")
-
-
-async def test_same_key_same_request_returns_the_first_response(engine: AsyncEngine) -> None:
-    work = Work()
-    request = RequestInfo(request_id="key-1", serving_data="payload")
-    notified = []
-    first = await run_idempotent(
-        engine,
-        "svc.Do",
-        "key-1",
-        request,
-        work,
-        StringValue,
-        after_commit=lambda: notified.append(1),
-    )
-    again = await run_idempotent(engine, "svc.Do", "key-1", request, work, StringValue)
-    assert first == again == StringValue(value="response-1")
-    assert work.calls == 1
-    assert notified == [1]
-    assert await count(engine, OUTBOX) == 1
-    other_scope = await run_idempotent(engine, "svc.Other", "key-1", request, work, StringValue)
-    assert other_scope.value == "response-2"
-
-
-async def test_same_key_different_request_is_refused(engine: AsyncEngine) -> None:
-    work = Work()
-    await run_idempotent(
-        engine, "svc.Do", "k", RequestInfo(request_id="k", serving_data="a"), work, StringValue
-    )
-    with pytest.raises(FailedPrecondition) as caught:
-        await run_idempotent(
-            engine, "svc.Do", "k", RequestInfo(request_id="k", serving_data="b"), work, StringValue
-        )
-    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
-    assert work.calls == 1
-
-
-async def test_empty_key_is_not_idempotent(engine: AsyncEngine) -> None:
-    work = Work()
-    request = RequestInfo(serving_data="x")
-    await run_idempotent(engine, "svc.Do", "", request, work, StringValue)
-    await run_idempotent(engine, "svc.Do", "", request, work, StringValue)
-    assert work.calls == 2
-    assert await count(engine, OUTBOX) == 2
-
-
-async def test_failures_are_not_remembered(engine: AsyncEngine) -> None:
-    request = RequestInfo(request_id="k", serving_data="x")
-    with pytest.raises(NotFound):
-        await run_idempotent(engine, "s", "k", request, Work(fail=NotFound("no")), StringValue)
-    result = await run_idempotent(engine, "s", "k", request, Work(), StringValue)
-    assert result.value == "response-1"
-
-
-async def test_concurrent_first_requests_with_one_key_have_one_effect(
-    engine: AsyncEngine,
-) -> None:
-    work = Work(delay=0.05)
-    request = RequestInfo(request_id="race", serving_data="x")
-    results = await asyncio.gather(
-        *(run_idempotent(engine, "svc.Do", "race", request, work, StringValue) for _ in range(5))
-    )
-    assert len({r.value for r in results}) == 1
-    assert await count(engine, OUTBOX) == 1  # the losers' effects were rolled back
 
 
 async def test_lookup_and_remember_parts(engine: AsyncEngine) -> None:

@@ -5,6 +5,7 @@ change, inbox claims, wake-ups only after the commit, the database's failures ma
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from trinity_platform.db import IDEMPOTENCY, OUTBOX, create_engine
 from trinity_platform.errors import Conflict, FailedPrecondition, NotFound, Unavailable
-from trinity_platform.idempotency import KEY_REUSED, request_fingerprint
+from trinity_platform.idempotency import KEY_REUSED
 from trinity_platform.outbox import OutboxSignal
 from trinity_platform.sql_unit_of_work import SqlTransaction, SqlUnitOfWork
 from trinity_platform.unit_of_work import (
@@ -185,6 +186,17 @@ async def _answer(value: StringValue) -> StringValue:
     return value
 
 
+async def test_a_key_is_remembered_per_scope(items: AsyncEngine) -> None:
+    uow = unit_of_work(items)
+    runs: list[str] = []
+    body, key = create(SetItem("k-1", "i-1", "v"), runs)
+    other_body, other_key = create(SetItem("k-1", "i-2", "v"), runs)
+    other_scope = dataclasses.replace(other_key, scope="test.OtherCommand")
+    await uow.write(body, idempotency=key)
+    assert (await uow.write(other_body, idempotency=other_scope)).id == "i-2"
+    assert runs == ["k-1", "k-1"]
+
+
 async def test_a_key_reused_for_another_request_is_refused_and_writes_nothing(
     items: AsyncEngine,
 ) -> None:
@@ -267,7 +279,6 @@ def test_one_fingerprint_for_commands_and_requests() -> None:
 
     assert a != fingerprint(OtherCommand("k-1", "i", "v"))  # the command's type counts
     request = RequestInfo(request_id="k1", serving_data="x")
-    assert fingerprint(request) == request_fingerprint(request)
     assert fingerprint(request) == fingerprint(RequestInfo(request_id="k2", serving_data="x"))
     with pytest.raises(TypeError):
         fingerprint({"request_id": "k"})

@@ -1,36 +1,24 @@
 """Idempotent commands: a retried request returns the first result (invariant 2).
 
-``lookup`` and ``remember`` are the storage of the pattern, used by the unit of work
-(:mod:`trinity_platform.sql_unit_of_work`), which remembers a reference to the result.
-``run_idempotent`` (remembering the serialized response) is the older whole pattern,
-kept for the execution service until it moves to the unit of work. Only successful results are
-remembered: a request that failed may be retried and run again.
+``lookup`` and ``remember`` are the storage of the pattern; the unit of work
+(:mod:`trinity_platform.sql_unit_of_work`) is the pattern: it looks up and remembers in
+the transaction of the command, only for a command that succeeded (a request that
+failed may be retried and run again). The fingerprint is
+:func:`trinity_platform.unit_of_work.fingerprint`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
-from google.protobuf.message import Message
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform.db import IDEMPOTENCY
-from trinity_platform.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument
-from trinity_platform.unit_of_work import fingerprint
-
-R = TypeVar("R", bound=Message)
+from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 MAX_KEY_LENGTH = 255  # the idempotency.key column
-
-
-def request_fingerprint(request: Message, key_field: str = "request_id") -> str:
-    """The one :func:`~trinity_platform.unit_of_work.fingerprint`, of a request message."""
-    return fingerprint(request, without=(key_field,) if key_field else ())
 
 
 async def lookup(conn: AsyncConnection, scope: str, key: str, fingerprint: str) -> bytes | None:
@@ -76,58 +64,6 @@ async def remember(
             created_at=datetime.now(UTC),
         )
     )
-
-
-async def run_idempotent(
-    engine: AsyncEngine,
-    scope: str,
-    key: str,
-    request: Message,
-    work: Callable[[AsyncConnection], Awaitable[R]],
-    response_type: type[R],
-    *,
-    key_field: str = "request_id",
-    after_commit: Callable[[], None] | None = None,
-) -> R:
-    """lookup → ``work(conn)`` → remember, in ONE transaction.
-
-    ``scope`` names the operation (e.g. ``"work.RequestWork"``); an empty ``key``
-    means "not idempotent": ``work`` just runs in a transaction. When two first
-    requests with one key race, the loser's transaction fails on the unique key
-    (or with ``Aborted`` on the aggregate's version), rolls back with its effects
-    and is answered from the winner's response.
-    ``after_commit`` (e.g. ``OutboxSignal.notify``) runs after a commit that ran ``work``.
-    """
-    if not key:
-        async with engine.begin() as conn:
-            response = await work(conn)
-        if after_commit is not None:
-            after_commit()
-        return response
-    fingerprint = request_fingerprint(request, key_field)
-    for attempt in range(2):
-        try:
-            async with engine.begin() as conn:
-                cached = await lookup(conn, scope, key, fingerprint)
-                if cached is not None:
-                    return response_type.FromString(cached)
-                response = await work(conn)
-                await remember(
-                    conn, scope, key, fingerprint, response.SerializeToString(deterministic=True)
-                )
-        except (IntegrityError, Aborted) as exc:
-            # Did a concurrent request with the same key win? Then answer with its result.
-            async with engine.begin() as conn:
-                cached = await lookup(conn, scope, key, fingerprint)
-            if cached is not None:
-                return response_type.FromString(cached)
-            if attempt == 1 or isinstance(exc, Aborted):
-                raise
-            continue
-        if after_commit is not None:
-            after_commit()
-        return response
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def prune_idempotency(engine: AsyncEngine, older_than: timedelta) -> int:
