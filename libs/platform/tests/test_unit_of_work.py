@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from google.rpc.error_details_pb2 import RequestInfo
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
@@ -282,6 +284,30 @@ def test_one_fingerprint_for_commands_and_requests() -> None:
     assert fingerprint(request) == fingerprint(RequestInfo(request_id="k2", serving_data="x"))
     with pytest.raises(TypeError):
         fingerprint({"request_id": "k"})
+
+
+@given(
+    st.text(max_size=20),
+    st.text(max_size=20),
+    st.text(max_size=20),
+    st.text(max_size=20),
+    st.text(max_size=20),
+)
+def test_a_fingerprint_is_the_command_without_its_key(
+    key: str, other_key: str, item_id: str, value: str, other_value: str
+) -> None:
+    command = SetItem(key, item_id, value)
+    assert fingerprint(command) == fingerprint(SetItem(other_key, item_id, value))
+    assert (fingerprint(command) == fingerprint(SetItem(key, item_id, other_value))) == (
+        value == other_value
+    )
+    request = RequestInfo(request_id=key, serving_data=value)
+    assert fingerprint(request) == fingerprint(
+        RequestInfo(request_id=other_key, serving_data=value)
+    )
+    assert (
+        fingerprint(request) == fingerprint(RequestInfo(request_id=key, serving_data=other_value))
+    ) == (value == other_value)
 
 
 # ------------------------------------------------------------------ conflicts
