@@ -6,6 +6,8 @@ the test reads which compensations ran, how often and in which order.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +278,67 @@ async def test_a_compensation_failing_for_good_ends_compensation_failed(api) -> 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call(request)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+CHILD = """
+name: child-undo
+steps:
+  - id: reserve
+    agent_task: {agent: worker, message: "child reserve {{ input.tag }}"}
+    compensate:
+      agent_task: {agent: undoer, message: "{{ input.tag }}-child-release"}
+  - id: wait
+    depends_on: [reserve]
+    agent_task: {agent: gated, message: "{{ input.gate }}"}
+"""
+PARENT = """
+name: parent-undo
+steps:
+  - id: book
+    agent_task: {agent: worker, message: "book"}
+    compensate:
+      agent_task: {agent: undoer, message: "{{ input.tag }}-parent-unbook"}
+  - id: call
+    depends_on: [book]
+    sub_process: {process: child-undo, input: {tag: "{{ input.tag }}", gate: "{{ input.gate }}"}}
+"""
+
+
+async def child_waits(client: Any, child: str) -> bool:
+    try:
+        execution = await client.get(child)
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    return any(s.step_id == "wait" and s.status == S.STEP_STATUS_RUNNING for s in execution.steps)
+
+
+async def test_cancel_with_compensate_undoes_in_the_running_child_too(  # type: ignore[no-untyped-def]
+    api, tmp_path: Path
+) -> None:
+    client = api
+    await client.publish(CHILD)
+    await client.publish(PARENT)
+    tag = client.key("family")
+    parent = await client.trigger("parent-undo", tag=tag, gate=str(tmp_path / "never"))
+    running = await client.wait(
+        parent, lambda e: any(s.step_id == "call" and s.child_execution_id for s in e.steps)
+    )
+    (call,) = [s for s in running.steps if s.step_id == "call"]
+    child = call.child_execution_id  # named at once; it exists once its start is sent
+    deadline = time.monotonic() + 45
+    while not await child_waits(client, child):
+        assert time.monotonic() < deadline, "the child never reached its wait"
+        await asyncio.sleep(0.05)
+    await client.executions.CancelExecution(
+        pb.CancelExecutionRequest(
+            request_id=client.key("cancel"), execution_id=parent, reason="stop", compensate=True
+        )
+    )
+    assert (await client.wait(parent, ended)).status == S.EXECUTION_STATUS_CANCELLED
+    undone_child = await client.wait(child, ended)
+    assert undone_child.status == S.EXECUTION_STATUS_CANCELLED, undone_child
+    assert undone_child.cancelled_by == f"execution:{parent}"
+    assert undone_child.compensation.reason == S.COMPENSATION_REASON_CANCELLATION
+    assert sorted(undo_log(client, tag)) == [f"{tag}-child-release", f"{tag}-parent-unbook"]

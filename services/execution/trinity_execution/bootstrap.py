@@ -137,7 +137,14 @@ def build() -> ServiceRuntime:
         request: execution_service_pb2.CancelExecutionRequest,
     ) -> object:
         asked = fingerprint(request)
-        return await commands.cancel_child(parent_id, child_id, reason, request.request_id, asked)
+        return await commands.cancel_child(
+            parent_id,
+            child_id,
+            reason,
+            request.request_id,
+            asked,
+            compensate=request.compensate,
+        )
 
     def lookup(key: str) -> Awaitable[TargetState | None]:
         return command_state(engine, DISPATCHES, key)

@@ -22,6 +22,7 @@ from test_properties import (
 )
 
 from trinity_execution.domain import (
+    CancelChildExecution,
     CancelExecution,
     CommandRejected,
     CompensationCompleted,
@@ -53,6 +54,8 @@ from trinity_process_model.model import (
     ProcessSpec,
     RetryPolicy,
     Route,
+    Step,
+    SubProcessConfig,
     ToolRunConfig,
 )
 
@@ -474,3 +477,36 @@ def test_decide_never_changes_a_compensating_state() -> None:
         WorkCompleted(now=driver.tick(), step_id=ref.step_id, iteration=1, attempt=1),
     )
     assert state.to_dict() == before
+
+
+def _with_child(compensable: bool) -> Driver:
+    """reserve (compensable or not), then a child execution beside a step that may fail."""
+    driver = Driver.of(
+        spec(
+            agent("reserve", compensate=undo() if compensable else None),
+            Step("call", SubProcessConfig("child"), depends_on=("reserve",)),
+            agent("side"),
+        )
+    )
+    driver.start()
+    driver.complete("reserve")
+    return driver
+
+
+def test_cancel_with_compensate_cancels_running_children_with_compensate() -> None:
+    driver = _with_child(compensable=False)  # nothing of its own to undo: the child still
+    driver.send(CancelExecution(now=driver.tick(), compensate=True))
+    assert driver.status == "cancelled"
+    assert [c.compensate for c in driver.commands_of(CancelChildExecution)] == [True]
+
+
+def test_children_compensate_when_their_parent_does() -> None:
+    driver = _with_child(compensable=True)
+    driver.fail("side", code="BAD")
+    assert driver.status == "compensating"
+    assert [c.compensate for c in driver.commands_of(CancelChildExecution)] == [True]
+
+    plain = _with_child(compensable=False)
+    plain.fail("side", code="BAD")
+    assert plain.status == "failed"
+    assert [c.compensate for c in plain.commands_of(CancelChildExecution)] == [False]

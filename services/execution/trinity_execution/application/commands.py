@@ -220,10 +220,20 @@ class ExecutionCommands(Generic[V]):
         )
 
     async def cancel_child(
-        self, parent_id: str, child_id: str, reason: str, request_id: str, fingerprint: str
+        self,
+        parent_id: str,
+        child_id: str,
+        reason: str,
+        request_id: str,
+        fingerprint: str,
+        *,
+        compensate: bool = False,
     ) -> V:
-        """Cancel a child because its parent step stopped (recorded as by the parent)."""
-        control = Control(request_id, child_id, f"execution:{parent_id}", reason)
+        """Cancel a child because its parent step stopped (recorded as by the parent);
+        with ``compensate`` (the parent compensates) it undoes its completed steps first."""
+        control = Control(
+            request_id, child_id, f"execution:{parent_id}", reason, compensate=compensate
+        )
         return await self.cancel(control, fingerprint)
 
     async def cancel(self, command: Control, fingerprint: str) -> V:

@@ -151,10 +151,12 @@ class StartChildExecution:
 
 @dataclass(frozen=True)
 class CancelChildExecution:
-    """Cancel the child started by the StartChildExecution with ``key``."""
+    """Cancel the child started by the StartChildExecution with ``key`` (``compensate``:
+    undoing its completed steps first, because the parent compensates)."""
 
     key: str
     reason: str = ""
+    compensate: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -93,6 +93,11 @@ def targets(process: CompiledProcess, state: ExecutionState) -> list[tuple[str, 
     ]
 
 
+def wanted(run: Run) -> bool:
+    """Whether the execution, ending now, would compensate (see ``begin``)."""
+    return run.state.compensation is None and bool(targets(run.process, run.state))
+
+
 def begin(run: Run, reason: CompensationReason, skip_reason: str) -> bool:
     """Start compensating (the steps still running were stopped by the caller): every
     step that can no longer run ends skipped with `skip_reason`. False, changing
@@ -102,6 +107,7 @@ def begin(run: Run, reason: CompensationReason, skip_reason: str) -> bool:
     if not todo or state.compensation is not None:
         return False
     state.move(ExecutionStatus.COMPENSATING)
+    state.ended_at = None  # (a failed one cancelled with compensate) it ends afterwards
     state.unsettled.clear()
     run.skip_unreachable(skip_reason)
     state.compensation = CompensationState(

@@ -147,6 +147,7 @@ def _on_cancel(process: CompiledProcess, state: ExecutionState, event: CancelExe
         return _ignore(state, f"the execution is {state.status}")
     run = Run(process, state, event.now)
     reason = event.reason or "cancelled"
+    run.undo_children = event.compensate  # running children undo what they did too
     run.abandon_all(errors.CANCELLED, reason)
     run.state.cancelled_by = event.by
     run.state.cancel_reason = event.reason

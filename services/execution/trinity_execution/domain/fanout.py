@@ -344,7 +344,9 @@ def cancel_running(run: Run, step_id: str, st: StepState, reason: str) -> None:
         elif index not in state.held:
             key = item_key(state.request, index, attempt)
             run.commands.append(
-                CancelChildExecution(key, reason) if child else CancelWork(key, reason)
+                CancelChildExecution(key, reason, compensate=run.undo_children)
+                if child
+                else CancelWork(key, reason)
             )
     state.running.clear()
     state.backoff.clear()

@@ -102,6 +102,8 @@ class Run:
         )
         self._edited: set[str] = set()
         self._queue: deque[str] = deque()
+        self.undo_children = False
+        """Children this decision cancels compensate first (their parent compensates)."""
 
     # ----------------------------------------------------------------- basics
 
@@ -703,7 +705,9 @@ class Run:
             elif kind is StepKind.WAIT_FOR_MESSAGE:
                 self.commands.append(CloseMessageSubscription(st.request))
             elif kind is StepKind.SUB_PROCESS:
-                self.commands.append(CancelChildExecution(st.request, reason))
+                self.commands.append(
+                    CancelChildExecution(st.request, reason, compensate=self.undo_children)
+                )
             else:
                 self.commands.append(CancelWork(st.request, reason))
             st.request = ""
@@ -739,6 +743,7 @@ class Run:
         """Fail the execution: compensating first when completed steps declare it."""
         if not self.is_live:
             return
+        self.undo_children = compensation.wanted(self)
         self.abandon_all(errors.CANCELLED, f"execution failed: {failure.code}")
         self.state.error = failure
         self.state.failed_step_id = step_id

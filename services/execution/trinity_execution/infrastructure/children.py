@@ -55,7 +55,7 @@ def dispatch_of(command: d.Command) -> tuple[str, str, bytes, str | None] | None
             }
             return START_CHILD, command.key, _encode(data), None
         case d.CancelChildExecution():
-            data = {"reason": command.reason}
+            data = {"reason": command.reason, "compensate": command.compensate}
             return CANCEL_CHILD, cancel_key(command.key), _encode(data), command.key
         case d.NotifyParent():
             data = {
@@ -111,9 +111,13 @@ def child_senders(
             return ""  # the child never started
         if target.status != "done" or not target.result_id:
             raise NotYet(f"{target_key} not accepted yet")
-        reason = json.loads(row.payload).get("reason") or "the parent step stopped"
+        data = json.loads(row.payload)
+        reason = data.get("reason") or "the parent step stopped"
         request = pb.CancelExecutionRequest(
-            request_id=row.key, execution_id=target.result_id, reason=reason
+            request_id=row.key,
+            execution_id=target.result_id,
+            reason=reason,
+            compensate=bool(data.get("compensate", False)),
         )
         with contextlib.suppress(FailedPrecondition, NotFound):  # it ended: nothing to cancel
             await cancel(row.aggregate_id, target.result_id, reason, request)
