@@ -179,20 +179,20 @@ def build() -> ServiceRuntime:
             await channel.close()
 
     scheduler = Scheduler(
-        engine, commands, missed=MissedFires(os.environ.get("TRINITY_SCHEDULE_MISSED", "once"))
+        uow, commands, missed=MissedFires(os.environ.get("TRINITY_SCHEDULE_MISSED", "once"))
     )
 
     async def event_triggers() -> None:
         assert runtime.nc is not None
-        await EventTriggers(engine, runtime.nc, commands).run()
+        await EventTriggers(uow, runtime.nc, commands).run()
 
     async def message_subjects() -> None:
         assert runtime.nc is not None
-        await MessageListener(engine, runtime.nc, messages).run()
+        await MessageListener(uow, runtime.nc, messages).run()
 
     runtime.on_start(start_loops)
     runtime.on_stop(stop_loops)
-    for spec in [*consumer_specs(continuation, engine), definition_consumer(engine)]:
+    for spec in [*consumer_specs(continuation, engine), definition_consumer(uow)]:
         runtime.add_consumer(spec)
     runtime.add_background_task("dispatcher", dispatcher.run)
     runtime.add_background_task("scheduler", scheduler.run)

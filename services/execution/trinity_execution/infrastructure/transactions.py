@@ -146,8 +146,11 @@ class SqlExecutionTransaction(SqlTransaction):
         )
 
 
+ExecutionSqlUnitOfWork = SqlUnitOfWork[SqlExecutionTransaction]
+
+
 def execution_unit_of_work(
     engine: AsyncEngine, signal: OutboxSignal | None = None
-) -> SqlUnitOfWork[SqlExecutionTransaction]:
+) -> ExecutionSqlUnitOfWork:
     """The platform's unit of work over the execution service's transactions."""
     return SqlUnitOfWork(engine, SqlExecutionTransaction, signal=signal, name="execution")

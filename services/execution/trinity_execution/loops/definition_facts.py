@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.definition.v1 import definition_pb2
 from trinity.process.definition.v1 import facts_pb2 as definition_facts
@@ -14,6 +13,10 @@ from trinity_execution.infrastructure.message_store import (
     MessageRoute,
     deactivate_routes,
     replace_routes,
+)
+from trinity_execution.infrastructure.transactions import (
+    ExecutionSqlUnitOfWork,
+    SqlExecutionTransaction,
 )
 from trinity_execution.infrastructure.translate import struct_to_dict
 from trinity_execution.infrastructure.trigger_store import (
@@ -26,7 +29,6 @@ from trinity_execution.infrastructure.trigger_store import (
 from trinity_execution.loops.schedules import next_fire_time
 from trinity_platform.consumer import Ack, Outcome
 from trinity_platform.envelope import Envelope, EnvelopeError, decode
-from trinity_platform.inbox import claim_message
 from trinity_platform.logs import get_logger
 from trinity_platform.runtime import ConsumerSpec
 from trinity_platform.subjects import fact_subject, facts_stream
@@ -81,8 +83,8 @@ def message_routes_of(definition: definition_pb2.ProcessDefinition) -> list[Mess
 
 
 class DefinitionFactsHandler:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, uow: ExecutionSqlUnitOfWork) -> None:
+        self._uow = uow
 
     async def __call__(self, envelope: Envelope, _msg: Msg) -> Outcome:
         try:
@@ -90,20 +92,23 @@ class DefinitionFactsHandler:
         except EnvelopeError:
             _log.warning("undecodable definition fact acknowledged", id=envelope.id)
             return Ack()
-        async with self._engine.begin() as conn:
-            if not await claim_message(conn, CONSUMER, envelope.id):
-                return Ack()
-            if isinstance(fact, definition_facts.DefinitionPublished):
-                rows = trigger_rows(fact.definition, datetime.now(UTC))
-                await replace_triggers(conn, fact.definition.name, rows)
-                await replace_routes(conn, fact.definition.id, message_routes_of(fact.definition))
-            elif isinstance(fact, definition_facts.DefinitionArchived):
-                await deactivate_definition(conn, fact.definition_id)
-                await deactivate_routes(conn, fact.definition_id)
+        await self._uow.write(lambda tx: self._apply(tx, envelope.id, fact))
         return Ack()
 
+    async def _apply(self, tx: SqlExecutionTransaction, message_id: str, fact: object) -> None:
+        conn = tx.conn
+        if not await tx.claim_message(CONSUMER, message_id):
+            return  # a redelivery: applied already
+        if isinstance(fact, definition_facts.DefinitionPublished):
+            rows = trigger_rows(fact.definition, datetime.now(UTC))
+            await replace_triggers(conn, fact.definition.name, rows)
+            await replace_routes(conn, fact.definition.id, message_routes_of(fact.definition))
+        elif isinstance(fact, definition_facts.DefinitionArchived):
+            await deactivate_definition(conn, fact.definition_id)
+            await deactivate_routes(conn, fact.definition_id)
 
-def definition_consumer(engine: AsyncEngine) -> ConsumerSpec:
+
+def definition_consumer(uow: ExecutionSqlUnitOfWork) -> ConsumerSpec:
     return ConsumerSpec(
         stream=facts_stream("definition"),
         durable=CONSUMER,
@@ -111,5 +116,5 @@ def definition_consumer(engine: AsyncEngine) -> ConsumerSpec:
             fact_subject("definition", "DefinitionPublished"),
             fact_subject("definition", "DefinitionArchived"),
         ],
-        handler=DefinitionFactsHandler(engine),
+        handler=DefinitionFactsHandler(uow),
     )

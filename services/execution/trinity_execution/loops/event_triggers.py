@@ -14,14 +14,13 @@ from typing import Any
 from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.execution.v1 import execution_service_pb2
 from trinity_execution import domain as d
 from trinity_execution.application.commands import ExecutionCommands, Trigger
+from trinity_execution.infrastructure.transactions import ExecutionSqlUnitOfWork
 from trinity_execution.infrastructure.trigger_store import TriggerRow, active_event_triggers
 from trinity_execution.loops.subject_routes import SubjectRoutes
-from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
 from trinity_platform.logs import get_logger
 from trinity_platform.unit_of_work import fingerprint
@@ -43,13 +42,13 @@ def event_input(data: bytes) -> dict[str, Any]:
 class EventTriggers:
     def __init__(
         self,
-        engine: AsyncEngine,
+        uow: ExecutionSqlUnitOfWork,
         nats: NATS,
         commands: ExecutionCommands[Any],
         *,
         refresh_interval: float = 2.0,
     ) -> None:
-        self._engine = engine
+        self._uow = uow
         self._commands = commands
         self._routes = SubjectRoutes(
             nats, QUEUE_GROUP, self._load, self._on_message, refresh_interval=refresh_interval
@@ -63,8 +62,8 @@ class EventTriggers:
         await self._routes.refresh()
 
     async def _load(self) -> list[tuple[str, TriggerRow]]:
-        async with read_only(self._engine) as conn:
-            return [(row.subject, row) for row in await active_event_triggers(conn)]
+        rows = await self._uow.read(lambda tx: active_event_triggers(tx.conn))
+        return [(row.subject, row) for row in rows]
 
     async def _on_message(self, msg: Msg, rows: list[TriggerRow], message_id: str) -> None:
         for row in rows:

@@ -14,13 +14,12 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity_execution.application.messages import MessageDelivery, Signal
 from trinity_execution.infrastructure.message_store import MessageRoute, active_routes
+from trinity_execution.infrastructure.transactions import ExecutionSqlUnitOfWork
 from trinity_execution.loops.subject_routes import SubjectRoutes
-from trinity_platform.db import read_only
 from trinity_platform.errors import TrinityError
 from trinity_platform.logs import get_logger
 from trinity_platform.unit_of_work import fingerprint
@@ -34,13 +33,13 @@ MAX_MESSAGE_BYTES = 256 * 1024  # as SignalExecution's payload
 class MessageListener:
     def __init__(
         self,
-        engine: AsyncEngine,
+        uow: ExecutionSqlUnitOfWork,
         nats: NATS,
         delivery: MessageDelivery,
         *,
         refresh_interval: float = 2.0,
     ) -> None:
-        self._engine = engine
+        self._uow = uow
         self._delivery = delivery
         self._routes = SubjectRoutes(
             nats, QUEUE_GROUP, self._load, self.receive, refresh_interval=refresh_interval
@@ -53,8 +52,8 @@ class MessageListener:
         await self._routes.refresh()
 
     async def _load(self) -> list[tuple[str, MessageRoute]]:
-        async with read_only(self._engine) as conn:
-            return [(route.subject, route) for route in await active_routes(conn)]
+        routes = await self._uow.read(lambda tx: active_routes(tx.conn))
+        return [(route.subject, route) for route in routes]
 
     async def receive(self, msg: Msg, routes: list[MessageRoute], message_id: str) -> None:
         payload = _payload(msg.data)

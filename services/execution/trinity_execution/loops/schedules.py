@@ -16,17 +16,16 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from google.protobuf import struct_pb2
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.execution.v1 import execution_service_pb2
 from trinity_execution import domain as d
 from trinity_execution.application.commands import ExecutionCommands, Trigger
+from trinity_execution.infrastructure.transactions import ExecutionSqlUnitOfWork
 from trinity_execution.infrastructure.trigger_store import (
     TriggerRow,
     advance_schedule,
     due_schedules,
 )
-from trinity_platform.db import read_only
 from trinity_platform.errors import ResourceExhausted, TrinityError, Unavailable
 from trinity_platform.logs import get_logger
 from trinity_platform.unit_of_work import fingerprint
@@ -75,13 +74,13 @@ def fire_times(
 class Scheduler:
     def __init__(
         self,
-        engine: AsyncEngine,
+        uow: ExecutionSqlUnitOfWork,
         commands: ExecutionCommands[Any],
         *,
         missed: MissedFires = MissedFires.ONCE,
         poll_interval: float = 1.0,
     ) -> None:
-        self._engine = engine
+        self._uow = uow
         self._commands = commands
         self._missed = missed
         self._poll_interval = poll_interval
@@ -93,8 +92,7 @@ class Scheduler:
 
     async def fire_due(self) -> int:
         now = datetime.now(UTC)
-        async with read_only(self._engine) as conn:
-            rows = await due_schedules(conn, now)
+        rows = await self._uow.read(lambda tx: due_schedules(tx.conn, now))
         started = 0
         for row in rows:
             times, following = fire_times(
@@ -108,9 +106,12 @@ class Scheduler:
                 # Down or at the admission bound: fire at the next poll, not never.
                 _log.warning("schedule deferred", process=row.process_name, error=error.message)
                 continue
-            async with self._engine.begin() as conn:
-                await advance_schedule(conn, row, following)
+            await self._advance(row, following)
         return started
+
+    async def _advance(self, row: TriggerRow, following: datetime) -> None:
+        """Move the schedule on to ``following`` (compare-and-set: once across replicas)."""
+        await self._uow.write(lambda tx: advance_schedule(tx.conn, row, following))
 
     async def _start(self, row: TriggerRow, fire_at: datetime) -> None:
         key = f"schedule/{row.definition_id}/{row.position}/{fire_at.isoformat()}"
