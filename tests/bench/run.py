@@ -52,7 +52,7 @@ GROUPS: tuple[Group, ...] = (
         "commands", "tests.bench.commands", "TriggerProcess, 1 and 50 clients", (22, 120), (1, 3)
     ),
     Group("e2e", "tests.bench.e2e", "5-step agent process end to end", (28, 220), (1, 3)),
-    Group("scaling", "tests.bench.scaling", "per-step cost vs size and load", (22, 330), (1, 3)),
+    Group("scaling", "tests.bench.scaling", "per-step cost vs size and load", (22, 400), (1, 3)),
     Group(
         "replicas",
         "tests.bench.replicas",

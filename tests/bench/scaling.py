@@ -2,11 +2,15 @@
 
 * ``steps_<n>``: one execution of a process of ``n`` echo steps in sequence
   (full: 10, 100, 1,000; quick: 10, 20, 50); ``per_step_ms`` = trigger-to-completed
-  time / ``n``. Reference: the smallest process, so the ratio shows the growth.
+  time / ``n``; ``step_cpu_ms`` = CPU of the suite meanwhile / ``n``, and
+  ``step_cpu_net_ms`` the same less the idle suite's CPU over that time. Reference:
+  the smallest process, so the ratio shows the growth.
 * ``active_<n>``: with ``n`` executions active at once (full: 10, 1,000, 10,000;
-  quick: 10, 50, 200), parked on an hour-long timer, 10 clients run the 5-step echo
-  process in a closed loop; ``per_step_ms`` = 1000 / step completions per second.
-  Reference: the fewest active executions.
+  quick: 10, 50, 200), parked in turn on an hour-long timer, an approval nobody gives
+  and a message nobody sends, 10 clients run the 5-step echo process in a closed
+  loop; ``step_cpu_ms`` per step completed, ``per_step_ms`` = 1000 / step completions
+  per second, ``idle_cpu_pct`` = the suite's CPU (% of one core) with only the parked
+  executions (pollers, housekeeping). Reference: the fewest active executions.
 
 On SQLite (the embedded default), one suite for both parts. The largest process
 runs last, with the time left in the group's budget; a process that does not finish
@@ -21,11 +25,34 @@ import time
 import grpc
 
 from .core import Bench, Skip, Values
-from .suite import ClosedLoop, RunningSuite, agent_chain, for_each_database, parked
+from .suite import (
+    ClosedLoop,
+    RunningSuite,
+    agent_chain,
+    for_each_database,
+    parked,
+    parked_on_approval,
+    parked_on_message,
+)
 
 PROBE_CLIENTS = 10
 PROBE_STEPS = 5
 PARK_CLIENTS = 50
+# What the active executions wait on, in turn: a timer, an approval, a message.
+PARKED = {
+    "bench-parked": parked,
+    "bench-parked-approval": parked_on_approval,
+    "bench-parked-message": parked_on_message,
+}
+IDLE_SECONDS = 3.0
+
+
+async def idle_cpu_ms_per_s(suite: RunningSuite, seconds: float = IDLE_SECONDS) -> float:
+    """CPU ms the suite spends per second with nothing to do but its pollers and
+    housekeeping (reported as idle_cpu_pct: % of one core)."""
+    before, started = suite.cpu_seconds(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (suite.cpu_seconds() - before) * 1000 / (time.perf_counter() - started)
 
 
 async def run(bench: Bench) -> None:
@@ -56,6 +83,7 @@ async def prepare_sizes(bench: Bench, suite: RunningSuite, sizes: tuple[int, ...
 
 async def process_size(bench: Bench, suite: RunningSuite, size: int, smallest: int) -> None:
     name = f"bench-chain-{size}"
+    idle = await idle_cpu_ms_per_s(suite)
     timeout = min(bench.pick(10.0 + size * 0.1, 30.0 + size * 0.12), bench.time_left() - 5)
     if timeout < 5:
         bench.skip(f"steps_{size}", "no time left in the group's budget")
@@ -75,16 +103,21 @@ async def process_size(bench: Bench, suite: RunningSuite, size: int, smallest: i
             if not steps:
                 raise
             bench.note(f"steps_{size}: only {steps} of {size} steps done after {timeout:.0f}s")
-            return {
-                "per_step_ms": timeout / steps * 1000,
-                "step_cpu_ms": (suite.cpu_seconds() - cpu_before) / steps * 1000,
-            }
+            return cpu_figures(cpu_before, timeout, steps)
         if fact != "ProcessCompleted":
             raise RuntimeError(f"execution ended with {fact}")
+        return cpu_figures(cpu_before, finished - started, size)
+
+    def cpu_figures(cpu_before: float, seconds: float, steps: int) -> Values:
+        cpu_ms = (suite.cpu_seconds() - cpu_before) * 1000
         return {
-            "per_step_ms": (finished - started) / size * 1000,
-            # CPU of every process of the suite while the execution ran, per step
-            "step_cpu_ms": (suite.cpu_seconds() - cpu_before) / size * 1000,
+            "per_step_ms": seconds / steps * 1000,
+            # CPU of every process of the suite while the execution ran, per step; and
+            # the same less what the idle suite spends in that time (its pollers): one
+            # execution alone leaves the suite mostly idle, so growth shows in the net.
+            "step_cpu_ms": cpu_ms / steps,
+            "step_cpu_net_ms": max(cpu_ms - idle * seconds, 0.0) / steps,
+            "idle_cpu_pct": idle / 10,
         }
 
     repeats = bench.repeats if size == smallest else min(2, bench.repeats) if size <= 100 else 1
@@ -94,12 +127,17 @@ async def process_size(bench: Bench, suite: RunningSuite, size: int, smallest: i
         repeats=repeats,
         references=None
         if size == smallest
-        else {key: f"scaling.steps_{smallest}.{key}" for key in ("per_step_ms", "step_cpu_ms")},
+        else {
+            key: f"scaling.steps_{smallest}.{key}"
+            for key in ("per_step_ms", "step_cpu_ms", "step_cpu_net_ms")
+        },
     )
 
 
-async def park(suite: RunningSuite, name: str, count: int, deadline: float) -> int:
-    """Start ``count`` executions of the parked process (until ``deadline``); how many started."""
+async def park(suite: RunningSuite, first: int, count: int, deadline: float) -> int:
+    """Start ``count`` executions of the parked processes in turn, the ``first``-th first
+    (until ``deadline``); how many started."""
+    names = list(PARKED)
     remaining = count
     started = 0
 
@@ -107,6 +145,7 @@ async def park(suite: RunningSuite, name: str, count: int, deadline: float) -> i
         nonlocal remaining, started
         while remaining > 0 and time.monotonic() < deadline:
             remaining -= 1
+            name = names[(first + remaining) % len(names)]
             try:
                 await suite.trigger(name)
                 started += 1
@@ -121,22 +160,27 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
     levels: tuple[int, ...] = bench.pick((10, 50, 200), (10, 1_000, 10_000))
     probe = f"bench-agent-{PROBE_STEPS}"
     try:
-        await suite.publish(parked("bench-parked"))
+        for name, spec in PARKED.items():
+            await suite.publish(spec(name))
         await suite.publish(agent_chain(probe, PROBE_STEPS))
         await suite.check_runs(probe)
-        await suite.trigger("bench-parked", retry_for=15)
+        for name in PARKED:
+            await suite.trigger(name, retry_for=15)
     except Skip as skip:
         bench.skip("active", str(skip))
         return
-    active = 1
+    active = len(PARKED)
     probe_finished = 0
-    parking_left = bench.pick(10.0, 90.0)  # seconds, for all levels together
+    parking_left = bench.pick(10.0, 120.0)  # seconds, for all levels together
     ended_before = sum(suite.tracker.facts[f] for f in ("ProcessFailed", "ProcessCompleted"))
     for level in levels:
         parking = time.monotonic()
-        active += await park(suite, "bench-parked", level - active, parking + parking_left)
+        active += await park(suite, active, level - active, parking + parking_left)
         parking_left -= time.monotonic() - parking
         bench.log(f"  parked {active} executions ({time.monotonic() - parking:.1f}s)")
+        # Parking leaves work behind (approvals being requested, facts in the outbox):
+        # the idle figure waits until the suite is quiet.
+        idle = await settled_idle(suite)
         if active < level:
             bench.note(f"active_{level}: only {active} executions parked in the time allowed")
         case = f"active_{level}"
@@ -145,7 +189,7 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
             if level == levels[0]
             else {
                 key: f"scaling.active_{levels[0]}.{key}"
-                for key in ("per_step_ms", "step_cpu_ms", "latency_p50_ms")
+                for key in ("per_step_ms", "step_cpu_ms", "latency_p50_ms", "idle_cpu_pct")
             }
         )
         load = ClosedLoop(suite, probe, PROBE_CLIENTS)
@@ -164,6 +208,7 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
                         "step_cpu_ms": values["step_cpu_ms"],
                         "latency_p50_ms": values["latency_p50_ms"],
                         "fact_lag_p99_ms": values.get("fact_lag_p99_ms", float("nan")),
+                        "idle_cpu_pct": idle / 10,
                     },
                     references,
                 )
@@ -177,3 +222,14 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
     parked_ended = ended - ended_before - probe_finished
     if parked_ended > 0:
         bench.note(f"about {parked_ended} parked executions ended early (they should wait an hour)")
+
+
+async def settled_idle(suite: RunningSuite, tries: int = 5) -> float:
+    """The idle CPU rate once two measurements in a row agree (within 20 %, or 5 ms/s)."""
+    last = await idle_cpu_ms_per_s(suite)
+    for _ in range(tries):
+        now = await idle_cpu_ms_per_s(suite)
+        if abs(now - last) <= max(0.2 * last, 5.0):
+            return min(now, last)
+        last = now
+    return last

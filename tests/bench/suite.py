@@ -27,6 +27,7 @@ from google.protobuf.duration_pb2 import Duration
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from trinity.process.common.v1.enums_pb2 import TimeoutAction
 from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
@@ -123,6 +124,41 @@ def parked(name: str) -> definition_pb2.ProcessSpec:
         steps=[
             definition_pb2.Step(
                 id="wait", name="Wait", timer=definition_pb2.Timer(duration=Duration(seconds=3600))
+            )
+        ],
+    )
+
+
+def parked_on_approval(name: str) -> definition_pb2.ProcessSpec:
+    """One human approval nobody decides within the hour: active, an approval pending."""
+    return definition_pb2.ProcessSpec(
+        name=name,
+        description="benchmark: waits for an approval nobody gives",
+        steps=[
+            definition_pb2.Step(
+                id="review",
+                name="Review",
+                timeout=Duration(seconds=3600),
+                human_approval=definition_pb2.HumanApproval(
+                    approvers=["nobody@bench"], on_timeout=TimeoutAction.TIMEOUT_ACTION_REJECT
+                ),
+            )
+        ],
+    )
+
+
+def parked_on_message(name: str) -> definition_pb2.ProcessSpec:
+    """One wait for a message that never comes (its own correlation key, no timeout)."""
+    return definition_pb2.ProcessSpec(
+        name=name,
+        description="benchmark: waits for a message nobody sends",
+        steps=[
+            definition_pb2.Step(
+                id="wait",
+                name="Wait",
+                wait_for_message=definition_pb2.WaitForMessage(
+                    message="bench.never", correlation_key="{{ execution.id }}"
+                ),
             )
         ],
     )
