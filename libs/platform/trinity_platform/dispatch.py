@@ -9,8 +9,9 @@ nothing is lost between commit and call). :class:`CommandDispatcher` then:
   on PostgreSQL, so replicas share the load), after a read-only probe, since most
   rounds find nothing;
 - sends each with its idempotency key (a row sent twice after a crash is harmless);
-- marks it done with the id the receiver assigned, or retries it with capped
-  exponential backoff, never sooner than the receiver's ``RetryInfo``;
+- marks it done with the id the receiver assigned (the outcomes of the sends that
+  finish while one such write runs go in the next, in one transaction), or retries it
+  with capped exponential backoff, never sooner than the receiver's ``RetryInfo``;
 - marks refusals no retry can fix (:func:`~trinity_platform.grpc_errors.is_permanent`,
   or a sender's :class:`PermanentRefusal`) refused and reports them to the service.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import grpc
 import structlog
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_platform import metrics
@@ -115,6 +116,51 @@ async def command_state(engine: AsyncEngine, spec: DispatchTable, key: str) -> T
     return None if row is None else TargetState(row[0], row[1])
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How a send ended, to be written to its row."""
+
+    row_id: int
+    status: str
+    attempts: int
+    result_id: str | None
+    error: str | None
+
+
+class _OutcomeWriter:
+    """Writes outcomes in groups: those handed in while one write runs go together in
+    the next transaction (one per round under load, not one per command). Each caller
+    returns once its own outcome is committed, or with the write's error."""
+
+    def __init__(self, write: Callable[[list[_Outcome]], Awaitable[None]]) -> None:
+        self._write = write
+        self._queue: list[tuple[_Outcome, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, outcome: _Outcome) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((outcome, done))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                await self._write([outcome for outcome, _ in group])
+            except BaseException as error:
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+
+
 def backoff_seconds(attempts: int, maximum: float) -> float:
     return float(min(0.2 * 2 ** max(attempts - 1, 0), maximum))
 
@@ -152,6 +198,7 @@ class CommandDispatcher:
         self._prune_interval = prune_interval
         self._clock = clock
         self._wake = asyncio.Event()
+        self._outcomes = _OutcomeWriter(self._write_outcomes)
 
     def wake(self) -> None:
         self._wake.set()
@@ -310,17 +357,33 @@ class CommandDispatcher:
         result_id: str | None = None,
         error: str | None = None,
     ) -> None:
+        await self._outcomes.submit(_Outcome(row.id, status, attempts, result_id, error))
+
+    async def _write_outcomes(self, outcomes: list[_Outcome]) -> None:
         c = self._rows.c
+        statement = (
+            update(self._rows)
+            .where(c.id == bindparam("row_id"), c.status == PENDING)
+            .values(
+                {
+                    "status": bindparam("new_status"),
+                    "attempts": bindparam("new_attempts"),
+                    self._spec.result_column: bindparam("result_id"),
+                    "last_error": bindparam("error"),
+                }
+            )
+        )
         async with self._engine.begin() as conn:
             await conn.execute(
-                update(self._rows)
-                .where(c.id == row.id, c.status == PENDING)
-                .values(
+                statement,
+                [
                     {
-                        "status": status,
-                        "attempts": attempts,
-                        self._spec.result_column: result_id,
-                        "last_error": error,
+                        "row_id": o.row_id,
+                        "new_status": o.status,
+                        "new_attempts": o.attempts,
+                        "result_id": o.result_id,
+                        "error": o.error,
                     }
-                )
+                    for o in outcomes
+                ],
             )
