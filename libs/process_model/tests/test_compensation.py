@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from trinity_process_model.authoring import AuthoringError, dump_process, parse_process
@@ -26,6 +28,7 @@ steps:
         action: publish
         arguments: {undo: "{{ step.output.id }} of {{ steps.reserve.iteration }}"}
       retry: {max_attempts: 3}
+      timeout: 90s
   - id: tell
     depends_on: [reserve]
     notification: {channel: file, target: a.txt, message: hi}
@@ -41,6 +44,7 @@ def test_a_compensation_parses_validates_and_round_trips() -> None:
             ActionKind.PUBLISH, {"undo": "{{ step.output.id }} of {{ steps.reserve.iteration }}"}
         ),
         RetryPolicy(max_attempts=3),
+        timedelta(seconds=90),
     )
     assert spec.steps[1].compensate == Compensation(
         NotificationConfig(
@@ -85,6 +89,11 @@ def _problems(text: str) -> list[str]:
         ("{agent_task: {agent: bob, message: '{{ '}}", "steps[0].compensate.agent_task.message"),
         ("{agent_task: {agent: ' ', message: m}}", "the agent name is required"),
         ("{tool_run: {action: publish}, retry: {max_attempts: 0}}", "max_attempts"),
+        (
+            "{tool_run: {action: publish}, timeout: soon}",
+            "steps[0].compensate.timeout: bad duration",
+        ),
+        ("{tool_run: {action: publish}, timeout: 0s}", "steps[0].compensate.timeout"),
         (
             "{tool_run: {action: publish, for_each: '{{ [1] }}'}}",
             "steps[0].compensate.tool_run.for_each: a compensation undoes one completion",

@@ -1049,7 +1049,7 @@ class _Reader:
 
     def compensation(self, value: Any, path: str, mark: Mark | None) -> Compensation | None:
         """``compensate:``: exactly one of agent_task, tool_run, notification, and retry."""
-        allowed = (*_COMPENSATION_KINDS, "retry")
+        allowed = (*_COMPENSATION_KINDS, "retry", "timeout")
         fields = self.mapping(value, path, mark, allowed, "a compensation")
         if fields is None:
             return None
@@ -1065,11 +1065,12 @@ class _Reader:
         retry = None
         if fields.has("retry"):
             retry = self.retry(fields.get("retry"), fields.path_of("retry"), fields.at("retry"))
+        timeout = self.duration(fields, "timeout")
         config = self.config(fields, kinds[0])
         if config is None:
             return None
         assert isinstance(config, AgentTaskConfig | ToolRunConfig | NotificationConfig)
-        return Compensation(config, retry)
+        return Compensation(config, retry, timeout)
 
     def config(self, step: _Fields, kind: str) -> StepConfig | None:
         path = step.path_of(kind)
@@ -1295,6 +1296,8 @@ def _step_data(step: Step) -> dict[str, Any]:
         }
         if step.compensate.retry is not None:
             compensation["retry"] = _retry_data(step.compensate.retry)
+        if step.compensate.timeout is not None:
+            compensation["timeout"] = format_duration(step.compensate.timeout)
         data["compensate"] = compensation
     return data
 

@@ -311,6 +311,8 @@ class Compensation:
 
     config: CompensationConfig
     retry: RetryPolicy | None = None
+    timeout: timedelta | None = None
+    """How long one attempt may run (the work service ends it with TIMEOUT)."""
 
     @property
     def kind(self) -> StepKind:

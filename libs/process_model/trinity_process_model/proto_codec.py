@@ -192,6 +192,8 @@ class _Encoder:
             compensation.SetInParent()
             if step.compensate.retry is not None:
                 self.retry(compensation.retry, f"{base}.retry", step.compensate.retry)
+            if step.compensate.timeout is not None:
+                self.duration(compensation.timeout, f"{base}.timeout", step.compensate.timeout)
             # Compensation's oneof has the same field names as Step's for these kinds.
             self.config(compensation, base, step.compensate.config)  # type: ignore[arg-type]
         return message
@@ -492,12 +494,15 @@ class _Decoder:
             )
             return None
         retry = self.retry(f"{path}.retry", message.retry) if message.HasField("retry") else None
+        timeout = None
+        if message.HasField("timeout"):
+            timeout = self.duration(f"{path}.timeout", message.timeout)
         # Compensation's oneof has the same field names as Step's for these kinds.
         config = self.config(path, message)  # type: ignore[arg-type]
         if config is None:
             return None
         assert isinstance(config, AgentTaskConfig | ToolRunConfig | NotificationConfig)
-        return Compensation(config, retry)
+        return Compensation(config, retry, timeout)
 
     def config(self, path: str, message: pb.Step) -> StepConfig | None:
         kind = message.WhichOneof("kind")

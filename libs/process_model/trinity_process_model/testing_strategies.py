@@ -377,7 +377,7 @@ def _compensation(draw: st.DrawFn, config: StepConfig, currency: str) -> Compens
         draw, draw(st.sampled_from(["agent_task", "tool_run", "notification"])), currency
     )
     assert isinstance(body, AgentTaskConfig | ToolRunConfig | NotificationConfig)
-    return Compensation(body, draw(_OPTIONAL_RETRIES))
+    return Compensation(body, draw(_OPTIONAL_RETRIES), draw(_OPTIONAL_DURATIONS))
 
 
 _KIND_NAMES: dict[type, str] = {

@@ -474,6 +474,8 @@ class _Validator:
             return
         if compensation.retry is not None:
             self._retry(f"{path}.retry", compensation.retry)
+        if compensation.timeout is not None:
+            self._duration(f"{path}.timeout", compensation.timeout)
         config = compensation.config
         if isinstance(config, AgentTaskConfig | ToolRunConfig) and config.for_each:
             kind = "agent_task" if isinstance(config, AgentTaskConfig) else "tool_run"

@@ -288,6 +288,15 @@ def test_a_child_whose_compensation_failed_tells_its_parent() -> None:
     assert (told.status, told.error_code) == ("compensation_failed", "COMPENSATION_FAILED")
 
 
+def test_a_compensation_attempt_runs_within_its_timeout() -> None:
+    timed = Compensation(AgentTaskConfig("undoer", "undo"), timeout=timedelta(minutes=2))
+    driver = Driver.of(spec(agent("open", compensate=timed), agent("merge", "open")))
+    driver.start()
+    driver.complete("open")
+    driver.fail("merge")
+    assert compensation_work(driver, "open").timeout == timedelta(minutes=2)
+
+
 def test_a_tool_run_compensation_renders_its_arguments() -> None:
     tool = Compensation(ToolRunConfig(ActionKind.PUBLISH, {"close": "{{ step.output.pr }}"}))
     driver = Driver.of(spec(agent("open", compensate=tool), agent("merge", "open")))

@@ -196,7 +196,11 @@ def _start_attempt(run: Run) -> None:
         return
     ref = _ref(run.state.execution_id, entry)
     comp.request = request_key(ref.execution_id, ref.step_id, ref.iteration, ref.attempt)
-    run.commands.append(RequestWork(key=comp.request, payload=payload, correlation=ref))
+    run.commands.append(
+        RequestWork(
+            key=comp.request, payload=payload, correlation=ref, timeout=compensation.timeout
+        )
+    )
 
 
 def _succeeded(run: Run, event: WorkCompleted) -> None:

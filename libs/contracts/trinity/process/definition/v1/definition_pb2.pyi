@@ -508,12 +508,19 @@ class Compensation(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RETRY_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
     AGENT_TASK_FIELD_NUMBER: _builtins.int
     TOOL_RUN_FIELD_NUMBER: _builtins.int
     NOTIFICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def retry(self) -> Global___RetryPolicy:
         """Overrides the process's default retry policy for the compensation's attempts."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long one attempt may run; the work service ends it with TIMEOUT (its default
+        when unset).
+        """
 
     @_builtins.property
     def agent_task(self) -> Global___AgentTask: ...
@@ -525,13 +532,14 @@ class Compensation(_message.Message):
         self,
         *,
         retry: Global___RetryPolicy | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
         agent_task: Global___AgentTask | None = ...,
         tool_run: Global___ToolRun | None = ...,
         notification: Global___Notification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "kind", b"kind", "notification", b"notification", "retry", b"retry", "tool_run", b"tool_run"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "kind", b"kind", "notification", b"notification", "retry", b"retry", "timeout", b"timeout", "tool_run", b"tool_run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "kind", b"kind", "notification", b"notification", "retry", b"retry", "tool_run", b"tool_run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_task", b"agent_task", "kind", b"kind", "notification", b"notification", "retry", b"retry", "timeout", b"timeout", "tool_run", b"tool_run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_task", "tool_run", "notification"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
