@@ -292,9 +292,10 @@ def traced(api: Client, traceparent: str) -> tuple[tuple[str, str], ...]:
 async def test_one_trace_follows_a_step_across_every_service(
     api: Client, collector: tuple[Collector, int]
 ) -> None:
-    """TriggerProcess → dispatch → RequestWork → intent → executor → RecordWork* → fact →
+    """TriggerProcess → dispatch → RequestWork → intent → executor → RecordWorkCompleted → fact →
     consumer → the next step's dispatch → RequestApproval: one trace, each span the
-    child of the one that caused it."""
+    child of the one that caused it. (Instant work is reported in one call,
+    RecordWorkCompleted with its start, so no RecordWorkStarted span is awaited.)"""
     spans_of, _port = collector
     await api.publish(PROCESS)
     trace_id, root_id = secrets.token_hex(16), secrets.token_hex(8)
@@ -316,7 +317,6 @@ async def test_one_trace_follows_a_step_across_every_service(
         ("trinity-work", WORK + "RequestWork"),
         ("trinity-executor", "consume WorkExecutionRequested"),
         ("trinity-executor", "execute agent_task"),
-        ("trinity-work", WORK + "RecordWorkStarted"),
         ("trinity-work", WORK + "RecordWorkCompleted"),
         ("trinity-execution", "consume WorkCompleted"),
         ("trinity-execution", "dispatch request_approval"),
