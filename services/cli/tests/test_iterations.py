@@ -44,3 +44,36 @@ def test_status_shows_every_kept_iteration_and_the_overspend() -> None:
     lines = [line.split() for line in text.splitlines() if line.startswith("work")]
     assert [line[0] for line in lines] == ["work#…", "work#2", "work#3", "work"]
     assert lines[1][-2:] == ["round", "2"] and "0.10" in lines[1]
+
+
+def test_status_shows_a_failed_compensation_and_its_step() -> None:
+    execution = E.Execution(
+        id="exe-2",
+        process_name="saga",
+        process_version="1.0",
+        status=E.EXECUTION_STATUS_COMPENSATION_FAILED,
+    )
+    execution.steps.add(
+        step_id="reserve", kind=E.STEP_KIND_AGENT_TASK, status=E.STEP_STATUS_COMPLETED
+    )
+    progress = execution.compensation
+    progress.reason = E.COMPENSATION_REASON_FAILURE
+    progress.failed_step_id = "reserve"
+    progress.steps.add(
+        step_id="draft", iteration=2, status=E.STEP_COMPENSATION_STATUS_COMPENSATED, attempt=1
+    ).output = "undone"
+    failed = progress.steps.add(
+        step_id="reserve", iteration=1, status=E.STEP_COMPENSATION_STATUS_FAILED, attempt=3
+    )
+    failed.error.code, failed.error.message = "AGENT_ERROR", "exit 3"
+    out = io.StringIO()
+    clients: Any = None
+    _print_execution(Context(argparse.Namespace(), clients, "", out=out), execution)
+    text = out.getvalue()
+    assert "status        compensation_failed" in text
+    assert "compensation  failure: 1/2 undone · failed at reserve" in text
+    undo = [line.split() for line in text.splitlines() if line.startswith(("UNDO", "draft"))]
+    assert undo[0] == ["UNDO", "ITER", "STATUS", "ATTEMPT", "RESULT"]
+    assert undo[1] == ["draft", "2", "compensated", "1", "undone"]
+    (reserve,) = [line for line in text.splitlines() if line.startswith("reserve ") and "3" in line]
+    assert "failed" in reserve and "AGENT_ERROR: exit 3" in reserve
