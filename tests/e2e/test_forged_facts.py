@@ -131,12 +131,19 @@ async def test_forged_work_and_approval_facts_do_not_move_a_step(
             lambda e: steps(e) == {"first": RUNNING, "second": RUNNING, "review": WAITING},
         )
         approval = await api.pending_approval(execution_id)
-        work = {
-            w.correlation.step_id: w.id
-            for w in (
-                await api.work.ListWork(work_service_pb2.ListWorkRequest(execution_id=execution_id))
-            ).work
-        }
+
+        async def work_by_step() -> dict[str, str]:
+            listed = await api.work.ListWork(
+                work_service_pb2.ListWorkRequest(execution_id=execution_id)
+            )
+            return {w.correlation.step_id: w.id for w in listed.work}
+
+        # A step is RUNNING once its decision is written; its work request is sent after
+        # (by the dispatcher), so wait for both requests to exist in the work service.
+        deadline = time.monotonic() + 30
+        while len(work := await work_by_step()) < 2:
+            assert time.monotonic() < deadline, api.suite.log_tail("execution")
+            await asyncio.sleep(0.05)
         assert set(work) == {"first", "second"}
 
         # 1. A decision naming an approval id that is not the step's request.
