@@ -77,3 +77,17 @@ def test_status_shows_a_failed_compensation_and_its_step() -> None:
     assert undo[1] == ["draft", "2", "compensated", "1", "undone"]
     (reserve,) = [line for line in text.splitlines() if line.startswith("reserve ") and "3" in line]
     assert "failed" in reserve and "AGENT_ERROR: exit 3" in reserve
+
+
+def test_the_status_line_names_the_completion_being_undone() -> None:
+    from trinity_cli.compensation import undoing
+
+    execution = E.Execution(status=E.EXECUTION_STATUS_COMPENSATING)
+    execution.compensation.steps.add(
+        step_id="ship", iteration=1, status=E.STEP_COMPENSATION_STATUS_COMPENSATED
+    )
+    execution.compensation.steps.add(
+        step_id="draft", iteration=2, status=E.STEP_COMPENSATION_STATUS_WAITING
+    )
+    assert undoing(execution) == "undoing draft#2"
+    assert undoing(E.Execution()) == ""

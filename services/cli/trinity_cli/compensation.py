@@ -54,6 +54,15 @@ def compensation_summary(e: pb.Execution) -> str:
     return line
 
 
+def undoing(e: pb.Execution) -> str:
+    """The completion being undone now, for the status line ('' when none)."""
+    active = (pb.STEP_COMPENSATION_STATUS_RUNNING, pb.STEP_COMPENSATION_STATUS_WAITING)
+    for s in e.compensation.steps:
+        if s.status in active:
+            return "undoing " + s.step_id + (f"#{s.iteration}" if s.iteration > 1 else "")
+    return ""
+
+
 def compensation_rows(e: pb.Execution) -> list[list[str]]:
     """One row per completion to undo, in the order they run."""
     rows = []

@@ -24,7 +24,7 @@ from trinity.process.definition.v1 import definition_pb2
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity.process.execution.v1 import facts_pb2 as facts
-from trinity_cli.compensation import compensation_summary, describe_compensation_fact
+from trinity_cli.compensation import compensation_summary, describe_compensation_fact, undoing
 from trinity_cli.context import Context
 from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, enum_name, money, one_line, since, to_dict
@@ -271,7 +271,7 @@ class Watcher:
     def _draw_status_line(self, execution: pb.Execution) -> None:
         if not self.report or not self.tty or execution.status in FINISHED:
             return
-        running = ", ".join(execution.current_step_ids) or "-"
+        running = ", ".join(execution.current_step_ids) or undoing(execution) or "-"
         with self._output:
             self._shown = execution
             line = (
