@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trinity_platform.db import OUTBOX
+from trinity_platform.db import OUTBOX, create_engine, read_only
 from trinity_platform.envelope import Envelope, decode, parse_time
 from trinity_platform.outbox import OutboxMessage, add_many_to_outbox, add_to_outbox
 from trinity_platform.relay import OutboxRelay, RelayError
@@ -167,6 +167,86 @@ async def test_relay_is_woken_right_after_commit(engine: AsyncEngine, nc: NATS) 
     finally:
         await relay.stop()
     assert len(await stream_messages(js)) == 1
+
+
+async def stream_count(js) -> int:
+    return int((await js.stream_info(STREAM)).state.messages)
+
+
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+@SQLITE_ONLY  # the marking in the background is SQLite's path
+async def test_facts_are_published_while_the_marking_of_earlier_ones_waits_for_the_writer(
+    engine: AsyncEngine, nc: NATS, database_url: str
+) -> None:
+    """A writer holding the database delays the marking, not the facts after it: the next
+    facts are published meanwhile, the ones being marked are not published twice, and
+    the marking lands once the writer is done."""
+    js = nc.jetstream()
+    await ensure_streams(js)
+    relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0)
+    await write_facts(engine, 3)
+    gate = engine.gate  # type: ignore[attr-defined]
+    await gate.acquire()  # a writer of this process holds the database
+    other_process = create_engine(database_url)  # writes without this process's turn
+    try:
+        first = asyncio.create_task(relay.drain_once())
+        await until(lambda: _equals(stream_count(js), 3), "the first facts were not published")
+        assert await unpublished_read_only(engine) == 3  # their marking waits its turn
+        assert not first.done()
+
+        await write_facts(other_process, 2, start=3)
+        second = asyncio.create_task(relay.drain_once())
+        await until(lambda: _equals(stream_count(js), 5), "the next facts waited for the mark")
+        assert relay.stats.published == 5
+        assert relay.stats.duplicates == 0  # the three being marked were not sent again
+    finally:
+        gate.release()
+        await other_process.dispose()
+    assert await first == 3
+    assert await second == 2
+    assert await unpublished(engine) == 0
+    assert [e.data for e in await stream_messages(js)] == [
+        StringValue(value=f"fact-{i}").SerializeToString() for i in range(5)
+    ]
+
+
+@SQLITE_ONLY
+async def test_a_failed_marking_leaves_the_rows_pending_and_they_are_published_once(
+    engine: AsyncEngine, nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0)
+    await write_facts(engine, 2)
+    real_mark = relay._mark
+
+    async def failing_mark(conn, ids):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(relay, "_mark", failing_mark)
+    assert await relay.drain_once() == 2
+    assert await unpublished(engine) == 2  # kept: nothing is lost
+    monkeypatch.setattr(relay, "_mark", real_mark)
+    assert await relay.drain_once() == 2  # published again …
+    assert relay.stats.duplicates == 2  # … and dropped by JetStream
+    assert await unpublished(engine) == 0
+    assert await stream_count(js) == 2
+
+
+async def _equals(count, expected: int) -> bool:  # type: ignore[no-untyped-def]
+    return await count == expected
+
+
+async def unpublished_read_only(engine: AsyncEngine) -> int:
+    async with read_only(engine) as conn:
+        rows = await conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.published_at.is_(None)))
+        return len(rows.all())
 
 
 @SQLITE_ONLY  # no dialect-specific code on this path

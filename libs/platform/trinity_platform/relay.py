@@ -17,6 +17,13 @@ How it keeps its promises:
   ``Nats-Expected-Last-Msg-Id`` = the previous message of that stream: the server
   rejects it unless its predecessor is stored. (The stream of a subject is learned
   from the acks; until it is known, no expectation is set.)
+* **Fast after a commit.** On SQLite the rows JetStream acknowledged are marked
+  published by a write of their own, in the background: the next batch is selected
+  and published while that write waits its turn for the single writer (the rows
+  being marked are left out of the selection), so a fact is not held up behind the
+  marking of the facts before it. The acks that arrive while one marking write runs
+  go together in the next. A marking that fails leaves its rows pending: they are
+  published again, and JetStream drops them as duplicates.
 * **Replicas.** On PostgreSQL each batch runs in a transaction holding
   ``pg_try_advisory_xact_lock``, so relays of several replicas never publish
   interleaved; a relay that does not get the lock retries shortly.
@@ -44,7 +51,7 @@ from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform import metrics
-from trinity_platform.db import OUTBOX, is_postgres
+from trinity_platform.db import OUTBOX, is_postgres, read_only
 from trinity_platform.envelope import build_headers
 from trinity_platform.logs import get_logger
 from trinity_platform.outbox import OutboxSignal
@@ -163,6 +170,10 @@ class OutboxRelay:
         self._local_lock = asyncio.Lock()
         self._busy = False
         self._stream_of_subject: dict[str, str] = {}
+        # SQLite: acknowledged rows whose published_at is being written (see _marks)
+        self._marking: set[int] = set()
+        self._to_mark: list[int] = []
+        self._mark_task: asyncio.Task[None] | None = None
         self.stats = RelayStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -192,15 +203,26 @@ class OutboxRelay:
                 await asyncio.wait_for(self.drain_once(), grace)
             except Exception as exc:
                 _log.warning("outbox flush at stop incomplete", error=repr(exc))
+        try:
+            await asyncio.wait_for(self._marks_written(), grace)
+        except TimeoutError:
+            _log.warning("outbox marking at stop incomplete; those rows are published again")
 
     # ------------------------------------------------------------------ work
 
     async def drain_once(self) -> int:
-        """Publish pending rows batch after batch until none is left.
+        """Publish pending rows batch after batch until none is left, and mark them.
 
         Returns how many were published; raises :class:`RelayError` when a batch
         stopped early (the acknowledged prefix stays marked).
         """
+        try:
+            return await self._drain()
+        finally:
+            await self._marks_written()
+
+    async def _drain(self) -> int:
+        """:meth:`drain_once` without waiting for the marking of the last rows."""
         total = 0
         self._busy = False
         async with self._local_lock:
@@ -251,7 +273,7 @@ class OutboxRelay:
         next_prune = loop.time()
         while not self._stop_event.is_set():
             try:
-                await self.drain_once()
+                await self._drain()
             except Exception as exc:
                 failures += 1
                 self.stats.failed_batches += 1
@@ -289,26 +311,57 @@ class OutboxRelay:
                 acked, error = await self._publish(rows)
                 await self._mark(conn, acked)
         else:
-            async with self._engine.connect() as conn:
-                conn = await conn.execution_options(sqlite_begin="DEFERRED")
-                rows = await self._select(conn)
+            if len(self._marking) >= self._batch_size:
+                await self._marks_written()  # bounded: a batch's worth waits at most
+            # Taken before the select: a row whose marking commits meanwhile may still
+            # be read as pending, and must not be published again.
+            marking = set(self._marking)
+            async with read_only(self._engine) as conn:  # not in the writers' queue
+                rows = await self._select(conn, extra=len(marking))
                 await conn.rollback()
+            rows = [row for row in rows if row.id not in marking][: self._batch_size]
             acked, error = await self._publish(rows)
             if acked:
-                async with self._engine.begin() as conn:
-                    await self._mark(conn, acked)
+                self._mark_later(acked)
         if error is not None:
             raise RelayError(f"published {len(acked)} of {len(rows)} before: {error!r}") from error
         return len(rows), len(acked)
 
-    async def _select(self, conn: AsyncConnection) -> Sequence[Row[Any]]:
+    async def _select(self, conn: AsyncConnection, extra: int = 0) -> Sequence[Row[Any]]:
         result = await conn.execute(
             select(OUTBOX)
             .where(OUTBOX.c.published_at.is_(None))
             .order_by(OUTBOX.c.id)
-            .limit(self._batch_size)
+            .limit(self._batch_size + extra)
         )
         return result.all()
+
+    def _mark_later(self, ids: list[int]) -> None:
+        """Mark ``ids`` published in the background (SQLite), together with later acks."""
+        self._marking.update(ids)
+        self._to_mark.extend(ids)
+        if self._mark_task is None or self._mark_task.done():
+            self._mark_task = asyncio.get_running_loop().create_task(
+                self._marks(), name="outbox-mark"
+            )
+
+    async def _marks(self) -> None:
+        while self._to_mark:
+            ids, self._to_mark = self._to_mark, []
+            try:
+                async with self._engine.begin() as conn:
+                    await self._mark(conn, ids)
+            except Exception as exc:
+                # Still pending in the table: selected and published again (a duplicate
+                # JetStream drops), then marked.
+                _log.warning("marking published outbox rows failed", error=repr(exc))
+            finally:
+                self._marking.difference_update(ids)
+
+    async def _marks_written(self) -> None:
+        """Return once every acknowledged row was marked (or its marking failed)."""
+        while self._mark_task is not None and not self._mark_task.done():
+            await asyncio.shield(self._mark_task)
 
     async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
         if ids:
