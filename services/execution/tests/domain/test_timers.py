@@ -60,6 +60,24 @@ def test_invalid_timers(until: str, zone: str) -> None:
         fire_at(TimerConfig(until=until, timezone=zone), NOW)
 
 
+@pytest.mark.parametrize(
+    ("until", "zone"),
+    [
+        # local times whose UTC instant falls outside what a datetime can hold
+        ("9999-12-31T23:00:00", "America/New_York"),
+        ("0001-01-01T00:30:00", "Asia/Tokyo"),
+    ],
+)
+def test_an_instant_out_of_range_is_an_invalid_timer_not_a_crash(until: str, zone: str) -> None:
+    with pytest.raises(InvalidTimer, match="out of range"):
+        fire_at(TimerConfig(until=until, timezone=zone), NOW)
+
+
+def test_a_duration_past_the_last_instant_is_an_invalid_timer() -> None:
+    with pytest.raises(InvalidTimer, match="out of range"):
+        fire_at(TimerConfig(duration=timedelta.max), NOW)
+
+
 def test_invalid_timer_fails_the_step() -> None:
     d = Driver.of(spec(timer("t", until="soon")))
     d.start()

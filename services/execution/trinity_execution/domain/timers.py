@@ -26,7 +26,19 @@ def fire_at(config: TimerConfig, now: datetime) -> datetime:
     * ``until: "<ISO date-time>"``: that instant; without an offset it is local time in
       ``timezone``. A past instant fires at once (now).
     * neither: now.
+
+    An instant a datetime cannot hold (past year 9999 or before year 1, in UTC) is an
+    :class:`InvalidTimer`, which fails the step; it never escapes as an OverflowError.
     """
+    try:
+        return _fire_at(config, now)
+    except OverflowError:
+        raise InvalidTimer(
+            f"timer instant out of range (until={config.until!r}, duration={config.duration})"
+        ) from None
+
+
+def _fire_at(config: TimerConfig, now: datetime) -> datetime:
     if config.duration is not None:
         return now + config.duration
     if not config.until:
