@@ -92,6 +92,11 @@ class Tracker:
             self._waiters[execution_id] = future
         return future
 
+    def ended(self, execution_id: str) -> str | None:
+        """The terminal fact of an execution nobody awaited (None: not seen)."""
+        found = self._finished.get(execution_id)
+        return found[0] if found else None
+
     def forget(self, execution_id: str) -> None:
         self._waiters.pop(execution_id, None)
 

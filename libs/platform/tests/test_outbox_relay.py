@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -169,11 +171,11 @@ async def test_relay_is_woken_right_after_commit(engine: AsyncEngine, nc: NATS) 
     assert len(await stream_messages(js)) == 1
 
 
-async def stream_count(js) -> int:
+async def stream_count(js: JetStreamContext) -> int:
     return int((await js.stream_info(STREAM)).state.messages)
 
 
-async def until(condition, what: str, timeout: float = 10.0) -> None:
+async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not await condition():
         assert time.monotonic() < deadline, what
@@ -239,7 +241,7 @@ async def test_a_failed_marking_leaves_the_rows_pending_and_they_are_published_o
     assert await stream_count(js) == 2
 
 
-async def _equals(count, expected: int) -> bool:  # type: ignore[no-untyped-def]
+async def _equals(count: Awaitable[int], expected: int) -> bool:
     return await count == expected
 
 
