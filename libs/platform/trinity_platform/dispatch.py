@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_platform import metrics
 from trinity_platform.db import read_only
+from trinity_platform.group_commit import GroupCommit
 from trinity_platform.grpc_errors import is_permanent, retry_delay
 from trinity_platform.logs import get_logger
 from trinity_platform.loops import raise_if_cancelled
@@ -127,40 +128,6 @@ class _Outcome:
     error: str | None
 
 
-class _OutcomeWriter:
-    """Writes outcomes in groups: those handed in while one write runs go together in
-    the next transaction (one per round under load, not one per command). Each caller
-    returns once its own outcome is committed, or with the write's error."""
-
-    def __init__(self, write: Callable[[list[_Outcome]], Awaitable[None]]) -> None:
-        self._write = write
-        self._queue: list[tuple[_Outcome, asyncio.Future[None]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, outcome: _Outcome) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._queue.append((outcome, done))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
-        await done
-
-    async def _drain(self) -> None:
-        while self._queue:
-            group, self._queue = self._queue, []
-            try:
-                await self._write([outcome for outcome, _ in group])
-            except BaseException as error:
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(error)
-                if not isinstance(error, Exception):
-                    raise
-            else:
-                for _, done in group:
-                    if not done.done():
-                        done.set_result(None)
-
-
 def backoff_seconds(attempts: int, maximum: float) -> float:
     return float(min(0.2 * 2 ** max(attempts - 1, 0), maximum))
 
@@ -198,7 +165,7 @@ class CommandDispatcher:
         self._prune_interval = prune_interval
         self._clock = clock
         self._wake = asyncio.Event()
-        self._outcomes = _OutcomeWriter(self._write_outcomes)
+        self._outcomes: GroupCommit[_Outcome, None] = GroupCommit(self._write_outcomes)
 
     def wake(self) -> None:
         self._wake.set()
@@ -359,7 +326,7 @@ class CommandDispatcher:
     ) -> None:
         await self._outcomes.submit(_Outcome(row.id, status, attempts, result_id, error))
 
-    async def _write_outcomes(self, outcomes: list[_Outcome]) -> None:
+    async def _write_outcomes(self, outcomes: list[_Outcome]) -> list[None]:
         c = self._rows.c
         statement = (
             update(self._rows)
@@ -387,3 +354,4 @@ class CommandDispatcher:
                     for o in outcomes
                 ],
             )
+        return [None] * len(outcomes)

@@ -21,7 +21,9 @@ A service subclasses :class:`SqlTransaction` with its repositories (built on
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +34,7 @@ from trinity_platform import metrics
 from trinity_platform.db import read_only
 from trinity_platform.db_errors import transient_database_error
 from trinity_platform.errors import Conflict, TrinityError
+from trinity_platform.group_commit import GroupCommit, Refused
 from trinity_platform.inbox import claim_message
 from trinity_platform.logs import get_logger
 from trinity_platform.outbox import OutboxSignal, add_many_to_outbox, event_outbox_messages
@@ -91,6 +94,20 @@ class SqlTransaction:
 S = TypeVar("S", bound=SqlTransaction)
 
 
+@dataclass(frozen=True)
+class _Grouped(Generic[S]):
+    """A grouped write waiting for its turn."""
+
+    body: Callable[[S], Awaitable[Any]]
+    key: Idempotency[Any, Any] | None
+    context: contextvars.Context
+    """The caller's (its span: the outbox rows carry the caller's trace)."""
+
+
+class _Rollback(Exception):
+    """One item of a group failed: the group's transaction is rolled back."""
+
+
 def _database_error(error: Exception) -> Exception:
     """The answer for a failure of the database itself (mapped once, in db_errors)."""
     if isinstance(error, TrinityError):
@@ -120,6 +137,7 @@ class SqlUnitOfWork(Generic[S]):
         self._signal = signal
         self._name = name or "unit_of_work"
         self._retry = retry
+        self._group: GroupCommit[_Grouped[S], Any] = GroupCommit(self._write_group)
 
     async def read(self, body: Callable[[S], Awaitable[T]]) -> T:
         try:
@@ -136,11 +154,17 @@ class SqlUnitOfWork(Generic[S]):
         body: Callable[[S], Awaitable[T]],
         *,
         idempotency: Idempotency[Any, T] | None = None,
+        grouped: bool = False,
     ) -> T:
         key = idempotency if idempotency is not None and idempotency.key else None
         attempts = max(1, self._retry.attempts)
         for attempt in range(attempts):
             try:
+                if grouped:
+                    result: T = await self._group.submit(
+                        _Grouped(body, key, contextvars.copy_context())
+                    )
+                    return result
                 return await self._write_once(body, key)
             except Conflict:
                 if attempt == attempts - 1:
@@ -151,36 +175,95 @@ class SqlUnitOfWork(Generic[S]):
     async def _write_once(
         self, body: Callable[[S], Awaitable[T]], key: Idempotency[Any, T] | None
     ) -> T:
-        written = 0
         try:
             async with self.engine.begin() as conn:
                 transaction = self._transaction(conn)
-                if key is not None:
-                    remembered = await idempotency_store.lookup(
-                        conn, key.scope, key.key, key.fingerprint
-                    )
-                    if remembered is not None:
-                        return await key.replay(transaction, remembered)
-                result = await body(transaction)
-                if key is not None:
-                    await idempotency_store.remember(
-                        conn, key.scope, key.key, key.fingerprint, key.remember(result)
-                    )
-                written = await transaction._flush()
-        except IntegrityError as error:
-            # A unique key taken by a concurrent transaction (the idempotency key, an
-            # outbox id, the service's own): run again, and see the winner's state.
-            metrics.DB_CONFLICTS.labels(self._name).inc()
-            raise Conflict("a concurrent transaction wrote the same key; retry") from error
+                result, written = await self._run(transaction, body, key)
         except Exception as error:
-            mapped = _database_error(error)
+            mapped = self._failure(error)
             if mapped is error:
                 raise
             raise mapped from error
+        self._committed(written, [transaction])
+        return result
+
+    async def _write_group(self, items: list[_Grouped[S]]) -> list[Any | Refused]:
+        """``items`` in one transaction. An item that fails is answered with its error
+        and the transaction is run again without it (on PostgreSQL a failed statement
+        spoils the transaction; everywhere the item's partial writes must go), so one
+        caller's refusal is not another's. A failed commit is every item's error."""
+        loop = asyncio.get_running_loop()
+        answers: dict[int, Any | Refused] = {}
+        pending = list(range(len(items)))
+        while pending:
+            results: dict[int, Any] = {}
+            transactions: list[S] = []
+            written = 0
+            failed: tuple[int, Exception] | None = None
+            try:
+                async with self.engine.begin() as conn:
+                    for index in pending:
+                        transaction = self._transaction(conn)
+                        item = items[index]
+                        try:
+                            results[index], count = await loop.create_task(
+                                self._run(transaction, item.body, item.key), context=item.context
+                            )
+                        except Exception as error:
+                            failed = (index, error)
+                            raise _Rollback from error
+                        written += count
+                        transactions.append(transaction)
+            except _Rollback:
+                pass
+            except Exception as error:
+                mapped = self._failure(error)
+                if mapped is error:
+                    raise
+                raise mapped from error
+            if failed is not None:
+                failed_index, failure = failed
+                answers[failed_index] = Refused(self._failure(failure))
+                pending.remove(failed_index)
+                continue
+            answers.update(results)
+            self._committed(written, transactions)
+            break
+        return [answers[index] for index in range(len(items))]
+
+    async def _run(
+        self, transaction: S, body: Callable[[S], Awaitable[T]], key: Idempotency[Any, T] | None
+    ) -> tuple[T, int]:
+        """``body`` (or the replay of its key) in ``transaction``; the result and how many
+        outbox rows it wrote."""
+        conn = transaction.conn
+        if key is not None:
+            remembered = await idempotency_store.lookup(conn, key.scope, key.key, key.fingerprint)
+            if remembered is not None:
+                return await key.replay(transaction, remembered), 0
+        result = await body(transaction)
+        if key is not None:
+            await idempotency_store.remember(
+                conn, key.scope, key.key, key.fingerprint, key.remember(result)
+            )
+        return result, await transaction._flush()
+
+    def _failure(self, error: Exception) -> Exception:
+        """What a write's caller is answered for ``error``."""
+        if isinstance(error, IntegrityError):
+            # A unique key taken by a concurrent transaction (the idempotency key, an
+            # outbox id, the service's own): run again, and see the winner's state.
+            metrics.DB_CONFLICTS.labels(self._name).inc()
+            conflict = Conflict("a concurrent transaction wrote the same key; retry")
+            conflict.__cause__ = error
+            return conflict
+        return _database_error(error)
+
+    def _committed(self, written: int, transactions: Sequence[S]) -> None:
         if written and self._signal is not None:
             self._signal.notify()
-        transaction._wake()
-        return result
+        for transaction in transactions:
+            transaction._wake()
 
 
 __all__ = ["SqlTransaction", "SqlUnitOfWork"]

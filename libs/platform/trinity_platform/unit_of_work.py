@@ -197,12 +197,15 @@ class UnitOfWork(Protocol[S_co]):
         body: Callable[[S_co], Awaitable[T]],
         *,
         idempotency: Idempotency[Any, T] | None = None,
+        grouped: bool = False,
     ) -> T:
         """``body`` in a write transaction, committed with the new events' outbox rows.
 
         With ``idempotency`` (and a key): a key seen before answers ``replay`` of the
         remembered reference, and ``body`` does not run; a key seen with another
         fingerprint is refused. A lost race runs ``body`` again (``RetryPolicy``).
+        ``grouped``: the grouped writes handed in while one runs share the next
+        transaction (group commit); one's refusal is its own.
         """
         ...
 

@@ -22,12 +22,19 @@ from trinity_execution.application.ports import (
     ExecutionTransaction,
     ExecutionUnitOfWork,
     Presenter,
+    PublishedDefinition,
     remembered_answer,
 )
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.domain.errors import EXECUTION_DEPTH_EXCEEDED
 from trinity_platform.admission import AdmissionLimit
-from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from trinity_platform.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    TrinityError,
+)
 from trinity_platform.unit_of_work import Idempotency
 from trinity_process_model.inputs import check_input
 from trinity_process_model.model import ProcessSpec, Step
@@ -138,12 +145,8 @@ class ExecutionCommands(Generic[V]):
         cached = await self._uow.read(lambda tx: tx.idempotency.lookup(scope, key, fingerprint))
         return None if cached is None else self._presenter.decode_execution(cached)
 
-    async def trigger(self, command: Trigger, fingerprint: str) -> V:
-        if command.request_id:
-            # A retry is answered before anything else: the definition may be archived by now.
-            cached = await self._answered(TRIGGER_SCOPE, command.request_id, fingerprint)
-            if cached is not None:
-                return cached
+    async def _admitted(self, command: Trigger) -> tuple[PublishedDefinition, dict[str, Any]]:
+        """The definition to start and its checked input, once the trigger is admitted."""
         if self._admission is not None:  # RESOURCE_EXHAUSTED with RetryInfo at the bound
             await self._admission.admit()
         require("process_name", command.process_name)
@@ -154,21 +157,35 @@ class ExecutionCommands(Generic[V]):
                 reason=EXECUTION_DEPTH_EXCEEDED,
             )
         published = await self._catalog.by_name(command.process_name, command.version)
-        start_input = checked_input(published.process.spec, command)
+        return published, checked_input(published.process.spec, command)
+
+    async def trigger(self, command: Trigger, fingerprint: str) -> V:
         now = datetime.now(UTC)
         execution_id = command.execution_id or str(uuid.uuid4())
-        decision = await decide_off_loop(
-            published.process,
-            None,
-            d.StartExecution(
-                now=now,
-                execution_id=execution_id,
-                input=start_input,
-                triggered_by=command.triggered_by,
-                trigger_kind=command.trigger_kind,
-                parent=command.parent,
-            ),
-        )
+        try:
+            published, start_input = await self._admitted(command)
+            decision = await decide_off_loop(
+                published.process,
+                None,
+                d.StartExecution(
+                    now=now,
+                    execution_id=execution_id,
+                    input=start_input,
+                    triggered_by=command.triggered_by,
+                    trigger_kind=command.trigger_kind,
+                    parent=command.parent,
+                ),
+            )
+        except TrinityError:
+            # A retry is answered even when it would be refused now (the definition
+            # archived meanwhile, the bound reached). Looked up only on a refusal: a
+            # retry that would pass is answered by the write's own lookup, so a new
+            # trigger costs no read transaction of its own.
+            if command.request_id:
+                cached = await self._answered(TRIGGER_SCOPE, command.request_id, fingerprint)
+                if cached is not None:
+                    return cached
+            raise
 
         async def work(tx: ExecutionTransaction) -> V:
             state = decision.state
@@ -194,8 +211,11 @@ class ExecutionCommands(Generic[V]):
                 published.process, state, process_name=published.name, created_at=now
             )
 
+        # Grouped: triggers arriving while one is written share the next commit.
         execution = await self._uow.write(
-            work, idempotency=self._remembered(TRIGGER_SCOPE, command.request_id, fingerprint)
+            work,
+            idempotency=self._remembered(TRIGGER_SCOPE, command.request_id, fingerprint),
+            grouped=True,
         )
         return execution
 
