@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform.db import IDEMPOTENCY
@@ -19,6 +19,13 @@ from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidA
 
 KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 MAX_KEY_LENGTH = 255  # the idempotency.key column
+
+# Built once: every command looks up and remembers (building a statement with its values
+# costs more than running it).
+_LOOKUP = select(IDEMPOTENCY.c.request_fingerprint, IDEMPOTENCY.c.response).where(
+    IDEMPOTENCY.c.scope == bindparam("scope"), IDEMPOTENCY.c.key == bindparam("key")
+)
+_REMEMBER = insert(IDEMPOTENCY)
 
 
 async def lookup(conn: AsyncConnection, scope: str, key: str, fingerprint: str) -> bytes | None:
@@ -33,13 +40,7 @@ async def lookup(conn: AsyncConnection, scope: str, key: str, fingerprint: str) 
             f"request_id is {len(key)} characters long; at most {MAX_KEY_LENGTH} are accepted",
             [FieldViolation("request_id", f"must be at most {MAX_KEY_LENGTH} characters")],
         )
-    row = (
-        await conn.execute(
-            select(IDEMPOTENCY.c.request_fingerprint, IDEMPOTENCY.c.response).where(
-                IDEMPOTENCY.c.scope == scope, IDEMPOTENCY.c.key == key
-            )
-        )
-    ).first()
+    row = (await conn.execute(_LOOKUP, {"scope": scope, "key": key})).first()
     if row is None:
         return None
     if row.request_fingerprint != fingerprint:
@@ -56,13 +57,14 @@ async def remember(
 ) -> None:
     """Store the response; raises ``IntegrityError`` if a concurrent request stored first."""
     await conn.execute(
-        insert(IDEMPOTENCY).values(
-            scope=scope,
-            key=key,
-            request_fingerprint=fingerprint,
-            response=response,
-            created_at=datetime.now(UTC),
-        )
+        _REMEMBER,
+        {
+            "scope": scope,
+            "key": key,
+            "request_fingerprint": fingerprint,
+            "response": response,
+            "created_at": datetime.now(UTC),
+        },
     )
 
 

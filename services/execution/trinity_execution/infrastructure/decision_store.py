@@ -125,14 +125,15 @@ async def write_decision(
         match command:
             case d.StartTimer():
                 await conn.execute(
-                    insert(timers).values(
-                        id=command.timer_id,
-                        execution_id=execution_id,
-                        fire_at=command.fire_at,
-                        purpose=str(command.purpose),
-                        status="pending",
-                        traceparent=current_traceparent(),
-                    )
+                    insert(timers),
+                    {
+                        "id": command.timer_id,
+                        "execution_id": execution_id,
+                        "fire_at": command.fire_at,
+                        "purpose": str(command.purpose),
+                        "status": "pending",
+                        "traceparent": current_traceparent(),
+                    },
                 )
             case d.CancelTimer():
                 await conn.execute(

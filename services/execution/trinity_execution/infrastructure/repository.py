@@ -25,24 +25,28 @@ def _encode(state: dict[str, Any]) -> str:
     return json.dumps(state, separators=(",", ":"), sort_keys=False)
 
 
+_INSERT_EXECUTION = insert(executions)  # built once: values go as parameters
+
+
 async def insert_execution(conn: AsyncConnection, row: ExecutionRow, *, fact_count: int) -> None:
     """Insert a new execution whose first decision wrote `fact_count` facts."""
     await conn.execute(
-        insert(executions).values(
-            id=row.id,
-            process_id=row.process_id,
-            process_name=row.process_name,
-            process_version=row.process_version,
-            status=row.status,
-            trigger_kind=row.trigger_kind,
-            triggered_by=row.triggered_by,
-            state=_encode(row.state),
-            revision=row.revision,
-            fact_count=fact_count,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            ended_at=row.ended_at,
-        )
+        _INSERT_EXECUTION,
+        {
+            "id": row.id,
+            "process_id": row.process_id,
+            "process_name": row.process_name,
+            "process_version": row.process_version,
+            "status": row.status,
+            "trigger_kind": row.trigger_kind,
+            "triggered_by": row.triggered_by,
+            "state": _encode(row.state),
+            "revision": row.revision,
+            "fact_count": fact_count,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "ended_at": row.ended_at,
+        },
     )
 
 
