@@ -5,9 +5,10 @@ work for an agent task, approval asking work for a notification) writes the comm
 a row of its ``dispatches`` table in the same transaction as the change (invariant 1:
 nothing is lost between commit and call). :class:`CommandDispatcher` then:
 
-- claims due rows with a short lease (``next_attempt_at`` pushed forward; SKIP LOCKED
-  on PostgreSQL, so replicas share the load), after a read-only probe, since most
-  rounds find nothing;
+- claims due rows with a short lease (``next_attempt_at`` pushed forward in one
+  ``UPDATE … RETURNING``; SKIP LOCKED on PostgreSQL, so replicas share the load),
+  after a read-only probe when it polls, since most polls find nothing (a round woken
+  by a commit that wrote commands, or after a full batch, claims straight away);
 - sends each with its idempotency key (a row sent twice after a crash is harmless);
 - marks it done with the id the receiver assigned (the outcomes of the sends that
   finish while one such write runs go in the next, in one transaction), or retries it
@@ -174,25 +175,29 @@ class CommandDispatcher:
         """Send until cancelled; prune finished rows now and then."""
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + self._prune_interval
+        woken = False
         while True:
             raise_if_cancelled()
             try:
-                claimed = await self.dispatch_once()
+                claimed = await self.dispatch_once(probe=not woken)
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + self._prune_interval
                     await self.prune()
             except Exception:
                 _log.exception("dispatch round failed")
                 claimed = 0
-            if claimed >= self._batch_size:
+            woken = claimed >= self._batch_size  # more may be due
+            if woken:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            woken = self._wake.is_set()
             self._wake.clear()
 
-    async def dispatch_once(self) -> int:
-        """Claim due rows and send them; returns how many were claimed."""
-        rows = await self._claim()
+    async def dispatch_once(self, *, probe: bool = True) -> int:
+        """Claim due rows and send them; returns how many were claimed. ``probe``: look
+        first, read-only, whether any is due (False when a commit said so)."""
+        rows = await self._claim(probe)
         if rows:
             await asyncio.gather(*(self._send(row) for row in rows))
         return len(rows)
@@ -213,29 +218,29 @@ class CommandDispatcher:
 
     # ------------------------------------------------------------------ internals
 
-    async def _claim(self) -> list[Dispatch]:
+    async def _claim(self, probe: bool = True) -> list[Dispatch]:
         now = self._clock()
         c = self._rows.c
         due = (c.status == PENDING, c.next_attempt_at <= now)
-        async with read_only(self._engine) as conn:  # most rounds find nothing to send
-            if await conn.scalar(select(c.id).where(*due).limit(1)) is None:
-                return []
+        if probe:
+            async with read_only(self._engine) as conn:  # most polls find nothing to send
+                if await conn.scalar(select(c.id).where(*due).limit(1)) is None:
+                    return []
         async with self._engine.begin() as conn:
-            query = (
-                select(self._rows)
-                .where(*due)
-                .order_by(c.next_attempt_at, c.id)
-                .limit(self._batch_size)
+            chosen = (
+                select(c.id).where(*due).order_by(c.next_attempt_at, c.id).limit(self._batch_size)
             )
             if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = [self._dispatch(r) for r in (await conn.execute(query)).mappings()]
-            if rows:
-                await conn.execute(
-                    update(self._rows)
-                    .where(c.id.in_([row.id for row in rows]))
-                    .values(next_attempt_at=now + self._lease)
-                )
+                chosen = chosen.with_for_update(skip_locked=True)
+            # One statement: lease the due rows and read them back.
+            claimed = await conn.execute(
+                update(self._rows)
+                .where(c.id.in_(chosen.scalar_subquery()))
+                .values(next_attempt_at=now + self._lease)
+                .returning(*self._rows.c)
+            )
+            rows = [self._dispatch(r) for r in claimed.mappings()]
+        rows.sort(key=lambda row: row.id)  # RETURNING's order is not the query's
         return rows
 
     def _dispatch(self, row: Mapping[Any, Any]) -> Dispatch:

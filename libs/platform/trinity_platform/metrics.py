@@ -44,6 +44,10 @@ GRPC_SECONDS = Histogram(
 DB_TRANSACTIONS = Counter(
     "trinity_db_transactions_total", "Database transactions, by outcome", ["outcome"]
 )
+DB_STATEMENTS = Counter(
+    "trinity_db_statements_total",
+    "SQL statements sent to the database (each executemany counts once; BEGIN/COMMIT not)",
+)
 DB_CONFLICTS = Counter(
     "trinity_db_conflicts_total",
     "Concurrent-write conflicts (optimistic concurrency, unique keys); the write is retried",
@@ -177,7 +181,7 @@ async def sample_forever(samples: list[Sample], interval: float) -> None:
 
 
 def instrument_engine(engine: Any) -> None:
-    """Count the commits and rollbacks of an SQLAlchemy engine (sync or async)."""
+    """Count the statements, commits and rollbacks of an SQLAlchemy engine (sync or async)."""
     from sqlalchemy import event
 
     sync_engine = getattr(engine, "sync_engine", engine)
@@ -185,3 +189,5 @@ def instrument_engine(engine: Any) -> None:
     rollbacks = DB_TRANSACTIONS.labels("rollback")
     event.listen(sync_engine, "commit", lambda _conn: commits.inc())
     event.listen(sync_engine, "rollback", lambda _conn: rollbacks.inc())
+    statements = DB_STATEMENTS
+    event.listen(sync_engine, "before_cursor_execute", lambda *_args: statements.inc())

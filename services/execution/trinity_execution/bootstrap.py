@@ -192,7 +192,7 @@ def build() -> ServiceRuntime:
 
     runtime.on_start(start_loops)
     runtime.on_stop(stop_loops)
-    for spec in [*consumer_specs(continuation, engine), definition_consumer(uow)]:
+    for spec in [*consumer_specs(continuation), definition_consumer(uow)]:
         runtime.add_consumer(spec)
     runtime.add_background_task("dispatcher", dispatcher.run)
     runtime.add_background_task("scheduler", scheduler.run)

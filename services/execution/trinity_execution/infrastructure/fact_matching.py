@@ -15,20 +15,26 @@ work or approval fact continues a step only when:
 The matched request's key goes into the engine event, and the engine checks it is
 the step's outstanding request. A fact that arrives before the dispatcher recorded
 the accepted request (the answer raced the reply) is retried shortly.
+
+The match is read with the execution itself, in one statement (:func:`load_answered`).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Row, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from trinity_execution.application.ports import ExecutionRow
 from trinity_execution.domain.commands import parse_request_key
 from trinity_execution.domain.fanout import split_item_key
-from trinity_execution.infrastructure.tables import dispatches
-from trinity_platform.db import read_only
+from trinity_execution.infrastructure.item_store import attach_items
+from trinity_execution.infrastructure.repository import row_of
+from trinity_execution.infrastructure.tables import dispatches, executions
 
 
 class Unmatched(enum.Enum):
@@ -61,26 +67,55 @@ def _same_step(claim: Claim, key: str) -> bool:
     )
 
 
-async def match_request(engine: AsyncEngine, claim: Claim) -> str | Unmatched:
-    """The key of the request ``claim`` answers, or why there is none."""
-    if not claim.answer_id:
-        return Unmatched.NONE
-    async with read_only(engine) as conn:
-        rows = (
-            await conn.execute(
-                select(dispatches.c.key, dispatches.c.status, dispatches.c.result_id).where(
-                    dispatches.c.execution_id == claim.execution_id,
-                    dispatches.c.kind == claim.kind,
-                    or_(
-                        dispatches.c.result_id == claim.answer_id,
-                        dispatches.c.status == "pending",
-                    ),
-                )
-            )
-        ).all()
-    for row in rows:
-        if row.status == "done" and row.result_id == claim.answer_id:
-            return row.key if _same_step(claim, row.key) else Unmatched.NONE
-    if any(row.status == "pending" and _same_step(claim, row.key) for row in rows):
+def _candidates(claim: Claim) -> Any:
+    """The dispatches that may be the request ``claim`` answers: of its execution and
+    kind, answered with its id, or still being sent."""
+    return and_(
+        dispatches.c.execution_id == claim.execution_id,
+        dispatches.c.kind == claim.kind,
+        or_(dispatches.c.result_id == claim.answer_id, dispatches.c.status == "pending"),
+    )
+
+
+def _match(claim: Claim, rows: Sequence[tuple[str, str, str | None]]) -> str | Unmatched:
+    """From the candidates (key, status, result id): the key of the answered request."""
+    for key, status, result_id in rows:
+        if status == "done" and result_id == claim.answer_id:
+            return key if _same_step(claim, key) else Unmatched.NONE
+    if any(status == "pending" and _same_step(claim, key) for key, status, _ in rows):
         return Unmatched.NOT_YET
     return Unmatched.NONE
+
+
+async def load_answered(
+    conn: AsyncConnection, claim: Claim
+) -> tuple[ExecutionRow | None, str | Unmatched]:
+    """The execution ``claim`` is about and the key of the request it answers, in one
+    statement (the execution's row beside each candidate dispatch; usually one).
+    No row when the claim matches no request (nothing to load for it)."""
+    if not claim.answer_id:
+        return None, Unmatched.NONE
+    query = (
+        select(
+            executions,
+            dispatches.c.key.label("answered_key"),
+            dispatches.c.status.label("answered_status"),
+            dispatches.c.result_id.label("answered_result_id"),
+        )
+        .select_from(executions.outerjoin(dispatches, _candidates(claim)))
+        .where(executions.c.id == claim.execution_id)
+    )
+    rows: Sequence[Row[Any]] = (await conn.execute(query)).all()
+    matched = _match(
+        claim,
+        [
+            (row.answered_key, row.answered_status, row.answered_result_id)
+            for row in rows
+            if row.answered_key is not None
+        ],
+    )
+    if not rows or not isinstance(matched, str):
+        return None, matched
+    found = row_of(rows[0]._mapping)
+    await attach_items(conn, claim.execution_id, found.state)
+    return found, matched

@@ -16,16 +16,16 @@ from datetime import datetime
 
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity.process.approval.v1 import facts_pb2 as approval_facts
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity_execution import domain as d
 from trinity_execution.application.continuation import Continuation
-from trinity_execution.application.ports import ExecutionTransaction
+from trinity_execution.application.ports import ExecutionRow, ExecutionTransaction
 from trinity_execution.infrastructure import translate
-from trinity_execution.infrastructure.fact_matching import Claim, Unmatched, match_request
+from trinity_execution.infrastructure.fact_matching import Claim, Unmatched, load_answered
 from trinity_execution.infrastructure.senders import REQUEST_APPROVAL, REQUEST_WORK
+from trinity_execution.infrastructure.transactions import SqlExecutionTransaction
 from trinity_platform.consumer import Ack, Handler, Nak, Outcome
 from trinity_platform.envelope import Envelope, EnvelopeError, decode
 from trinity_platform.errors import Unavailable
@@ -62,7 +62,6 @@ def fact_handler(
     consumer: str,
     continuation: Continuation,
     to_event: Translator,
-    engine: AsyncEngine,
     owner: str,
 ) -> Handler:
     """Continues executions with the facts of service ``owner`` that answer our requests."""
@@ -89,7 +88,30 @@ def fact_handler(
         execution_id, event = translated
         assert isinstance(event, d.WorkCompleted | d.WorkFailed | d.ApprovalDecided)
         answer = _answer(execution_id, fact, event)
-        matched = await match_request(engine, answer)
+        matched: str | Unmatched = Unmatched.NONE
+
+        async def load(tx: ExecutionTransaction) -> ExecutionRow | None:
+            # The execution and the request the fact answers: one read per fact.
+            nonlocal matched
+            assert isinstance(tx, SqlExecutionTransaction)
+            row, matched = await load_answered(tx.conn, answer)
+            return row
+
+        async def claim(tx: ExecutionTransaction) -> bool:
+            return await tx.claim_message(consumer, envelope.id)
+
+        def event_for(now: datetime) -> d.Event:
+            assert isinstance(matched, str)
+            return replace(event, request=matched, now=now)  # the decision's time, not the fact's
+
+        try:
+            await continuation.apply(
+                execution_id, event_for, guard=claim, causation_id=envelope.id, first_load=load
+            )
+        except Unavailable as error:
+            # The definition service is down: try again later, the fact is not lost.
+            _log.warning("fact deferred", id=envelope.id, error=error.message)
+            return Nak(delay=2.0)
         if matched is Unmatched.NOT_YET:
             return Nak(delay=0.2)  # the dispatcher is recording the request's answer
         if matched is Unmatched.NONE:
@@ -101,31 +123,12 @@ def fact_handler(
                 step_id=answer.step_id,
                 answer_id=answer.answer_id,
             )
-            return Ack()
-        event = replace(event, request=matched)
-
-        async def claim(tx: ExecutionTransaction) -> bool:
-            return await tx.claim_message(consumer, envelope.id)
-
-        try:
-            await continuation.apply(
-                execution_id, lambda now: _at(event, now), guard=claim, causation_id=envelope.id
-            )
-        except Unavailable as error:
-            # The definition service is down: try again later, the fact is not lost.
-            _log.warning("fact deferred", id=envelope.id, error=error.message)
-            return Nak(delay=2.0)
         return Ack()
 
     return handle
 
 
-def _at(event: d.Event, now: datetime) -> d.Event:
-    """The event stamped with the decision time (the fact's own time may be skewed)."""
-    return replace(event, now=now)
-
-
-def consumer_specs(continuation: Continuation, engine: AsyncEngine) -> list[ConsumerSpec]:
+def consumer_specs(continuation: Continuation) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(
             stream=facts_stream("work"),
@@ -134,9 +137,7 @@ def consumer_specs(continuation: Continuation, engine: AsyncEngine) -> list[Cons
                 fact_subject("work", "WorkCompleted"),
                 fact_subject("work", "WorkFailed"),
             ],
-            handler=fact_handler(
-                WORK_CONSUMER, continuation, translate.work_fact_to_event, engine, "work"
-            ),
+            handler=fact_handler(WORK_CONSUMER, continuation, translate.work_fact_to_event, "work"),
             concurrency=32,
         ),
         ConsumerSpec(
@@ -147,7 +148,6 @@ def consumer_specs(continuation: Continuation, engine: AsyncEngine) -> list[Cons
                 APPROVAL_CONSUMER,
                 continuation,
                 translate.approval_fact_to_event,
-                engine,
                 "approval",
             ),
             concurrency=8,
