@@ -4,7 +4,8 @@ SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``, its
 statements on the event loop's thread (:mod:`trinity_platform.sqlite_inline`): a
 commit is durable against a killed *process* (the WAL lives in the file system
 cache, which survives the process), only a power loss or OS crash can drop the
-last commits. Every transaction opens with ``BEGIN IMMEDIATE`` so writers queue
+last commits. The WAL is checkpointed by a thread of the engine's own
+(:mod:`trinity_platform.sqlite_checkpoint`), not inside a commit. Every transaction opens with ``BEGIN IMMEDIATE`` so writers queue
 on ``busy_timeout`` instead of failing with "database is locked" when a read
 transaction tries to become a write transaction; a read-only block may opt out
 with ``conn.execution_options(sqlite_begin="DEFERRED")``.
@@ -44,6 +45,7 @@ from trinity_platform.config import (
 )
 from trinity_platform.db_errors import DatabaseBusy
 from trinity_platform.logs import get_logger
+from trinity_platform.sqlite_checkpoint import WalCheckpointer
 from trinity_platform.sqlite_inline import InlineSqliteDbapi
 
 _log = get_logger(__name__)
@@ -81,11 +83,15 @@ def create_engine(
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        on_file = bool(database) and database != ":memory:" and not database.startswith("file:")
+        if on_file:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("module", InlineSqliteDbapi(SQLITE_BUSY_TIMEOUT_MS / 1000))
         engine = SqliteEngine(create_async_engine(url, **kwargs).sync_engine)
-        _tune_sqlite(engine)
+        if on_file:
+            engine.checkpointer = WalCheckpointer(str(Path(database).expanduser()), engine)
+            engine.checkpointer.start()
+        _tune_sqlite(engine, automatic_checkpoint=not on_file)
         return engine
     if parsed.get_backend_name() == "postgresql":
         options: dict[str, Any]
@@ -163,15 +169,21 @@ class SqliteEngine(AsyncEngine):
     which in WAL mode never waits for a writer) bypass the gate.
     """
 
-    __slots__ = ("gate",)
+    __slots__ = ("checkpointer", "gate")
     _connection_cls = _GatedConnection
 
     def __init__(self, sync_engine: Any) -> None:
         super().__init__(sync_engine)
         self.gate = asyncio.Lock()
+        self.checkpointer: WalCheckpointer | None = None
+
+    async def dispose(self, close: bool = True) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        await super().dispose(close)
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, *, automatic_checkpoint: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # SQLAlchemy emits BEGIN itself (below); the driver must not.
@@ -184,6 +196,9 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
+            if not automatic_checkpoint:
+                # The engine's WalCheckpointer thread does it, off the event loop.
+                cursor.execute("PRAGMA wal_autocheckpoint = 0")
         finally:
             cursor.close()
 
