@@ -42,6 +42,11 @@ class GroupCommit(Generic[I, R]):
         self._queue: list[tuple[I, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Items handed in that no write has taken yet."""
+        return sum(1 for _, answer in self._queue if not answer.done())
+
     async def submit(self, item: I) -> R:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[R] = loop.create_future()

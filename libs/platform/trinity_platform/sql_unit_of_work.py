@@ -139,6 +139,11 @@ class SqlUnitOfWork(Generic[S]):
         self._retry = retry
         self._group: GroupCommit[_Grouped[S], Any] = GroupCommit(self._write_group)
 
+    @property
+    def grouped_waiting(self) -> int:
+        """Grouped writes handed in that wait for the running write (their group's turn)."""
+        return self._group.waiting
+
     async def read(self, body: Callable[[S], Awaitable[T]]) -> T:
         try:
             async with read_only(self.engine) as conn, conn.begin():
