@@ -7,7 +7,8 @@ claim of a fact, the claim of a timer) so a redelivered message or a timer seen 
 two replicas is applied once, and the decision is written if the execution is still
 at the revision it was made on. A concurrent save by another replica (optimistic
 concurrency) rolls everything back and the whole decision is made again on the
-fresh state.
+fresh state. Decisions handed in while another commits share the next transaction
+(the unit of work's group commit), each with its own claim and revision check.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ class Continuation:
                 self._wakeups.on_commit(tx, written, steps)
 
             try:
-                await self._uow.write(write)
+                # Grouped: decisions written while one commits share the next commit
+                # (one's conflict or refused guard is its own; the rest commit).
+                await self._uow.write(write, grouped=True)
             except ConcurrentUpdate:
                 continue
             except _GuardRefused:

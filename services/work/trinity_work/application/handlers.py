@@ -160,9 +160,11 @@ class WorkHandlers:
         cmd: object,
         body: Callable[[WorkTransaction], Awaitable[WorkRequest]],
     ) -> WorkRequest:
-        """``body`` once per key: a repeated key answers the work it produced."""
+        """``body`` once per key: a repeated key answers the work it produced. Grouped:
+        the commands handed in while one commits share the next transaction."""
         return await self._uow.write(
             body,
+            grouped=True,
             idempotency=Idempotency.by_reference(
                 scope,
                 key,
