@@ -22,7 +22,8 @@ STEP_COMPENSATION_STATUSES = enum_map(
 )
 
 
-def _failure(value: d.Failure | None) -> types_pb2.Failure | None:
+def failure(value: d.Failure | None) -> types_pb2.Failure | None:
+    """A domain failure as the contract's (here, below ``translate``, which uses it too)."""
     if value is None:
         return None
     return types_pb2.Failure(code=value.code, message=value.message, details=value.details)
@@ -54,7 +55,7 @@ def compensation_fact(fact: d.Fact, common: dict[str, Any]) -> Message | None:
                 step_id=fact.step_id,
                 iteration=fact.iteration,
                 attempt=fact.attempt,
-                error=_failure(fact.error),
+                error=failure(fact.error),
                 not_compensated=fact.not_compensated,
             )
         case d.CompensationCompleted():
@@ -76,7 +77,7 @@ def compensation_view(comp: d.CompensationState) -> execution_pb2.CompensationPr
             iteration=entry.iteration,
             status=STEP_COMPENSATION_STATUSES[entry.status],
             attempt=entry.attempt,
-            error=_failure(entry.error),
+            error=failure(entry.error),
             output=entry.output,
         )
         if entry.next_attempt_time is not None:

@@ -25,6 +25,7 @@ from trinity_execution import domain as d
 from trinity_execution.infrastructure.compensation_translate import (
     compensation_fact,
     compensation_view,
+    failure,
 )
 from trinity_platform import json_values
 from trinity_platform.enum_maps import enum_map
@@ -69,12 +70,6 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
     """Integral numbers as integers (see ``trinity_platform.json_values``)."""
     return json_values.struct_to_dict(value)
-
-
-def failure(value: d.Failure | None) -> types_pb2.Failure | None:
-    if value is None:
-        return None
-    return types_pb2.Failure(code=value.code, message=value.message, details=value.details)
 
 
 STEP_KINDS = enum_map(StepKind, execution_pb2.StepKind, "STEP_KIND_")
