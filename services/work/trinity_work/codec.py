@@ -249,44 +249,29 @@ def execution_requested(
     )
 
 
+def _about(work: WorkRequest, at: datetime) -> dict[str, Any]:
+    """The fields every work fact carries: which work, its kind, its step and when."""
+    return {
+        "work_id": work.id,
+        "kind": KIND_TO_PROTO[work.kind],
+        "correlation": step_ref(work.correlation),
+        "occur_time": timestamp(at),
+    }
+
+
 def work_started(
     work: WorkRequest, executor_id: str, delivery: int, at: datetime
 ) -> facts_pb2.WorkStarted:
-    return facts_pb2.WorkStarted(
-        work_id=work.id,
-        kind=KIND_TO_PROTO[work.kind],
-        correlation=step_ref(work.correlation),
-        executor_id=executor_id,
-        delivery=delivery,
-        occur_time=timestamp(at),
-    )
+    return facts_pb2.WorkStarted(**_about(work, at), executor_id=executor_id, delivery=delivery)
 
 
 def work_completed(work: WorkRequest, value: WorkResult, at: datetime) -> facts_pb2.WorkCompleted:
-    return facts_pb2.WorkCompleted(
-        work_id=work.id,
-        kind=KIND_TO_PROTO[work.kind],
-        correlation=step_ref(work.correlation),
-        result=result(value),
-        occur_time=timestamp(at),
-    )
+    return facts_pb2.WorkCompleted(**_about(work, at), result=result(value))
 
 
 def work_failed(work: WorkRequest, value: Failure, at: datetime) -> facts_pb2.WorkFailed:
-    return facts_pb2.WorkFailed(
-        work_id=work.id,
-        kind=KIND_TO_PROTO[work.kind],
-        correlation=step_ref(work.correlation),
-        error=failure(value),
-        occur_time=timestamp(at),
-    )
+    return facts_pb2.WorkFailed(**_about(work, at), error=failure(value))
 
 
 def work_cancelled(work: WorkRequest, reason: str, at: datetime) -> facts_pb2.WorkCancelled:
-    return facts_pb2.WorkCancelled(
-        work_id=work.id,
-        kind=KIND_TO_PROTO[work.kind],
-        correlation=step_ref(work.correlation),
-        reason=reason,
-        occur_time=timestamp(at),
-    )
+    return facts_pb2.WorkCancelled(**_about(work, at), reason=reason)
