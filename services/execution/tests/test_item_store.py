@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from execution_rows import first_row
 from sqlalchemy import func, select
 
 from trinity_execution import domain as d
 from trinity_execution.infrastructure.decision_store import write_decision
 from trinity_execution.infrastructure.repository import (
-    ExecutionRow,
     insert_execution,
     load_execution,
     save_execution,
@@ -36,24 +36,6 @@ SPEC = ProcessSpec(
     ),
 )
 PROCESS = d.CompiledProcess.compile("def", "1.0", SPEC)
-
-
-def row_of(execution_id: str, state: d.ExecutionState) -> ExecutionRow:
-    return ExecutionRow(
-        id=execution_id,
-        process_id="def",
-        process_name="items",
-        process_version="1.0",
-        status=str(state.status),
-        trigger_kind="manual",
-        triggered_by="",
-        state=state.to_dict(),
-        revision=1,
-        fact_count=0,
-        created_at=NOW,
-        updated_at=NOW,
-        ended_at=None,
-    )
 
 
 async def answer_one(engine: Any, execution_id: str, now: datetime) -> dict[str, Any]:
@@ -95,7 +77,7 @@ async def test_a_decision_gets_the_items_it_may_send_and_the_results_only_at_the
     start = d.decide(
         PROCESS, None, d.StartExecution(now=NOW, execution_id="ex", input={"files": files})
     )
-    row = row_of("ex", start.state)
+    row = first_row(start.state, "items", NOW)
     async with engine.begin() as conn:
         await insert_execution(conn, row, fact_count=len(start.facts))
         await write_decision(conn, row, start, NOW, new=True)
@@ -132,7 +114,7 @@ async def test_a_step_stored_inline_before_the_split_moves_apart(database_url: s
     # As the service stored it before: items and outputs inline, no request of its own.
     data["steps"]["files"]["for_each"] = {"items": ["a", "b", "c"], "next": 2, "running": [0, 1]}
     assert hot["request"] == data["steps"]["files"]["request"]
-    row = row_of("old", start.state)
+    row = first_row(start.state, "items", NOW)
     async with engine.begin() as conn:
         await insert_execution(conn, row, fact_count=0)
         await save_execution(
@@ -187,7 +169,7 @@ async def test_a_decision_that_ran_out_of_items_gets_them_all_on_its_load_timer(
     start = d.decide(
         process, None, d.StartExecution(now=NOW, execution_id="ex", input={"files": files})
     )
-    row = row_of("ex", start.state)
+    row = first_row(start.state, "items", NOW)
     async with engine.begin() as conn:
         await insert_execution(conn, row, fact_count=len(start.facts))
         await write_decision(conn, row, start, NOW, new=True)

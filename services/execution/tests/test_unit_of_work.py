@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from execution_rows import first_row
 from sqlalchemy import func, select
 
 from trinity_execution import domain as d
@@ -40,24 +41,6 @@ PROCESS = d.CompiledProcess.compile(
 )
 
 
-def first_row(execution_id: str, state: d.ExecutionState) -> ExecutionRow:
-    return ExecutionRow(
-        id=execution_id,
-        process_id="def-1",
-        process_name="p",
-        process_version="1.0",
-        status=str(state.status),
-        trigger_kind=str(state.trigger_kind),
-        triggered_by="me",
-        state=state.to_dict(),
-        revision=1,
-        fact_count=0,
-        created_at=NOW,
-        updated_at=NOW,
-        ended_at=state.ended_at,
-    )
-
-
 async def outbox_ids(engine, execution_id: str) -> list[str]:  # type: ignore[no-untyped-def]
     async with engine.connect() as conn:
         rows = await conn.execute(
@@ -77,7 +60,7 @@ async def test_decisions_are_written_with_the_one_message_id_scheme(database_url
         None,
         d.StartExecution(now=NOW, execution_id="uow-ex-1", input={}, triggered_by="me"),
     )
-    row = first_row("uow-ex-1", started.state)
+    row = first_row(started.state, "p", NOW)
     woken: list[str] = []
     try:
 
