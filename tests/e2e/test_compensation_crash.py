@@ -21,23 +21,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import grpc
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trinity.process.definition.v1 import definition_service_pb2
-from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
-from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
+from trinity.process.execution.v1 import execution_pb2
 from trinity.process.execution.v1 import facts_pb2 as execution_facts
-from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
 from trinity.process.work.v1 import facts_pb2 as work_facts
 from trinity_execution.infrastructure.tables import dispatches
 from trinity_platform.config import normalize_database_url
 from trinity_platform.db import create_engine
 from trinity_platform.envelope import decode
-from trinity_process_model.authoring import parse_process
-from trinity_process_model.proto_codec import spec_to_proto
+
+from .conftest import Client
 
 pytestmark = pytest.mark.e2e
 
@@ -99,23 +95,6 @@ def undo_waits_on_b(execution: execution_pb2.Execution) -> bool:
     )
 
 
-async def executions_of(stub: ExecutionServiceStub, ids: list[str]) -> list[S.Execution]:
-    replies = await asyncio.gather(
-        *(stub.GetExecution(execution_service_pb2.GetExecutionRequest(execution_id=i)) for i in ids)
-    )
-    return [r.execution for r in replies]
-
-
-async def wait_until(stub, ids, check, what: str, timeout: float = 180) -> list[S.Execution]:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout  # generous: the machine may be busy
-    while True:
-        executions = await executions_of(stub, ids)
-        if all(check(e) for e in executions):
-            return executions
-        assert time.monotonic() < deadline, f"not all {what}: {[e.status for e in executions]}"
-        await asyncio.sleep(0.1)
-
-
 async def resend_compensations(suite) -> int:  # type: ignore[no-untyped-def]
     """Make every compensation request sent look unsent (the service is down)."""
     async with _execution_db(suite) as conn:
@@ -172,53 +151,36 @@ async def test_kill_9_during_compensation_runs_each_compensation_once(
     suite = make_suite(executor_config=config)
     suite.start()
     await asyncio.to_thread(suite.wait_healthy, 90)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{suite.ports['definition']}") as channel:
-        definitions = DefinitionServiceStub(channel)
-        draft = await definitions.CreateDraft(
-            definition_service_pb2.CreateDraftRequest(
-                request_id="d", spec=spec_to_proto(parse_process(PROCESS))
+    client = Client(suite)
+    try:
+        await client.publish(PROCESS)
+        ids = [await client.trigger("undo-after-crash") for _ in range(EXECUTIONS)]
+        for execution_id in ids:
+            await client.wait(execution_id, undo_waits_on_b, timeout=180)
+        deadline = time.monotonic() + 60
+        while await undo_requests_accepted(suite) < 2 * EXECUTIONS:  # c's and b's, every one
+            assert time.monotonic() < deadline, "the undo requests were not all accepted"
+            await asyncio.sleep(0.1)
+
+        suite.kill("execution")  # SIGKILL in the middle of every compensation
+        (tmp_path / "gate").write_text("open")  # b's undos finish while it is down
+        resent = await resend_compensations(suite)
+        assert resent == 2 * EXECUTIONS  # c's and b's undo requests of every execution
+        suite.start_service("execution")
+        await asyncio.to_thread(suite.wait_serving, suite.ports["execution"], "execution")
+
+        done = [
+            await client.wait(
+                execution_id,
+                lambda e: (
+                    e.status in (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_COMPENSATION_FAILED)
+                ),
+                timeout=180,
             )
-        )
-        await definitions.PublishDefinition(
-            definition_service_pb2.PublishDefinitionRequest(
-                request_id="p", definition_id=draft.definition.id
-            )
-        )
-    target = f"127.0.0.1:{suite.ports['execution']}"
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = ExecutionServiceStub(channel)
-        ids = [
-            (
-                await stub.TriggerProcess(
-                    execution_service_pb2.TriggerProcessRequest(
-                        request_id=f"run-{n}", process_name="undo-after-crash"
-                    )
-                )
-            ).execution.id
-            for n in range(EXECUTIONS)
+            for execution_id in ids
         ]
-        await wait_until(stub, ids, undo_waits_on_b, "waiting on b's undo")
-    deadline = time.monotonic() + 60
-    while await undo_requests_accepted(suite) < 2 * EXECUTIONS:  # c's and b's, every one
-        assert time.monotonic() < deadline, "the undo requests were not all accepted"
-        await asyncio.sleep(0.1)
-
-    suite.kill("execution")  # SIGKILL in the middle of every compensation
-    (tmp_path / "gate").write_text("open")  # b's undos finish while it is down
-    resent = await resend_compensations(suite)
-    assert resent == 2 * EXECUTIONS  # c's and b's undo requests of every execution
-    suite.start_service("execution")
-    await asyncio.to_thread(suite.wait_serving, suite.ports["execution"], "execution")
-
-    async with grpc.aio.insecure_channel(target) as channel:
-        done = await wait_until(
-            ExecutionServiceStub(channel),
-            ids,
-            lambda e: (
-                e.status in (S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_COMPENSATION_FAILED)
-            ),
-            "ended",
-        )
+    finally:
+        await client.close()
     for execution in done:
         assert execution.status == S.EXECUTION_STATUS_FAILED, execution
         assert [(s.step_id, s.status, s.attempt) for s in execution.compensation.steps] == [
