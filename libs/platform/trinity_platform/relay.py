@@ -53,6 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from trinity_platform import metrics
 from trinity_platform.db import OUTBOX, is_postgres, read_only
 from trinity_platform.envelope import build_headers
+from trinity_platform.group_commit import GroupCommit
 from trinity_platform.logs import get_logger
 from trinity_platform.outbox import OutboxSignal
 
@@ -170,10 +171,10 @@ class OutboxRelay:
         self._local_lock = asyncio.Lock()
         self._busy = False
         self._stream_of_subject: dict[str, str] = {}
-        # SQLite: acknowledged rows whose published_at is being written (see _marks)
+        # SQLite: acknowledged rows whose published_at is being written (see _mark_later)
         self._marking: set[int] = set()
-        self._to_mark: list[int] = []
-        self._mark_task: asyncio.Task[None] | None = None
+        self._marker: GroupCommit[list[int], None] = GroupCommit(self._mark_published)
+        self._mark_tasks: set[asyncio.Task[None]] = set()
         self.stats = RelayStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -337,31 +338,33 @@ class OutboxRelay:
         return result.all()
 
     def _mark_later(self, ids: list[int]) -> None:
-        """Mark ``ids`` published in the background (SQLite), together with later acks."""
+        """Mark ``ids`` published in the background (SQLite): the acks that arrive while
+        one marking write runs go together in the next (group commit)."""
         self._marking.update(ids)
-        self._to_mark.extend(ids)
-        if self._mark_task is None or self._mark_task.done():
-            self._mark_task = asyncio.get_running_loop().create_task(
-                self._marks(), name="outbox-mark"
-            )
+        task = asyncio.get_running_loop().create_task(self._mark_then_release(ids))
+        self._mark_tasks.add(task)
+        task.add_done_callback(self._mark_tasks.discard)
 
-    async def _marks(self) -> None:
-        while self._to_mark:
-            ids, self._to_mark = self._to_mark, []
-            try:
-                async with self._engine.begin() as conn:
-                    await self._mark(conn, ids)
-            except Exception as exc:
-                # Still pending in the table: selected and published again (a duplicate
-                # JetStream drops), then marked.
-                _log.warning("marking published outbox rows failed", error=repr(exc))
-            finally:
-                self._marking.difference_update(ids)
+    async def _mark_then_release(self, ids: list[int]) -> None:
+        try:
+            await self._marker.submit(ids)
+        finally:
+            self._marking.difference_update(ids)
+
+    async def _mark_published(self, groups: list[list[int]]) -> list[None]:
+        try:
+            async with self._engine.begin() as conn:
+                await self._mark(conn, [row_id for ids in groups for row_id in ids])
+        except Exception as exc:
+            # Still pending in the table: selected and published again (a duplicate
+            # JetStream drops), then marked.
+            _log.warning("marking published outbox rows failed", error=repr(exc))
+        return [None] * len(groups)
 
     async def _marks_written(self) -> None:
         """Return once every acknowledged row was marked (or its marking failed)."""
-        while self._mark_task is not None and not self._mark_task.done():
-            await asyncio.shield(self._mark_task)
+        while pending := [task for task in self._mark_tasks if not task.done()]:
+            await asyncio.wait(pending)  # being cancelled (stop's grace) leaves them running
 
     async def _mark(self, conn: AsyncConnection, ids: list[int]) -> None:
         if ids:
