@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from trinity.process.execution.v1 import execution_service_pb2
 from trinity_execution import domain as d
-from trinity_execution.application.commands import ExecutionCommands, Trigger
+from trinity_execution.application.commands import ExecutionCommands
 from trinity_execution.infrastructure.transactions import ExecutionSqlUnitOfWork
 from trinity_execution.infrastructure.trigger_store import TriggerRow, active_event_triggers
+from trinity_execution.loops import trigger_start
 from trinity_execution.loops.subject_routes import SubjectRoutes
 from trinity_platform.errors import TrinityError
 from trinity_platform.logs import get_logger
-from trinity_platform.unit_of_work import fingerprint
 
 _log = get_logger(__name__)
 
@@ -72,25 +70,14 @@ class EventTriggers:
     async def _start(self, row: TriggerRow, msg: Msg, message_id: str) -> None:
         key = f"event/{row.definition_id}/{row.position}/{message_id}"
         data = {**row.input, **event_input(msg.data)}
-        request = execution_service_pb2.TriggerProcessRequest(
-            request_id=key,
-            process_name=row.process_name,
-            version=row.process_version,
-            input=struct_pb2.Struct(),
-            triggered_by=f"event:{msg.subject}",
-        )
-        request.input.update(data)
         try:
-            await self._commands.trigger(
-                Trigger(
-                    request_id=key,
-                    process_name=row.process_name,
-                    version=row.process_version,
-                    input=data,
-                    triggered_by=request.triggered_by,
-                    trigger_kind=d.TriggerKind.EVENT,
-                ),
-                fingerprint(request),
+            await trigger_start.start(
+                self._commands,
+                row,
+                key=key,
+                data=data,
+                triggered_by=f"event:{msg.subject}",
+                kind=d.TriggerKind.EVENT,
             )
         except TrinityError as error:
             _log.warning("event trigger refused", subject=msg.subject, error=error.message)

@@ -15,20 +15,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from google.protobuf import struct_pb2
 
-from trinity.process.execution.v1 import execution_service_pb2
 from trinity_execution import domain as d
-from trinity_execution.application.commands import ExecutionCommands, Trigger
+from trinity_execution.application.commands import ExecutionCommands
 from trinity_execution.infrastructure.transactions import ExecutionSqlUnitOfWork
 from trinity_execution.infrastructure.trigger_store import (
     TriggerRow,
     advance_schedule,
     due_schedules,
 )
+from trinity_execution.loops import trigger_start
 from trinity_platform.errors import ResourceExhausted, TrinityError, Unavailable
 from trinity_platform.logs import get_logger
-from trinity_platform.unit_of_work import fingerprint
 
 _log = get_logger(__name__)
 
@@ -115,25 +113,14 @@ class Scheduler:
 
     async def _start(self, row: TriggerRow, fire_at: datetime) -> None:
         key = f"schedule/{row.definition_id}/{row.position}/{fire_at.isoformat()}"
-        request = execution_service_pb2.TriggerProcessRequest(
-            request_id=key,
-            process_name=row.process_name,
-            version=row.process_version,
-            input=struct_pb2.Struct(),
-            triggered_by=f"schedule:{row.cron}",
-        )
-        request.input.update(row.input)
         try:
-            await self._commands.trigger(
-                Trigger(
-                    request_id=key,
-                    process_name=row.process_name,
-                    version=row.process_version,
-                    input=dict(row.input),
-                    triggered_by=request.triggered_by,
-                    trigger_kind=d.TriggerKind.SCHEDULE,
-                ),
-                fingerprint(request),
+            await trigger_start.start(
+                self._commands,
+                row,
+                key=key,
+                data=row.input,
+                triggered_by=f"schedule:{row.cron}",
+                kind=d.TriggerKind.SCHEDULE,
             )
         except (Unavailable, ResourceExhausted):
             raise
