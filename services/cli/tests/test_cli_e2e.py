@@ -138,6 +138,20 @@ def steps_by_id(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {step["step_id"]: step for step in execution["steps"]}
 
 
+def execution_of(cli: Cli, execution_id: str) -> dict[str, Any]:
+    return dict(cli.json("executions", "status", execution_id)["execution"])
+
+
+def wait_until_status(cli: Cli, execution_id: str, status: str, what: str) -> None:
+    wait_for(what, lambda: execution_of(cli, execution_id)["status"] == status)
+
+
+def wait_until_step(cli: Cli, execution_id: str, step_id: str, status: str, what: str) -> None:
+    wait_for(
+        what, lambda: steps_by_id(execution_of(cli, execution_id))[step_id]["status"] == status
+    )
+
+
 def notifications(data_dir: Path, name: str) -> list[dict[str, Any]]:
     path = data_dir / "notifications" / name
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -443,13 +457,7 @@ steps:
         "input.colour: is not an input of this process; it declares topic, rounds]"
     ) in line
     execution_id = cli("run", "typed-inputs", "--input", "topic=agents").stdout.strip()
-    wait_for(
-        "the typed execution",
-        lambda: (
-            cli.json("executions", "status", execution_id)["execution"]["status"]
-            == "EXECUTION_STATUS_COMPLETED"
-        ),
-    )
+    wait_until_status(cli, execution_id, "EXECUTION_STATUS_COMPLETED", "the typed execution")
 
 
 def test_pull_request_ci_waits_for_ci_results_sent_with_signal(running: Running) -> None:
@@ -478,13 +486,7 @@ def test_pull_request_ci_waits_for_ci_results_sent_with_signal(running: Running)
         ),
     )
     cli("executions", "signal", "ci-result", "--key", "101", "--field", "status=success")
-    wait_for(
-        "the merge",
-        lambda: (
-            cli.json("executions", "status", execution_id)["execution"]["status"]
-            == "EXECUTION_STATUS_COMPLETED"
-        ),
-    )
+    wait_until_status(cli, execution_id, "EXECUTION_STATUS_COMPLETED", "the merge")
     merged = notifications(running.data_dir, "pull-requests.jsonl")
     assert "merged pull request 101 after 2 round(s)" in merged[-1]["message"]
     # Nothing waits any more and the sender will not wait: refused in one line.
@@ -513,15 +515,7 @@ def test_executions_migrate_moves_a_waiting_execution_to_a_new_version(
     v1.write_text(MIGRATING)
     cli("definitions", "apply", str(v1), "--publish")
     execution_id = cli("run", "cli-migrating", "--input", "n:=7").stdout.strip()
-    wait_for(
-        "the wait",
-        lambda: (
-            steps_by_id(cli.json("executions", "status", execution_id)["execution"])["hold"][
-                "status"
-            ]
-            == "STEP_STATUS_WAITING"
-        ),
-    )
+    wait_until_step(cli, execution_id, "hold", "STEP_STATUS_WAITING", "the wait")
     v2 = tmp_path / "v2.yaml"
     v2.write_text(
         MIGRATING.replace('"v1 {{ input.n }}"', '"v2 {{ input.n }} {{ steps.hold.output.word }}"')
@@ -564,13 +558,7 @@ def test_executions_migrate_moves_a_waiting_execution_to_a_new_version(
     moved = cli("executions", "migrate", "--execution", execution_id, "--to", "1.1", token=admin)
     assert moved.stdout.strip() == f"{execution_id}: moved to 1.1"
     cli("executions", "signal", "go", "--key", "cli-migrating-7", "--field", "word=yes")
-    wait_for(
-        "the completion",
-        lambda: (
-            cli.json("executions", "status", execution_id)["execution"]["status"]
-            == "EXECUTION_STATUS_COMPLETED"
-        ),
-    )
+    wait_until_status(cli, execution_id, "EXECUTION_STATUS_COMPLETED", "the completion")
     assert notifications(running.data_dir, "migrated.jsonl")[-1]["message"] == "v2 7 yes"
     watched = cli("executions", "watch", execution_id).stdout
     assert f"moved from version {version} to 1.1 by" in watched
@@ -597,15 +585,7 @@ def test_executions_cancel_compensate_undoes_and_status_and_watch_show_it(
     definition.write_text(COMPENSATING)
     cli("definitions", "apply", str(definition), "--publish")
     execution_id = cli("run", "cli-compensating", "--input", "n:=3").stdout.strip()
-    wait_for(
-        "the wait",
-        lambda: (
-            steps_by_id(cli.json("executions", "status", execution_id)["execution"])["hold"][
-                "status"
-            ]
-            == "STEP_STATUS_WAITING"
-        ),
-    )
+    wait_until_step(cli, execution_id, "hold", "STEP_STATUS_WAITING", "the wait")
     cancelled = cli("executions", "cancel", execution_id, "--reason", "undo", "--compensate")
     assert cancelled.stdout.startswith(f"cancelled {execution_id}: now compensating")
     watched = cli("executions", "watch", execution_id, check=5).stdout
