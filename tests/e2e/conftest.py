@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import nats
 import pytest
+from google.protobuf.message import Message
 from nats.js import JetStreamContext
 
 from trinity.process.approval.v1 import approval_pb2, approval_service_pb2
@@ -22,7 +23,7 @@ from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
 from trinity_cli.local_suite import SERVICES, LocalSuite
-from trinity_platform.envelope import Envelope
+from trinity_platform.envelope import Envelope, message_class
 from trinity_platform.testing.nats_server import NatsServer
 from trinity_platform.testing.ports import free_port
 from trinity_platform.testing.postgres import TemporaryPostgresDatabase
@@ -172,6 +173,19 @@ class Client:
             execution_service_pb2.GetExecutionRequest(execution_id=execution_id)
         )
         return reply.execution
+
+    async def facts(self, execution_id: str, until: tuple[type[Message], ...]) -> list[Any]:
+        """The execution's facts in order (WatchExecution), up to the first of a type in ``until``."""
+        found = []
+        async for item in self.executions.WatchExecution(
+            execution_service_pb2.WatchExecutionRequest(execution_id=execution_id)
+        ):
+            fact = message_class(item.type)()
+            item.fact.Unpack(fact)
+            found.append(fact)
+            if isinstance(fact, until):
+                break
+        return found
 
     async def wait(
         self,

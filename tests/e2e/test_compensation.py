@@ -16,7 +16,6 @@ import pytest
 
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1 import facts_pb2 as execution_facts
-from trinity_platform.envelope import message_class
 from trinity_platform.grpc_errors import error_details
 
 pytestmark = pytest.mark.e2e
@@ -116,35 +115,12 @@ def undo_log(client: Any, tag: str) -> list[str]:
     return [line for line in lines if line.startswith(f"{tag}-")]
 
 
-async def facts_of(client: Any, execution_id: str) -> list[Any]:
-    """The execution's facts, in order, up to its terminal fact."""
-    found = []
-    async for item in client.executions.WatchExecution(
-        pb.WatchExecutionRequest(execution_id=execution_id)
-    ):
-        fact = message_class(item.type)()
-        item.fact.Unpack(fact)
-        found.append(fact)
-        if isinstance(fact, TERMINAL):
-            break
-    return found
-
-
-def ended(execution: execution_pb2.Execution) -> bool:
-    return execution.status in (
-        S.EXECUTION_STATUS_FAILED,
-        S.EXECUTION_STATUS_CANCELLED,
-        S.EXECUTION_STATUS_COMPENSATION_FAILED,
-        S.EXECUTION_STATUS_COMPLETED,
-    )
-
-
 async def test_a_failure_undoes_each_completion_once_latest_first(api) -> None:  # type: ignore[no-untyped-def]
     client = api
     await client.publish(SAGA)
     tag = client.key("saga")
     execution_id = await client.trigger("saga", tag=tag)
-    done = await client.wait(execution_id, ended)
+    done = await client.wait(execution_id)
     assert done.status == S.EXECUTION_STATUS_FAILED, done
     assert done.error.code == "AGENT_ERROR"
     progress = done.compensation
@@ -159,7 +135,7 @@ async def test_a_failure_undoes_each_completion_once_latest_first(api) -> None: 
     release = f"{tag}-release-done: reserve {tag}"
     assert undo_log(client, tag) == [f"{tag}-undraft-2", f"{tag}-undraft-1", release]
 
-    facts = await facts_of(client, execution_id)
+    facts = await client.facts(execution_id, TERMINAL)
     names = [type(f).__name__ for f in facts]
     at = names.index("CompensationStarted")
     assert names[at:] == [
@@ -208,13 +184,13 @@ async def test_cancel_with_compensate_undoes_then_cancels(api, tmp_path: Path) -
     again = await client.executions.CancelExecution(request)
     assert first == again  # idempotent by request id
     assert first.execution.status == S.EXECUTION_STATUS_COMPENSATING
-    done = await client.wait(execution_id, ended)
+    done = await client.wait(execution_id)
     gate.write_text("open")  # the cancelled work may end now; it changes nothing
     assert done.status == S.EXECUTION_STATUS_CANCELLED, done
     assert done.cancel_reason == "changed my mind"
     assert done.compensation.reason == S.COMPENSATION_REASON_CANCELLATION
     assert undo_log(client, tag) == [f"{tag}-release"]
-    names = [type(f).__name__ for f in await facts_of(client, execution_id)]
+    names = [type(f).__name__ for f in await client.facts(execution_id, TERMINAL)]
     assert names[-4:] == [
         "CompensationStarted",
         "StepCompensated",
@@ -248,13 +224,13 @@ async def test_a_compensation_failing_for_good_ends_compensation_failed(api) -> 
     client = api
     await client.publish(STUCK)
     execution_id = await client.trigger("stuck", tag=client.key("stuck"))
-    done = await client.wait(execution_id, ended)
+    done = await client.wait(execution_id)
     assert done.status == S.EXECUTION_STATUS_COMPENSATION_FAILED, done
     assert done.compensation.failed_step_id == "reserve"
     (entry,) = done.compensation.steps
     assert (entry.step_id, entry.status) == ("reserve", S.STEP_COMPENSATION_STATUS_FAILED)
     assert entry.error.code == "AGENT_ERROR"
-    facts = await facts_of(client, execution_id)
+    facts = await client.facts(execution_id, TERMINAL)
     failed = facts[-1]
     assert isinstance(failed, execution_facts.CompensationFailed)
     assert (failed.step_id, failed.iteration, failed.not_compensated) == ("reserve", 1, 1)
@@ -336,8 +312,8 @@ async def test_cancel_with_compensate_undoes_in_the_running_child_too(  # type: 
             request_id=client.key("cancel"), execution_id=parent, reason="stop", compensate=True
         )
     )
-    assert (await client.wait(parent, ended)).status == S.EXECUTION_STATUS_CANCELLED
-    undone_child = await client.wait(child, ended)
+    assert (await client.wait(parent)).status == S.EXECUTION_STATUS_CANCELLED
+    undone_child = await client.wait(child)
     assert undone_child.status == S.EXECUTION_STATUS_CANCELLED, undone_child
     assert undone_child.cancelled_by == f"execution:{parent}"
     assert undone_child.compensation.reason == S.COMPENSATION_REASON_CANCELLATION

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +19,6 @@ from trinity.process.execution.v1 import facts_pb2 as execution_facts
 from trinity_execution.infrastructure.tables import timers
 from trinity_platform.config import normalize_database_url
 from trinity_platform.db import create_engine
-from trinity_platform.envelope import message_class
 from trinity_platform.grpc_errors import error_details
 
 pytestmark = pytest.mark.e2e
@@ -107,20 +105,6 @@ async def make_timers_due(client, execution_id: str) -> None:  # type: ignore[no
         await engine.dispose()
 
 
-async def facts_of(client, execution_id: str) -> list[Any]:  # type: ignore[no-untyped-def]
-    """The execution's facts, in order, until it completed."""
-    found = []
-    async for item in client.executions.WatchExecution(
-        pb.WatchExecutionRequest(execution_id=execution_id)
-    ):
-        fact = message_class(item.type)()
-        item.fact.Unpack(fact)
-        found.append(fact)
-        if isinstance(fact, execution_facts.ProcessCompleted):
-            break
-    return found
-
-
 async def test_parked_executions_move_to_a_new_version_and_complete_there(  # type: ignore[no-untyped-def]
     api, tmp_path: Path
 ) -> None:
@@ -194,7 +178,7 @@ async def test_parked_executions_move_to_a_new_version_and_complete_there(  # ty
         steps = by_step(done)
         assert steps["polish"].output == f"done: polish {park}"
         assert steps["finish"].output == f"done: v2 finish after done: polish {park}"
-        facts = await facts_of(client, execution_id)
+        facts = await client.facts(execution_id, (execution_facts.ProcessCompleted,))
         (migrated,) = [f for f in facts if isinstance(f, execution_facts.ExecutionMigrated)]
         assert (migrated.from_version, migrated.execution.process_version) == ("1.0", "1.1")
         assert dict(migrated.step_mapping) == carried
