@@ -198,17 +198,31 @@ async def test_kill_9_during_compensation_runs_each_compensation_once(
 
     assert await sent_more_than_once(suite) >= resent  # each request really was sent a second time
 
-    await asyncio.sleep(1.0)  # let the relays publish the last facts
-    requested: Counter[tuple[str, str]] = Counter()
-    for envelope in await stream_reader("TRINITY_PROCESS_WORK_FACTS"):
-        fact = decode(envelope)
-        if isinstance(fact, work_facts.WorkRequested):
-            ref = fact.correlation
-            requested[(ref.execution_id, ref.step_id)] += 1
+    async def published() -> tuple[Counter[tuple[str, str]], list]:
+        requested: Counter[tuple[str, str]] = Counter()
+        for envelope in await stream_reader("TRINITY_PROCESS_WORK_FACTS"):
+            fact = decode(envelope)
+            if isinstance(fact, work_facts.WorkRequested):
+                ref = fact.correlation
+                requested[(ref.execution_id, ref.step_id)] += 1
+        return requested, await stream_reader("TRINITY_PROCESS_EXECUTION_FACTS")
+
+    # The relays publish after the commits the test saw: wait until every execution's
+    # last fact is on the stream (a condition, not a pause), then count.
+    deadline = time.monotonic() + 60
+    while True:
+        requested, envelopes = await published()
+        ended = [decode(e) for e in envelopes]
+        last = {
+            f.execution.execution_id for f in ended if isinstance(f, execution_facts.ProcessFailed)
+        }
+        if set(ids) <= last:
+            break
+        assert time.monotonic() < deadline, f"no ProcessFailed yet for {set(ids) - last}"
+        await asyncio.sleep(0.1)
     for execution_id in ids:
         for step in "abc":
             assert requested[(execution_id, f"{step}/compensate")] == 1, (execution_id, step)
-    envelopes = await stream_reader("TRINITY_PROCESS_EXECUTION_FACTS")
     assert max(Counter(e.id for e in envelopes).values()) == 1
     compensated: Counter[tuple[str, str]] = Counter()
     ends: Counter[str] = Counter()
