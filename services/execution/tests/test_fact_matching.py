@@ -106,3 +106,37 @@ async def test_the_execution_and_the_request_a_fact_answers_are_read_in_one_stat
     # An approval says no attempt: any attempt of its step and iteration matches.
     assert (await answered(claim("ex", "w-a", attempt=None)))[1] == "ex/a/1/1"
     await engine.dispose()
+
+
+async def test_an_undo_is_answered_only_by_the_work_its_own_request_got(
+    database_url: str,
+) -> None:
+    """A compensation's work request is keyed <execution>/<step>/compensate/<iteration>/
+    <attempt> and its facts name the step '<step>/compensate': a fact moves the undo only
+    with the work id that request got; the step's own work id, or the undo's id claimed
+    for the step or for another attempt, moves nothing."""
+    engine = create_engine(database_url)
+    await run_migrations(engine, MIGRATIONS)
+    async with engine.begin() as conn:
+        await insert_execution(conn, execution("ex"), fact_count=2)
+        await conn.execute(
+            insert(dispatches),
+            [
+                dispatch("ex/a/1/1", "ex", "done", "w-a"),
+                dispatch("ex/a/compensate/1/1", "ex", "done", "w-undo"),
+            ],
+        )
+
+    async def answered(found: Claim) -> str | Unmatched:
+        async with read_only(engine) as conn:
+            return (await load_answered(conn, found))[1]
+
+    assert await answered(claim("ex", "w-undo", step_id="a/compensate")) == "ex/a/compensate/1/1"
+    for forged in (
+        claim("ex", "w-a", step_id="a/compensate"),
+        claim("ex", "w-undo", step_id="a"),
+        claim("ex", "w-undo", step_id="a/compensate", attempt=2),
+        claim("ex", "w-forged", step_id="a/compensate"),
+    ):
+        assert await answered(forged) == Unmatched.NONE, forged
+    await engine.dispose()
