@@ -9,6 +9,7 @@ failed may be retried and run again). The fingerprint is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, select
@@ -28,11 +29,14 @@ _LOOKUP = select(IDEMPOTENCY.c.request_fingerprint, IDEMPOTENCY.c.response).wher
 _REMEMBER = insert(IDEMPOTENCY)
 
 
-async def lookup(conn: AsyncConnection, scope: str, key: str, fingerprint: str) -> bytes | None:
+async def lookup(
+    conn: AsyncConnection, scope: str, key: str, fingerprint: str, earlier: Sequence[str] = ()
+) -> bytes | None:
     """The remembered response for ``(scope, key)``, or None.
 
     Raises ``FailedPrecondition(reason="IDEMPOTENCY_KEY_REUSED")`` when the key was
-    used before with a different request, and ``InvalidArgument`` for a key longer than
+    used before with a different request (neither ``fingerprint`` nor one of the
+    ``earlier`` fingerprints of the same request), and ``InvalidArgument`` for a key longer than
     the column holds (PostgreSQL refuses it; SQLite would silently keep it).
     """
     if len(key) > MAX_KEY_LENGTH:
@@ -43,7 +47,7 @@ async def lookup(conn: AsyncConnection, scope: str, key: str, fingerprint: str) 
     row = (await conn.execute(_LOOKUP, {"scope": scope, "key": key})).first()
     if row is None:
         return None
-    if row.request_fingerprint != fingerprint:
+    if row.request_fingerprint != fingerprint and row.request_fingerprint not in earlier:
         raise FailedPrecondition(
             f"idempotency key {key!r} was already used with a different request",
             reason=KEY_REUSED,

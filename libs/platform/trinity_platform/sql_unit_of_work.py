@@ -243,7 +243,9 @@ class SqlUnitOfWork(Generic[S]):
         outbox rows it wrote."""
         conn = transaction.conn
         if key is not None:
-            remembered = await idempotency_store.lookup(conn, key.scope, key.key, key.fingerprint)
+            remembered = await idempotency_store.lookup(
+                conn, key.scope, key.key, key.fingerprint, key.earlier
+            )
             if remembered is not None:
                 return await key.replay(transaction, remembered), 0
         result = await body(transaction)

@@ -86,7 +86,9 @@ class Idempotency(Generic[S, T]):
     :meth:`by_reference` (remember the aggregate's id, rebuild the result from it);
     remember the answer itself only where the service cannot rebuild the answer of
     then (a definition keeps no past revisions). An empty ``key`` means the command
-    is not idempotent.
+    is not idempotent. ``earlier`` are the fingerprints an earlier release stored for
+    this same request (a service whose scheme changed): a retry that spans the upgrade
+    is then answered, not refused as a reused key.
     """
 
     scope: str
@@ -94,6 +96,7 @@ class Idempotency(Generic[S, T]):
     fingerprint: str
     remember: Callable[[T], bytes]
     replay: Callable[[S, bytes], Awaitable[T]]
+    earlier: tuple[str, ...] = ()
 
     @classmethod
     def by_reference(
@@ -104,13 +107,16 @@ class Idempotency(Generic[S, T]):
         *,
         reference: Callable[[T], str],
         load: Callable[[S, str], Awaitable[T]],
+        earlier: tuple[str, ...] = (),
     ) -> Idempotency[S, T]:
         """Remember ``reference(result)`` (e.g. its id); a retry answers ``load`` of it."""
 
         def replay(transaction: S, remembered: bytes) -> Awaitable[T]:
             return load(transaction, remembered.decode())
 
-        return cls(scope, key, fingerprint, lambda result: reference(result).encode(), replay)
+        return cls(
+            scope, key, fingerprint, lambda result: reference(result).encode(), replay, earlier
+        )
 
 
 # --------------------------------------------------------------------------- outbox

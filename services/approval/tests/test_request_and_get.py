@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+
 import grpc
 import pytest
+from sqlalchemy import update
 
 from trinity.process.approval.v1 import approval_pb2
 from trinity.process.approval.v1 import approval_service_pb2 as api
 from trinity.process.common.v1 import enums_pb2
+from trinity_approval.api import translate
+from trinity_platform.db import IDEMPOTENCY
 from trinity_platform.grpc_errors import error_details
 
 
@@ -73,3 +80,48 @@ async def test_get_without_an_id_is_invalid(client) -> None:
         await client.stub.GetApproval(api.GetApprovalRequest())
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in error_details(invalid.value)[1]] == ["approval_id"]
+
+
+def _fingerprint_before_issue_14(command: object, without: tuple[str, ...]) -> str:
+    """How approval fingerprinted a command before the platform's one fingerprint (the
+    command's values as JSON, no type name): what keys remembered then carry."""
+    values = {k: v for k, v in dataclasses.asdict(command).items() if k not in without}  # type: ignore[call-overload]
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def _remembered_as_before_the_upgrade(service, key: str, fingerprint: str) -> None:
+    async with service.runtime.engine.begin() as conn:
+        changed = await conn.execute(
+            update(IDEMPOTENCY)
+            .where(IDEMPOTENCY.c.key == key)
+            .values(request_fingerprint=fingerprint)
+        )
+    assert changed.rowcount == 1
+
+
+async def test_a_retry_spanning_the_upgrade_of_the_fingerprint_returns_the_first_approval(
+    client, service, facts
+) -> None:
+    """A key remembered by the release before (its own fingerprint scheme) still
+    answers the same request with the first approval, and still refuses another."""
+    first = (await client.request(request_id="across-upgrade")).approval
+    request = api.RequestApprovalRequest(
+        request_id="across-upgrade",
+        execution_id="exec-1",
+        step_id="review",
+        iteration=1,
+        title="Review the release notes",
+        approvers=["alice@example.com", "bob"],
+        on_timeout=2,
+    )
+    request.timeout.FromNanoseconds(int(3600 * 1e9))
+    legacy = _fingerprint_before_issue_14(translate.request_approval(request), ("request_id",))
+    await _remembered_as_before_the_upgrade(service, "across-upgrade", legacy)
+
+    again = (await client.request(request_id="across-upgrade")).approval
+    assert again == first
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.request(request_id="across-upgrade", step_id="another-step")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(refused.value)[0] == "IDEMPOTENCY_KEY_REUSED"
+    assert await facts.published(first.id, service) == ["ApprovalRequested"]

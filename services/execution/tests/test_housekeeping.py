@@ -14,6 +14,7 @@ from trinity_execution.infrastructure.tables import (
     for_each_items,
     timers,
 )
+from trinity_execution.infrastructure.transactions import execution_unit_of_work
 from trinity_execution.loops.housekeeping import prune_ended
 from trinity_platform.db import create_engine, run_migrations
 
@@ -90,7 +91,7 @@ async def test_only_long_ended_executions_lose_their_working_records(database_ur
                     )
                 )
 
-    removed = await prune_ended(engine, timedelta(days=7), now=NOW)
+    removed = await prune_ended(execution_unit_of_work(engine), timedelta(days=7), now=NOW)
 
     assert removed == 4  # the old execution's fact, done dispatch, fired timer, for_each item
     async with engine.connect() as conn:

@@ -200,9 +200,7 @@ def build() -> ServiceRuntime:
     runtime.add_background_task("message-subjects", message_subjects)
     runtime.add_background_task("kept-messages", messages.run)
     retention = os.environ.get("TRINITY_EXECUTION_RETENTION")
-    housekeeping = Housekeeping(
-        engine, parse_duration(retention) if retention else DEFAULT_RETENTION
-    )
+    housekeeping = Housekeeping(uow, parse_duration(retention) if retention else DEFAULT_RETENTION)
     runtime.add_background_task("housekeeping", housekeeping.run)
     for sample in samples(engine):
         runtime.add_metrics_sample(sample)

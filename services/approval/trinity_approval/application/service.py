@@ -5,8 +5,11 @@ remembered; a retry answers that approval) and run again when they lose a race
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from trinity_approval.application import handlers
@@ -37,14 +40,25 @@ def new_approval_id() -> str:
     return str(uuid.uuid4())
 
 
-def _by_id(scope: str, key: str, fp: str) -> Idempotency[ApprovalTransaction, Approval]:
+def _fingerprint_before_issue_14(command: object, without: tuple[str, ...]) -> str:
+    """Approval's own fingerprint before the platform's one (the values as JSON, no type
+    name). Keys remembered then carry it; they are forgotten after the idempotency
+    retention (7 days), after which this can go."""
+    values = {k: v for k, v in asdict(command).items() if k not in without}  # type: ignore[call-overload]
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _by_id(
+    scope: str, key: str, command: object, without: tuple[str, ...] = ("request_id",)
+) -> Idempotency[ApprovalTransaction, Approval]:
     """A command answered, on a repeated key, with the approval it produced."""
     return Idempotency.by_reference(
         scope,
         key,
-        fp,
+        fingerprint(command, without=without),
         reference=lambda approval: approval.id,
         load=lambda tx, approval_id: handlers.get_approval(approval_id, tx),
+        earlier=(_fingerprint_before_issue_14(command, without),) if key else (),
     )
 
 
@@ -65,7 +79,7 @@ class ApprovalApplication:
             lambda tx: handlers.request_approval(
                 command, tx, now=self._clock(), new_id=self._new_id()
             ),
-            idempotency=_by_id(REQUEST_SCOPE, command.request_id, fingerprint(command)),
+            idempotency=_by_id(REQUEST_SCOPE, command.request_id, command),
         )
 
     async def submit_decision(self, command: SubmitDecision) -> Approval:
@@ -75,14 +89,15 @@ class ApprovalApplication:
             idempotency=_by_id(
                 DECISION_SCOPE,
                 key if command.request_id else "",
-                fingerprint(command, without=("request_id", "principal")),
+                command,
+                without=("request_id", "principal"),
             ),
         )
 
     async def cancel_approval(self, command: CancelApproval) -> Approval:
         return await self._uow.write(
             lambda tx: handlers.cancel_approval(command, tx, now=self._clock()),
-            idempotency=_by_id(CANCEL_SCOPE, command.request_id, fingerprint(command)),
+            idempotency=_by_id(CANCEL_SCOPE, command.request_id, command),
         )
 
     async def fire_deadline(self, approval_id: str) -> Approval | None:
