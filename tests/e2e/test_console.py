@@ -253,3 +253,38 @@ async def test_pause_resume_and_cancel_from_the_page(  # type: ignore[no-untyped
     )
     assert response.status == 409
     assert "FAILED_PRECONDITION" in await response.text()
+
+
+async def test_cancel_with_compensation_from_the_page_shows_each_undo(  # type: ignore[no-untyped-def]
+    api, module_suite, browser, artifacts
+) -> None:
+    suite, _nats = module_suite
+    base = f"http://127.0.0.1:{suite.console_port}"
+    await api.publish(
+        PROCESS.replace("console-review", "console-saga").replace(
+            '    agent_task: {agent: writer, message: "Draft about {{ input.topic }}"}\n',
+            '    agent_task: {agent: writer, message: "Draft about {{ input.topic }}"}\n'
+            "    compensate:\n"
+            '      agent_task: {agent: writer, message: "Withdraw {{ step.output }}"}\n',
+        )
+    )
+    execution_id = await api.trigger("console-saga", topic="saga")
+    await api.pending_approval(execution_id)
+
+    page = await sign_in(browser, base, f"/executions/{execution_id}", "lead-token")
+    assert await page.locator("#compensation").is_hidden()
+    await page.check("#compensate")
+    await page.fill("form[data-action='cancel'] input[name=reason]", "called off")
+    await page.click("#cancel")
+    await page.wait_for_selector("#live[data-ended='true']")
+    assert await page.locator("#status").inner_text() == "cancelled"
+    await page.wait_for_selector("#compensation tr[data-undo='draft#1'] .status.compensated")
+    assert "cancellation: 1/1 undone" in await page.locator("#compensation-summary").inner_text()
+    await page.wait_for_selector("#timeline li:has-text('compensation completed · 1 undone')")
+    await page.screenshot(path=artifacts / "8-compensated.png", full_page=True)
+
+    execution = await api.get(execution_id)
+    assert execution.status == execution_pb2.EXECUTION_STATUS_CANCELLED
+    assert [(s.step_id, s.status) for s in execution.compensation.steps] == [
+        ("draft", execution_pb2.STEP_COMPENSATION_STATUS_COMPENSATED)
+    ]

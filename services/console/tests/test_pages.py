@@ -362,3 +362,86 @@ async def test_the_start_form_lists_the_declared_inputs_and_starts_from_their_de
     )
     assert reply.status == 400
     assert "{&#34;topic&#34;: &#34;x&#34;," in await reply.text()
+
+
+def compensated_execution() -> pb.Execution:
+    found = execution(pb.EXECUTION_STATUS_COMPENSATION_FAILED)
+    found.compensation.CopyFrom(
+        pb.CompensationProgress(
+            reason=pb.COMPENSATION_REASON_FAILURE,
+            failed_step_id="book",
+            steps=[
+                pb.StepCompensation(
+                    step_id="charge",
+                    iteration=1,
+                    status=pb.STEP_COMPENSATION_STATUS_COMPENSATED,
+                    attempt=1,
+                    output=HOSTILE,
+                ),
+                pb.StepCompensation(
+                    step_id="book",
+                    iteration=2,
+                    status=pb.STEP_COMPENSATION_STATUS_FAILED,
+                    attempt=3,
+                    error=types_pb2.Failure(code="UNDO_FAILED", message=HOSTILE),
+                ),
+                pb.StepCompensation(
+                    step_id="reserve", iteration=1, status=pb.STEP_COMPENSATION_STATUS_PENDING
+                ),
+            ],
+        )
+    )
+    return found
+
+
+async def test_a_compensation_is_shown_with_each_undo_and_its_end_is_final(
+    client: Client, backend: FakeBackend
+) -> None:
+    serve_execution(backend)
+    backend.replies["GetExecution"] = api.GetExecutionResponse(execution=compensated_execution())
+    await sign_in(client)
+    page = await (await client.get("/executions/e1")).text()
+    assert '<span class="status compensation_failed" id="status">compensation failed</span>' in page
+    assert 'id="live" class="live">finished<' in page  # final: nothing more to follow
+    section = page[page.index('id="compensation"') :]
+    assert "failure: 1/3 undone · failed at book" in section
+    rows = re.findall(r'<tr data-undo="([^"]+)">(.*?)</tr>', section, re.S)
+    assert [key for key, _ in rows] == ["charge#1", "book#2", "reserve#1"]
+    assert 'class="status compensated"' in rows[0][1]
+    assert "UNDO_FAILED" in rows[1][1] and ">3<" in rows[1][1]
+    assert "<script>alert" not in page and "<img src=x" not in page
+    # No action is offered on a final compensation (not even retry).
+    assert all(f'data-action="{a}" hidden' in page for a in ("pause", "resume", "retry", "cancel"))
+
+
+async def test_cancel_asks_for_compensation_only_when_ticked(
+    client: Client, backend: FakeBackend
+) -> None:
+    backend.replies["CancelExecution"] = api.CancelExecutionResponse(execution=execution())
+    csrf = await sign_in(client)
+    for form, compensate in (
+        ({"csrf": csrf, "reason": "stop", "compensate": "on"}, True),
+        ({"csrf": csrf, "reason": "stop"}, False),
+        ({"csrf": csrf, "reason": "stop", "compensate": "yes please"}, False),
+    ):
+        backend.calls.clear()
+        reply = await client.post("/executions/e1/cancel", data=form, allow_redirects=False)
+        assert reply.status == 303
+        ((method, request, _),) = backend.calls
+        assert method == "CancelExecution" and request.compensate is compensate
+
+
+async def test_executions_are_filtered_by_the_compensation_statuses(
+    client: Client, backend: FakeBackend
+) -> None:
+    backend.replies["ListExecutions"] = api.ListExecutionsResponse()
+    await sign_in(client)
+    for status, value in (
+        ("compensating", pb.EXECUTION_STATUS_COMPENSATING),
+        ("compensation_failed", pb.EXECUTION_STATUS_COMPENSATION_FAILED),
+    ):
+        backend.calls.clear()
+        page = await (await client.get(f"/executions?status={status}")).text()
+        ((_, request, _),) = backend.calls
+        assert request.status == value
+        assert f'<option value="{status}" selected' in page

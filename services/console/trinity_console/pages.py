@@ -26,7 +26,16 @@ from trinity_console.backend import ServiceError
 from trinity_console.rendering import BACK, DOING, SETTINGS, context, render
 from trinity_console.views import approval_view, execution_view, process_graph, process_inputs
 
-STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
+STATUSES = (
+    "pending",
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+    "compensating",
+    "compensation_failed",
+)
 DECISIONS = {
     "approve": (approval_pb2.DECISION_APPROVE, "Approved."),
     "reject": (approval_pb2.DECISION_REJECT, "Rejected."),
@@ -268,7 +277,12 @@ async def act(request: web.Request) -> web.Response:
         "cancel": (
             "CancelExecution",
             execution_api.CancelExecutionRequest(
-                request_id=key, execution_id=execution_id, reason=reason, cancelled_by=who
+                request_id=key,
+                execution_id=execution_id,
+                reason=reason,
+                cancelled_by=who,
+                # The box ticked: the completed steps' compensations run, latest first.
+                compensate=form.get("compensate") == "on",
             ),
         ),
         "pause": (

@@ -15,12 +15,14 @@ from trinity.process.approval.v1 import approval_pb2
 from trinity.process.definition.v1 import definition_pb2
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
+from trinity_cli.compensation import compensation_summary
 from trinity_cli.render import duration, enum_name, money, timestamp
 from trinity_cli.watch import describe_fact
 from trinity_platform.envelope import EnvelopeError, message_class
 from trinity_platform.json_values import from_value, struct_to_dict
 
-FINISHED = ("completed", "failed", "cancelled")
+# COMPENSATION_FAILED is final too (an operator cannot re-run a failed undo).
+FINISHED = ("completed", "failed", "cancelled", "compensation_failed")
 # Which execution actions make sense in which status (the services still decide).
 ACTIONS = {
     "running": ("pause", "cancel"),
@@ -186,6 +188,7 @@ def execution_view(execution: pb.Execution) -> dict[str, Any]:
         "process_version": execution.process_version,
         "process_id": execution.process_id,
         "status": status,
+        "status_label": status.replace("_", " "),
         "finished": status in FINISHED,
         "actions": list(ACTIONS.get(status, ())),
         "triggered_by": execution.triggered_by,
@@ -200,7 +203,32 @@ def execution_view(execution: pb.Execution) -> dict[str, Any]:
         "error": _failure(execution.error) if execution.HasField("error") else None,
         "cancel_reason": execution.cancel_reason,
         "steps": [step_view(step) for step in execution.steps],
+        "compensation": compensation_view(execution)
+        if execution.HasField("compensation")
+        else None,
     }
+
+
+def compensation_view(execution: pb.Execution) -> dict[str, Any]:
+    """The compensation: its summary line and one row per completion to undo, in the
+    order they run (the reverse order of completion)."""
+    undos = []
+    for undo in execution.compensation.steps:
+        status = enum_name(pb.StepCompensationStatus.Name(undo.status), "STEP_COMPENSATION_STATUS_")
+        undos.append(
+            {
+                "key": f"{undo.step_id}#{undo.iteration}",
+                "step_id": undo.step_id,
+                "iteration": undo.iteration,
+                "status": status,
+                "attempt": undo.attempt or "-",
+                "error": _failure(undo.error)
+                if undo.HasField("error") and undo.error.code
+                else None,
+                "output": undo.output,
+            }
+        )
+    return {"summary": compensation_summary(execution), "undos": undos}
 
 
 def _share(execution: pb.Execution) -> int:

@@ -162,7 +162,7 @@ function setText(id, text) {
 function showState(state, nodes) {
   const status = document.getElementById("status");
   status.className = `status ${state.status}`;
-  status.textContent = state.status;
+  status.textContent = state.status_label;
   setText("progress", state.progress);
   setText("cost", state.cost);
   setText("current", state.current.join(", ") || "-");
@@ -177,7 +177,39 @@ function showState(state, nodes) {
   document.getElementById("waiting-approval").hidden = !state.steps.some(
     (s) => s.kind === "human_approval" && s.status === "waiting");
   document.querySelector("#steps tbody").replaceChildren(...state.steps.map(stepRow));
+  showCompensation(state.compensation);
   colourGraph(nodes, state);
+}
+
+function showCompensation(compensation) {
+  const section = document.getElementById("compensation");
+  section.hidden = !compensation;
+  if (!compensation) return;
+  setText("compensation-summary", compensation.summary);
+  const rows = compensation.undos.map((undo) => {
+    const row = document.createElement("tr");
+    row.dataset.undo = undo.key;
+    const status = document.createElement("span");
+    status.className = `status ${undo.status}`;
+    status.textContent = undo.status;
+    const statusCell = document.createElement("td");
+    statusCell.appendChild(status);
+    const result = document.createElement("td");
+    if (undo.error) {
+      const error = document.createElement("pre");
+      error.className = "error";
+      error.textContent = `${undo.error.code}: ${undo.error.message}`;
+      result.appendChild(error);
+    } else if (undo.output) {
+      const output = document.createElement("pre");
+      output.className = "output";
+      output.textContent = undo.output;
+      result.appendChild(output);
+    }
+    row.append(cell(undo.step_id), cell(String(undo.iteration)), statusCell, cell(String(undo.attempt)), result);
+    return row;
+  });
+  section.querySelector("tbody").replaceChildren(...rows);
 }
 
 function addFact(timeline, fact) {
