@@ -95,11 +95,13 @@ MATRIX: dict[str, dict[str, set[str]]] = {
     },
     "trinity.process.work.v1.WorkService": {
         "RequestWork": {"service"},
+        "RequestWorkBatch": {"service"},
         "RecordWorkStarted": {"executor"},
         "HeartbeatWork": {"executor"},
         "RecordWorkCompleted": {"executor"},
         "RecordWorkFailed": {"executor"},
         "CancelWork": {"service"},
+        "CancelWorkBatch": {"service"},
         "GetWork": READERS,
         "ListWork": READERS,
     },
@@ -186,7 +188,7 @@ async def test_every_rpc_by_every_role_follows_the_matrix(api: Any) -> None:
     for channel in channels.values():
         await channel.close()
     assert not wrong, "\n".join(wrong)
-    assert checked == 32 * len(ALL_ROLES)
+    assert checked == 34 * len(ALL_ROLES)
 
 
 PROCESS = """

@@ -308,3 +308,20 @@ def test_unsigned_64_bit_values_beyond_signed_range_are_refused() -> None:
     assert [v.field for v in message_violations(request)] == ["after_sequence"]
     request.after_sequence = 2**63 - 1
     assert message_violations(request) == []
+
+
+def test_the_items_of_a_batch_are_left_to_their_servicer() -> None:
+    """A batch's items (``checked_per_item``) are each checked by the servicer, which answers a
+    bad one with its own status: the call's check passes them, ``check_item`` refuses them."""
+    from trinity_platform.batches import check_item
+
+    request = work_service_pb2.RequestWorkBatchRequest()
+    request.items.add().request.request_id = "fine"
+    bad = request.items.add()
+    bad.request.request_id = "a\x00b"
+    bad.request.timeout.seconds = -(10**13)
+    assert message_violations(request) == []
+    check_item(request.items[0].request)
+    with pytest.raises(InvalidArgument) as caught:
+        check_item(bad.request)
+    assert [v.field for v in caught.value.violations] == ["request_id", "timeout.seconds"]

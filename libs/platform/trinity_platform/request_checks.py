@@ -11,6 +11,10 @@ deserialization over (the handler's deserializer is removed, the behaviour decod
 so both are answered INVALID_ARGUMENT with BadRequest field violations, once, for
 every service.
 
+The items of a batch RPC (a repeated field marked ``checked_per_item`` in the contract)
+are skipped: its servicer checks each with :func:`message_violations` and answers a bad
+item with its own status, so one bad item does not fail the call.
+
 Only unary-request RPCs are checked (every RPC of the contracts is): a client-streaming
 behaviour may read its requests through the context, which no wrapper can intercept.
 """
@@ -29,6 +33,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
+from trinity.process.common.v1 import options_pb2
 from trinity_platform.errors import FieldViolation, InvalidArgument
 
 MAX_STRUCT_DEPTH = 24
@@ -96,6 +101,12 @@ def _may_hold_checked_values(descriptor: Descriptor) -> bool:
     return False
 
 
+@cache
+def checked_per_item(field: FieldDescriptor) -> bool:
+    """Whether ``field`` holds batch items, each checked by its servicer on its own."""
+    return bool(field.GetOptions().Extensions[options_pb2.checked_per_item])
+
+
 def message_violations(message: Message) -> list[FieldViolation]:
     """The values of ``message`` outside their documented ranges (at most MAX_VIOLATIONS)."""
     found = _Violations()
@@ -116,6 +127,8 @@ def _check(message: Message, path: str, found: _Violations) -> None:
         _check_json(message, path, 1, found)
         return
     for field, value in message.ListFields():
+        if checked_per_item(field):
+            continue
         where = _join(path, field.name)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
@@ -269,6 +282,7 @@ __all__ = [
     "MAX_STRUCT_DEPTH",
     "RequestCheckInterceptor",
     "checked_handler",
+    "checked_per_item",
     "decode_request",
     "message_violations",
 ]

@@ -10,16 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.rpc import status_pb2
+
+from trinity.process.work.v1 import work_pb2, work_service_pb2_grpc
 from trinity.process.work.v1 import work_service_pb2 as api
-from trinity.process.work.v1 import work_service_pb2_grpc
 from trinity_platform.authz import bound_executor
+from trinity_platform.batches import answer_each, check_batch_size, check_item
 from trinity_platform.pagination import encode_page_token
+from trinity_platform.telemetry import span
 from trinity_work import codec as pb
 from trinity_work.api import translate
 from trinity_work.application import commands as c
 from trinity_work.application.handlers import WorkHandlers
 
 SERVICE_NAME = api.DESCRIPTOR.services_by_name["WorkService"].full_name
+
+
+def _item_error(status: status_pb2.Status) -> api.ItemStatus:
+    """An item's google.rpc.Status as the contract's ItemStatus (the same wire format)."""
+    return api.ItemStatus.FromString(status.SerializeToString())
 
 
 class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
@@ -29,6 +38,29 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def RequestWork(
         self, request: api.RequestWorkRequest, context: Any
     ) -> api.RequestWorkResponse:
+        return api.RequestWorkResponse(work=await self._request_work(request))
+
+    async def RequestWorkBatch(
+        self, request: api.RequestWorkBatchRequest, context: Any
+    ) -> api.RequestWorkBatchResponse:
+        check_batch_size(len(request.items))
+
+        async def one(item: api.RequestWorkBatchItem) -> work_pb2.WorkRequest:
+            with span("RequestWorkBatch item", item.traceparent or None):
+                check_item(item.request)
+                return await self._request_work(item.request)
+
+        answers = await answer_each(request.items, one)
+        return api.RequestWorkBatchResponse(
+            results=[
+                api.RequestWorkResult(error=_item_error(answer))
+                if isinstance(answer, status_pb2.Status)
+                else api.RequestWorkResult(work=answer)
+                for answer in answers
+            ]
+        )
+
+    async def _request_work(self, request: api.RequestWorkRequest) -> work_pb2.WorkRequest:
         (timeout,) = translate.request_work(request)
         work = await self._handlers.request_work(
             c.RequestWork(
@@ -39,7 +71,7 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
                 max_deliveries=request.max_deliveries or None,
             )
         )
-        return api.RequestWorkResponse(work=pb.work_request(work))
+        return pb.work_request(work)
 
     async def RecordWorkStarted(
         self, request: api.RecordWorkStartedRequest, context: Any
@@ -106,13 +138,36 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def CancelWork(
         self, request: api.CancelWorkRequest, context: Any
     ) -> api.CancelWorkResponse:
+        return api.CancelWorkResponse(work=await self._cancel(request))
+
+    async def CancelWorkBatch(
+        self, request: api.CancelWorkBatchRequest, context: Any
+    ) -> api.CancelWorkBatchResponse:
+        check_batch_size(len(request.items))
+
+        async def one(item: api.CancelWorkBatchItem) -> work_pb2.WorkRequest:
+            with span("CancelWorkBatch item", item.traceparent or None):
+                check_item(item.request)
+                return await self._cancel(item.request)
+
+        answers = await answer_each(request.items, one)
+        return api.CancelWorkBatchResponse(
+            results=[
+                api.CancelWorkResult(error=_item_error(answer))
+                if isinstance(answer, status_pb2.Status)
+                else api.CancelWorkResult(work=answer)
+                for answer in answers
+            ]
+        )
+
+    async def _cancel(self, request: api.CancelWorkRequest) -> work_pb2.WorkRequest:
         translate.cancel(request)
         work = await self._handlers.cancel(
             c.CancelWork(
                 request_id=request.request_id, work_id=request.work_id, reason=request.reason
             )
         )
-        return api.CancelWorkResponse(work=pb.work_request(work))
+        return pb.work_request(work)
 
     async def GetWork(self, request: api.GetWorkRequest, context: Any) -> api.GetWorkResponse:
         translate.get(request)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'trinity/process/common/v1/options.proto\x12\x19trinity.process.common.v1\x1a google/protobuf/descriptor.proto:=\n\x13required_permission\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'trinity/process/common/v1/options.proto\x12\x19trinity.process.common.v1\x1a google/protobuf/descriptor.proto:=\n\x13required_permission\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\t:9\n\x10\x63hecked_per_item\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -11,6 +11,7 @@ import builtins as _builtins
 DESCRIPTOR: _descriptor.FileDescriptor
 
 REQUIRED_PERMISSION_FIELD_NUMBER: _builtins.int
+CHECKED_PER_ITEM_FIELD_NUMBER: _builtins.int
 required_permission: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.str]
 """The permission a caller needs for this RPC. Every RPC of the four services declares
 one; the platform's authorization interceptor reads it from the descriptors at server
@@ -28,4 +29,9 @@ Permissions and the roles that hold them (see the README's authorization table):
   work.read           viewer, admin
   work.manage         service           (request and cancel work)
   work.report         executor          (started, heartbeat, completed, failed)
+"""
+checked_per_item: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
+"""The items of this repeated field are answered one by one (a batch RPC): the platform's
+request checks (ranges, NUL characters, JSON depth) leave them to the servicer, which
+answers a bad item with its own INVALID_ARGUMENT status instead of failing the call.
 """

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from trinity.process.common.v1 import options_pb2 as trinity_dot_process_dot_common_dot_v1_dot_options__pb2
@@ -29,15 +30,21 @@ from trinity.process.common.v1 import types_pb2 as trinity_dot_process_dot_commo
 from trinity.process.work.v1 import work_pb2 as trinity_dot_process_dot_work_dot_v1_dot_work__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trinity/process/work/v1/work_service.proto\x12\x17trinity.process.work.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'trinity/process/common/v1/options.proto\x1a%trinity/process/common/v1/types.proto\x1a\"trinity/process/work/v1/work.proto\"\xdc\x01\n\x12RequestWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x07payload\x18\x02 \x01(\x0b\x32$.trinity.process.work.v1.WorkPayload\x12\x37\n\x0b\x63orrelation\x18\x03 \x01(\x0b\x32\".trinity.process.common.v1.StepRef\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x05 \x01(\r\"I\n\x13RequestWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x99\x01\n\x18RecordWorkStartedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x04 \x01(\r\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\x19RecordWorkStartedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x92\x01\n\x14HeartbeatWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\x12\x0f\n\x07release\x18\x05 \x01(\x08\"h\n\x15HeartbeatWorkResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"\xbe\x01\n\x1aRecordWorkCompletedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.trinity.process.work.v1.WorkResult\x12\x31\n\x05start\x18\x05 \x01(\x0b\x32\".trinity.process.work.v1.WorkStart\"\x1d\n\tWorkStart\x12\x10\n\x08\x64\x65livery\x18\x01 \x01(\r\"Q\n\x1bRecordWorkCompletedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x86\x01\n\x17RecordWorkFailedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".trinity.process.common.v1.Failure\"N\n\x18RecordWorkFailedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"H\n\x11\x43\x61ncelWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x12\x43\x61ncelWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"!\n\x0eGetWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\"E\n\x0fGetWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\xb4\x01\n\x0fListWorkRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.trinity.process.work.v1.WorkStatus\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.trinity.process.work.v1.WorkKind\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x10ListWorkResponse\x12\x32\n\x04work\x18\x01 \x03(\x0b\x32$.trinity.process.work.v1.WorkRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8b\x08\n\x0bWorkService\x12y\n\x0bRequestWork\x12+.trinity.process.work.v1.RequestWorkRequest\x1a,.trinity.process.work.v1.RequestWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12\x8b\x01\n\x11RecordWorkStarted\x12\x31.trinity.process.work.v1.RecordWorkStartedRequest\x1a\x32.trinity.process.work.v1.RecordWorkStartedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x7f\n\rHeartbeatWork\x12-.trinity.process.work.v1.HeartbeatWorkRequest\x1a..trinity.process.work.v1.HeartbeatWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x91\x01\n\x13RecordWorkCompleted\x12\x33.trinity.process.work.v1.RecordWorkCompletedRequest\x1a\x34.trinity.process.work.v1.RecordWorkCompletedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x88\x01\n\x10RecordWorkFailed\x12\x30.trinity.process.work.v1.RecordWorkFailedRequest\x1a\x31.trinity.process.work.v1.RecordWorkFailedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12v\n\nCancelWork\x12*.trinity.process.work.v1.CancelWorkRequest\x1a+.trinity.process.work.v1.CancelWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12k\n\x07GetWork\x12\'.trinity.process.work.v1.GetWorkRequest\x1a(.trinity.process.work.v1.GetWorkResponse\"\r\x8a\xb5\x18\twork.read\x12n\n\x08ListWork\x12(.trinity.process.work.v1.ListWorkRequest\x1a).trinity.process.work.v1.ListWorkResponse\"\r\x8a\xb5\x18\twork.readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trinity/process/work/v1/work_service.proto\x12\x17trinity.process.work.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'trinity/process/common/v1/options.proto\x1a%trinity/process/common/v1/types.proto\x1a\"trinity/process/work/v1/work.proto\"\xdc\x01\n\x12RequestWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x07payload\x18\x02 \x01(\x0b\x32$.trinity.process.work.v1.WorkPayload\x12\x37\n\x0b\x63orrelation\x18\x03 \x01(\x0b\x32\".trinity.process.common.v1.StepRef\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x05 \x01(\r\"I\n\x13RequestWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"]\n\x17RequestWorkBatchRequest\x12\x42\n\x05items\x18\x01 \x03(\x0b\x32-.trinity.process.work.v1.RequestWorkBatchItemB\x04\x90\xb5\x18\x01\"i\n\x14RequestWorkBatchItem\x12<\n\x07request\x18\x01 \x01(\x0b\x32+.trinity.process.work.v1.RequestWorkRequest\x12\x13\n\x0btraceparent\x18\x02 \x01(\t\"W\n\x18RequestWorkBatchResponse\x12;\n\x07results\x18\x01 \x03(\x0b\x32*.trinity.process.work.v1.RequestWorkResult\"\x8a\x01\n\x11RequestWorkResult\x12\x34\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequestH\x00\x12\x34\n\x05\x65rror\x18\x02 \x01(\x0b\x32#.trinity.process.work.v1.ItemStatusH\x00\x42\t\n\x07outcome\"R\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"\x99\x01\n\x18RecordWorkStartedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65livery\x18\x04 \x01(\r\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\x19RecordWorkStartedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x92\x01\n\x14HeartbeatWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\x12\x0f\n\x07release\x18\x05 \x01(\x08\"h\n\x15HeartbeatWorkResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\"\xbe\x01\n\x1aRecordWorkCompletedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.trinity.process.work.v1.WorkResult\x12\x31\n\x05start\x18\x05 \x01(\x0b\x32\".trinity.process.work.v1.WorkStart\"\x1d\n\tWorkStart\x12\x10\n\x08\x64\x65livery\x18\x01 \x01(\r\"Q\n\x1bRecordWorkCompletedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\x86\x01\n\x17RecordWorkFailedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32\".trinity.process.common.v1.Failure\"N\n\x18RecordWorkFailedResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"H\n\x11\x43\x61ncelWorkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07work_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x12\x43\x61ncelWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"[\n\x16\x43\x61ncelWorkBatchRequest\x12\x41\n\x05items\x18\x01 \x03(\x0b\x32,.trinity.process.work.v1.CancelWorkBatchItemB\x04\x90\xb5\x18\x01\"g\n\x13\x43\x61ncelWorkBatchItem\x12;\n\x07request\x18\x01 \x01(\x0b\x32*.trinity.process.work.v1.CancelWorkRequest\x12\x13\n\x0btraceparent\x18\x02 \x01(\t\"U\n\x17\x43\x61ncelWorkBatchResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).trinity.process.work.v1.CancelWorkResult\"\x89\x01\n\x10\x43\x61ncelWorkResult\x12\x34\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequestH\x00\x12\x34\n\x05\x65rror\x18\x02 \x01(\x0b\x32#.trinity.process.work.v1.ItemStatusH\x00\x42\t\n\x07outcome\"!\n\x0eGetWorkRequest\x12\x0f\n\x07work_id\x18\x01 \x01(\t\"E\n\x0fGetWorkResponse\x12\x32\n\x04work\x18\x01 \x01(\x0b\x32$.trinity.process.work.v1.WorkRequest\"\xb4\x01\n\x0fListWorkRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.trinity.process.work.v1.WorkStatus\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.trinity.process.work.v1.WorkKind\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x10ListWorkResponse\x12\x32\n\x04work\x18\x01 \x03(\x0b\x32$.trinity.process.work.v1.WorkRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9e\n\n\x0bWorkService\x12y\n\x0bRequestWork\x12+.trinity.process.work.v1.RequestWorkRequest\x1a,.trinity.process.work.v1.RequestWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12\x88\x01\n\x10RequestWorkBatch\x12\x30.trinity.process.work.v1.RequestWorkBatchRequest\x1a\x31.trinity.process.work.v1.RequestWorkBatchResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12\x8b\x01\n\x11RecordWorkStarted\x12\x31.trinity.process.work.v1.RecordWorkStartedRequest\x1a\x32.trinity.process.work.v1.RecordWorkStartedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x7f\n\rHeartbeatWork\x12-.trinity.process.work.v1.HeartbeatWorkRequest\x1a..trinity.process.work.v1.HeartbeatWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x91\x01\n\x13RecordWorkCompleted\x12\x33.trinity.process.work.v1.RecordWorkCompletedRequest\x1a\x34.trinity.process.work.v1.RecordWorkCompletedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12\x88\x01\n\x10RecordWorkFailed\x12\x30.trinity.process.work.v1.RecordWorkFailedRequest\x1a\x31.trinity.process.work.v1.RecordWorkFailedResponse\"\x0f\x8a\xb5\x18\x0bwork.report\x12v\n\nCancelWork\x12*.trinity.process.work.v1.CancelWorkRequest\x1a+.trinity.process.work.v1.CancelWorkResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12\x85\x01\n\x0f\x43\x61ncelWorkBatch\x12/.trinity.process.work.v1.CancelWorkBatchRequest\x1a\x30.trinity.process.work.v1.CancelWorkBatchResponse\"\x0f\x8a\xb5\x18\x0bwork.manage\x12k\n\x07GetWork\x12\'.trinity.process.work.v1.GetWorkRequest\x1a(.trinity.process.work.v1.GetWorkResponse\"\r\x8a\xb5\x18\twork.read\x12n\n\x08ListWork\x12(.trinity.process.work.v1.ListWorkRequest\x1a).trinity.process.work.v1.ListWorkResponse\"\r\x8a\xb5\x18\twork.readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trinity.process.work.v1.work_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REQUESTWORKBATCHREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_REQUESTWORKBATCHREQUEST'].fields_by_name['items']._serialized_options = b'\220\265\030\001'
+  _globals['_CANCELWORKBATCHREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_CANCELWORKBATCHREQUEST'].fields_by_name['items']._serialized_options = b'\220\265\030\001'
   _globals['_WORKSERVICE'].methods_by_name['RequestWork']._loaded_options = None
   _globals['_WORKSERVICE'].methods_by_name['RequestWork']._serialized_options = b'\212\265\030\013work.manage'
+  _globals['_WORKSERVICE'].methods_by_name['RequestWorkBatch']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['RequestWorkBatch']._serialized_options = b'\212\265\030\013work.manage'
   _globals['_WORKSERVICE'].methods_by_name['RecordWorkStarted']._loaded_options = None
   _globals['_WORKSERVICE'].methods_by_name['RecordWorkStarted']._serialized_options = b'\212\265\030\013work.report'
   _globals['_WORKSERVICE'].methods_by_name['HeartbeatWork']._loaded_options = None
@@ -48,44 +55,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKSERVICE'].methods_by_name['RecordWorkFailed']._serialized_options = b'\212\265\030\013work.report'
   _globals['_WORKSERVICE'].methods_by_name['CancelWork']._loaded_options = None
   _globals['_WORKSERVICE'].methods_by_name['CancelWork']._serialized_options = b'\212\265\030\013work.manage'
+  _globals['_WORKSERVICE'].methods_by_name['CancelWorkBatch']._loaded_options = None
+  _globals['_WORKSERVICE'].methods_by_name['CancelWorkBatch']._serialized_options = b'\212\265\030\013work.manage'
   _globals['_WORKSERVICE'].methods_by_name['GetWork']._loaded_options = None
   _globals['_WORKSERVICE'].methods_by_name['GetWork']._serialized_options = b'\212\265\030\twork.read'
   _globals['_WORKSERVICE'].methods_by_name['ListWork']._loaded_options = None
   _globals['_WORKSERVICE'].methods_by_name['ListWork']._serialized_options = b'\212\265\030\twork.read'
-  _globals['_REQUESTWORKREQUEST']._serialized_start=253
-  _globals['_REQUESTWORKREQUEST']._serialized_end=473
-  _globals['_REQUESTWORKRESPONSE']._serialized_start=475
-  _globals['_REQUESTWORKRESPONSE']._serialized_end=548
-  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_start=551
-  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_end=704
-  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_start=706
-  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_end=785
-  _globals['_HEARTBEATWORKREQUEST']._serialized_start=788
-  _globals['_HEARTBEATWORKREQUEST']._serialized_end=934
-  _globals['_HEARTBEATWORKRESPONSE']._serialized_start=936
-  _globals['_HEARTBEATWORKRESPONSE']._serialized_end=1040
-  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_start=1043
-  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_end=1233
-  _globals['_WORKSTART']._serialized_start=1235
-  _globals['_WORKSTART']._serialized_end=1264
-  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_start=1266
-  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_end=1347
-  _globals['_RECORDWORKFAILEDREQUEST']._serialized_start=1350
-  _globals['_RECORDWORKFAILEDREQUEST']._serialized_end=1484
-  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_start=1486
-  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_end=1564
-  _globals['_CANCELWORKREQUEST']._serialized_start=1566
-  _globals['_CANCELWORKREQUEST']._serialized_end=1638
-  _globals['_CANCELWORKRESPONSE']._serialized_start=1640
-  _globals['_CANCELWORKRESPONSE']._serialized_end=1712
-  _globals['_GETWORKREQUEST']._serialized_start=1714
-  _globals['_GETWORKREQUEST']._serialized_end=1747
-  _globals['_GETWORKRESPONSE']._serialized_start=1749
-  _globals['_GETWORKRESPONSE']._serialized_end=1818
-  _globals['_LISTWORKREQUEST']._serialized_start=1821
-  _globals['_LISTWORKREQUEST']._serialized_end=2001
-  _globals['_LISTWORKRESPONSE']._serialized_start=2003
-  _globals['_LISTWORKRESPONSE']._serialized_end=2098
-  _globals['_WORKSERVICE']._serialized_start=2101
-  _globals['_WORKSERVICE']._serialized_end=3136
+  _globals['_REQUESTWORKREQUEST']._serialized_start=280
+  _globals['_REQUESTWORKREQUEST']._serialized_end=500
+  _globals['_REQUESTWORKRESPONSE']._serialized_start=502
+  _globals['_REQUESTWORKRESPONSE']._serialized_end=575
+  _globals['_REQUESTWORKBATCHREQUEST']._serialized_start=577
+  _globals['_REQUESTWORKBATCHREQUEST']._serialized_end=670
+  _globals['_REQUESTWORKBATCHITEM']._serialized_start=672
+  _globals['_REQUESTWORKBATCHITEM']._serialized_end=777
+  _globals['_REQUESTWORKBATCHRESPONSE']._serialized_start=779
+  _globals['_REQUESTWORKBATCHRESPONSE']._serialized_end=866
+  _globals['_REQUESTWORKRESULT']._serialized_start=869
+  _globals['_REQUESTWORKRESULT']._serialized_end=1007
+  _globals['_ITEMSTATUS']._serialized_start=1009
+  _globals['_ITEMSTATUS']._serialized_end=1091
+  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_start=1094
+  _globals['_RECORDWORKSTARTEDREQUEST']._serialized_end=1247
+  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_start=1249
+  _globals['_RECORDWORKSTARTEDRESPONSE']._serialized_end=1328
+  _globals['_HEARTBEATWORKREQUEST']._serialized_start=1331
+  _globals['_HEARTBEATWORKREQUEST']._serialized_end=1477
+  _globals['_HEARTBEATWORKRESPONSE']._serialized_start=1479
+  _globals['_HEARTBEATWORKRESPONSE']._serialized_end=1583
+  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_start=1586
+  _globals['_RECORDWORKCOMPLETEDREQUEST']._serialized_end=1776
+  _globals['_WORKSTART']._serialized_start=1778
+  _globals['_WORKSTART']._serialized_end=1807
+  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_start=1809
+  _globals['_RECORDWORKCOMPLETEDRESPONSE']._serialized_end=1890
+  _globals['_RECORDWORKFAILEDREQUEST']._serialized_start=1893
+  _globals['_RECORDWORKFAILEDREQUEST']._serialized_end=2027
+  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_start=2029
+  _globals['_RECORDWORKFAILEDRESPONSE']._serialized_end=2107
+  _globals['_CANCELWORKREQUEST']._serialized_start=2109
+  _globals['_CANCELWORKREQUEST']._serialized_end=2181
+  _globals['_CANCELWORKRESPONSE']._serialized_start=2183
+  _globals['_CANCELWORKRESPONSE']._serialized_end=2255
+  _globals['_CANCELWORKBATCHREQUEST']._serialized_start=2257
+  _globals['_CANCELWORKBATCHREQUEST']._serialized_end=2348
+  _globals['_CANCELWORKBATCHITEM']._serialized_start=2350
+  _globals['_CANCELWORKBATCHITEM']._serialized_end=2453
+  _globals['_CANCELWORKBATCHRESPONSE']._serialized_start=2455
+  _globals['_CANCELWORKBATCHRESPONSE']._serialized_end=2540
+  _globals['_CANCELWORKRESULT']._serialized_start=2543
+  _globals['_CANCELWORKRESULT']._serialized_end=2680
+  _globals['_GETWORKREQUEST']._serialized_start=2682
+  _globals['_GETWORKREQUEST']._serialized_end=2715
+  _globals['_GETWORKRESPONSE']._serialized_start=2717
+  _globals['_GETWORKRESPONSE']._serialized_end=2786
+  _globals['_LISTWORKREQUEST']._serialized_start=2789
+  _globals['_LISTWORKREQUEST']._serialized_end=2969
+  _globals['_LISTWORKRESPONSE']._serialized_start=2971
+  _globals['_LISTWORKRESPONSE']._serialized_end=3066
+  _globals['_WORKSERVICE']._serialized_start=3069
+  _globals['_WORKSERVICE']._serialized_end=4379
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -83,6 +84,146 @@ class RequestWorkResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestWorkResponse: _TypeAlias = RequestWorkResponse  # noqa: Y015
+
+@_typing.final
+class RequestWorkBatchRequest(_message.Message):
+    """Request of RequestWorkBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestWorkBatchItem]:
+        """1 to 100 items, each a RequestWork request. Field violations of an item's status name
+        fields of that item (as RequestWork's would).
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___RequestWorkBatchItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestWorkBatchRequest: _TypeAlias = RequestWorkBatchRequest  # noqa: Y015
+
+@_typing.final
+class RequestWorkBatchItem(_message.Message):
+    """One item of RequestWorkBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    traceparent: _builtins.str
+    """The W3C trace context of the caller's span for this item (optional): the item's work
+    joins that trace, as a RequestWork call carrying it in its metadata would.
+    """
+    @_builtins.property
+    def request(self) -> Global___RequestWorkRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___RequestWorkRequest | None = ...,
+        traceparent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "traceparent", b"traceparent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestWorkBatchItem: _TypeAlias = RequestWorkBatchItem  # noqa: Y015
+
+@_typing.final
+class RequestWorkBatchResponse(_message.Message):
+    """Response of RequestWorkBatch: one result per item, in the order of the items."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestWorkResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RequestWorkResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestWorkBatchResponse: _TypeAlias = RequestWorkBatchResponse  # noqa: Y015
+
+@_typing.final
+class RequestWorkResult(_message.Message):
+    """What one item of RequestWorkBatch got."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def work(self) -> _work_pb2.WorkRequest:
+        """The work request (the first one, for a repeated request_id)."""
+
+    @_builtins.property
+    def error(self) -> Global___ItemStatus:
+        """The item's refusal: the status RequestWork would have answered."""
+
+    def __init__(
+        self,
+        *,
+        work: _work_pb2.WorkRequest | None = ...,
+        error: Global___ItemStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "work", b"work"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "work", b"work"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["work", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___RequestWorkResult: _TypeAlias = RequestWorkResult  # noqa: Y015
+
+@_typing.final
+class ItemStatus(_message.Message):
+    """One item's refusal in a batch, in the wire format of google.rpc.Status (decode its bytes
+    as google.rpc.Status to use the usual helpers): the gRPC code, the message and the
+    details (ErrorInfo with the reason, BadRequest with field violations, RetryInfo).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """A google.rpc.Code value (never OK)."""
+    message: _builtins.str
+    @_builtins.property
+    def details(self) -> _containers.RepeatedCompositeFieldContainer[_any_pb2.Any]: ...
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        details: _abc.Iterable[_any_pb2.Any] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemStatus: _TypeAlias = ItemStatus  # noqa: Y015
 
 @_typing.final
 class RecordWorkStartedRequest(_message.Message):
@@ -393,6 +534,110 @@ class CancelWorkResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelWorkResponse: _TypeAlias = CancelWorkResponse  # noqa: Y015
+
+@_typing.final
+class CancelWorkBatchRequest(_message.Message):
+    """Request of CancelWorkBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelWorkBatchItem]:
+        """1 to 100 items, each a CancelWork request."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CancelWorkBatchItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelWorkBatchRequest: _TypeAlias = CancelWorkBatchRequest  # noqa: Y015
+
+@_typing.final
+class CancelWorkBatchItem(_message.Message):
+    """One item of CancelWorkBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    traceparent: _builtins.str
+    """The W3C trace context of the caller's span for this item (optional)."""
+    @_builtins.property
+    def request(self) -> Global___CancelWorkRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___CancelWorkRequest | None = ...,
+        traceparent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "traceparent", b"traceparent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelWorkBatchItem: _TypeAlias = CancelWorkBatchItem  # noqa: Y015
+
+@_typing.final
+class CancelWorkBatchResponse(_message.Message):
+    """Response of CancelWorkBatch: one result per item, in the order of the items."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelWorkResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CancelWorkResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelWorkBatchResponse: _TypeAlias = CancelWorkBatchResponse  # noqa: Y015
+
+@_typing.final
+class CancelWorkResult(_message.Message):
+    """What one item of CancelWorkBatch got."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def work(self) -> _work_pb2.WorkRequest:
+        """The work request after the cancel."""
+
+    @_builtins.property
+    def error(self) -> Global___ItemStatus:
+        """The item's refusal: the status CancelWork would have answered."""
+
+    def __init__(
+        self,
+        *,
+        work: _work_pb2.WorkRequest | None = ...,
+        error: Global___ItemStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "work", b"work"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "work", b"work"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["work", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___CancelWorkResult: _TypeAlias = CancelWorkResult  # noqa: Y015
 
 @_typing.final
 class GetWorkRequest(_message.Message):

@@ -40,6 +40,11 @@ class WorkServiceStub:
                 request_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkRequest.SerializeToString,
                 response_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkResponse.FromString,
                 _registered_method=True)
+        self.RequestWorkBatch = channel.unary_unary(
+                '/trinity.process.work.v1.WorkService/RequestWorkBatch',
+                request_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkBatchRequest.SerializeToString,
+                response_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkBatchResponse.FromString,
+                _registered_method=True)
         self.RecordWorkStarted = channel.unary_unary(
                 '/trinity.process.work.v1.WorkService/RecordWorkStarted',
                 request_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RecordWorkStartedRequest.SerializeToString,
@@ -65,6 +70,11 @@ class WorkServiceStub:
                 request_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkRequest.SerializeToString,
                 response_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkResponse.FromString,
                 _registered_method=True)
+        self.CancelWorkBatch = channel.unary_unary(
+                '/trinity.process.work.v1.WorkService/CancelWorkBatch',
+                request_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkBatchRequest.SerializeToString,
+                response_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkBatchResponse.FromString,
+                _registered_method=True)
         self.GetWork = channel.unary_unary(
                 '/trinity.process.work.v1.WorkService/GetWork',
                 request_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.GetWorkRequest.SerializeToString,
@@ -85,6 +95,17 @@ class WorkServiceServicer:
         """Persists a work request and queues its intent; emits WorkRequested.
         A retry with the same request_id returns the first work request and queues nothing.
         Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestWorkBatch(self, request, context):
+        """Requests many work requests in one call (a command dispatcher's batch). Each item is
+        answered on its own, in order, exactly as RequestWork answers it alone (validated,
+        idempotent by its own request_id, refused with its own status), so one bad item does not
+        fail the others; the items are written in as few transactions as possible.
+        Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +154,15 @@ class WorkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelWorkBatch(self, request, context):
+        """Cancels many work requests in one call, each answered on its own, in order, exactly as
+        CancelWork answers it alone.
+        Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetWork(self, request, context):
         """Gets a work request.
         Errors: NOT_FOUND.
@@ -156,6 +186,11 @@ def add_WorkServiceServicer_to_server(servicer, server):
                     servicer.RequestWork,
                     request_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkRequest.FromString,
                     response_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkResponse.SerializeToString,
+            ),
+            'RequestWorkBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestWorkBatch,
+                    request_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkBatchRequest.FromString,
+                    response_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkBatchResponse.SerializeToString,
             ),
             'RecordWorkStarted': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordWorkStarted,
@@ -181,6 +216,11 @@ def add_WorkServiceServicer_to_server(servicer, server):
                     servicer.CancelWork,
                     request_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkRequest.FromString,
                     response_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkResponse.SerializeToString,
+            ),
+            'CancelWorkBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkBatch,
+                    request_deserializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkBatchRequest.FromString,
+                    response_serializer=trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkBatchResponse.SerializeToString,
             ),
             'GetWork': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWork,
@@ -221,6 +261,33 @@ class WorkService:
             '/trinity.process.work.v1.WorkService/RequestWork',
             trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkRequest.SerializeToString,
             trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestWorkBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trinity.process.work.v1.WorkService/RequestWorkBatch',
+            trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkBatchRequest.SerializeToString,
+            trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.RequestWorkBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -356,6 +423,33 @@ class WorkService:
             '/trinity.process.work.v1.WorkService/CancelWork',
             trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkRequest.SerializeToString,
             trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trinity.process.work.v1.WorkService/CancelWorkBatch',
+            trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkBatchRequest.SerializeToString,
+            trinity_dot_process_dot_work_dot_v1_dot_work__service__pb2.CancelWorkBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,13 @@ class WorkServiceStub:
     A retry with the same request_id returns the first work request and queues nothing.
     Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
     """
+    RequestWorkBatch: _grpc.UnaryUnaryMultiCallable[_work_service_pb2.RequestWorkBatchRequest, _work_service_pb2.RequestWorkBatchResponse]
+    """Requests many work requests in one call (a command dispatcher's batch). Each item is
+    answered on its own, in order, exactly as RequestWork answers it alone (validated,
+    idempotent by its own request_id, refused with its own status), so one bad item does not
+    fail the others; the items are written in as few transactions as possible.
+    Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
+    """
     RecordWorkStarted: _grpc.UnaryUnaryMultiCallable[_work_service_pb2.RecordWorkStartedRequest, _work_service_pb2.RecordWorkStartedResponse]
     """An executor takes the work: records it started and grants a lease; emits WorkStarted.
     Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_FINISHED, WORK_LEASED_ELSEWHERE,
@@ -61,6 +68,11 @@ class WorkServiceStub:
     next heartbeat.
     Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_FINISHED).
     """
+    CancelWorkBatch: _grpc.UnaryUnaryMultiCallable[_work_service_pb2.CancelWorkBatchRequest, _work_service_pb2.CancelWorkBatchResponse]
+    """Cancels many work requests in one call, each answered on its own, in order, exactly as
+    CancelWork answers it alone.
+    Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
+    """
     GetWork: _grpc.UnaryUnaryMultiCallable[_work_service_pb2.GetWorkRequest, _work_service_pb2.GetWorkResponse]
     """Gets a work request.
     Errors: NOT_FOUND.
@@ -79,6 +91,13 @@ class WorkServiceAsyncStub(WorkServiceStub):
     """Persists a work request and queues its intent; emits WorkRequested.
     A retry with the same request_id returns the first work request and queues nothing.
     Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+    """
+    RequestWorkBatch: _aio.UnaryUnaryMultiCallable[_work_service_pb2.RequestWorkBatchRequest, _work_service_pb2.RequestWorkBatchResponse]  # type: ignore[assignment]
+    """Requests many work requests in one call (a command dispatcher's batch). Each item is
+    answered on its own, in order, exactly as RequestWork answers it alone (validated,
+    idempotent by its own request_id, refused with its own status), so one bad item does not
+    fail the others; the items are written in as few transactions as possible.
+    Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
     """
     RecordWorkStarted: _aio.UnaryUnaryMultiCallable[_work_service_pb2.RecordWorkStartedRequest, _work_service_pb2.RecordWorkStartedResponse]  # type: ignore[assignment]
     """An executor takes the work: records it started and grants a lease; emits WorkStarted.
@@ -103,6 +122,11 @@ class WorkServiceAsyncStub(WorkServiceStub):
     next heartbeat.
     Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_FINISHED).
     """
+    CancelWorkBatch: _aio.UnaryUnaryMultiCallable[_work_service_pb2.CancelWorkBatchRequest, _work_service_pb2.CancelWorkBatchResponse]  # type: ignore[assignment]
+    """Cancels many work requests in one call, each answered on its own, in order, exactly as
+    CancelWork answers it alone.
+    Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
+    """
     GetWork: _aio.UnaryUnaryMultiCallable[_work_service_pb2.GetWorkRequest, _work_service_pb2.GetWorkResponse]  # type: ignore[assignment]
     """Gets a work request.
     Errors: NOT_FOUND.
@@ -124,6 +148,19 @@ class WorkServiceServicer(metaclass=_abc_1.ABCMeta):
         """Persists a work request and queues its intent; emits WorkRequested.
         A retry with the same request_id returns the first work request and queues nothing.
         Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+        """
+
+    @_abc_1.abstractmethod
+    def RequestWorkBatch(
+        self,
+        request: _work_service_pb2.RequestWorkBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_work_service_pb2.RequestWorkBatchResponse, _abc.Awaitable[_work_service_pb2.RequestWorkBatchResponse]]:
+        """Requests many work requests in one call (a command dispatcher's batch). Each item is
+        answered on its own, in order, exactly as RequestWork answers it alone (validated,
+        idempotent by its own request_id, refused with its own status), so one bad item does not
+        fail the others; the items are written in as few transactions as possible.
+        Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
         """
 
     @_abc_1.abstractmethod
@@ -177,6 +214,17 @@ class WorkServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels work that has not finished; emits WorkCancelled. Running executors stop at their
         next heartbeat.
         Errors: NOT_FOUND, FAILED_PRECONDITION (WORK_FINISHED).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelWorkBatch(
+        self,
+        request: _work_service_pb2.CancelWorkBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_work_service_pb2.CancelWorkBatchResponse, _abc.Awaitable[_work_service_pb2.CancelWorkBatchResponse]]:
+        """Cancels many work requests in one call, each answered on its own, in order, exactly as
+        CancelWork answers it alone.
+        Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
         """
 
     @_abc_1.abstractmethod

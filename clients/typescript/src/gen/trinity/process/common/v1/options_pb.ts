@@ -4,14 +4,14 @@
 
 import type { GenExtension, GenFile } from "@bufbuild/protobuf/codegenv2";
 import { extDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MethodOptions } from "@bufbuild/protobuf/wkt";
+import type { FieldOptions, MethodOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file trinity/process/common/v1/options.proto.
  */
 export const file_trinity_process_common_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("Cid0cmluaXR5L3Byb2Nlc3MvY29tbW9uL3YxL29wdGlvbnMucHJvdG8SGXRyaW5pdHkucHJvY2Vzcy5jb21tb24udjE6UQoTcmVxdWlyZWRfcGVybWlzc2lvbhIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGNGGAyABKAlSEnJlcXVpcmVkUGVybWlzc2lvbmIGcHJvdG8z", [file_google_protobuf_descriptor]);
+  fileDesc("Cid0cmluaXR5L3Byb2Nlc3MvY29tbW9uL3YxL29wdGlvbnMucHJvdG8SGXRyaW5pdHkucHJvY2Vzcy5jb21tb24udjE6UQoTcmVxdWlyZWRfcGVybWlzc2lvbhIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGNGGAyABKAlSEnJlcXVpcmVkUGVybWlzc2lvbjpJChBjaGVja2VkX3Blcl9pdGVtEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxjShgMgASgIUg5jaGVja2VkUGVySXRlbWIGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * The permission a caller needs for this RPC. Every RPC of the four services declares
@@ -35,4 +35,14 @@ export const file_trinity_process_common_v1_options: GenFile = /*@__PURE__*/
  */
 export const required_permission: GenExtension<MethodOptions, string> = /*@__PURE__*/
   extDesc(file_trinity_process_common_v1_options, 0);
+
+/**
+ * The items of this repeated field are answered one by one (a batch RPC): the platform's
+ * request checks (ranges, NUL characters, JSON depth) leave them to the servicer, which
+ * answers a bad item with its own INVALID_ARGUMENT status instead of failing the call.
+ *
+ * @generated from extension: bool checked_per_item = 50002;
+ */
+export const checked_per_item: GenExtension<FieldOptions, boolean> = /*@__PURE__*/
+  extDesc(file_trinity_process_common_v1_options, 1);
 

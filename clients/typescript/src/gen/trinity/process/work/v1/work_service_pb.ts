@@ -4,8 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Any, Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_any, file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_trinity_process_common_v1_options } from "../../common/v1/options_pb.js";
 import type { Failure, StepRef } from "../../common/v1/types_pb.js";
 import { file_trinity_process_common_v1_types } from "../../common/v1/types_pb.js";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trinity/process/work/v1/work_service.proto.
  */
 export const file_trinity_process_work_v1_work_service: GenFile = /*@__PURE__*/
-  fileDesc("Cip0cmluaXR5L3Byb2Nlc3Mvd29yay92MS93b3JrX3NlcnZpY2UucHJvdG8SF3RyaW5pdHkucHJvY2Vzcy53b3JrLnYxItwBChJSZXF1ZXN0V29ya1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRI1CgdwYXlsb2FkGAIgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1BheWxvYWQSNwoLY29ycmVsYXRpb24YAyABKAsyIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLlN0ZXBSZWYSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5tYXhfZGVsaXZlcmllcxgFIAEoDSJJChNSZXF1ZXN0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKZAQoYUmVjb3JkV29ya1N0YXJ0ZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRITCgtleGVjdXRvcl9pZBgDIAEoCRIQCghkZWxpdmVyeRgEIAEoDRIxCg5sZWFzZV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJPChlSZWNvcmRXb3JrU3RhcnRlZFJlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKSAQoUSGVhcnRiZWF0V29ya1JlcXVlc3QSDwoHd29ya19pZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm9ncmVzcxgEIAEoCRIPCgdyZWxlYXNlGAUgASgIImgKFUhlYXJ0YmVhdFdvcmtSZXNwb25zZRI1ChFsZWFzZV9leHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2FuY2VsX3JlcXVlc3RlZBgCIAEoCCK+AQoaUmVjb3JkV29ya0NvbXBsZXRlZFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIPCgd3b3JrX2lkGAIgASgJEhMKC2V4ZWN1dG9yX2lkGAMgASgJEjMKBnJlc3VsdBgEIAEoCzIjLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXN1bHQSMQoFc3RhcnQYBSABKAsyIi50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrU3RhcnQiHQoJV29ya1N0YXJ0EhAKCGRlbGl2ZXJ5GAEgASgNIlEKG1JlY29yZFdvcmtDb21wbGV0ZWRSZXNwb25zZRIyCgR3b3JrGAEgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QihgEKF1JlY29yZFdvcmtGYWlsZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRITCgtleGVjdXRvcl9pZBgDIAEoCRIxCgVlcnJvchgEIAEoCzIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuRmFpbHVyZSJOChhSZWNvcmRXb3JrRmFpbGVkUmVzcG9uc2USMgoEd29yaxgBIAEoCzIkLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXF1ZXN0IkgKEUNhbmNlbFdvcmtSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiSAoSQ2FuY2VsV29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCIhCg5HZXRXb3JrUmVxdWVzdBIPCgd3b3JrX2lkGAEgASgJIkUKD0dldFdvcmtSZXNwb25zZRIyCgR3b3JrGAEgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QitAEKD0xpc3RXb3JrUmVxdWVzdBIUCgxleGVjdXRpb25faWQYASABKAkSMwoGc3RhdHVzGAIgASgOMiMudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1N0YXR1cxIvCgRraW5kGAMgASgOMiEudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya0tpbmQSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiXwoQTGlzdFdvcmtSZXNwb25zZRIyCgR3b3JrGAEgAygLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMosICgtXb3JrU2VydmljZRJ5CgtSZXF1ZXN0V29yaxIrLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlcXVlc3RXb3JrUmVxdWVzdBosLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlcXVlc3RXb3JrUmVzcG9uc2UiD4q1GAt3b3JrLm1hbmFnZRKLAQoRUmVjb3JkV29ya1N0YXJ0ZWQSMS50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrU3RhcnRlZFJlcXVlc3QaMi50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrU3RhcnRlZFJlc3BvbnNlIg+KtRgLd29yay5yZXBvcnQSfwoNSGVhcnRiZWF0V29yaxItLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkhlYXJ0YmVhdFdvcmtSZXF1ZXN0Gi4udHJpbml0eS5wcm9jZXNzLndvcmsudjEuSGVhcnRiZWF0V29ya1Jlc3BvbnNlIg+KtRgLd29yay5yZXBvcnQSkQEKE1JlY29yZFdvcmtDb21wbGV0ZWQSMy50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrQ29tcGxldGVkUmVxdWVzdBo0LnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlY29yZFdvcmtDb21wbGV0ZWRSZXNwb25zZSIPirUYC3dvcmsucmVwb3J0EogBChBSZWNvcmRXb3JrRmFpbGVkEjAudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVjb3JkV29ya0ZhaWxlZFJlcXVlc3QaMS50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrRmFpbGVkUmVzcG9uc2UiD4q1GAt3b3JrLnJlcG9ydBJ2CgpDYW5jZWxXb3JrEioudHJpbml0eS5wcm9jZXNzLndvcmsudjEuQ2FuY2VsV29ya1JlcXVlc3QaKy50cmluaXR5LnByb2Nlc3Mud29yay52MS5DYW5jZWxXb3JrUmVzcG9uc2UiD4q1GAt3b3JrLm1hbmFnZRJrCgdHZXRXb3JrEicudHJpbml0eS5wcm9jZXNzLndvcmsudjEuR2V0V29ya1JlcXVlc3QaKC50cmluaXR5LnByb2Nlc3Mud29yay52MS5HZXRXb3JrUmVzcG9uc2UiDYq1GAl3b3JrLnJlYWQSbgoITGlzdFdvcmsSKC50cmluaXR5LnByb2Nlc3Mud29yay52MS5MaXN0V29ya1JlcXVlc3QaKS50cmluaXR5LnByb2Nlc3Mud29yay52MS5MaXN0V29ya1Jlc3BvbnNlIg2KtRgJd29yay5yZWFkYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_common_v1_types, file_trinity_process_work_v1_work]);
+  fileDesc("Cip0cmluaXR5L3Byb2Nlc3Mvd29yay92MS93b3JrX3NlcnZpY2UucHJvdG8SF3RyaW5pdHkucHJvY2Vzcy53b3JrLnYxItwBChJSZXF1ZXN0V29ya1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRI1CgdwYXlsb2FkGAIgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1BheWxvYWQSNwoLY29ycmVsYXRpb24YAyABKAsyIi50cmluaXR5LnByb2Nlc3MuY29tbW9uLnYxLlN0ZXBSZWYSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5tYXhfZGVsaXZlcmllcxgFIAEoDSJJChNSZXF1ZXN0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCJdChdSZXF1ZXN0V29ya0JhdGNoUmVxdWVzdBJCCgVpdGVtcxgBIAMoCzItLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlcXVlc3RXb3JrQmF0Y2hJdGVtQgSQtRgBImkKFFJlcXVlc3RXb3JrQmF0Y2hJdGVtEjwKB3JlcXVlc3QYASABKAsyKy50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZXF1ZXN0V29ya1JlcXVlc3QSEwoLdHJhY2VwYXJlbnQYAiABKAkiVwoYUmVxdWVzdFdvcmtCYXRjaFJlc3BvbnNlEjsKB3Jlc3VsdHMYASADKAsyKi50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZXF1ZXN0V29ya1Jlc3VsdCKKAQoRUmVxdWVzdFdvcmtSZXN1bHQSNAoEd29yaxgBIAEoCzIkLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXF1ZXN0SAASNAoFZXJyb3IYAiABKAsyIy50cmluaXR5LnByb2Nlc3Mud29yay52MS5JdGVtU3RhdHVzSABCCQoHb3V0Y29tZSJSCgpJdGVtU3RhdHVzEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRIlCgdkZXRhaWxzGAMgAygLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSKZAQoYUmVjb3JkV29ya1N0YXJ0ZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRITCgtleGVjdXRvcl9pZBgDIAEoCRIQCghkZWxpdmVyeRgEIAEoDRIxCg5sZWFzZV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJPChlSZWNvcmRXb3JrU3RhcnRlZFJlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCKSAQoUSGVhcnRiZWF0V29ya1JlcXVlc3QSDwoHd29ya19pZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm9ncmVzcxgEIAEoCRIPCgdyZWxlYXNlGAUgASgIImgKFUhlYXJ0YmVhdFdvcmtSZXNwb25zZRI1ChFsZWFzZV9leHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2FuY2VsX3JlcXVlc3RlZBgCIAEoCCK+AQoaUmVjb3JkV29ya0NvbXBsZXRlZFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIPCgd3b3JrX2lkGAIgASgJEhMKC2V4ZWN1dG9yX2lkGAMgASgJEjMKBnJlc3VsdBgEIAEoCzIjLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXN1bHQSMQoFc3RhcnQYBSABKAsyIi50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrU3RhcnQiHQoJV29ya1N0YXJ0EhAKCGRlbGl2ZXJ5GAEgASgNIlEKG1JlY29yZFdvcmtDb21wbGV0ZWRSZXNwb25zZRIyCgR3b3JrGAEgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3QihgEKF1JlY29yZFdvcmtGYWlsZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRITCgtleGVjdXRvcl9pZBgDIAEoCRIxCgVlcnJvchgEIAEoCzIiLnRyaW5pdHkucHJvY2Vzcy5jb21tb24udjEuRmFpbHVyZSJOChhSZWNvcmRXb3JrRmFpbGVkUmVzcG9uc2USMgoEd29yaxgBIAEoCzIkLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLldvcmtSZXF1ZXN0IkgKEUNhbmNlbFdvcmtSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHd29ya19pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiSAoSQ2FuY2VsV29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCJbChZDYW5jZWxXb3JrQmF0Y2hSZXF1ZXN0EkEKBWl0ZW1zGAEgAygLMiwudHJpbml0eS5wcm9jZXNzLndvcmsudjEuQ2FuY2VsV29ya0JhdGNoSXRlbUIEkLUYASJnChNDYW5jZWxXb3JrQmF0Y2hJdGVtEjsKB3JlcXVlc3QYASABKAsyKi50cmluaXR5LnByb2Nlc3Mud29yay52MS5DYW5jZWxXb3JrUmVxdWVzdBITCgt0cmFjZXBhcmVudBgCIAEoCSJVChdDYW5jZWxXb3JrQmF0Y2hSZXNwb25zZRI6CgdyZXN1bHRzGAEgAygLMikudHJpbml0eS5wcm9jZXNzLndvcmsudjEuQ2FuY2VsV29ya1Jlc3VsdCKJAQoQQ2FuY2VsV29ya1Jlc3VsdBI0CgR3b3JrGAEgASgLMiQudHJpbml0eS5wcm9jZXNzLndvcmsudjEuV29ya1JlcXVlc3RIABI0CgVlcnJvchgCIAEoCzIjLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkl0ZW1TdGF0dXNIAEIJCgdvdXRjb21lIiEKDkdldFdvcmtSZXF1ZXN0Eg8KB3dvcmtfaWQYASABKAkiRQoPR2V0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASABKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdCK0AQoPTGlzdFdvcmtSZXF1ZXN0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIzCgZzdGF0dXMYAiABKA4yIy50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrU3RhdHVzEi8KBGtpbmQYAyABKA4yIS50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrS2luZBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJfChBMaXN0V29ya1Jlc3BvbnNlEjIKBHdvcmsYASADKAsyJC50cmluaXR5LnByb2Nlc3Mud29yay52MS5Xb3JrUmVxdWVzdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkyngoKC1dvcmtTZXJ2aWNlEnkKC1JlcXVlc3RXb3JrEisudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVxdWVzdFdvcmtSZXF1ZXN0GiwudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVxdWVzdFdvcmtSZXNwb25zZSIPirUYC3dvcmsubWFuYWdlEogBChBSZXF1ZXN0V29ya0JhdGNoEjAudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVxdWVzdFdvcmtCYXRjaFJlcXVlc3QaMS50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZXF1ZXN0V29ya0JhdGNoUmVzcG9uc2UiD4q1GAt3b3JrLm1hbmFnZRKLAQoRUmVjb3JkV29ya1N0YXJ0ZWQSMS50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrU3RhcnRlZFJlcXVlc3QaMi50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrU3RhcnRlZFJlc3BvbnNlIg+KtRgLd29yay5yZXBvcnQSfwoNSGVhcnRiZWF0V29yaxItLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkhlYXJ0YmVhdFdvcmtSZXF1ZXN0Gi4udHJpbml0eS5wcm9jZXNzLndvcmsudjEuSGVhcnRiZWF0V29ya1Jlc3BvbnNlIg+KtRgLd29yay5yZXBvcnQSkQEKE1JlY29yZFdvcmtDb21wbGV0ZWQSMy50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrQ29tcGxldGVkUmVxdWVzdBo0LnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLlJlY29yZFdvcmtDb21wbGV0ZWRSZXNwb25zZSIPirUYC3dvcmsucmVwb3J0EogBChBSZWNvcmRXb3JrRmFpbGVkEjAudHJpbml0eS5wcm9jZXNzLndvcmsudjEuUmVjb3JkV29ya0ZhaWxlZFJlcXVlc3QaMS50cmluaXR5LnByb2Nlc3Mud29yay52MS5SZWNvcmRXb3JrRmFpbGVkUmVzcG9uc2UiD4q1GAt3b3JrLnJlcG9ydBJ2CgpDYW5jZWxXb3JrEioudHJpbml0eS5wcm9jZXNzLndvcmsudjEuQ2FuY2VsV29ya1JlcXVlc3QaKy50cmluaXR5LnByb2Nlc3Mud29yay52MS5DYW5jZWxXb3JrUmVzcG9uc2UiD4q1GAt3b3JrLm1hbmFnZRKFAQoPQ2FuY2VsV29ya0JhdGNoEi8udHJpbml0eS5wcm9jZXNzLndvcmsudjEuQ2FuY2VsV29ya0JhdGNoUmVxdWVzdBowLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkNhbmNlbFdvcmtCYXRjaFJlc3BvbnNlIg+KtRgLd29yay5tYW5hZ2USawoHR2V0V29yaxInLnRyaW5pdHkucHJvY2Vzcy53b3JrLnYxLkdldFdvcmtSZXF1ZXN0GigudHJpbml0eS5wcm9jZXNzLndvcmsudjEuR2V0V29ya1Jlc3BvbnNlIg2KtRgJd29yay5yZWFkEm4KCExpc3RXb3JrEigudHJpbml0eS5wcm9jZXNzLndvcmsudjEuTGlzdFdvcmtSZXF1ZXN0GikudHJpbml0eS5wcm9jZXNzLndvcmsudjEuTGlzdFdvcmtSZXNwb25zZSINirUYCXdvcmsucmVhZGIGcHJvdG8z", [file_google_protobuf_any, file_google_protobuf_duration, file_google_protobuf_timestamp, file_trinity_process_common_v1_options, file_trinity_process_common_v1_types, file_trinity_process_work_v1_work]);
 
 /**
  * Request of RequestWork.
@@ -84,6 +84,142 @@ export const RequestWorkResponseSchema: GenMessage<RequestWorkResponse> = /*@__P
   messageDesc(file_trinity_process_work_v1_work_service, 1);
 
 /**
+ * Request of RequestWorkBatch.
+ *
+ * @generated from message trinity.process.work.v1.RequestWorkBatchRequest
+ */
+export type RequestWorkBatchRequest = Message<"trinity.process.work.v1.RequestWorkBatchRequest"> & {
+  /**
+   * 1 to 100 items, each a RequestWork request. Field violations of an item's status name
+   * fields of that item (as RequestWork's would).
+   *
+   * @generated from field: repeated trinity.process.work.v1.RequestWorkBatchItem items = 1;
+   */
+  items: RequestWorkBatchItem[];
+};
+
+/**
+ * Describes the message trinity.process.work.v1.RequestWorkBatchRequest.
+ * Use `create(RequestWorkBatchRequestSchema)` to create a new message.
+ */
+export const RequestWorkBatchRequestSchema: GenMessage<RequestWorkBatchRequest> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 2);
+
+/**
+ * One item of RequestWorkBatch.
+ *
+ * @generated from message trinity.process.work.v1.RequestWorkBatchItem
+ */
+export type RequestWorkBatchItem = Message<"trinity.process.work.v1.RequestWorkBatchItem"> & {
+  /**
+   * @generated from field: trinity.process.work.v1.RequestWorkRequest request = 1;
+   */
+  request?: RequestWorkRequest | undefined;
+
+  /**
+   * The W3C trace context of the caller's span for this item (optional): the item's work
+   * joins that trace, as a RequestWork call carrying it in its metadata would.
+   *
+   * @generated from field: string traceparent = 2;
+   */
+  traceparent: string;
+};
+
+/**
+ * Describes the message trinity.process.work.v1.RequestWorkBatchItem.
+ * Use `create(RequestWorkBatchItemSchema)` to create a new message.
+ */
+export const RequestWorkBatchItemSchema: GenMessage<RequestWorkBatchItem> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 3);
+
+/**
+ * Response of RequestWorkBatch: one result per item, in the order of the items.
+ *
+ * @generated from message trinity.process.work.v1.RequestWorkBatchResponse
+ */
+export type RequestWorkBatchResponse = Message<"trinity.process.work.v1.RequestWorkBatchResponse"> & {
+  /**
+   * @generated from field: repeated trinity.process.work.v1.RequestWorkResult results = 1;
+   */
+  results: RequestWorkResult[];
+};
+
+/**
+ * Describes the message trinity.process.work.v1.RequestWorkBatchResponse.
+ * Use `create(RequestWorkBatchResponseSchema)` to create a new message.
+ */
+export const RequestWorkBatchResponseSchema: GenMessage<RequestWorkBatchResponse> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 4);
+
+/**
+ * What one item of RequestWorkBatch got.
+ *
+ * @generated from message trinity.process.work.v1.RequestWorkResult
+ */
+export type RequestWorkResult = Message<"trinity.process.work.v1.RequestWorkResult"> & {
+  /**
+   * @generated from oneof trinity.process.work.v1.RequestWorkResult.outcome
+   */
+  outcome: {
+    /**
+     * The work request (the first one, for a repeated request_id).
+     *
+     * @generated from field: trinity.process.work.v1.WorkRequest work = 1;
+     */
+    value: WorkRequest;
+    case: "work";
+  } | {
+    /**
+     * The item's refusal: the status RequestWork would have answered.
+     *
+     * @generated from field: trinity.process.work.v1.ItemStatus error = 2;
+     */
+    value: ItemStatus;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message trinity.process.work.v1.RequestWorkResult.
+ * Use `create(RequestWorkResultSchema)` to create a new message.
+ */
+export const RequestWorkResultSchema: GenMessage<RequestWorkResult> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 5);
+
+/**
+ * One item's refusal in a batch, in the wire format of google.rpc.Status (decode its bytes
+ * as google.rpc.Status to use the usual helpers): the gRPC code, the message and the
+ * details (ErrorInfo with the reason, BadRequest with field violations, RetryInfo).
+ *
+ * @generated from message trinity.process.work.v1.ItemStatus
+ */
+export type ItemStatus = Message<"trinity.process.work.v1.ItemStatus"> & {
+  /**
+   * A google.rpc.Code value (never OK).
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * @generated from field: repeated google.protobuf.Any details = 3;
+   */
+  details: Any[];
+};
+
+/**
+ * Describes the message trinity.process.work.v1.ItemStatus.
+ * Use `create(ItemStatusSchema)` to create a new message.
+ */
+export const ItemStatusSchema: GenMessage<ItemStatus> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 6);
+
+/**
  * Request of RecordWorkStarted.
  *
  * @generated from message trinity.process.work.v1.RecordWorkStartedRequest
@@ -124,7 +260,7 @@ export type RecordWorkStartedRequest = Message<"trinity.process.work.v1.RecordWo
  * Use `create(RecordWorkStartedRequestSchema)` to create a new message.
  */
 export const RecordWorkStartedRequestSchema: GenMessage<RecordWorkStartedRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 2);
+  messageDesc(file_trinity_process_work_v1_work_service, 7);
 
 /**
  * Response of RecordWorkStarted.
@@ -143,7 +279,7 @@ export type RecordWorkStartedResponse = Message<"trinity.process.work.v1.RecordW
  * Use `create(RecordWorkStartedResponseSchema)` to create a new message.
  */
 export const RecordWorkStartedResponseSchema: GenMessage<RecordWorkStartedResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 3);
+  messageDesc(file_trinity_process_work_v1_work_service, 8);
 
 /**
  * Request of HeartbeatWork.
@@ -187,7 +323,7 @@ export type HeartbeatWorkRequest = Message<"trinity.process.work.v1.HeartbeatWor
  * Use `create(HeartbeatWorkRequestSchema)` to create a new message.
  */
 export const HeartbeatWorkRequestSchema: GenMessage<HeartbeatWorkRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 4);
+  messageDesc(file_trinity_process_work_v1_work_service, 9);
 
 /**
  * Response of HeartbeatWork.
@@ -213,7 +349,7 @@ export type HeartbeatWorkResponse = Message<"trinity.process.work.v1.HeartbeatWo
  * Use `create(HeartbeatWorkResponseSchema)` to create a new message.
  */
 export const HeartbeatWorkResponseSchema: GenMessage<HeartbeatWorkResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 5);
+  messageDesc(file_trinity_process_work_v1_work_service, 10);
 
 /**
  * Request of RecordWorkCompleted.
@@ -257,7 +393,7 @@ export type RecordWorkCompletedRequest = Message<"trinity.process.work.v1.Record
  * Use `create(RecordWorkCompletedRequestSchema)` to create a new message.
  */
 export const RecordWorkCompletedRequestSchema: GenMessage<RecordWorkCompletedRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 6);
+  messageDesc(file_trinity_process_work_v1_work_service, 11);
 
 /**
  * The start a RecordWorkCompleted records with the result.
@@ -278,7 +414,7 @@ export type WorkStart = Message<"trinity.process.work.v1.WorkStart"> & {
  * Use `create(WorkStartSchema)` to create a new message.
  */
 export const WorkStartSchema: GenMessage<WorkStart> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 7);
+  messageDesc(file_trinity_process_work_v1_work_service, 12);
 
 /**
  * Response of RecordWorkCompleted.
@@ -297,7 +433,7 @@ export type RecordWorkCompletedResponse = Message<"trinity.process.work.v1.Recor
  * Use `create(RecordWorkCompletedResponseSchema)` to create a new message.
  */
 export const RecordWorkCompletedResponseSchema: GenMessage<RecordWorkCompletedResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 8);
+  messageDesc(file_trinity_process_work_v1_work_service, 13);
 
 /**
  * Request of RecordWorkFailed.
@@ -331,7 +467,7 @@ export type RecordWorkFailedRequest = Message<"trinity.process.work.v1.RecordWor
  * Use `create(RecordWorkFailedRequestSchema)` to create a new message.
  */
 export const RecordWorkFailedRequestSchema: GenMessage<RecordWorkFailedRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 9);
+  messageDesc(file_trinity_process_work_v1_work_service, 14);
 
 /**
  * Response of RecordWorkFailed.
@@ -350,7 +486,7 @@ export type RecordWorkFailedResponse = Message<"trinity.process.work.v1.RecordWo
  * Use `create(RecordWorkFailedResponseSchema)` to create a new message.
  */
 export const RecordWorkFailedResponseSchema: GenMessage<RecordWorkFailedResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 10);
+  messageDesc(file_trinity_process_work_v1_work_service, 15);
 
 /**
  * Request of CancelWork.
@@ -379,7 +515,7 @@ export type CancelWorkRequest = Message<"trinity.process.work.v1.CancelWorkReque
  * Use `create(CancelWorkRequestSchema)` to create a new message.
  */
 export const CancelWorkRequestSchema: GenMessage<CancelWorkRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 11);
+  messageDesc(file_trinity_process_work_v1_work_service, 16);
 
 /**
  * Response of CancelWork.
@@ -398,7 +534,108 @@ export type CancelWorkResponse = Message<"trinity.process.work.v1.CancelWorkResp
  * Use `create(CancelWorkResponseSchema)` to create a new message.
  */
 export const CancelWorkResponseSchema: GenMessage<CancelWorkResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 12);
+  messageDesc(file_trinity_process_work_v1_work_service, 17);
+
+/**
+ * Request of CancelWorkBatch.
+ *
+ * @generated from message trinity.process.work.v1.CancelWorkBatchRequest
+ */
+export type CancelWorkBatchRequest = Message<"trinity.process.work.v1.CancelWorkBatchRequest"> & {
+  /**
+   * 1 to 100 items, each a CancelWork request.
+   *
+   * @generated from field: repeated trinity.process.work.v1.CancelWorkBatchItem items = 1;
+   */
+  items: CancelWorkBatchItem[];
+};
+
+/**
+ * Describes the message trinity.process.work.v1.CancelWorkBatchRequest.
+ * Use `create(CancelWorkBatchRequestSchema)` to create a new message.
+ */
+export const CancelWorkBatchRequestSchema: GenMessage<CancelWorkBatchRequest> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 18);
+
+/**
+ * One item of CancelWorkBatch.
+ *
+ * @generated from message trinity.process.work.v1.CancelWorkBatchItem
+ */
+export type CancelWorkBatchItem = Message<"trinity.process.work.v1.CancelWorkBatchItem"> & {
+  /**
+   * @generated from field: trinity.process.work.v1.CancelWorkRequest request = 1;
+   */
+  request?: CancelWorkRequest | undefined;
+
+  /**
+   * The W3C trace context of the caller's span for this item (optional).
+   *
+   * @generated from field: string traceparent = 2;
+   */
+  traceparent: string;
+};
+
+/**
+ * Describes the message trinity.process.work.v1.CancelWorkBatchItem.
+ * Use `create(CancelWorkBatchItemSchema)` to create a new message.
+ */
+export const CancelWorkBatchItemSchema: GenMessage<CancelWorkBatchItem> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 19);
+
+/**
+ * Response of CancelWorkBatch: one result per item, in the order of the items.
+ *
+ * @generated from message trinity.process.work.v1.CancelWorkBatchResponse
+ */
+export type CancelWorkBatchResponse = Message<"trinity.process.work.v1.CancelWorkBatchResponse"> & {
+  /**
+   * @generated from field: repeated trinity.process.work.v1.CancelWorkResult results = 1;
+   */
+  results: CancelWorkResult[];
+};
+
+/**
+ * Describes the message trinity.process.work.v1.CancelWorkBatchResponse.
+ * Use `create(CancelWorkBatchResponseSchema)` to create a new message.
+ */
+export const CancelWorkBatchResponseSchema: GenMessage<CancelWorkBatchResponse> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 20);
+
+/**
+ * What one item of CancelWorkBatch got.
+ *
+ * @generated from message trinity.process.work.v1.CancelWorkResult
+ */
+export type CancelWorkResult = Message<"trinity.process.work.v1.CancelWorkResult"> & {
+  /**
+   * @generated from oneof trinity.process.work.v1.CancelWorkResult.outcome
+   */
+  outcome: {
+    /**
+     * The work request after the cancel.
+     *
+     * @generated from field: trinity.process.work.v1.WorkRequest work = 1;
+     */
+    value: WorkRequest;
+    case: "work";
+  } | {
+    /**
+     * The item's refusal: the status CancelWork would have answered.
+     *
+     * @generated from field: trinity.process.work.v1.ItemStatus error = 2;
+     */
+    value: ItemStatus;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message trinity.process.work.v1.CancelWorkResult.
+ * Use `create(CancelWorkResultSchema)` to create a new message.
+ */
+export const CancelWorkResultSchema: GenMessage<CancelWorkResult> = /*@__PURE__*/
+  messageDesc(file_trinity_process_work_v1_work_service, 21);
 
 /**
  * Request of GetWork.
@@ -417,7 +654,7 @@ export type GetWorkRequest = Message<"trinity.process.work.v1.GetWorkRequest"> &
  * Use `create(GetWorkRequestSchema)` to create a new message.
  */
 export const GetWorkRequestSchema: GenMessage<GetWorkRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 13);
+  messageDesc(file_trinity_process_work_v1_work_service, 22);
 
 /**
  * Response of GetWork.
@@ -436,7 +673,7 @@ export type GetWorkResponse = Message<"trinity.process.work.v1.GetWorkResponse">
  * Use `create(GetWorkResponseSchema)` to create a new message.
  */
 export const GetWorkResponseSchema: GenMessage<GetWorkResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 14);
+  messageDesc(file_trinity_process_work_v1_work_service, 23);
 
 /**
  * Request of ListWork.
@@ -475,7 +712,7 @@ export type ListWorkRequest = Message<"trinity.process.work.v1.ListWorkRequest">
  * Use `create(ListWorkRequestSchema)` to create a new message.
  */
 export const ListWorkRequestSchema: GenMessage<ListWorkRequest> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 15);
+  messageDesc(file_trinity_process_work_v1_work_service, 24);
 
 /**
  * Response of ListWork.
@@ -499,7 +736,7 @@ export type ListWorkResponse = Message<"trinity.process.work.v1.ListWorkResponse
  * Use `create(ListWorkResponseSchema)` to create a new message.
  */
 export const ListWorkResponseSchema: GenMessage<ListWorkResponse> = /*@__PURE__*/
-  messageDesc(file_trinity_process_work_v1_work_service, 16);
+  messageDesc(file_trinity_process_work_v1_work_service, 25);
 
 /**
  * WorkService owns work requests. Executors report through it; it alone emits work facts.
@@ -518,6 +755,20 @@ export const WorkService: GenService<{
     methodKind: "unary";
     input: typeof RequestWorkRequestSchema;
     output: typeof RequestWorkResponseSchema;
+  },
+  /**
+   * Requests many work requests in one call (a command dispatcher's batch). Each item is
+   * answered on its own, in order, exactly as RequestWork answers it alone (validated,
+   * idempotent by its own request_id, refused with its own status), so one bad item does not
+   * fail the others; the items are written in as few transactions as possible.
+   * Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
+   *
+   * @generated from rpc trinity.process.work.v1.WorkService.RequestWorkBatch
+   */
+  requestWorkBatch: {
+    methodKind: "unary";
+    input: typeof RequestWorkBatchRequestSchema;
+    output: typeof RequestWorkBatchResponseSchema;
   },
   /**
    * An executor takes the work: records it started and grants a lease; emits WorkStarted.
@@ -576,6 +827,18 @@ export const WorkService: GenService<{
     methodKind: "unary";
     input: typeof CancelWorkRequestSchema;
     output: typeof CancelWorkResponseSchema;
+  },
+  /**
+   * Cancels many work requests in one call, each answered on its own, in order, exactly as
+   * CancelWork answers it alone.
+   * Errors of the whole call: INVALID_ARGUMENT (no items, more than 100 items).
+   *
+   * @generated from rpc trinity.process.work.v1.WorkService.CancelWorkBatch
+   */
+  cancelWorkBatch: {
+    methodKind: "unary";
+    input: typeof CancelWorkBatchRequestSchema;
+    output: typeof CancelWorkBatchResponseSchema;
   },
   /**
    * Gets a work request.
