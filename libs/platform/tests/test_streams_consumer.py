@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from trinity_platform.consumer import Ack, Nak, Outcome, PullConsumerRunner, Term
+from trinity_platform.consumer import (
+    Ack,
+    Delivery,
+    Failed,
+    Nak,
+    Outcome,
+    PullConsumerRunner,
+    Term,
+)
 from trinity_platform.envelope import Envelope, build_headers
 from trinity_platform.streams import ensure_streams, stream_configs
 from trinity_platform.subjects import (
@@ -249,3 +259,104 @@ async def test_work_queue_message_is_taken_once(nc: NATS) -> None:
         await c.stop()
     assert sum(len(r.seen) for r in recorders) == 1
     assert (await js.stream_info(WORK_QUEUE_STREAM)).state.messages == 0
+
+
+async def test_a_batch_handler_gets_each_fetched_batch_whole_and_answers_per_message(
+    nc: NATS,
+) -> None:
+    """The batch in stream order, invalid CloudEvents terminated before it; each message
+    settled by its own outcome (Failed and a failing call redeliver with back-off)."""
+    js = nc.jetstream()
+    await ensure_streams(js)
+    batches: list[list[tuple[str, int]]] = []
+    seen = asyncio.Event()
+
+    async def handle(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        batch = [(d.envelope.id, d.msg.metadata.num_delivered or 1) for d in deliveries]
+        batches.append(batch)
+        seen.set()
+        if any(message_id == "m5" and delivered == 1 for message_id, delivered in batch):
+            raise RuntimeError("handler bug")  # every message of this batch comes back
+        outcomes: list[Outcome] = []
+        for message_id, delivered in batch:
+            if message_id == "m1" and delivered == 1:
+                outcomes.append(Nak(delay=0.3))
+            elif message_id == "m2":
+                outcomes.append(Term("poison"))
+            elif message_id == "m3" and delivered == 1:
+                outcomes.append(Failed(RuntimeError("this one failed")))
+            else:
+                outcomes.append(Ack())
+        return outcomes
+
+    def batch_consumer() -> PullConsumerRunner:
+        return PullConsumerRunner(
+            js,
+            stream=STREAM,
+            durable="test-batch-consumer",
+            filter_subjects=[SUBJECT],
+            batch_handler=handle,
+            ack_wait=1.0,
+            fetch_timeout=0.5,
+            retry_base_delay=0.1,
+        )
+
+    def delivered() -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for batch in batches:
+            for message_id, count in batch:
+                found.setdefault(message_id, []).append(count)
+        return found
+
+    async def wait_until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not done():
+            assert time.monotonic() < deadline, batches
+            seen.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(seen.wait(), 0.2)
+
+    await publish(js, 3)
+    await js.publish(SUBJECT, b"not a cloudevent")  # terminated by the runner
+    await publish(js, 2, start=3)
+    consumer = batch_consumer()
+    consumer.start()
+    try:
+        await wait_until(
+            lambda: delivered() == {"m0": [1], "m1": [1, 2], "m2": [1], "m3": [1, 2], "m4": [1]}
+        )
+    finally:
+        await consumer.stop()
+    # The first fetch took the five valid messages at once, in stream order.
+    assert [message_id for message_id, _ in batches[0]] == ["m0", "m1", "m2", "m3", "m4"]
+    handled = consumer.handled
+    assert handled == 6  # m0, m1 twice (nak, ack), m2, m3 (ack), m4
+
+    # A failing call: each message of its batch comes back.
+    await publish(js, 2, start=5)
+    consumer = batch_consumer()
+    consumer.start()
+    try:
+        await wait_until(lambda: delivered().get("m6") == [1, 2])
+        assert delivered()["m5"] == [1, 2]
+        assert [("m5", 1), ("m6", 1)] in batches
+        await wait_until(lambda: consumer.handled == 2)
+    finally:
+        await consumer.stop()
+    deadline = time.monotonic() + 10  # acks are settled by the server asynchronously
+    while (info := await js.consumer_info(STREAM, "test-batch-consumer")).num_ack_pending:
+        assert time.monotonic() < deadline, info
+        await asyncio.sleep(0.05)
+    assert info.num_pending == 0
+
+
+def test_a_consumer_takes_a_handler_or_a_batch_handler() -> None:
+    async def each(envelope: Envelope, msg: Msg) -> Outcome:
+        return Ack()
+
+    async def whole(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        return [Ack() for _ in deliveries]
+
+    for wrong in ({}, {"handler": each, "batch_handler": whole}):
+        with pytest.raises(ValueError):
+            PullConsumerRunner(object(), stream=STREAM, durable="d", filter_subjects=[], **wrong)

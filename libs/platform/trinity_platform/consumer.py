@@ -1,10 +1,16 @@
 """Durable JetStream pull consumers that never die on a bad message or a lost connection.
 
 A handler returns an :data:`Outcome` for each message: ``Ack()``, ``Nak(delay)``
-(redeliver later) or ``Term(reason)`` (never redeliver). A handler exception is
-logged and the message is nak'ed with an exponential delay. A message that is not
-a valid CloudEvent is terminated. Handlers must be idempotent (use the inbox):
-delivery is at least once.
+(redeliver later), ``Term(reason)`` (never redeliver) or ``Failed(error)``. A handler
+exception (or ``Failed``) is logged and the message is nak'ed with an exponential
+delay. A message that is not a valid CloudEvent is terminated. Handlers must be
+idempotent (use the inbox): delivery is at least once.
+
+Two kinds of handler: a :data:`Handler` gets one message at a time (``concurrency``
+of them at once); a :data:`BatchHandler` gets each fetched batch whole (the
+messages' :class:`Delivery`, in stream order) and answers one outcome per message,
+so it can apply the batch in one transaction. Its span per message is its own to
+open (:meth:`Delivery.span`), around the work done for that message.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,8 +53,31 @@ class Term:
     reason: str = ""
 
 
-Outcome = Ack | Nak | Term
+@dataclass(frozen=True)
+class Failed:
+    """Handling the message failed: logged and redelivered with the runner's back-off,
+    as for a handler exception (a batch handler's answer for one message that failed)."""
+
+    error: Exception
+
+
+Outcome = Ack | Nak | Term | Failed
 Handler = Callable[[Envelope, Msg], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message of a fetched batch, its CloudEvent read."""
+
+    envelope: Envelope
+    msg: Msg
+
+    def span(self) -> AbstractContextManager[object]:
+        """The consumer span of this message (a child of the span that published it)."""
+        return _consume_span(self.envelope)
+
+
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
 
 
 async def ensure_consumer(
@@ -79,7 +109,8 @@ async def ensure_consumer(
 
 
 class PullConsumerRunner:
-    """Fetches batches from a durable consumer and hands each message to ``handler``."""
+    """Fetches batches from a durable consumer and hands each message to ``handler``,
+    or each batch to ``batch_handler`` (one of the two)."""
 
     def __init__(
         self,
@@ -88,7 +119,8 @@ class PullConsumerRunner:
         stream: str,
         durable: str,
         filter_subjects: Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
         batch: int = 100,
         ack_wait: float = 30.0,
         max_deliver: int = -1,
@@ -102,7 +134,10 @@ class PullConsumerRunner:
         self.stream = stream
         self.durable = durable
         self._filter_subjects = list(filter_subjects)
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give a consumer either a handler or a batch handler")
         self._handler = handler
+        self._batch_handler = batch_handler
         self._batch = batch
         self._ack_wait = ack_wait
         self._max_deliver = max_deliver
@@ -183,14 +218,17 @@ class PullConsumerRunner:
                     msgs = fetch.result()
                 except TimeoutError:
                     continue
-                await self._handle_batch(msgs)
+                if self._batch_handler is not None:
+                    await self._handle_whole(msgs, self._batch_handler)
+                else:
+                    await self._handle_each(msgs)
         finally:
             stop_wait.cancel()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _handle_batch(self, msgs: list[Msg]) -> None:
+    async def _handle_each(self, msgs: list[Msg]) -> None:
         self._in_flight.update(
             (id(m), m) for m in msgs
         )  # the heartbeat covers messages waiting their turn too
@@ -231,39 +269,61 @@ class PullConsumerRunner:
             self._in_flight.pop(id(msg), None)
 
     async def _handle_envelope(self, msg: Msg, envelope: Envelope) -> None:
+        assert self._handler is not None
         try:
-            with span(
-                f"consume {envelope.type.rsplit('.', 1)[-1]}",
-                envelope.traceparent or None,
-                kind=SpanKind.CONSUMER,
-            ):
+            with _consume_span(envelope):
                 outcome = await self._handler(envelope, msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            attempt = _num_delivered(msg)
-            transient = self._is_transient is not None and self._is_transient(exc)
-            ceiling = TRANSIENT_MAX_DELAY if transient else self._retry_max_delay
-            retry_in = min(self._retry_base_delay * 2 ** (attempt - 1), ceiling)
-            (_log.warning if transient else _log.exception)(
-                "handler failed; will redeliver",
-                durable=self.durable,
-                message_id=envelope.id,
-                type=envelope.type,
-                attempt=attempt,
-                retry_in=retry_in,
-                **({"error": repr(exc)} if transient else {}),
-            )
-            metrics.CONSUMER_MESSAGES.labels(self.durable, "error").inc()
-            await msg.nak(delay=retry_in)
-            return
+            outcome = Failed(exc)
         await self._settle(msg, envelope, outcome)
-        self.handled += 1
-        outcome_name = type(outcome).__name__.lower()
-        metrics.CONSUMER_MESSAGES.labels(self.durable, outcome_name).inc()
-        _log.debug(
-            "message handled", durable=self.durable, type=envelope.type, outcome=outcome_name
-        )
+
+    async def _handle_whole(self, msgs: list[Msg], handler: BatchHandler) -> None:
+        """The batch to ``handler`` in one call; then each message settled by its outcome."""
+        self._in_flight.update((id(m), m) for m in msgs)
+        try:
+            if self._stopping.is_set():  # hand them back at once instead of after ack_wait
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                return
+            deliveries: list[Delivery] = []
+            for msg in msgs:
+                try:
+                    envelope = Envelope.from_msg(msg)
+                except EnvelopeError as exc:
+                    _log.error("terminating invalid message", durable=self.durable, error=str(exc))
+                    metrics.CONSUMER_MESSAGES.labels(self.durable, "invalid").inc()
+                    with contextlib.suppress(Exception):
+                        await msg.term()
+                    continue
+                _observe_delivery(self.durable, msg, envelope)
+                deliveries.append(Delivery(envelope, msg))
+            if not deliveries:
+                return
+            outcomes: Sequence[Outcome]
+            try:
+                outcomes = await handler(deliveries)
+                if len(outcomes) != len(deliveries):
+                    raise RuntimeError(
+                        f"batch handler answered {len(outcomes)} outcomes for {len(deliveries)}"
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                outcomes = [Failed(exc)] * len(deliveries)
+            for delivery, outcome in zip(deliveries, outcomes, strict=True):
+                with structlog.contextvars.bound_contextvars(**envelope_ids(delivery.envelope)):
+                    try:
+                        await self._settle(delivery.msg, delivery.envelope, outcome)
+                    except Exception as exc:  # connection lost: redelivered after ack_wait
+                        _log.warning(
+                            "could not settle message", durable=self.durable, error=repr(exc)
+                        )
+        finally:
+            for msg in msgs:
+                self._in_flight.pop(id(msg), None)
 
     async def _settle(self, msg: Msg, envelope: Envelope, outcome: Outcome) -> None:
         if isinstance(outcome, Ack):
@@ -278,8 +338,37 @@ class PullConsumerRunner:
                 reason=outcome.reason,
             )
             await msg.term()
+        elif isinstance(outcome, Failed):
+            await self._redeliver(msg, envelope, outcome.error)
+            metrics.CONSUMER_MESSAGES.labels(self.durable, "error").inc()
+            return
         else:
-            raise TypeError(f"handler returned {outcome!r}, not Ack, Nak or Term")
+            raise TypeError(f"handler returned {outcome!r}, not Ack, Nak, Term or Failed")
+        self.handled += 1
+        outcome_name = type(outcome).__name__.lower()
+        metrics.CONSUMER_MESSAGES.labels(self.durable, outcome_name).inc()
+        _log.debug(
+            "message handled", durable=self.durable, type=envelope.type, outcome=outcome_name
+        )
+
+    async def _redeliver(self, msg: Msg, envelope: Envelope, exc: Exception) -> None:
+        """Nak a message whose handling failed, with the back-off of its delivery count."""
+        attempt = _num_delivered(msg)
+        transient = self._is_transient is not None and self._is_transient(exc)
+        ceiling = TRANSIENT_MAX_DELAY if transient else self._retry_max_delay
+        retry_in = min(self._retry_base_delay * 2 ** (attempt - 1), ceiling)
+        log = _log.warning if transient else _log.error
+        log(
+            "handler failed; will redeliver",
+            durable=self.durable,
+            message_id=envelope.id,
+            type=envelope.type,
+            attempt=attempt,
+            retry_in=retry_in,
+            error=repr(exc),
+            **({} if transient else {"exc_info": exc}),
+        )
+        await msg.nak(delay=retry_in)
 
     async def _heartbeat(self) -> None:
         """Tell the server that long-running handlers still work on their messages."""
@@ -289,6 +378,14 @@ class PullConsumerRunner:
             for msg in list(self._in_flight.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
+
+
+def _consume_span(envelope: Envelope) -> AbstractContextManager[object]:
+    return span(
+        f"consume {envelope.type.rsplit('.', 1)[-1]}",
+        envelope.traceparent or None,
+        kind=SpanKind.CONSUMER,
+    )
 
 
 def _observe_delivery(durable: str, msg: Msg, envelope: Envelope) -> None:
@@ -312,6 +409,9 @@ def _num_delivered(msg: Msg) -> int:
 
 __all__ = [
     "Ack",
+    "BatchHandler",
+    "Delivery",
+    "Failed",
     "Handler",
     "Nak",
     "Outcome",
