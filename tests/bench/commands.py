@@ -4,6 +4,9 @@ The triggered process waits on an hour-long timer, so each execution costs its
 trigger and its first step, and nothing afterwards competes with the measurement.
 The 50 clients are 50 concurrent callers on one channel, as in the gRPC floor they
 are compared with. SQLite in quick mode; SQLite and PostgreSQL in full mode.
+
+``trigger_cpu_ms`` is the CPU of every process of the suite (services, executor,
+NATS) while the calls ran, per call: what a trigger costs, whatever the load.
 """
 
 from __future__ import annotations
@@ -35,13 +38,19 @@ async def trigger_cases(bench: Bench, suite: RunningSuite) -> None:
         await suite.trigger(name)
 
     async def triggers(total: int, clients: int) -> Values:
+        cpu_before = suite.cpu_seconds()
         count, elapsed, latencies = await drive(
             lambda: suite.trigger(name),
             total=total,
             seconds=bench.pick(2.0, 4.0),
             concurrency=clients,
         )
-        return {"calls_per_s": count / elapsed, **latency_summary(latencies)}
+        cpu_ms = (suite.cpu_seconds() - cpu_before) * 1000
+        return {
+            "calls_per_s": count / elapsed,
+            **latency_summary(latencies),
+            "trigger_cpu_ms": cpu_ms / count if count else 0.0,
+        }
 
     async def one_client() -> Values:
         return await triggers(bench.pick(200, 1_000), 1)

@@ -2,7 +2,7 @@
 
     python3 -m venv /tmp/py-spy && /tmp/py-spy/bin/pip install py-spy   # ad hoc, not a dependency
     .venv/bin/python -m tests.bench.profile --py-spy /tmp/py-spy/bin/py-spy \
-        [--seconds 20] [--clients 20] [--postgres]
+        [--seconds 20] [--clients 20] [--postgres] [--load trigger]
 
 (Installed into the project's venv, py-spy is removed by the next ``make``: the venv
 is synced to the lock.)
@@ -11,6 +11,10 @@ Starts a suite like the e2e group does, keeps ``--clients`` executions in flight
 records each service process with ``py-spy record --format raw`` and prints, per
 process, the share of samples by package and the functions with the most time
 (inclusive and self). Raw stacks are kept in ``bench-results/profile-<name>.txt``.
+
+``--load trigger``: instead, ``--clients`` callers trigger the commands group's
+parked process (an hour-long timer) again and again without waiting for it, and the
+CPU is shown per trigger.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 
 from .core import Bench
 from .infra import REPO_ROOT, postgres_admin_url
-from .suite import ClosedLoop, agent_chain, process_cpu_seconds, running_suite
+from .suite import ClosedLoop, RunningSuite, agent_chain, parked, process_cpu_seconds, running_suite
 
 PROCESSES = ("execution", "work", "executor-0", "definition")
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
@@ -97,7 +101,34 @@ def _short(frame: str) -> str:
     return f"{match.group('function')} ({path})"
 
 
-async def profile(seconds: float, clients: int, kind: str, py_spy: str | None, gil: bool) -> None:
+class TriggerLoop:
+    """``clients`` callers, each triggering the parked process again and again (the
+    commands group's load); ``steps_completed`` counts the triggers answered."""
+
+    def __init__(self, suite: RunningSuite, process_name: str, clients: int) -> None:
+        self._suite = suite
+        self._process = process_name
+        self._clients = clients
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.steps_completed = 0
+
+    async def _client(self) -> None:
+        while not self._stop.is_set():
+            await self._suite.trigger(self._process)
+            self.steps_completed += 1
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._client()) for _ in range(self._clients)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+async def profile(
+    seconds: float, clients: int, kind: str, py_spy: str | None, gil: bool, load_kind: str
+) -> None:
     py_spy = (
         py_spy
         or shutil.which("py-spy", path=str(Path(sys.executable).parent))
@@ -117,15 +148,23 @@ async def profile(seconds: float, clients: int, kind: str, py_spy: str | None, g
             log=lambda text: print(text, file=sys.stderr),
         )
         async with running_suite(bench, kind) as suite:
-            name = "bench-agent-5"
-            await suite.publish(agent_chain(name, 5))
-            await suite.check_runs(name)
-            load = ClosedLoop(suite, name, clients)
+            load: ClosedLoop | TriggerLoop
+            if load_kind == "trigger":
+                name = "bench-parked"
+                await suite.publish(parked(name))
+                await suite.trigger(name, retry_for=30)
+                triggers = TriggerLoop(suite, name, clients)
+                load, done = triggers, lambda: triggers.steps_completed
+            else:
+                name = "bench-agent-5"
+                await suite.publish(agent_chain(name, 5))
+                await suite.check_runs(name)
+                load, done = ClosedLoop(suite, name, clients), lambda: suite.tracker.steps_completed
             load.start()
             try:
                 await asyncio.sleep(3)
                 pids = {p: suite.pids[p] for p in PROCESSES if p in suite.pids}
-                steps_before = suite.tracker.steps_completed
+                steps_before = done()
                 cpu_before = {name: process_cpu_seconds(pid) for name, pid in suite.pids.items()}
                 recorders = {
                     process: await asyncio.create_subprocess_exec(
@@ -149,7 +188,7 @@ async def profile(seconds: float, clients: int, kind: str, py_spy: str | None, g
                     for process, pid in pids.items()
                 }
                 await asyncio.gather(*(r.wait() for r in recorders.values()))
-                steps = suite.tracker.steps_completed - steps_before
+                steps = done() - steps_before
                 cpu_used = {
                     name: process_cpu_seconds(pid) - cpu_before[name]
                     for name, pid in suite.pids.items()
@@ -157,11 +196,13 @@ async def profile(seconds: float, clients: int, kind: str, py_spy: str | None, g
             finally:
                 await load.stop()
     what = "threads holding the GIL (Python CPU)" if gil else "all threads (wall clock)"
-    print(f"{kind}, {clients} executions in flight: {steps / seconds:.1f} steps/s while sampled")
+    unit = "trigger" if load_kind == "trigger" else "step"
+    doing = "triggering" if load_kind == "trigger" else "executions in flight"
+    print(f"{kind}, {clients} {doing}: {steps / seconds:.1f} {unit}s/s while sampled")
     print(f"samples: {what}, 50 per second")
     # py-spy's own sampling is not counted: it runs in its own processes.
     per_step = {name: 1000 * cpu / max(steps, 1) for name, cpu in cpu_used.items()}
-    print(f"CPU ms per step (all threads, /proc): {sum(per_step.values()):.1f} in all")
+    print(f"CPU ms per {unit} (all threads, /proc): {sum(per_step.values()):.2f} in all")
     for name, ms in sorted(per_step.items(), key=lambda item: -item[1]):
         print(f"  {ms:6.2f}  {name}")
     for process in recorders:
@@ -177,6 +218,13 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--py-spy", help="the py-spy binary (default: from the venv or PATH)")
     parser.add_argument(
+        "--load",
+        choices=("e2e", "trigger"),
+        default="e2e",
+        help="e2e: 5-step executions in flight (default); trigger: callers triggering a parked"
+        " process",
+    )
+    parser.add_argument(
         "--wall",
         action="store_true",
         help="sample every thread, waiting ones too (default: only the thread holding the GIL,"
@@ -184,7 +232,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     kind = "postgres" if args.postgres else "sqlite"
-    asyncio.run(profile(args.seconds, args.clients, kind, args.py_spy, not args.wall))
+    asyncio.run(profile(args.seconds, args.clients, kind, args.py_spy, not args.wall, args.load))
 
 
 if __name__ == "__main__":
