@@ -308,3 +308,41 @@ steps:
     )
     started = (await client.executions.TriggerProcess(request)).execution
     assert started.process_version == first
+
+
+async def test_a_trigger_sent_after_a_publish_starts_the_new_version(api) -> None:  # type: ignore[no-untyped-def]
+    """Triggers naming no version share the definition service's lookups while others are
+    in flight, yet each one sent after a publish returned starts the version published."""
+    client = api
+    text = """
+name: fresh
+steps:
+  - id: wait
+    name: Wait {round}
+    timer: {duration: 1h}
+"""
+    await client.publish(text.replace("{round}", "0"))
+    stop = asyncio.Event()
+
+    async def keep_triggering() -> None:
+        while not stop.is_set():
+            await client.trigger("fresh")
+
+    load = [asyncio.create_task(keep_triggering()) for _ in range(8)]
+    try:
+        for round in range(1, 6):
+            published = await client.publish(text.replace("{round}", str(round)))
+            started = await asyncio.gather(
+                *(
+                    client.executions.TriggerProcess(
+                        execution_service_pb2.TriggerProcessRequest(
+                            request_id=client.key("fresh"), process_name="fresh"
+                        )
+                    )
+                    for _ in range(3)
+                )
+            )
+            assert [s.execution.process_version for s in started] == [published] * 3
+    finally:
+        stop.set()
+        await asyncio.gather(*load)

@@ -99,7 +99,7 @@ def build() -> ServiceRuntime:
         )
         for name in ("definition", "work", "approval")
     }
-    catalog = DefinitionCatalog(channels["definition"])
+    catalog = DefinitionCatalog.over(channels["definition"])
     uow = execution_unit_of_work(engine, runtime.outbox_signal)
     presenter = ProtoPresenter()
     dispatcher_ref: list[CommandDispatcher] = []

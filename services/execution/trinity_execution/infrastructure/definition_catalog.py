@@ -3,6 +3,9 @@
 A published version never changes, so a compiled process is cached by its
 definition id for the life of the process (bounded LRU). "Latest" lookups by
 name always ask the definition service: a newer version may have been published.
+Concurrent ones of a name share a call that started after each of them asked
+(:class:`FreshLookups`), so a trigger never starts a version older than one
+published before it was sent, and under load one call answers many triggers.
 """
 
 from __future__ import annotations
@@ -15,16 +18,28 @@ from trinity.process.definition.v1 import definition_pb2, definition_service_pb2
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
 from trinity_execution.application.ports import PublishedDefinition
 from trinity_execution.domain.process import CompiledProcess
+from trinity_execution.infrastructure.fresh_lookups import FreshLookups
 from trinity_platform.errors import FailedPrecondition, NotFound, Unavailable
 from trinity_process_model.proto_codec import spec_from_proto
 
 
 class DefinitionCatalog:
-    def __init__(self, channel: grpc.aio.Channel, *, cache_size: int = 1024, timeout: float = 10.0):
-        self._stub = DefinitionServiceStub(channel)
+    """``stub``: the definition service's (a :class:`DefinitionServiceStub`)."""
+
+    def __init__(
+        self, stub: DefinitionServiceStub, *, cache_size: int = 1024, timeout: float = 10.0
+    ):
+        self._stub = stub
         self._cache: OrderedDict[str, PublishedDefinition] = OrderedDict()
         self._cache_size = cache_size
         self._timeout = timeout
+        self.latest_lookups: FreshLookups[str, definition_pb2.ProcessDefinition] = FreshLookups(
+            self._ask_latest
+        )
+
+    @classmethod
+    def over(cls, channel: grpc.aio.Channel) -> DefinitionCatalog:
+        return cls(DefinitionServiceStub(channel))
 
     async def by_name(self, name: str, version: str = "") -> PublishedDefinition:
         """The named version, or the latest one; refuses drafts and archived versions.
@@ -33,7 +48,7 @@ class DefinitionCatalog:
         the trigger is refused (LATEST_VERSION_ARCHIVED) rather than silently starting an
         older version; naming that version starts it."""
         if not version:
-            definition = await self._latest(name)
+            definition = await self.latest_lookups.get(name)
         else:
             request = definition_service_pb2.GetDefinitionRequest(
                 by_name=definition_service_pb2.NameSelector(name=name, version=version)
@@ -53,7 +68,7 @@ class DefinitionCatalog:
             )
         return self._remember(definition)
 
-    async def _latest(self, name: str) -> definition_pb2.ProcessDefinition:
+    async def _ask_latest(self, name: str) -> definition_pb2.ProcessDefinition:
         """The newest version of `name`, whatever its status (drafts have none)."""
         request = definition_service_pb2.ListDefinitionVersionsRequest(name=name, page_size=1)
         what = f"no published process named {name!r}"
