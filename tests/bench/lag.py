@@ -1,7 +1,10 @@
 """Fact lag: commit of an outbox row → JetStream's ack, read from the services' own metric.
 
-Every relay observes ``trinity_outbox_publish_lag_seconds`` when JetStream acknowledges a
-row (from the row's ``created_at``, taken in its transaction just before the commit). The
+Every relay observes ``trinity_outbox_publish_lag_seconds`` when JetStream's ack of a row
+arrives: from the instant its unit of work committed it (told to the relay at the commit;
+a row's ``created_at`` is taken at its insert, which in a grouped transaction can come
+well before the commit), or from ``created_at`` for a row whose commit this process did
+not see (another process's, or one of before a restart). The
 suite serves ``/metrics`` per service; a window scrapes the histogram of every service
 before and after and takes the difference, so the figure covers exactly the facts
 published during the window. Percentiles interpolate inside a bucket, like Prometheus'

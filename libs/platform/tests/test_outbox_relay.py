@@ -10,12 +10,18 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_platform.db import OUTBOX, create_engine, read_only
 from trinity_platform.envelope import Envelope, decode, parse_time
-from trinity_platform.outbox import OutboxMessage, add_many_to_outbox, add_to_outbox
+from trinity_platform.outbox import (
+    OutboxMessage,
+    OutboxSignal,
+    add_many_to_outbox,
+    add_to_outbox,
+)
 from trinity_platform.relay import OutboxRelay, RelayError
 from trinity_platform.streams import ensure_streams
 from trinity_platform.subjects import fact_subject, facts_stream
@@ -169,6 +175,32 @@ async def test_relay_is_woken_right_after_commit(engine: AsyncEngine, nc: NATS) 
     finally:
         await relay.stop()
     assert len(await stream_messages(js)) == 1
+
+
+def lag_sum() -> float:
+    return REGISTRY.get_sample_value("trinity_outbox_publish_lag_seconds_sum") or 0.0
+
+
+@SQLITE_ONLY  # no dialect-specific code on this path
+async def test_fact_lag_is_measured_from_the_commit_this_process_made(
+    engine: AsyncEngine, nc: NATS
+) -> None:
+    """A row whose commit the unit of work reported: from that instant; any other row
+    (another process's, one of before a restart): from its insert."""
+    await ensure_streams(nc.jetstream())
+    signal = OutboxSignal()
+    relay = OutboxRelay(engine, nc, SOURCE, signal=signal)
+    [reported] = await write_facts(engine, 1)
+    signal.committed([reported], at=time.time() - 100)  # as if committed 100 s ago
+    before = lag_sum()
+    assert await relay.drain_once() == 1
+    assert 100 <= lag_sum() - before < 150
+    assert signal.commit_time(reported) is None  # taken by the relay
+
+    await write_facts(engine, 1, start=1)  # its commit not reported: its created_at
+    before = lag_sum()
+    assert await relay.drain_once() == 1
+    assert 0 <= lag_sum() - before < 50
 
 
 async def stream_count(js: JetStreamContext) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 from trinity_platform.db import IDEMPOTENCY, OUTBOX, create_engine
 from trinity_platform.errors import Conflict, FailedPrecondition, NotFound, Unavailable
 from trinity_platform.idempotency import KEY_REUSED
-from trinity_platform.outbox import OutboxSignal
+from trinity_platform.outbox import OutboxMessage, OutboxSignal, add_many_to_outbox
 from trinity_platform.sql_unit_of_work import SqlTransaction, SqlUnitOfWork
 from trinity_platform.unit_of_work import (
     EventMessage,
@@ -500,6 +501,82 @@ async def test_a_transaction_refused_by_a_unique_key_wakes_nobody(items: AsyncEn
     with pytest.raises(Conflict):
         await uow.write(duplicate)
     assert woken == [] and not signal.is_set()
+
+
+async def test_the_relay_learns_which_messages_were_committed_and_when(
+    items: AsyncEngine,
+) -> None:
+    """The signal is told the message ids of a commit and its instant (the fact lag is
+    measured from it), never those of a rollback or of a transaction not of the unit of
+    work that ran earlier on the same connection."""
+    signal = OutboxSignal()
+    uow = unit_of_work(items, signal)
+    async with items.begin() as conn:  # a writer of its own, on a pooled connection
+        [outside] = await add_many_to_outbox(
+            conn, [OutboxMessage(StringValue(value="x"), "test.items.set", "other")]
+        )
+
+    async def fail(tx: ItemTransaction) -> None:
+        item = Item("i-0", "")
+        item.set("rolled back")
+        await tx.add(item)
+        await tx._flush()  # its rows are in the transaction when it fails
+        raise NotFound("no")
+
+    with pytest.raises(NotFound):
+        await uow.write(fail)
+    assert not signal.is_set()
+
+    async def change(tx: ItemTransaction) -> None:
+        item = Item("i-1", "")
+        item.set("a")
+        item.set("b")
+        await tx.add(item)
+
+    before = time.time()
+    await uow.write(change)
+    after = time.time()
+    assert signal.is_set()
+    for index in (0, 1):
+        committed_at = signal.commit_time(event_message_id("item", "i-1", 1, index))
+        assert committed_at is not None and before <= committed_at <= after
+    assert signal.commit_time(event_message_id("item", "i-1", 1, 0)) is None  # taken once
+    assert signal.commit_time(event_message_id("item", "i-0", 1, 0)) is None
+    assert signal.commit_time(outside) is None
+
+    grouped = await asyncio.gather(
+        *(uow.write(lambda tx, i=i: tx.add(_changed(f"g-{i}")), grouped=True) for i in range(3))
+    )
+    assert len(grouped) == 3
+    for i in range(3):
+        assert signal.commit_time(event_message_id("item", f"g-{i}", 1, 0)) is not None
+
+
+def _changed(item_id: str) -> Item:
+    item = Item(item_id, "")
+    item.set("v")
+    return item
+
+
+def test_the_commit_instants_the_signal_keeps_are_bounded() -> None:
+    signal = OutboxSignal(max_tracked=10)
+    signal.committed([f"m-{i}" for i in range(25)], at=1.0)
+    assert signal.commit_time("m-24") == 1.0  # the newest are kept
+    assert signal.commit_time("m-0") is None
+
+
+async def test_the_signal_wakes_its_waiter_or_lets_it_time_out() -> None:
+    signal = OutboxSignal()
+    signal.notify()
+    assert await signal.wait(None)  # a notification before the wait is not lost
+    assert not signal.is_set()
+    assert not await signal.wait(0.001)
+    waiting = asyncio.ensure_future(signal.wait(None))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    signal.committed(["m-1"])
+    assert await waiting
+    assert not signal.is_set()
 
 
 # ------------------------------------------------------------------ inbox, reads, failures

@@ -11,11 +11,17 @@ The pattern (invariant 1, "facts only after persistence")::
 If the process dies between the commit and ``notify()``, nothing is lost: the relay
 also polls. Never call ``notify()`` before the commit (the relay would find nothing
 and sleep until the next poll).
+
+The unit of work does this itself, and tells the signal *which* messages it committed
+and when (:func:`take_written`, :meth:`OutboxSignal.committed`): the relay measures
+the fact lag from that instant (a row's ``created_at`` is taken at its insert, which
+in a grouped transaction may come well before the commit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from trinity_platform.db import OUTBOX
 from trinity_platform.telemetry import current_traceparent
 from trinity_platform.unit_of_work import NewEvents, event_message_id
+
+# conn.info key: the message ids this connection inserted since the last take_written()
+_WRITTEN = "trinity_outbox_written"
 
 
 @dataclass(frozen=True)
@@ -117,35 +126,81 @@ async def add_many_to_outbox(conn: AsyncConnection, items: Iterable[OutboxMessag
     now = datetime.now(UTC)
     traceparent = current_traceparent()  # the span that made this change (None: tracing off)
     rows = [_row(item, now, traceparent) for item in items]
+    ids = [str(row["message_id"]) for row in rows]
     if rows:
         await conn.execute(insert(OUTBOX), rows)
-    return [str(row["message_id"]) for row in rows]
+        conn.info.setdefault(_WRITTEN, []).extend(ids)
+    return ids
+
+
+def take_written(conn: AsyncConnection) -> list[str]:
+    """The message ids inserted on ``conn`` since the last call (and forget them).
+
+    The unit of work calls it when a transaction begins (what a transaction of its own
+    left behind) and right before the commit (what this one wrote).
+    """
+    written: list[str] | None = conn.info.pop(_WRITTEN, None)
+    return written or []
 
 
 class OutboxSignal:
     """Wakes the relay of this process right after a commit that added outbox rows.
 
-    ``notify()`` is cheap and may be called from any coroutine of the event loop.
+    ``notify()`` (or ``committed()``) is cheap and may be called from any coroutine of
+    the event loop. The waiting relay is resumed by one callback of the loop, not a
+    chain of them: on a busy loop each turn costs a round of every ready callback.
     """
 
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
+    def __init__(self, max_tracked: int = 100_000) -> None:
+        self._set = False
+        self._waiters: set[asyncio.Future[bool]] = set()
+        self._committed_at: dict[str, float] = {}
+        self._max_tracked = max_tracked
 
     def notify(self) -> None:
-        self._event.set()
+        self._set = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def committed(self, message_ids: Iterable[str], at: float | None = None) -> None:
+        """``message_ids`` were committed ``at`` (``time.time()``, default now): notify,
+        and remember the instant for :meth:`commit_time`."""
+        at = time.time() if at is None else at
+        tracked = self._committed_at
+        for message_id in message_ids:
+            tracked[message_id] = at
+        # Bounded: a row another replica's relay publishes is never taken here.
+        if len(tracked) > self._max_tracked:
+            for message_id in list(tracked)[: len(tracked) - self._max_tracked // 2]:
+                del tracked[message_id]
+        self.notify()
+
+    def commit_time(self, message_id: str) -> float | None:
+        """When ``message_id`` was committed in this process (None: not known here); once."""
+        return self._committed_at.pop(message_id, None)
 
     async def wait(self, max_wait: float | None) -> bool:
         """Wait for a notification (True) or ``max_wait`` seconds (False); clears the signal."""
+        if self._set:
+            self._set = False
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        timer = None if max_wait is None else loop.call_later(max_wait, _time_up, waiter)
+        self._waiters.add(waiter)
         try:
-            if max_wait is None:
-                await self._event.wait()
-            else:
-                await asyncio.wait_for(self._event.wait(), max_wait)
-        except TimeoutError:
-            return False
+            return await waiter
         finally:
-            self._event.clear()
-        return True
+            self._waiters.discard(waiter)
+            if timer is not None:
+                timer.cancel()
+            self._set = False
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._set
+
+
+def _time_up(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -76,7 +77,8 @@ class PublishRejected(Exception):
 
 
 class _AckCollector:
-    """Pipelined JetStream publishes: each gets a reply subject and a future for its ack.
+    """Pipelined JetStream publishes: each gets a reply subject and a future for its ack
+    and the instant (``time.time()``) the ack arrived.
 
     (nats-py's ``publish_async`` leaves the future unresolved when the server
     answers with an error, so a rejection would cost a whole ack timeout.)
@@ -85,19 +87,19 @@ class _AckCollector:
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
         self._prefix: str | None = None
-        self._futures: dict[str, asyncio.Future[PubAck]] = {}
+        self._futures: dict[str, asyncio.Future[tuple[PubAck, float]]] = {}
         self._counter = 0
 
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[PubAck]:
+    ) -> asyncio.Future[tuple[PubAck, float]]:
         if self._prefix is None:
             prefix = self._nc.new_inbox()
             await self._nc.subscribe(f"{prefix}.*", cb=self._on_reply)
             self._prefix = prefix
         self._counter += 1
         token = str(self._counter)
-        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[PubAck, float]] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
         future.add_done_callback(lambda _f: self._futures.pop(token, None))
         await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
@@ -119,7 +121,7 @@ class _AckCollector:
         if "error" in response:
             future.set_exception(PublishRejected(response["error"]))
         else:
-            future.set_result(PubAck.from_response(response))
+            future.set_result((PubAck.from_response(response), time.time()))
 
 
 class _LockBusy(Exception):
@@ -374,7 +376,7 @@ class OutboxRelay:
 
     async def _publish(self, rows: Sequence[Row[Any]]) -> tuple[list[int], BaseException | None]:
         """Publish ``rows`` pipelined; returns the ids of the acknowledged prefix."""
-        futures: list[asyncio.Future[PubAck]] = []
+        futures: list[asyncio.Future[tuple[PubAck, float]]] = []
         error: BaseException | None = None
         last_of_stream: dict[str, str] = {}
         try:
@@ -403,7 +405,6 @@ class OutboxRelay:
         if futures:
             await asyncio.wait(futures, timeout=self._ack_timeout)
         acked: list[int] = []
-        now = datetime.now(UTC)
         for row, future in zip(rows, futures, strict=False):
             if not future.done() or future.cancelled():
                 error = TimeoutError(f"no ack for {row.message_id} in {self._ack_timeout}s")
@@ -412,12 +413,17 @@ class OutboxRelay:
             if failure is not None:
                 error = failure
                 break
-            ack = future.result()
+            ack, acked_at = future.result()
             self._stream_of_subject[row.subject] = ack.stream
             if ack.duplicate:
                 self.stats.duplicates += 1
             acked.append(row.id)
-            metrics.OUTBOX_LAG.observe((now - _aware(row.created_at)).total_seconds())
+            # From the commit where this process made it, else from the insert (a row of
+            # another process or of before a restart: the commit is not known)
+            committed_at = self.signal.commit_time(row.message_id)
+            if committed_at is None:
+                committed_at = _aware(row.created_at).timestamp()
+            metrics.OUTBOX_LAG.observe(max(0.0, acked_at - committed_at))
         for future in futures:
             if not future.done():
                 future.cancel()

@@ -37,7 +37,12 @@ from trinity_platform.errors import Conflict, TrinityError
 from trinity_platform.group_commit import GroupCommit, Refused
 from trinity_platform.inbox import claim_message
 from trinity_platform.logs import get_logger
-from trinity_platform.outbox import OutboxSignal, add_many_to_outbox, event_outbox_messages
+from trinity_platform.outbox import (
+    OutboxSignal,
+    add_many_to_outbox,
+    event_outbox_messages,
+    take_written,
+)
 from trinity_platform.unit_of_work import CONFLICT_RETRY, Idempotency, NewEvents, RetryPolicy
 
 T = TypeVar("T")
@@ -182,8 +187,10 @@ class SqlUnitOfWork(Generic[S]):
     ) -> T:
         try:
             async with self.engine.begin() as conn:
+                take_written(conn)  # left by a transaction not of this unit of work
                 transaction = self._transaction(conn)
-                result, written = await self._run(transaction, body, key)
+                result = await self._run(transaction, body, key)
+                written = take_written(conn)
         except Exception as error:
             mapped = self._failure(error)
             if mapped is error:
@@ -203,22 +210,23 @@ class SqlUnitOfWork(Generic[S]):
         while pending:
             results: dict[int, Any] = {}
             transactions: list[S] = []
-            written = 0
+            written: list[str] = []
             failed: tuple[int, Exception] | None = None
             try:
                 async with self.engine.begin() as conn:
+                    take_written(conn)  # left by a transaction not of this unit of work
                     for index in pending:
                         transaction = self._transaction(conn)
                         item = items[index]
                         try:
-                            results[index], count = await loop.create_task(
+                            results[index] = await loop.create_task(
                                 self._run(transaction, item.body, item.key), context=item.context
                             )
                         except Exception as error:
                             failed = (index, error)
                             raise _Rollback from error
-                        written += count
                         transactions.append(transaction)
+                    written = take_written(conn)
             except _Rollback:
                 pass
             except Exception as error:
@@ -238,22 +246,22 @@ class SqlUnitOfWork(Generic[S]):
 
     async def _run(
         self, transaction: S, body: Callable[[S], Awaitable[T]], key: Idempotency[Any, T] | None
-    ) -> tuple[T, int]:
-        """``body`` (or the replay of its key) in ``transaction``; the result and how many
-        outbox rows it wrote."""
+    ) -> T:
+        """``body`` (or the replay of its key) in ``transaction``, then its outbox rows."""
         conn = transaction.conn
         if key is not None:
             remembered = await idempotency_store.lookup(
                 conn, key.scope, key.key, key.fingerprint, key.earlier
             )
             if remembered is not None:
-                return await key.replay(transaction, remembered), 0
+                return await key.replay(transaction, remembered)
         result = await body(transaction)
         if key is not None:
             await idempotency_store.remember(
                 conn, key.scope, key.key, key.fingerprint, key.remember(result)
             )
-        return result, await transaction._flush()
+        await transaction._flush()
+        return result
 
     def _failure(self, error: Exception) -> Exception:
         """What a write's caller is answered for ``error``."""
@@ -266,9 +274,11 @@ class SqlUnitOfWork(Generic[S]):
             return conflict
         return _database_error(error)
 
-    def _committed(self, written: int, transactions: Sequence[S]) -> None:
+    def _committed(self, written: list[str], transactions: Sequence[S]) -> None:
+        """After the commit: the relay learns which messages were committed, and when
+        (the fact lag is measured from then), then the transactions' wake-ups run."""
         if written and self._signal is not None:
-            self._signal.notify()
+            self._signal.committed(written)
         for transaction in transactions:
             transaction._wake()
 
