@@ -1,4 +1,4 @@
-"""A fact's request match is read with its execution, in one statement
+"""A batch of facts' request matches are read with their executions, in two statements
 (infrastructure/fact_matching.py), against the real database: the answered request
 of that very step, one still being sent (ask again), or none (another step's, another
 execution's, an unknown id, an unknown execution)."""
@@ -58,7 +58,7 @@ def claim(execution_id: str, answer_id: str, step_id: str = "a", **more: Any) ->
     return Claim(execution_id=execution_id, answer_id=answer_id, step_id=step_id, **fields)
 
 
-async def test_the_execution_and_the_request_a_fact_answers_are_read_in_one_statement(
+async def test_the_executions_and_the_requests_a_batch_of_facts_answers_are_read_at_once(
     database_url: str,
 ) -> None:
     engine = create_engine(database_url)
@@ -82,12 +82,13 @@ async def test_the_execution_and_the_request_a_fact_answers_are_read_in_one_stat
 
     async def answered(found: Claim) -> tuple[ExecutionRow | None, str | Unmatched]:
         async with read_only(engine) as conn:
-            return await load_answered(conn, found)
+            rows, matched = await load_answered(conn, [found])
+        return rows[0], matched[0]
 
     row, matched = await answered(claim("ex", "w-a"))
     assert matched == "ex/a/1/1"
     assert row is not None and (row.id, row.revision, row.fact_count) == ("ex", 3, 2)
-    assert len(statements) == 1
+    assert len(statements) == 2  # the candidate requests, then the execution
 
     # Another step's answer, another execution's, an attempt it was not for, an unknown id.
     for wrong in (
@@ -105,6 +106,29 @@ async def test_the_execution_and_the_request_a_fact_answers_are_read_in_one_stat
     assert await answered(claim("ex", "w-c", step_id="c")) == (None, Unmatched.NOT_YET)
     # An approval says no attempt: any attempt of its step and iteration matches.
     assert (await answered(claim("ex", "w-a", attempt=None)))[1] == "ex/a/1/1"
+
+    # A batch: every claim matched as alone, in two statements.
+    batch = [
+        claim("ex", "w-a"),
+        claim("ex", "w-b"),
+        claim("other", "w-other"),
+        claim("ex", "w-c", step_id="c"),
+        claim("missing", "w-a"),
+        claim("other", "w-a"),
+    ]
+    statements.clear()
+    async with read_only(engine) as conn:
+        rows, matches = await load_answered(conn, batch)
+    assert len(statements) == 2
+    assert matches == [
+        "ex/a/1/1",
+        Unmatched.NONE,
+        "other/a/1/1",
+        Unmatched.NOT_YET,
+        Unmatched.NONE,
+        Unmatched.NONE,
+    ]
+    assert [row.id if row else None for row in rows] == ["ex", None, "other", None, None, None]
     await engine.dispose()
 
 
@@ -129,7 +153,7 @@ async def test_an_undo_is_answered_only_by_the_work_its_own_request_got(
 
     async def answered(found: Claim) -> str | Unmatched:
         async with read_only(engine) as conn:
-            return (await load_answered(conn, found))[1]
+            return (await load_answered(conn, [found]))[1][0]
 
     assert await answered(claim("ex", "w-undo", step_id="a/compensate")) == "ex/a/compensate/1/1"
     for forged in (

@@ -1,45 +1,72 @@
-"""Applies one event to one execution: load, decide, write — in one transaction.
+"""Applies events to executions: load, decide, write — each execution in one transaction.
 
-Used for everything that continues an execution (work and approval facts,
-fired timers, refused commands). The decision is made in a worker thread on the
-state as read (see deciding.py); then, in one transaction, `guard` runs (the inbox
-claim of a fact, the claim of a timer) so a redelivered message or a timer seen by
-two replicas is applied once, and the decision is written if the execution is still
-at the revision it was made on. A concurrent save by another replica (optimistic
-concurrency) rolls everything back and the whole decision is made again on the
-fresh state. Decisions handed in while another commits share the next transaction
-(the unit of work's group commit), each with its own claim and revision check.
+Used for everything that continues an execution (work and approval facts, fired
+timers, refused commands). :meth:`Continuation.apply_batch` takes a batch of events
+(a consumer's fetched facts, in stream order): the executions are read at once, the
+decisions are made in one worker-thread hop on the states as read (see deciding.py),
+the events of one execution one after the other on its evolving state; then each
+execution's writes are handed to the unit of work's group commit together, so the
+batch is written in one transaction. In it, per event, ``guard`` runs (the inbox
+claim of a fact, the claim of a timer) so a redelivered message or a timer seen by two
+replicas is applied once, and each decision is written if the execution is still at
+the revision it was made on. An execution that another writer saved meanwhile
+(optimistic concurrency), or whose guard refused, is left out of the transaction (the
+group commit runs it again without it) and is read and decided again on its own; the
+other executions commit. :meth:`Continuation.apply` is a batch of one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
 
 from trinity_execution import domain as d
-from trinity_execution.application.deciding import decide_off_loop, decision_attempts
+from trinity_execution.application.deciding import decide_in_order_off_loop, decision_attempts
 from trinity_execution.application.ports import (
     ConcurrentUpdate,
     DefinitionCatalog,
     ExecutionRow,
     ExecutionTransaction,
     ExecutionUnitOfWork,
+    PublishedDefinition,
 )
 from trinity_execution.application.wakeups import Wakeups
 from trinity_platform.logs import get_logger
-from trinity_process_model.model import Step
 
 _log = get_logger(__name__)
 
 Guard = Callable[[ExecutionTransaction], Awaitable[bool]]
 Loader = Callable[[ExecutionTransaction], Awaitable[ExecutionRow | None]]
+BatchLoader = Callable[[ExecutionTransaction], Awaitable[Sequence[ExecutionRow | None]]]
 EventFactory = Callable[[datetime], d.Event]
+Applied = d.Decision | None | Exception
+"""What became of one event: its decision, None (the execution is unknown, not to be
+continued, or the guard refused: a redelivery), or the error it met."""
+
+
+@dataclass(frozen=True)
+class Continued:
+    """One event for an execution: ``event_for(now)`` is decided at ``now``."""
+
+    execution_id: str
+    event_for: EventFactory
+    guard: Guard | None = None
+    causation_id: str = ""
+    traced: Callable[[], AbstractContextManager[object]] = nullcontext
+    """The span its writes are made in (a fact's consume span: their trace goes on)."""
 
 
 class _GuardRefused(Exception):
-    """The guard said no: its transaction rolls back."""
+    """The guard of one event said no: its execution's part rolls back."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 class Continuation:
@@ -60,68 +87,174 @@ class Continuation:
         first_load: Loader | None = None,
     ) -> d.Decision | None:
         """The decision made, or None when the execution is unknown (or not to be
-        continued: ``first_load`` said None) or the guard refused.
-
-        ``first_load`` replaces the first read of the execution: a fact's handler reads
-        the request it answers in the same statement (one read per fact, not two).
-        A decision made again after a concurrent update reloads the execution alone."""
+        continued: ``first_load`` said None) or the guard refused."""
         with structlog.contextvars.bound_contextvars(execution_id=execution_id):
-            return await self._apply(execution_id, event_for, guard, causation_id, first_load)
 
-    async def _apply(
-        self,
-        execution_id: str,
-        event_for: EventFactory,
-        guard: Guard | None,
-        causation_id: str,
-        first_load: Loader | None,
-    ) -> d.Decision | None:
-        if first_load is None:
-            row = await self._load(execution_id)
-        else:
-            row = await self._uow.read(first_load)
-        if row is None:
-            if first_load is None:  # (a first_load says why itself)
-                _log.info("event for an unknown execution ignored", execution_id=execution_id)
-            return None
-        published = await self._catalog.by_id(row.process_id)
+            async def load(tx: ExecutionTransaction) -> list[ExecutionRow | None]:
+                if first_load is not None:
+                    return [await first_load(tx)]
+                row = await tx.executions.load(execution_id)
+                if row is None:
+                    _log.info("event for an unknown execution ignored", execution_id=execution_id)
+                return [row]
+
+            item = Continued(execution_id, event_for, guard, causation_id)
+            [applied] = await self.apply_batch([item], load)
+            if isinstance(applied, Exception):
+                raise applied
+            return applied
+
+    async def apply_batch(
+        self, items: Sequence[Continued], first_load: BatchLoader
+    ) -> list[Applied]:
+        """What became of each of ``items`` (in stream order). ``first_load`` reads the
+        execution of each item (None: not to be continued) in one read transaction; a
+        failure of that read is raised."""
+        rows = await self._uow.read(first_load)
+        results: list[Applied] = [None] * len(items)
+        groups: dict[str, list[int]] = {}  # execution id -> its items, in order
+        current: dict[str, ExecutionRow] = {}
+        for index, row in enumerate(rows):
+            if row is not None:
+                groups.setdefault(row.id, []).append(index)
+                current[row.id] = row
+        definitions: dict[str, PublishedDefinition | Exception] = {}
         async for attempt in decision_attempts():
-            if attempt:
-                row = await self._load(execution_id)
-                assert row is not None  # executions are never deleted
-                if row.process_id != published.id:  # moved to another version meanwhile
-                    published = await self._catalog.by_id(row.process_id)
-            now = datetime.now(UTC)
-            state = d.ExecutionState.from_dict(row.state)
-            decision = await decide_off_loop(published.process, state, event_for(now))
+            if attempt:  # decide again on what the other writer saved
+                current = await self._load_many(list(groups))
+                assert set(groups) <= set(current)  # executions are never deleted
+            groups = await self._decide_and_write(items, groups, current, definitions, results)
+            if not groups:
+                return results
+        for execution_id, indexes in groups.items():
+            error = ConcurrentUpdate(f"execution {execution_id} kept changing; giving up for now")
+            for index in indexes:
+                results[index] = error
+        return results
 
-            async def write(
-                tx: ExecutionTransaction,
-                row: ExecutionRow = row,
-                decision: d.Decision = decision,
-                now: datetime = now,
-                steps: Mapping[str, Step] = published.process.steps,
-            ) -> None:
-                if guard is not None and not await guard(tx):
-                    raise _GuardRefused  # roll back whatever the guard did
-                if decision.ignored:
-                    await tx.executions.check_revision(execution_id, row.revision)
-                    return
-                written = await tx.write_decision(row, decision, now, causation_id=causation_id)
-                self._wakeups.on_commit(tx, written, steps)
+    async def _load_many(self, execution_ids: list[str]) -> dict[str, ExecutionRow]:
+        async def load(tx: ExecutionTransaction) -> dict[str, ExecutionRow]:
+            return await tx.executions.load_many(execution_ids)
 
-            try:
-                # Grouped: decisions written while one commits share the next commit
-                # (one's conflict or refused guard is its own; the rest commit).
-                await self._uow.write(write, grouped=True)
-            except ConcurrentUpdate:
+        return await self._uow.read(load)
+
+    async def _decide_and_write(
+        self,
+        items: Sequence[Continued],
+        groups: Mapping[str, list[int]],
+        rows: Mapping[str, ExecutionRow],
+        definitions: dict[str, PublishedDefinition | Exception],
+        results: list[Applied],
+    ) -> dict[str, list[int]]:
+        """One round: the decisions of ``groups``, written together; the groups to decide
+        again (another writer won, or a guard refused one of their events)."""
+        work: list[tuple[str, list[int], PublishedDefinition]] = []
+        for execution_id, indexes in groups.items():
+            published = await self._definition(rows[execution_id].process_id, definitions)
+            if isinstance(published, Exception):  # e.g. the definition service is down
+                for index in indexes:
+                    results[index] = published
                 continue
-            except _GuardRefused:
-                return None
-            if decision.ignored:
-                _log.debug("event ignored", execution_id=execution_id, why=decision.ignored)
-            return decision
-        raise ConcurrentUpdate(f"execution {execution_id} kept changing; giving up for now")
+            work.append((execution_id, indexes, published))
+        now = datetime.now(UTC)
+        decided = await decide_in_order_off_loop(
+            [
+                (
+                    published.process,
+                    rows[execution_id].state,
+                    [items[index].event_for(now) for index in indexes],
+                )
+                for execution_id, indexes, published in work
+            ]
+        )
+        written = await asyncio.gather(
+            *(
+                self._write(items, indexes, rows[execution_id], decisions, now, published)
+                for (execution_id, indexes, published), decisions in zip(work, decided, strict=True)
+                if not isinstance(decisions, Exception)
+            ),
+            return_exceptions=True,
+        )
+        again: dict[str, list[int]] = {}
+        outcomes = iter(written)
+        for (execution_id, indexes, _), decisions in zip(work, decided, strict=True):
+            outcome = decisions if isinstance(decisions, Exception) else next(outcomes)
+            if isinstance(outcome, ConcurrentUpdate):
+                again[execution_id] = indexes
+            elif isinstance(outcome, _GuardRefused):
+                # A redelivery (or a timer fired elsewhere): the rest are decided again
+                # on the execution as it is now.
+                rest = [index for index in indexes if index != outcome.index]
+                if rest:
+                    again[execution_id] = rest
+            elif isinstance(outcome, Exception):
+                for index in indexes:
+                    results[index] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                assert not isinstance(decisions, Exception)
+                for index, decision in zip(indexes, decisions, strict=True):
+                    results[index] = decision
+                    if decision.ignored:
+                        _log.debug("event ignored", execution_id=execution_id, why=decision.ignored)
+        return again
 
-    async def _load(self, execution_id: str) -> ExecutionRow | None:
-        return await self._uow.read(lambda tx: tx.executions.load(execution_id))
+    async def _definition(
+        self, process_id: str, known: dict[str, PublishedDefinition | Exception]
+    ) -> PublishedDefinition | Exception:
+        if process_id not in known:
+            try:
+                known[process_id] = await self._catalog.by_id(process_id)
+            except Exception as error:
+                known[process_id] = error
+        return known[process_id]
+
+    async def _write(
+        self,
+        items: Sequence[Continued],
+        indexes: list[int],
+        row: ExecutionRow,
+        decisions: list[d.Decision],
+        now: datetime,
+        published: PublishedDefinition,
+    ) -> None:
+        """One execution's decisions, in the next grouped transaction."""
+        steps = published.process.steps
+
+        async def write(tx: ExecutionTransaction) -> None:
+            at, previous = row, None
+            for index, decision in zip(indexes, decisions, strict=True):
+                item = items[index]
+                with item.traced():
+                    if item.guard is not None and not await item.guard(tx):
+                        raise _GuardRefused(index)  # roll back whatever the guard did
+                    if decision.ignored:
+                        continue
+                    if previous is not None:
+                        at = _after(at, previous)
+                    done = await tx.write_decision(
+                        at, decision, now, causation_id=item.causation_id
+                    )
+                self._wakeups.on_commit(tx, done, steps)
+                previous = decision
+            if previous is None:  # decisions that change nothing hold only on the revision read
+                await tx.executions.check_revision(row.id, row.revision)
+
+        with structlog.contextvars.bound_contextvars(execution_id=row.id):
+            # Grouped: the batch's executions (and whatever else is handed in meanwhile)
+            # share the next commit; one's conflict or refused guard is its own.
+            await self._uow.write(write, grouped=True)
+
+
+def _after(row: ExecutionRow, decision: d.Decision) -> ExecutionRow:
+    """The execution as ``decision`` left it (the next decision of a batch is written on it)."""
+    state = decision.state
+    return replace(
+        row,
+        status=str(state.status),
+        state=state.to_dict(),
+        revision=row.revision + 1,
+        fact_count=row.fact_count + len(decision.facts),
+        ended_at=state.ended_at,
+    )

@@ -13,7 +13,8 @@ often and with the pauses of the platform's one conflict-retry policy.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from trinity_execution import domain as d
 from trinity_platform.unit_of_work import CONFLICT_RETRY
@@ -23,6 +24,42 @@ async def decide_off_loop(
     process: d.CompiledProcess, state: d.ExecutionState | None, event: d.Event
 ) -> d.Decision:
     return await asyncio.to_thread(d.decide, process, state, event)
+
+
+def _decide_in_order(
+    process: d.CompiledProcess, state: dict[str, Any], events: Sequence[d.Event]
+) -> list[d.Decision]:
+    """The events one after the other, each on the state the one before left."""
+    current = d.ExecutionState.from_dict(state)
+    decisions = []
+    for event in events:
+        decision = d.decide(process, current, event)
+        decisions.append(decision)
+        current = decision.state
+    return decisions
+
+
+def _decide_all(
+    work: Sequence[tuple[d.CompiledProcess, dict[str, Any], Sequence[d.Event]]],
+) -> list[list[d.Decision] | Exception]:
+    decided: list[list[d.Decision] | Exception] = []
+    for process, state, events in work:
+        try:
+            decided.append(_decide_in_order(process, state, events))
+        except Exception as error:  # this execution's alone (a bug): the others go on
+            decided.append(error)
+    return decided
+
+
+async def decide_in_order_off_loop(
+    work: Sequence[tuple[d.CompiledProcess, dict[str, Any], Sequence[d.Event]]],
+) -> list[list[d.Decision] | Exception]:
+    """For each (process, stored state, events) of ``work``: the decisions of its events
+    made in order on its evolving state, or the error that met; in one worker-thread hop
+    for the whole batch (each render still bounded by the sandbox)."""
+    if not work:
+        return []
+    return await asyncio.to_thread(_decide_all, work)
 
 
 async def decision_attempts() -> AsyncIterator[int]:

@@ -7,7 +7,7 @@ generated message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -129,6 +129,10 @@ class DefinitionCatalog(Protocol):
 
 class ExecutionRepository(Protocol):
     async def load(self, execution_id: str, *, for_update: bool = False) -> ExecutionRow | None: ...
+
+    async def load_many(self, execution_ids: Collection[str]) -> dict[str, ExecutionRow]:
+        """The executions of ``execution_ids`` that exist, by id (one read for many)."""
+        ...
 
     async def insert(self, row: ExecutionRow, *, fact_count: int) -> None:
         """A new execution whose first decision wrote ``fact_count`` facts."""

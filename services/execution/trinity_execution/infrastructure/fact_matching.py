@@ -16,7 +16,8 @@ The matched request's key goes into the engine event, and the engine checks it i
 the step's outstanding request. A fact that arrives before the dispatcher recorded
 the accepted request (the answer raced the reply) is retried shortly.
 
-The match is read with the execution itself, in one statement (:func:`load_answered`).
+A batch of facts is matched in one statement, and the executions they answer are read
+in one more (:func:`load_answered`).
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Row, and_, or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_execution.application.ports import ExecutionRow
 from trinity_execution.domain.commands import parse_request_key
 from trinity_execution.domain.fanout import split_item_key
-from trinity_execution.infrastructure.item_store import attach_items
-from trinity_execution.infrastructure.repository import row_of
-from trinity_execution.infrastructure.tables import dispatches, executions
+from trinity_execution.infrastructure.repository import load_executions
+from trinity_execution.infrastructure.tables import dispatches
 
 
 class Unmatched(enum.Enum):
@@ -67,14 +66,22 @@ def _same_step(claim: Claim, key: str) -> bool:
     )
 
 
-def _candidates(claim: Claim) -> Any:
-    """The dispatches that may be the request ``claim`` answers: of its execution and
-    kind, answered with its id, or still being sent."""
-    return and_(
-        dispatches.c.execution_id == claim.execution_id,
-        dispatches.c.kind == claim.kind,
-        or_(dispatches.c.result_id == claim.answer_id, dispatches.c.status == "pending"),
-    )
+# The dispatches that may be the requests a batch of claims answers: of their executions
+# and kinds, answered with one of their ids, or still being sent (built once).
+_CANDIDATES = select(
+    dispatches.c.execution_id,
+    dispatches.c.kind,
+    dispatches.c.key,
+    dispatches.c.status,
+    dispatches.c.result_id,
+).where(
+    dispatches.c.execution_id.in_(bindparam("execution_ids", expanding=True)),
+    dispatches.c.kind.in_(bindparam("kinds", expanding=True)),
+    or_(
+        dispatches.c.result_id.in_(bindparam("answer_ids", expanding=True)),
+        dispatches.c.status == "pending",
+    ),
+)
 
 
 def _match(claim: Claim, rows: Sequence[tuple[str, str, str | None]]) -> str | Unmatched:
@@ -88,34 +95,44 @@ def _match(claim: Claim, rows: Sequence[tuple[str, str, str | None]]) -> str | U
 
 
 async def load_answered(
-    conn: AsyncConnection, claim: Claim
-) -> tuple[ExecutionRow | None, str | Unmatched]:
-    """The execution ``claim`` is about and the key of the request it answers, in one
-    statement (the execution's row beside each candidate dispatch; usually one).
-    No row when the claim matches no request (nothing to load for it)."""
-    if not claim.answer_id:
-        return None, Unmatched.NONE
-    query = (
-        select(
-            executions,
-            dispatches.c.key.label("answered_key"),
-            dispatches.c.status.label("answered_status"),
-            dispatches.c.result_id.label("answered_result_id"),
+    conn: AsyncConnection, claims: Sequence[Claim]
+) -> tuple[list[ExecutionRow | None], list[str | Unmatched]]:
+    """For each of ``claims`` (a batch of facts): the execution it is about and the key
+    of the request it answers, in two statements whatever the batch's size (the
+    candidate dispatches, then the executions some claim matched). No row for a claim
+    that matches no request (nothing to load for it)."""
+    asked = [claim for claim in claims if claim.answer_id]
+    candidates: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}
+    if asked:
+        found = await conn.execute(
+            _CANDIDATES,
+            {
+                "execution_ids": sorted({claim.execution_id for claim in asked}),
+                "kinds": sorted({claim.kind for claim in asked}),
+                "answer_ids": sorted({claim.answer_id for claim in asked}),
+            },
         )
-        .select_from(executions.outerjoin(dispatches, _candidates(claim)))
-        .where(executions.c.id == claim.execution_id)
-    )
-    rows: Sequence[Row[Any]] = (await conn.execute(query)).all()
-    matched = _match(
-        claim,
-        [
-            (row.answered_key, row.answered_status, row.answered_result_id)
-            for row in rows
-            if row.answered_key is not None
-        ],
-    )
-    if not rows or not isinstance(matched, str):
-        return None, matched
-    found = row_of(rows[0]._mapping)
-    await attach_items(conn, claim.execution_id, found.state)
-    return found, matched
+        for execution_id, kind, key, status, result_id in found:
+            candidates.setdefault((execution_id, kind), []).append((key, status, result_id))
+    matched: list[str | Unmatched] = []
+    for claim in claims:
+        rows = [
+            (key, status, result_id)
+            for key, status, result_id in candidates.get((claim.execution_id, claim.kind), ())
+            if result_id == claim.answer_id or status == "pending"
+        ]
+        matched.append(_match(claim, rows) if claim.answer_id else Unmatched.NONE)
+    wanted = {
+        claim.execution_id for claim, m in zip(claims, matched, strict=True) if isinstance(m, str)
+    }
+    executions = await load_executions(conn, wanted)
+    rows_of: list[ExecutionRow | None] = []
+    for claim, m in zip(claims, matched, strict=True):
+        row = executions.get(claim.execution_id) if isinstance(m, str) else None
+        rows_of.append(row)
+    # An execution that is gone (never: executions are not deleted) matches nothing.
+    matched = [
+        m if row is not None or not isinstance(m, str) else Unmatched.NONE
+        for m, row in zip(matched, rows_of, strict=True)
+    ]
+    return rows_of, matched

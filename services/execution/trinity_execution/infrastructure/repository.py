@@ -8,10 +8,11 @@ caller retries its whole decision.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, func, insert, or_, select, update
+from sqlalchemy import RowMapping, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_execution.application.ports import ConcurrentUpdate, ExecutionRow, ListFilter
@@ -62,6 +63,24 @@ async def load_execution(
     row = row_of(found)
     await attach_items(conn, execution_id, row.state)
     return row
+
+
+_LOAD_MANY = select(executions).where(executions.c.id.in_(bindparam("ids", expanding=True)))
+
+
+async def load_executions(
+    conn: AsyncConnection, execution_ids: Collection[str]
+) -> dict[str, ExecutionRow]:
+    """The executions of ``execution_ids`` that exist, by id: one read for a batch of facts."""
+    if not execution_ids:
+        return {}
+    found = (await conn.execute(_LOAD_MANY, {"ids": list(execution_ids)})).mappings().all()
+    rows = {}
+    for mapping in found:
+        row = row_of(mapping)
+        await attach_items(conn, row.id, row.state)
+        rows[row.id] = row
+    return rows
 
 
 def row_of(found: RowMapping) -> ExecutionRow:

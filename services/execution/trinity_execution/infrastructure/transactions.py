@@ -5,6 +5,7 @@ with the platform's one message-id scheme."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +35,9 @@ class SqlExecutions:
 
     async def load(self, execution_id: str, *, for_update: bool = False) -> ExecutionRow | None:
         return await repository.load_execution(self._conn, execution_id, for_update=for_update)
+
+    async def load_many(self, execution_ids: Collection[str]) -> dict[str, ExecutionRow]:
+        return await repository.load_executions(self._conn, execution_ids)
 
     async def insert(self, row: ExecutionRow, *, fact_count: int) -> None:
         await repository.insert_execution(self._conn, row, fact_count=fact_count)
