@@ -1,4 +1,4 @@
-"""A batch of facts' request matches are read with their executions, in two statements
+"""A batch of facts' request matches are read with their executions, in one statement
 (infrastructure/fact_matching.py), against the real database: the answered request
 of that very step, one still being sent (ask again), or none (another step's, another
 execution's, an unknown id, an unknown execution)."""
@@ -88,7 +88,7 @@ async def test_the_executions_and_the_requests_a_batch_of_facts_answers_are_read
     row, matched = await answered(claim("ex", "w-a"))
     assert matched == "ex/a/1/1"
     assert row is not None and (row.id, row.revision, row.fact_count) == ("ex", 3, 2)
-    assert len(statements) == 2  # the candidate requests, then the execution
+    assert len(statements) == 1
 
     # Another step's answer, another execution's, an attempt it was not for, an unknown id.
     for wrong in (
@@ -107,7 +107,7 @@ async def test_the_executions_and_the_requests_a_batch_of_facts_answers_are_read
     # An approval says no attempt: any attempt of its step and iteration matches.
     assert (await answered(claim("ex", "w-a", attempt=None)))[1] == "ex/a/1/1"
 
-    # A batch: every claim matched as alone, in two statements.
+    # A batch: every claim matched as alone, in one statement.
     batch = [
         claim("ex", "w-a"),
         claim("ex", "w-b"),
@@ -119,7 +119,7 @@ async def test_the_executions_and_the_requests_a_batch_of_facts_answers_are_read
     statements.clear()
     async with read_only(engine) as conn:
         rows, matches = await load_answered(conn, batch)
-    assert len(statements) == 2
+    assert len(statements) == 1
     assert matches == [
         "ex/a/1/1",
         Unmatched.NONE,

@@ -18,10 +18,11 @@ other executions commit. :meth:`Continuation.apply` is a batch of one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -167,14 +168,12 @@ class Continuation:
                 for execution_id, indexes, published in work
             ]
         )
-        written = await asyncio.gather(
-            *(
-                self._write(items, indexes, rows[execution_id], decisions, now, published)
-                for (execution_id, indexes, published), decisions in zip(work, decided, strict=True)
-                if not isinstance(decisions, Exception)
-            ),
-            return_exceptions=True,
-        )
+        writes = [
+            self._write(items, indexes, rows[execution_id], decisions, now, published)
+            for (execution_id, indexes, published), decisions in zip(work, decided, strict=True)
+            if not isinstance(decisions, Exception)
+        ]
+        written = await _each(writes)
         again: dict[str, list[int]] = {}
         outcomes = iter(written)
         for (execution_id, indexes, _), decisions in zip(work, decided, strict=True):
@@ -245,6 +244,17 @@ class Continuation:
             # Grouped: the batch's executions (and whatever else is handed in meanwhile)
             # share the next commit; one's conflict or refused guard is its own.
             await self._uow.write(write, grouped=True)
+
+
+async def _each(writes: list[Coroutine[Any, Any, None]]) -> list[BaseException | None]:
+    """Runs ``writes`` together (one group commit); what each raised, or None."""
+    if len(writes) == 1:  # a batch of one (a timer, a lone fact): no task of its own
+        try:
+            await writes[0]
+        except Exception as error:
+            return [error]
+        return [None]
+    return await asyncio.gather(*writes, return_exceptions=True)
 
 
 def _after(row: ExecutionRow, decision: d.Decision) -> ExecutionRow:

@@ -16,8 +16,8 @@ The matched request's key goes into the engine event, and the engine checks it i
 the step's outstanding request. A fact that arrives before the dispatcher recorded
 the accepted request (the answer raced the reply) is retried shortly.
 
-A batch of facts is matched in one statement, and the executions they answer are read
-in one more (:func:`load_answered`).
+The matches of a batch of facts are read with their executions, in one statement
+(:func:`load_answered`).
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import RowMapping, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_execution.application.ports import ExecutionRow
 from trinity_execution.domain.commands import parse_request_key
 from trinity_execution.domain.fanout import split_item_key
-from trinity_execution.infrastructure.repository import load_executions
-from trinity_execution.infrastructure.tables import dispatches
+from trinity_execution.infrastructure.item_store import attach_items
+from trinity_execution.infrastructure.repository import row_of
+from trinity_execution.infrastructure.tables import dispatches, executions
 
 
 class Unmatched(enum.Enum):
@@ -66,21 +67,31 @@ def _same_step(claim: Claim, key: str) -> bool:
     )
 
 
-# The dispatches that may be the requests a batch of claims answers: of their executions
-# and kinds, answered with one of their ids, or still being sent (built once).
-_CANDIDATES = select(
-    dispatches.c.execution_id,
-    dispatches.c.kind,
-    dispatches.c.key,
-    dispatches.c.status,
-    dispatches.c.result_id,
-).where(
-    dispatches.c.execution_id.in_(bindparam("execution_ids", expanding=True)),
-    dispatches.c.kind.in_(bindparam("kinds", expanding=True)),
-    or_(
-        dispatches.c.result_id.in_(bindparam("answer_ids", expanding=True)),
-        dispatches.c.status == "pending",
-    ),
+# The executions a batch of claims is about, each beside the dispatches that may be the
+# requests the claims answer: of its kinds, answered with one of their ids, or still
+# being sent (usually one per execution). Built once: the lists go as parameters.
+_ANSWERED = (
+    select(
+        executions,
+        dispatches.c.kind.label("answered_kind"),
+        dispatches.c.key.label("answered_key"),
+        dispatches.c.status.label("answered_status"),
+        dispatches.c.result_id.label("answered_result_id"),
+    )
+    .select_from(
+        executions.outerjoin(
+            dispatches,
+            and_(
+                dispatches.c.execution_id == executions.c.id,
+                dispatches.c.kind.in_(bindparam("kinds", expanding=True)),
+                or_(
+                    dispatches.c.result_id.in_(bindparam("answer_ids", expanding=True)),
+                    dispatches.c.status == "pending",
+                ),
+            ),
+        )
+    )
+    .where(executions.c.id.in_(bindparam("execution_ids", expanding=True)))
 )
 
 
@@ -98,41 +109,51 @@ async def load_answered(
     conn: AsyncConnection, claims: Sequence[Claim]
 ) -> tuple[list[ExecutionRow | None], list[str | Unmatched]]:
     """For each of ``claims`` (a batch of facts): the execution it is about and the key
-    of the request it answers, in two statements whatever the batch's size (the
-    candidate dispatches, then the executions some claim matched). No row for a claim
-    that matches no request (nothing to load for it)."""
+    of the request it answers, in one statement whatever the batch's size. No row for
+    a claim that matches no request (nothing to load for it)."""
     asked = [claim for claim in claims if claim.answer_id]
+    found: dict[str, RowMapping] = {}  # an execution's row (the first of its candidates)
     candidates: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}
     if asked:
-        found = await conn.execute(
-            _CANDIDATES,
+        result = await conn.execute(
+            _ANSWERED,
             {
                 "execution_ids": sorted({claim.execution_id for claim in asked}),
                 "kinds": sorted({claim.kind for claim in asked}),
                 "answer_ids": sorted({claim.answer_id for claim in asked}),
             },
         )
-        for execution_id, kind, key, status, result_id in found:
-            candidates.setdefault((execution_id, kind), []).append((key, status, result_id))
+        for mapping in result.mappings():
+            execution_id = mapping["id"]
+            found.setdefault(execution_id, mapping)
+            if mapping["answered_key"] is not None:
+                candidates.setdefault((execution_id, mapping["answered_kind"]), []).append(
+                    (
+                        mapping["answered_key"],
+                        mapping["answered_status"],
+                        mapping["answered_result_id"],
+                    )
+                )
     matched: list[str | Unmatched] = []
     for claim in claims:
-        rows = [
+        if not claim.answer_id or claim.execution_id not in found:
+            matched.append(Unmatched.NONE)
+            continue
+        mine = [
             (key, status, result_id)
             for key, status, result_id in candidates.get((claim.execution_id, claim.kind), ())
             if result_id == claim.answer_id or status == "pending"
         ]
-        matched.append(_match(claim, rows) if claim.answer_id else Unmatched.NONE)
-    wanted = {
-        claim.execution_id for claim, m in zip(claims, matched, strict=True) if isinstance(m, str)
-    }
-    executions = await load_executions(conn, wanted)
-    rows_of: list[ExecutionRow | None] = []
-    for claim, m in zip(claims, matched, strict=True):
-        row = executions.get(claim.execution_id) if isinstance(m, str) else None
-        rows_of.append(row)
-    # An execution that is gone (never: executions are not deleted) matches nothing.
-    matched = [
-        m if row is not None or not isinstance(m, str) else Unmatched.NONE
-        for m, row in zip(matched, rows_of, strict=True)
-    ]
-    return rows_of, matched
+        matched.append(_match(claim, mine))
+    loaded: dict[str, ExecutionRow] = {}
+    rows: list[ExecutionRow | None] = []
+    for claim, match in zip(claims, matched, strict=True):
+        if not isinstance(match, str):
+            rows.append(None)
+            continue
+        if claim.execution_id not in loaded:
+            row = row_of(found[claim.execution_id])
+            await attach_items(conn, row.id, row.state)
+            loaded[row.id] = row
+        rows.append(loaded[claim.execution_id])
+    return rows, matched
