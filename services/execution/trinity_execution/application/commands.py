@@ -353,32 +353,21 @@ class ExecutionCommands(Generic[V]):
         precondition: Callable[[d.ExecutionState], None],
         event_for: Callable[[datetime], d.Event],
     ) -> V:
+        """Decide ``event_for`` on the execution as loaded and write the decision, idempotent
+        by the command's key: a retry is answered by the write's own look-up, or, when the
+        execution has moved on so that it would be refused now, by a look-up then."""
         require("execution_id", command.execution_id)
-        if command.request_id:
-            # A retry is answered first: the execution may have moved on since.
-            cached = await self._answered(scope, command.request_id, fingerprint)
-            if cached is not None:
-                return cached
-        first = await self._load(command.execution_id)
-        if first is None:
-            raise NotFound(
-                f"execution {command.execution_id} not found", reason="EXECUTION_NOT_FOUND"
-            )
-        published = await self._catalog.by_id(first.process_id)
-        if command.step_id and command.step_id not in published.process.steps:
-            raise NotFound(
-                f"process {published.name} {published.version} has no step {command.step_id!r}",
-                reason="STEP_NOT_FOUND",
-            )
         async for _ in decision_attempts():
-            row = await self._load(command.execution_id)
-            assert row is not None  # executions are never deleted
-            if row.process_id != published.id:  # moved to another version meanwhile
-                published = await self._catalog.by_id(row.process_id)
-            state = d.ExecutionState.from_dict(row.state)
-            precondition(state)
-            now = datetime.now(UTC)
-            decision = await decide_off_loop(published.process, state, event_for(now))
+            try:
+                row, published, decision, now = await self._decided(
+                    command, precondition, event_for
+                )
+            except TrinityError:
+                if command.request_id:
+                    cached = await self._answered(scope, command.request_id, fingerprint)
+                    if cached is not None:
+                        return cached
+                raise
             view = self._presenter.execution(
                 published.process,
                 decision.state,
@@ -409,6 +398,30 @@ class ExecutionCommands(Generic[V]):
                 continue
             return execution
         raise ConcurrentUpdate(f"execution {command.execution_id} kept changing; try again")
+
+    async def _decided(
+        self,
+        command: Control,
+        precondition: Callable[[d.ExecutionState], None],
+        event_for: Callable[[datetime], d.Event],
+    ) -> tuple[ExecutionRow, PublishedDefinition, d.Decision, datetime]:
+        """The execution as loaded, its version and the decision on it; NOT_FOUND or the
+        precondition's refusal."""
+        row = await self._load(command.execution_id)
+        if row is None:
+            raise NotFound(
+                f"execution {command.execution_id} not found", reason="EXECUTION_NOT_FOUND"
+            )
+        published = await self._catalog.by_id(row.process_id)
+        if command.step_id and command.step_id not in published.process.steps:
+            raise NotFound(
+                f"process {published.name} {published.version} has no step {command.step_id!r}",
+                reason="STEP_NOT_FOUND",
+            )
+        state = d.ExecutionState.from_dict(row.state)
+        precondition(state)
+        now = datetime.now(UTC)
+        return row, published, await decide_off_loop(published.process, state, event_for(now)), now
 
     async def _load(self, execution_id: str) -> ExecutionRow | None:
         return await self._uow.read(lambda tx: tx.executions.load(execution_id))
