@@ -21,8 +21,7 @@ from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidA
 KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 MAX_KEY_LENGTH = 255  # the idempotency.key column
 
-# Built once: every command looks up and remembers (building a statement with its values
-# costs more than running it).
+# Built once: every command looks up and remembers (see trinity_platform.statements).
 _LOOKUP = select(IDEMPOTENCY.c.request_fingerprint, IDEMPOTENCY.c.response).where(
     IDEMPOTENCY.c.scope == bindparam("scope"), IDEMPOTENCY.c.key == bindparam("key")
 )

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import Insert, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trinity_platform.db import INBOX
+from trinity_platform.statements import PerDialect
+
+
+def _claim(dialect: str) -> Insert:
+    if dialect == "postgresql":
+        stmt = postgresql.insert(INBOX).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(INBOX).on_conflict_do_nothing()  # type: ignore[assignment]
+    else:  # pragma: no cover - only the two supported dialects
+        raise NotImplementedError(f"inbox does not support {dialect}")
+    return stmt.returning(INBOX.c.message_id)
+
+
+_CLAIM = PerDialect(_claim)  # every consumed message claims: built once (see statements)
 
 
 async def claim_message(conn: AsyncConnection, consumer: str, message_id: str) -> bool:
@@ -24,19 +38,8 @@ async def claim_message(conn: AsyncConnection, consumer: str, message_id: str) -
     the same id waits for the first transaction and then returns False (or True if
     that one rolled back).
     """
-    values = {
-        "consumer": consumer,
-        "message_id": message_id,
-        "processed_at": datetime.now(UTC),
-    }
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt = postgresql.insert(INBOX).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(INBOX).values(values).on_conflict_do_nothing()  # type: ignore[assignment]
-    else:  # pragma: no cover - only the two supported dialects
-        raise NotImplementedError(f"inbox does not support {dialect}")
-    result = await conn.execute(stmt.returning(INBOX.c.message_id))
+    values = {"consumer": consumer, "message_id": message_id, "processed_at": datetime.now(UTC)}
+    result = await conn.execute(_CLAIM(conn), values)
     return result.first() is not None
 
 

@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trinity_platform import metrics
 from trinity_platform.errors import Conflict, FieldViolation, InvalidArgument
+from trinity_platform.statements import PerDialect
 from trinity_work.application.commands import ListWork
 from trinity_work.application.ports import WorkPage
 from trinity_work.domain.errors import WorkNotFound
@@ -204,6 +205,30 @@ def _after(key: tuple[str, str]) -> tuple[datetime, str]:
     return (created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)), work_id
 
 
+# The hot path's statements, built once (see trinity_platform.statements).
+_INSERT = insert(t)
+_BY_ID = select(t).where(t.c.id == bindparam("work_id"))
+_BY_ID_FOR_UPDATE = PerDialect(
+    lambda dialect: _BY_ID.with_for_update() if dialect == "postgresql" else _BY_ID
+)
+_UPDATE = update(t).where(
+    t.c.id == bindparam("work_id"), t.c.version == bindparam("expected_version")
+)
+_LEASE_EXPIRED = (
+    select(t.c.id)
+    .where(t.c.status == WorkStatus.STARTED.value, t.c.lease_expires_at <= bindparam("now"))
+    .order_by(t.c.lease_expires_at)
+    .limit(bindparam("limit"))
+)
+_LEASE_EXPIRED_CLAIMED = PerDialect(
+    lambda dialect: (
+        _LEASE_EXPIRED.with_for_update(skip_locked=True)
+        if dialect == "postgresql"
+        else _LEASE_EXPIRED
+    )
+)
+
+
 class SqlWorkRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -230,27 +255,23 @@ class SqlWorkRepository:
             version=1,
         )
         try:
-            await self._conn.execute(insert(t).values(values))
+            await self._conn.execute(_INSERT, values)
         except IntegrityError as exc:
             raise Conflict(f"work request {work.request_id!r} was created concurrently") from exc
         work.version = 1
         self._seen[work.id] = work
 
     async def get(self, work_id: str, *, for_update: bool = False) -> WorkRequest:
-        stmt = select(t).where(t.c.id == work_id)
-        if for_update and self._conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        row = (await self._conn.execute(stmt)).first()
+        stmt = _BY_ID_FOR_UPDATE(self._conn) if for_update else _BY_ID
+        row = (await self._conn.execute(stmt, {"work_id": work_id})).first()
         if row is None:
             raise WorkNotFound(work_id)
         return _from_row(row)
 
     async def save(self, work: WorkRequest) -> None:
-        result = await self._conn.execute(
-            update(t)
-            .where(t.c.id == work.id, t.c.version == work.version)
-            .values(version=work.version + 1, **_row_values(work))
-        )
+        values = _row_values(work)
+        values.update(work_id=work.id, expected_version=work.version, version=work.version + 1)
+        result = await self._conn.execute(_UPDATE, values)
         if result.rowcount != 1:
             metrics.DB_CONFLICTS.labels("work").inc()
             raise Conflict(
@@ -281,12 +302,7 @@ class SqlWorkRepository:
         return WorkPage(items, has_more=len(rows) > query.page_size)
 
     async def lease_expired(self, now: datetime, limit: int) -> Sequence[str]:
-        stmt = (
-            select(t.c.id)
-            .where(t.c.status == WorkStatus.STARTED.value, t.c.lease_expires_at <= now)
-            .order_by(t.c.lease_expires_at)
-            .limit(limit)
+        result = await self._conn.execute(
+            _LEASE_EXPIRED_CLAIMED(self._conn), {"now": now, "limit": limit}
         )
-        if self._conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        return list((await self._conn.execute(stmt)).scalars())
+        return list(result.scalars())
