@@ -209,6 +209,8 @@ class Script:
     steps: tuple[str, ...] = ("research", "review", "publish")
     ending: int = E.EXECUTION_STATUS_COMPLETED
     waits_at: str = ""  # an approval step where the execution stays waiting
+    # Failed: the completed steps are then undone, one per read, latest first.
+    compensates: bool = False
 
 
 SCRIPTS = {
@@ -216,6 +218,7 @@ SCRIPTS = {
     "fails": Script(ending=E.EXECUTION_STATUS_FAILED),
     "forever": Script(ending=E.EXECUTION_STATUS_RUNNING),
     "gated": Script(ending=E.EXECUTION_STATUS_RUNNING, waits_at="review"),
+    "saga": Script(ending=E.EXECUTION_STATUS_FAILED, compensates=True),
 }
 
 
@@ -243,8 +246,26 @@ class FakeExecutions(execution_grpc.ExecutionServiceServicer):
         assert run is not None
         return run
 
+    def _compensate(self, execution: E.Execution) -> E.Execution:
+        """One read: the running undo is done, the next one runs (or the execution ends)."""
+        undos = execution.compensation.steps
+        for index, undo in enumerate(undos):
+            if undo.status == E.STEP_COMPENSATION_STATUS_RUNNING:
+                undo.status = E.STEP_COMPENSATION_STATUS_COMPENSATED
+                undo.output = f"{undo.step_id} undone"
+                if index + 1 < len(undos):
+                    undos[index + 1].status = E.STEP_COMPENSATION_STATUS_RUNNING
+                    undos[index + 1].attempt = 1
+                else:
+                    execution.status = E.EXECUTION_STATUS_FAILED
+                    execution.end_time.CopyFrom(_now())
+                break
+        return execution
+
     def _advance(self, run: FakeRun) -> E.Execution:
         execution = run.execution
+        if execution.status == E.EXECUTION_STATUS_COMPENSATING:
+            return self._compensate(execution)
         if execution.status != E.EXECUTION_STATUS_RUNNING:
             return execution
         run.reads += 1
@@ -280,6 +301,19 @@ class FakeExecutions(execution_grpc.ExecutionServiceServicer):
                 execution.error.message = "the agent did not answer"
                 execution.steps[-1].status = E.STEP_STATUS_FAILED
                 execution.steps[-1].error.CopyFrom(execution.error)
+                if run.script.compensates:
+                    execution.status = E.EXECUTION_STATUS_COMPENSATING
+                    execution.ClearField("end_time")
+                    completed = [s.step_id for s in execution.steps[:-1]]
+                    execution.compensation.reason = E.COMPENSATION_REASON_FAILURE
+                    for step_id in reversed(completed):
+                        execution.compensation.steps.add(
+                            step_id=step_id,
+                            iteration=1,
+                            status=E.STEP_COMPENSATION_STATUS_PENDING,
+                        )
+                    execution.compensation.steps[0].status = E.STEP_COMPENSATION_STATUS_RUNNING
+                    execution.compensation.steps[0].attempt = 1
         return execution
 
     def TriggerProcess(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -172,6 +172,39 @@ def test_watch_falls_back_to_polling_without_the_stream(cli, fake) -> None:  # t
     assert "[3/3] publish completed" in result.out
 
 
+def test_watch_without_the_stream_reports_each_undo_of_a_compensation(cli, fake) -> None:  # type: ignore[no-untyped-def]
+    fake.executions.watch_implemented = False
+    result = cli("run", "saga", "--watch")
+    assert result.code == 4, result.err
+    lines = result.out.splitlines()
+    at = lines.index("[3/3] publish failed · AGENT_UNAVAILABLE: the agent did not answer")
+    assert lines[at + 1 : -1] == [
+        "[3/3] compensating (failure): undoing review, research",
+        "[3/3] undoing review",
+        "[3/3] review compensated · 'review undone'",
+        "[3/3] undoing research",
+        "[3/3] research compensated · 'research undone'",
+    ]
+    assert lines[-1].endswith("compensation failure: 2/2 undone")
+
+
+def test_watch_json_without_the_stream_reports_undos(cli, fake) -> None:  # type: ignore[no-untyped-def]
+    fake.executions.watch_implemented = False
+    result = cli("run", "saga", "--watch", "-o", "json")
+    assert result.code == 4
+    events = [json.loads(line) for line in result.out.splitlines()]
+    undos = [
+        (e["undo"]["step_id"], e["undo"]["status"]) for e in events if e.get("event") == "undo"
+    ]
+    assert undos == [
+        ("review", "STEP_COMPENSATION_STATUS_RUNNING"),
+        ("review", "STEP_COMPENSATION_STATUS_COMPENSATED"),
+        ("research", "STEP_COMPENSATION_STATUS_RUNNING"),
+        ("research", "STEP_COMPENSATION_STATUS_COMPENSATED"),
+    ]
+    assert events[-1]["execution"]["status"] == "EXECUTION_STATUS_FAILED"
+
+
 def test_watch_json_is_json_lines_ending_with_the_execution(cli, fake) -> None:  # type: ignore[no-untyped-def]
     result = cli("run", "fails", "--watch", "-o", "json")
     assert result.code == 4

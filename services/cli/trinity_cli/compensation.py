@@ -3,6 +3,9 @@ undo table of ``executions status``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from google.protobuf.message import Message
 
 from trinity.process.execution.v1 import execution_pb2 as pb
@@ -23,13 +26,15 @@ def _at(step_id: str, iteration: int, attempt: int = 1) -> str:
     return " · ".join(parts)
 
 
+def _targets(targets: Iterable[Any]) -> str:
+    """``review, draft#2``: the completions to undo (anything with step_id and iteration)."""
+    return ", ".join(t.step_id + (f"#{t.iteration}" if t.iteration > 1 else "") for t in targets)
+
+
 def describe_compensation_fact(fact: Message) -> str | None:
     """The line of a compensation fact; None for any other fact."""
     if isinstance(fact, facts.CompensationStarted):
-        undo = ", ".join(
-            t.step_id + (f"#{t.iteration}" if t.iteration > 1 else "") for t in fact.targets
-        )
-        return f"compensating ({_reason(fact.reason)}): undoing {undo}"
+        return f"compensating ({_reason(fact.reason)}): undoing {_targets(fact.targets)}"
     if isinstance(fact, facts.StepCompensated):
         line = f"{_at(fact.step_id, fact.iteration, fact.attempt)} compensated"
         return line + (f" · {one_line(fact.output, 60)!r}" if fact.output else "")
@@ -41,6 +46,29 @@ def describe_compensation_fact(fact: Message) -> str | None:
         )
     if isinstance(fact, facts.CompensationCompleted):
         return f"compensation completed · {fact.compensated} undone"
+    return None
+
+
+def compensation_started(e: pb.Execution) -> str:
+    """The line that says a compensation began (polling mode's CompensationStarted)."""
+    return (
+        f"compensating ({_reason(e.compensation.reason)}): undoing {_targets(e.compensation.steps)}"
+    )
+
+
+def describe_undo(undo: pb.StepCompensation) -> str | None:
+    """The line of one undo as GetExecution shows it (polling mode); None while pending."""
+    at = _at(undo.step_id, undo.iteration, undo.attempt or 1)
+    if undo.status == pb.STEP_COMPENSATION_STATUS_RUNNING:
+        return f"undoing {at}"
+    if undo.status == pb.STEP_COMPENSATION_STATUS_WAITING:
+        return f"undo of {at} waiting to retry"
+    if undo.status == pb.STEP_COMPENSATION_STATUS_COMPENSATED:
+        return f"{at} compensated" + (f" · {one_line(undo.output, 60)!r}" if undo.output else "")
+    if undo.status == pb.STEP_COMPENSATION_STATUS_FAILED:
+        return (
+            f"compensation of {at} failed · {undo.error.code}: {one_line(undo.error.message, 80)}"
+        )
     return None
 
 

@@ -24,7 +24,13 @@ from trinity.process.definition.v1 import definition_pb2
 from trinity.process.execution.v1 import execution_pb2 as pb
 from trinity.process.execution.v1 import execution_service_pb2 as api
 from trinity.process.execution.v1 import facts_pb2 as facts
-from trinity_cli.compensation import compensation_summary, describe_compensation_fact, undoing
+from trinity_cli.compensation import (
+    compensation_started,
+    compensation_summary,
+    describe_compensation_fact,
+    describe_undo,
+    undoing,
+)
 from trinity_cli.context import Context
 from trinity_cli.errors import CliError, ExitCode
 from trinity_cli.render import duration, enum_name, money, one_line, since, to_dict
@@ -100,6 +106,7 @@ class Watcher:
     timeout: float = 0.0
     clock: Callable[[], float] = time.monotonic
     _seen: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    _undos: dict[str, tuple[int, int]] = field(default_factory=dict)  # polling: undo → state
     _hinted: set[str] = field(default_factory=set)
     _status_line: bool = False
     _start: float = 0.0
@@ -239,7 +246,27 @@ class Watcher:
             self._print(f"[{progress(execution)}] {describe_step(step)}")
             if step.kind == pb.STEP_KIND_HUMAN_APPROVAL and step.status == pb.STEP_STATUS_WAITING:
                 self._approval_hint(execution, step.step_id, step.iteration)
+        if execution.HasField("compensation"):
+            self._on_compensation_snapshot(execution)
         self._draw_status_line(execution)
+
+    def _on_compensation_snapshot(self, execution: pb.Execution) -> None:
+        """Without the stream: the compensation's start, then each undo's changes."""
+        if not self._undos and not self.ctx.json:
+            self._print(f"[{progress(execution)}] {compensation_started(execution)}")
+        for undo in execution.compensation.steps:
+            key, state = f"{undo.step_id}#{undo.iteration}", (undo.status, undo.attempt)
+            if self._undos.get(key) == state:
+                continue
+            self._undos[key] = state
+            line = describe_undo(undo)
+            if line is None:
+                continue
+            if self.ctx.json:
+                event = {"event": "undo", "execution_id": execution.id, "undo": to_dict(undo)}
+                self.ctx.emit(event, lines=True)
+            else:
+                self._print(f"[{progress(execution)}] {line}")
 
     def _approval_hint(self, execution: pb.Execution, step_id: str, iteration: int) -> None:
         """Say which approval to decide, while the step still waits for one."""
