@@ -1,8 +1,8 @@
-"""Cancel, pause and resume are idempotent by their key (SQLite and PostgreSQL): a retry is
-answered the first answer — whether the execution would refuse it now or would take it
-again — and a key reused for another request is refused. A retry that would pass is
-answered by the write transaction's own look-up: a command costs one read (the
-execution) and one write, no look-up of its own before them."""
+"""Cancel, pause, resume and the migration of one execution are idempotent by their key
+(SQLite and PostgreSQL): a retry is answered the first answer — whether the execution
+would refuse it now or would take it again — and a key reused for another request is
+refused. The key is looked up by the write transaction itself (a refusal looks it up
+then): no look-up transaction of its own before the command's reads and write."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from trinity.process.execution.v1 import execution_pb2
 from trinity_execution import domain as d
 from trinity_execution.api.answers import ProtoPresenter
 from trinity_execution.application.commands import Control, ExecutionCommands, Trigger
+from trinity_execution.application.migrations import ExecutionMigrations, Migration
 from trinity_execution.application.ports import PublishedDefinition
 from trinity_execution.application.wakeups import Wakeups
 from trinity_execution.infrastructure.transactions import execution_unit_of_work
@@ -66,10 +67,10 @@ def commands_on(engine: AsyncEngine) -> ExecutionCommands[execution_pb2.Executio
     )
 
 
-async def status_of(engine: AsyncEngine, execution_id: str) -> str:
+async def status_of(engine: AsyncEngine, execution_id: str, what: str = "status") -> str:
     row = await execution_unit_of_work(engine).read(lambda tx: tx.executions.load(execution_id))
     assert row is not None
-    return row.status
+    return str(getattr(row, what))
 
 
 async def started(commands: ExecutionCommands[execution_pb2.Execution]) -> str:
@@ -136,3 +137,67 @@ async def test_a_command_looks_its_key_up_in_its_write_transaction(engine: Async
         assert transactions == 4
     finally:
         event.remove(engine.sync_engine, "begin", count)
+
+
+V2 = PublishedDefinition(
+    id="def-2",
+    name="p",
+    version="1.1",
+    process=d.CompiledProcess.compile(
+        "def-2",
+        "1.1",
+        ProcessSpec(
+            name="p",
+            steps=[
+                Step("a", AgentTaskConfig("w", "do a")),
+                Step("b", AgentTaskConfig("w", "do b"), depends_on=["a"]),
+            ],
+        ),
+    ),
+)
+
+
+class TwoVersions(PublishedCatalog):
+    async def by_name(self, name: str, version: str = "") -> PublishedDefinition:
+        return V2 if version == "1.1" else PUBLISHED
+
+    async def by_id(self, definition_id: str) -> PublishedDefinition:
+        return V2 if definition_id == V2.id else PUBLISHED
+
+
+async def test_a_migration_of_one_execution_looks_its_key_up_in_its_write(
+    engine: AsyncEngine,
+) -> None:
+    commands = commands_on(engine)
+    execution_id = await started(commands)
+    migrations = ExecutionMigrations(
+        execution_unit_of_work(engine),
+        TwoVersions(),
+        Wakeups(lambda: None, lambda: None),
+        ProtoPresenter(),
+    )
+    move = Migration("k-move", "1.1", execution_id=execution_id)
+    transactions = 0
+
+    def count(*_: object) -> None:
+        nonlocal transactions
+        transactions += 1
+
+    event.listen(engine.sync_engine, "begin", count)
+    try:
+        first = await migrations.migrate(move, "move")
+        assert transactions == 3  # which executions, the execution, the write (key inside)
+    finally:
+        event.remove(engine.sync_engine, "begin", count)
+    assert first.outcomes[0].migrated
+    # On 1.1 now, so moving it again would be refused: the retry gets the first answer.
+    assert await migrations.migrate(move, "move") == first
+    with pytest.raises(FailedPrecondition) as refused:
+        await migrations.migrate(Migration("k-move", "1.1", execution_id="other"), "other")
+    assert refused.value.reason == KEY_REUSED
+    other = await started(commands)
+    with pytest.raises(FailedPrecondition) as refused:
+        await migrations.migrate(Migration("k-move", "1.1", execution_id=other), "other")
+    assert refused.value.reason == KEY_REUSED
+    assert await status_of(engine, other, "process_version") == "1.0"
+    assert await status_of(engine, execution_id, "process_version") == "1.1"

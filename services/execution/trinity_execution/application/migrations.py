@@ -26,7 +26,14 @@ from trinity_execution.application.ports import (
     remembered_answer,
 )
 from trinity_execution.application.wakeups import Wakeups
-from trinity_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from trinity_platform.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    TrinityError,
+)
+from trinity_platform.unit_of_work import Idempotency
 
 SCOPE = "execution.MigrateExecution"
 MAX_PER_CALL = 500
@@ -61,34 +68,44 @@ class ExecutionMigrations:
         self._presenter = presenter
 
     async def migrate(self, command: Migration, fingerprint: str) -> MigrationReport:
-        """``fingerprint``: what the request asks, without its key."""
+        """``fingerprint``: what the request asks, without its key.
+
+        One execution moves in one write, which looks its key up (a retry is answered
+        there, or, when it would be refused now, by a look-up on that refusal). A version
+        moves in a write per execution, so a retry of it is answered before the first.
+        """
         remembered = bool(command.request_id) and not command.dry_run
-        if remembered:
-            cached = await self._uow.read(
-                lambda tx: tx.idempotency.lookup(SCOPE, command.request_id, fingerprint)
-            )
+        if remembered and not command.execution_id:
+            cached = await self._answered(command, fingerprint)
             if cached is not None:
-                return self._presenter.decode_migration(cached)
-        ids, name, from_version, truncated = await self._selection(command)
-        response = MigrationReport(
-            process_name=name,
-            to_version=command.to_version,
-            truncated=truncated,
-            dry_run=command.dry_run,
-        )
-        if from_version == command.to_version:
-            raise FailedPrecondition(
-                f"the executions already run version {from_version}", reason="SAME_VERSION"
+                return cached
+        try:
+            ids, name, from_version, truncated = await self._selection(command)
+            if from_version == command.to_version:
+                raise FailedPrecondition(
+                    f"the executions already run version {from_version}", reason="SAME_VERSION"
+                )
+            response = MigrationReport(
+                process_name=name,
+                to_version=command.to_version,
+                truncated=truncated,
+                dry_run=command.dry_run,
             )
-        if not ids:
-            return response
-        target = await self._catalog.by_name(name, command.to_version)
-        if command.execution_id:
-            # One execution: its move and the remembered answer commit together.
-            key = command.request_id if remembered else ""
-            return await self._one(
-                command, ids[0], from_version, target, response, fingerprint, key
-            )
+            if not ids:
+                return response
+            target = await self._catalog.by_name(name, command.to_version)
+            if command.execution_id:
+                # One execution: its move and the remembered answer commit together.
+                key = command.request_id if remembered else ""
+                return await self._one(
+                    command, ids[0], from_version, target, response, fingerprint, key
+                )
+        except TrinityError:
+            if remembered and command.execution_id:
+                cached = await self._answered(command, fingerprint)
+                if cached is not None:
+                    return cached
+            raise
         outcomes: list[MigrationOutcome] = []
         for execution_id in ids:
             blank = MigrationReport()
@@ -98,19 +115,33 @@ class ExecutionMigrations:
             outcomes.extend(each.outcomes)
         response = replace(response, outcomes=tuple(outcomes))
         if remembered:
-            presenter = self._presenter
 
-            async def answer(tx: ExecutionTransaction) -> MigrationReport:
-                cached = await tx.idempotency.lookup(SCOPE, command.request_id, fingerprint)
-                if cached is not None:  # a concurrent twin answered first
-                    return presenter.decode_migration(cached)
-                await tx.idempotency.remember(
-                    SCOPE, command.request_id, fingerprint, presenter.encode_migration(response)
-                )
+            async def report(_tx: ExecutionTransaction) -> MigrationReport:
                 return response
 
-            return await self._uow.write(answer)
+            # Remembered in a write that looks the key up: a concurrent twin that answered
+            # first is answered here too, with its answer.
+            return await self._uow.write(report, idempotency=self._remembered(command, fingerprint))
         return response
+
+    def _remembered(
+        self, command: Migration, fingerprint: str
+    ) -> Idempotency[ExecutionTransaction, MigrationReport]:
+        presenter = self._presenter
+        return remembered_answer(
+            SCOPE,
+            command.request_id,
+            fingerprint,
+            presenter.encode_migration,
+            presenter.decode_migration,
+        )
+
+    async def _answered(self, command: Migration, fingerprint: str) -> MigrationReport | None:
+        """The answer remembered for a retry of this request, if it is one."""
+        cached = await self._uow.read(
+            lambda tx: tx.idempotency.lookup(SCOPE, command.request_id, fingerprint)
+        )
+        return None if cached is None else self._presenter.decode_migration(cached)
 
     async def _selection(self, command: Migration) -> tuple[list[str], str, str, bool]:
         """(execution ids, process name, version they must be on, truncated)."""
@@ -174,16 +205,9 @@ class ExecutionMigrations:
                 )
             move = _Move(command, execution_id, source, target, response, self._wakeups)
             try:
-                presenter = self._presenter
                 answer = await self._uow.write(
                     move.work,
-                    idempotency=remembered_answer(
-                        SCOPE,
-                        key,
-                        fingerprint,
-                        presenter.encode_migration,
-                        presenter.decode_migration,
-                    ),
+                    idempotency=self._remembered(replace(command, request_id=key), fingerprint),
                 )
             except ConcurrentUpdate:
                 continue
