@@ -9,7 +9,7 @@ What it does:
 1. creates one PostgreSQL database per service (next to ``--postgres``, default
    ``$TRINITY_TEST_POSTGRES_URL`` or ``postgresql://postgres@127.0.0.1:5432/postgres``),
    starts a private NATS on a free port with the broker permissions of
-   ``deploy/nats/authorization.conf`` (every process connects as its own user), then
+   ``deploy/k8s/base/nats/authorization.conf`` (every process connects as its own user), then
    two processes of each service (each on its own port) and two executors. Every
    client reaches a service through the list of both its addresses
    (``TRINITY_<SERVICE>_TARGET=127.0.0.1:p0,127.0.0.1:p1``): round_robin over both,
@@ -71,8 +71,11 @@ from trinity_process_model.proto_codec import spec_to_proto
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-NATS_AUTHORIZATION = ROOT / "deploy" / "nats" / "authorization.conf"
-NATS_USERS = (*SERVICES, "executor", "subscriber")
+# The one the Kubernetes manifests ship (the nats-config ConfigMap).
+NATS_AUTHORIZATION = ROOT / "deploy" / "k8s" / "base" / "nats" / "authorization.conf"
+# Every user it declares needs a password, or the server refuses to start; nothing here
+# runs as `provisioner` (the services apply the streams themselves).
+NATS_USERS = (*SERVICES, "executor", "subscriber", "provisioner")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPLICAS = 2
 SECOND_EXECUTOR_ID = "replica-2-executor"

@@ -2,7 +2,7 @@
 
     TRINITY_NATS_URL=nats://127.0.0.1:4222 .venv/bin/python examples/subscriber.py
 
-Under the broker permissions of deploy/nats/authorization.conf, connect as the read-only
+Under the broker permissions of deploy/k8s/base/nats/authorization.conf, connect as the read-only
 `subscriber` user (TRINITY_NATS_USER, TRINITY_NATS_PASSWORD; TLS with TRINITY_NATS_CA_FILE).
 
 Start from here for a projection (a timeline, an audit log, a dashboard, a webhook):

@@ -13,9 +13,13 @@ rendered from the same code by ``deploy/render.py``; when the mounted files diff
 from what this image's code defines, the manifests and the image come from different
 versions and the script refuses (exit 3) before touching the server.
 
-Environment: ``TRINITY_NATS_URL`` (comma-separated servers), ``TRINITY_STREAM_REPLICAS``.
+Environment: ``TRINITY_NATS_URL`` (comma-separated servers), ``TRINITY_STREAM_REPLICAS``,
+and the NATS credentials and TLS settings every process reads (``TRINITY_NATS_USER`` +
+``TRINITY_NATS_PASSWORD``: the Job connects as ``provisioner``, a user that may only
+create, update and inspect streams; ``TRINITY_NATS_CA_FILE`` …).
 Exit codes: 0 streams in place with the expected replicas, 1 server check failed,
-2 NATS unreachable, 3 rendered configurations differ from the code.
+2 NATS unreachable or the credentials refused, 3 rendered configurations differ from
+the code.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import nats
 
 from trinity_platform.config import DEFAULT_NATS_URL
+from trinity_platform.nats_connect import NatsConfigError, NatsSecurity, nats_security_from_env
 from trinity_platform.streams import ensure_streams, stream_configs, stream_limits_from_env
 
 
@@ -62,22 +67,49 @@ def differences(expected_dir: Path, replicas: int) -> list[str]:
     return sorted(problems)
 
 
-async def connect(servers: list[str], wait_seconds: float) -> Any:
+async def connect(servers: list[str], security: NatsSecurity, wait_seconds: float) -> Any:
+    """Wait for the servers to be reachable; a refused authorization will not heal by
+    waiting (the Secret is what it is), so it fails at once."""
     deadline = time.monotonic() + wait_seconds
+    errors: list[Exception] = []  # of the current attempt
+
+    async def on_error(error: Exception) -> None:
+        errors.append(error)
+
     while True:
+        errors.clear()
         try:
-            return await nats.connect(servers=servers, connect_timeout=2, max_reconnect_attempts=0)
+            # max_reconnect_attempts=0 would retry forever inside nats.connect: two
+            # attempts per server, then this loop decides.
+            return await nats.connect(
+                servers=servers,
+                connect_timeout=2,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.5,
+                error_cb=on_error,
+                **security.connect_options(),
+            )
         except Exception as error:
+            errors.append(error)
+            if any("authorization" in str(e).lower() for e in errors):
+                who = f"user {security.user!r}" if security.user else "an anonymous client"
+                raise ConnectionError(
+                    f"NATS at {','.join(servers)} refused {who} (Authorization Violation): "
+                    "check TRINITY_NATS_USER and TRINITY_NATS_PASSWORD (the Secret "
+                    "trinity-nats-users)"
+                ) from None
             if time.monotonic() > deadline:
                 raise ConnectionError(
-                    f"NATS at {','.join(servers)} unreachable: {error!r}"
+                    f"NATS at {','.join(servers)} unreachable: {errors[0]!r}"
                 ) from None
             await asyncio.sleep(1.0)
 
 
-async def provision(servers: list[str], replicas: int, wait_seconds: float) -> list[dict[str, Any]]:
+async def provision(
+    servers: list[str], security: NatsSecurity, replicas: int, wait_seconds: float
+) -> list[dict[str, Any]]:
     """Apply the streams; return what the server reports for each."""
-    nc = await connect(servers, wait_seconds)
+    nc = await connect(servers, security, wait_seconds)
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + wait_seconds
@@ -135,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             return 3
 
     try:
-        report = asyncio.run(provision(servers, replicas, args.timeout))
+        security = nats_security_from_env()
+    except NatsConfigError as error:
+        print(f"NATS settings: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(provision(servers, security, replicas, args.timeout))
     except ConnectionError as error:
         print(error, file=sys.stderr)
         return 2

@@ -4,23 +4,33 @@ script against a real three-server cluster started from that configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import nats
+import pytest
 import yaml
 from deploy_support import DEPLOY, K8S, Manifests
 
+from trinity_platform.nats_connect import NatsSecurity
 from trinity_platform.streams import stream_configs
+from trinity_platform.subjects import fact_subject, facts_stream
 from trinity_platform.testing.nats_server import find_nats_server
 from trinity_platform.testing.ports import free_port, wait_for_port
 
 NATS_CONF = K8S / "base" / "nats" / "nats.conf"
+AUTHORIZATION = K8S / "base" / "nats" / "authorization.conf"
+NATS_STATEFULSET = K8S / "base" / "nats" / "statefulset.yaml"
+STREAMS_JOB = K8S / "base" / "nats" / "streams-job.yaml"
 STREAMS_DIR = K8S / "base" / "nats" / "streams"
 PROVISION = DEPLOY / "jetstream" / "provision.py"
 
@@ -83,19 +93,43 @@ def config_name(manifests: Manifests) -> str:
     return str(manifests.get("ConfigMap", "trinity-config")["metadata"]["name"])
 
 
-def test_nats_configuration_is_valid(rendered: tuple[str, Manifests]) -> None:
-    """`nats-server -t` parses the cluster configuration the StatefulSet mounts."""
+def server_passwords(statefulset: dict[str, Any]) -> dict[str, str]:
+    """A generated password for every variable the NATS servers read from the Secret
+    (letters and digits, as NATS reads an environment variable as a value)."""
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return {
+        e["name"]: "p" + secrets.token_hex(16)
+        for e in container["env"]
+        if e["name"].startswith("TRINITY_NATS_") and e["name"].endswith("_PASSWORD")
+    }
+
+
+def test_nats_configuration_is_valid(rendered: tuple[str, Manifests], tmp_path: Path) -> None:
+    """`nats-server -t` parses the cluster configuration the StatefulSet mounts, with the
+    authorization it includes and the passwords the StatefulSet gives it."""
     _, manifests = rendered
-    conf = manifests.get("ConfigMap", "nats-config")["data"]["nats.conf"]
+    data = manifests.get("ConfigMap", "nats-config")["data"]
+    conf = data["nats.conf"]
     assert conf == NATS_CONF.read_text()
-    result = subprocess.run(
-        [find_nats_server(), "-t", "-c", str(NATS_CONF)],
-        env={**os.environ, "SERVER_NAME": "nats-0"},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert data["authorization.conf"] == AUTHORIZATION.read_text()
+    for name, text in data.items():  # the ConfigMap as the pods see it mounted
+        (tmp_path / name).write_text(text)
     nats = manifests.get("StatefulSet", "nats")
+
+    def check(passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [find_nats_server(), "-t", "-c", str(tmp_path / "nats.conf")],
+            env={**os.environ, "SERVER_NAME": "nats-0", **passwords},
+            capture_output=True,
+            text=True,
+        )
+
+    result = check(server_passwords(nats))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the include is read: without the Secret's variables the server refuses to start
+    missing = check({})
+    assert missing.returncode != 0
+    assert "TRINITY_NATS_" in missing.stdout + missing.stderr
     routes = [line.strip() for line in conf.splitlines() if line.strip().startswith("nats://")]
     service = nats["spec"]["serviceName"]
     assert routes == [f"nats://nats-{n}.{service}:6222" for n in range(nats["spec"]["replicas"])]
@@ -126,27 +160,49 @@ def test_provisioning_job_creates_replicated_streams_on_a_three_server_cluster(
     processes: Callable[..., subprocess.Popen[bytes]],
     provision_module: ModuleType,
 ) -> None:
+    """The cluster runs with the authorization the manifests ship (passwords as the
+    StatefulSet gets them) and the Job connects with its own identity."""
     ports = [{"client": free_port(), "http": free_port(), "cluster": free_port()} for _ in range(3)]
+    shutil.copy(AUTHORIZATION, tmp_path / AUTHORIZATION.name)  # included by nats.conf
+    (statefulset,) = [
+        d for d in yaml.safe_load_all(NATS_STATEFULSET.read_text()) if d["kind"] == "StatefulSet"
+    ]
+    passwords = server_passwords(statefulset)
     for index in range(3):
         conf = tmp_path / f"nats-{index}.conf"
         conf.write_text(local_cluster_config(index, ports, tmp_path))
         log = (tmp_path / f"nats-{index}.log").open("wb")
         processes(
             [find_nats_server(), "-c", str(conf)],
-            env={**os.environ, "SERVER_NAME": f"nats-{index}"},
+            env={**os.environ, "SERVER_NAME": f"nats-{index}", **passwords},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     for port in ports:
         wait_for_port("127.0.0.1", port["client"], 15)
 
-    env = {
-        **os.environ,
-        "TRINITY_NATS_URL": ",".join(f"nats://127.0.0.1:{p['client']}" for p in ports),
+    def password(user: str) -> str:
+        return passwords[f"TRINITY_NATS_{user.upper()}_PASSWORD"]
+
+    (job_container,) = yaml.safe_load(STREAMS_JOB.read_text())["spec"]["template"]["spec"][
+        "containers"
+    ]
+    job_env = {e["name"]: e for e in job_container["env"]}
+    job_user = job_env["TRINITY_NATS_USER"]["value"]
+    assert job_env["TRINITY_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == job_user
+    url = ",".join(f"nats://127.0.0.1:{p['client']}" for p in ports)
+    anonymous_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TRINITY_NATS_")},
+        "TRINITY_NATS_URL": url,
         "TRINITY_STREAM_REPLICAS": "3",
     }
+    env = {
+        **anonymous_env,
+        "TRINITY_NATS_USER": job_user,
+        "TRINITY_NATS_PASSWORD": password(job_user),
+    }
 
-    def provision(expect: Path) -> subprocess.CompletedProcess[str]:
+    def provision(expect: Path, env: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(PROVISION), "--expect", str(expect), "--timeout", "60"],
             env=env,
@@ -154,6 +210,10 @@ def test_provisioning_job_creates_replicated_streams_on_a_three_server_cluster(
             text=True,
             timeout=120,
         )
+
+    anonymous = provision(STREAMS_DIR, anonymous_env)
+    assert anonymous.returncode == 2, anonymous.stdout + anonymous.stderr
+    assert "authorization" in anonymous.stderr.lower()
 
     first = provision(STREAMS_DIR)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -173,6 +233,67 @@ def test_provisioning_job_creates_replicated_streams_on_a_three_server_cluster(
     refused = provision(stale)
     assert refused.returncode == 3
     assert "differ from this image's code" in refused.stderr
+
+    asyncio.run(only_owners_on_the_cluster(ports, job_user, password))
+
+
+async def only_owners_on_the_cluster(
+    ports: list[dict[str, int]], job_user: str, password: Callable[[str], str]
+) -> None:
+    """Every server refuses anonymous clients; the Job's user publishes no fact; a
+    service's fact reaches its replicated stream and the subscriber reads it."""
+    servers = [f"nats://127.0.0.1:{p['client']}" for p in ports]
+    for server in servers:
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await nats.connect(server, allow_reconnect=False, connect_timeout=2)
+
+    errors: list[Exception] = []
+
+    async def on_error(error: Exception) -> None:
+        errors.append(error)
+
+    async def connect(user: str) -> Any:
+        security = NatsSecurity(user=user, password=password(user))
+        return await nats.connect(
+            servers, error_cb=on_error, allow_reconnect=False, **security.connect_options()
+        )
+
+    provisioner = await connect(job_user)
+    subject = fact_subject("definition", "DefinitionPublished")
+    with pytest.raises(Exception):  # noqa: B017 - no ack: the broker drops it
+        await provisioner.jetstream(timeout=1).publish(subject, b"forged")
+    await wait_for(lambda: any("permissions violation" in str(e).lower() for e in errors))
+    definition = await connect("definition")
+    ack = await definition.jetstream(timeout=5).publish(subject, b"owned")
+    reader = await connect("subscriber")
+    message = await reader.jetstream(timeout=5).get_msg(facts_stream("definition"), ack.seq)
+    assert message.data == b"owned"
+    info = await reader.jetstream(timeout=5).stream_info(facts_stream("definition"))
+    assert info.state.messages == 1  # the forged one never landed
+    for nc in (provisioner, definition, reader):
+        await nc.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """The broker reports a violation asynchronously; poll for it, never sleep blindly."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        await asyncio.sleep(0.02)
+
+
+def test_provisioning_gives_up_on_unreachable_nats(tmp_path: Path) -> None:
+    """Exit 2 once --timeout has passed, never a Job hanging in the NATS client's retries."""
+    env = {**os.environ, "TRINITY_NATS_URL": f"nats://127.0.0.1:{free_port()}"}
+    result = subprocess.run(
+        [sys.executable, str(PROVISION), "--timeout", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "unreachable" in result.stderr
 
 
 def test_streams_job_and_kustomization_list_the_same_files() -> None:

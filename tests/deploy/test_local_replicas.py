@@ -1,6 +1,6 @@
 """Issue 10, point 3: deploy/local_replicas.py runs the examples to completion with two
 replicas of every service against PostgreSQL and one NATS (under the broker
-permissions of deploy/nats). Issue 19 §3: clients reach every replica, so when the
+permissions of deploy/k8s/base/nats). Issue 19 §3: clients reach every replica, so when the
 first replica of every service is killed, the calls go to the second at once, without
 a restart. Its checker is tested on made-up facts too, so a broken run cannot pass
 unseen."""

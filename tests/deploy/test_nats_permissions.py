@@ -1,5 +1,5 @@
 """Issue 13 §4: the broker enforces who may publish which facts. A nats-server runs
-with deploy/nats/authorization.conf; each identity connects with its own password and
+with deploy/k8s/base/nats/authorization.conf (the one the manifests ship); each identity connects with its own password and
 tries what it must not do."""
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ from trinity_platform.subjects import (
 )
 from trinity_platform.testing.nats_server import NatsServer
 
-AUTHORIZATION = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "authorization.conf"
-USERS = ("definition", "execution", "approval", "work", "executor", "subscriber")
+AUTHORIZATION = (
+    Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "nats" / "authorization.conf"
+)
+USERS = ("definition", "execution", "approval", "work", "executor", "subscriber", "provisioner")
+SERVICES = ("definition", "execution", "approval", "work")
 
 Connect = Callable[..., Awaitable[tuple[NATS, list[Exception]]]]
 
@@ -184,3 +187,28 @@ async def test_subscribers_read_facts_but_cannot_take_work(connect: Connect) -> 
     with pytest.raises(Exception):  # noqa: B017 - the broker never answers the API call
         await js.add_consumer(WORK_QUEUE_STREAM, ConsumerConfig(durable_name="thief"))
     assert await refused(reader, errors, fact_subject("work", "WorkCompleted"))
+
+
+async def test_the_provisioner_applies_streams_but_publishes_and_deletes_nothing(
+    connect: Connect,
+) -> None:
+    """The streams Job's identity: create, update and inspect the streams, nothing else."""
+    provisioner, errors = await connect("provisioner")
+    js = provisioner.jetstream(timeout=2)
+    names = await ensure_streams(js)  # create
+    assert await ensure_streams(js) == names  # update (idempotent)
+    assert (await js.stream_info(WORK_QUEUE_STREAM)).config.name == WORK_QUEUE_STREAM
+    for service in SERVICES:
+        assert await refused(provisioner, errors, fact_subject(service, "Forged")), service
+    assert await refused(provisioner, errors, work_queue_subject("agent_task"))
+    with pytest.raises(Exception):  # noqa: B017 - the broker never answers the API call
+        await js.delete_stream(facts_stream("approval"))
+    with pytest.raises(Exception):  # noqa: B017
+        await js.purge_stream(WORK_QUEUE_STREAM)
+    with pytest.raises(Exception):  # noqa: B017
+        await js.add_consumer(WORK_QUEUE_STREAM, ConsumerConfig(durable_name="thief"))
+    reader, _ = await connect("subscriber")
+    for service in SERVICES:
+        assert await stored(reader, service) == 0
+    queue = await reader.jetstream().stream_info(WORK_QUEUE_STREAM)
+    assert queue.state.messages == 0

@@ -6,7 +6,7 @@ Credentials (any one): ``TRINITY_NATS_USER`` + ``TRINITY_NATS_PASSWORD``, a cred
 ``TRINITY_NATS_CA_FILE`` (the CA the server's certificate must chain to; turns TLS
 on), ``TRINITY_NATS_CERT_FILE`` + ``TRINITY_NATS_KEY_FILE`` (a client certificate
 for servers that verify clients). The broker decides what each identity may
-publish and subscribe (``deploy/nats/``).
+publish and subscribe (``deploy/k8s/base/nats/authorization.conf``).
 
 Only NATS and the standard library are imported, so executors stay light.
 """

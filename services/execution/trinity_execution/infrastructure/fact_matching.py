@@ -1,6 +1,6 @@
 """Facts are acted on only when they answer a request this service made (defence in depth).
 
-The broker already limits who may publish which facts (``deploy/nats/``). Still, a
+The broker already limits who may publish which facts (``deploy/k8s/base/nats/``). Still, a
 work or approval fact continues a step only when:
 
 - its ``ce-source`` is the service that owns it (work facts from the work service,
