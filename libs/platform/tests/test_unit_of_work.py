@@ -15,7 +15,18 @@ from google.protobuf.wrappers_pb2 import StringValue
 from google.rpc.error_details_pb2 import RequestInfo
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from trinity_platform.db import IDEMPOTENCY, OUTBOX, create_engine
@@ -123,7 +134,7 @@ async def count(engine: AsyncEngine, table: Table) -> int:
 
 
 def create(
-    command: SetItem, runs: list[str]
+    command: SetItem, runs: list[str], *, look_up_first: bool = True
 ) -> tuple[Callable[[ItemTransaction], Awaitable[Item]], Idempotency[ItemTransaction, Item]]:
     async def body(tx: ItemTransaction) -> Item:
         runs.append(command.request_id)
@@ -138,24 +149,33 @@ def create(
         fingerprint(command),
         reference=lambda item: item.id,
         load=lambda tx, item_id: tx.get(item_id),
+        look_up_first=look_up_first,
     )
     return body, key
 
 
 # ------------------------------------------------------------------ idempotency
 
+# Looked up before the command runs, or (look_up_first=False) only when remembering
+# the key finds it taken or the command fails: the answers are the same.
+either_way = pytest.mark.parametrize("look_up_first", [True, False], ids=["first", "after"])
 
+
+@either_way
 async def test_a_repeated_key_answers_the_first_result_rebuilt_from_a_reference(
-    items: AsyncEngine,
+    items: AsyncEngine, look_up_first: bool
 ) -> None:
     uow = unit_of_work(items)
     runs: list[str] = []
-    body, key = create(SetItem("k-1", "i-1", "first"), runs)
+    body, key = create(SetItem("k-1", "i-1", "first"), runs, look_up_first=look_up_first)
 
     first = await uow.write(body, idempotency=key)
     again = await uow.write(body, idempotency=key)
 
-    assert runs == ["k-1"]  # the retry did not run the command
+    # Looked up first, the retry does not run the command; else it runs in a
+    # transaction that rolls back (the item exists: refused), then is looked up.
+    assert runs == (["k-1"] if look_up_first else ["k-1", "k-1"])
+    assert await count(items, ITEMS) == 1
     assert (again.id, again.value, again.version) == (first.id, "first", 1)
     async with items.connect() as conn:
         remembered = await conn.scalar(select(IDEMPOTENCY.c.response))
@@ -189,38 +209,45 @@ async def _answer(value: StringValue) -> StringValue:
     return value
 
 
-async def test_a_key_is_remembered_per_scope(items: AsyncEngine) -> None:
+@either_way
+async def test_a_key_is_remembered_per_scope(items: AsyncEngine, look_up_first: bool) -> None:
     uow = unit_of_work(items)
     runs: list[str] = []
-    body, key = create(SetItem("k-1", "i-1", "v"), runs)
-    other_body, other_key = create(SetItem("k-1", "i-2", "v"), runs)
+    body, key = create(SetItem("k-1", "i-1", "v"), runs, look_up_first=look_up_first)
+    other_body, other_key = create(SetItem("k-1", "i-2", "v"), runs, look_up_first=look_up_first)
     other_scope = dataclasses.replace(other_key, scope="test.OtherCommand")
     await uow.write(body, idempotency=key)
     assert (await uow.write(other_body, idempotency=other_scope)).id == "i-2"
     assert runs == ["k-1", "k-1"]
 
 
+@either_way
 async def test_a_key_reused_for_another_request_is_refused_and_writes_nothing(
-    items: AsyncEngine,
+    items: AsyncEngine, look_up_first: bool
 ) -> None:
     uow = unit_of_work(items)
     runs: list[str] = []
-    body, key = create(SetItem("k-1", "i-1", "first"), runs)
+    body, key = create(SetItem("k-1", "i-1", "first"), runs, look_up_first=look_up_first)
     await uow.write(body, idempotency=key)
 
-    other_body, other_key = create(SetItem("k-1", "i-2", "other"), runs)
+    other_body, other_key = create(
+        SetItem("k-1", "i-2", "other"), runs, look_up_first=look_up_first
+    )
     with pytest.raises(FailedPrecondition) as refused:
         await uow.write(other_body, idempotency=other_key)
 
     assert refused.value.reason == KEY_REUSED
-    assert runs == ["k-1"]
+    # Not looked up first, the other request ran (its item is new) and rolled back.
+    assert runs == (["k-1"] if look_up_first else ["k-1", "k-1"])
     assert await count(items, ITEMS) == 1
+    assert await count(items, OUTBOX) == 1
 
 
-async def test_a_failed_command_is_not_remembered(items: AsyncEngine) -> None:
+@either_way
+async def test_a_failed_command_is_not_remembered(items: AsyncEngine, look_up_first: bool) -> None:
     uow = unit_of_work(items)
     runs: list[str] = []
-    body, key = create(SetItem("k-1", "i-1", "v"), runs)
+    body, key = create(SetItem("k-1", "i-1", "v"), runs, look_up_first=look_up_first)
 
     async def failing(tx: ItemTransaction) -> Item:
         await body(tx)
@@ -232,8 +259,9 @@ async def test_a_failed_command_is_not_remembered(items: AsyncEngine) -> None:
     assert (await uow.write(body, idempotency=key)).value == "v"
 
 
+@either_way
 async def test_concurrent_first_requests_with_one_key_run_the_command_once(
-    items: AsyncEngine,
+    items: AsyncEngine, look_up_first: bool
 ) -> None:
     """Both race to remember the key; the loser rolls back and answers the winner's
     result, rebuilt from the reference."""
@@ -249,6 +277,7 @@ async def test_concurrent_first_requests_with_one_key_run_the_command_once(
             fingerprint(SetItem("race", "", "same")),
             key.remember,
             key.replay,
+            look_up_first=look_up_first,
         )
         return uow.write(body, idempotency=key)
 
@@ -257,6 +286,62 @@ async def test_concurrent_first_requests_with_one_key_run_the_command_once(
     assert len({item.id for item in results}) == 1
     assert await count(items, ITEMS) == 1
     assert await count(items, OUTBOX) == 1
+
+
+async def test_a_refusal_the_first_request_caused_answers_its_result(items: AsyncEngine) -> None:
+    """Not looked up first, a retry runs the command on the state its first request
+    left, which refuses it: the key is looked up then, and the first result answers."""
+    uow = unit_of_work(items)
+    runs: list[str] = []
+    _, key = create(SetItem("k-1", "i-1", "v"), runs, look_up_first=False)
+
+    async def set_once(tx: ItemTransaction) -> Item:
+        runs.append("set")
+        item = await tx.get("i-1")
+        if item.value:
+            raise FailedPrecondition("item i-1 is set already")
+        item.set("v")
+        await tx.save(item)
+        return item
+
+    async with items.begin() as conn:
+        await conn.execute(insert(ITEMS).values(id="i-1", value="", version=1))
+    first = await uow.write(set_once, idempotency=key)
+    again = await uow.write(set_once, idempotency=key)
+
+    assert (again.id, again.value, again.version) == (first.id, "v", 2)
+    assert runs == ["set", "set"]
+    assert await count(items, OUTBOX) == 1
+    with pytest.raises(FailedPrecondition):  # without a key it stays refused
+        await uow.write(set_once)
+
+
+async def test_a_first_request_not_looked_up_sends_one_statement_fewer(
+    items: AsyncEngine,
+) -> None:
+    uow = unit_of_work(items)
+    sent: list[str] = []
+
+    def count_statement(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(statement)
+
+    event.listen(items.sync_engine, "before_cursor_execute", count_statement)
+    try:
+        for look_up_first in (True, False):
+            body, key = create(
+                SetItem(f"k-{look_up_first}", f"i-{look_up_first}", "v"),
+                [],
+                look_up_first=look_up_first,
+            )
+            sent.clear()
+            await uow.write(body, idempotency=key)
+            if look_up_first:
+                looked_up = len(sent)
+            else:
+                assert len(sent) == looked_up - 1, sent
+                assert not any("FROM idempotency" in s for s in sent), sent
+    finally:
+        event.remove(items.sync_engine, "before_cursor_execute", count_statement)
 
 
 async def test_an_empty_key_is_not_idempotent(items: AsyncEngine) -> None:

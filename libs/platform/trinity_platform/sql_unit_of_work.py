@@ -33,7 +33,7 @@ from trinity_platform import idempotency as idempotency_store
 from trinity_platform import metrics
 from trinity_platform.db import read_only
 from trinity_platform.db_errors import transient_database_error
-from trinity_platform.errors import Conflict, TrinityError
+from trinity_platform.errors import Conflict, TrinityError, Unavailable
 from trinity_platform.group_commit import GroupCommit, Refused
 from trinity_platform.inbox import claim_message
 from trinity_platform.logs import get_logger
@@ -105,6 +105,7 @@ class _Grouped(Generic[S]):
 
     body: Callable[[S], Awaitable[Any]]
     key: Idempotency[Any, Any] | None
+    look_up: bool
     context: contextvars.Context
     """The caller's (its span: the outbox rows carry the caller's trace)."""
 
@@ -167,29 +168,40 @@ class SqlUnitOfWork(Generic[S]):
         grouped: bool = False,
     ) -> T:
         key = idempotency if idempotency is not None and idempotency.key else None
+        look_up = key is None or key.look_up_first
+        if key is not None:
+            idempotency_store.check_key(key.key)
         attempts = max(1, self._retry.attempts)
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             try:
                 if grouped:
                     result: T = await self._group.submit(
-                        _Grouped(body, key, contextvars.copy_context())
+                        _Grouped(body, key, look_up, contextvars.copy_context())
                     )
                     return result
-                return await self._write_once(body, key)
-            except Conflict:
-                if attempt == attempts - 1:
+                return await self._write_once(body, key, look_up)
+            except Unavailable:
+                raise
+            except Exception as error:
+                if not look_up:
+                    # Remembered already, or refused perhaps because the first request
+                    # did it: run again the careful way (see Idempotency.look_up_first).
+                    look_up = True
+                    continue
+                if not isinstance(error, Conflict) or attempt == attempts - 1:
                     raise
                 await asyncio.sleep(self._retry.delay(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempt += 1
 
     async def _write_once(
-        self, body: Callable[[S], Awaitable[T]], key: Idempotency[Any, T] | None
+        self, body: Callable[[S], Awaitable[T]], key: Idempotency[Any, T] | None, look_up: bool
     ) -> T:
         try:
             async with self.engine.begin() as conn:
                 take_written(conn)  # left by a transaction not of this unit of work
                 transaction = self._transaction(conn)
-                result = await self._run(transaction, body, key)
+                result = await self._run(transaction, body, key, look_up)
                 written = take_written(conn)
         except Exception as error:
             mapped = self._failure(error)
@@ -220,7 +232,8 @@ class SqlUnitOfWork(Generic[S]):
                         item = items[index]
                         try:
                             results[index] = await loop.create_task(
-                                self._run(transaction, item.body, item.key), context=item.context
+                                self._run(transaction, item.body, item.key, item.look_up),
+                                context=item.context,
                             )
                         except Exception as error:
                             failed = (index, error)
@@ -245,21 +258,29 @@ class SqlUnitOfWork(Generic[S]):
         return [answers[index] for index in range(len(items))]
 
     async def _run(
-        self, transaction: S, body: Callable[[S], Awaitable[T]], key: Idempotency[Any, T] | None
+        self,
+        transaction: S,
+        body: Callable[[S], Awaitable[T]],
+        key: Idempotency[Any, T] | None,
+        look_up: bool,
     ) -> T:
-        """``body`` (or the replay of its key) in ``transaction``, then its outbox rows."""
+        """``body`` (or the replay of its key, looked up first with ``look_up``) in
+        ``transaction``, then its outbox rows. Raises ``Conflict`` when the key turns
+        out remembered after all (by a concurrent request, or without ``look_up``)."""
         conn = transaction.conn
-        if key is not None:
+        if key is not None and look_up:
             remembered = await idempotency_store.lookup(
                 conn, key.scope, key.key, key.fingerprint, key.earlier
             )
             if remembered is not None:
                 return await key.replay(transaction, remembered)
         result = await body(transaction)
-        if key is not None:
-            await idempotency_store.remember(
-                conn, key.scope, key.key, key.fingerprint, key.remember(result)
-            )
+        if key is not None and not await idempotency_store.remember_if_new(
+            conn, key.scope, key.key, key.fingerprint, key.remember(result)
+        ):
+            if look_up:
+                metrics.DB_CONFLICTS.labels(self._name).inc()
+            raise Conflict("a request with the same key was remembered first; retry")
         await transaction._flush()
         return result
 

@@ -161,7 +161,9 @@ class WorkHandlers:
         body: Callable[[WorkTransaction], Awaitable[WorkRequest]],
     ) -> WorkRequest:
         """``body`` once per key: a repeated key answers the work it produced. Grouped:
-        the commands handed in while one commits share the next transaction."""
+        the commands handed in while one commits share the next transaction. The keys
+        are nearly always new (the dispatcher's and the executors' first requests): the
+        key is looked up only when remembering it finds it taken or the body refuses."""
         return await self._uow.write(
             body,
             grouped=True,
@@ -171,5 +173,6 @@ class WorkHandlers:
                 fingerprint(cmd) if key else "",
                 reference=lambda work: work.id,
                 load=_load,
+                look_up_first=False,
             ),
         )
