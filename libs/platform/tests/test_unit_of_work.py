@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
@@ -394,6 +399,74 @@ def test_a_fingerprint_is_the_command_without_its_key(
     assert (
         fingerprint(request) == fingerprint(RequestInfo(request_id=key, serving_data=other_value))
     ) == (value == other_value)
+
+
+@dataclass(frozen=True)
+class Nested:
+    amount: Decimal
+    at: datetime
+    kind: Color
+    tags: tuple[str, ...] = ()
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclass(frozen=True)
+class Rich:
+    request_id: str
+    nested: Nested | None
+    items: tuple[Nested, ...]
+    values: dict[str, object]
+    timeout: timedelta | None = None
+
+
+def remembered_fingerprint(command: object) -> str:
+    """The fingerprint of dataclasses as it was computed when the keys of before were
+    remembered (``dataclasses.asdict``): a retry across the upgrade must match."""
+    data = dataclasses.asdict(command)  # type: ignore[call-overload]
+    data.pop("request_id", None)
+    encoded = json.dumps(
+        {"type": type(command).__name__, "data": data}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+_nested = st.builds(
+    Nested,
+    st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    st.datetimes(timezones=st.just(UTC)),
+    st.just(Color.RED),
+    st.lists(st.text(max_size=5), max_size=3).map(tuple),
+    st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
+)
+
+
+@given(
+    st.builds(
+        Rich,
+        st.text(max_size=10),
+        st.none() | _nested,
+        st.lists(_nested, max_size=3).map(tuple),
+        st.dictionaries(
+            st.text(max_size=5),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+                ),
+                max_leaves=8,
+            ),
+            max_size=3,
+        ),
+        st.none() | st.timedeltas(),
+    )
+)
+def test_a_dataclass_fingerprint_is_the_one_remembered_before(command: Rich) -> None:
+    assert fingerprint(command) == remembered_fingerprint(command)
 
 
 # ------------------------------------------------------------------ conflicts

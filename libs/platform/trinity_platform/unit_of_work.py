@@ -64,11 +64,13 @@ def fingerprint(command: object, *, without: Sequence[str] = ("request_id",)) ->
         digest.update(copy.SerializeToString(deterministic=True))
         return digest.hexdigest()
     if dataclasses.is_dataclass(command) and not isinstance(command, type):
-        data = dataclasses.asdict(command)
-        for name in without:
-            data.pop(name, None)
+        data = {
+            f.name: getattr(command, f.name)
+            for f in dataclasses.fields(command)
+            if f.name not in without
+        }
         encoded = json.dumps(
-            {"type": type(command).__name__, "data": data}, sort_keys=True, default=str
+            {"type": type(command).__name__, "data": data}, sort_keys=True, default=_json_value
         )
         return hashlib.sha256(encoded.encode()).hexdigest()
     raise TypeError(f"cannot fingerprint a {type(command).__name__}: pass a dataclass or message")
@@ -161,6 +163,15 @@ class NewEvents:
     aggregate_id: str
     version: int
     messages: Sequence[EventMessage]
+
+
+def _json_value(value: object) -> object:
+    """A nested dataclass as its fields (JSON encodes them), anything else as ``str``:
+    the JSON ``dataclasses.asdict`` gave, without its deep copy of every value (the
+    fingerprints remembered before stay the same)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return str(value)
 
 
 def event_message_id(kind: str, aggregate_id: str, version: int, index: int) -> str:
