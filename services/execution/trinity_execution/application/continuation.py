@@ -150,7 +150,9 @@ class Continuation:
         """One round: the decisions of ``groups``, written together; the groups to decide
         again (another writer won, or a guard refused one of their events)."""
         work: list[tuple[str, list[int], PublishedDefinition]] = []
-        for execution_id, indexes in groups.items():
+        # Written in the order of their ids: two replicas' batches lock rows in one order
+        # (PostgreSQL), so they wait for each other instead of deadlocking.
+        for execution_id, indexes in sorted(groups.items()):
             published = await self._definition(rows[execution_id].process_id, definitions)
             if isinstance(published, Exception):  # e.g. the definition service is down
                 for index in indexes:
