@@ -20,6 +20,7 @@ from trinity_platform.grpc_server import GrpcServerHandle, ServiceRegistration, 
 from trinity_platform.interceptors import (
     AuthInterceptor,
     ErrorMappingInterceptor,
+    HandlerCache,
     current_principal,
 )
 
@@ -146,10 +147,16 @@ async def auth_channel() -> AsyncIterator[aio.Channel]:
         "tok-alice": Identity("alice", frozenset({"viewer"})),
         "tok-bob": Identity("bob", frozenset({"operator"})),
     }
+    # As the services run it: each method's handler made once (HandlerCache), so these
+    # tests also show that every call is decided by its own metadata.
     handle = build_server(
         "127.0.0.1:0",
         [probe_registration()],
-        [ErrorMappingInterceptor(), AuthInterceptor(identities, PROBE_PERMISSIONS)],
+        [
+            HandlerCache(),
+            ErrorMappingInterceptor(),
+            AuthInterceptor(identities, PROBE_PERMISSIONS),
+        ],
     )
     await handle.start()
     await handle.mark_serving()
@@ -290,6 +297,71 @@ async def test_auth_refuses_anonymous_unknown_and_unauthorized(auth_channel: aio
             )
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert error_details(caught.value)[0] == "PERMISSION_REQUIRED"
+
+
+async def test_a_kept_handler_decides_each_call_by_its_own_token(
+    auth_channel: aio.Channel,
+) -> None:
+    """The method's handler is made for the first call and kept: the calls after it,
+    one after another and at once, are still each answered as their own caller."""
+    with ROLE_OVERRIDE:
+        who = unary(auth_channel, "WhoAmI")
+
+        async def as_(token: str | None) -> bytes | grpc.StatusCode:
+            metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+            try:
+                return bytes(await who(b"", metadata=metadata))
+            except aio.AioRpcError as error:
+                return error.code()
+
+        callers = ["tok-alice", None, "tok-bob", "nope", "tok-alice"] * 4
+        answers = {
+            "tok-alice": b"alice",
+            None: grpc.StatusCode.UNAUTHENTICATED,
+            "tok-bob": grpc.StatusCode.PERMISSION_DENIED,
+            "nope": grpc.StatusCode.UNAUTHENTICATED,
+        }
+        assert [await as_(token) for token in callers] == [answers[t] for t in callers]
+        at_once = await asyncio.gather(*(as_(token) for token in callers))
+        assert at_once == [answers[t] for t in callers]
+
+
+class CountingInterceptor(aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        self.made.append(handler_call_details.method)
+        return await continuation(handler_call_details)
+
+
+async def test_the_handler_cache_makes_each_methods_handler_once() -> None:
+    counting = CountingInterceptor()
+    handle = build_server(
+        "127.0.0.1:0",
+        [probe_registration()],
+        [
+            HandlerCache(),
+            ErrorMappingInterceptor(),
+            AuthInterceptor({}, PROBE_PERMISSIONS),
+            counting,
+        ],
+    )
+    await handle.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            for _ in range(3):
+                assert await unary(channel, "WhoAmI")(b"") == b"-"
+                with pytest.raises(aio.AioRpcError):
+                    await unary(channel, "Boom")(b"")
+                with pytest.raises(aio.AioRpcError) as unknown:
+                    await unary(channel, "NoSuchMethod")(b"")
+                assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await handle.stop(0)
+    made = [m.rsplit("/", 1)[1] for m in counting.made]
+    assert made.count("WhoAmI") == 1 and made.count("Boom") == 1
+    assert made.count("NoSuchMethod") == 3  # an unknown method is not kept
 
 
 async def test_health_and_reflection_need_no_token(auth_channel: aio.Channel) -> None:

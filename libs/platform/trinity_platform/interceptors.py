@@ -154,6 +154,33 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         return wrap_handler(handler, lambda behavior: _around(behavior, None, on_error))
 
 
+class HandlerCache(aio.ServerInterceptor):
+    """The outermost interceptor: the handler the interceptors inside it make for a
+    method, made once and kept for every later call of that method.
+
+    Building it costs every interceptor's ``intercept_service`` and a wrapped handler
+    each, per call; the platform's interceptors wrap per method and read what a call
+    brings (its metadata) from the call's context when it runs, so the handler made for
+    the first call serves them all. An interceptor inside it must do the same.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = await continuation(handler_call_details)
+            if handler is not None:  # an unknown method is not remembered
+                self._handlers[method] = handler
+        return handler
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -237,9 +264,11 @@ class AuthInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(ALWAYS_ALLOWED_SERVICES):
             return handler
-        outcome = self.decide(method, handler_call_details.invocation_metadata)
 
+        # Decided per call from the call's own metadata: the wrapped handler is the
+        # method's, the same for every call (HandlerCache keeps it).
         async def before(context: Any) -> None:
+            outcome = self.decide(method, context.invocation_metadata())
             if isinstance(outcome, TrinityError):
                 _log.info("call refused", method=method, reason=outcome.reason)
                 await _refuse(context, outcome)
@@ -256,6 +285,7 @@ __all__ = [
     "ALWAYS_ALLOWED_SERVICES",
     "AuthInterceptor",
     "ErrorMappingInterceptor",
+    "HandlerCache",
     "current_principal",
     "wrap_handler",
 ]

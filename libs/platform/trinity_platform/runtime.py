@@ -46,7 +46,7 @@ from trinity_platform.grpc_server import (
 )
 from trinity_platform.idempotency import prune_idempotency
 from trinity_platform.inbox import prune_inbox
-from trinity_platform.interceptors import AuthInterceptor, ErrorMappingInterceptor
+from trinity_platform.interceptors import AuthInterceptor, ErrorMappingInterceptor, HandlerCache
 from trinity_platform.logs import configure_logging, get_logger
 from trinity_platform.nats_connect import connect_nats
 from trinity_platform.outbox import OutboxSignal
@@ -165,7 +165,9 @@ class ServiceRuntime:
             )
 
     def add_interceptor(self, interceptor: aio.ServerInterceptor) -> None:
-        """Runs inside the error mapping and authorization interceptors."""
+        """Runs inside the error mapping and authorization interceptors. Its handler for a
+        method serves every call of it (:class:`HandlerCache`): read what a call brings
+        from the call's context, not from ``handler_call_details``."""
         self._interceptors.append(interceptor)
 
     def add_consumer(self, spec: ConsumerSpec) -> None:
@@ -283,6 +285,7 @@ class ServiceRuntime:
             self._start_tasks()
             phases.mark("relay, consumers and background tasks")
             interceptors: list[aio.ServerInterceptor] = [
+                HandlerCache(),  # each method's handler made once, not per call
                 TelemetryInterceptor(),
                 ErrorMappingInterceptor(),
                 AuthInterceptor(settings.auth_tokens, self._permissions()),

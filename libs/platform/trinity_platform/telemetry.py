@@ -173,13 +173,16 @@ class TelemetryInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        parent = None
-        if _tracer is not None:
-            for key, value in handler_call_details.invocation_metadata or ():
-                if key == TRACEPARENT:
-                    parent = value if isinstance(value, str) else value.decode()
         seconds = metrics.GRPC_SECONDS.labels(method)
-        return wrap_handler(handler, lambda behavior: _observed(behavior, method, parent, seconds))
+        return wrap_handler(handler, lambda behavior: _observed(behavior, method, seconds))
+
+
+def _traceparent(context: Any) -> str | None:
+    """The caller's traceparent (read per call: the wrapped handler is the method's)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TRACEPARENT:
+            return value if isinstance(value, str) else value.decode()
+    return None
 
 
 def _code_name(context: Any, failure: BaseException | None) -> str:
@@ -222,17 +225,19 @@ def _finish(
 _NO_SPAN = nullcontext()
 
 
-def _server_span(method: str, parent: str | None) -> Any:
-    return _NO_SPAN if _tracer is None else span(method, parent, kind=SpanKind.SERVER)
+def _server_span(method: str, context: Any) -> Any:
+    if _tracer is None:
+        return _NO_SPAN
+    return span(method, _traceparent(context), kind=SpanKind.SERVER)
 
 
-def _observed(behavior: Any, method: str, parent: str | None, seconds: Any) -> Any:
+def _observed(behavior: Any, method: str, seconds: Any) -> Any:
     if inspect.isasyncgenfunction(behavior):
 
         async def stream_wrapper(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             failure: BaseException | None = None
-            with _server_span(method, parent) as current:
+            with _server_span(method, context) as current:
                 try:
                     async for item in behavior(request, context):
                         yield item
@@ -247,7 +252,7 @@ def _observed(behavior: Any, method: str, parent: str | None, seconds: Any) -> A
     async def wrapper(request: Any, context: Any) -> Any:
         start = time.perf_counter()
         failure: BaseException | None = None
-        with _server_span(method, parent) as current:
+        with _server_span(method, context) as current:
             try:
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
