@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -93,20 +95,36 @@ def config_name(manifests: Manifests) -> str:
     return str(manifests.get("ConfigMap", "trinity-config")["metadata"]["name"])
 
 
-def server_passwords(statefulset: dict[str, Any]) -> dict[str, str]:
-    """A generated password for every variable the NATS servers read from the Secret
-    (letters and digits, as NATS reads an environment variable as a value)."""
+def nats_secret(statefulset: dict[str, Any]) -> dict[str, str]:
+    """A generated password for every key of the Secret the NATS servers read (letters
+    and digits, as the README's command makes them)."""
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
-    return {
-        e["name"]: "p" + secrets.token_hex(16)
-        for e in container["env"]
-        if e["name"].startswith("TRINITY_NATS_") and e["name"].endswith("_PASSWORD")
-    }
+    sources = [e.get("valueFrom", {}) for e in container["env"]]
+    keys = [s["secretKeyRef"]["key"] for s in sources if "secretKeyRef" in s]
+    return {key: "p" + secrets.token_hex(16) for key in keys}
+
+
+def server_env(statefulset: dict[str, Any], secret: dict[str, str], pod: str) -> dict[str, str]:
+    """The NATS container's environment as Kubernetes builds it: values with $(VAR)
+    expanded from the variables before them, Secret keys, the pod's name."""
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for variable in container["env"]:
+        source = variable.get("valueFrom", {})
+        if "value" in variable:
+            expand = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], variable["value"])
+            env[variable["name"]] = expand
+        elif "secretKeyRef" in source:
+            env[variable["name"]] = secret[source["secretKeyRef"]["key"]]
+        else:
+            assert source["fieldRef"]["fieldPath"] == "metadata.name", variable
+            env[variable["name"]] = pod
+    return env
 
 
 def test_nats_configuration_is_valid(rendered: tuple[str, Manifests], tmp_path: Path) -> None:
     """`nats-server -t` parses the cluster configuration the StatefulSet mounts, with the
-    authorization it includes and the passwords the StatefulSet gives it."""
+    authorization it includes and the environment the StatefulSet gives it."""
     _, manifests = rendered
     data = manifests.get("ConfigMap", "nats-config")["data"]
     conf = data["nats.conf"]
@@ -116,23 +134,30 @@ def test_nats_configuration_is_valid(rendered: tuple[str, Manifests], tmp_path: 
         (tmp_path / name).write_text(text)
     nats = manifests.get("StatefulSet", "nats")
 
-    def check(passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [find_nats_server(), "-t", "-c", str(tmp_path / "nats.conf")],
-            env={**os.environ, "SERVER_NAME": "nats-0", **passwords},
+            env={**os.environ, **env},
             capture_output=True,
             text=True,
         )
 
-    result = check(server_passwords(nats))
+    env = server_env(nats, nats_secret(nats), "nats-0")
+    result = check(env)
     assert result.returncode == 0, result.stdout + result.stderr
     # the include is read: without the Secret's variables the server refuses to start
-    missing = check({})
+    missing = check({"SERVER_NAME": "nats-0"})
     assert missing.returncode != 0
     assert "TRINITY_NATS_" in missing.stdout + missing.stderr
-    routes = [line.strip() for line in conf.splitlines() if line.strip().startswith("nats://")]
+    # Routes to every server, carrying the route password (the route port is
+    # authenticated too: a route connection bypasses the clients' permissions).
+    (routes,) = re.findall(r"^\s*routes:\s*\[([^\]]*)\]", conf, re.MULTILINE)
+    variables = [v.strip().lstrip("$") for v in routes.split(",")]
     service = nats["spec"]["serviceName"]
-    assert routes == [f"nats://nats-{n}.{service}:6222" for n in range(nats["spec"]["replicas"])]
+    password = env["TRINITY_NATS_ROUTE_PASSWORD"]
+    assert [env[v] for v in variables] == [
+        f"nats://route:{password}@nats-{n}.{service}:6222" for n in range(nats["spec"]["replicas"])
+    ]
     assert manifests.get("Service", service)["spec"]["clusterIP"] == "None"
 
 
@@ -147,12 +172,22 @@ def local_cluster_config(index: int, ports: list[dict[str, int]], root: Path) ->
         "pid_file: /var/run/nats/nats.pid": f"pid_file: {root / f'nats-{index}.pid'}",
         "store_dir: /data": f"store_dir: {root / f'store-{index}'}",
     }
-    for n, peer in enumerate(ports):
-        replacements[f"nats://nats-{n}.nats-headless:6222"] = f"nats://127.0.0.1:{peer['cluster']}"
     for old, new in replacements.items():
         assert old in text, f"nats.conf no longer has {old!r}; update this test"
         text = text.replace(old, new)
     return text
+
+
+def local_server_env(
+    statefulset: dict[str, Any], secret: dict[str, str], index: int, ports: list[dict[str, int]]
+) -> dict[str, str]:
+    """The StatefulSet's environment for server ``index``, routes to loopback ports."""
+    env = server_env(statefulset, secret, f"nats-{index}")
+    for name, value in env.items():
+        for n, peer in enumerate(ports):
+            value = value.replace(f"@nats-{n}.nats-headless:6222", f"@127.0.0.1:{peer['cluster']}")
+        env[name] = value
+    return env
 
 
 def test_provisioning_job_creates_replicated_streams_on_a_three_server_cluster(
@@ -167,14 +202,14 @@ def test_provisioning_job_creates_replicated_streams_on_a_three_server_cluster(
     (statefulset,) = [
         d for d in yaml.safe_load_all(NATS_STATEFULSET.read_text()) if d["kind"] == "StatefulSet"
     ]
-    passwords = server_passwords(statefulset)
+    secret = nats_secret(statefulset)
     for index in range(3):
         conf = tmp_path / f"nats-{index}.conf"
         conf.write_text(local_cluster_config(index, ports, tmp_path))
         log = (tmp_path / f"nats-{index}.log").open("wb")
         processes(
             [find_nats_server(), "-c", str(conf)],
-            env={**os.environ, "SERVER_NAME": f"nats-{index}", **passwords},
+            env={**os.environ, **local_server_env(statefulset, secret, index, ports)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -182,7 +217,7 @@ def test_provisioning_job_creates_replicated_streams_on_a_three_server_cluster(
         wait_for_port("127.0.0.1", port["client"], 15)
 
     def password(user: str) -> str:
-        return passwords[f"TRINITY_NATS_{user.upper()}_PASSWORD"]
+        return secret[user]
 
     (job_container,) = yaml.safe_load(STREAMS_JOB.read_text())["spec"]["template"]["spec"][
         "containers"
@@ -235,6 +270,19 @@ def test_provisioning_job_creates_replicated_streams_on_a_three_server_cluster(
     assert "differ from this image's code" in refused.stderr
 
     asyncio.run(only_owners_on_the_cluster(ports, job_user, password))
+    for port in ports:  # nor does anyone join as a server without the route password
+        assert anonymous_route(port["cluster"]).startswith("-ERR 'Authorization Violation'")
+
+
+def anonymous_route(port: int) -> str:
+    """What a server answers a route connection without credentials (the route
+    protocol: INFO from the server, CONNECT from the route)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as route:
+        reader = route.makefile("rb")
+        assert reader.readline().startswith(b"INFO ")
+        connect = {"name": "mallory", "cluster": "trinity", "headers": True, "verbose": False}
+        route.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+        return reader.readline().decode()
 
 
 async def only_owners_on_the_cluster(

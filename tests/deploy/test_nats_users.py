@@ -59,11 +59,23 @@ def test_authorization_declares_each_user_with_its_own_variable() -> None:
 def test_the_nats_servers_get_every_password_from_the_secret(
     rendered: tuple[str, Manifests],
 ) -> None:
+    """Each user's password, and the routes' (servers authenticate each other: a route
+    connection bypasses the clients' permissions), from trinity-nats-users."""
     _, manifests = rendered
     env = container_env(manifests.get("StatefulSet", "nats"))
     for user, variable in authorization_users().items():
         assert variable in env, variable
         assert from_users_secret(env[variable]) == user
+    assert from_users_secret(env["TRINITY_NATS_ROUTE_PASSWORD"]) == "route"
+    # every variable the configuration reads is set (the route URLs are checked with
+    # nats-server in test_jetstream.py)
+    mounted = manifests.get("ConfigMap", "nats-config")["data"]
+    settings = [line.split("#")[0] for text in mounted.values() for line in text.splitlines()]
+    referenced = set(re.findall(r"(?<![\"\w])\$(\w+)", "\n".join(settings)))
+    assert "TRINITY_NATS_APPROVAL_PASSWORD" in referenced
+    assert referenced <= set(env), referenced - set(env)
+    cluster = mounted["nats.conf"][mounted["nats.conf"].index("cluster {") :]
+    assert re.search(r"authorization\s*\{\s*user:\s*route\s*,?\s*password:", cluster)
 
 
 def test_the_nats_servers_include_the_authorization(rendered: tuple[str, Manifests]) -> None:
