@@ -10,6 +10,12 @@ nothing is lost between commit and call). :class:`CommandDispatcher` then:
   after a read-only probe when it polls, since most polls find nothing (a round woken
   by a commit that wrote commands, or after a full batch, claims straight away);
 - sends each with its idempotency key (a row sent twice after a crash is harmless);
+  the due rows of a kind with a :class:`BatchSender` go in one call per batch (one gRPC
+  call instead of one per command), each item answered on its own and classified as a
+  single send is; a batch the receiver refuses whole with a permanent code (an older
+  receiver without the batch RPC, a hostile item the receiver checks only per call) is
+  sent again item by item, so no item is refused for another's sake; a transport
+  failure of the call is a transient failure of each of its items;
 - marks it done with the id the receiver assigned (the outcomes of the sends that
   finish while one such write runs go in the next, in one transaction), or retries it
   with capped exponential backoff, never sooner than the receiver's ``RetryInfo``;
@@ -24,23 +30,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import Message
+from google.rpc import status_pb2
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_platform import metrics
+from trinity_platform.batches import status_code, status_retry_delay
 from trinity_platform.db import read_only
 from trinity_platform.group_commit import GroupCommit
 from trinity_platform.grpc_errors import is_permanent, retry_delay
 from trinity_platform.logs import get_logger
 from trinity_platform.loops import raise_if_cancelled
-from trinity_platform.telemetry import span
+from trinity_platform.telemetry import current_traceparent, span
 
 _log = get_logger(__name__)
 
@@ -102,8 +112,59 @@ class PermanentRefusal(Exception):
         self.message = message
 
 
+class ItemRefused(Exception):
+    """A batch item's own refusal by the receiver: its status, classified as a failed
+    single call is (``is_permanent(code)``; ``retry_after`` from its RetryInfo)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: float | None = None):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def item_refused(status: Message) -> ItemRefused:
+    """A batch item's status (a ``google.rpc.Status``, or a contract's message of its wire
+    format such as work's ``ItemStatus``) as the item's refusal."""
+    rpc = (
+        status
+        if isinstance(status, status_pb2.Status)
+        else status_pb2.Status.FromString(status.SerializeToString())
+    )
+    return ItemRefused(status_code(rpc), rpc.message, status_retry_delay(rpc))
+
+
+def batch_outcomes(results: Sequence[Any], resource: str) -> list[ItemOutcome]:
+    """The outcomes of a batch reply's results (a ``oneof outcome { <resource>; error }``
+    each, as ``RequestWorkResult``): the resource's id, or the item's refusal."""
+    return [
+        item_refused(result.error)
+        if result.WhichOneof("outcome") == "error"
+        else str(getattr(result, resource).id)
+        for result in results
+    ]
+
+
 # Delivers one command; returns the id the receiver assigned ("" or None when none).
 Sender = Callable[[Dispatch], Awaitable[str | None]]
+# What one item of a batch got: the id the receiver assigned ("" or None when none), or
+# the exception a single send would have raised (NotYet, PermanentRefusal, ItemRefused...).
+ItemOutcome = str | None | Exception
+
+
+@dataclass(frozen=True)
+class BatchSender:
+    """Delivers many commands of one kind in one call; answers one outcome per command,
+    in order. Raises when the call itself fails (every item's failure)."""
+
+    send: Callable[[Sequence[Dispatch]], Awaitable[Sequence[ItemOutcome]]]
+    max_items: int = 100
+    """The receiver's bound on a batch's items."""
+    max_bytes: int = 1 << 20
+    """Payload bytes per call, well inside gRPC's 4 MB message limit (a bigger command
+    goes alone)."""
+
+
 # Told of a command refused for good: (the command, error code, message).
 RefusalHandler = Callable[[Dispatch, str, str], Awaitable[None]]
 
@@ -143,6 +204,7 @@ class CommandDispatcher:
         senders: Mapping[str, Sender],
         on_refused: RefusalHandler | None = None,
         *,
+        batch_senders: Mapping[str, BatchSender] | None = None,
         batch_size: int = 200,
         poll_interval: float = 1.0,
         concurrency: int = 64,
@@ -156,6 +218,7 @@ class CommandDispatcher:
         self._spec = table
         self._rows = table.table
         self._senders = dict(senders)
+        self._batch_senders = dict(batch_senders or {})
         self._on_refused = on_refused
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -199,7 +262,7 @@ class CommandDispatcher:
         first, read-only, whether any is due (False when a commit said so)."""
         rows = await self._claim(probe)
         if rows:
-            await asyncio.gather(*(self._send(row) for row in rows))
+            await asyncio.gather(*(self._send_all(group) for group in self._calls(rows)))
         return len(rows)
 
     async def lookup(self, key: str) -> TargetState | None:
@@ -256,6 +319,80 @@ class CommandDispatcher:
             extra={name: row[name] for name in spec.extra_columns},
         )
 
+    def _calls(self, rows: list[Dispatch]) -> list[list[Dispatch]]:
+        """The calls that send ``rows``: one per row, or one per batch of a kind with a
+        batch sender (bounded by its items and bytes)."""
+        calls: list[list[Dispatch]] = []
+        open_batches: dict[str, list[Dispatch]] = {}
+        sizes: dict[str, int] = {}
+        for row in rows:
+            batch = self._batch_senders.get(row.kind)
+            if batch is None:
+                calls.append([row])
+                continue
+            current = open_batches.get(row.kind)
+            size = len(row.payload)
+            if current is None or (
+                len(current) >= batch.max_items or sizes[row.kind] + size > batch.max_bytes
+            ):
+                current = open_batches[row.kind] = []
+                sizes[row.kind] = 0
+                calls.append(current)
+            current.append(row)
+            sizes[row.kind] += size
+        return calls
+
+    async def _send_all(self, rows: list[Dispatch]) -> None:
+        # A lone command goes by its single sender: the same cost, and its own trace.
+        if len(rows) == 1 and rows[0].kind in self._senders:
+            await self._send(rows[0])
+        else:
+            await self._send_batch(rows)
+
+    async def _send_batch(self, rows: list[Dispatch]) -> None:
+        batch = self._batch_senders[rows[0].kind]
+        # Each item carries the trace of its own dispatch span (its row's trace).
+        traced = []
+        for row in rows:
+            with span(f"dispatch {row.kind}", row.traceparent):
+                here = current_traceparent()
+            traced.append(dataclasses.replace(row, traceparent=here) if here else row)
+        async with self._limit:
+            outcomes = await self._call(batch, traced)
+        if outcomes is None:  # refused whole: no item is refused for another's sake
+            await asyncio.gather(*(self._send(row) for row in rows))
+            return
+        await asyncio.gather(
+            *(
+                self._settle(row, row.attempts + 1, outcome)
+                for row, outcome in zip(rows, outcomes, strict=True)
+            )
+        )
+
+    async def _call(self, batch: BatchSender, rows: list[Dispatch]) -> Sequence[ItemOutcome] | None:
+        """Each row's outcome of one batch call; None when the call was refused whole."""
+        kind = rows[0].kind
+        try:
+            outcomes = await batch.send(rows)
+            if len(outcomes) != len(rows):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(rows)} commands")
+            return outcomes
+        except grpc.aio.AioRpcError as error:
+            if is_permanent(error.code()):
+                _log.warning(
+                    "batch refused whole; sending its commands one by one",
+                    kind=kind,
+                    commands=len(rows),
+                    code=error.code().name,
+                    error=error.details(),
+                )
+                return None
+            failed = ItemRefused(error.code(), error.details() or "", retry_delay(error))
+            return [failed] * len(rows)
+        except Exception as error:  # a bug or a transport error: keep them, retry
+            _log.exception("batch dispatch failed", kind=kind, commands=len(rows))
+            return [error] * len(rows)
+
     async def _send(self, row: Dispatch) -> None:
         with (
             # Log lines name what they are about (execution_id=..., approval_id=...).
@@ -267,32 +404,39 @@ class CommandDispatcher:
             await self._deliver(row)
 
     async def _deliver(self, row: Dispatch) -> None:
-        attempts = row.attempts + 1
         sender = self._senders.get(row.kind)
+        outcome: ItemOutcome
         async with self._limit:
             try:
                 if sender is None:
                     raise PermanentRefusal("UNKNOWN_COMMAND", f"no sender for {row.kind}")
-                result_id = await sender(row)
-            except NotYet as waiting:
-                await self._retry_later(row, attempts, str(waiting))
-                return
-            except PermanentRefusal as refusal:
-                await self._refuse(row, attempts, refusal.code, refusal.message)
-                return
+                outcome = await sender(row)
             except grpc.aio.AioRpcError as error:
-                if is_permanent(error.code()):
-                    await self._refuse(row, attempts, error.code().name, error.details() or "")
-                else:
-                    message = f"{error.code().name}: {error.details()}"
-                    await self._retry_later(row, attempts, message, retry_delay(error))
-                return
+                outcome = ItemRefused(error.code(), error.details() or "", retry_delay(error))
+            except (NotYet, PermanentRefusal) as refusal:
+                outcome = refusal
             except Exception as error:  # a bug or a transport error: keep it, retry
                 _log.exception("dispatch failed", key=row.key)
-                await self._retry_later(row, attempts, repr(error))
-                return
-        await self._finish(row, DONE, attempts, result_id=result_id or None)
-        metrics.DISPATCH_SENT.labels(row.kind, "sent").inc()
+                outcome = error
+        await self._settle(row, row.attempts + 1, outcome)
+
+    async def _settle(self, row: Dispatch, attempts: int, outcome: ItemOutcome) -> None:
+        """Write how a send ended: done, retried later or refused for good."""
+        if isinstance(outcome, NotYet):
+            await self._retry_later(row, attempts, str(outcome))
+        elif isinstance(outcome, PermanentRefusal):
+            await self._refuse(row, attempts, outcome.code, outcome.message)
+        elif isinstance(outcome, ItemRefused):
+            if is_permanent(outcome.code):
+                await self._refuse(row, attempts, outcome.code.name, outcome.message)
+            else:
+                message = f"{outcome.code.name}: {outcome.message}"
+                await self._retry_later(row, attempts, message, outcome.retry_after)
+        elif isinstance(outcome, Exception):
+            await self._retry_later(row, attempts, repr(outcome))
+        else:
+            await self._finish(row, DONE, attempts, result_id=outcome or None)
+            metrics.DISPATCH_SENT.labels(row.kind, "sent").inc()
 
     async def _retry_later(
         self, row: Dispatch, attempts: int, error: str, at_least: float | None = None

@@ -23,7 +23,11 @@ from trinity_execution.infrastructure.children import child_senders
 from trinity_execution.infrastructure.definition_catalog import DefinitionCatalog
 from trinity_execution.infrastructure.observed import observe_facts, samples
 from trinity_execution.infrastructure.repository import count_in_progress
-from trinity_execution.infrastructure.senders import approval_senders, work_senders
+from trinity_execution.infrastructure.senders import (
+    approval_senders,
+    work_batch_senders,
+    work_senders,
+)
 from trinity_execution.infrastructure.transactions import execution_unit_of_work
 from trinity_execution.loops.definition_facts import definition_consumer
 from trinity_execution.loops.dispatcher import DISPATCHES, execution_dispatcher
@@ -157,6 +161,7 @@ def build() -> ServiceRuntime:
             **child_senders(start_child, cancel_child, continuation.apply, lookup),
         },
         on_rejected,
+        work_batch_senders(channels["work"], lookup),
     )
     dispatcher_ref.append(dispatcher)
 

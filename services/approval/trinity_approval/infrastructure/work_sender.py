@@ -1,7 +1,8 @@
 """Delivers the notification dispatches to the work service's ``RequestWork``, through
 the platform's command dispatcher (claimed with a lease, sent with their idempotency
-key, retried with capped backoff until accepted; refusals no retry can fix mark the
-row failed; finished rows pruned after the retention).
+key, the due ones together in ``RequestWorkBatch`` calls, retried with capped backoff
+until accepted; refusals no retry can fix mark the row failed; finished rows pruned
+after the retention).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from trinity_approval.infrastructure.notifications import FAILED
 from trinity_approval.infrastructure.tables import dispatches
 from trinity_platform.dispatch import (
     ONLY_KIND,
+    BatchSender,
     CommandDispatcher,
     Dispatch,
     DispatchTable,
+    ItemOutcome,
+    batch_outcomes,
 )
 
 NOTIFICATIONS = DispatchTable(
@@ -54,6 +58,7 @@ class WorkNotificationSender(CommandDispatcher):
             engine,
             NOTIFICATIONS,
             {ONLY_KIND: self._request_work},
+            batch_senders={ONLY_KIND: BatchSender(self._request_work_batch)},
             batch_size=batch_size,
             poll_interval=poll_interval,
             concurrency=concurrency,
@@ -79,3 +84,20 @@ class WorkNotificationSender(CommandDispatcher):
             request, timeout=self._call_timeout, metadata=self._metadata or None
         )
         return str(reply.work.id)
+
+    async def _request_work_batch(self, rows: Sequence[Dispatch]) -> list[ItemOutcome]:
+        if self.stub is None:
+            raise RuntimeError("no channel to the work service yet")  # retried
+        request = work_service_pb2.RequestWorkBatchRequest(
+            items=[
+                work_service_pb2.RequestWorkBatchItem(
+                    request=work_service_pb2.RequestWorkRequest.FromString(row.payload),
+                    traceparent=row.traceparent or "",
+                )
+                for row in rows
+            ]
+        )
+        reply = await self.stub.RequestWorkBatch(
+            request, timeout=self._call_timeout, metadata=self._metadata or None
+        )
+        return batch_outcomes(reply.results, "work")

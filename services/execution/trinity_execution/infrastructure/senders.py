@@ -2,12 +2,15 @@
 
 Payloads are the serialized gRPC requests, built when the decision was made; a
 sender only delivers them. Cancels name the command they cancel (`target_key`):
-they wait until that command was accepted, then cancel what it created.
+they wait until that command was accepted, then cancel what it created. Work requests
+and cancels also have batch senders (RequestWorkBatch, CancelWorkBatch): the dispatcher
+sends the due commands of a kind in one call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
@@ -15,7 +18,17 @@ from trinity.process.approval.v1 import approval_service_pb2
 from trinity.process.approval.v1.approval_service_pb2_grpc import ApprovalServiceStub
 from trinity.process.work.v1 import work_service_pb2
 from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
-from trinity_platform.dispatch import Dispatch, NotYet, PermanentRefusal, Sender, TargetState
+from trinity_platform.dispatch import (
+    BatchSender,
+    Dispatch,
+    ItemOutcome,
+    NotYet,
+    PermanentRefusal,
+    Sender,
+    TargetState,
+    batch_outcomes,
+    item_refused,
+)
 
 REQUEST_WORK = "request_work"
 REQUEST_APPROVAL = "request_approval"
@@ -64,6 +77,56 @@ def work_senders(channel: grpc.aio.Channel, lookup: Lookup) -> dict[str, Sender]
         return work_id
 
     return {REQUEST_WORK: request_work, CANCEL_WORK: cancel_work}
+
+
+def work_batch_senders(channel: grpc.aio.Channel, lookup: Lookup) -> dict[str, BatchSender]:
+    stub = WorkServiceStub(channel)
+
+    async def request_work(rows: Sequence[Dispatch]) -> list[ItemOutcome]:
+        request = work_service_pb2.RequestWorkBatchRequest(
+            items=[
+                work_service_pb2.RequestWorkBatchItem(
+                    request=work_service_pb2.RequestWorkRequest.FromString(row.payload),
+                    traceparent=row.traceparent or "",
+                )
+                for row in rows
+            ]
+        )
+        reply = await stub.RequestWorkBatch(request, timeout=CALL_TIMEOUT)
+        return batch_outcomes(reply.results, "work")
+
+    async def cancel_work(rows: Sequence[Dispatch]) -> list[ItemOutcome]:
+        outcomes: list[ItemOutcome] = [None] * len(rows)
+        sent: list[tuple[int, str]] = []  # (row index, work id)
+        request = work_service_pb2.CancelWorkBatchRequest()
+        targets = await asyncio.gather(
+            *(_target_id(row, lookup) for row in rows), return_exceptions=True
+        )
+        for index, (row, work_id) in enumerate(zip(rows, targets, strict=True)):
+            if isinstance(work_id, BaseException):
+                if not isinstance(work_id, NotYet | PermanentRefusal):
+                    raise work_id
+                outcomes[index] = work_id  # waits for its target, or has none
+                continue
+            if work_id is None:
+                outcomes[index] = ""  # nothing to cancel
+                continue
+            item = request.items.add(traceparent=row.traceparent or "")
+            item.request.ParseFromString(row.payload)
+            item.request.work_id = work_id
+            sent.append((index, work_id))
+        if sent:
+            reply = await stub.CancelWorkBatch(request, timeout=CALL_TIMEOUT)
+            for (index, work_id), result in zip(sent, reply.results, strict=True):
+                refused = item_refused(result.error) if result.HasField("error") else None
+                # Work that finished before the cancel arrived has nothing left to cancel.
+                if refused is None or refused.code == grpc.StatusCode.FAILED_PRECONDITION:
+                    outcomes[index] = work_id
+                else:
+                    outcomes[index] = refused
+        return outcomes
+
+    return {REQUEST_WORK: BatchSender(request_work), CANCEL_WORK: BatchSender(cancel_work)}
 
 
 def approval_senders(channel: grpc.aio.Channel, lookup: Lookup) -> dict[str, Sender]:

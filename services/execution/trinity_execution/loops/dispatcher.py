@@ -12,7 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trinity_execution.infrastructure.tables import dispatches
-from trinity_platform.dispatch import CommandDispatcher, Dispatch, DispatchTable, Sender
+from trinity_platform.dispatch import (
+    BatchSender,
+    CommandDispatcher,
+    Dispatch,
+    DispatchTable,
+    Sender,
+)
 
 DISPATCHES = DispatchTable(
     dispatches,
@@ -28,9 +34,12 @@ RejectionHandler = Callable[[str, str, str, str], Awaitable[None]]
 
 
 def execution_dispatcher(
-    engine: AsyncEngine, senders: Mapping[str, Sender], on_rejected: RejectionHandler
+    engine: AsyncEngine,
+    senders: Mapping[str, Sender],
+    on_rejected: RejectionHandler,
+    batch_senders: Mapping[str, BatchSender] | None = None,
 ) -> CommandDispatcher:
     async def refused(row: Dispatch, code: str, message: str) -> None:
         await on_rejected(row.aggregate_id, row.key, code, message)
 
-    return CommandDispatcher(engine, DISPATCHES, senders, refused)
+    return CommandDispatcher(engine, DISPATCHES, senders, refused, batch_senders=batch_senders)
