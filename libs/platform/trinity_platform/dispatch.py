@@ -190,6 +190,10 @@ class _Outcome:
     error: str | None
 
 
+UNBATCHED_SECONDS = 300.0
+"""How long commands go one by one after their receiver said it has no batch RPC."""
+
+
 def backoff_seconds(attempts: int, maximum: float) -> float:
     return float(min(0.2 * 2 ** max(attempts - 1, 0), maximum))
 
@@ -219,6 +223,8 @@ class CommandDispatcher:
         self._rows = table.table
         self._senders = dict(senders)
         self._batch_senders = dict(batch_senders or {})
+        # Kinds whose receiver has no batch RPC (UNIMPLEMENTED): sent one by one until then.
+        self._unbatched_until: dict[str, float] = {}
         self._on_refused = on_refused
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -325,9 +331,10 @@ class CommandDispatcher:
         calls: list[list[Dispatch]] = []
         open_batches: dict[str, list[Dispatch]] = {}
         sizes: dict[str, int] = {}
+        now = asyncio.get_running_loop().time()
         for row in rows:
             batch = self._batch_senders.get(row.kind)
-            if batch is None:
+            if batch is None or self._unbatched_until.get(row.kind, 0.0) > now:
                 calls.append([row])
                 continue
             current = open_batches.get(row.kind)
@@ -379,6 +386,9 @@ class CommandDispatcher:
             return outcomes
         except grpc.aio.AioRpcError as error:
             if is_permanent(error.code()):
+                if error.code() == grpc.StatusCode.UNIMPLEMENTED:  # an older receiver
+                    later = asyncio.get_running_loop().time() + UNBATCHED_SECONDS
+                    self._unbatched_until[kind] = later
                 _log.warning(
                     "batch refused whole; sending its commands one by one",
                     kind=kind,

@@ -54,7 +54,8 @@ def nats_url(nats_server_session: NatsServer) -> str:
 
 @dataclass
 class RecordingWork(WorkServiceServicer):
-    """A work service that records RequestWork calls (idempotent by request_id).
+    """A work service that records RequestWork calls and the items of RequestWorkBatch
+    calls (idempotent by request_id).
 
     ``refuse_with`` makes it answer every call with that status code (e.g. UNAVAILABLE).
     """
@@ -63,6 +64,11 @@ class RecordingWork(WorkServiceServicer):
     metadata: list[dict[str, str]] = field(default_factory=list)
     refuse_with: grpc.StatusCode | None = None
     accepted: dict[str, work_pb2.WorkRequest] = field(default_factory=dict)
+    batch_calls: list[int] = field(default_factory=list)
+    """The items of each RequestWorkBatch call."""
+    batches: bool = True
+    unimplemented: int = 0
+    """RequestWorkBatch calls answered UNIMPLEMENTED (``batches`` off)."""
 
     async def RequestWork(
         self, request: work_service_pb2.RequestWorkRequest, context: Any
@@ -71,6 +77,28 @@ class RecordingWork(WorkServiceServicer):
         self.metadata.append({k: v for k, v in context.invocation_metadata()})
         if self.refuse_with is not None:
             await context.abort(self.refuse_with, "refused by the test")
+        return work_service_pb2.RequestWorkResponse(work=self._accept(request))
+
+    async def RequestWorkBatch(
+        self, request: work_service_pb2.RequestWorkBatchRequest, context: Any
+    ) -> work_service_pb2.RequestWorkBatchResponse:
+        if not self.batches:  # an older work service, without the batch RPC
+            self.unimplemented += 1
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        self.batch_calls.append(len(request.items))
+        for item in request.items:
+            self.calls.append(item.request)
+            self.metadata.append({k: v for k, v in context.invocation_metadata()})
+        if self.refuse_with is not None:
+            await context.abort(self.refuse_with, "refused by the test")
+        return work_service_pb2.RequestWorkBatchResponse(
+            results=[
+                work_service_pb2.RequestWorkResult(work=self._accept(item.request))
+                for item in request.items
+            ]
+        )
+
+    def _accept(self, request: work_service_pb2.RequestWorkRequest) -> work_pb2.WorkRequest:
         work = self.accepted.get(request.request_id)
         if work is None:
             work = work_pb2.WorkRequest(
@@ -81,7 +109,7 @@ class RecordingWork(WorkServiceServicer):
                 status=work_pb2.WORK_STATUS_REQUESTED,
             )
             self.accepted[request.request_id] = work
-        return work_service_pb2.RequestWorkResponse(work=work)
+        return work
 
     def accepted_for(self, approval_id: str) -> list[work_pb2.WorkRequest]:
         return [w for k, w in self.accepted.items() if k.startswith(f"approval/{approval_id}/")]

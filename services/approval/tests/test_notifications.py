@@ -37,6 +37,34 @@ async def test_each_approver_is_notified_once_through_work(client, work_peer, wa
     assert len([c for c in work_peer.servicer.calls if approval.id in c.request_id]) == 2
 
 
+async def test_the_notifications_due_together_go_in_one_batch_call(
+    client, work_peer, wait_until
+) -> None:
+    approval = (await client.request(title="Ship 1.3?")).approval
+
+    async def both_notified() -> bool:
+        return len(work_peer.servicer.accepted_for(approval.id)) == 2
+
+    await wait_until(both_notified)
+    assert work_peer.servicer.batch_calls == [2]  # the two approvers' notifications
+
+
+async def test_a_work_service_without_batches_gets_the_notifications_one_by_one(
+    client, work_peer, wait_until
+) -> None:
+    work_peer.servicer.batches = False
+    for title in ("Ship 1.4?", "Ship 1.5?"):
+        approval = (await client.request(title=title, request_id=title)).approval
+
+        async def both_notified() -> bool:
+            return len(work_peer.servicer.accepted_for(approval.id)) == 2  # noqa: B023
+
+        await wait_until(both_notified)
+    assert work_peer.servicer.batch_calls == []
+    # Told once that there is no batch RPC, the sender stops asking for a while.
+    assert work_peer.servicer.unimplemented == 1
+
+
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL])
 async def test_notifications_are_retried_until_work_accepts(
     client, work_peer, wait_until, code: grpc.StatusCode

@@ -6,6 +6,7 @@ transient failure of every item, and a batch refused whole is sent item by item.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,6 @@ from trinity_platform.config import ServiceSettings
 from trinity_platform.db import create_engine, run_migrations
 from trinity_platform.dispatch import BatchSender, CommandDispatcher, command_state
 from trinity_platform.runtime import RuntimeOptions
-from trinity_platform.testing import free_port
 from trinity_work.bootstrap import WorkOptions, WorkService, bootstrap
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "trinity_execution" / "migrations"
@@ -229,8 +229,13 @@ async def test_a_call_that_fails_whole_is_retried_for_every_item(
         ],
     )
     rejected: Rejections = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as nowhere:
-        assert await dispatcher(engine, nowhere, rejected).dispatch_once() == 5
+    # A port held bound but not listening: connections are refused, and no other
+    # process can take it meanwhile.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as nowhere:
+            assert await dispatcher(engine, nowhere, rejected).dispatch_once() == 5
     rows = await rows_by_key(engine)
     assert not rejected
     for key in (f"k-{i}" for i in range(5)):
