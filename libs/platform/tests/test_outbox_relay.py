@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
@@ -411,3 +412,112 @@ async def test_a_later_message_cannot_overtake_a_rejected_earlier_one(
     )
     assert await relay.drain_once() == 2
     assert [e.id for e in await stream_messages(js, "CHAIN")] == [first, big, after]
+
+
+class HeldAcks:
+    """Holds the acks JetStream sends the relay from ``hold()`` until ``release()`` (a
+    slow ack, made deterministic): what the relay does meanwhile is what the tests look
+    at. Made before the relay's first publish (which subscribes to the acks)."""
+
+    def __init__(self, relay: OutboxRelay) -> None:
+        self.held: list[Msg] = []
+        self.holding = False
+        self._deliver = relay._acks._on_reply
+        relay._acks._on_reply = self._on_reply  # type: ignore[method-assign]
+
+    async def _on_reply(self, msg: Msg) -> None:
+        if self.holding:
+            self.held.append(msg)
+        else:
+            await self._deliver(msg)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    async def release(self) -> None:
+        self.holding = False
+        held, self.held = self.held, []
+        for msg in held:
+            await self._deliver(msg)
+
+
+async def held_count(acks: HeldAcks, expected: int) -> bool:
+    return len(acks.held) >= expected
+
+
+@SQLITE_ONLY  # the running relay pipelines batches on SQLite
+async def test_the_running_relay_publishes_while_earlier_acks_are_outstanding(
+    engine: AsyncEngine, nc: NATS
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0)
+    acks = HeldAcks(relay)
+    ids = await write_facts(engine, 1)
+    assert await relay.drain_once() == 1  # the relay has learned the stream of the subject
+    acks.hold()
+    relay.start()
+    try:
+        ids += await write_facts(engine, 2, start=1)
+        relay.wake()
+        await until(lambda: held_count(acks, 2), "the first facts were not published")
+        ids += await write_facts(engine, 3, start=3)
+        relay.wake()  # published at once, not after the first batch's acks
+        await until(lambda: held_count(acks, 5), "the next facts waited for earlier acks")
+        assert await stream_count(js) == 6
+        await acks.release()
+        await until(lambda: _equals(unpublished(engine), 0), "the facts were not marked")
+    finally:
+        await relay.stop()
+    assert relay.stats.published == 6 and relay.stats.duplicates == 0
+    assert [e.id for e in await stream_messages(js)] == ids
+
+
+@SQLITE_ONLY
+async def test_a_fact_published_behind_a_rejected_one_in_flight_is_not_stored_ahead_of_it(
+    engine: AsyncEngine, nc: NATS
+) -> None:
+    """Batch 1 (a fact the stream refuses) is in flight when batch 2 of the same stream
+    goes out: batch 2 is chained to it and refused too; once the stream takes the
+    first, both are stored in their order."""
+    from nats.js.api import StreamConfig
+
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="CHAIN", subjects=["test.chain.>"], max_msg_size=1000))
+
+    async def put(value: str) -> str:
+        async with engine.begin() as conn:
+            return await add_to_outbox(
+                conn, message=StringValue(value=value), subject="test.chain.x", aggregate_id="a"
+            )
+
+    relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0, ack_timeout=5.0, max_backoff=0.05)
+    acks = HeldAcks(relay)
+    first = await put("small")
+    assert await relay.drain_once() == 1  # the relay has learned the stream of the subject
+    acks.hold()
+    relay.start()
+    try:
+        big = await put("x" * 5000)
+        relay.wake()
+        await until(lambda: held_count(acks, 1), "the big fact was not published")
+        after = await put("small again")
+        relay.wake()
+        await until(lambda: held_count(acks, 2), "the later fact waited for the earlier ack")
+        await acks.release()
+        await until(
+            lambda: _equals(_int(lambda: relay.stats.failed_batches), 1),
+            "the refusal was not noticed",
+        )
+        assert [e.id for e in await stream_messages(js, "CHAIN")] == [first]
+        await js.update_stream(
+            StreamConfig(name="CHAIN", subjects=["test.chain.>"], max_msg_size=100_000)
+        )
+        await until(lambda: _equals(unpublished(engine), 0), "not published after the fix")
+    finally:
+        await relay.stop()
+    assert [e.id for e in await stream_messages(js, "CHAIN")] == [first, big, after]
+
+
+async def _int(value: Callable[[], int]) -> int:
+    return value()

@@ -17,6 +17,14 @@ How it keeps its promises:
   ``Nats-Expected-Last-Msg-Id`` = the previous message of that stream: the server
   rejects it unless its predecessor is stored. (The stream of a subject is learned
   from the acks; until it is known, no expectation is set.)
+* **Not held up by the acks of earlier facts.** On SQLite the running relay does not
+  wait for a batch's acks before it publishes the next: the acks of each batch are
+  collected in the background, and a row is left out of the selection while its
+  publish is in flight. The chain of ``Nats-Expected-Last-Msg-Id`` runs on across
+  the batches in flight, so a message published after one the server lost or
+  rejected is rejected too; after any failure the relay waits until every batch in
+  flight has settled, then selects again (a row of a subject whose stream is not
+  known yet is not published while others are in flight).
 * **Fast after a commit.** On SQLite the rows JetStream acknowledged are marked
   published by a write of their own, in the background: the next batch is selected
   and published while that write waits its turn for the single writer (the rows
@@ -177,6 +185,11 @@ class OutboxRelay:
         self._marking: set[int] = set()
         self._marker: GroupCommit[list[int], None] = GroupCommit(self._mark_published)
         self._mark_tasks: set[asyncio.Task[None]] = set()
+        # SQLite, running: rows published whose acks are awaited (see _pump)
+        self._in_flight: set[int] = set()
+        self._collectors: set[asyncio.Task[None]] = set()
+        self._chain: dict[str, str] = {}  # stream -> message id last published to it
+        self._pipeline_error: BaseException | None = None
         self.stats = RelayStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -201,6 +214,10 @@ class OutboxRelay:
                 await asyncio.wait_for(task, grace)
             except TimeoutError:
                 _log.warning("outbox relay did not stop in time; cancelled")
+        try:
+            await asyncio.wait_for(self._settle(), grace)
+        except TimeoutError:
+            _log.warning("outbox acks at stop incomplete; those rows are published again")
         if flush and self._nc.is_connected:
             try:
                 await asyncio.wait_for(self.drain_once(), grace)
@@ -229,6 +246,8 @@ class OutboxRelay:
         total = 0
         self._busy = False
         async with self._local_lock:
+            await self._settle()  # what the running relay has in flight goes first
+            self._take_pipeline_error()
             while True:
                 try:
                     selected, published = await self._drain_batch()
@@ -274,10 +293,16 @@ class OutboxRelay:
         backoff = 0.05
         failures = 0
         next_prune = loop.time()
+        pipelined = not is_postgres(self._engine)
         while not self._stop_event.is_set():
             try:
-                await self._drain()
+                if pipelined:
+                    await self._pump()
+                else:
+                    await self._drain()
             except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await self._settle()
                 failures += 1
                 self.stats.failed_batches += 1
                 metrics.OUTBOX_FAILED_BATCHES.inc()
@@ -301,6 +326,79 @@ class OutboxRelay:
                 break
             idle = min(0.05, self._poll_interval) if self._busy else self._poll_interval
             await self.signal.wait(idle)
+
+    async def _pump(self) -> None:
+        """SQLite, running: publish the pending rows not in flight; their acks are
+        collected in the background (:meth:`_collect_batch`)."""
+        async with self._local_lock:
+            while True:
+                self._take_pipeline_error()
+                if not self._nc.is_connected:
+                    raise RelayError("NATS is not connected")
+                if len(self._in_flight) >= self._batch_size:
+                    await self._settle()  # bounded: a batch's worth in flight at most
+                    continue
+                if len(self._marking) >= self._batch_size:
+                    await self._marks_written()  # bounded: a batch's worth waits at most
+                # Taken before the select: a row whose marking commits meanwhile may
+                # still be read as pending, and must not be published again.
+                excluded = self._marking | self._in_flight
+                async with read_only(self._engine) as conn:  # not in the writers' queue
+                    rows = await self._select(conn, extra=len(excluded))
+                    await conn.rollback()
+                rows = [row for row in rows if row.id not in excluded][: self._batch_size]
+                if not rows:
+                    return
+                if self._collectors and any(
+                    row.subject not in self._stream_of_subject for row in rows
+                ):
+                    await self._settle()  # no chain without the stream: none in flight
+                    continue
+                futures, error = await self._send(rows, self._chain)
+                self._in_flight.update(row.id for row in rows)
+                task = asyncio.get_running_loop().create_task(
+                    self._collect_batch(rows, futures, error)
+                )
+                self._collectors.add(task)
+                task.add_done_callback(self._collectors.discard)
+                if error is not None or len(rows) < self._batch_size:
+                    return
+
+    async def _collect_batch(
+        self,
+        rows: Sequence[Row[Any]],
+        futures: list[asyncio.Future[tuple[PubAck, float]]],
+        error: BaseException | None,
+    ) -> None:
+        try:
+            if futures:
+                await asyncio.wait(futures, timeout=self._ack_timeout)
+            acked, error = self._collect(rows, futures, error)
+            if acked:
+                self._mark_later(acked)  # into _marking before it leaves _in_flight
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            self._in_flight.difference_update(row.id for row in rows)
+            if error is not None:
+                if self._pipeline_error is None:
+                    self._pipeline_error = RelayError(
+                        f"a batch of {len(rows)} stopped early: {error!r}"
+                    )
+                    self._pipeline_error.__cause__ = error
+                self.signal.notify()  # the loop settles, backs off and selects again
+
+    def _take_pipeline_error(self) -> None:
+        error, self._pipeline_error = self._pipeline_error, None
+        if error is not None:
+            self._chain.clear()  # the server's last message of a stream is not known
+            raise error
+
+    async def _settle(self) -> None:
+        """Return once every batch in flight was acknowledged or failed."""
+        while pending := [task for task in self._collectors if not task.done()]:
+            await asyncio.wait(pending)
 
     async def _drain_batch(self) -> tuple[int, int]:
         if not self._nc.is_connected:
@@ -376,9 +474,18 @@ class OutboxRelay:
 
     async def _publish(self, rows: Sequence[Row[Any]]) -> tuple[list[int], BaseException | None]:
         """Publish ``rows`` pipelined; returns the ids of the acknowledged prefix."""
+        futures, error = await self._send(rows, {})
+        if futures:
+            await asyncio.wait(futures, timeout=self._ack_timeout)
+        return self._collect(rows, futures, error)
+
+    async def _send(
+        self, rows: Sequence[Row[Any]], last_of_stream: dict[str, str]
+    ) -> tuple[list[asyncio.Future[tuple[PubAck, float]]], BaseException | None]:
+        """Publish ``rows``, each chained to ``last_of_stream`` (updated); their ack
+        futures, and the error that stopped the sending early."""
         futures: list[asyncio.Future[tuple[PubAck, float]]] = []
         error: BaseException | None = None
-        last_of_stream: dict[str, str] = {}
         try:
             for row in rows:
                 headers = build_headers(
@@ -402,8 +509,15 @@ class OutboxRelay:
                 futures.append(await self._acks.publish(row.subject, row.payload, headers))
         except Exception as exc:
             error = exc
-        if futures:
-            await asyncio.wait(futures, timeout=self._ack_timeout)
+        return futures, error
+
+    def _collect(
+        self,
+        rows: Sequence[Row[Any]],
+        futures: list[asyncio.Future[tuple[PubAck, float]]],
+        error: BaseException | None,
+    ) -> tuple[list[int], BaseException | None]:
+        """The ids of the acknowledged prefix of ``rows``, and the error that ended it."""
         acked: list[int] = []
         for row, future in zip(rows, futures, strict=False):
             if not future.done() or future.cancelled():
