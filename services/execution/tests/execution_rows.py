@@ -18,7 +18,7 @@ def first_row(state: d.ExecutionState, process_name: str, now: datetime) -> Exec
         status=str(state.status),
         trigger_kind=str(state.trigger_kind),
         triggered_by=state.triggered_by,
-        state=state.to_dict(),
+        state=state.header_dict(),
         revision=1,
         fact_count=0,
         created_at=now,

@@ -122,7 +122,7 @@ class Suite:
         """The execution's revision and its steps' statuses."""
         row = await self.uow.read(lambda tx: tx.executions.load(execution_id))
         assert row is not None
-        state = d.ExecutionState.from_dict(row.state)
+        state = row.execution_state()
         return row.revision, {step: str(s.status) for step, s in state.steps.items()}
 
 

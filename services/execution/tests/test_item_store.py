@@ -4,22 +4,20 @@ complete, the results; a step stored inline before the split is moved apart."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from execution_rows import first_row
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from trinity_execution import domain as d
 from trinity_execution.infrastructure.decision_store import write_decision
-from trinity_execution.infrastructure.repository import (
-    insert_execution,
-    load_execution,
-    save_execution,
-)
-from trinity_execution.infrastructure.tables import for_each_items
+from trinity_execution.infrastructure.repository import insert_execution, load_execution
+from trinity_execution.infrastructure.tables import execution_steps, for_each_items
 from trinity_platform.db import create_engine, read_only, run_migrations
+from trinity_platform.unit_of_work import NewEvents
 from trinity_process_model.model import AgentTaskConfig, ProcessSpec, Step
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "trinity_execution" / "migrations"
@@ -36,6 +34,8 @@ SPEC = ProcessSpec(
     ),
 )
 PROCESS = d.CompiledProcess.compile("def", "1.0", SPEC)
+OUTBOX: list[NewEvents] = []
+"""The decisions' facts (the unit of work would write them to the outbox at its commit)."""
 
 
 async def answer_one(engine: Any, execution_id: str, now: datetime) -> dict[str, Any]:
@@ -44,8 +44,8 @@ async def answer_one(engine: Any, execution_id: str, now: datetime) -> dict[str,
     async with read_only(engine) as conn:
         row = await load_execution(conn, execution_id)
     assert row is not None
-    given = dict(row.state["steps"]["files"]["for_each"])
-    state = d.ExecutionState.from_dict(row.state)
+    given = dict(row.steps["files"]["for_each"])
+    state = row.execution_state()
     each = state.step("files").for_each
     assert each is not None
     index = min(set(each.running) - set(each.backoff))
@@ -64,7 +64,7 @@ async def answer_one(engine: Any, execution_id: str, now: datetime) -> dict[str,
     )
     assert not decision.ignored, decision.ignored
     async with engine.begin() as conn:
-        await write_decision(conn, row, decision, now)
+        await write_decision(conn, row, decision, now, OUTBOX.append)
     return given
 
 
@@ -80,7 +80,7 @@ async def test_a_decision_gets_the_items_it_may_send_and_the_results_only_at_the
     row = first_row(start.state, "items", NOW)
     async with engine.begin() as conn:
         await insert_execution(conn, row, fact_count=len(start.facts))
-        await write_decision(conn, row, start, NOW, new=True)
+        await write_decision(conn, row, start, NOW, OUTBOX.append, new=True)
         stored = await conn.scalar(select(func.count()).select_from(for_each_items))
     assert stored == 12
     now = NOW
@@ -96,7 +96,7 @@ async def test_a_decision_gets_the_items_it_may_send_and_the_results_only_at_the
             select(func.count()).select_from(for_each_items).where(for_each_items.c.ended == 1)
         )
     assert row is not None and results == 12
-    step = d.ExecutionState.from_dict(row.state).step("files")
+    step = row.execution_state().step("files")
     assert step.status == "completed"
     assert step.structured == {"items": [{"file": i} for i in range(12)], "failed": 0}
 
@@ -117,15 +117,10 @@ async def test_a_step_stored_inline_before_the_split_moves_apart(database_url: s
     row = first_row(start.state, "items", NOW)
     async with engine.begin() as conn:
         await insert_execution(conn, row, fact_count=0)
-        await save_execution(
-            conn,
-            "old",
-            expected_revision=1,
-            status="running",
-            state=data,
-            now=NOW,
-            ended_at=None,
-            fact_count=0,
+        await conn.execute(
+            insert(execution_steps).values(
+                execution_id="old", step_id="files", state=json.dumps(data["steps"]["files"])
+            )
         )
     await answer_one(engine, "old", NOW + timedelta(seconds=1))  # item 0; item 2 starts
     given = await answer_one(engine, "old", NOW + timedelta(seconds=2))
@@ -138,7 +133,7 @@ async def test_a_step_stored_inline_before_the_split_moves_apart(database_url: s
     async with read_only(engine) as conn:
         row = await load_execution(conn, "old")
     assert row is not None
-    step = d.ExecutionState.from_dict(row.state).step("files")
+    step = row.execution_state().step("files")
     assert step.structured == {"items": [{"file": 0}, {"file": 1}, {"file": 2}], "failed": 0}
 
 
@@ -172,16 +167,16 @@ async def test_a_decision_that_ran_out_of_items_gets_them_all_on_its_load_timer(
     row = first_row(start.state, "items", NOW)
     async with engine.begin() as conn:
         await insert_execution(conn, row, fact_count=len(start.facts))
-        await write_decision(conn, row, start, NOW, new=True)
+        await write_decision(conn, row, start, NOW, OUTBOX.append, new=True)
 
     async def step(event: d.Event) -> d.Decision:
         async with read_only(engine) as conn:
             row = await load_execution(conn, "ex")
         assert row is not None
-        decision = d.decide(process, d.ExecutionState.from_dict(row.state), event)
+        decision = d.decide(process, row.execution_state(), event)
         assert not decision.ignored, decision.ignored
         async with engine.begin() as conn:
-            await write_decision(conn, row, decision, event.now)
+            await write_decision(conn, row, decision, event.now, OUTBOX.append)
         return decision
 
     def done(index: int, at: int) -> d.WorkCompleted:

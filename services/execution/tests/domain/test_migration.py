@@ -8,6 +8,7 @@ from engine_support import Driver, agent, approval, notification, spec, timer
 
 from trinity_execution.domain import (
     CompiledProcess,
+    Decision,
     ExecutionMigrated,
     ExecutionStatus,
     MigrateExecution,
@@ -44,7 +45,9 @@ def parked_at_review() -> Driver:
     return driver
 
 
-def move(driver: Driver, target: CompiledProcess, explicit: dict[str, str] | None = None) -> None:
+def move(
+    driver: Driver, target: CompiledProcess, explicit: dict[str, str] | None = None
+) -> Decision:
     mapping = step_mapping(driver.process, target, explicit or {})
     assert driver.state is not None
     before = driver.state.to_dict()
@@ -54,6 +57,7 @@ def move(driver: Driver, target: CompiledProcess, explicit: dict[str, str] | Non
     assert driver.state.to_dict() != before and not decision.ignored, decision.ignored
     assert decision.commands == []  # outstanding work, approvals and timers stay untouched
     driver.process = target
+    return decision
 
 
 def problems(driver: Driver, target: CompiledProcess, explicit: dict[str, str] | None = None):
@@ -159,8 +163,11 @@ def test_explicit_mapping_renames_finished_steps_and_is_checked() -> None:
         ("STEP_NEVER_RUNS", "write"),
         ("STEP_ORDER_CHANGED", "review"),
     ]
-    move(driver, target, {"draft": "write"})
+    decision = move(driver, target, {"draft": "write"})
     assert driver.state is not None and driver.state.step("write").output == "text"
+    # A store keeping each step apart rewrites the moved steps and drops the old id.
+    assert decision.dropped_steps == ("draft",)
+    assert set(decision.changed_steps) == {"write", "review"}
     assert mapping_violations(driver.process, target, {"nope": "write"}) == [
         ("nope", "version 2.0 has no step 'nope'")
     ]

@@ -51,6 +51,7 @@ from trinity_execution.domain import (
     StepCompleted,
     StepSkipped,
     StepStarted,
+    StepState,
     StepStatus,
     TimerFired,
     WorkCompleted,
@@ -225,6 +226,10 @@ class World:
     """Child executions started (request key → child id); never two for one key."""
     told_parent: list[NotifyParent] = field(default_factory=list)
     facts: list[Any] = field(default_factory=list)
+    stored: dict[str, str] = field(default_factory=dict)
+    """Each step's compact form as JSON, as a store rewriting only changed steps keeps it."""
+    kept: dict[str, StepState | str] = field(default_factory=dict)
+    """What the next decision is given: ``stored`` (decoded as read), for_each steps whole."""
 
     def send(self, event: Event) -> None:
         before = None if self.state is None else self.state.to_dict()
@@ -235,8 +240,17 @@ class World:
             after = decision.state.to_dict()["steps"]
             changed = {sid for sid in after if after[sid] != before["steps"].get(sid)}
             assert changed <= set(decision.changed_steps), "a change was not reported"
-            header = decision.state.header_dict()
-            assert ExecutionState.from_parts(header, after).to_dict() == decision.state.to_dict()
+            assert set(before["steps"]) - set(after) == set(decision.dropped_steps)
+        # What a store keeping each step apart holds: only changed steps rewritten.
+        for sid in decision.changed_steps:
+            changed_step = decision.state.steps[sid]
+            self.stored[sid] = json.dumps(changed_step.to_dict())
+            # (a for_each step's items live in a table of their own: kept whole here)
+            self.kept[sid] = changed_step if changed_step.for_each else self.stored[sid]
+        for sid in decision.dropped_steps:
+            del self.stored[sid], self.kept[sid]
+        loaded = ExecutionState.from_parts(decision.state.header_dict(), self.stored)
+        assert loaded.to_dict() == decision.state.to_dict(), "the stored steps differ"
         self.events.append(event)
         self.state = decision.state
         self.outputs.append((repr(decision.commands), repr(decision.facts)))
@@ -284,6 +298,9 @@ class World:
         if decision.ignored:
             assert not decision.facts and not decision.commands
             assert decision.state is self.state
+        else:
+            # The next decision is made on the state as loaded (each step decoded as read).
+            self.state = ExecutionState.from_parts(decision.state.header_dict(), self.kept)
 
     def duplicate_last(self) -> None:
         event = self.events[-1]

@@ -197,7 +197,7 @@ class ExecutionCommands(Generic[V]):
                 status=str(state.status),
                 trigger_kind=str(command.trigger_kind),
                 triggered_by=command.triggered_by,
-                state=state.to_dict(),
+                state=state.header_dict(),
                 revision=1,
                 fact_count=0,
                 created_at=now,
@@ -418,7 +418,7 @@ class ExecutionCommands(Generic[V]):
                 f"process {published.name} {published.version} has no step {command.step_id!r}",
                 reason="STEP_NOT_FOUND",
             )
-        state = d.ExecutionState.from_dict(row.state)
+        state = row.execution_state()
         precondition(state)
         now = datetime.now(UTC)
         return row, published, await decide_off_loop(published.process, state, event_for(now)), now

@@ -164,7 +164,7 @@ class Continuation:
             [
                 (
                     published.process,
-                    rows[execution_id].state,
+                    rows[execution_id].execution_state(),
                     [items[index].event_for(now) for index in indexes],
                 )
                 for execution_id, indexes, published in work
@@ -265,7 +265,8 @@ def _after(row: ExecutionRow, decision: d.Decision) -> ExecutionRow:
     return replace(
         row,
         status=str(state.status),
-        state=state.to_dict(),
+        state=state.header_dict(),
+        steps=state.steps,
         revision=row.revision + 1,
         fact_count=row.fact_count + len(decision.facts),
         ended_at=state.ended_at,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 from trinity_execution import domain as d
 from trinity_platform.unit_of_work import CONFLICT_RETRY
@@ -27,10 +26,10 @@ async def decide_off_loop(
 
 
 def _decide_in_order(
-    process: d.CompiledProcess, state: dict[str, Any], events: Sequence[d.Event]
+    process: d.CompiledProcess, state: d.ExecutionState, events: Sequence[d.Event]
 ) -> list[d.Decision]:
     """The events one after the other, each on the state the one before left."""
-    current = d.ExecutionState.from_dict(state)
+    current = state
     decisions = []
     for event in events:
         decision = d.decide(process, current, event)
@@ -40,7 +39,7 @@ def _decide_in_order(
 
 
 def _decide_all(
-    work: Sequence[tuple[d.CompiledProcess, dict[str, Any], Sequence[d.Event]]],
+    work: Sequence[tuple[d.CompiledProcess, d.ExecutionState, Sequence[d.Event]]],
 ) -> list[list[d.Decision] | Exception]:
     decided: list[list[d.Decision] | Exception] = []
     for process, state, events in work:
@@ -52,11 +51,12 @@ def _decide_all(
 
 
 async def decide_in_order_off_loop(
-    work: Sequence[tuple[d.CompiledProcess, dict[str, Any], Sequence[d.Event]]],
+    work: Sequence[tuple[d.CompiledProcess, d.ExecutionState, Sequence[d.Event]]],
 ) -> list[list[d.Decision] | Exception]:
-    """For each (process, stored state, events) of ``work``: the decisions of its events
-    made in order on its evolving state, or the error that met; in one worker-thread hop
-    for the whole batch (each render still bounded by the sandbox)."""
+    """For each (process, state as loaded, events) of ``work``: the decisions of its
+    events made in order on its evolving state, or the error that met; in one
+    worker-thread hop for the whole batch (each render still bounded by the sandbox, each
+    step decoded there as read)."""
     if not work:
         return []
     return await asyncio.to_thread(_decide_all, work)

@@ -235,7 +235,7 @@ class _Move:
         assert row is not None
         if row.process_id != self.source.id:
             raise ConcurrentUpdate(f"execution {self.execution_id} moved meanwhile")
-        state = d.ExecutionState.from_dict(row.state)
+        state = row.execution_state()
         mapping = d.step_mapping(source, target, self.command.explicit)
         carried = {old: new for old, new in mapping.items() if old in state.steps}
         problems = d.migration_problems(source, target, state, mapping)

@@ -7,8 +7,8 @@ generated message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -38,7 +38,8 @@ class AnswerRemembered(Aborted):
 
 @dataclass(frozen=True)
 class ExecutionRow:
-    """An execution as stored: the engine's state (as its dict) and what lists need."""
+    """An execution as stored: the engine's state (``state``: its compact form without
+    the steps; ``steps``: each step's, as its dict or JSON text) and what lists need."""
 
     id: str
     process_id: str
@@ -53,6 +54,11 @@ class ExecutionRow:
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
+    steps: Mapping[str, Any] = field(default_factory=dict)
+
+    def execution_state(self) -> d.ExecutionState:
+        """The engine's state (each step decoded when first read)."""
+        return d.ExecutionState.from_parts(self.state, self.steps)
 
 
 @dataclass(frozen=True)

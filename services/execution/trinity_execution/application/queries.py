@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from trinity_execution import domain as d
 from trinity_execution.application.commands import require
 from trinity_execution.application.ports import (
     DefinitionCatalog,
@@ -55,7 +54,7 @@ class ExecutionQueries(Generic[V]):
         published = await self._catalog.by_id(row.process_id)
         return self._presenter.execution(
             published.process,
-            d.ExecutionState.from_dict(row.state),
+            row.execution_state(),
             process_name=row.process_name,
             created_at=row.created_at,
             with_steps=with_steps,

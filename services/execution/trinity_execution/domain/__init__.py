@@ -145,6 +145,7 @@ from trinity_execution.domain.state import (
     ExecutionStatus,
     ParentLink,
     StepState,
+    StepStates,
     StepStatus,
     TriggerKind,
 )
@@ -214,6 +215,7 @@ __all__ = [
     "StepSkipped",
     "StepStarted",
     "StepState",
+    "StepStates",
     "StepStatus",
     "TimerFired",
     "TimerPurpose",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from trinity_execution.domain import compensation, errors, fanout
@@ -71,6 +71,9 @@ class Decision:
     """Why the event changed nothing ('' when it was applied)."""
     changed_steps: tuple[str, ...] = ()
     """Steps whose state this decision changed (a store can rewrite just those)."""
+    dropped_steps: tuple[str, ...] = ()
+    """Steps of the state given that the new state no longer has (a migration leaves
+    behind the steps the new version has no counterpart for)."""
 
 
 def decide(process: CompiledProcess, state: ExecutionState | None, event: Event) -> Decision:
@@ -559,7 +562,9 @@ def _on_migrate(
     problems = migration_problems(process, event.target, state, event.mapping)
     if problems:
         return _ignore(state, "; ".join(p.message for p in problems))
-    return _done(on_migrate(process, state, event))
+    decision = _done(on_migrate(process, state, event))
+    dropped = tuple(sid for sid in state.steps if sid not in decision.state.steps)
+    return replace(decision, dropped_steps=dropped)
 
 
 _HANDLERS: dict[type, Callable[[CompiledProcess, ExecutionState, Any], Decision]] = {

@@ -31,7 +31,12 @@ from trinity_execution.domain.events import MigrateExecution
 from trinity_execution.domain.facts import ExecutionMigrated
 from trinity_execution.domain.process import CompiledProcess
 from trinity_execution.domain.run import Run
-from trinity_execution.domain.state import ExecutionState, ExecutionStatus, StepStatus
+from trinity_execution.domain.state import (
+    ExecutionState,
+    ExecutionStatus,
+    StepStates,
+    StepStatus,
+)
 
 EXECUTION_ENDED = "EXECUTION_ENDED"
 STEP_HAS_NO_COUNTERPART = "STEP_HAS_NO_COUNTERPART"
@@ -89,7 +94,7 @@ def migrated_state(
     moved = state.clone()
     moved.definition_id = target.definition_id
     moved.version = target.version
-    steps = {}
+    steps = StepStates()
     for old, st in state.steps.items():
         new = mapping.get(old)
         if new is None:

@@ -8,6 +8,8 @@ to date by the engine so no decision scans every step.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
@@ -288,6 +290,65 @@ def _new_step() -> StepState:
     return object.__new__(StepState)
 
 
+StoredStep = StepState | dict[str, Any] | str
+"""A step as a store may hand it over: decoded, its compact form, or that form as JSON."""
+
+
+class StepStates(MutableMapping[str, StepState]):
+    """Step id → state. A step handed over in its compact form (``StepState.to_dict()``,
+    or that dict as JSON text) is decoded when first read, so a decision pays for the
+    steps it reads, not for every step the execution has run."""
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, steps: Mapping[str, StoredStep] | None = None) -> None:
+        self._steps: dict[str, StoredStep] = dict(steps) if steps else {}
+
+    def __getitem__(self, step_id: str) -> StepState:
+        found = self._steps[step_id]
+        if type(found) is StepState:
+            return found
+        return self._decode(step_id, found)
+
+    def get(self, step_id: str, default: Any = None) -> Any:
+        found = self._steps.get(step_id)
+        if found is None:
+            return default
+        if type(found) is StepState:
+            return found
+        return self._decode(step_id, found)
+
+    def _decode(self, step_id: str, found: StoredStep) -> StepState:
+        data = json.loads(found) if isinstance(found, str) else found
+        decoded = StepState.from_dict(data)  # type: ignore[arg-type]
+        self._steps[step_id] = decoded
+        return decoded
+
+    def __setitem__(self, step_id: str, st: StepState) -> None:
+        self._steps[step_id] = st
+
+    def __delitem__(self, step_id: str) -> None:
+        del self._steps[step_id]
+
+    def __contains__(self, step_id: object) -> bool:
+        return step_id in self._steps
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._steps)
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __repr__(self) -> str:
+        return f"StepStates({dict(self.items())!r})"
+
+    def copy(self) -> StepStates:
+        """A copy to change apart (the steps themselves are shared: copy on write)."""
+        copy = StepStates()
+        copy._steps = dict(self._steps)
+        return copy
+
+
 @dataclass(frozen=True)
 class ParentLink:
     """Where a child execution came from: the parent's sub_process step attempt."""
@@ -333,8 +394,8 @@ class ExecutionState:
     total_cost: Money | None = None
     budget_warned: bool = False
     budget_exceeded: bool = False
-    steps: dict[str, StepState] = field(default_factory=dict)
-    """Only the steps something happened to (sparse)."""
+    steps: StepStates = field(default_factory=StepStates)
+    """Only the steps something happened to (sparse), decoded as read."""
     finished: int = 0
     """How many steps are finished (completed, skipped, or failed and continued)."""
     active: dict[str, None] = field(default_factory=dict)
@@ -391,7 +452,7 @@ class ExecutionState:
         clone = _new_execution()
         for name in _EXECUTION_FIELDS:
             setattr(clone, name, getattr(self, name))
-        clone.steps = dict(self.steps)
+        clone.steps = self.steps.copy()
         clone.active = dict(self.active)
         clone.ready = list(self.ready)
         clone.unsettled = list(self.unsettled)
@@ -456,9 +517,14 @@ class ExecutionState:
         return data
 
     @classmethod
-    def from_parts(cls, header: dict[str, Any], steps: dict[str, dict[str, Any]]) -> ExecutionState:
-        """The state from ``header_dict()`` and the steps' ``to_dict()`` kept apart."""
-        return cls.from_dict({**header, "steps": steps})
+    def from_parts(cls, header: dict[str, Any], steps: Mapping[str, StoredStep]) -> ExecutionState:
+        """The state from ``header_dict()`` and the steps kept apart (each its
+        ``to_dict()``, or that as JSON text): a step is decoded when first read. (A
+        header with steps is the whole compact form: its steps are the state's.)"""
+        state = cls.from_dict(header)
+        if "steps" not in header:
+            state.steps = StepStates(steps)
+        return state
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExecutionState:
@@ -475,7 +541,9 @@ class ExecutionState:
             total_cost=_money_in(data.get("total_cost")),
             budget_warned=bool(data.get("budget_warned", False)),
             budget_exceeded=bool(data.get("budget_exceeded", False)),
-            steps={sid: StepState.from_dict(st) for sid, st in data.get("steps", {}).items()},
+            steps=StepStates(
+                {sid: StepState.from_dict(st) for sid, st in data.get("steps", {}).items()}
+            ),
             finished=int(data.get("finished", 0)),
             active=dict.fromkeys(data.get("active", ())),
             ready=list(data.get("ready", ())),

@@ -1,11 +1,13 @@
 """Writes one engine decision in the caller's transaction (invariant 1).
 
-The new state, the facts (outbox + the execution's fact log), the outgoing
-commands (dispatches) and the timers all commit together or not at all.
+The new state (the execution's row and the rows of the steps the decision changed),
+the facts (outbox, through the unit of work, + the execution's fact log), the
+outgoing commands (dispatches) and the timers all commit together or not at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from google.protobuf.message import Message
@@ -19,7 +21,7 @@ from trinity_execution.infrastructure.children import dispatch_of
 from trinity_execution.infrastructure.fact_log import append_facts
 from trinity_execution.infrastructure.item_store import save_items
 from trinity_execution.infrastructure.message_store import close_subscription, open_subscription
-from trinity_execution.infrastructure.repository import ExecutionRow, save_execution
+from trinity_execution.infrastructure.repository import ExecutionRow, save_execution, save_steps
 from trinity_execution.infrastructure.senders import (
     CANCEL_APPROVAL,
     CANCEL_WORK,
@@ -27,7 +29,6 @@ from trinity_execution.infrastructure.senders import (
     REQUEST_WORK,
 )
 from trinity_execution.infrastructure.tables import dispatches, timers
-from trinity_platform.outbox import add_many_to_outbox, event_outbox_messages
 from trinity_platform.subjects import fact_subject
 from trinity_platform.telemetry import current_traceparent
 from trinity_platform.unit_of_work import EventMessage, NewEvents
@@ -77,42 +78,53 @@ async def write_decision(
     row: ExecutionRow,
     decision: d.Decision,
     now: datetime,
+    add_events: Callable[[NewEvents], None],
     *,
     causation_id: str = "",
     new: bool = False,
 ) -> Written:
+    """Write ``decision`` on ``conn``; its facts go to the outbox through ``add_events``
+    (the unit of work's: written at its commit, with the platform's message ids)."""
     state = decision.state
     execution_id = state.execution_id
-    if not new:
+    if new:  # the insert wrote the execution's row: every step is new
+        changed: tuple[str, ...] = tuple(state.steps)
+    else:
         await save_execution(
             conn,
             execution_id,
             expected_revision=row.revision,
             status=str(state.status),
-            state=state.to_dict(),
+            state=state.header_dict(),
             now=now,
             ended_at=state.ended_at,
             fact_count=row.fact_count + len(decision.facts),
         )
-    await save_items(conn, execution_id, state)
+        changed = decision.changed_steps
+    # After the revision moved on (or the row was inserted): the one guard held.
+    await save_steps(
+        conn, execution_id, state.steps, changed, new=new, dropped=decision.dropped_steps
+    )
+    await save_items(conn, execution_id, state, changed)
     messages = [translate.fact_to_proto(fact) for fact in decision.facts]
     if messages:
         # The one message-id scheme: (execution, its revision after this decision, position).
-        change = NewEvents(
-            kind="execution",
-            aggregate_id=execution_id,
-            version=row.revision if new else row.revision + 1,
-            messages=[
-                EventMessage(
-                    message=message,
-                    subject=fact_subject("execution", message.DESCRIPTOR.name),
-                    correlation_id=execution_id,
-                    causation_id=causation_id,
-                )
-                for message in messages
-            ],
+        add_events(
+            NewEvents(
+                kind="execution",
+                aggregate_id=execution_id,
+                version=row.revision if new else row.revision + 1,
+                messages=[
+                    EventMessage(
+                        message=message,
+                        subject=fact_subject("execution", message.DESCRIPTOR.name),
+                        correlation_id=execution_id,
+                        causation_id=causation_id,
+                    )
+                    for message in messages
+                ],
+            )
         )
-        await add_many_to_outbox(conn, event_outbox_messages(change))
         await append_facts(
             conn,
             execution_id,

@@ -16,7 +16,7 @@ The matched request's key goes into the engine event, and the engine checks it i
 the step's outstanding request. A fact that arrives before the dispatcher recorded
 the accepted request (the answer raced the reply) is retried shortly.
 
-The matches of a batch of facts are read with their executions, in one statement
+The matches of a batch of facts are read with their executions (and their steps), in one statement
 (:func:`load_answered`).
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import RowMapping, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,9 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from trinity_execution.application.ports import ExecutionRow
 from trinity_execution.domain.commands import parse_request_key
 from trinity_execution.domain.fanout import split_item_key
-from trinity_execution.infrastructure.item_store import attach_items
-from trinity_execution.infrastructure.repository import row_of
+from trinity_execution.infrastructure.repository import steps_column, with_steps
 from trinity_execution.infrastructure.tables import dispatches, executions
+from trinity_platform.statements import PerDialect
 
 
 class Unmatched(enum.Enum):
@@ -70,29 +71,34 @@ def _same_step(claim: Claim, key: str) -> bool:
 # The executions a batch of claims is about, each beside the dispatches that may be the
 # requests the claims answer: of its kinds, answered with one of their ids, or still
 # being sent (usually one per execution). Built once: the lists go as parameters.
-_ANSWERED = (
-    select(
-        executions,
-        dispatches.c.kind.label("answered_kind"),
-        dispatches.c.key.label("answered_key"),
-        dispatches.c.status.label("answered_status"),
-        dispatches.c.result_id.label("answered_result_id"),
-    )
-    .select_from(
-        executions.outerjoin(
-            dispatches,
-            and_(
-                dispatches.c.execution_id == executions.c.id,
-                dispatches.c.kind.in_(bindparam("kinds", expanding=True)),
-                or_(
-                    dispatches.c.result_id.in_(bindparam("answer_ids", expanding=True)),
-                    dispatches.c.status == "pending",
-                ),
-            ),
+def _answered(dialect: str) -> Any:
+    return (
+        select(
+            executions,
+            steps_column(dialect),
+            dispatches.c.kind.label("answered_kind"),
+            dispatches.c.key.label("answered_key"),
+            dispatches.c.status.label("answered_status"),
+            dispatches.c.result_id.label("answered_result_id"),
         )
+        .select_from(
+            executions.outerjoin(
+                dispatches,
+                and_(
+                    dispatches.c.execution_id == executions.c.id,
+                    dispatches.c.kind.in_(bindparam("kinds", expanding=True)),
+                    or_(
+                        dispatches.c.result_id.in_(bindparam("answer_ids", expanding=True)),
+                        dispatches.c.status == "pending",
+                    ),
+                ),
+            )
+        )
+        .where(executions.c.id.in_(bindparam("execution_ids", expanding=True)))
     )
-    .where(executions.c.id.in_(bindparam("execution_ids", expanding=True)))
-)
+
+
+_ANSWERED = PerDialect(_answered)
 
 
 def _match(claim: Claim, rows: Sequence[tuple[str, str, str | None]]) -> str | Unmatched:
@@ -116,7 +122,7 @@ async def load_answered(
     candidates: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}
     if asked:
         result = await conn.execute(
-            _ANSWERED,
+            _ANSWERED(conn),
             {
                 "execution_ids": sorted({claim.execution_id for claim in asked}),
                 "kinds": sorted({claim.kind for claim in asked}),
@@ -152,8 +158,7 @@ async def load_answered(
             rows.append(None)
             continue
         if claim.execution_id not in loaded:
-            row = row_of(found[claim.execution_id])
-            await attach_items(conn, row.id, row.state)
+            row = await with_steps(conn, found[claim.execution_id])
             loaded[row.id] = row
         rows.append(loaded[claim.execution_id])
     return rows, matched

@@ -10,6 +10,7 @@ an item's cost does not grow with the number of items.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, select, update
@@ -24,12 +25,21 @@ def _encode(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-async def attach_items(conn: AsyncConnection, execution_id: str, state: dict[str, Any]) -> None:
+async def attach_items(
+    conn: AsyncConnection, execution_id: str, active: Iterable[str], steps: dict[str, Any]
+) -> None:
     """Put what a decision may need of each active for_each step's items and results
-    beside its hot state (``loaded_items``, ``loaded_results``) in the compact form."""
-    steps = state.get("steps", {})
-    for step_id in state.get("active", ()):
-        hot = steps.get(step_id, {}).get("for_each")
+    beside its hot state (``loaded_items``, ``loaded_results``) in the compact form
+    (``steps``: step id → compact form, or that as JSON text: decoded here when active)."""
+    for step_id in active:
+        stored = steps.get(step_id)
+        if stored is None:
+            continue
+        if isinstance(stored, str):
+            if '"for_each"' not in stored:
+                continue  # not a for_each step: left to decode when read
+            stored = steps[step_id] = json.loads(stored)
+        hot = stored.get("for_each")
         if not hot or "total" not in hot:
             continue  # none, or stored inline before the split (already whole)
         each = ForEachState.from_dict(hot)
@@ -59,10 +69,13 @@ async def attach_items(conn: AsyncConnection, execution_id: str, state: dict[str
             ]
 
 
-async def save_items(conn: AsyncConnection, execution_id: str, state: d.ExecutionState) -> None:
-    """Write the items of steps that started and the results of items that ended."""
-    for step in state.steps.values():
-        each = step.for_each
+async def save_items(
+    conn: AsyncConnection, execution_id: str, state: d.ExecutionState, changed: Iterable[str]
+) -> None:
+    """Write the items of steps that started and the results of items that ended (of the
+    ``changed`` steps: a step whose items moved on was changed)."""
+    for step_id in changed:
+        each = state.steps[step_id].for_each
         if each is None:
             continue
         if not each.saved_items and each.total:

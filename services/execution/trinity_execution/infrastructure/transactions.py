@@ -1,7 +1,7 @@
 """The execution service's transaction on the platform's unit of work (SQLite and
 PostgreSQL): the adapters of :mod:`trinity_execution.application.ports` over its
-connection. A decision's facts reach the outbox in ``write_decision`` (decision_store),
-with the platform's one message-id scheme."""
+connection. A decision's facts reach the outbox through the unit of work (``add_events``,
+written at the commit with the platform's one message-id scheme)."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ class SqlExecutionTransaction(SqlTransaction):
         new: bool = False,
     ) -> Written:
         return await write_decision(
-            self.conn, row, decision, now, causation_id=causation_id, new=new
+            self.conn, row, decision, now, self.add_events, causation_id=causation_id, new=new
         )
 
 
