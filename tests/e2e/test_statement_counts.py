@@ -42,9 +42,13 @@ IDLE_SPELL = 3.0  # seconds over which the pollers' own statements are counted
 # fetched batch at a time (one execution at a time here: batches of one): 11.2 / 6.4.
 # Work's commands remember their key without looking it up first: work 10.9 / 5.9.
 # Each step's state in a row of its own (read in the execution's statement, written only
-# for the steps a decision changed: one more statement per decision): 12.3 / 6.4.
+# for the steps a decision changed: one more statement per decision): 12.7 / 6.7.
 BOUNDS = {
-    "execution": {"statements": 13.0, "transactions": 7.0},
+# Work's commands remember their key without looking it up first: work 10.9 / 5.9.
+# Each step's state in a row of its own (read in the execution's statement, written only
+# for the steps a decision changed: one more statement per decision): 12.7 / 6.7.
+BOUNDS = {
+    "execution": {"statements": 13.5, "transactions": 7.0},
     "work": {"statements": 12.0, "transactions": 6.7},
 }
 
