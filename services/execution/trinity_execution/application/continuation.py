@@ -120,13 +120,21 @@ class Continuation:
                 groups.setdefault(row.id, []).append(index)
                 current[row.id] = row
         definitions: dict[str, PublishedDefinition | Exception] = {}
-        async for attempt in decision_attempts():
-            if attempt:  # decide again on what the other writer saved
-                current = await self._load_many(list(groups))
-                assert set(groups) <= set(current)  # executions are never deleted
-            groups = await self._decide_and_write(items, groups, current, definitions, results)
+        attempts = decision_attempts()
+        await anext(attempts)
+        while groups:
+            groups, conflicted = await self._decide_and_write(
+                items, groups, current, definitions, results
+            )
             if not groups:
                 return results
+            # Another writer won: pause as the conflict-retry policy says, so many times.
+            if conflicted and await anext(attempts, None) is None:
+                break
+            # (A refused guard drops its event: the rest go again at once; each such
+            # round takes one event out, so these rounds are bounded by the batch.)
+            current = await self._load_many(list(groups))  # decide on what is saved now
+            assert set(groups) <= set(current)  # executions are never deleted
         for execution_id, indexes in groups.items():
             error = ConcurrentUpdate(f"execution {execution_id} kept changing; giving up for now")
             for index in indexes:
@@ -146,9 +154,10 @@ class Continuation:
         rows: Mapping[str, ExecutionRow],
         definitions: dict[str, PublishedDefinition | Exception],
         results: list[Applied],
-    ) -> dict[str, list[int]]:
+    ) -> tuple[dict[str, list[int]], bool]:
         """One round: the decisions of ``groups``, written together; the groups to decide
-        again (another writer won, or a guard refused one of their events)."""
+        again (another writer won, or a guard refused one of their events), and whether
+        another writer won for one of them."""
         work: list[tuple[str, list[int], PublishedDefinition]] = []
         # Written in the order of their ids: two replicas' batches lock rows in one order
         # (PostgreSQL), so they wait for each other instead of deadlocking.
@@ -177,11 +186,12 @@ class Continuation:
         ]
         written = await _each(writes)
         again: dict[str, list[int]] = {}
+        conflicted = False
         outcomes = iter(written)
         for (execution_id, indexes, _), decisions in zip(work, decided, strict=True):
             outcome = decisions if isinstance(decisions, Exception) else next(outcomes)
             if isinstance(outcome, ConcurrentUpdate):
-                again[execution_id] = indexes
+                again[execution_id], conflicted = indexes, True
             elif isinstance(outcome, _GuardRefused):
                 # A redelivery (or a timer fired elsewhere): the rest are decided again
                 # on the execution as it is now.
@@ -199,7 +209,7 @@ class Continuation:
                     results[index] = decision
                     if decision.ignored:
                         _log.debug("event ignored", execution_id=execution_id, why=decision.ignored)
-        return again
+        return again, conflicted
 
     async def _definition(
         self, process_id: str, known: dict[str, PublishedDefinition | Exception]
