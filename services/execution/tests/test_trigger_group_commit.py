@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event, func, select
 
 from trinity_execution import domain as d
@@ -93,9 +94,45 @@ async def test_concurrent_triggers_share_commits(database_url: str) -> None:
         assert answers[8] == first  # the retry: the first answer
         refused = answers[9]
         assert isinstance(refused, FailedPrecondition) and refused.reason == KEY_REUSED
-        assert commits == 2, commits  # the held write's, then one for all the triggers
+        # The held write's, one for the new triggers, then one answering the retry: a
+        # trigger's key is not looked up first, so a key seen before rolls its first
+        # run back and is looked up when it runs again.
+        assert commits == 3, commits
         async with engine.connect() as conn:
             stored = await conn.scalar(select(func.count()).select_from(executions))
         assert stored == 9
     finally:
+        await engine.dispose()
+
+
+async def test_a_new_trigger_does_not_look_its_key_up_and_a_retry_is_answered(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    await run_migrations(engine, MIGRATIONS)
+    commands = ExecutionCommands(
+        execution_unit_of_work(engine),
+        PublishedCatalog(),
+        Wakeups(lambda: None, lambda: None),
+        ProtoPresenter(),
+    )
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        first = await commands.trigger(trigger("new-key"), "fp")
+        looked_up = [s for s in statements if s.startswith("SELECT") and "idempotency" in s]
+        remembered = [s for s in statements if s.startswith("INSERT INTO idempotency")]
+        assert looked_up == [] and len(remembered) == 1, statements
+        assert await commands.trigger(trigger("new-key"), "fp") == first
+        with pytest.raises(FailedPrecondition) as refused:
+            await commands.trigger(trigger("new-key", "someone else"), "another")
+        assert refused.value.reason == KEY_REUSED
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(executions)) == 1
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
         await engine.dispose()

@@ -133,11 +133,16 @@ class ExecutionCommands(Generic[V]):
         self._max_depth = max_depth
 
     def _remembered(
-        self, scope: str, key: str, fingerprint: str
+        self, scope: str, key: str, fingerprint: str, *, look_up_first: bool = True
     ) -> Idempotency[ExecutionTransaction, V]:
         presenter = self._presenter
         return remembered_answer(
-            scope, key, fingerprint, presenter.encode_execution, presenter.decode_execution
+            scope,
+            key,
+            fingerprint,
+            presenter.encode_execution,
+            presenter.decode_execution,
+            look_up_first=look_up_first,
         )
 
     async def _answered(self, scope: str, key: str, fingerprint: str) -> V | None:
@@ -211,10 +216,14 @@ class ExecutionCommands(Generic[V]):
                 published.process, state, process_name=published.name, created_at=now
             )
 
-        # Grouped: triggers arriving while one is written share the next commit.
+        # Grouped: triggers arriving while one is written share the next commit. A
+        # trigger's key is nearly always new: no look-up first (a retry's write rolls
+        # back and runs again with it; the write has no effect outside its transaction).
         execution = await self._uow.write(
             work,
-            idempotency=self._remembered(TRIGGER_SCOPE, command.request_id, fingerprint),
+            idempotency=self._remembered(
+                TRIGGER_SCOPE, command.request_id, fingerprint, look_up_first=False
+            ),
             grouped=True,
         )
         return execution

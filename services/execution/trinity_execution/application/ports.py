@@ -255,15 +255,20 @@ def remembered_answer(
     fingerprint: str,
     encode: Callable[[T], bytes],
     decode: Callable[[bytes], T],
+    *,
+    look_up_first: bool = True,
 ) -> Idempotency[ExecutionTransaction, T]:
     """A write made idempotent by ``key`` (empty: not idempotent) that remembers its
     answer itself: an execution keeps no past states to rebuild the answer of then from
-    (as definitions keep no past revisions), so a retry gets the first answer back."""
+    (as definitions keep no past revisions), so a retry gets the first answer back.
+    ``look_up_first``: see :class:`Idempotency`."""
 
     async def replay(_tx: ExecutionTransaction, remembered: bytes) -> T:
         return decode(remembered)
 
-    return Idempotency(scope, key, fingerprint, remember=encode, replay=replay)
+    return Idempotency(
+        scope, key, fingerprint, remember=encode, replay=replay, look_up_first=look_up_first
+    )
 
 
 class Presenter(Protocol[V]):
