@@ -360,3 +360,39 @@ def test_a_consumer_takes_a_handler_or_a_batch_handler() -> None:
     for wrong in ({}, {"handler": each, "batch_handler": whole}):
         with pytest.raises(ValueError):
             PullConsumerRunner(object(), stream=STREAM, durable="d", filter_subjects=[], **wrong)
+
+
+async def test_a_batch_handler_answering_the_wrong_number_of_outcomes_redelivers_the_batch(
+    nc: NATS,
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    seen: list[tuple[str, int]] = []
+
+    async def handle(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        batch = [(d.envelope.id, d.msg.metadata.num_delivered or 1) for d in deliveries]
+        seen.extend(batch)
+        if any(delivered == 1 for _, delivered in batch):
+            return [Ack()]  # one outcome for the batch: a bug, not an answer
+        return [Ack() for _ in deliveries]
+
+    await publish(js, 3)
+    consumer = PullConsumerRunner(
+        js,
+        stream=STREAM,
+        durable="test-miscounted",
+        filter_subjects=[SUBJECT],
+        batch_handler=handle,
+        ack_wait=1.0,
+        fetch_timeout=0.5,
+        retry_base_delay=0.1,
+    )
+    consumer.start()
+    try:
+        deadline = time.monotonic() + 20
+        while consumer.handled < 3:
+            assert time.monotonic() < deadline, seen
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
+    assert sorted(seen) == [("m0", 1), ("m0", 2), ("m1", 1), ("m1", 2), ("m2", 1), ("m2", 2)]
