@@ -23,7 +23,7 @@ from trinity_platform.outbox import (
     add_many_to_outbox,
     add_to_outbox,
 )
-from trinity_platform.relay import OutboxRelay, RelayError
+from trinity_platform.relay import BATCHES_IN_FLIGHT, OutboxRelay, RelayError
 from trinity_platform.streams import ensure_streams
 from trinity_platform.subjects import fact_subject, facts_stream
 from trinity_platform.testing import NatsServer
@@ -441,6 +441,18 @@ class HeldAcks:
             await self._deliver(msg)
 
 
+async def write_together(engine: AsyncEngine, count: int, start: int) -> list[str]:
+    """``count`` facts in one transaction: the relay sees them at once (one batch)."""
+    async with engine.begin() as conn:
+        return await add_many_to_outbox(
+            conn,
+            [
+                OutboxMessage(StringValue(value=f"fact-{i}"), SUBJECT, f"def-{i % 3}")
+                for i in range(start, start + count)
+            ],
+        )
+
+
 async def held_count(acks: HeldAcks, expected: int) -> bool:
     return len(acks.held) >= expected
 
@@ -458,10 +470,10 @@ async def test_the_running_relay_publishes_while_earlier_acks_are_outstanding(
     acks.hold()
     relay.start()
     try:
-        ids += await write_facts(engine, 2, start=1)
+        ids += await write_together(engine, 2, start=1)
         relay.wake()
         await until(lambda: held_count(acks, 2), "the first facts were not published")
-        ids += await write_facts(engine, 3, start=3)
+        ids += await write_together(engine, 3, start=3)
         relay.wake()  # published at once, not after the first batch's acks
         await until(lambda: held_count(acks, 5), "the next facts waited for earlier acks")
         assert await stream_count(js) == 6
@@ -521,3 +533,36 @@ async def test_a_fact_published_behind_a_rejected_one_in_flight_is_not_stored_ah
 
 async def _int(value: Callable[[], int]) -> int:
     return value()
+
+
+@SQLITE_ONLY
+async def test_beyond_the_batches_in_flight_facts_wait_for_an_ack_then_go_together(
+    engine: AsyncEngine, nc: NATS
+) -> None:
+    """With BATCHES_IN_FLIGHT batches awaiting their acks, later commits gather (one
+    select for many); the first ack wakes the relay and they go out."""
+    js = nc.jetstream()
+    await ensure_streams(js)
+    relay = OutboxRelay(engine, nc, SOURCE, poll_interval=30.0)
+    acks = HeldAcks(relay)
+    ids = await write_facts(engine, 1)
+    assert await relay.drain_once() == 1
+    acks.hold()
+    relay.start()
+    try:
+        for batch in range(BATCHES_IN_FLIGHT):
+            ids += await write_together(engine, 2, start=1 + 2 * batch)
+            relay.wake()
+            await until(lambda b=batch: held_count(acks, 2 * (b + 1)), "a batch was not sent")
+        start = 1 + 2 * BATCHES_IN_FLIGHT
+        for i in range(3):  # separate commits, each waking the relay
+            ids += await write_facts(engine, 1, start=start + i)
+            relay.wake()
+        await until(lambda: _equals(_int(lambda: int(relay._deferred)), 1), "not deferred")
+        assert len(acks.held) == 2 * BATCHES_IN_FLIGHT  # the three wait
+        await acks.release()  # the first ack wakes the relay: the three go out
+        await until(lambda: _equals(unpublished(engine), 0), "the facts were not published")
+    finally:
+        await relay.stop()
+    assert relay.stats.duplicates == 0 and relay.stats.failed_batches == 0
+    assert [e.id for e in await stream_messages(js)] == ids

@@ -20,11 +20,13 @@ How it keeps its promises:
 * **Not held up by the acks of earlier facts.** On SQLite the running relay does not
   wait for a batch's acks before it publishes the next: the acks of each batch are
   collected in the background, and a row is left out of the selection while its
-  publish is in flight. The chain of ``Nats-Expected-Last-Msg-Id`` runs on across
-  the batches in flight, so a message published after one the server lost or
-  rejected is rejected too; after any failure the relay waits until every batch in
-  flight has settled, then selects again (a row of a subject whose stream is not
-  known yet is not published while others are in flight).
+  publish is in flight. At most ``BATCHES_IN_FLIGHT`` batches are: the commits of
+  meanwhile gather until an ack arrives (one select for many). The chain of
+  ``Nats-Expected-Last-Msg-Id`` runs on across the batches in flight, so a message
+  published after one the server lost or rejected is rejected too; after any failure
+  the relay waits until every batch in flight has settled, then selects again (a row
+  of a subject whose stream is not known yet is not published while others are in
+  flight).
 * **Fast after a commit.** On SQLite the rows JetStream acknowledged are marked
   published by a write of their own, in the background: the next batch is selected
   and published while that write waits its turn for the single writer (the rows
@@ -70,6 +72,9 @@ _log = get_logger(__name__)
 
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 RELAY_LOCK_KEY = 0x7472696E_72656C  # "trinrel"
+# Batches in flight at once: a fact committed while one is in flight goes out at once;
+# beyond that, commits gather until an ack arrives (one select for many, not one each).
+BATCHES_IN_FLIGHT = 2
 
 
 class RelayError(Exception):
@@ -190,6 +195,7 @@ class OutboxRelay:
         self._collectors: set[asyncio.Task[None]] = set()
         self._chain: dict[str, str] = {}  # stream -> message id last published to it
         self._pipeline_error: BaseException | None = None
+        self._deferred = False  # rows left for the next ack (BATCHES_IN_FLIGHT reached)
         self.stats = RelayStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -335,6 +341,9 @@ class OutboxRelay:
                 self._take_pipeline_error()
                 if not self._nc.is_connected:
                     raise RelayError("NATS is not connected")
+                if sum(not task.done() for task in self._collectors) >= BATCHES_IN_FLIGHT:
+                    self._deferred = True  # the next ack wakes the relay
+                    return
                 if len(self._in_flight) >= self._batch_size:
                     await self._settle()  # bounded: a batch's worth in flight at most
                     continue
@@ -381,6 +390,9 @@ class OutboxRelay:
             raise
         finally:
             self._in_flight.difference_update(row.id for row in rows)
+            if self._deferred:
+                self._deferred = False
+                self.signal.notify()
             if error is not None:
                 if self._pipeline_error is None:
                     self._pipeline_error = RelayError(
