@@ -30,6 +30,9 @@ from trinity_platform.testing.nats_server import find_nats_server
 from trinity_platform.tls import client_tls_from_env
 
 SERVICES = ("definition", "execution", "approval", "work")
+# Each service's health is asked by its gRPC service's name: another server that
+# happens to listen on the port (any gRPC server answers SERVING for "") is not it.
+GRPC_SERVICES = {s: f"trinity.process.{s}.v1.{s.capitalize()}Service" for s in SERVICES}
 # Prometheus /metrics of `make run`; executor i gets 9470 + i.
 DEFAULT_METRICS_PORTS = {"definition": 9461, "execution": 9462, "approval": 9463, "work": 9464}
 EXECUTOR_METRICS_PORT = 9470
@@ -206,7 +209,8 @@ class LocalSuite:
     def wait_serving(self, port: int, name: str, timeout: float = 60.0) -> None:
         """Block until the process `name` answers SERVING on `port`."""
         deadline = time.monotonic() + timeout
-        while not self._serving(f"127.0.0.1:{port}", self.env()):
+        service = GRPC_SERVICES[name.split("-")[0]]
+        while not self._serving(f"127.0.0.1:{port}", self.env(), service):
             proc = self._procs.get(name)
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}: {self.log_tail(name)}")
@@ -236,7 +240,7 @@ class LocalSuite:
         deadline = time.monotonic() + timeout
         for service in self.services:
             target = f"127.0.0.1:{self.ports[service]}"
-            while not self._serving(target, self.env()):
+            while not self._serving(target, self.env(), GRPC_SERVICES[service]):
                 proc = self._procs.get(service)
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(
@@ -271,12 +275,12 @@ class LocalSuite:
             time.sleep(0.1)
 
     @staticmethod
-    def _serving(target: str, env: Mapping[str, str]) -> bool:
+    def _serving(target: str, env: Mapping[str, str], service: str) -> bool:
         try:
             tls = client_tls_from_env(env)
             with open_blocking_channel(target, tls=tls, options=PROBE_OPTIONS) as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=1.0
+                    health_pb2.HealthCheckRequest(service=service), timeout=1.0
                 )
                 return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
         except grpc.RpcError:

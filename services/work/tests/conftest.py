@@ -111,7 +111,9 @@ async def start_service(tmp_path: Path, nats_url: str) -> AsyncIterator[ServiceF
 
 
 @pytest.fixture
-async def service(start_service: ServiceFactory, database_url: str) -> WorkService:
+async def service(database_url: str, start_service: ServiceFactory) -> WorkService:
+    # The database first: fixtures are torn down in reverse, so the service stops
+    # before its (PostgreSQL) database is dropped, not while it still uses it.
     return await start_service(database_url)
 
 
