@@ -194,10 +194,14 @@ def retry_delay(rpc_error: Any) -> float | None:
 def error_details(rpc_error: Any) -> tuple[str | None, list[FieldViolation]]:
     """(ErrorInfo reason, BadRequest field violations) of a failed call."""
     status = rpc_status_of(rpc_error)
+    return (None, []) if status is None else status_details(status)
+
+
+def status_details(status: status_pb2.Status) -> tuple[str | None, list[FieldViolation]]:
+    """(ErrorInfo reason, BadRequest field violations) of a google.rpc.Status (a failed
+    call's, or a batch item's)."""
     reason: str | None = None
     violations: list[FieldViolation] = []
-    if status is None:
-        return reason, violations
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()

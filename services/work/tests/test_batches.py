@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 from sqlalchemy import event
 
 from trinity.process.common.v1 import types_pb2
@@ -19,7 +19,7 @@ from trinity.process.work.v1.work_service_pb2_grpc import WorkServiceStub
 from trinity_platform.authz import Identity
 from trinity_platform.batches import MAX_BATCH_ITEMS, status_code
 from trinity_platform.channels import open_channel
-from trinity_platform.grpc_errors import error_details
+from trinity_platform.grpc_errors import error_details, status_details
 
 api = work_service_pb2
 
@@ -57,17 +57,8 @@ def item_status(result: Any) -> status_pb2.Status:
 
 
 def reason_and_fields(status: status_pb2.Status) -> tuple[str, list[str]]:
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return reason, fields
+    reason, violations = status_details(status)
+    return reason or "", [v.field for v in violations]
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from trinity_platform.dispatch import (
     ItemOutcome,
     batch_outcomes,
 )
+from trinity_platform.work_requests import request_work_batch
 
 NOTIFICATIONS = DispatchTable(
     dispatches,
@@ -88,16 +89,7 @@ class WorkNotificationSender(CommandDispatcher):
     async def _request_work_batch(self, rows: Sequence[Dispatch]) -> list[ItemOutcome]:
         if self.stub is None:
             raise RuntimeError("no channel to the work service yet")  # retried
-        request = work_service_pb2.RequestWorkBatchRequest(
-            items=[
-                work_service_pb2.RequestWorkBatchItem(
-                    request=work_service_pb2.RequestWorkRequest.FromString(row.payload),
-                    traceparent=row.traceparent or "",
-                )
-                for row in rows
-            ]
-        )
         reply = await self.stub.RequestWorkBatch(
-            request, timeout=self._call_timeout, metadata=self._metadata or None
+            request_work_batch(rows), timeout=self._call_timeout, metadata=self._metadata or None
         )
         return batch_outcomes(reply.results, "work")

@@ -29,6 +29,7 @@ from trinity_platform.dispatch import (
     batch_outcomes,
     item_refused,
 )
+from trinity_platform.work_requests import request_work_batch
 
 REQUEST_WORK = "request_work"
 REQUEST_APPROVAL = "request_approval"
@@ -83,16 +84,7 @@ def work_batch_senders(channel: grpc.aio.Channel, lookup: Lookup) -> dict[str, B
     stub = WorkServiceStub(channel)
 
     async def request_work(rows: Sequence[Dispatch]) -> list[ItemOutcome]:
-        request = work_service_pb2.RequestWorkBatchRequest(
-            items=[
-                work_service_pb2.RequestWorkBatchItem(
-                    request=work_service_pb2.RequestWorkRequest.FromString(row.payload),
-                    traceparent=row.traceparent or "",
-                )
-                for row in rows
-            ]
-        )
-        reply = await stub.RequestWorkBatch(request, timeout=CALL_TIMEOUT)
+        reply = await stub.RequestWorkBatch(request_work_batch(rows), timeout=CALL_TIMEOUT)
         return batch_outcomes(reply.results, "work")
 
     async def cancel_work(rows: Sequence[Dispatch]) -> list[ItemOutcome]:

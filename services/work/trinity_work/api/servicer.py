@@ -8,7 +8,8 @@ only as the identity that holds the lease.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from google.rpc import status_pb2
 
@@ -31,6 +32,33 @@ def _item_error(status: status_pb2.Status) -> api.ItemStatus:
     return api.ItemStatus.FromString(status.SerializeToString())
 
 
+Result = TypeVar("Result", api.RequestWorkResult, api.CancelWorkResult)
+
+
+async def _each_item(
+    method: str,
+    items: Sequence[Any],
+    run: Callable[[Any], Awaitable[work_pb2.WorkRequest]],
+    result: type[Result],
+) -> list[Result]:
+    """A batch call's items, each checked and run as its single call is, each answered
+    with its work request or its own status (one's refusal is not the others')."""
+    check_batch_size(len(items))
+
+    async def one(item: Any) -> work_pb2.WorkRequest:
+        with span(f"{method} item", item.traceparent or None):
+            check_item(item.request)
+            return await run(item.request)
+
+    answers = await answer_each(items, one)
+    return [
+        result(error=_item_error(answer))
+        if isinstance(answer, status_pb2.Status)
+        else result(work=answer)
+        for answer in answers
+    ]
+
+
 class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     def __init__(self, handlers: WorkHandlers) -> None:
         self._handlers = handlers
@@ -43,22 +71,10 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def RequestWorkBatch(
         self, request: api.RequestWorkBatchRequest, context: Any
     ) -> api.RequestWorkBatchResponse:
-        check_batch_size(len(request.items))
-
-        async def one(item: api.RequestWorkBatchItem) -> work_pb2.WorkRequest:
-            with span("RequestWorkBatch item", item.traceparent or None):
-                check_item(item.request)
-                return await self._request_work(item.request)
-
-        answers = await answer_each(request.items, one)
-        return api.RequestWorkBatchResponse(
-            results=[
-                api.RequestWorkResult(error=_item_error(answer))
-                if isinstance(answer, status_pb2.Status)
-                else api.RequestWorkResult(work=answer)
-                for answer in answers
-            ]
+        results = await _each_item(
+            "RequestWorkBatch", request.items, self._request_work, api.RequestWorkResult
         )
+        return api.RequestWorkBatchResponse(results=results)
 
     async def _request_work(self, request: api.RequestWorkRequest) -> work_pb2.WorkRequest:
         (timeout,) = translate.request_work(request)
@@ -143,22 +159,10 @@ class WorkServicer(work_service_pb2_grpc.WorkServiceServicer):
     async def CancelWorkBatch(
         self, request: api.CancelWorkBatchRequest, context: Any
     ) -> api.CancelWorkBatchResponse:
-        check_batch_size(len(request.items))
-
-        async def one(item: api.CancelWorkBatchItem) -> work_pb2.WorkRequest:
-            with span("CancelWorkBatch item", item.traceparent or None):
-                check_item(item.request)
-                return await self._cancel(item.request)
-
-        answers = await answer_each(request.items, one)
-        return api.CancelWorkBatchResponse(
-            results=[
-                api.CancelWorkResult(error=_item_error(answer))
-                if isinstance(answer, status_pb2.Status)
-                else api.CancelWorkResult(work=answer)
-                for answer in answers
-            ]
+        results = await _each_item(
+            "CancelWorkBatch", request.items, self._cancel, api.CancelWorkResult
         )
+        return api.CancelWorkBatchResponse(results=results)
 
     async def _cancel(self, request: api.CancelWorkRequest) -> work_pb2.WorkRequest:
         translate.cancel(request)
