@@ -25,7 +25,7 @@ from trinity.process.definition.v1 import definition_service_pb2
 from trinity.process.definition.v1.definition_service_pb2_grpc import DefinitionServiceStub
 from trinity.process.execution.v1 import execution_pb2, execution_service_pb2
 from trinity.process.execution.v1.execution_service_pb2_grpc import ExecutionServiceStub
-from trinity_cli.local_suite import LocalSuite
+from trinity_cli.local_suite import GRPC_SERVICES, LocalSuite
 from trinity_platform.config import DEFAULT_PORTS
 from trinity_platform.testing.ports import free_port
 
@@ -287,7 +287,7 @@ def test_image_payload_serves_every_target(
     for service in SERVICES:
         target = f"127.0.0.1:{ports[service]}"
         deadline = time.monotonic() + 120
-        while not LocalSuite._serving(target, shared):
+        while not LocalSuite._serving(target, shared, GRPC_SERVICES[service]):
             assert started[service].poll() is None, (logs / f"{service}.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"{service} not serving"
             time.sleep(0.2)
