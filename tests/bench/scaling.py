@@ -46,6 +46,8 @@ PARKED = {
     "bench-parked-message": parked_on_message,
 }
 IDLE_SECONDS = 3.0
+# Below this (ms of CPU per second, 20 % of a core) the suite is doing no work of its own.
+QUIET_MS_PER_S = 200.0
 
 
 async def idle_cpu_ms_per_s(suite: RunningSuite, seconds: float = IDLE_SECONDS) -> float:
@@ -224,12 +226,15 @@ async def active_executions(bench: Bench, suite: RunningSuite) -> None:
         bench.note(f"parked executions that ended early (they should wait an hour): {shown}")
 
 
-async def settled_idle(suite: RunningSuite, tries: int = 5) -> float:
-    """The idle CPU rate once two measurements in a row agree (within 20 %, or 5 ms/s)."""
+async def settled_idle(suite: RunningSuite, tries: int = 20) -> float:
+    """The idle CPU rate once the suite is quiet: two measurements in a row that agree
+    (within 20 %, or 5 ms/s) and are below QUIET_MS_PER_S. Two readings agree as well
+    while a steady backlog (what parking left behind) is worked off, so that alone is
+    not idle; after ``tries`` the last reading is taken as it is."""
     last = await idle_cpu_ms_per_s(suite)
     for _ in range(tries):
         now = await idle_cpu_ms_per_s(suite)
-        if abs(now - last) <= max(0.2 * last, 5.0):
+        if abs(now - last) <= max(0.2 * last, 5.0) and max(now, last) < QUIET_MS_PER_S:
             return min(now, last)
         last = now
     return last
